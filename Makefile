@@ -1,0 +1,36 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: venv demo test bench serve clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## make demo: sample data, then every pipeline end to end on the embedded default.
+demo: $(STAMP)
+	PREFECT_HOME=$(CURDIR)/.prefect $(VENV)/bin/salvo demo --root demo
+
+## make test: the whole suite (real Prefect API, real S3 endpoint, real Dask processes).
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## make bench: speed and memory against each seed's own approach; writes benchmarks/RESULTS.md.
+bench: $(STAMP)
+	PREFECT_HOME=$(CURDIR)/.prefect $(PY) -m benchmarks.run_all
+
+## make serve: Prefect server + blocks + work pool + deployments + a worker (UI on 127.0.0.1:4200).
+serve: $(STAMP)
+	PREFECT_HOME=$(CURDIR)/.prefect $(VENV)/bin/salvo serve
+
+clean:
+	rm -rf demo .prefect benchmarks/.work

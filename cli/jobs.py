@@ -1,0 +1,131 @@
+"""`salvo jobs batch` / `salvo batch` (the seed's builder_cli.py batch) and `salvo jobs create` (create_job.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from cli.common import Progress, add_runner_flags, positive_int, print_json, print_summary, run_flow
+from salvo.errors import UsageError
+from salvo.jobs.batch import MIN_RAM_MB, check_job_command, render_jobs
+from salvo.jobs.profiles import PROFILES
+
+
+def _add_job_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--naf", action="append", required=True, metavar="CODE",
+                   help="NAF rév. 2 code: division 43, group 43.2, class 43.29 or subclass 43.29A/4329A (repeatable)")
+    p.add_argument("--template", help="job template (default: the shipped job_template.yaml)")
+    p.add_argument("--profile", choices=list(PROFILES), default="quick", help="job profile (default: quick)")
+
+
+def _add_batch_parser(subparsers: Any, name: str, help_text: str) -> None:
+    p = subparsers.add_parser(name, help=help_text, description="Render one YAML job per NAF code and run them over a SIRENE Parquet.")
+    _add_job_flags(p)
+    p.add_argument("--input", required=True, help="SIRENE establishments Parquet file")
+    p.add_argument("--output-dir", required=True, help="base output folder: one naf_<code>/ per job")
+    p.add_argument("--jobs-dir", default="jobs_generated", help="where job files go (default: jobs_generated)")
+    p.add_argument("--dry-run", action="store_true", help="render and validate the jobs only")
+    p.add_argument("--sample", type=positive_int, help="rows to keep per job (default: the profile's)")
+    p.add_argument("--workers", type=positive_int, dest="max_workers", help="jobs run at once (default: 1)")
+    p.add_argument("--verbose", action="store_true", help="one line per job on stderr, and the Prefect logs")
+    p.add_argument("--max-ram-mb", type=positive_int, default=512, help=f"RAM budget of a built-in job, >= {MIN_RAM_MB} (default: 512)")
+    p.add_argument("--continue-on-error", action="store_true", help="run every job even after a failure (exit 0)")
+    p.add_argument("--job-command", help="run your builder instead, e.g. 'python my_builder.py {job_file}'")
+    add_runner_flags(p, timeout_help="per-job timeout in seconds, enforced (default: 3600)", timeout_default=3600.0)
+    p.set_defaults(func=batch_main, retries=0, max_workers=1)
+
+
+def register(subparsers: Any) -> None:
+    """Add `salvo jobs {batch,create}` and the alias `salvo batch`."""
+    jobs = subparsers.add_parser("jobs", help="NAF-code jobs over a SIRENE Parquet (job-batch)", description="Generate and run NAF-code jobs.")
+    sub = jobs.add_subparsers(dest="jobs_command", metavar="SUBCOMMAND", required=True)
+    _add_batch_parser(sub, "batch", "render and run one job per NAF code (job-batch)")
+    c = sub.add_parser("create", help="render job files only (the seed's create_job.py)", description="Render and validate job files.")
+    c.add_argument("output", help="folder for the job files, or a .yaml file for a single code without --batch")
+    _add_job_flags(c)
+    c.add_argument("--batch", action="store_true", help="write one naf_<code>.yaml per code into OUTPUT (a folder)")
+    c.set_defaults(func=create_main)
+    _add_batch_parser(subparsers, "batch", "alias of `salvo jobs batch`")
+
+
+def create_main(args: argparse.Namespace) -> int:
+    """Write the job file(s); 0 on success, 2 on a bad code or template."""
+    out = Path(args.output)
+    single_file = not args.batch and out.suffix in (".yaml", ".yml")
+    if single_file and len(args.naf) > 1:
+        raise UsageError(f"{out} is one file but {len(args.naf)} codes were given: pass a folder, or --batch")
+    jobs = render_jobs(args.naf, template=args.template, profile=args.profile, jobs_dir=out.parent if single_file else out, write=not single_file)
+    if single_file:
+        from salvo.fsutil import atomic_write_text
+        from salvo.jobs.template import read_template, render_template
+
+        atomic_write_text(out, render_template(read_template(args.template), naf=jobs[0].naf, profile=args.profile))
+        print(out)
+        return 0
+    for job in jobs:
+        print(job.path)
+    return 0
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    jobs = render_jobs(args.naf, template=args.template, profile=args.profile, jobs_dir=args.jobs_dir)
+    rows = [{"code": j.naf.compact, "naf": j.naf.dotted, "level": j.naf.level, "status": "rendered", "job_file": str(j.path),
+             "output_dir": str(Path(args.output_dir) / j.spec.niche)} for j in jobs]
+    if args.json:
+        print_json({"dry_run": True, "jobs": rows})
+        return 0
+    print(f"Dry run: {len(rows)} job(s) rendered and validated in {args.jobs_dir}")
+    for r in rows:
+        print(f"  {r['code']:<8} {r['level']:<9} {r['job_file']} -> {r['output_dir']}")
+    return 0
+
+
+def _print_jobs(doc: dict[str, Any]) -> None:
+    for e in doc.get("jobs", []):
+        rows = "" if e["rows"] is None else f", {e['rows']} rows"
+        note = " (resumed)" if e["resumed"] else ""
+        print(f"  {e['code']:<8} {e['status']}{note}{rows}, {e['duration_s']:.1f} s -> {e['output_dir']}")
+        for w in e["warnings"]:
+            print(f"    warning: {w}")
+        if e["error"]:
+            print(f"    error: {e['error']}")
+
+
+def batch_main(args: argparse.Namespace) -> int:
+    """Run the batch: 0 all succeeded, 1 a job failed (0 with --continue-on-error), 2 bad usage."""
+    if not Path(args.input).is_file():
+        raise UsageError(f"--input {args.input}: no such file")
+    if args.max_ram_mb < MIN_RAM_MB:
+        raise UsageError(f"--max-ram-mb {args.max_ram_mb} is too small: the Parquet reader alone needs about {MIN_RAM_MB} MB")
+    if args.job_command:
+        check_job_command(args.job_command)
+    # Codes, template and schema are all checked before Prefect starts (a bad one exits 2 at once).
+    render_jobs(args.naf, template=args.template, profile=args.profile, jobs_dir=args.jobs_dir, write=False)
+    if args.dry_run:
+        return _dry_run(args)
+    if not args.verbose or args.json:
+        import logging
+
+        logging.getLogger("prefect").setLevel(logging.WARNING)
+    doc = run_flow(
+        _flow(), progress=Progress(quiet=args.json or not args.verbose),
+        naf=args.naf, input=args.input, output_dir=args.output_dir, template=args.template, profile=args.profile,
+        jobs_dir=args.jobs_dir, sample=args.sample, workers=args.max_workers, max_ram_mb=args.max_ram_mb,
+        continue_on_error=args.continue_on_error, timeout=args.timeout, job_command=args.job_command,
+        force=args.force, retries=args.retries, dask_address=args.dask_address,
+    )
+    if args.json:
+        print_json(doc)
+    else:
+        print_summary(doc, noun="jobs")
+        _print_jobs(doc)
+    failed = doc["summary"]["failed"]
+    return 1 if failed and not args.continue_on_error else 0
+
+
+def _flow() -> Any:
+    from flows.job_batch import job_batch
+
+    return job_batch

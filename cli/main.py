@@ -1,0 +1,52 @@
+"""The `salvo` command: one subcommand per pipeline, with the seeds' flags."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from salvo.errors import UsageError
+
+#: Subcommand modules, each with `register(subparsers)`.
+COMMANDS = ["extract", "assembly", "blocks", "subjects", "jobs", "salvage", "deploy", "demo"]
+
+
+def _prefect_defaults() -> None:
+    # Set before Prefect is imported: no telemetry on a closed network.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every subcommand."""
+    parser = argparse.ArgumentParser(prog="salvo", description="Batch pipelines that finish, resume and recover.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `salvo`; returns the exit code."""
+    _prefect_defaults()
+    from cli.common import CliError, fail
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, CliError) as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        print("\nInterrupted: finished items are kept; run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

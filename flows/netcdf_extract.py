@@ -1,0 +1,54 @@
+"""netcdf-extract: plot every NetCDF file of a folder, resumably (the seed's batch_extract_results)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows.batch import BatchOptions, finish_batch, run_batch, tag_current_run
+from salvo.extract import discover_inputs, extract_worker, has_existing_output, plan_items
+from salvo.fsutil import atomic_write_text
+from salvo.outcome import ItemResult, Status
+
+PIPELINE = "netcdf-extract"
+
+
+def _run_name() -> str:
+    folder = Path(flow_run.parameters.get("directory", ".")).resolve().name
+    return f"{PIPELINE}-{folder}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+
+
+@flow(name=PIPELINE, flow_run_name=_run_name, log_prints=True)
+def netcdf_extract(
+    directory: str = ".",
+    pattern: str = "*.nc",
+    output_dir: str | None = None,
+    recursive: bool = False,
+    skip_existing: bool = False,
+    parallel: bool = False,
+    max_workers: int | None = None,
+    dask_address: str | None = None,
+    timeout: float = 900.0,
+    retries: int = 2,
+    force: bool = False,
+    worker_command: str | None = None,
+    state: str | None = None,
+    fail_on_error: bool = True,
+) -> dict[str, Any]:
+    """Plot each file's time series in a child process; finished files are never redone."""
+    tag_current_run(PIPELINE)
+    root = Path(output_dir or directory)
+    items = plan_items(discover_inputs(directory, pattern=pattern, recursive=recursive), directory=directory, output_dir=output_dir, worker_command=worker_command)
+    settled = [ItemResult(it.id, Status.SKIPPED, reason="output exists (--skip-existing)") for it in items if skip_existing and has_existing_output(it)]
+    options = BatchOptions(
+        state=state or str(root / ".salvo"), timeout_s=timeout, max_workers=max_workers, parallel=parallel,
+        dask_address=dask_address, retries=retries, force=force, settings={"pipeline": PIPELINE},
+    )
+    outcome = run_batch(items, extract_worker(worker_command), pipeline=PIPELINE, options=options, settled=settled)
+    done = [r.item_id for r in outcome.results if r.status.ok]
+    resume = atomic_write_text(root / "batch_resume.txt", "".join(f"{i}\n" for i in done))
+    return finish_batch(outcome, pipeline=PIPELINE, report_dir=root, title="NetCDF batch extraction summary", extra_reports={"resume": str(resume)}, fail_on_error=fail_on_error)

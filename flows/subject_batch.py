@@ -1,0 +1,64 @@
+"""The ``subject-batch`` flow: one child process per subject, locked, promoted atomically, reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.batch import BatchFailed, BatchOptions, publish_artifacts, run_batch, tag_current_run
+from salvo.report import write_reports
+from salvo.subjects.console import SubjectMonitor
+from salvo.subjects.plan import build_items, build_worker
+from tasks.subjects import PIPELINE, plan_subject_batch, publish_subject_summary, run_state, write_subject_reports
+
+
+@flow(name=PIPELINE)
+def subject_batch(
+    out: str,
+    manifest: str | None = None,
+    bids_dir: str | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    options: dict[str, Any] | None = None,
+    pipeline_command: str | None = None,
+    timeout_minutes: float = 120.0,
+    parallel: int = 1,
+    dask_address: str | None = None,
+    retries: int = 0,
+    force: bool = False,
+    echo: bool = False,
+) -> dict[str, Any]:
+    """Run every subject of a manifest or BIDS folder; skip those done with the same config hash."""
+    tag_current_run(PIPELINE)
+    out_dir = str(Path(out).expanduser().resolve())
+    plan = plan_subject_batch(manifest, bids_dir, include or [], exclude or [], options or {}, pipeline_command)
+    ids = [s.id for s in plan.subjects]
+    monitor = SubjectMonitor(ids, out_dir=out_dir, config_hash=plan.config_hash, timeout_min=timeout_minutes, echo=echo)
+    monitor.announce()
+    with run_state(out_dir) as state:
+        batch = BatchOptions(
+            state=state,
+            timeout_s=timeout_minutes * 60.0,
+            max_workers=parallel,
+            parallel=parallel > 1 or bool(dask_address),
+            dask_address=dask_address,
+            retries=retries,
+            force=True,  # resume goes by each subject's _done.json and config hash, checked under its lock
+            log_dir=str(Path(out_dir) / "logs"),
+            on_result=monitor,
+        )
+        outcome = run_batch(build_items(plan, out_dir=out_dir, force=force), build_worker(plan), pipeline=PIPELINE, options=batch)
+    reports = write_subject_reports(
+        outcome.results, out_dir=out_dir, config_hash=plan.config_hash, timeout_min=timeout_minutes, summary=outcome.summary
+    )
+    reports.update(write_reports(outcome.results, outcome.summary, folder=out_dir, title="Subject batch summary"))
+    block = monitor.finish(outcome.results)
+    publish_artifacts(outcome, pipeline=PIPELINE, reports=reports)
+    publish_subject_summary(monitor.lines, block, config_hash=plan.config_hash, reports=reports)
+    summary = {**outcome.summary.to_dict(), "config_hash": plan.config_hash, "out_dir": out_dir}
+    doc = {"summary": summary, "items": [r.to_dict() for r in outcome.results], "reports": reports}
+    if not outcome.summary.ok:
+        raise BatchFailed(doc)
+    return doc

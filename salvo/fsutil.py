@@ -1,0 +1,108 @@
+"""Writing outputs so that a reader never sees half a file and nothing finished is overwritten."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+#: Prefix of every temporary file or folder Salvo makes beside a final output.
+TMP_PREFIX = ".salvo-tmp-"
+
+
+def _tmp_sibling(final: Path) -> Path:
+    return final.with_name(f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}")
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to a temporary sibling, fsync it, then rename it over ``path``."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return final
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically; see :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling path for a writer that wants a filename; rename it on success."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(final)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def publish_dir(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> Path:
+    """Move the finished folder ``tmp`` to ``final``; an older ``final`` is replaced only now."""
+    tmp_p, final_p = Path(tmp), Path(final)
+    final_p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(tmp_p, final_p)  # atomic when final is absent or an empty folder
+        return final_p
+    except OSError:
+        if not final_p.exists():
+            raise
+    # Replace a non-empty older folder: move it aside first, so that at every instant either the
+    # old or the new complete folder is at `final`, never a mixture.
+    old = _tmp_sibling(final_p)
+    os.rename(final_p, old)
+    try:
+        os.rename(tmp_p, final_p)
+    except BaseException:
+        os.rename(old, final_p)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return final_p
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling folder; it becomes ``final`` only if the block finishes."""
+    final_p = Path(final)
+    final_p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final_p.name}-", dir=final_p.parent))
+    try:
+        yield tmp
+        publish_dir(tmp, final_p)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_tmp(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporary siblings left in ``folder`` by an interrupted writer; return what went."""
+    removed = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for p in root.glob(f"{TMP_PREFIX}*"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        removed.append(p)
+    return removed

@@ -1,0 +1,160 @@
+"""A batch of NAF jobs: render job files, turn them into spine items, and report per code."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from salvo.errors import UsageError
+from salvo.fsutil import atomic_write_text
+from salvo.items import Item, Worker, template_fields
+from salvo.jobs.naf import NafCode, parse_naf_list
+from salvo.jobs.scan import ScanJob, write_plan
+from salvo.jobs.schema import JobSpec, parse_job
+from salvo.jobs.template import read_template, render_template
+from salvo.outcome import ItemResult
+
+#: Placeholders a ``--job-command`` may use.
+COMMAND_FIELDS = ("job_file", "input", "output_dir", "job_output_dir", "naf_code", "niche_name", "profile", "sample", "max_ram_mb")
+MIN_RAM_MB = 128
+
+
+@dataclass(frozen=True)
+class RenderedJob:
+    """One code's job: its file on disk and what it says."""
+
+    naf: NafCode
+    path: Path
+    spec: JobSpec
+
+
+def render_jobs(
+    codes: Sequence[str],
+    *,
+    template: str | Path | None,
+    profile: str,
+    jobs_dir: str | Path,
+    write: bool = True,
+) -> list[RenderedJob]:
+    """Parse every code, render and validate every job, then write the files (nothing is written on error)."""
+    nafs = parse_naf_list(codes)
+    text = read_template(template)
+    source_name = str(template) if template else "job_template.yaml"
+    jobs, texts, niches = [], [], {}
+    for naf in nafs:
+        path = Path(jobs_dir) / f"{naf.niche_name}.yaml"
+        rendered = render_template(text, naf=naf, profile=profile, source=source_name)
+        spec = parse_job(rendered, source=f"{path} (rendered from {source_name})")
+        if spec.niche in niches:
+            raise UsageError(f"{path}: field 'niche': {spec.niche!r} is also the niche of {niches[spec.niche]}; "
+                             "use {niche_name} in the template so each code has its own output folder")
+        niches[spec.niche] = path
+        jobs.append(RenderedJob(naf=naf, path=path, spec=spec))
+        texts.append(rendered)
+    if write:
+        for job, rendered in zip(jobs, texts):
+            # Rewrite only on change: an unchanged job file keeps its identity for resume.
+            if not job.path.is_file() or job.path.read_text(encoding="utf-8") != rendered:
+                atomic_write_text(job.path, rendered)
+    return jobs
+
+
+def check_job_command(command: str) -> None:
+    """Refuse a ``--job-command`` with an unknown placeholder before anything runs."""
+    for name in template_fields(command):
+        if name not in COMMAND_FIELDS:
+            raise UsageError(f"unknown placeholder {{{name}}} in --job-command; allowed: "
+                             + ", ".join("{" + f + "}" for f in COMMAND_FIELDS))
+
+
+def job_worker(job_command: str | None) -> Worker:
+    """The built-in builder (a Python worker) or the user's command."""
+    if job_command:
+        check_job_command(job_command)
+        return Worker("command", job_command)
+    return Worker("python", "salvo.jobs.builder:run_job", verify="salvo.jobs.builder:verify_job",
+                  version="1", preload=("salvo.jobs.builder",))
+
+
+def scan_paths(output_dir: str | Path) -> tuple[Path, Path]:
+    """(plan file, scan cache folder) of the shared scan for a batch writing to ``output_dir``."""
+    root = Path(output_dir) / ".salvo" / "scan"
+    return root / "plan.json", root / "cache"
+
+
+def job_items(
+    jobs: Sequence[RenderedJob],
+    *,
+    input: str | Path,
+    output_dir: str | Path,
+    max_ram_mb: int,
+    sample: int | None,
+    job_command: str | None = None,
+) -> list[Item]:
+    """One spine item per job; resume keys on the job file's and the input's content."""
+    if max_ram_mb < MIN_RAM_MB:
+        raise UsageError(f"--max-ram-mb {max_ram_mb} is too small: the Parquet reader alone needs about {MIN_RAM_MB} MB")
+    if not Path(input).is_file():
+        raise UsageError(f"--input {input}: no such file")
+    items = []
+    plan_file, scan_dir = scan_paths(output_dir)
+    if not job_command:
+        write_plan(plan_file, input_path=input,
+                   jobs=[ScanJob(j.spec.niche, j.spec.naf, j.spec.active_only) for j in jobs])
+    for job in jobs:
+        final = Path(output_dir) / job.spec.niche
+        if job_command:
+            params: dict[str, Any] = {
+                "job_file": str(job.path), "input": str(input), "output_dir": str(output_dir),
+                "job_output_dir": str(final), "naf_code": job.naf.compact, "niche_name": job.spec.niche,
+                "profile": job.spec.profile.name, "sample": "" if sample is None else str(sample),
+                "max_ram_mb": str(max_ram_mb),
+            }
+        else:
+            params = {"job_file": str(job.path), "input": str(input), "output_dir": str(output_dir),
+                      "max_ram_mb": max_ram_mb, "sample": sample, "plan_file": str(plan_file), "scan_dir": str(scan_dir)}
+        items.append(Item(id=job.naf.compact, inputs=(str(job.path), str(input)), params=params, outputs=(str(final),)))
+    return items
+
+
+def _rows_of(folder: Path) -> int | None:
+    try:
+        return pq.ParquetFile(folder / "dataset.parquet").metadata.num_rows
+    except (OSError, pa.ArrowInvalid):
+        return None
+
+
+def job_entries(jobs: Sequence[RenderedJob], results: Sequence[ItemResult], *, output_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-code entries of ``--json``: code, status, duration, rows, outputs, error, warnings."""
+    by_id = {r.item_id: r for r in results}
+    entries = []
+    for job in jobs:
+        r = by_id[job.naf.compact]
+        folder = Path(output_dir) / job.spec.niche
+        rows = r.metrics.get("rows")
+        if rows is None and r.status.ok:
+            rows = _rows_of(folder)
+        warnings = list(r.metrics.get("warnings", []))
+        if rows == 0 and not warnings:
+            warnings.append(f"NAF {job.naf.dotted} matched no row")
+        entries.append({
+            "code": job.naf.compact,
+            "naf": job.naf.dotted,
+            "level": job.naf.level,
+            "status": r.status.value,
+            "duration_s": r.duration_s,
+            "rows": rows,
+            "job_file": str(job.path),
+            "output_dir": str(folder),
+            "outputs": list(r.outputs),
+            "error": r.reason if r.status.failed or r.status.value == "not_run" else "",
+            "warnings": warnings,
+            "resumed": r.cached,
+            "peak_rss_mb": r.peak_rss_mb,
+        })
+    return entries

@@ -1,0 +1,184 @@
+"""The built-in builder job: one job file -> ``dataset.csv``, ``dataset.parquet`` and ``logs/``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from salvo.errors import InputError, UsageError
+from salvo.fsutil import atomic_dir, atomic_write_text
+from salvo.jobs.derive import DERIVED, add_derived
+from salvo.jobs.naf import NAF_COLUMN
+from salvo.jobs.scan import ensure_scan, read_plan
+from salvo.jobs.schema import JobSpec, load_job
+from salvo.jobs.stream import (
+    ACTIVE_COLUMN,
+    Coalescer,
+    check_columns,
+    iter_batches,
+    job_expression,
+    open_dataset,
+    plan_batches,
+)
+
+DEFAULT_MAX_RAM_MB = 512
+CSV_NAME, PARQUET_NAME, LOGS_NAME = "dataset.csv", "dataset.parquet", "logs"
+
+
+def _columns(spec: JobSpec, schema: pa.Schema) -> tuple[list[str], list[str]]:
+    """(columns to read, columns to keep) for the job's profile."""
+    keep = list(spec.profile.columns) if spec.profile.columns is not None else list(schema.names)
+    read = list(keep)
+    for name in spec.profile.derived:
+        for col in DERIVED[name][1]:
+            if col not in read and col in schema.names:
+                read.append(col)
+    keep += [d for d in spec.profile.derived if set(DERIVED[d][1]) <= set(schema.names)]
+    return read, keep
+
+
+class _Writers:
+    """CSV and Parquet writers opened on the first batch, so both share its schema."""
+
+    def __init__(self, folder: Path, formats: tuple[str, ...]) -> None:
+        self.folder, self.formats = folder, formats
+        self.csv: pacsv.CSVWriter | None = None
+        self.parquet: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self.csv is None and self.parquet is None:
+            if "csv" in self.formats:
+                self.csv = pacsv.CSVWriter(self.folder / CSV_NAME, table.schema)
+            if "parquet" in self.formats:
+                self.parquet = pq.ParquetWriter(self.folder / PARQUET_NAME, table.schema)
+        if self.csv is not None:
+            self.csv.write_table(table)
+        if self.parquet is not None:
+            self.parquet.write_table(table)
+
+    def close(self) -> None:
+        for w in (self.csv, self.parquet):
+            if w is not None:
+                w.close()
+
+
+def _source(spec: JobSpec, *, input: str, plan_file: str | None, scan_dir: str | None, max_ram_mb: float):
+    """(dataset, filter, how) for this job: its share of the shared scan when planned, else the input."""
+    if plan_file and scan_dir and Path(plan_file).is_file():
+        planned_input, jobs = read_plan(plan_file)
+        if planned_input == str(Path(input).resolve()) and any(j.niche == spec.niche for j in jobs):
+            folder, _ = ensure_scan(plan_file, cache_dir=scan_dir, max_ram_mb=max_ram_mb)
+            return open_dataset(folder / f"{spec.niche}.parquet"), None, "shared scan"
+    return open_dataset(input), job_expression(spec.naf, active_only=spec.active_only), "direct scan"
+
+
+def run_job(
+    job_file: str,
+    *,
+    input: str,
+    output_dir: str,
+    max_ram_mb: float = DEFAULT_MAX_RAM_MB,
+    sample: int | None = None,
+    plan_file: str | None = None,
+    scan_dir: str | None = None,
+) -> dict[str, Any]:
+    """Run one job file over the input Parquet; return its outputs and metrics (rows, warnings)."""
+    t0 = time.perf_counter()
+    try:
+        spec = load_job(job_file)
+    except UsageError as exc:
+        raise InputError(str(exc)) from None
+    if not Path(input).exists():
+        raise InputError(f"input Parquet {input} does not exist")
+    check_columns(open_dataset(input), [NAF_COLUMN, ACTIVE_COLUMN, *(spec.profile.columns or ())], source=input)
+    dataset, expr, how = _source(spec, input=input, plan_file=plan_file, scan_dir=scan_dir, max_ram_mb=max_ram_mb)
+    read, keep = _columns(spec, dataset.schema)
+    batch_rows = plan_batches(dataset, columns=read, max_ram_mb=max_ram_mb)
+    limit = sample if sample is not None else spec.sample_rows
+    final = Path(output_dir) / spec.niche
+    rows, batches = 0, 0
+    with atomic_dir(final) as tmp:
+        writers = _Writers(tmp, spec.formats)
+        buffer = Coalescer(batch_rows)
+        try:
+            for batch in iter_batches(dataset, filter=expr, columns=read, batch_rows=batch_rows):
+                if limit is not None and rows + batch.num_rows > limit:
+                    batch = batch.slice(0, limit - rows)
+                batch = add_derived(batch, names=spec.profile.derived).select(keep)
+                rows += batch.num_rows
+                batches += 1
+                full = buffer.add(batch)
+                if full is not None:
+                    writers.write(full)
+                if limit is not None and rows >= limit:
+                    break
+            rest = buffer.flush()
+            if rest is None and rows == 0:
+                # Still write files with the right header and schema, so downstream readers work.
+                empty = pa.RecordBatch.from_pylist([], schema=pa.schema([dataset.schema.field(c) for c in read]))
+                rest = pa.Table.from_batches([add_derived(empty, names=spec.profile.derived).select(keep)])
+            if rest is not None:
+                writers.write(rest)
+        finally:
+            writers.close()
+        warnings = []
+        if rows == 0:
+            codes = ", ".join(c.dotted for c in spec.naf)
+            warnings.append(f"NAF {codes} matched no row" + (" (active establishments only)" if spec.active_only else ""))
+        metrics = {
+            "niche": spec.niche,
+            "rows": rows,
+            "batches": batches,
+            "batch_rows": batch_rows,
+            "max_ram_mb": max_ram_mb,
+            "sample": limit,
+            "profile": spec.profile.name,
+            "source": how,
+            "warnings": warnings,
+            "build_s": round(time.perf_counter() - t0, 3),
+        }
+        logs = tmp / LOGS_NAME
+        logs.mkdir()
+        atomic_write_text(logs / "build.json", json.dumps(metrics, indent=1))
+        atomic_write_text(
+            logs / "build.log",
+            f"job {job_file}\ninput {input} ({how})\nfilters naf={[c.dotted for c in spec.naf]} "
+            f"active_only={spec.active_only}\nprofile {spec.profile.name}: sample={limit} columns={keep}\n"
+            f"rows {rows} in {batches} batches of <= {batch_rows} (max_ram_mb={max_ram_mb})\n"
+            + "".join(f"warning: {w}\n" for w in warnings),
+        )
+    outputs = [str(final / name) for name in (CSV_NAME, PARQUET_NAME) if name.split(".")[1] in spec.formats]
+    return {"outputs": outputs + [str(final / LOGS_NAME)], "metrics": metrics}
+
+
+def check_outputs(job_file: str | Path, *, output_dir: str | Path) -> str | None:
+    """Why the job's outputs are incomplete (a reason string), or None when they are all there."""
+    try:
+        spec = load_job(job_file)
+    except UsageError as exc:
+        return str(exc)
+    folder = Path(output_dir) / spec.niche
+    if "csv" in spec.formats and not (folder / CSV_NAME).is_file():
+        return f"{folder / CSV_NAME} is missing"
+    if not (folder / LOGS_NAME / "build.json").is_file():
+        return f"{folder / LOGS_NAME / 'build.json'} is missing"
+    expected = json.loads((folder / LOGS_NAME / "build.json").read_text(encoding="utf-8")).get("rows")
+    if "parquet" in spec.formats:
+        try:
+            got = pq.ParquetFile(folder / PARQUET_NAME).metadata.num_rows
+        except (OSError, pa.ArrowInvalid) as exc:
+            return f"{folder / PARQUET_NAME} is not readable: {exc}"
+        if got != expected:
+            return f"{folder / PARQUET_NAME} has {got} rows, the build log says {expected}"
+    return None
+
+
+def verify_job(item: Any, result: Any) -> str | None:
+    """Spine verify hook: a built job whose files are missing or disagree is a silent failure."""
+    return check_outputs(item.params["job_file"], output_dir=item.params["output_dir"])

@@ -1,0 +1,86 @@
+"""How one item of a batch ended: the statuses every pipeline shares, and their classification."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import signal as _signal
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Exit code a worker uses to say "the input itself is bad": a deterministic error, never retried.
+EXIT_INPUT_ERROR = 65  # sysexits EX_DATAERR
+#: Exit code a worker uses to say "nothing to do for this input" (a legitimate skip).
+EXIT_SKIP = 75  # chosen outside the range shells and Python use for their own errors
+
+
+class Status(str, enum.Enum):
+    """The one outcome of an item. Every item ends in exactly one of these."""
+
+    SUCCESS = "success"
+    SKIPPED = "skipped"
+    ERROR = "error"
+    SILENT_FAILURE = "silent_failure"
+    TIMEOUT = "timeout"
+    CRASHED = "crashed"
+    EXCEPTION = "exception"
+    NOT_RUN = "not_run"
+
+    @property
+    def ok(self) -> bool:
+        """Whether the item needs no further work (it is recorded for resume)."""
+        return self in (Status.SUCCESS, Status.SKIPPED)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the item counts as a failure of the batch."""
+        return self not in (Status.SUCCESS, Status.SKIPPED, Status.NOT_RUN)
+
+
+@dataclass
+class ItemResult:
+    """What happened to one item: its status, why, and what it cost."""
+
+    item_id: str
+    status: Status
+    reason: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    stderr_tail: str = ""
+    started: str | None = None  # ISO 8601, UTC
+    ended: str | None = None
+    duration_s: float = 0.0
+    attempt: int = 1
+    peak_rss_mb: float | None = None
+    outputs: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False  # True when the result came from an earlier run's record
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying again may give another outcome (see README: which outcomes are retried)."""
+        if self.status in (Status.CRASHED, Status.EXCEPTION):
+            return True
+        return self.status is Status.ERROR and self.exit_code != EXIT_INPUT_ERROR
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        d = dataclasses.asdict(self)
+        d["status"] = self.status.value
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ItemResult":
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["status"] = Status(kwargs["status"])
+        return cls(**kwargs)
+
+
+def signal_name(signum: int) -> str:
+    """``SIGSEGV`` for 11, and so on."""
+    try:
+        return _signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

@@ -1,0 +1,133 @@
+"""One report format for every pipeline: counts, times, errors and every item's status."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from salvo.fsutil import atomic_write_text
+from salvo.outcome import ItemResult, Status
+
+STATUS_ORDER = [s.value for s in Status]
+
+
+@dataclass
+class Summary:
+    """Counts and times of a batch."""
+
+    pipeline: str
+    total: int
+    counts: dict[str, int]
+    failed: int
+    resumed: int
+    total_time_s: float
+    mean_time_s: float
+    wall_time_s: float
+    failed_items: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no item failed."""
+        return self.failed == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {**self.__dict__, "ok": self.ok}
+
+
+def summarize(results: Sequence[ItemResult], *, pipeline: str, wall_time_s: float = 0.0) -> Summary:
+    """Count statuses and add up the time spent on items that ran in this batch."""
+    counts = Counter(r.status.value for r in results)
+    ran = [r for r in results if not r.cached and r.status is not Status.NOT_RUN]
+    total_time = sum(r.duration_s for r in ran)
+    return Summary(
+        pipeline=pipeline,
+        total=len(results),
+        counts={s: counts[s] for s in STATUS_ORDER if counts[s]},
+        failed=sum(1 for r in results if r.status.failed),
+        resumed=sum(1 for r in results if r.cached),
+        total_time_s=round(total_time, 3),
+        mean_time_s=round(total_time / len(ran), 3) if ran else 0.0,
+        wall_time_s=round(wall_time_s, 3),
+        failed_items=[r.item_id for r in results if r.status.failed],
+    )
+
+
+def summary_text(results: Sequence[ItemResult], summary: Summary, *, title: str) -> str:
+    """The seed's `batch_processing_summary.txt`: statistics, times, errors, every item."""
+    now = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    lines = [title, "=" * len(title), f"Generated: {now}", "", "Overall statistics"]
+    lines.append(f"  Total items:      {summary.total}")
+    for status, n in summary.counts.items():
+        lines.append(f"  {status + ':':<17} {n}")
+    lines.append(f"  Resumed (earlier run): {summary.resumed}")
+    lines += [
+        "",
+        "Processing times",
+        f"  Wall time:        {summary.wall_time_s:.1f} s",
+        f"  Total item time:  {summary.total_time_s:.1f} s",
+        f"  Average per item: {summary.mean_time_s:.2f} s",
+    ]
+    failures = [r for r in results if r.status.failed]
+    lines += ["", f"Errors ({len(failures)})"]
+    for r in failures:
+        lines.append(f"  {r.item_id}: {r.status.value}: {r.reason}")
+        lines += [f"      | {line}" for line in r.stderr_tail.splitlines()[-10:]]
+    lines += ["", "All items"]
+    for r in results:
+        extra = f" ({r.reason})" if r.reason else ""
+        resumed = " [resumed]" if r.cached else ""
+        lines.append(f"  {r.status.value:<15} {r.duration_s:8.2f} s  {r.item_id}{resumed}{extra}")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(
+    results: Sequence[ItemResult],
+    summary: Summary,
+    *,
+    folder: str | os.PathLike[str],
+    title: str,
+    text_name: str = "batch_processing_summary.txt",
+    json_name: str = "batch_summary.json",
+) -> dict[str, str]:
+    """Write the text and JSON reports atomically; return their paths by kind."""
+    folder = Path(folder)
+    text_path = atomic_write_text(folder / text_name, summary_text(results, summary, title=title))
+    doc = {"summary": summary.to_dict(), "items": [r.to_dict() for r in results]}
+    json_path = atomic_write_text(folder / json_name, json.dumps(doc, indent=2, default=str) + "\n")
+    return {"text": str(text_path), "json": str(json_path)}
+
+
+def table_rows(results: Sequence[ItemResult]) -> list[dict[str, Any]]:
+    """Rows for a table artifact or a CSV: one per item."""
+    return [
+        {
+            "item": r.item_id,
+            "status": r.status.value,
+            "reason": r.reason,
+            "duration_s": r.duration_s,
+            "attempt": r.attempt,
+            "peak_rss_mb": r.peak_rss_mb,
+            "resumed": r.cached,
+        }
+        for r in results
+    ]
+
+
+def summary_markdown(summary: Summary, *, reports: dict[str, str] | None = None) -> str:
+    """A short markdown summary, linking the report files."""
+    lines = [f"# {summary.pipeline}: {'all done' if summary.ok else f'{summary.failed} failed'}", ""]
+    lines += ["| status | items |", "|---|---|"]
+    lines += [f"| {s} | {n} |" for s, n in summary.counts.items()]
+    lines += ["", f"Resumed from earlier runs: {summary.resumed}. Wall time {summary.wall_time_s:.1f} s."]
+    if summary.failed_items:
+        lines += ["", "Failed: " + ", ".join(f"`{i}`" for i in summary.failed_items[:50])]
+    for kind, path in (reports or {}).items():
+        lines.append(f"- {kind} report: [{path}](file://{path})")
+    return "\n".join(lines) + "\n"

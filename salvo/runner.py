@@ -1,0 +1,224 @@
+"""Run one item in a child process with a real timeout, and classify how it ended."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import weakref
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from salvo.items import Item, Worker, render_command
+from salvo.outcome import EXIT_INPUT_ERROR, EXIT_SKIP, ItemResult, Status, signal_name
+
+DEFAULT_TIMEOUT_S = 15 * 60.0
+#: Seconds between SIGTERM and SIGKILL when an item times out.
+KILL_GRACE_S = 3.0
+_STDERR_TAIL_LINES = 20
+
+
+class _Zygote:
+    """Client side of one ``salvo.zygote`` process; one per thread, started on first use."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "salvo.zygote"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C goes to the orchestrator, which then closes our stdin
+        )
+        self._buf = b""
+        weakref.finalize(self, _Zygote._close, self.proc)
+
+    @staticmethod
+    def _close(proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(Exception):
+            proc.stdin.close()  # type: ignore[union-attr]
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=5)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def send(self, req: dict[str, Any]) -> None:
+        self.proc.stdin.write((json.dumps(req) + "\n").encode())  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+
+    def recv(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next message, or None if the zygote died or said nothing before ``timeout``."""
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([fd], [], [], wait)
+            if not ready:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+_local = threading.local()
+
+
+def _zygote() -> _Zygote:
+    z = getattr(_local, "zygote", None)
+    if z is None or not z.alive():
+        z = _local.zygote = _Zygote()
+    return z
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _tail(path: str | None, lines: int = _STDERR_TAIL_LINES) -> str:
+    if not path or not os.path.exists(path):
+        return ""
+    with open(path, "rb") as fh:
+        with contextlib.suppress(OSError):
+            fh.seek(-64 * 1024, os.SEEK_END)
+        text = fh.read().decode("utf-8", "replace")
+    return "\n".join(deque(text.rstrip().splitlines(), maxlen=lines))
+
+
+def _request(item: Item, worker: Worker, result_path: str, stderr_path: str) -> dict[str, Any]:
+    req: dict[str, Any] = {
+        "kind": worker.kind,
+        "target": worker.target,
+        "preload": list(worker.preload),
+        "sys_path": [p for p in sys.path if p],
+        "result_path": result_path,
+        "stderr_path": stderr_path,
+        "grace": KILL_GRACE_S,
+    }
+    if worker.kind == "command":
+        req["argv"] = render_command(worker.target, item.params)
+    else:
+        req["params"] = dict(item.params)
+    return req
+
+
+def _run_child(req: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
+    """Hand the request to this thread's zygote and wait for the child to end."""
+    z = _zygote()
+    z.send({**req, "timeout": timeout_s})
+    started = z.recv(timeout=60)
+    if started is None:
+        z.kill()
+        raise RuntimeError("the worker process did not start")
+    # The zygote enforces the timeout; this backstop only guards against a stuck zygote.
+    backstop = None if timeout_s is None else timeout_s + 2 * KILL_GRACE_S + 30
+    done = z.recv(timeout=backstop)
+    if done is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(started["pid"], signal.SIGKILL)
+        z.kill()
+        raise RuntimeError("the worker supervisor stopped answering; the item was killed")
+    return done
+
+
+def run_item(
+    item: Item,
+    worker: Worker,
+    *,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    attempt: int = 1,
+    log_path: str | os.PathLike[str] | None = None,
+) -> ItemResult:
+    """Run ``item`` in a child process in its own session; never raises for the item's faults."""
+    started, t0 = _now(), time.monotonic()
+    result = ItemResult(item_id=item.id, status=Status.EXCEPTION, started=started, attempt=attempt)
+    with tempfile.TemporaryDirectory(prefix="salvo-item-") as scratch:
+        result_path = os.path.join(scratch, "result.json")
+        stderr_path = os.path.join(scratch, "stderr.log")
+        if log_path is not None:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        tail_path = str(log_path) if log_path is not None else stderr_path
+        try:
+            req = _request(item, worker, result_path, stderr_path)
+            if log_path is not None:
+                req["log_path"] = str(log_path)
+            done = _run_child(req, timeout_s)
+            result.peak_rss_mb = round(done["maxrss_kb"] / 1024, 1)
+            payload = {}
+            if os.path.exists(result_path):
+                with open(result_path) as fh:
+                    payload = json.load(fh)
+            _classify(result, done, payload, _tail(tail_path), timeout_s)
+        except Exception as exc:  # an orchestration fault, not the item's own
+            result.status = Status.EXCEPTION
+            result.reason = f"{type(exc).__name__}: {exc}"
+            result.stderr_tail = traceback.format_exc(limit=5)
+    if result.status is Status.SUCCESS and worker.verify:
+        _verify(result, item, worker)
+    result.ended = _now()
+    result.duration_s = round(time.monotonic() - t0, 3)
+    return result
+
+
+def _classify(
+    result: ItemResult,
+    done: dict[str, Any],
+    payload: dict[str, Any],
+    tail: str,
+    timeout_s: float | None,
+) -> None:
+    """Fill in status and reason from how the child ended."""
+    code = done["exit_code"]
+    result.outputs = [str(p) for p in payload.get("outputs", [])]
+    result.metrics = dict(payload.get("metrics", {}))
+    if done["timed_out"]:
+        result.status = Status.TIMEOUT
+        result.reason = f"exceeded the {timeout_s:g} s limit; process group killed"
+        result.stderr_tail = tail
+    elif done["orphaned"]:
+        result.status = Status.EXCEPTION
+        result.reason = "the orchestrator went away; the item was killed"
+    elif code < 0:
+        result.status, result.signal = Status.CRASHED, -code
+        result.reason = f"killed by {signal_name(-code)}"
+        result.stderr_tail = tail
+    elif code == EXIT_SKIP:
+        result.status, result.exit_code = Status.SKIPPED, code
+        last = tail.splitlines()[-1] if tail else ""
+        result.reason = payload.get("skip_reason") or last.removeprefix("skipped: ") or "skipped"
+    elif code != 0:
+        result.status, result.exit_code, result.stderr_tail = Status.ERROR, code, tail
+        last = tail.splitlines()[-1] if tail else ""
+        kind = "bad input" if code == EXIT_INPUT_ERROR else f"exit code {code}"
+        result.reason = f"{kind}: {last}" if last else kind
+    else:
+        result.status, result.exit_code = Status.SUCCESS, 0
+
+
+def _verify(result: ItemResult, item: Item, worker: Worker) -> None:
+    """Turn an exit-0 item whose outputs are missing or invalid into a silent failure."""
+    module, _, name = worker.verify.partition(":")  # type: ignore[union-attr]
+    try:
+        problem = getattr(importlib.import_module(module), name)(item, result)
+    except Exception as exc:
+        problem = f"output check failed: {type(exc).__name__}: {exc}"
+    if problem:
+        result.status = Status.SILENT_FAILURE
+        result.reason = problem

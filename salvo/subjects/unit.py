@@ -1,0 +1,275 @@
+"""One subject's run, inside its child process: lock, work folder, pipeline, atomic promotion, ``_done.json``."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from salvo import __version__
+from salvo.errors import InputError, SkipItem
+from salvo.fsutil import TMP_PREFIX, atomic_write_text
+from salvo.items import render_command
+from salvo.outcome import EXIT_INPUT_ERROR, EXIT_SKIP
+from salvo.subjects.config import option_flags, pipeline_version
+from salvo.subjects.pipeline import run_pipeline
+
+DONE_FILE = "_done.json"
+WORK_DIR = "_work"
+FAILED_PREFIX = "_failed-"
+LOCKS_DIR = ".locks"
+LOCKED_REASON = "locked by another run"
+
+
+def subject_dir(out_dir: str | os.PathLike[str], subject_id: str) -> Path:
+    """The final folder of one subject's outputs."""
+    return Path(out_dir) / subject_id
+
+
+def lock_path(out_dir: str | os.PathLike[str], subject_id: str) -> Path:
+    """The lock file of one subject; it sits outside the subject folder, which promotion replaces."""
+    return Path(out_dir) / LOCKS_DIR / f"{subject_id}.lock"
+
+
+def read_done(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``_done.json`` record of a subject folder, or None when absent or unreadable."""
+    try:
+        data = json.loads((Path(folder) / DONE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_done(folder: str | os.PathLike[str], *, config_hash: str) -> bool:
+    """Whether the folder holds a successful run made with this config hash."""
+    done = read_done(folder)
+    return bool(done) and done.get("status") == "success" and done.get("config_hash") == config_hash
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def subject_lock(out_dir: str | os.PathLike[str], subject_id: str) -> Iterator[None]:
+    """Hold the subject's lock (an OS lock: a dead holder releases it); SkipItem if another run holds it."""
+    path = lock_path(out_dir, subject_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SkipItem(LOCKED_REASON) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def quarantine_work(folder: str | os.PathLike[str]) -> Path | None:
+    """Rename a left-over ``_work`` folder to ``_failed-<UTC time>`` for inspection; return its new path."""
+    work = Path(folder) / WORK_DIR
+    if not work.is_dir():
+        return None
+    target = Path(folder) / f"{FAILED_PREFIX}{_stamp()}"
+    os.rename(work, target)
+    return target
+
+
+def quarantine_if_unlocked(out_dir: str | os.PathLike[str], subject_id: str) -> Path | None:
+    """After a child was killed: quarantine its ``_work`` folder, unless another run now holds the lock."""
+    try:
+        with subject_lock(out_dir, subject_id):
+            return quarantine_work(subject_dir(out_dir, subject_id))
+    except SkipItem:
+        return None
+
+
+def checksum_path(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, or of a folder's relative file names and contents."""
+    p = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            digest.update(str(f.relative_to(p)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def promote(work: str | os.PathLike[str], folder: str | os.PathLike[str]) -> Path:
+    """Make ``work`` the subject folder: the old one is swapped out whole, its ``_failed-*`` kept."""
+    work_p, final = Path(work), Path(folder)
+    staging = final.with_name(f"{TMP_PREFIX}{final.name}-new-{uuid.uuid4().hex[:8]}")
+    os.rename(work_p, staging)
+    aside = final.with_name(f"{TMP_PREFIX}{final.name}-old-{uuid.uuid4().hex[:8]}")
+    os.rename(final, aside)
+    os.rename(staging, final)
+    for kept in sorted(aside.glob(f"{FAILED_PREFIX}*")):
+        os.rename(kept, final / kept.name)
+    shutil.rmtree(aside, ignore_errors=True)
+    return final
+
+
+def _clear_stale(out_dir: Path, subject_id: str, folder: Path) -> None:
+    # Only ever called with the subject's lock held: these are leftovers of a run that died.
+    for kind in ("new", "old"):
+        for stale in out_dir.glob(f"{TMP_PREFIX}{subject_id}-{kind}-????????"):
+            shutil.rmtree(stale, ignore_errors=True)
+    kept = quarantine_work(folder)
+    if kept is not None:
+        print(f"kept the work folder of an interrupted run as {kept}", file=sys.stderr, flush=True)
+
+
+def _read_command_metrics(work: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((work / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
+        data = data["metrics"]
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def run_command(template: str, *, subject: Mapping[str, Any], work: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the user's pipeline command for one subject in ``work``; return the metrics it wrote."""
+    params = {k: subject.get(k) or "" for k in ("id", "nifti", "dicom", "bval", "bvec")}
+    params.update(work_dir=str(work), options=option_flags(options))
+    argv = render_command(template, params)
+    for name in ("nifti", "dicom"):
+        if "{" + name + "}" in template and not subject.get(name):
+            raise InputError(f"subject {subject['id']} has no {name}, but the pipeline command uses {{{name}}}")
+    print("running: " + " ".join(argv), file=sys.stderr, flush=True)
+    try:
+        proc = subprocess.Popen(argv, cwd=work, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    except OSError as exc:
+        raise InputError(f"cannot start pipeline command {argv[0]!r}: {exc}") from None
+    tail: collections.deque[str] = collections.deque(maxlen=5)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        if line.strip():
+            tail.append(line.strip())
+    code = proc.wait()
+    last = tail[-1] if tail else ""
+    if code < 0:
+        raise _CommandKilled(-code)
+    if code == EXIT_SKIP:
+        raise SkipItem(last or "pipeline command skipped this subject")
+    if code == EXIT_INPUT_ERROR:
+        raise InputError(last or "pipeline command rejected the input")
+    if code != 0:
+        raise RuntimeError(f"pipeline command exited with code {code}" + (f": {last}" if last else ""))
+    return _read_command_metrics(work)
+
+
+class _CommandKilled(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"pipeline command killed by signal {signum}")
+        self.signum = signum
+
+
+def _raise_on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+class _Terminated(BaseException):
+    """SIGTERM (a timeout or a cancelled batch) while the pipeline ran."""
+
+
+def process_subject(
+    *,
+    subject: Mapping[str, Any],
+    out_dir: str,
+    config_hash: str,
+    options: Mapping[str, Any],
+    pipeline_command: str | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Worker entry point: run one subject under its lock, promote its outputs, write ``_done.json`` last."""
+    sid = str(subject["id"])
+    out = Path(out_dir)
+    folder = subject_dir(out, sid)
+    with subject_lock(out, sid):
+        if not force and is_done(folder, config_hash=config_hash):
+            raise SkipItem(f"already done (config hash {config_hash})")
+        folder.mkdir(parents=True, exist_ok=True)
+        _clear_stale(out, sid, folder)
+        work = folder / WORK_DIR
+        work.mkdir()
+        started = time.time()
+        _log(f"{sid}: started {_iso(started)}, config hash {config_hash}, pipeline {pipeline_version(pipeline_command)}")
+        inputs = {p: checksum_path(p) for k in ("nifti", "dicom", "bval", "bvec") if (p := subject.get(k))}
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if in_main else None
+        try:
+            if pipeline_command:
+                metrics = run_command(pipeline_command, subject=subject, work=work, options=options)
+            elif subject.get("nifti"):
+                metrics = run_pipeline(subject["nifti"], work_dir=work, bval=subject.get("bval"), options=options)
+            else:
+                raise InputError(f"subject {sid} has only a DICOM folder: the built-in pipeline reads NIfTI; use --pipeline-command")
+        except _CommandKilled as exc:
+            failed = quarantine_work(folder)
+            print(f"{exc}; work folder kept at {failed}", file=sys.stderr, flush=True)
+            signal.signal(exc.signum, signal.SIG_DFL)
+            os.kill(os.getpid(), exc.signum)  # die the same way, so the batch reports the crash
+            raise
+        except BaseException as exc:
+            failed = quarantine_work(folder)
+            print(f"subject {sid} failed ({type(exc).__name__}); work folder kept at {failed}", file=sys.stderr, flush=True)
+            raise
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
+        computed = time.time()
+        outputs = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
+        promote(work, folder)
+        ended = time.time()
+        record = {
+            "id": sid,
+            "status": "success",
+            "started": _iso(started),
+            "ended": _iso(ended),
+            "duration_s": round(ended - started, 3),
+            "timings": {"pipeline_s": round(computed - started, 3), "promotion_s": round(ended - computed, 3)},
+            "config_hash": config_hash,
+            "pipeline_version": pipeline_version(pipeline_command),
+            "options": dict(options),
+            "inputs": inputs,
+            "outputs": outputs,
+            "metrics": metrics,
+            "host": socket.gethostname(),
+            "salvo_version": __version__,
+        }
+        atomic_write_text(folder / DONE_FILE, json.dumps(record, indent=2, default=str))
+        _log(f"{sid}: success in {ended - started:.1f}s; {len(outputs)} outputs promoted to {folder}")
+    return {"outputs": [str(folder / o) for o in outputs], "metrics": metrics}

@@ -1,0 +1,183 @@
+"""A warm process that forks one child per item, each in its own session, and reaps it.
+
+Run as ``python -m salvo.zygote``; it speaks newline-delimited JSON on stdin/stdout (see
+``salvo.runner``). Modules imported here once are inherited by every forked child, so an item
+does not pay for interpreter start-up and imports. The zygote enforces the item's timeout by
+killing the child's whole process group (SIGTERM, then SIGKILL), and kills it as well when its
+own stdin closes, which is what happens when the orchestrating process dies for any reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+from salvo.errors import InputError, SkipItem
+from salvo.outcome import EXIT_INPUT_ERROR, EXIT_SKIP
+
+
+def _send(msg: dict[str, Any]) -> None:
+    os.write(1, (json.dumps(msg) + "\n").encode())
+
+
+def _resolve(target: str) -> Any:
+    module, _, name = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _redirect(log_path: str | None, stderr_path: str) -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if log_path else err
+    os.dup2(out, 1)
+    os.dup2(err if not log_path else out, 2)
+
+
+def _child(req: dict[str, Any]) -> None:
+    """Runs in the forked child; never returns."""
+    code = 1
+    try:
+        os.setsid()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        _redirect(req.get("log_path"), req["stderr_path"])
+        if req.get("cwd"):
+            os.chdir(req["cwd"])
+        os.environ.update(req.get("env") or {})
+        if req["kind"] == "command":
+            argv = req["argv"]
+            try:
+                os.execvp(argv[0], argv)
+            except OSError as exc:
+                print(f"cannot run {argv[0]!r}: {exc.strerror}", file=sys.stderr)
+                code = 127
+        else:
+            code = _run_python(req)
+    except BaseException:  # the child must always reach os._exit
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _run_python(req: dict[str, Any]) -> int:
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    try:
+        value = _resolve(req["target"])(**req.get("params", {}))
+    except SkipItem as exc:
+        value, code = {"skip_reason": str(exc)}, EXIT_SKIP
+    except InputError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    else:
+        code = 0
+    tmp = req["result_path"] + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(value or {}, fh, default=str)
+    os.replace(tmp, req["result_path"])
+    if code == EXIT_SKIP:
+        print(f"skipped: {value['skip_reason']}", file=sys.stderr)
+    return code
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _supervise(pid: int, timeout: float | None, grace: float) -> dict[str, Any]:
+    """Wait for the child; kill its group on timeout or when our stdin closes."""
+    pidfd = os.pidfd_open(pid)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    timed_out = orphaned = False
+    term_sent_at: float | None = None
+    try:
+        while True:
+            now = time.monotonic()
+            if term_sent_at is not None:
+                wait = max(0.0, term_sent_at + grace - now)
+            elif deadline is not None:
+                wait = max(0.0, deadline - now)
+            else:
+                wait = None
+            ready, _, _ = select.select([pidfd, 0], [], [], wait)
+            if pidfd in ready:
+                break
+            if 0 in ready and not os.read(0, 65536):
+                orphaned = True
+                _kill_group(pid, signal.SIGKILL)
+                break
+            now = time.monotonic()
+            if term_sent_at is None and deadline is not None and now >= deadline:
+                timed_out = True
+                term_sent_at = now
+                _kill_group(pid, signal.SIGTERM)
+            elif term_sent_at is not None and now >= term_sent_at + grace:
+                _kill_group(pid, signal.SIGKILL)
+                term_sent_at = float("inf")
+    finally:
+        os.close(pidfd)
+    _, wstatus, rusage = os.wait4(pid, 0)
+    # Sweep the group: a grandchild left behind by an item must not outlive it.
+    _kill_group(pid, signal.SIGKILL)
+    return {
+        "event": "done",
+        "pid": pid,
+        "exit_code": os.waitstatus_to_exitcode(wstatus),
+        "timed_out": timed_out,
+        "orphaned": orphaned,
+        "maxrss_kb": rusage.ru_maxrss,
+    }
+
+
+def serve() -> None:
+    """Read requests from stdin, one at a time, until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
+    buf = b""
+    while True:
+        while b"\n" not in buf:
+            chunk = os.read(0, 65536)
+            if not chunk:
+                return
+            buf += chunk
+        line, buf = buf.split(b"\n", 1)
+        req = json.loads(line)
+        for path in req.get("sys_path", []):
+            if path not in sys.path:
+                sys.path.append(path)
+        for module in req.get("preload", []):
+            importlib.import_module(module)
+        if req["kind"] == "python":
+            try:
+                _resolve(req["target"])  # import once here, so that every fork is warm
+            except Exception as exc:  # the child will report it properly
+                print(f"zygote: cannot preload {req['target']}: {exc}", file=sys.stderr)
+        pid = os.fork()
+        if pid == 0:
+            _child(req)
+        _send({"event": "started", "pid": pid})
+        done = _supervise(pid, req.get("timeout"), req.get("grace", 3.0))
+        _send(done)
+        if done["orphaned"]:
+            return
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,42 @@
+"""Shared helpers of the gridded tests: small dvmdostem-like runs made by the simulated model."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from salvo.gridded.fakemodel import ModelSpec, simulate_run
+from salvo.gridded.formats import write_run_mask
+
+
+class Runs:
+    """Makes masks and runs of the simulated model under one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.spec = ModelSpec(years=2, pfts=2, layers=3)
+
+    def mask(self, name: str = "run-mask.nc", *, shape=(4, 5), disabled=((0, 0),)) -> Path:
+        run = np.ones(shape, dtype="i4")
+        for cell in disabled:
+            run[cell] = 0
+        return write_run_mask(self.root / name, run=run)
+
+    def run(self, mask: Path, output: str, **kwargs) -> np.ndarray:
+        kwargs.setdefault("state", self.root / "model-state.json")
+        kwargs.setdefault("spec", self.spec)
+        return simulate_run(mask, output=self.root / output, **kwargs)
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Runs:
+    return Runs(tmp_path)
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Content hash of every file under ``folder`` (to prove inputs were not modified)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -1,0 +1,209 @@
+"""The merge: re-run values where the re-run succeeded, salvaged values elsewhere, format kept."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from salvo.errors import UsageError
+from salvo.gridded import STATUS_FILL, merge_outputs, read_mask, read_merge_source, read_status, write_run_mask
+from salvo.gridded.merge import plan_chunks
+from salvo.gridded.ncschema import describe_netcdf
+
+from .conftest import tree_digest
+
+QUIET = {"log": lambda _: None}
+
+
+def _open(path: Path) -> xr.Dataset:
+    return xr.open_dataset(path, decode_cf=False).load()
+
+
+def _recovered(runs, **model):
+    """Original run with failures, salvaged by hand, re-run of the failed cells: (salvaged, rerun) folders."""
+    mask = runs.mask()
+    status = runs.run(mask, "salvaged", **model)
+    rerun_mask = write_run_mask(runs.root / "failed.nc", run=((read_mask(mask) == 1) & (status != 100)).astype("i4"))
+    runs.run(rerun_mask, "rerun", **model)
+    return runs.root / "salvaged", runs.root / "rerun"
+
+
+def test_recovered_run_equals_a_run_that_never_failed(runs):
+    salv, rerun = _recovered(runs, seed=5, fail_fraction=0.4)
+    before = {**tree_digest(salv), **{f"r/{k}": v for k, v in tree_digest(rerun).items()}}
+    lines: list[str] = []
+    report = merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", verbose=True, log=lines.append)
+    runs.run(runs.mask("clean-mask.nc"), "clean", state=runs.root / "clean-state.json")
+    for f in sorted((runs.root / "clean").glob("*.nc")):
+        merged = _open(runs.root / "merged" / f.name)
+        if f.name == "run_status.nc":
+            merged = merged.drop_vars("merge_source")
+        xr.testing.assert_identical(merged, _open(f))
+        header = describe_netcdf(runs.root / "merged" / f.name)
+        header["vars"].pop("merge_source", None)
+        assert header == describe_netcdf(salv / f.name), f.name
+    assert report.total_success == 19 and report.rerun_success == 19 - report.salvaged_success > 0
+    assert lines[:3] == [f"Salvaged run - successful cells: {report.salvaged_success}",
+                         f"Rerun - successful cells: {report.rerun_success}", "Found 5 files to merge"]
+    assert "  Merging: restart-tr.nc" in lines and "  Merging: GPP_monthly_tr.nc" in lines
+    assert lines[-3:] == ["✓ Merge complete", "  Merged: 5 files", "  Total successful cells: 19"]
+    assert {**tree_digest(salv), **{f"r/{k}": v for k, v in tree_digest(rerun).items()}} == before
+
+
+def test_restart_files_are_merged_across_their_own_dim_order(runs):
+    salv, rerun = _recovered(runs, fail_cells=[(2, 3)])
+    merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", **QUIET)
+    merged, old, new = (_open(d / "restart-tr.nc") for d in (runs.root / "merged", salv, rerun))
+    assert merged["vegcov"].dims == ("Y", "X", "pft")
+    assert old["vegcov"][2, 3].values.tolist() == [-7777.0] * 2 or old["vegcov"][2, 3].values.tolist() == [-9999.0] * 2
+    xr.testing.assert_identical(merged["vegcov"][2, 3], new["vegcov"][2, 3])
+    xr.testing.assert_identical(merged["TSsoil"][1, 1], old["TSsoil"][1, 1])
+
+
+def test_cells_the_rerun_did_not_run_or_never_wrote_keep_salvaged_values(runs):
+    salv, rerun = _recovered(runs, fail_cells=[(1, 1), (1, 2)], fail_runs=2)
+    status = read_status(rerun / "run_status.nc")
+    assert status[1, 1] < 0 and status[1, 2] < 0 and status[3, 3] == 0
+    with netCDF4.Dataset(rerun / "run_status.nc", "a") as ds:  # the re-run died before writing (1, 2)
+        ds.variables["run_status"][1, 2] = STATUS_FILL
+    merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", **QUIET)
+    merged, old = _open(runs.root / "merged" / "GPP_monthly_tr.nc"), _open(salv / "GPP_monthly_tr.nc")
+    xr.testing.assert_identical(merged, old)
+    assert read_status(runs.root / "merged" / "run_status.nc").tolist() == read_status(salv / "run_status.nc").tolist()
+    assert read_merge_source(runs.root / "merged" / "run_status.nc").max() == 0
+
+
+def test_merge_source_counts_rerun_rounds(runs):
+    mask = runs.mask()
+    runs.run(mask, "salvaged", fail_cells=[(1, 1), (2, 2)])
+    first = write_run_mask(runs.root / "m1.nc", run=(np.arange(20).reshape(4, 5) == 6).astype("i4"))  # (1, 1) only
+    runs.run(first, "rerun1")
+    merge_outputs(runs.root / "salvaged", rerun_dir=runs.root / "rerun1", output_dir=runs.root / "merged1", **QUIET)
+    second = write_run_mask(runs.root / "m2.nc", run=(np.arange(20).reshape(4, 5) == 12).astype("i4"))
+    runs.run(second, "rerun2")
+    report = merge_outputs(runs.root / "merged1", rerun_dir=runs.root / "rerun2", output_dir=runs.root / "merged2", **QUIET)
+    source = read_merge_source(runs.root / "merged2" / "run_status.nc")
+    assert report.rerun_index == 2
+    assert source[1, 1] == 1 and source[2, 2] == 2 and int(source.sum()) == 3
+    assert read_status(runs.root / "merged2" / "run_status.nc")[read_mask(mask) == 1].tolist() == [100] * 19
+
+
+def test_file_missing_from_rerun_is_carried_over_with_a_warning(runs):
+    salv, rerun = _recovered(runs, fail_cells=[(1, 1)])
+    (rerun / "VEGC_yearly_tr.nc").unlink()
+    (salv / "notes.txt").write_text("run notes\n")
+    lines: list[str] = []
+    report = merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", log=lines.append)
+    assert report.warnings == ["File not found in rerun: VEGC_yearly_tr.nc (carried over from the salvaged run)"]
+    assert lines == ["  Warning: " + report.warnings[0]]
+    assert tree_digest(runs.root / "merged")["VEGC_yearly_tr.nc"] == tree_digest(salv)["VEGC_yearly_tr.nc"]
+    assert (runs.root / "merged" / "notes.txt").read_text() == "run notes\n"
+    assert len(report.merged) == 4
+
+
+def test_different_time_dimension_is_an_error_naming_file_and_dimension(runs):
+    mask = runs.mask()
+    runs.run(mask, "salvaged", fail_cells=[(1, 1)])
+    runs.spec = type(runs.spec)(years=3, pfts=2, layers=3)
+    runs.run(mask, "rerun")
+    with pytest.raises(UsageError, match=r"in CMTNUM_yearly_tr.nc: dimension 'time' has size 2 .* and 3 in the re-run"):
+        merge_outputs(runs.root / "salvaged", rerun_dir=runs.root / "rerun", output_dir=runs.root / "merged", **QUIET)
+    assert not (runs.root / "merged").exists()
+
+
+def test_different_grid_is_an_error_naming_the_dimension(runs):
+    runs.run(runs.mask(), "salvaged")
+    runs.run(runs.mask("wide.nc", shape=(4, 6)), "rerun")
+    with pytest.raises(UsageError, match=r"in run_status.nc: dimension 'X' has size 5 .* and 6 in the re-run"):
+        merge_outputs(runs.root / "salvaged", rerun_dir=runs.root / "rerun", output_dir=runs.root / "merged", **QUIET)
+
+
+def test_different_coordinates_are_an_error_naming_the_dimension(runs):
+    salv, rerun = _recovered(runs, fail_cells=[(1, 1)])
+    with netCDF4.Dataset(rerun / "GPP_monthly_tr.nc", "a") as ds:
+        ds.variables["y"][0] = 0.0
+    with pytest.raises(UsageError, match=r"Coordinates don't match in GPP_monthly_tr.nc: 'y' along dimension 'Y'"):
+        merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", **QUIET)
+
+
+def test_output_dir_must_be_new_or_empty(runs):
+    salv, rerun = _recovered(runs, fail_cells=[(1, 1)])
+    (runs.root / "merged").mkdir()
+    (runs.root / "merged" / "keep.txt").write_text("mine")
+    with pytest.raises(UsageError, match="must not exist or must be empty"):
+        merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", **QUIET)
+    assert [p.name for p in (runs.root / "merged").iterdir()] == ["keep.txt"]
+    (runs.root / "empty").mkdir()
+    assert merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "empty", **QUIET).total_success == 19
+
+
+def test_chunks_stay_within_budget_and_follow_disk_chunks():
+    assert plan_chunks((100, 10, 50, 60), itemsize=4, disk=[1, 10, 50, 60], budget=1_000_000) == [8, 10, 50, 60]
+    assert plan_chunks((5, 2000, 3000), itemsize=8, disk=None, budget=1_000_000) == [1, 41, 3000]
+    assert plan_chunks((3, 4), itemsize=8, disk="contiguous", budget=1_000_000) == [3, 4]
+
+
+# ---------------------------------------------------------------- property-based test of the merge
+
+EXTRA = {"time": 3, "pft": 2, "layer": 2}
+
+
+def _write(path: Path, dims: tuple[str, ...], sizes: dict[str, int], values: np.ndarray, *, note: float) -> None:
+    with netCDF4.Dataset(path, "w") as ds:
+        for d in dims:
+            ds.createDimension(d, sizes[d])
+        ds.createVariable("note", "f8").assignValue(note)  # no Y/X: always from the salvaged file
+        v = ds.createVariable("v", values.dtype, dims, fill_value=values.dtype.type(-99), zlib=True)
+        v.units = "kg"
+        v[:] = values
+
+
+def _status(path: Path, status: np.ndarray) -> None:
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("Y", status.shape[0])
+        ds.createDimension("X", status.shape[1])
+        ds.createVariable("run_status", "i4", ("Y", "X"), fill_value=STATUS_FILL)[:] = status
+
+
+@st.composite
+def cases(draw):
+    ny, nx = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    extras = draw(st.lists(st.sampled_from(sorted(EXTRA)), unique=True, max_size=2))
+    salv_dims = tuple(draw(st.permutations(["Y", "X", *extras])))
+    rerun_dims = tuple(draw(st.permutations(list(salv_dims))))
+    dtype = draw(st.sampled_from(["i2", "i4", "f4", "f8"]))
+    statuses = draw(st.lists(st.sampled_from([100, 0, -5, -100, STATUS_FILL]), min_size=ny * nx, max_size=ny * nx))
+    return ny, nx, salv_dims, rerun_dims, np.dtype(dtype), np.array(statuses).reshape(ny, nx), \
+        draw(st.integers(0, 2**32 - 1)), draw(st.sampled_from([8, 64, 1 << 20]))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_merged_is_rerun_where_it_succeeded_and_salvaged_elsewhere(case):
+    ny, nx, salv_dims, rerun_dims, dtype, rerun_status, seed, chunk_bytes = case
+    sizes = {"Y": ny, "X": nx, **EXTRA}
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        salv, rerun = root / "salv", root / "rerun"
+        salv.mkdir(), rerun.mkdir()
+        _status(salv / "run_status.nc", rng.choice([100, -100, 0], size=(ny, nx)))
+        _status(rerun / "run_status.nc", rerun_status)
+        for folder, dims, note in ((salv, salv_dims, 1.0), (rerun, rerun_dims, 2.0)):
+            values = (rng.random([sizes[d] for d in dims]) * 1000).astype(dtype)
+            _write(folder / "out.nc", dims, sizes, values, note=note)
+        merge_outputs(salv, rerun_dir=rerun, output_dir=root / "merged", chunk_bytes=chunk_bytes, **QUIET)
+        s, r = _open(salv / "out.nc"), _open(rerun / "out.nc")
+        took = xr.DataArray(rerun_status == 100, dims=("Y", "X"))
+        expected = s.assign(v=xr.where(took, r["v"], s["v"]).transpose(*salv_dims).astype(dtype).assign_attrs(s["v"].attrs))
+        xr.testing.assert_identical(_open(root / "merged" / "out.nc"), expected)
+        assert describe_netcdf(root / "merged" / "out.nc") == describe_netcdf(salv / "out.nc")
+        shutil.rmtree(root / "merged")

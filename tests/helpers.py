@@ -1,0 +1,40 @@
+"""Small helpers the tests share: process checks and running the `salvo` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` is a running (not zombie) process."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_until(predicate, *, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def salvo(*args: str, env: dict[str, str], cwd: str | os.PathLike[str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run `salvo ARGS` in a child process and capture its output."""
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def markers(folder: str | os.PathLike[str], name: str = "*") -> list[Path]:
+    """Invocation markers written by test workers (one file per run of an item)."""
+    d = Path(folder)
+    return sorted(d.glob(f"{name}.*")) if d.is_dir() else []

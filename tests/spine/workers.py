@@ -1,0 +1,72 @@
+"""Python workers with known behaviour, run by the spine's tests in real child processes."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from salvo.errors import InputError, SkipItem
+
+
+def _count(counter_dir: str | None, name: str) -> None:
+    if counter_dir:
+        Path(counter_dir).mkdir(parents=True, exist_ok=True)
+        (Path(counter_dir) / f"{name}.{os.getpid()}.{time.monotonic_ns()}").touch()
+
+
+def write_output(*, name: str, out_dir: str, counter_dir: str | None = None, sleep: float = 0.0) -> dict:
+    """Write one file and report it."""
+    _count(counter_dir, name)
+    time.sleep(sleep)
+    path = Path(out_dir) / f"{name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(name)
+    return {"outputs": [str(path)], "metrics": {"chars": len(name)}}
+
+
+def no_output(**_: object) -> None:
+    """Exit 0 without writing anything: a silent failure once verified."""
+
+
+def sleep_forever(*, pid_file: str, with_grandchild: bool = False, **_: object) -> None:
+    """Hang; optionally with a grandchild process that hangs too."""
+    pids = [os.getpid()]
+    if with_grandchild:
+        pids.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"]).pid)
+    Path(pid_file).write_text(" ".join(map(str, pids)))
+    while True:
+        time.sleep(1)
+
+
+def segfault(**_: object) -> None:
+    """Die of SIGSEGV."""
+    ctypes.string_at(0)
+
+
+def skip(*, reason: str = "nothing to do", **_: object) -> None:
+    """Skip legitimately."""
+    raise SkipItem(reason)
+
+
+def bad_input(**_: object) -> None:
+    """Fail deterministically on the input."""
+    raise InputError("the input is corrupt")
+
+
+def fail(*, message: str = "boom", **_: object) -> None:
+    """Raise an ordinary exception."""
+    raise RuntimeError(message)
+
+
+def flaky(*, state_file: str, fail_times: int = 1, out_dir: str, name: str = "flaky") -> dict:
+    """Fail the first ``fail_times`` calls, then succeed."""
+    p = Path(state_file)
+    n = int(p.read_text()) if p.exists() else 0
+    p.write_text(str(n + 1))
+    if n < fail_times:
+        raise RuntimeError(f"transient failure {n + 1}")
+    return write_output(name=name, out_dir=out_dir)

@@ -1,0 +1,101 @@
+"""The subject-batch flow end to end: real child processes, timeouts, crashes, resume by config hash."""
+
+import csv
+from html.parser import HTMLParser
+
+import pytest
+
+from flows.batch import BatchFailed
+from flows.subject_batch import subject_batch
+from salvo.subjects.samples import make_bids_dataset, make_manifest_study
+from salvo.subjects.unit import WORK_DIR, read_done
+from tests.helpers import alive, wait_until
+from tests.subjects.conftest import fake_command, runs, write_plan
+
+
+class _Rows(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.subjects = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "tr" and "data-subject" in a:
+            self.subjects.append(a["data-subject"])
+
+
+def _by_id(doc):
+    return {item["item_id"]: item for item in doc["items"]}
+
+
+def test_crash_hang_and_failure_do_not_stop_the_others(tmp_path, plan_dir):
+    manifest = make_manifest_study(tmp_path / "study", subjects=5, shape=(4, 4, 3))
+    plan = write_plan(plan_dir, {"sub-002": "fail", "sub-003": "segv", "sub-004": "hang"})
+    out = tmp_path / "out"
+    state = subject_batch(
+        out=str(out), manifest=str(manifest), pipeline_command=fake_command(plan), timeout_minutes=0.05, parallel=2,
+        return_state=True,
+    )
+    assert state.is_failed()
+    err = state.result(raise_on_failure=False)
+    assert isinstance(err, BatchFailed)
+    items = _by_id(err.summary)
+    assert {k: v["status"] for k, v in items.items()} == {
+        "sub-001": "success", "sub-002": "error", "sub-003": "crashed", "sub-004": "timeout", "sub-005": "success"}
+    assert "exited with code 3: sub-002: tract seeding failed" in items["sub-002"]["reason"]
+    assert items["sub-003"]["reason"] == "killed by SIGSEGV"
+    # The hung pipeline and the grandchild it started are both gone.
+    pids = [int(p) for p in (plan.parent / "markers" / "sub-004.pids").read_text().split()]
+    assert wait_until(lambda: not any(alive(p) for p in pids), timeout=10)
+    for sid in ("sub-001", "sub-005"):
+        assert read_done(out / sid)["status"] == "success" and (out / sid / "result.txt").exists()
+    for sid in ("sub-002", "sub-003", "sub-004"):
+        folder = out / sid
+        assert not (folder / WORK_DIR).exists() and read_done(folder) is None
+        kept = [p.name for p in folder.iterdir()]
+        assert len(kept) == 1 and kept[0].startswith("_failed-") and (folder / kept[0] / "partial.txt").exists()
+        assert (out / "logs" / f"{sid}.log").stat().st_size > 0
+    assert "sub-002: tract seeding failed" in (out / "logs" / "sub-002.log").read_text()
+    with open(out / "batch_metrics.csv") as fh:
+        rows = {r["subject"]: r for r in csv.DictReader(fh)}
+    assert rows["sub-004"]["reason"] == "exceeded 0.05m limit"
+    assert rows["sub-001"]["fa_mean"] != "" and rows["sub-003"]["fa_mean"] == ""
+    parser = _Rows()
+    parser.feed((out / "batch_report.html").read_text())
+    assert parser.subjects == [f"sub-00{i}" for i in range(1, 6)]
+
+
+def test_config_hash_change_and_force_rerun_bids_units(tmp_path):
+    bids = make_bids_dataset(tmp_path / "ds114", subjects=2, shape=(6, 6, 4))
+    out = tmp_path / "out"
+    common = dict(out=str(out), bids_dir=str(bids), include=["sub-01*"])
+    first = subject_batch(**common)
+    assert [i["item_id"] for i in first["items"]] == ["sub-01_ses-retest", "sub-01_ses-test"]
+    assert first["summary"]["counts"] == {"success": 2}
+    hash_a = first["summary"]["config_hash"]
+    started = read_done(out / "sub-01_ses-test")["started"]
+
+    again = subject_batch(**common)
+    assert again["summary"]["counts"] == {"skipped": 2}
+    assert {i["reason"] for i in again["items"]} == {f"already done (config hash {hash_a})"}
+    with open(out / "batch_metrics.csv") as fh:
+        assert all(r["n_volumes"] == "14" for r in csv.DictReader(fh))  # metrics come from _done.json
+
+    changed = subject_batch(**common, options={"preprocessing": True, "denoise_method": "median"})
+    hash_b = changed["summary"]["config_hash"]
+    assert hash_b != hash_a and changed["summary"]["counts"] == {"success": 2}
+    assert read_done(out / "sub-01_ses-test")["config_hash"] == hash_b
+    assert read_done(out / "sub-01_ses-test")["options"] == {"preprocessing": True, "denoise_method": "median"}
+
+    forced = subject_batch(**common, options={"preprocessing": True, "denoise_method": "median"}, force=True)
+    assert forced["summary"]["counts"] == {"success": 2}
+    assert read_done(out / "sub-01_ses-test")["started"] != started
+    assert not (out / "sub-02_ses-test").exists()
+
+
+def test_bad_manifest_fails_the_flow_before_running(tmp_path):
+    bad = tmp_path / "m.json"
+    bad.write_text('{"subjects": [{"id": "../x"}]}')
+    with pytest.raises(Exception, match="not a safe folder name"):
+        subject_batch(out=str(tmp_path / "out"), manifest=str(bad))
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,160 @@
+"""One subject's run: lock, work folder, atomic promotion, _done.json, failure quarantine."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from salvo.errors import InputError, SkipItem
+from salvo.subjects.unit import (
+    DONE_FILE, LOCKED_REASON, WORK_DIR, lock_path, process_subject, quarantine_if_unlocked, read_done,
+)
+from salvo.subjects.samples import write_dwi
+from tests.subjects.conftest import fake_command, runs, write_plan
+
+
+@pytest.fixture
+def subject(tmp_path):
+    files = write_dwi(tmp_path / "raw" / "dwi.nii.gz", shape=(6, 6, 4), seed=5)
+    return {"id": "sub-001", **files}
+
+
+def _run(subject, out, **kw):
+    kw.setdefault("config_hash", "aaaa1111")
+    kw.setdefault("options", {})
+    return process_subject(subject=subject, out_dir=str(out), **kw)
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_success_promotes_outputs_and_writes_done_last(tmp_path, subject):
+    out = tmp_path / "out"
+    value = _run(subject, out, options={"preprocessing": True, "denoise_method": "median"})
+    folder = out / "sub-001"
+    assert sorted(p.name for p in folder.iterdir()) == [DONE_FILE, "metrics.json", "middle_slice.png"]
+    done = read_done(folder)
+    assert done["status"] == "success" and done["config_hash"] == "aaaa1111"
+    assert done["pipeline_version"] == "builtin-1"
+    assert set(done["inputs"]) == {subject["nifti"], subject["bval"], subject["bvec"]}
+    assert all(len(v) == 64 for v in done["inputs"].values())
+    assert done["outputs"] == ["metrics.json", "middle_slice.png"]
+    assert done["duration_s"] >= done["timings"]["pipeline_s"] >= 0
+    # _done.json is written after the promoted outputs: its mtime is the newest of the folder.
+    assert (folder / DONE_FILE).stat().st_mtime_ns >= max(p.stat().st_mtime_ns for p in folder.iterdir())
+    assert value["metrics"]["n_volumes"] == 14
+    assert sorted(value["outputs"]) == [str(folder / "metrics.json"), str(folder / "middle_slice.png")]
+
+
+def test_same_hash_skips_force_and_new_hash_rerun(tmp_path, subject):
+    out = tmp_path / "out"
+    _run(subject, out)
+    with pytest.raises(SkipItem, match="already done \\(config hash aaaa1111\\)"):
+        _run(subject, out)
+    first = read_done(out / "sub-001")["started"]
+    time.sleep(1.1)
+    _run(subject, out, force=True)
+    assert read_done(out / "sub-001")["started"] != first
+    _run(subject, out, config_hash="bbbb2222", options={"preprocessing": True})
+    assert read_done(out / "sub-001")["config_hash"] == "bbbb2222"
+
+
+def test_failure_keeps_work_folder_and_leaves_good_outputs_alone(tmp_path, subject, plan_dir):
+    out = tmp_path / "out"
+    _run(subject, out)
+    before = _snapshot(out / "sub-001")
+    plan = write_plan(plan_dir, {"sub-001": "fail"})
+    with pytest.raises(RuntimeError, match="exited with code 3: sub-001: tract seeding failed"):
+        _run(subject, out, config_hash="cccc3333", pipeline_command=fake_command(plan))
+    folder = out / "sub-001"
+    failed = [p for p in folder.iterdir() if p.name.startswith("_failed-")]
+    assert len(failed) == 1 and (failed[0] / "partial.txt").exists()
+    assert not (folder / WORK_DIR).exists()
+    after = {k: v for k, v in _snapshot(folder).items() if not k.startswith("_failed-")}
+    assert after == before
+    # A later success keeps the quarantined folder for inspection.
+    write_plan(plan_dir, {})
+    _run(subject, out, config_hash="cccc3333", pipeline_command=fake_command(plan))
+    assert [p.name for p in folder.iterdir() if p.name.startswith("_failed-")] == [failed[0].name]
+    assert read_done(folder)["config_hash"] == "cccc3333"
+    # The new run replaced the old outputs as a whole: nothing of the built-in run is left.
+    assert "fa_mean" in json.loads((folder / "metrics.json").read_text())
+    assert not (folder / "middle_slice.png").exists()
+
+
+def test_command_gets_placeholders_and_option_flags(tmp_path, subject, plan_dir):
+    out = tmp_path / "out"
+    plan = write_plan(plan_dir, {})
+    value = _run(subject, out, pipeline_command=fake_command(plan), options={"preprocessing": True, "denoise_method": "patch2self"})
+    result = (out / "sub-001" / "result.txt").read_text()
+    assert result == "sub-001 --denoise-method patch2self --preprocessing\n"
+    assert value["metrics"] == {"fa_mean": pytest.approx(0.47), "n_flags": 3}
+    assert read_done(out / "sub-001")["pipeline_version"].startswith("command-")
+    assert runs(plan, "sub-001") == 1
+
+
+def test_lock_held_by_a_live_process_skips(tmp_path, subject):
+    out = tmp_path / "out"
+    path = lock_path(out, "sub-001")
+    path.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from filelock import FileLock; import sys, time; l = FileLock({str(path)!r}); l.acquire(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SkipItem, match=LOCKED_REASON):
+            _run(subject, out)
+        assert not (out / "sub-001").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_lock_of_a_dead_process_is_recovered(tmp_path, subject):
+    out = tmp_path / "out"
+    path = lock_path(out, "sub-001")
+    path.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from filelock import FileLock; import time; l = FileLock({str(path)!r}); l.acquire(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert path.exists()
+    _run(subject, out)
+    assert read_done(out / "sub-001")["status"] == "success"
+
+
+def test_interrupted_work_folder_is_quarantined_before_a_new_run(tmp_path, subject):
+    out = tmp_path / "out"
+    work = out / "sub-001" / WORK_DIR
+    work.mkdir(parents=True)
+    (work / "half.nii").write_text("half")
+    _run(subject, out)
+    folder = out / "sub-001"
+    kept = [p for p in folder.iterdir() if p.name.startswith("_failed-")]
+    assert len(kept) == 1 and (kept[0] / "half.nii").read_text() == "half"
+    assert not (folder / "half.nii").exists() and not work.exists()
+
+
+def test_quarantine_if_unlocked(tmp_path):
+    out = tmp_path / "out"
+    (out / "sub-009" / WORK_DIR).mkdir(parents=True)
+    kept = quarantine_if_unlocked(out, "sub-009")
+    assert kept is not None and kept.name.startswith("_failed-") and kept.is_dir()
+    assert quarantine_if_unlocked(out, "sub-009") is None
+
+
+def test_dicom_only_subject_needs_a_command(tmp_path):
+    dicom = tmp_path / "dicoms"
+    dicom.mkdir()
+    with pytest.raises(InputError, match="only a DICOM folder"):
+        _run({"id": "sub-002", "dicom": str(dicom)}, tmp_path / "out")
+    assert json.dumps(read_done(tmp_path / "out" / "sub-002")) == "null"
