@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,11 +107,10 @@ def batch_main(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args)
     if not args.verbose or args.json:
-        import logging
-
-        logging.getLogger("prefect").setLevel(logging.WARNING)
+        # Before Prefect is imported: its INFO lines would drown the summary (they go to stderr).
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     doc = run_flow(
-        _flow(), progress=Progress(quiet=args.json or not args.verbose),
+        _flow(), progress=Progress(stream=sys.stderr, quiet=args.json or not args.verbose),
         naf=args.naf, input=args.input, output_dir=args.output_dir, template=args.template, profile=args.profile,
         jobs_dir=args.jobs_dir, sample=args.sample, workers=args.max_workers, max_ram_mb=args.max_ram_mb,
         continue_on_error=args.continue_on_error, timeout=args.timeout, job_command=args.job_command,
@@ -121,8 +121,12 @@ def batch_main(args: argparse.Namespace) -> int:
     else:
         print_summary(doc, noun="jobs")
         _print_jobs(doc)
-    failed = doc["summary"]["failed"]
-    return 1 if failed and not args.continue_on_error else 0
+    return exit_code(doc, continue_on_error=args.continue_on_error)
+
+
+def exit_code(doc: dict[str, Any], *, continue_on_error: bool) -> int:
+    """The seed's return code: 1 when a job failed, unless --continue-on-error; else 0."""
+    return 1 if doc["summary"]["failed"] and not continue_on_error else 0
 
 
 def _flow() -> Any:

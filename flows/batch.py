@@ -143,7 +143,8 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
             while queue and not stop and len(futures) < window:
                 chunk = queue.pop()
                 params = {"items": [c[0] for c in chunk], "keys": [c[1] for c in chunk], "worker": worker,
-                          "state": options.state, "timeout_s": options.timeout_s, "log_dir": options.log_dir}
+                          "state": options.state, "timeout_s": options.timeout_s, "log_dir": options.log_dir,
+                          "not_before": batch_start if options.force else None}
                 futures[runner.submit(task, params)] = chunk
             if not futures:
                 break

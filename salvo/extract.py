@@ -60,7 +60,7 @@ def png_files(folder: str | os.PathLike[str]) -> list[Path]:
 
 def check_for_output(item: Any, result: Any) -> str | None:
     """Verifier: the reason an exit-0 item is a silent failure, or None if its plots are there."""
-    out = Path(item.params["output_dir"])
+    out = Path(item.outputs[0] if item.outputs else item.params["output_dir"])
     if not out.is_dir():
         return f"exited 0 but wrote no output folder {out}"
     if not png_files(out):

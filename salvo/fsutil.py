@@ -106,3 +106,13 @@ def remove_stale_tmp(folder: str | os.PathLike[str]) -> list[Path]:
                 p.unlink()
         removed.append(p)
     return removed
+
+
+def remove_partial(final: str | os.PathLike[str]) -> list[Path]:
+    """Delete what an interrupted writer left beside ``final`` (its temporary siblings)."""
+    f = Path(final)
+    removed = []
+    for p in f.parent.glob(f"{TMP_PREFIX}{f.name}-*") if f.parent.is_dir() else []:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed

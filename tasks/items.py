@@ -11,6 +11,7 @@ from prefect.cache_policies import NONE
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 
+from salvo.fsutil import remove_partial
 from salvo.items import Item, Worker
 from salvo.outcome import ItemResult
 from salvo.runner import run_item
@@ -44,6 +45,12 @@ def _log_path(log_dir: str | None, item_id: str) -> str | None:
     return str(Path(log_dir) / (re.sub(r"[^A-Za-z0-9._-]+", "_", item_id) + ".log"))
 
 
+def _clean_partials(item: Item) -> None:
+    for out in item.outputs:
+        if "://" not in out:
+            remove_partial(out)
+
+
 def _attempt() -> tuple[int, int]:
     ctx = TaskRunContext.get()
     if ctx is None:  # called as .fn() outside a run
@@ -59,8 +66,13 @@ def run_items(
     state: StateLocation,
     timeout_s: float | None,
     log_dir: str | None = None,
+    not_before: str | None = None,
 ) -> list[ItemResult]:
-    """Run items one after another, each in its own child process, recording finished ones."""
+    """Run items one after another, each in its own child process, recording finished ones.
+
+    Records that started before ``not_before`` (ISO time) are ignored: that is how ``force``
+    redoes everything while a retry of the same batch still reuses what it just finished.
+    """
     logger = get_run_logger()
     store = record_store(state)
     attempt, retries = _attempt()
@@ -68,11 +80,15 @@ def run_items(
     for item, key in zip(items, keys):
         with item_lock(store, key):  # another batch running this item makes us wait, then reuse
             result = read_record(store, key)
+            if result is not None and not_before and (result.started or "") < not_before:
+                result = None
             if result is None:
+                _clean_partials(item)  # left by a run that was killed mid-item
                 result = run_item(item, worker, timeout_s=timeout_s, attempt=attempt, log_path=_log_path(log_dir, item.id))
                 if result.status.ok:
                     write_record(store, key, result)
         if result.status.failed:
+            _clean_partials(item)
             tail = f"\n{result.stderr_tail}" if result.stderr_tail else ""
             logger.error("%s: %s: %s%s", item.id, result.status.value, result.reason, tail)
         results.append(result)

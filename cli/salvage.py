@@ -1,0 +1,124 @@
+"""`salvo salvage`, `salvo merge`, `salvo recover`, and the seed's standalone `pyddt-salvage` / `pyddt-merge`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from salvo.errors import UsageError
+
+SALVAGE_HELP = "Salvage a failed batch run by creating a backup and preparing for re-run."
+MERGE_HELP = "Merge outputs from a salvaged run and a rerun of failed cells."
+
+
+def _salvage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("output_dir", help="Path to the output directory containing run_status.nc")
+    p.add_argument("backup_dir", help="Path where the backup should be created (must not exist)")
+    p.add_argument("--original-mask", required=True, help="Path to the original run-mask.nc used for this run")
+    p.add_argument("--new-mask", required=True, help="Path where the new run-mask (failed cells only) should be written")
+    p.add_argument("--run-status", help="Path to run_status.nc (default: OUTPUT_DIR/run_status.nc)")
+    p.add_argument("--verbose", "-v", action="store_true", help="Print detailed progress information")
+    p.add_argument("--copy", action="store_true",
+                   help="Make a full copy (default: reflinks or hard links, safe because the re-run writes fresh files)")
+
+
+def _merge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("salvaged_dir", help="Path to the salvaged output directory (backup from original run)")
+    p.add_argument("rerun_dir", help="Path to the rerun output directory (results from re-running failed cells)")
+    p.add_argument("output_dir", help="Path where merged outputs should be written")
+    p.add_argument("--verbose", "-v", action="store_true", help="Print detailed progress information")
+
+
+def run_salvage(args: argparse.Namespace) -> int:
+    """Back up the outputs and write the failed-cells mask; 0 on success."""
+    from salvo.gridded.salvage import salvage_run
+
+    salvage_run(args.output_dir, backup_dir=args.backup_dir, original_mask=args.original_mask, new_mask=args.new_mask,
+                run_status=args.run_status, copy=args.copy, verbose=args.verbose, log=print)
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """Merge a salvaged run with its re-run into a new folder; 0 on success."""
+    from salvo.gridded.merge import merge_outputs
+
+    report = merge_outputs(args.salvaged_dir, rerun_dir=args.rerun_dir, output_dir=args.output_dir,
+                           verbose=args.verbose, log=print)
+    if not args.verbose:
+        print(f"✓ Merge complete\n  Merged: {len(report.merged)} files\n  Total successful cells: {report.total_success}")
+    return 0
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    """Run the salvage-merge flow; 0 when every enabled cell succeeded, 1 otherwise."""
+    from cli.common import Progress, print_json, run_flow
+    from salvo.gridded.recovery import plan_layout
+    from salvo.gridded.report import console_lines
+    from salvo.items import render_command
+
+    if args.max_rounds < 1:
+        raise UsageError("--max-rounds must be at least 1")
+    plan_layout(args.mask, output=args.output, work=args.work_dir)  # bad paths fail before Prefect starts
+    render_command(args.model_command, {"mask": args.mask, "output": args.output})
+    from flows.salvage_merge import salvage_merge
+
+    doc = run_flow(salvage_merge, progress=Progress(stream=sys.stderr, quiet=args.json), model_command=args.model_command,
+                   mask=args.mask, output=args.output, max_rounds=args.max_rounds, timeout=args.timeout,
+                   work_dir=args.work_dir, full_copy=args.copy)
+    if args.json:
+        print_json(doc)
+    else:
+        print("\n".join(console_lines(doc)))
+    return 0 if doc["summary"]["ok"] else 1
+
+
+def register(subparsers: Any) -> None:
+    """Add `salvo salvage`, `salvo merge` and `salvo recover`."""
+    p = subparsers.add_parser("salvage", help="back up a partly failed gridded run and write a failed-cells mask",
+                              description=SALVAGE_HELP)
+    _salvage_args(p)
+    p.set_defaults(func=run_salvage)
+    p = subparsers.add_parser("merge", help="merge a salvaged gridded run with its re-run", description=MERGE_HELP)
+    _merge_args(p)
+    p.set_defaults(func=run_merge)
+    p = subparsers.add_parser(
+        "recover", help="run a gridded model, re-running failed cells until all succeed (salvage-merge)",
+        description="Run the model; while enabled cells failed: salvage, re-run the failed cells, merge. "
+                    "The original run-mask is always put back.")
+    p.add_argument("--model-command", required=True,
+                   help="the model's command line; it reads the run-mask at --mask and writes --output "
+                        "({mask} and {output} are filled in if present)")
+    p.add_argument("--mask", required=True, help="the run-mask the model reads (kept and restored)")
+    p.add_argument("--output", required=True, help="the folder the model writes; ends up holding the merged outputs")
+    p.add_argument("--max-rounds", type=int, default=3, help="most re-run rounds (default: 3)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="kill a model run (its whole process group) after this long (default: no limit)")
+    p.add_argument("--work-dir", help="where each round's backups, masks, re-runs and merges go (default: OUTPUT.recovery)")
+    p.add_argument("--copy", action="store_true", help="back up with full copies instead of links")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.set_defaults(func=run_recover)
+
+
+def _standalone(prog: str, description: str, add: Any, run: Any, argv: list[str] | None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+
+
+def salvage_main(argv: list[str] | None = None) -> int:
+    """`pyddt-salvage OUTPUT_DIR BACKUP_DIR --original-mask M --new-mask N [--run-status P] [--verbose]`."""
+    return _standalone("pyddt-salvage", SALVAGE_HELP, _salvage_args, run_salvage, argv)
+
+
+def merge_main(argv: list[str] | None = None) -> int:
+    """`pyddt-merge [--verbose] SALVAGED_DIR RERUN_DIR OUTPUT_DIR`."""
+    return _standalone("pyddt-merge", MERGE_HELP, _merge_args, run_merge, argv)
