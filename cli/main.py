@@ -18,9 +18,16 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad usage is one line on stderr and exit 2, not a page of usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
-    parser = argparse.ArgumentParser(prog="salvo", description="Batch pipelines that finish, resume and recover.")
+    parser = OneLineErrorParser(prog="salvo", description="Batch pipelines that finish, resume and recover.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:
