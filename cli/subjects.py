@@ -34,7 +34,7 @@ def register(subparsers: Any) -> None:
     g.add_argument("--parallel", type=positive_int, default=1, metavar="N", help="subjects run at once (default: 1)")
     g.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="run on this existing Dask cluster")
     g.add_argument("--timeout", type=positive_float, default=120.0, metavar="MINUTES", help="per-subject limit in minutes (default: 120)")
-    g.add_argument("--retries", type=int, default=0, help="retries for crashed subjects (default: 0)")
+    g.add_argument("--retries", type=int, default=0, metavar="N", help="retries for crashed subjects (default: 0)")
     g.add_argument("--force", action="store_true", help="re-run subjects even when done with the same config hash")
     g.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
     p.set_defaults(func=run_subjects)

@@ -117,16 +117,14 @@ def compute_metrics(data: np.ndarray, bvals: np.ndarray | None) -> dict[str, Any
 
 
 def write_slice_png(reference: np.ndarray, path: str | os.PathLike[str]) -> Path:
-    """Save the middle axial slice of a 3D image as a grey-scale PNG."""
-    import matplotlib
+    """Save the middle axial slice of a 3D image as a grey-scale PNG (first voxel row at the bottom)."""
+    from PIL import Image
 
-    matplotlib.use("Agg")
-    from matplotlib import image as mpimg
-
-    z = reference.shape[2] // 2
-    picture = reference[:, :, z].T
+    picture = reference[:, :, reference.shape[2] // 2].T[::-1].astype(np.float64)
+    lo, hi = float(picture.min()), float(picture.max())
+    scaled = np.zeros_like(picture) if hi <= lo else (picture - lo) / (hi - lo) * 255.0
     out = Path(path)
-    mpimg.imsave(out, picture, cmap="gray", origin="lower")
+    Image.fromarray(scaled.round().astype(np.uint8)).save(out, format="PNG")
     return out
 
 

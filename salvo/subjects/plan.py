@@ -16,7 +16,7 @@ from salvo.subjects.pipeline import DENOISE_METHODS
 #: The worker entry point that runs inside each subject's child process.
 WORKER_TARGET = "salvo.subjects.unit:process_subject"
 #: Imported once in the warm process, so that each forked subject starts fast.
-PRELOAD = ("numpy", "nibabel", "scipy.ndimage", "matplotlib", "filelock", "salvo.subjects.unit")
+PRELOAD = ("numpy", "nibabel", "PIL.Image", "filelock", "salvo.subjects.unit")
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,8 @@ def build_items(plan: SubjectPlan, *, out_dir: str, force: bool = False) -> list
             "pipeline_command": plan.pipeline_command,
             "force": force,
         }
-        items.append(Item(id=subject.id, inputs=subject.inputs, params=params))
+        # No `inputs`: resume goes by _done.json, so the spine need not read every image to key it.
+        items.append(Item(id=subject.id, params=params))
     return items
 
 

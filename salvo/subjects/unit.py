@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -91,9 +92,12 @@ def subject_lock(out_dir: str | os.PathLike[str], subject_id: str) -> Iterator[N
 
 
 def quarantine_work(folder: str | os.PathLike[str]) -> Path | None:
-    """Rename a left-over ``_work`` folder to ``_failed-<UTC time>`` for inspection; return its new path."""
+    """Rename a left-over ``_work`` folder to ``_failed-<UTC time>`` for inspection (an empty one just goes)."""
     work = Path(folder) / WORK_DIR
     if not work.is_dir():
+        return None
+    if not any(work.iterdir()):
+        work.rmdir()  # nothing to inspect
         return None
     target = Path(folder) / f"{FAILED_PREFIX}{_stamp()}"
     os.rename(work, target)
@@ -164,7 +168,7 @@ def run_command(template: str, *, subject: Mapping[str, Any], work: Path, option
     params = {k: subject.get(k) or "" for k in ("id", "nifti", "dicom", "bval", "bvec")}
     params.update(work_dir=str(work), options=option_flags(options))
     argv = render_command(template, params)
-    for name in ("nifti", "dicom"):
+    for name in ("nifti", "dicom", "bval", "bvec"):
         if "{" + name + "}" in template and not subject.get(name):
             raise InputError(f"subject {subject['id']} has no {name}, but the pipeline command uses {{{name}}}")
     print("running: " + " ".join(argv), file=sys.stderr, flush=True)
@@ -237,15 +241,19 @@ def process_subject(
                 metrics = run_pipeline(subject["nifti"], work_dir=work, bval=subject.get("bval"), options=options)
             else:
                 raise InputError(f"subject {sid} has only a DICOM folder: the built-in pipeline reads NIfTI; use --pipeline-command")
+        except SkipItem:
+            shutil.rmtree(work, ignore_errors=True)  # the command chose to skip: nothing failed
+            raise
         except _CommandKilled as exc:
             failed = quarantine_work(folder)
-            print(f"{exc}; work folder kept at {failed}", file=sys.stderr, flush=True)
+            _log(f"{exc}" + (f"; work folder kept at {failed}" if failed else ""))
             signal.signal(exc.signum, signal.SIG_DFL)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the command's crash is reported, not dumped twice
             os.kill(os.getpid(), exc.signum)  # die the same way, so the batch reports the crash
             raise
         except BaseException as exc:
             failed = quarantine_work(folder)
-            print(f"subject {sid} failed ({type(exc).__name__}); work folder kept at {failed}", file=sys.stderr, flush=True)
+            _log(f"subject {sid} failed ({type(exc).__name__})" + (f"; work folder kept at {failed}" if failed else ""))
             raise
         finally:
             if in_main:

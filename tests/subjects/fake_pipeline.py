@@ -1,7 +1,8 @@
 """A stand-in for a user's pipeline command, used by the tests through ``--pipeline-command``.
 
 usage: python fake_pipeline.py --id ID --out WORK_DIR --plan PLAN.json [pipeline flags...]
-PLAN.json maps a subject id to a behaviour: ok, fail, segv, hang, or sleep:<seconds>; each
+PLAN.json maps a subject id to a behaviour: ok, fail, segv, hang, sleep:<seconds> or
+wait:<file> (block until the file exists); each
 invocation appends a line to <plan folder>/markers/<id>.runs, so tests can count runs.
 """
 
@@ -28,8 +29,11 @@ def main() -> None:
     with open(markers / f"{args.id}.runs", "a") as fh:
         fh.write(f"{os.getpid()} {' '.join(flags)}\n")
     out = Path(args.out)
-    (out / "partial.txt").write_text("started\n")
-    if behaviour.startswith("sleep:"):
+    (out / "started.txt").write_text("started\n")
+    if behaviour.startswith("wait:"):
+        while not os.path.exists(behaviour.split(":", 1)[1]):
+            time.sleep(0.05)
+    elif behaviour.startswith("sleep:"):
         time.sleep(float(behaviour.split(":")[1]))
     elif behaviour == "fail":
         print(f"{args.id}: tract seeding failed", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The subject-batch flow end to end: real child processes, timeouts, crashes, resume by config hash."""
 
 import csv
+import json
 from html.parser import HTMLParser
 
 import pytest
@@ -10,7 +11,7 @@ from flows.subject_batch import subject_batch
 from salvo.subjects.samples import make_bids_dataset, make_manifest_study
 from salvo.subjects.unit import WORK_DIR, read_done
 from tests.helpers import alive, wait_until
-from tests.subjects.conftest import fake_command, runs, write_plan
+from tests.subjects.support import fake_command, write_plan
 
 
 class _Rows(HTMLParser):
@@ -53,7 +54,7 @@ def test_crash_hang_and_failure_do_not_stop_the_others(tmp_path, plan_dir):
         folder = out / sid
         assert not (folder / WORK_DIR).exists() and read_done(folder) is None
         kept = [p.name for p in folder.iterdir()]
-        assert len(kept) == 1 and kept[0].startswith("_failed-") and (folder / kept[0] / "partial.txt").exists()
+        assert len(kept) == 1 and kept[0].startswith("_failed-") and (folder / kept[0] / "started.txt").exists()
         assert (out / "logs" / f"{sid}.log").stat().st_size > 0
     assert "sub-002: tract seeding failed" in (out / "logs" / "sub-002.log").read_text()
     with open(out / "batch_metrics.csv") as fh:
@@ -63,6 +64,21 @@ def test_crash_hang_and_failure_do_not_stop_the_others(tmp_path, plan_dir):
     parser = _Rows()
     parser.feed((out / "batch_report.html").read_text())
     assert parser.subjects == [f"sub-00{i}" for i in range(1, 6)]
+    # The Prefect UI shows the same lines, summary and table as artifacts of this flow run.
+    artifacts = _artifacts(state.state_details.flow_run_id)
+    report = artifacts["subject-batch-report"].data
+    assert "3. sub-003: Failed (CRASHED) - killed by SIGSEGV" in report
+    assert "Failed:     3 (sub-002, sub-003, sub-004)" in report and str(out / "batch_report.html") in report
+    assert [row["item"] for row in json.loads(artifacts["subject-batch-items"].data)] == [f"sub-00{i}" for i in range(1, 6)]
+
+
+def _artifacts(flow_run_id):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key: a for a in found}
 
 
 def test_config_hash_change_and_force_rerun_bids_units(tmp_path):

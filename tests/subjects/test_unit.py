@@ -14,7 +14,7 @@ from salvo.subjects.unit import (
     DONE_FILE, LOCKED_REASON, WORK_DIR, lock_path, process_subject, quarantine_if_unlocked, read_done,
 )
 from salvo.subjects.samples import write_dwi
-from tests.subjects.conftest import fake_command, runs, write_plan
+from tests.subjects.support import fake_command, runs, write_plan
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_failure_keeps_work_folder_and_leaves_good_outputs_alone(tmp_path, subje
         _run(subject, out, config_hash="cccc3333", pipeline_command=fake_command(plan))
     folder = out / "sub-001"
     failed = [p for p in folder.iterdir() if p.name.startswith("_failed-")]
-    assert len(failed) == 1 and (failed[0] / "partial.txt").exists()
+    assert len(failed) == 1 and (failed[0] / "started.txt").exists()
     assert not (folder / WORK_DIR).exists()
     after = {k: v for k, v in _snapshot(folder).items() if not k.startswith("_failed-")}
     assert after == before
@@ -96,6 +96,13 @@ def test_command_gets_placeholders_and_option_flags(tmp_path, subject, plan_dir)
     assert value["metrics"] == {"fa_mean": pytest.approx(0.47), "n_flags": 3}
     assert read_done(out / "sub-001")["pipeline_version"].startswith("command-")
     assert runs(plan, "sub-001") == 1
+
+
+def test_command_placeholder_without_a_value_is_bad_input(tmp_path, subject):
+    dicom = tmp_path / "dicoms"
+    dicom.mkdir()
+    with pytest.raises(InputError, match="has no nifti, but the pipeline command uses {nifti}"):
+        _run({"id": "sub-002", "dicom": str(dicom)}, tmp_path / "out", pipeline_command="tool --nifti {nifti} --out {work_dir}")
 
 
 def test_lock_held_by_a_live_process_skips(tmp_path, subject):
@@ -147,9 +154,13 @@ def test_interrupted_work_folder_is_quarantined_before_a_new_run(tmp_path, subje
 def test_quarantine_if_unlocked(tmp_path):
     out = tmp_path / "out"
     (out / "sub-009" / WORK_DIR).mkdir(parents=True)
+    (out / "sub-009" / WORK_DIR / "half.txt").write_text("half")
     kept = quarantine_if_unlocked(out, "sub-009")
-    assert kept is not None and kept.name.startswith("_failed-") and kept.is_dir()
+    assert kept is not None and kept.name.startswith("_failed-") and (kept / "half.txt").exists()
     assert quarantine_if_unlocked(out, "sub-009") is None
+    (out / "sub-009" / WORK_DIR).mkdir()
+    assert quarantine_if_unlocked(out, "sub-009") is None  # an empty work folder is not kept
+    assert sorted(p.name for p in (out / "sub-009").iterdir()) == [kept.name]
 
 
 def test_dicom_only_subject_needs_a_command(tmp_path):
@@ -157,4 +168,13 @@ def test_dicom_only_subject_needs_a_command(tmp_path):
     dicom.mkdir()
     with pytest.raises(InputError, match="only a DICOM folder"):
         _run({"id": "sub-002", "dicom": str(dicom)}, tmp_path / "out")
-    assert json.dumps(read_done(tmp_path / "out" / "sub-002")) == "null"
+    assert read_done(tmp_path / "out" / "sub-002") is None
+    assert list((tmp_path / "out" / "sub-002").iterdir()) == []
+
+
+def test_command_exit_75_is_a_skip_and_leaves_no_work_folder(tmp_path, subject):
+    out = tmp_path / "out"
+    command = f"{sys.executable} -c 'import sys; print(\"no diffusion shells\", file=sys.stderr); sys.exit(75)' {{work_dir}}"
+    with pytest.raises(SkipItem, match="no diffusion shells"):
+        _run(subject, out, pipeline_command=command)
+    assert list((out / "sub-001").iterdir()) == []
