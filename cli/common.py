@@ -72,10 +72,10 @@ def add_runner_flags(parser: argparse.ArgumentParser, *, timeout_help: str = "pe
 class Progress:
     """A live line of counts per status on a terminal; one line per item otherwise."""
 
-    def __init__(self, *, stream: TextIO = sys.stderr, quiet: bool = False) -> None:
-        self.total, self.stream, self.quiet = 0, stream, quiet
+    def __init__(self, *, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.total, self.stream, self.quiet = 0, stream or sys.stderr, quiet
         self.counts: Counter[str] = Counter()
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
 
     def start(self, total: int) -> None:
         """A batch of ``total`` items begins."""
@@ -138,8 +138,9 @@ def print_json(doc: Any) -> None:
     sys.stdout.flush()
 
 
-def print_summary(doc: dict[str, Any], *, title: str = "BATCH PROCESSING COMPLETE", noun: str = "files", stream: TextIO = sys.stdout) -> None:
+def print_summary(doc: dict[str, Any], *, title: str = "BATCH PROCESSING COMPLETE", noun: str = "files", stream: TextIO | None = None) -> None:
     """The seed's closing block: counts per status, times, failures and report paths."""
+    stream = stream or sys.stdout
     s = doc["summary"]
     w = stream.write
     w(f"\n{title}\n{'=' * 40}\n")

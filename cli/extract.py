@@ -22,6 +22,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would be processed; write nothing")
     p.add_argument("--worker-command", help="run this command per file instead, e.g. 'python extract_results.py {input} {output_dir}'")
     p.add_argument("--state", help="where resume records live: a folder, s3:// URL or storage block (default: <output>/.salvo)")
+    p.add_argument("--items-per-task", type=int, help="items one Prefect task carries (default: 1 for small batches, up to 20 for large)")
     add_runner_flags(p)
     p.set_defaults(func=main)
 
@@ -55,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
         directory=args.directory, pattern=args.pattern, output_dir=args.output_dir, recursive=args.recursive,
         skip_existing=args.skip_existing, parallel=args.parallel or bool(args.dask_address), max_workers=args.max_workers,
         dask_address=args.dask_address, timeout=args.timeout, retries=args.retries, force=args.force,
-        worker_command=args.worker_command, state=args.state,
+        worker_command=args.worker_command, state=args.state, items_per_task=args.items_per_task,
     )
     if args.json:
         print_json(doc)

@@ -69,8 +69,12 @@ def _task_runner(opts: BatchOptions) -> Any:
     return ThreadPoolTaskRunner(max_workers=1)
 
 
+def _workers(opts: BatchOptions) -> int:
+    return (opts.max_workers or os.cpu_count() or 1) if (opts.parallel or opts.dask_address) else 1
+
+
 def _chunks(pending: list[tuple[Item, str]], opts: BatchOptions) -> list[list[tuple[Item, str]]]:
-    workers = (opts.max_workers or os.cpu_count() or 1) if (opts.parallel or opts.dask_address) else 1
+    workers = _workers(opts)
     if opts.fail_fast:
         size = 1  # stop as soon as one item fails
     elif opts.items_per_task:
@@ -138,7 +142,7 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
     with _task_runner(options) as runner:
         futures: dict[Any, list[tuple[Item, str]]] = {}
         queue = list(reversed(chunks))
-        window = max(1, (options.max_workers or os.cpu_count() or 1) * 2) if options.fail_fast else len(chunks)
+        window = _workers(options) if options.fail_fast else len(chunks)  # fail fast: nothing queued past the running items
         while queue or futures:
             while queue and not stop and len(futures) < window:
                 chunk = queue.pop()

@@ -38,6 +38,7 @@ def netcdf_extract(
     worker_command: str | None = None,
     state: str | None = None,
     fail_on_error: bool = True,
+    items_per_task: int | None = None,
 ) -> dict[str, Any]:
     """Plot each file's time series in a child process; finished files are never redone."""
     tag_current_run(PIPELINE)
@@ -46,7 +47,7 @@ def netcdf_extract(
     settled = [ItemResult(it.id, Status.SKIPPED, reason="output exists (--skip-existing)") for it in items if skip_existing and has_existing_output(it)]
     options = BatchOptions(
         state=state or str(root / ".salvo"), timeout_s=timeout, max_workers=max_workers, parallel=parallel,
-        dask_address=dask_address, retries=retries, force=force, settings={"pipeline": PIPELINE},
+        dask_address=dask_address, retries=retries, force=force, settings={"pipeline": PIPELINE}, items_per_task=items_per_task,
     )
     outcome = run_batch(items, extract_worker(worker_command), pipeline=PIPELINE, options=options, settled=settled)
     done = [r.item_id for r in outcome.results if r.status.ok]

@@ -1,0 +1,89 @@
+"""salvage-merge: run a gridded model, then salvage, re-run and merge its failed cells until none is left."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from flows.batch import BatchFailed, BatchOptions, run_batch, tag_current_run
+from salvo.gridded.recovery import RecoveryLayout, has_status
+from salvo.gridded.report import console_lines, summarize_recovery
+from salvo.items import Item, Worker
+from tasks.gridded import (collect_rerun, count_cells, merge_round, prepare_recovery, publish_recovery,
+                           put_mask_back, salvage_round, stage_rerun)
+
+PIPELINE = "salvage-merge"
+
+
+@flow(name="salvage")
+def salvage(layout: RecoveryLayout, k: int, full_copy: bool = False) -> dict[str, Any]:
+    """Back up the outputs into round ``k`` and write the mask of the cells to re-run."""
+    return salvage_round(layout, k, full_copy)
+
+
+@flow(name="rerun")
+def rerun(layout: RecoveryLayout, k: int, model_command: str, timeout: float | None = None) -> dict[str, Any]:
+    """Run the model (round 0: the user's mask; round k: the failed cells only) in a child process."""
+    if k:
+        stage_rerun(layout, k)
+    item = Item(id=f"round-{k}-model", params={"mask": str(layout.mask), "output": str(layout.output)})
+    options = BatchOptions(state=str(layout.work / ".salvo"), timeout_s=timeout, retries=0, force=True,
+                           log_dir=str(layout.work / "logs"), settings={"pipeline": PIPELINE, "round": k})
+    try:
+        result = run_batch([item], Worker("command", model_command), pipeline=f"{PIPELINE}-model", options=options).results[0]
+    finally:
+        wrote = collect_rerun(layout, k) if k else has_status(layout.output)
+    return {"status": result.status.value, "reason": result.reason, "duration_s": result.duration_s,
+            "exit_code": result.exit_code, "wrote_status": wrote}
+
+
+@flow(name="merge")
+def merge(layout: RecoveryLayout, k: int) -> dict[str, Any]:
+    """Merge round ``k``'s re-run into its salvaged outputs; the result becomes the output folder."""
+    return merge_round(layout, k)
+
+
+@flow(name=PIPELINE)
+def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "output", max_rounds: int = 3,
+                  timeout: float | None = None, work_dir: str | None = None, full_copy: bool = False) -> dict[str, Any]:
+    """Recover a gridded run: re-run failed cells until none is left or ``max_rounds`` re-runs were made."""
+    tag_current_run(PIPELINE)
+    layout = prepare_recovery(mask, output, work_dir)
+    rounds: list[dict[str, Any]] = []
+    stopped = ""
+    try:
+        if not has_status(layout.output):
+            model = rerun(layout, 0, model_command, timeout)
+            rounds.append({"round": 0, "step": "initial", "model": model,
+                           "after": count_cells(layout) if model["wrote_status"] else None})
+            stopped = "" if model["wrote_status"] else f"the initial run ended {model['status']} without run_status.nc"
+        first = layout.next_round()
+        for k in range(first, first + max_rounds + 1):
+            if stopped or count_cells(layout)["to_rerun"] == 0:
+                break
+            if k == first + max_rounds:
+                stopped = f"--max-rounds {max_rounds} reached"
+                break
+            before = salvage(layout, k, full_copy)["counts"]
+            model = rerun(layout, k, model_command, timeout)
+            entry = {"round": k, "step": "rerun", "before": before, "to_rerun": before["to_rerun"], "model": model}
+            rounds.append(entry)
+            if not model["wrote_status"]:
+                stopped = f"round {k}: the model ended {model['status']} without run_status.nc"
+                break
+            entry["merge"] = merge(layout, k)
+            entry["after"] = count_cells(layout)
+    finally:
+        mask_in_place = put_mask_back(layout)
+    final = count_cells(layout) if has_status(layout.output) else None
+    doc = {"pipeline": PIPELINE, "layout": layout.to_dict(), "rounds": rounds,
+           "summary": summarize_recovery(rounds, final=final, stopped=stopped, mask_in_place=mask_in_place)}
+    doc = publish_recovery(doc)
+    logger = get_run_logger()
+    for line in console_lines(doc):
+        logger.info(line)
+    if not doc["summary"]["ok"]:
+        raise BatchFailed(doc)
+    return doc
