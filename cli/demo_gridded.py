@@ -16,7 +16,7 @@ def run_demo(root: pathlib.Path) -> list[str]:
     from salvo.gridded.formats import read_mask, read_status, write_run_mask
     from salvo.gridded.report import console_lines
 
-    root = pathlib.Path(root) / "gridded"
+    root = pathlib.Path(root)
     root.mkdir(parents=True, exist_ok=True)
     run = np.ones((6, 8), dtype="i4")
     run[0, :2] = 0  # cells switched off in the user's mask stay off

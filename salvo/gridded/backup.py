@@ -51,19 +51,26 @@ def backup_outputs(output_dir: str | os.PathLike[str], *, backup_dir: str | os.P
     report = BackupReport(source=str(src), backup=str(dst))
     with atomic_dir(dst) as tmp:
         os.chmod(tmp, src.stat().st_mode & 0o7777)
-        for path in sorted(src.rglob("*")):
-            rel = path.relative_to(src)
-            target = tmp / rel
-            if path.is_dir() and not path.is_symlink():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            method = _clone(path, target, copy=copy)
-            report.methods[method] = report.methods.get(method, 0) + 1
-            report.files += 1
-            report.bytes += path.lstat().st_size
+        report.methods = mirror_files(src, tmp, copy=copy)
+        report.files = sum(report.methods.values())
+        report.bytes = sum(p.lstat().st_size for p in src.rglob("*") if not p.is_dir() or p.is_symlink())
         verify_backup(src, backup_dir=tmp)
     return report
+
+
+def mirror_files(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, copy: bool = False) -> dict[str, int]:
+    """Recreate every file of folder ``src`` in the existing folder ``dst`` (reflink, hard link or copy)."""
+    src, dst = Path(src), Path(dst)
+    methods: dict[str, int] = {}
+    for path in sorted(src.rglob("*")):
+        target = dst / path.relative_to(src)
+        if path.is_dir() and not path.is_symlink():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        method = _clone(path, target, copy=copy)
+        methods[method] = methods.get(method, 0) + 1
+    return methods
 
 
 def _clone(src: Path, dst: Path, *, copy: bool) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -144,7 +143,7 @@ def simulate_run(mask_path: Path, *, output: Path, seed: int = 0, fail_fraction:
     memory["runs"] += 1
     atomic_write_text(state, json.dumps(memory))
     if hang_on_run and memory["runs"] == hang_on_run:
-        _hang()
+        _hang(str(state))
     chosen = choose_failures(mask, seed=seed, fraction=fail_fraction, cells=list(fail_cells))
     status = np.zeros(mask.shape, dtype="i4")
     for y, x in zip(*np.nonzero(mask)):
@@ -159,9 +158,9 @@ def simulate_run(mask_path: Path, *, output: Path, seed: int = 0, fail_fraction:
     return status
 
 
-def _hang() -> None:
+def _hang(marker: str) -> None:
     # A grandchild, as an MPI launcher would leave: only killing the whole process group stops it.
-    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", marker])
     while True:
         time.sleep(3600)
 

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dask.array as da
 import netCDF4
 import numpy as np
 
@@ -19,7 +18,10 @@ from salvo.gridded.ncschema import create_like, nc_files, open_raw
 
 Log = Callable[[str], None]
 #: Bytes of one variable's chunk held in memory at a time (per input; the merge holds about three).
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 16 << 20
+#: HDF5 chunk cache per variable. Whole disk chunks are read and written, so a cache only costs
+#: memory (netCDF's default is up to 64 MiB per open variable, three per merged variable).
+_CACHE_BYTES = 1 << 20
 
 
 @dataclass
@@ -146,9 +148,14 @@ def merge_file(salvaged: Path, *, rerun: Path, output: Path, take: np.ndarray,
     with open_raw(salvaged) as s, open_raw(rerun) as r, atomic_path(output) as tmp:
         grid_vars = [n for n, v in s.variables.items() if _has_grid(v) and n != SOURCE_VAR]
         with create_like(s, tmp, skip_data={*grid_vars, SOURCE_VAR}) as dst:
+            import dask.array as da  # here, not at import: the simulated model imports this package
+
             sources, targets = [], []
             for name in grid_vars:
                 sv, rv = s.variables[name], r.variables[name]
+                for ds, var in ((s, sv), (r, rv), (dst, dst.variables[name])):
+                    if ds.data_model.startswith("NETCDF4"):
+                        var.set_var_chunk_cache(size=_CACHE_BYTES)
                 chunks = plan_chunks(sv.shape, itemsize=sv.dtype.itemsize, disk=sv.chunking(), budget=chunk_bytes)
                 s_arr = _lazy(sv, chunks)
                 r_arr = _lazy(rv, [chunks[sv.dimensions.index(d)] for d in rv.dimensions])
@@ -187,7 +194,9 @@ def plan_chunks(shape: tuple[int, ...], *, itemsize: int, disk: object, budget: 
     return [max(1, c) for c in chunks]
 
 
-def _lazy(var: netCDF4.Variable, chunks: list[int]) -> da.Array:
+def _lazy(var: netCDF4.Variable, chunks: list[int]) -> "da.Array":
+    import dask.array as da
+
     meta = np.empty((0,) * len(var.shape), dtype=var.dtype)
     return da.from_array(var, chunks=tuple(chunks), lock=False, asarray=True, fancy=False, meta=meta)
 

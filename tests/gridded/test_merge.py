@@ -207,3 +207,19 @@ def test_merged_is_rerun_where_it_succeeded_and_salvaged_elsewhere(case):
         xr.testing.assert_identical(_open(root / "merged" / "out.nc"), expected)
         assert describe_netcdf(root / "merged" / "out.nc") == describe_netcdf(salv / "out.nc")
         shutil.rmtree(root / "merged")
+
+
+def test_netcdf3_files_merge_and_keep_their_format(tmp_path):
+    for folder, status, value in (("salv", [[100, -100]], 1.0), ("rerun", [[0, 100]], 2.0)):
+        (tmp_path / folder).mkdir()
+        with netCDF4.Dataset(tmp_path / folder / "run_status.nc", "w", format="NETCDF3_64BIT_OFFSET") as ds:
+            ds.createDimension("Y", 1), ds.createDimension("X", 2)
+            ds.createVariable("run_status", "i4", ("Y", "X"), fill_value=STATUS_FILL)[:] = np.array(status)
+        with netCDF4.Dataset(tmp_path / folder / "o.nc", "w", format="NETCDF3_64BIT_OFFSET") as ds:
+            ds.createDimension("time", None), ds.createDimension("Y", 1), ds.createDimension("X", 2)
+            ds.createVariable("v", "f4", ("time", "Y", "X"), fill_value=-1.0)[:] = np.full((3, 1, 2), value)
+    merge_outputs(tmp_path / "salv", rerun_dir=tmp_path / "rerun", output_dir=tmp_path / "m", **QUIET)
+    assert _open(tmp_path / "m" / "o.nc")["v"].values.tolist() == [[[1.0, 2.0]]] * 3
+    assert describe_netcdf(tmp_path / "m" / "o.nc") == describe_netcdf(tmp_path / "salv" / "o.nc")
+    assert describe_netcdf(tmp_path / "m" / "run_status.nc")["format"] == "NETCDF3_64BIT_OFFSET"
+    assert read_merge_source(tmp_path / "m" / "run_status.nc").tolist() == [[0, 1]]
