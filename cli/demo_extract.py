@@ -14,7 +14,7 @@ def run_demo(root: Path) -> list[str]:
 
     data = root / "netcdf"
     if not data.exists():
-        make_netcdf_samples(data, count=36)
+        make_netcdf_samples(data, count=24)
     out = root / "netcdf-plots"
     params = dict(directory=str(data), output_dir=str(out), parallel=True, max_workers=2, retries=0)
     first = run_flow(netcdf_extract, progress=Progress(), **params)

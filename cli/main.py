@@ -14,8 +14,10 @@ COMMANDS = ["extract", "assembly", "blocks", "subjects", "jobs", "salvage", "dep
 
 
 def _prefect_defaults() -> None:
-    # Set before Prefect is imported: no telemetry on a closed network.
+    # Set before Prefect is imported: no telemetry on a closed network, and time for a first
+    # start of the embedded API on a busy machine (its SQLite migrations can exceed Prefect's 20 s).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
