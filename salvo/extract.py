@@ -123,13 +123,13 @@ def extract_plots(*, input: str, output_dir: str) -> dict[str, Any]:
                 fig, ax = plt.subplots(figsize=(6, 3))
                 series.plot(ax=ax)
                 ax.set_title(f"{name}: mean over {', '.join(map(str, spatial)) or 'nothing'}")
-                fig.savefig(tmp / f"{name}_timeseries.png", dpi=60)
+                fig.savefig(tmp / f"{name}_timeseries.png", dpi=60, bbox_inches="tight")
                 plt.close(fig)
                 plots += 1
                 if len(spatial) == 2 and var.ndim == 3:
                     fig, ax = plt.subplots(figsize=(4, 3))
                     var.isel({time_dim: -1}).plot(ax=ax)
-                    fig.savefig(tmp / f"{name}_last_step_map.png", dpi=60)
+                    fig.savefig(tmp / f"{name}_last_step_map.png", dpi=60, bbox_inches="tight")
                     plt.close(fig)
                     plots += 1
     return {"outputs": [output_dir], "metrics": {"plots": plots, "time_steps": int(steps), "variables": len(names)}}
