@@ -105,6 +105,16 @@ class SalvoStorage(WritableFileSystem):
         """Whether this is a folder on the local disk."""
         return self.target.is_local
 
+    def child(self, rel: str) -> "SalvoStorage":
+        """The same storage (endpoint and credentials) rooted at ``rel`` below this root."""
+        sub = str(rel).strip("/")
+        self.target.path(sub)  # refuses paths that escape the root
+        new = self.model_copy(update={"url": self.url.rstrip("/") + "/" + sub})
+        new._target = None
+        # A new location is not the saved document this one came from.
+        new._block_document_id = new._block_document_name = new._is_anonymous = None
+        return new
+
     def _resolve_path(self, path: str) -> str:
         # Prefect passes bare keys and, for persisted records, the full paths this returned.
         text = str(path)
@@ -173,6 +183,15 @@ def _first_error(exc: ValueError) -> str:
         first = errors()[0]
         return str(first.get("msg", exc)).removeprefix("Value error, ")
     return str(exc).splitlines()[0]
+
+
+def ensure_saved(block: SalvoStorage) -> SalvoStorage:
+    """``block``, saved anonymously if it was not saved yet (a task's ``result_storage`` must be)."""
+    if block._block_document_id is None:
+        from prefect.utilities.asyncutils import run_coro_as_sync
+
+        run_coro_as_sync(block._save(is_anonymous=True))
+    return block
 
 
 def register_blocks() -> list[str]:

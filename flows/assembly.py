@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 from flows.batch import BatchFailed, BatchOptions, run_batch, tag_current_run
 from salvo.assembly.run import chunk_items, experiment_identity, plan_assembly
 from salvo.assembly.ids import experiment_folder
+from salvo.assembly.ledger import Heartbeat
 from tasks.assembly import (abandon_assembly, child_credentials, close_assembly, open_assembly,
                             reassemble_files, storage_block)
 
@@ -61,9 +62,9 @@ def assembly_run(
         parallel=parallel, dask_address=dask_address, retries=retries, force=force,
         settings={"pipeline": RUN, "assembly_id": plan.assembly_id})
     try:
-        with child_credentials(root):
+        with child_credentials(root), Heartbeat(exp.target, plan.assembly_id):
             outcome = run_batch(items, worker, pipeline=RUN, options=options)
-        doc = close_assembly(outcome, plan, exp, len(items))
+            doc = close_assembly(outcome, plan, exp, len(items))
     except Exception as exc:
         abandon_assembly(plan, exp, f"{type(exc).__name__}: {exc}")
         raise

@@ -165,6 +165,13 @@ class StorageTarget:
         with self._errors(rel), contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.path(rel))
 
+    def remove_tree(self, rel: str) -> None:
+        """Delete the folder ``rel`` and everything under it, if it exists."""
+        if not str(rel).strip("/"):
+            raise UsageError("refusing to remove the storage root")
+        with self._errors(rel), contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.path(rel), recursive=True)
+
     def child(self, rel: str) -> "StorageTarget":
         """The same storage rooted at ``rel`` (same filesystem and credentials)."""
         sub = rel.strip("/")
@@ -219,7 +226,8 @@ def open_storage(
         raise UsageError(f"storage URL {url!r} has no bucket: use s3://bucket/prefix")
     import s3fs  # imported here: local-only users need not pay for it
 
-    kwargs: dict[str, Any] = dict(s3_options or {})
+    # No listings cache: other processes add ledger objects, and a stale listing would hide them.
+    kwargs: dict[str, Any] = {"use_listings_cache": False, **(s3_options or {})}
     if endpoint_url:
         kwargs["client_kwargs"] = {"endpoint_url": endpoint_url}
     if key or secret:

@@ -124,10 +124,13 @@ def s3_fs(s3_endpoint: str):  # noqa: ANN201 - s3fs is imported lazily
 
 
 @pytest.fixture
-def s3_bucket(s3_fs) -> str:  # noqa: ANN001
+def s3_bucket(s3_endpoint: str) -> str:
     """A fresh empty bucket on the moto endpoint."""
     name = f"salvo-test-{uuid.uuid4().hex[:10]}"
-    s3_fs.mkdir(name)
+    # A plain CreateBucket request: cheaper than building an S3 client just for this.
+    req = urllib.request.Request(f"{s3_endpoint}/{name}", method="PUT", data=b"")
+    with urllib.request.urlopen(req, timeout=10):
+        pass
     return name
 
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import socket
+import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
@@ -32,9 +34,16 @@ from salvo.assembly.ids import AssemblyId, make_assembly_id, parse_assembly_id
 from salvo.errors import UsageError
 from salvo.storage import StorageTarget, new_token
 
+log = logging.getLogger(__name__)
+
 LEDGER_CSV = "assembly_list.csv"
 CLAIMS = "ledger/claims"
 EVENTS = "ledger/events"
+HEARTBEATS = "ledger/heartbeats"
+#: A running assembly rewrites its heartbeat this often (seconds)...
+HEARTBEAT_S = 30.0
+#: ...and one silent for this long, on another host, counts as interrupted.
+STALE_S = 180.0
 STATUSES = ("started", "completed", "failed")
 #: How many run numbers a claimer tries past the highest it saw before giving up.
 MAX_CLAIM_TRIES = 1000
@@ -58,13 +67,17 @@ class LedgerRow:
     pid_started: float | None = None
     message: str = ""
     event: str = ""  # name of the event object this row was rendered from
+    heartbeat: str = ""  # last sign of life of a started run, ISO 8601 UTC
 
     @property
     def interrupted(self) -> bool:
-        """A ``started`` run whose process is known to be gone (same host, pid dead)."""
-        if self.status != "started" or self.host != socket.gethostname() or not self.pid:
-            return False
-        return not process_alive(self.pid, self.pid_started)
+        """A ``started`` run that is gone: its process died (same host) or fell silent (other host)."""
+        if self.status != "started" or not self.host:
+            return False  # finished, or a seed-era row we know nothing about
+        if self.host == socket.gethostname() and self.pid:
+            return not process_alive(self.pid, self.pid_started)
+        stamps = [_parse_time(t) for t in (self.heartbeat, self.updated, self.timestamp) if t]
+        return bool(stamps) and (_now() - max(stamps)).total_seconds() > STALE_S
 
 
 def process_alive(pid: int, started: float | None) -> bool:
@@ -76,6 +89,11 @@ def process_alive(pid: int, started: float | None) -> bool:
         return started is None or abs(proc.create_time() - float(started)) < 1.0
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return False
+
+
+def _parse_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _now() -> datetime:
@@ -91,6 +109,8 @@ def claim_assembly_id(exp: StorageTarget, *, experiment: str = "") -> AssemblyId
     """Claim the next free run number of the experiment at ``exp``; return its new ID."""
     taken = [int(n[3:-5]) for n in exp.list(CLAIMS) if n.startswith("run") and n.endswith(".json")
              and n[3:-5].isdigit()]
+    # Seed-era ledgers have rows but no claims: keep counting after their runs.
+    taken += [parse_assembly_id(r.assembly_id).run_number for r in _read_csv_rows(exp)]
     number = max(taken, default=0) + 1
     for _ in range(MAX_CLAIM_TRIES):
         aid = make_assembly_id(number)
@@ -151,7 +171,50 @@ def read_ledger(exp: StorageTarget) -> list[LedgerRow]:
             body = json.loads(exp.read_bytes(f"{EVENTS}/{event}"))
             row = row_from_event(body, event=event)
         rows.append(row)
+    beats = set(exp.list(HEARTBEATS)) if any(r.status == "started" for r in rows) else set()
+    for row in rows:
+        if row.status == "started" and f"{row.assembly_id}.json" in beats:
+            row.heartbeat = _read_heartbeat(exp, row.assembly_id)
     return sorted(rows, key=lambda r: parse_assembly_id(r.assembly_id))
+
+
+def _read_heartbeat(exp: StorageTarget, assembly_id: str) -> str:
+    try:
+        return str(json.loads(exp.read_bytes(f"{HEARTBEATS}/{assembly_id}.json")).get("at", ""))
+    except (FileNotFoundError, ValueError):
+        return ""
+
+
+def beat(exp: StorageTarget, assembly_id: str) -> None:
+    """Record that ``assembly_id`` is still running (rewrites one small object)."""
+    body = {"assembly_id": assembly_id, "at": _now().isoformat(), **_me()}
+    exp.write_bytes(f"{HEARTBEATS}/{assembly_id}.json", json.dumps(body).encode())
+
+
+class Heartbeat:
+    """A background thread that beats for ``assembly_id`` every ``interval`` seconds."""
+
+    def __init__(self, exp: StorageTarget, assembly_id: str, *, interval: float = HEARTBEAT_S) -> None:
+        self.exp, self.assembly_id, self.interval = exp, assembly_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="salvo-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                beat(self.exp, self.assembly_id)
+            except Exception as exc:  # storage unreachable: the run itself will report it
+                log.warning("heartbeat of %s failed: %s", self.assembly_id, exc)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 30)
 
 
 def row_from_event(body: dict[str, Any], *, event: str) -> LedgerRow:
@@ -217,9 +280,12 @@ def find_assembly(exp: StorageTarget, assembly_id: str) -> LedgerRow | None:
     aid = str(parse_assembly_id(assembly_id))
     names = [n for n in exp.list(EVENTS) if n.startswith(aid + ".")]
     latest = latest_events(names).get(aid)
-    if latest is None:
-        return None
-    return row_from_event(json.loads(exp.read_bytes(f"{EVENTS}/{latest}")), event=latest)
+    if latest is None:  # perhaps a seed-era row, known only to the CSV
+        return next((r for r in _read_csv_rows(exp) if r.assembly_id == aid and not r.event), None)
+    row = row_from_event(json.loads(exp.read_bytes(f"{EVENTS}/{latest}")), event=latest)
+    if row.status == "started":
+        row.heartbeat = _read_heartbeat(exp, aid)
+    return row
 
 
 def describe_status(row: LedgerRow | None) -> str:

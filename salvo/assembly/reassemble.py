@@ -11,10 +11,14 @@ from shared storage can run arbitrary code.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,6 +29,8 @@ from salvo.errors import UsageError
 from salvo.storage import StorageTarget
 
 BATCH_ROWS = 65_536
+#: How many assemblies a re-assembly reads ahead of the one being written.
+PREFETCH = 3
 
 
 class SchemaMismatch(UsageError):
@@ -140,39 +146,72 @@ def check_schema(part: Part, schema: pa.Schema, reference: tuple[str, pa.Schema]
     return reference
 
 
-def _batches(exp: StorageTarget, part: Part) -> Iterator[pa.RecordBatch]:
+def _load(exp: StorageTarget, part: Part) -> pa.Table:
+    """One assembly's whole table (memory is bounded by one assembly, not by how many)."""
     with exp.open_read(part.rel) as fh:
         if part.kind == "pickle":
-            table = pa.Table.from_pandas(pd.read_pickle(fh), preserve_index=False)
-            yield from table.to_batches(max_chunksize=BATCH_ROWS)
-            return
-        yield from pq.ParquetFile(fh).iter_batches(batch_size=BATCH_ROWS)
+            return pa.Table.from_pandas(pd.read_pickle(fh), preserve_index=False)
+        return pq.ParquetFile(fh).read(use_threads=False)  # 1.5-3x cheaper than read_table
+
+
+def _id_column(assembly_id: str, n: int) -> pa.Array:
+    """``assembly_id`` repeated ``n`` times, built from buffers (no Python list of strings)."""
+    raw = assembly_id.encode("utf-8")
+    offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
+
+
+def parquet_writer(sink: Any, schema: pa.Schema) -> pq.ParquetWriter:
+    """A Parquet writer that dictionary-encodes only text columns (3x faster on numbers)."""
+    text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    return pq.ParquetWriter(sink, schema, use_dictionary=text or False)
 
 
 def _with_id(batch: pa.RecordBatch, schema: pa.Schema, assembly_id: str) -> pa.RecordBatch:
     columns = [batch.column(f.name) for f in schema]
-    ids = pa.array([assembly_id] * batch.num_rows, type=pa.string())
+    ids = _id_column(assembly_id, batch.num_rows)
     full = schema.append(pa.field("assembly_id", pa.string()))
     return pa.RecordBatch.from_arrays([*columns, ids], schema=full)
 
 
+def _footer_schema(exp: StorageTarget, part: Part) -> pa.Schema:
+    with exp.open_read(part.rel) as fh:
+        return pq.read_schema(fh)
+
+
 def _precheck(exp: StorageTarget, parts: list[Part]) -> None:
+    """Compare every Parquet footer before writing anything (footers are small; read in parallel,
+    which hides S3 latency)."""
+    footers = [p for p in parts if p.kind == "parquet"]
     reference = None
-    for part in parts:
-        if part.kind == "parquet":  # footers only: cheap, and fails before any writing
-            with exp.open_read(part.rel) as fh:
-                reference = check_schema(part, pq.read_schema(fh), reference)
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="salvo-footers") as pool:
+        for part, schema in zip(footers, pool.map(lambda p: _footer_schema(exp, p), footers)):
+            reference = check_schema(part, schema, reference)
 
 
-def iter_reassembled(exp: StorageTarget, parts: list[Part]) -> Iterator[pa.RecordBatch]:
-    """Record batches of every part in order, ``assembly_id`` added, schemas checked."""
+def iter_reassembled(exp: StorageTarget, parts: list[Part], *,
+                     prefetch: int = PREFETCH) -> Iterator[pa.RecordBatch]:
+    """Record batches of every part in order, ``assembly_id`` added, schemas checked.
+
+    Background threads read up to ``prefetch`` assemblies ahead, so reading overlaps with the
+    caller's writing (and with S3 latency) while memory stays bounded by a few assemblies.
+    """
     _precheck(exp, parts)
     reference: tuple[str, pa.Schema] | None = None
-    for part in parts:
-        for i, batch in enumerate(_batches(exp, part)):
-            if i == 0:
-                reference = check_schema(part, batch.schema, reference)
-            yield _with_id(batch, reference[1], part.assembly_id)
+    queue = iter(parts)
+    with ThreadPoolExecutor(max_workers=max(1, prefetch), thread_name_prefix="salvo-reassemble") as pool:
+        pending: deque[tuple[Part, Future[pa.Table]]] = deque(
+            (p, pool.submit(_load, exp, p)) for p in islice(queue, max(1, prefetch)))
+        while pending:
+            part, future = pending.popleft()
+            following = next(queue, None)
+            if following is not None:
+                pending.append((following, pool.submit(_load, exp, following)))
+            table = future.result()
+            reference = check_schema(part, table.schema, reference)
+            for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+                yield _with_id(batch, reference[1], part.assembly_id)
+            del table, future
 
 
 def reassemble_frame(
@@ -206,7 +245,7 @@ def reassemble_to_parquet(
         try:
             for batch in iter_reassembled(exp, parts):
                 if writer is None:
-                    writer = pq.ParquetWriter(fh, batch.schema)
+                    writer = parquet_writer(fh, batch.schema)
                 writer.write_batch(batch)
                 report.rows += batch.num_rows
         finally:

@@ -27,6 +27,8 @@ def wait_for(path: str | Path, *, timeout: float = 60.0) -> None:
 def claim_and_complete(url: str, endpoint: str | None, go: str) -> dict[str, Any]:
     """Wait for the start signal, claim an ID, record started and completed, publish the CSV."""
     exp = open_storage(url, endpoint_url=endpoint or None)
+    exp.list("")  # connect (and import everything) before the race starts
+    Path(f"{go}.ready.{os.getpid()}").touch()
     wait_for(go)
     aid = str(claim_assembly_id(exp, experiment="race"))
     record_event(exp, aid, "started", result_name="race")

@@ -1,0 +1,198 @@
+"""One assembly run, as plain steps: plan it, claim or resume its ID, cut it into chunks, and
+finish it by merging the chunks into its single data file before recording ``completed``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from salvo.assembly.config import (EXPERIMENTS, config_hash, default_config, load_config_file,
+                                   merge_config, validate_config)
+from salvo.assembly.experiments import GENERATORS, load_generator
+from salvo.assembly.ids import data_file_name, experiment_folder, parse_assembly_id
+from salvo.assembly.ledger import (claim_assembly_id, find_assembly, publish_ledger,
+                                   record_event)
+from salvo.assembly.reassemble import Part, check_schema, parquet_writer
+from salvo.errors import UsageError
+from salvo.items import Item, Worker
+from salvo.storage import StorageTarget
+
+CHUNK_WORKER = "salvo.assembly.experiments:run_chunk"
+_CUSTOM_DEFAULTS = {"n_samples": 100, "n_reps": 1, "seed": 42}
+
+
+@dataclass(frozen=True)
+class AssemblyPlan:
+    """Everything that defines one assembly run; JSON-able through ``to_dict``."""
+
+    experiment: str
+    generator: str
+    folder: str  # {exp_number}_{version}_{title}
+    result_name: str
+    config: dict[str, Any]
+    config_hash: str
+    chunk_size: int
+    assembly_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    @property
+    def data_file(self) -> str:
+        """The data file's name inside the experiment folder."""
+        return data_file_name(self.result_name, self.assembly_id)
+
+    def chunk_file(self, index: int) -> str:
+        """Where chunk ``index`` is written, relative to the experiment folder."""
+        return f"chunks/{self.assembly_id}/chunk_{index:05d}.parquet"
+
+
+def experiment_identity(experiment: str, *, exp_number: str | None = None,
+                        title: str | None = None, result_name: str | None = None
+                        ) -> tuple[str, str, str, str]:
+    """(generator, exp_number, title, result_name) of a built-in name or ``pkg.mod:fn``."""
+    if experiment in EXPERIMENTS:
+        number, seed_title, seed_result, _ = EXPERIMENTS[experiment]
+        return (GENERATORS[experiment], exp_number or number, title or seed_title,
+                result_name or seed_result)
+    if ":" not in experiment:
+        raise UsageError(f"unknown experiment {experiment!r}: use one of "
+                         f"{', '.join(EXPERIMENTS)}, or a generator 'pkg.module:function'")
+    fn = experiment.rsplit(":", 1)[1]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", fn).strip("-").lower() or "custom"
+    return experiment, exp_number or "01", title or f"batch-{slug}", result_name or f"{fn}_results"
+
+
+def build_config(experiment: str, *, config_file: str | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults, then the YAML file, then explicit overrides; validated for built-ins."""
+    base = default_config(experiment) if experiment in EXPERIMENTS else dict(_CUSTOM_DEFAULTS)
+    if config_file:
+        base = merge_config(base, load_config_file(config_file))
+    base = merge_config(base, {k: v for k, v in (overrides or {}).items() if v is not None})
+    if experiment in EXPERIMENTS:
+        return validate_config(base, experiment=experiment)
+    for key in ("n_samples", "n_reps"):
+        value = base.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"config: {key} must be a whole number >= 1, got {value!r}")
+    return base
+
+
+def plan_assembly(
+    experiment: str,
+    *,
+    exp_number: str | None = None,
+    version: str = "v1",
+    title: str | None = None,
+    result_name: str | None = None,
+    config_file: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    chunk_size: int = 10,
+) -> AssemblyPlan:
+    """Validate everything about a run before any storage is touched."""
+    generator, number, name, result = experiment_identity(
+        experiment, exp_number=exp_number, title=title, result_name=result_name)
+    load_generator(generator)  # a bad import path fails now, with one line
+    config = build_config(experiment, config_file=config_file, overrides=overrides)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise UsageError(f"chunk size must be a whole number >= 1, got {chunk_size!r}")
+    data_file_name(result, "x")  # validates the result name
+    return AssemblyPlan(experiment, generator, experiment_folder(number, version, name), result,
+                        config, config_hash(config), chunk_size)
+
+
+def begin_assembly(plan: AssemblyPlan, exp: StorageTarget, *, resume: str | None = None) -> AssemblyPlan:
+    """Claim a new assembly ID (or re-open ``resume``) and record ``started`` before any work."""
+    if resume:
+        aid = str(parse_assembly_id(resume))
+        row = find_assembly(exp, aid)
+        if row is None:
+            raise UsageError(f"assembly {aid} is not in the ledger of {exp.url}")
+        if row.status == "completed":
+            raise UsageError(f"assembly {aid} is already completed; start a new run instead")
+        if row.config_hash and row.config_hash != plan.config_hash:
+            raise UsageError(f"assembly {aid} was started with another config (hash "
+                             f"{row.config_hash}, now {plan.config_hash}); use the same config")
+    else:
+        aid = str(claim_assembly_id(exp, experiment=plan.experiment))
+    planned = replace(plan, assembly_id=aid)
+    record_event(exp, aid, "started", result_name=plan.result_name, experiment=plan.experiment,
+                 config_hash=plan.config_hash, result_file=planned.data_file,
+                 message="resumed" if resume else "")
+    publish_ledger(exp)
+    return planned
+
+
+def chunk_items(plan: AssemblyPlan, storage: StorageTarget) -> tuple[list[Item], Worker]:
+    """One item per chunk of samples; params name the chunk exactly, so resume keys are stable."""
+    n = int(plan.config["n_samples"])
+    items = []
+    for index, start in enumerate(range(0, n, plan.chunk_size)):
+        stop = min(n, start + plan.chunk_size)
+        params = {"generator": plan.generator, "config": plan.config, "start": start,
+                  "stop": stop, "storage_url": storage.url, "endpoint_url": storage.endpoint_url,
+                  "output": f"{plan.folder}/{plan.chunk_file(index)}"}
+        items.append(Item(id=f"{plan.assembly_id}/samples_{start:06d}-{stop - 1:06d}",
+                          params=params))
+    return items, Worker("python", CHUNK_WORKER, preload=("salvo.assembly.experiments",))
+
+
+def merge_chunks(plan: AssemblyPlan, exp: StorageTarget, *, n_chunks: int) -> int:
+    """Stream every chunk, in order, into the assembly's data file; return its row count."""
+    rows = 0
+    reference = None
+    with exp.open_write(plan.data_file) as fh:
+        writer = None
+        try:
+            for index in range(n_chunks):
+                rel = plan.chunk_file(index)
+                with exp.open_read(rel) as src:
+                    parquet = pq.ParquetFile(src)
+                    reference = check_schema(Part(plan.assembly_id, rel, "parquet"),
+                                             parquet.schema_arrow, reference)
+                    for batch in parquet.iter_batches():
+                        writer = writer or parquet_writer(fh, reference[1])
+                        writer.write_batch(batch.select(reference[1].names).cast(reference[1]))
+                        rows += batch.num_rows
+            if writer is None and reference is not None:
+                writer = parquet_writer(fh, reference[1])  # chunks without rows
+        finally:
+            if writer is not None:
+                writer.close()
+    return rows
+
+
+def complete_assembly(plan: AssemblyPlan, exp: StorageTarget, *, n_chunks: int) -> int:
+    """Write the data file, then record ``completed``, then drop the chunks; return rows."""
+    rows = merge_chunks(plan, exp, n_chunks=n_chunks)
+    record_event(exp, plan.assembly_id, "completed", result_name=plan.result_name,
+                 experiment=plan.experiment, config_hash=plan.config_hash,
+                 result_file=plan.data_file, n_rows=rows)
+    publish_ledger(exp)
+    exp.remove_tree(f"chunks/{plan.assembly_id}")  # the data file now holds every chunk
+    return rows
+
+
+def fail_assembly(plan: AssemblyPlan, exp: StorageTarget, *, message: str) -> None:
+    """Record ``failed`` with a one-line reason (the data file was never written)."""
+    record_event(exp, plan.assembly_id, "failed", result_name=plan.result_name,
+                 experiment=plan.experiment, config_hash=plan.config_hash,
+                 message=" ".join(message.split())[:500])
+    publish_ledger(exp)
+
+
+def upload_reports(reports: Mapping[str, str], exp: StorageTarget, *, assembly_id: str) -> dict[str, str]:
+    """Copy local report files to ``reports/<assembly_id>/`` on the storage; return their URIs."""
+    out = {}
+    for kind, path in reports.items():
+        rel = f"reports/{assembly_id}/{Path(path).name}"
+        exp.write_bytes(rel, Path(path).read_bytes())
+        out[kind] = exp.uri(rel)
+    return out
