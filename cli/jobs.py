@@ -10,7 +10,7 @@ from typing import Any
 
 from cli.common import Progress, add_runner_flags, positive_int, print_json, print_summary, run_flow
 from salvo.errors import UsageError
-from salvo.jobs.batch import MIN_RAM_MB, check_job_command, render_jobs
+from salvo.jobs.batch import MIN_RAM_MB, check_input, check_job_command, render_jobs
 from salvo.jobs.profiles import PROFILES
 
 
@@ -96,8 +96,7 @@ def _print_jobs(doc: dict[str, Any]) -> None:
 
 def batch_main(args: argparse.Namespace) -> int:
     """Run the batch: 0 all succeeded, 1 a job failed (0 with --continue-on-error), 2 bad usage."""
-    if not Path(args.input).is_file():
-        raise UsageError(f"--input {args.input}: no such file")
+    check_input(args.input)
     if args.max_ram_mb < MIN_RAM_MB:
         raise UsageError(f"--max-ram-mb {args.max_ram_mb} is too small: the Parquet reader alone needs about {MIN_RAM_MB} MB")
     if args.job_command:
@@ -112,7 +111,7 @@ def batch_main(args: argparse.Namespace) -> int:
     doc = run_flow(
         _flow(), progress=Progress(stream=sys.stderr, quiet=args.json or not args.verbose),
         naf=args.naf, input=args.input, output_dir=args.output_dir, template=args.template, profile=args.profile,
-        jobs_dir=args.jobs_dir, sample=args.sample, workers=args.max_workers, max_ram_mb=args.max_ram_mb,
+        jobs_dir=args.jobs_dir, sample=args.sample, workers=_workers(args), max_ram_mb=args.max_ram_mb,
         continue_on_error=args.continue_on_error, timeout=args.timeout, job_command=args.job_command,
         force=args.force, retries=args.retries, dask_address=args.dask_address,
     )
@@ -127,6 +126,13 @@ def batch_main(args: argparse.Namespace) -> int:
 def exit_code(doc: dict[str, Any], *, continue_on_error: bool) -> int:
     """The seed's return code: 1 when a job failed, unless --continue-on-error; else 0."""
     return 1 if doc["summary"]["failed"] and not continue_on_error else 0
+
+
+def _workers(args: argparse.Namespace) -> int:
+    # `--parallel` alone (a shared runner flag) means one job per CPU; `--workers N` wins.
+    if args.parallel and args.max_workers == 1:
+        return os.cpu_count() or 1
+    return args.max_workers
 
 
 def _flow() -> Any:

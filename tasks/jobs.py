@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,6 @@ def prepare_jobs(
 @task(name="report-jobs", cache_policy=NONE, persist_result=False)
 def report_jobs(jobs: list[RenderedJob], results: list[ItemResult], *, output_dir: str) -> tuple[list[dict[str, Any]], str]:
     """Write ``batch_results.json`` (one entry per code) and drop the shared scan once all succeeded."""
-    import json
-
     entries = job_entries(jobs, results, output_dir=output_dir)
     path = atomic_write_text(Path(output_dir) / "batch_results.json", json.dumps(entries, indent=2))
     if all(r.status.ok for r in results):

@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 from salvo.errors import UsageError
 from salvo.fsutil import atomic_write_text
 from salvo.items import Item, Worker, template_fields
-from salvo.jobs.naf import NafCode, parse_naf_list
-from salvo.jobs.scan import ScanJob, write_plan
+from salvo.jobs.naf import NAF_COLUMN, NafCode, parse_naf_list
+from salvo.jobs.scan import ScanJob, prefer_shared_scan, write_plan
 from salvo.jobs.schema import JobSpec, parse_job
+from salvo.jobs.stream import ACTIVE_COLUMN
 from salvo.jobs.template import read_template, render_template
 from salvo.outcome import ItemResult
 
@@ -43,6 +44,7 @@ def render_jobs(
 ) -> list[RenderedJob]:
     """Parse every code, render and validate every job, then write the files (nothing is written on error)."""
     nafs = parse_naf_list(codes)
+    jobs_dir = Path(jobs_dir).resolve()  # absolute: resume must not depend on the working folder
     text = read_template(template)
     source_name = str(template) if template else "job_template.yaml"
     jobs, texts, niches = [], [], {}
@@ -99,13 +101,17 @@ def job_items(
     """One spine item per job; resume keys on the job file's and the input's content."""
     if max_ram_mb < MIN_RAM_MB:
         raise UsageError(f"--max-ram-mb {max_ram_mb} is too small: the Parquet reader alone needs about {MIN_RAM_MB} MB")
-    if not Path(input).is_file():
-        raise UsageError(f"--input {input}: no such file")
+    check_input(input)
     items = []
+    input, output_dir = Path(input).resolve(), Path(output_dir).resolve()
     plan_file, scan_dir = scan_paths(output_dir)
-    if not job_command:
-        write_plan(plan_file, input_path=input,
-                   jobs=[ScanJob(j.spec.niche, j.spec.naf, j.spec.active_only) for j in jobs])
+    scan_jobs = [ScanJob(j.spec.niche, j.spec.naf, j.spec.active_only, sample if sample is not None else j.spec.sample_rows)
+                 for j in jobs]
+    shared = not job_command and prefer_shared_scan(input, scan_jobs)
+    if shared:
+        write_plan(plan_file, input_path=input, jobs=scan_jobs)
+    else:
+        plan_file.unlink(missing_ok=True)  # an older batch's plan must not override this choice
     for job in jobs:
         final = Path(output_dir) / job.spec.niche
         if job_command:
@@ -116,10 +122,25 @@ def job_items(
                 "max_ram_mb": str(max_ram_mb),
             }
         else:
+            # Params key resume, so they stay the same whether or not this run shares a scan.
             params = {"job_file": str(job.path), "input": str(input), "output_dir": str(output_dir),
                       "max_ram_mb": max_ram_mb, "sample": sample, "plan_file": str(plan_file), "scan_dir": str(scan_dir)}
         items.append(Item(id=job.naf.compact, inputs=(str(job.path), str(input)), params=params, outputs=(str(final),)))
     return items
+
+
+def check_input(path: str | Path) -> None:
+    """Refuse an input that is missing, not Parquet, or lacks SIRENE's NAF and state columns."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--input {p}: no such file")
+    try:
+        names = pq.ParquetFile(p).schema_arrow.names
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise UsageError(f"--input {p}: not a Parquet file ({exc})") from None
+    for col in (NAF_COLUMN, ACTIVE_COLUMN):
+        if col not in names:
+            raise UsageError(f"--input {p}: column {col!r} is missing; is this a SIRENE establishments file?")
 
 
 def _rows_of(folder: Path) -> int | None:
@@ -132,6 +153,7 @@ def _rows_of(folder: Path) -> int | None:
 def job_entries(jobs: Sequence[RenderedJob], results: Sequence[ItemResult], *, output_dir: str | Path) -> list[dict[str, Any]]:
     """The per-code entries of ``--json``: code, status, duration, rows, outputs, error, warnings."""
     by_id = {r.item_id: r for r in results}
+    output_dir = Path(output_dir).resolve()
     entries = []
     for job in jobs:
         r = by_id[job.naf.compact]

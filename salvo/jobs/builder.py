@@ -68,11 +68,14 @@ class _Writers:
                 w.close()
 
 
-def _source(spec: JobSpec, *, input: str, plan_file: str | None, scan_dir: str | None, max_ram_mb: float):
+def _source(spec: JobSpec, *, input: str, limit: int | None, plan_file: str | None, scan_dir: str | None, max_ram_mb: float):
     """(dataset, filter, how) for this job: its share of the shared scan when planned, else the input."""
     if plan_file and scan_dir and Path(plan_file).is_file():
         planned_input, jobs = read_plan(plan_file)
-        if planned_input == str(Path(input).resolve()) and any(j.niche == spec.niche for j in jobs):
+        # Use the scan only if it dealt this job exactly its rows (the job file may have been edited).
+        planned = [j for j in jobs if j.niche == spec.niche and j.naf == spec.naf and j.active_only == spec.active_only
+                   and (j.limit is None or (limit is not None and j.limit >= limit))]
+        if planned_input == str(Path(input).resolve()) and planned:
             folder, _ = ensure_scan(plan_file, cache_dir=scan_dir, max_ram_mb=max_ram_mb)
             return open_dataset(folder / f"{spec.niche}.parquet"), None, "shared scan"
     return open_dataset(input), job_expression(spec.naf, active_only=spec.active_only), "direct scan"
@@ -97,10 +100,10 @@ def run_job(
     if not Path(input).exists():
         raise InputError(f"input Parquet {input} does not exist")
     check_columns(open_dataset(input), [NAF_COLUMN, ACTIVE_COLUMN, *(spec.profile.columns or ())], source=input)
-    dataset, expr, how = _source(spec, input=input, plan_file=plan_file, scan_dir=scan_dir, max_ram_mb=max_ram_mb)
+    limit = sample if sample is not None else spec.sample_rows
+    dataset, expr, how = _source(spec, input=input, limit=limit, plan_file=plan_file, scan_dir=scan_dir, max_ram_mb=max_ram_mb)
     read, keep = _columns(spec, dataset.schema)
     batch_rows = plan_batches(dataset, columns=read, max_ram_mb=max_ram_mb)
-    limit = sample if sample is not None else spec.sample_rows
     final = Path(output_dir) / spec.niche
     rows, batches = 0, 0
     with atomic_dir(final) as tmp:

@@ -15,14 +15,14 @@ from salvo.jobs.naf import NAF_COLUMN, NafCode
 
 ACTIVE_COLUMN = "etatAdministratifEtablissement"
 #: Live copies of a batch's worth of data while it is filtered, derived and written (CSV + Parquet).
-COPIES_PER_BATCH = 12
+COPIES_PER_BATCH = 8
 MIN_BATCH_ROWS = 1_024
 #: Measured: the Parquet reader keeps about this much whatever the batch size (pages, dictionaries).
 READER_BASE_MB = 40.0
 READER_PER_COLUMN_MB = 1.5
-#: Columns a job filter reads besides the kept ones.
-FILTER_COLUMNS = ("activitePrincipaleEtablissement", "etatAdministratifEtablissement")
 MAX_BATCH_ROWS = 1 << 20
+#: Columns a job filter reads besides the kept ones.
+FILTER_COLUMNS = (NAF_COLUMN, ACTIVE_COLUMN)
 
 
 def naf_expression(codes: Sequence[NafCode]) -> ds.Expression:
@@ -96,24 +96,19 @@ def check_columns(dataset: ds.Dataset, columns: Iterable[str], *, source: str) -
             raise InputError(f"{source}: column {col!r} is missing from the input Parquet")
 
 
-def footer_sizes(dataset: ds.Dataset, columns: Sequence[str] | None) -> tuple[float, float]:
-    """(decoded bytes per row, largest compressed row group in MiB) of ``columns``, from the footers only."""
-    total, rows, biggest = 0, 0, 0
-    wanted = None if columns is None else set(columns)
+def row_bytes(dataset: ds.Dataset, columns: Sequence[str] | None, *, sample_rows: int = 4_096) -> float:
+    """Decoded Arrow bytes per row of ``columns``, measured on the first rows of the first file.
+
+    Parquet footers understate this for dictionary-encoded strings (they count the indices), so a
+    small sample is decoded instead.
+    """
     for path in dataset.files:
-        md = pq.ParquetFile(path, memory_map=False).metadata
-        rows += md.num_rows
-        for g in range(md.num_row_groups):
-            rg = md.row_group(g)
-            compressed = 0
-            for c in range(rg.num_columns):
-                col = rg.column(c)
-                if wanted is None or col.path_in_schema in wanted:
-                    total += col.total_uncompressed_size
-                    compressed += col.total_compressed_size
-            biggest = max(biggest, compressed)
-    # Arrow strings carry a 4-byte offset on top of Parquet's plain bytes; allow some slack.
-    return max(16.0, 1.5 * total / max(rows, 1)), biggest / 2**20
+        pf = pq.ParquetFile(path, memory_map=False, pre_buffer=False)
+        if pf.metadata.num_rows == 0:
+            continue
+        batch = next(pf.iter_batches(batch_size=sample_rows, columns=list(columns) if columns is not None else None, use_threads=False))
+        return max(16.0, 1.25 * batch.nbytes / max(batch.num_rows, 1))
+    return 16.0
 
 
 def batch_rows_for(max_ram_mb: float, *, bytes_per_row: float, reserve_mb: float = 0.0) -> int:
@@ -130,7 +125,7 @@ def reader_reserve_mb(n_columns: int) -> float:
 
 def plan_batches(dataset: ds.Dataset, *, columns: Sequence[str] | None, max_ram_mb: float) -> int:
     """Rows per batch for this dataset under ``max_ram_mb`` (the reader's own buffers reserved)."""
-    per_row, _ = footer_sizes(dataset, columns)
+    per_row = row_bytes(dataset, columns)
     n = len(dataset.schema.names) if columns is None else len(columns)
     return batch_rows_for(max_ram_mb, bytes_per_row=per_row, reserve_mb=reader_reserve_mb(n))
 

@@ -15,8 +15,8 @@ from salvo.jobs.profiles import get_profile
 PLACEHOLDERS = ("niche_name", "naf_code", "profile")
 
 # Text that may stand right before / right after a placeholder that is a whole YAML scalar.
-_SCALAR_BEFORE = re.compile(r"(^|[:\-\[,{?]\s*|^\s*)$")
-_SCALAR_AFTER = re.compile(r"^\s*($|[,\]}]|#)")
+_SCALAR_BEFORE = re.compile(r"(^\s*|:\s+|^\s*-\s+|[\[,{]\s*|\?\s+)$")
+_SCALAR_AFTER = re.compile(r"^[ \t]*(\r?\n|$|[,\]}]|#)")
 
 
 def default_template_path() -> Path:
