@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from cli.common import positive_float, positive_int
 from salvo.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,9 +251,10 @@ def register(subparsers: Any) -> None:
     s = subparsers.add_parser("serve", help="Prefect server + blocks + work pool + deployments + a worker, until Ctrl-C",
                               description="Start a Prefect server on 127.0.0.1, register the storage blocks, create the work pool, "
                                           "deploy every pipeline and start a worker; Ctrl-C stops them all.")
-    s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port of the server and UI (default: {DEFAULT_PORT})")
+    s.add_argument("--port", type=positive_int, default=DEFAULT_PORT, help=f"port of the server and UI (default: {DEFAULT_PORT})")
     s.add_argument("--log-dir", help="where the server and worker logs go (default: $PREFECT_HOME/salvo-serve)")
-    s.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the server (default: 180)")
+    s.add_argument("--startup-timeout", type=positive_float, default=180.0, help="seconds to wait for the server (default: 180)")
+    s.add_argument("--worker-limit", type=positive_int, help="most flow runs the worker runs at once (default: no limit)")
     _add_schedule_flags(s)
     s.set_defaults(func=serve_main)
     d = subparsers.add_parser("deploy", help="deploy every pipeline to the Prefect server at PREFECT_API_URL",
@@ -262,15 +265,16 @@ def register(subparsers: Any) -> None:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, str]:
-    if args.cron is not None:
-        from prefect.client.schemas.schedules import CronSchedule
+    settings = deployment_env(cron=args.cron, timezone=args.timezone, schedules_active=False if args.no_schedule else None,
+                              pool=args.pool, data=args.data, dask_address=args.dask_address)
+    from prefect.client.schemas.schedules import CronSchedule
 
-        try:
-            CronSchedule(cron=args.cron, timezone=args.timezone or "UTC")
-        except ValueError as exc:
-            raise UsageError(f"bad --cron/--timezone {args.cron!r}: {str(exc).splitlines()[-1].strip()}") from None
-    return deployment_env(cron=args.cron, timezone=args.timezone, schedules_active=False if args.no_schedule else None,
-                          pool=args.pool, data=args.data, dask_address=args.dask_address)
+    cron, tz = settings["SALVO_NIGHTLY_CRON"], settings["SALVO_TIMEZONE"]
+    try:
+        CronSchedule(cron=cron, timezone=tz)
+    except ValueError as exc:
+        raise UsageError(f"bad --cron/--timezone {cron!r} {tz!r}: {str(exc).splitlines()[-1].strip()}") from None
+    return settings
 
 
 def _current_api_url() -> str | None:
@@ -285,19 +289,13 @@ def deploy_main(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.print_env:
         for k, v in settings.items():
-            print(f"export {k}={_shell_quote(v)}")
+            print(f"export {k}={shlex.quote(v)}")
         return 0
     url = _current_api_url()
     if not url:
         raise UsageError("PREFECT_API_URL is not set: start a server (`salvo serve`) or `prefect config set PREFECT_API_URL=...`")
     wait_healthy(url, timeout_s=10)
     return deploy_all(url, settings=settings)
-
-
-def _shell_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 def serve_main(args: argparse.Namespace) -> int:
@@ -312,6 +310,7 @@ def serve_main(args: argparse.Namespace) -> int:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     procs = Processes()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     try:
         server = procs.start("server", prefect_command("server", "start", "--host", HOST, "--port", str(args.port)), env=env, log=logs / "server.log")
         took = wait_healthy(api_url, timeout_s=args.startup_timeout, process=server, log=logs / "server.log")
@@ -322,7 +321,8 @@ def serve_main(args: argparse.Namespace) -> int:
             print("salvo serve: deploying failed; stopping", file=sys.stderr)
             return 1
         pool = settings["SALVO_WORK_POOL"]
-        procs.start("worker", prefect_command("worker", "start", "--pool", pool, "--type", "process"), env=env, log=logs / "worker.log")
+        limit = ["--limit", str(args.worker_limit)] if args.worker_limit else []
+        procs.start("worker", prefect_command("worker", "start", "--pool", pool, "--type", "process", *limit), env=env, log=logs / "worker.log")
         print(f"Worker started on pool {pool!r} (log: {logs / 'worker.log'})", flush=True)
         print(f"Salvo is serving. Prefect UI: http://{HOST}:{args.port}  (API: {api_url})", flush=True)
         print(f"Try: PREFECT_API_URL={api_url} prefect deployment run 'netcdf-extract/nightly' --param directory=PATH --watch", flush=True)

@@ -1,0 +1,65 @@
+"""A real Dask cluster for the module: `dask scheduler` and two `dask worker` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cli.deploy import Processes
+from tests.helpers import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 180.0
+
+
+@dataclass
+class Cluster:
+    """The scheduler's address, the worker processes' pids, and the processes to stop."""
+
+    address: str
+    worker_pids: dict[str, int]
+    processes: Processes
+
+
+def cluster_env(api_url: str) -> dict[str, str]:
+    """Workers report task runs to the test's Prefect API (no API server of their own)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_API_URL=api_url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PYTHONPATH=str(ROOT),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Start the cluster on free ports, wait until both workers are connected, stop it at the end."""
+    from distributed import Client
+
+    base = tmp_path_factory.mktemp("dask")
+    info = base / "scheduler.json"
+    env = cluster_env(prefect_api)
+    dask = [str(Path(sys.executable).parent / "dask")]
+    procs = Processes()
+    try:
+        procs.start("scheduler", [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(info)],
+                    env=env, log=base / "scheduler.log")
+        assert wait_until(lambda: info.exists() and info.stat().st_size > 0, timeout=READY_TIMEOUT_S, interval=0.1), (base / "scheduler.log").read_text()
+        address = json.loads(info.read_text())["address"]
+        for name in ("cw-1", "cw-2"):
+            procs.start(name, [*dask, "worker", address, "--name", name, "--nthreads", "2", "--no-nanny", "--no-dashboard",
+                               "--local-directory", str(base / name)], env=env, log=base / f"{name}.log")
+        with Client(address, timeout=READY_TIMEOUT_S) as client:
+            client.wait_for_workers(2, timeout=READY_TIMEOUT_S)
+            pids = client.run(os.getpid)
+        yield Cluster(address=address, worker_pids=pids, processes=procs)
+    finally:
+        procs.stop()
