@@ -26,13 +26,21 @@ EMOJI = {
 
 
 class CliError(Exception):
-    """A one-line error for the user; exit code 2."""
+    """A one-line error for the user: bad usage or input, exit code 2."""
+
+    exit_code = 2
 
 
-def fail(message: str) -> int:
-    """Print a one-line error on stderr and return exit code 2."""
+class RunFailed(CliError):
+    """The run itself failed (not an item of it): a storage gone away, a crashed flow; exit code 1."""
+
+    exit_code = 1
+
+
+def fail(message: str, code: int = 2) -> int:
+    """Print a one-line error on stderr and return ``code``."""
     print(f"salvo: error: {' '.join(str(message).split())}", file=sys.stderr)
-    return 2
+    return code
 
 
 def positive_float(text: str) -> float:
@@ -128,7 +136,7 @@ def run_flow(flow: Any, *, progress: Progress | None = None, **params: Any) -> d
         return exc.summary
     if isinstance(exc, UsageError):
         raise exc
-    raise CliError(f"{flow.name} failed: {exc}")
+    raise RunFailed(f"{flow.name} failed: {exc}")
 
 
 def print_json(doc: Any) -> None:

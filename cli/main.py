@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, CliError) as exc:
+    except UsageError as exc:
         return fail(str(exc))
+    except CliError as exc:
+        return fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print("\nInterrupted: finished items are kept; run the same command again to resume.", file=sys.stderr)
         return 130

@@ -69,8 +69,10 @@ def run_subjects(args: argparse.Namespace) -> int:
             subject_batch, out=str(out), timeout_minutes=args.timeout, parallel=args.parallel, dask_address=args.dask_address,
             retries=args.retries, force=args.force, echo=not args.json, **params,
         )
-    except (UsageError, CliError) as exc:
+    except UsageError as exc:
         return fail(str(exc))
+    except CliError as exc:
+        return fail(str(exc), exc.exit_code)
     if args.json:
         print_json(doc)
     return 0 if doc["summary"]["failed"] == 0 else 1

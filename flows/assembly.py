@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from prefect import flow
-from prefect.runtime import flow_run
 
-from flows.batch import BatchFailed, BatchOptions, run_batch, tag_current_run
+from flows.batch import BatchFailed, BatchOptions, run_batch, run_namer, tag_current_run
 from salvo.assembly.run import chunk_items, experiment_identity, plan_assembly
 from salvo.assembly.ids import experiment_folder
 from salvo.assembly.ledger import Heartbeat
@@ -18,11 +16,7 @@ from tasks.assembly import (abandon_assembly, child_credentials, close_assembly,
 RUN, REASSEMBLE = "assembly-run", "assembly-reassemble"
 
 
-def _run_name() -> str:
-    return f"{RUN}-{flow_run.parameters.get('experiment', 'x')}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-
-
-@flow(name=RUN, flow_run_name=_run_name, log_prints=True)
+@flow(name=RUN, flow_run_name=run_namer(RUN, "experiment"), log_prints=True)
 def assembly_run(
     experiment: str = "parameter-distortion",
     exp_number: str | None = None,
@@ -73,7 +67,7 @@ def assembly_run(
     return doc
 
 
-@flow(name=REASSEMBLE, log_prints=True)
+@flow(name=REASSEMBLE, flow_run_name=run_namer(REASSEMBLE, "result_name"), log_prints=True)
 def assembly_reassemble(
     result_name: str,
     experiment: str | None = None,

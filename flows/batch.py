@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,7 +114,7 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
     are not run.
     """
     logger = get_run_logger()
-    t0, batch_start = time.monotonic(), dt.datetime.now(dt.timezone.utc).isoformat()
+    t0, batch_id = time.monotonic(), uuid.uuid4().hex
     on_result = options.on_result or _progress_hook
     if on_result is not None and hasattr(on_result, "start"):
         on_result.start(len(items))
@@ -148,14 +148,14 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
                 chunk = queue.pop()
                 params = {"items": [c[0] for c in chunk], "keys": [c[1] for c in chunk], "worker": worker,
                           "state": options.state, "timeout_s": options.timeout_s, "log_dir": options.log_dir,
-                          "not_before": batch_start if options.force else None}
+                          "batch_id": batch_id, "force": options.force}
                 futures[runner.submit(task, params)] = chunk
             if not futures:
                 break
             for fut in [next(as_completed(list(futures)))]:
                 chunk = futures.pop(fut)
                 for r in _chunk_results(fut, chunk):
-                    if r.cached and r.started and r.started >= batch_start:
+                    if r.cached and r.batch_id == batch_id:
                         r.cached = False  # written by an earlier attempt of this same batch
                     by_id[r.item_id] = r
                     stop = stop or (options.fail_fast and r.status.failed)
@@ -190,6 +190,20 @@ def finish_batch(outcome: BatchOutcome, *, pipeline: str, report_dir: str | os.P
     if fail_on_error and not outcome.summary.ok:
         raise BatchFailed(doc)
     return doc
+
+
+def run_namer(pipeline: str, *params: str) -> Callable[[], str]:
+    """A flow_run_name function: the pipeline, the first given parameter's last path part, the time."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        values = [flow_run.parameters.get(p) for p in params]
+        where = next((str(v) for v in values if v), "")
+        label = os.path.basename(os.path.normpath(os.path.abspath(where))) if where else ""
+        return "-".join(x for x in (pipeline, label, time.strftime("%Y%m%d-%H%M%S")) if x)
+
+    return name
 
 
 def tag_current_run(*tags: str) -> None:

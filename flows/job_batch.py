@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
-from flows.batch import BatchFailed, BatchOptions, finish_batch, run_batch, tag_current_run
+from flows.batch import BatchFailed, BatchOptions, finish_batch, run_batch, run_namer, tag_current_run
 from tasks.jobs import prepare_jobs, report_jobs
 
 PIPELINE = "job-batch"
 
 
-def _run_name() -> str:
-    return f"{PIPELINE}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-
-
-@flow(name=PIPELINE, flow_run_name=_run_name, log_prints=True)
+@flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE, "output_dir"), log_prints=True)
 def job_batch(
     naf: list[str],
     input: str,

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.runtime import flow_run
 
-from flows.batch import BatchOptions, finish_batch, run_batch, tag_current_run
+from flows.batch import BatchOptions, finish_batch, run_batch, run_namer, tag_current_run
 from salvo.extract import discover_inputs, extract_worker, has_existing_output, plan_items
 from salvo.fsutil import atomic_write_text
 from salvo.outcome import ItemResult, Status
@@ -17,12 +15,7 @@ from salvo.outcome import ItemResult, Status
 PIPELINE = "netcdf-extract"
 
 
-def _run_name() -> str:
-    folder = Path(flow_run.parameters.get("directory", ".")).resolve().name
-    return f"{PIPELINE}-{folder}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-
-
-@flow(name=PIPELINE, flow_run_name=_run_name, log_prints=True)
+@flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE, "directory"), log_prints=True)
 def netcdf_extract(
     directory: str = ".",
     pattern: str = "*.nc",

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from flows.batch import BatchFailed, BatchOptions, run_batch, tag_current_run
+from flows.batch import BatchFailed, BatchOptions, run_batch, run_namer, tag_current_run
 from salvo.gridded.recovery import RecoveryLayout, has_status
 from salvo.gridded.report import console_lines, summarize_recovery
 from salvo.items import Item, Worker
@@ -45,7 +45,7 @@ def merge(layout: RecoveryLayout, k: int) -> dict[str, Any]:
     return merge_round(layout, k)
 
 
-@flow(name=PIPELINE)
+@flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE, "output"))
 def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "output", max_rounds: int = 3,
                   timeout: float | None = None, work_dir: str | None = None, full_copy: bool = False) -> dict[str, Any]:
     """Recover a gridded run: re-run failed cells until none is left or ``max_rounds`` re-runs were made."""

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.runtime import flow_run
 
-from flows.batch import BatchFailed, BatchOptions, publish_artifacts, run_batch, tag_current_run
+from flows.batch import BatchFailed, BatchOptions, publish_artifacts, run_batch, run_namer, tag_current_run
 from salvo.report import write_reports
 from salvo.subjects.console import SubjectMonitor
 from salvo.subjects.plan import build_items, build_worker
 from tasks.subjects import PIPELINE, plan_subject_batch, publish_subject_summary, run_state, write_subject_reports
 
 
-def _run_name() -> str:
-    params = flow_run.parameters
-    source = Path(params.get("manifest") or params.get("bids_dir") or "subjects")
-    return f"{PIPELINE}-{source.stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-
-
-@flow(name=PIPELINE, flow_run_name=_run_name)
+@flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE, "manifest", "bids_dir"))
 def subject_batch(
     out: str,
     manifest: str | None = None,

@@ -54,7 +54,8 @@ class ItemResult:
     peak_rss_mb: float | None = None
     outputs: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
-    cached: bool = False  # True when the result came from an earlier run's record
+    cached: bool = False  # True when the result came from an earlier batch's record
+    batch_id: str = ""  # the batch that ran the item
 
     @property
     def retryable(self) -> bool:

@@ -66,12 +66,13 @@ def run_items(
     state: StateLocation,
     timeout_s: float | None,
     log_dir: str | None = None,
-    not_before: str | None = None,
+    batch_id: str = "",
+    force: bool = False,
 ) -> list[ItemResult]:
     """Run items one after another, each in its own child process, recording finished ones.
 
-    Records that started before ``not_before`` (ISO time) are ignored: that is how ``force``
-    redoes everything while a retry of the same batch still reuses what it just finished.
+    With ``force``, only records of this same batch are reused (a retry keeps what the first
+    attempt finished); otherwise any record is.
     """
     logger = get_run_logger()
     store = record_store(state)
@@ -80,11 +81,12 @@ def run_items(
     for item, key in zip(items, keys):
         with item_lock(store, key):  # another batch running this item makes us wait, then reuse
             result = read_record(store, key)
-            if result is not None and not_before and (result.started or "") < not_before:
+            if result is not None and force and result.batch_id != batch_id:
                 result = None
             if result is None:
                 _clean_partials(item)  # left by a run that was killed mid-item
                 result = run_item(item, worker, timeout_s=timeout_s, attempt=attempt, log_path=_log_path(log_dir, item.id))
+                result.batch_id = batch_id
                 if result.status.ok:
                     write_record(store, key, result)
         if result.status.failed:

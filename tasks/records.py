@@ -23,19 +23,19 @@ def _storage_block(state: StateLocation) -> WritableFileSystem:
     if isinstance(state, WritableFileSystem):
         return state
     text = os.fspath(state)
-    if "://" in text and not text.startswith("file://"):
-        from blocks import resolve_storage  # only remote URLs need the storage blocks
+    if isinstance(state, os.PathLike) or text.startswith(("/", ".", "~", "file://")):
+        return LocalFileSystem(basepath=str(Path(text.removeprefix("file://")).expanduser().resolve() / "records"))
+    from blocks import resolve_storage  # an s3:// URL or a saved storage block's name
 
-        return resolve_storage(text)
-    return LocalFileSystem(basepath=str(Path(text.removeprefix("file://")).resolve() / "records"))
+    return resolve_storage(text).child("records")
 
 
 def _lock_dir(block: WritableFileSystem) -> Path:
-    basepath = getattr(block, "basepath", None)
-    if basepath and "://" not in str(basepath):
-        return Path(basepath).parent / "locks"
+    where = getattr(block, "basepath", None) or getattr(block, "url", None)
+    if where and "://" not in str(where):
+        return Path(where).parent / "locks"
     # Remote storage has no shared lock primitive; lock per machine, beside the temp dir.
-    tag = hashlib.blake2b(repr(basepath).encode(), digest_size=8).hexdigest()
+    tag = hashlib.blake2b(str(where).encode(), digest_size=8).hexdigest()
     return Path(tempfile.gettempdir()) / "salvo-locks" / tag
 
 
