@@ -43,26 +43,22 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
+def _positive(cast: Any, noun: str) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number > 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
+#: argparse types: a number > 0, a whole number > 0.
+positive_float = _positive(float, "a number")
+positive_int = _positive(int, "a whole number")
 
 
 def add_runner_flags(parser: argparse.ArgumentParser, *, timeout_help: str = "per-item timeout in seconds (default: 900)", timeout_default: float = 900.0) -> None:

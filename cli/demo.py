@@ -27,12 +27,7 @@ def main(args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     lines, failed = [], []
     for name in args.only or DEMOS:
-        try:
-            module = importlib.import_module(f"cli.demo_{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"cli.demo_{name}":
-                raise
-            continue
+        module = importlib.import_module(f"cli.demo_{name}")
         print(f"\n=== demo: {name} ===", flush=True)
         t0 = time.monotonic()
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from cli.common import Progress, add_runner_flags, print_json, print_summary, run_flow

@@ -32,13 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(prog="salvo", description="Batch pipelines that finish, resume and recover.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"cli.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"cli.{name}").register(sub)
     return parser
 
 

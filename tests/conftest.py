@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-pytest_plugins = [p for p in ("tests.fixtures_s3",) if (ROOT / (p.replace(".", "/") + ".py")).exists()]
+pytest_plugins = ["tests.fixtures_s3"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,11 +28,6 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def child_env(prefect_api: str, tmp_path: Path) -> dict[str, str]:
     """Environment for a `salvo` child process: same interpreter, same Prefect API, no telemetry."""
-    env = dict(os.environ)
-    env.update(
-        PREFECT_API_URL=prefect_api,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PYTHONPATH=str(ROOT),
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-    )
-    return env
+    from tests.helpers import child_env_for
+
+    return child_env_for(prefect_api)

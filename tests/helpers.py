@@ -11,6 +11,18 @@ from pathlib import Path
 import psutil
 
 
+def child_env_for(api_url: str) -> dict[str, str]:
+    """Environment for a child process (salvo, a Dask worker): this interpreter, this Prefect API."""
+    env = dict(os.environ)
+    env.update(
+        PREFECT_API_URL=api_url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    return env
+
+
 def alive(pid: int) -> bool:
     """True if ``pid`` is a running (not zombie) process."""
     try:

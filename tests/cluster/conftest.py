@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from cli.deploy import Processes
-from tests.helpers import wait_until
+from tests.helpers import child_env_for, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 180.0
 
 
@@ -29,14 +28,7 @@ class Cluster:
 
 def cluster_env(api_url: str) -> dict[str, str]:
     """Workers report task runs to the test's Prefect API (no API server of their own)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_API_URL=api_url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PYTHONPATH=str(ROOT),
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    return env
+    return child_env_for(api_url)
 
 
 @pytest.fixture(scope="module")
