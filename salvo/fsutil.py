@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from typing import IO
 from pathlib import Path
 
 #: Prefix of every temporary file or folder Salvo makes beside a final output.
@@ -24,23 +25,36 @@ def _tmp_sibling(final: Path) -> Path:
     return final.with_name(f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}")
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to a temporary sibling, fsync it, then rename it over ``path``."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], *, exclusive: bool = False) -> Iterator[IO[bytes]]:
+    """A binary file that appears at ``path``, complete and fsynced, only if the block finishes.
+
+    With ``exclusive`` it is linked into place only if ``path`` does not exist yet, and
+    ``FileExistsError`` is raised otherwise (an atomic create-if-absent).
+    """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=final.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are shared like any file
-        os.replace(tmp, final)
-    except BaseException:
+        if exclusive:
+            os.link(tmp, final)
+        else:
+            os.replace(tmp, final)
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
-    return final
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to a temporary sibling, fsync it, then rename it over ``path``."""
+    with atomic_file(path) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from urllib.parse import urlsplit
 import fsspec
 
 from salvo.errors import UsageError
-from salvo.fsutil import TMP_PREFIX
+from salvo.fsutil import TMP_PREFIX, atomic_file
 
 
 class StorageError(RuntimeError):
@@ -115,18 +114,8 @@ class StorageTarget:
                     raise
                 fh.close()
                 return
-            parent = os.path.dirname(final)
-            os.makedirs(parent, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    yield fh
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, final)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+            with atomic_file(final) as fh:
+                yield fh
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create ``rel`` with ``data`` only if it does not exist; ``False`` if it already did."""
@@ -138,22 +127,12 @@ class StorageTarget:
                 except FileExistsError:
                     return False
                 return True
-            parent = os.path.dirname(final)
-            os.makedirs(parent, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=parent)
             try:
-                with os.fdopen(fd, "wb") as fh:
+                with atomic_file(final, exclusive=True) as fh:
                     fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                try:
-                    os.link(tmp, final)  # atomic, and fails if final exists
-                except FileExistsError:
-                    return False
-                return True
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+            except FileExistsError:
+                return False
+            return True
 
     def open_read(self, rel: str) -> IO[bytes]:
         """A binary file object for reading ``rel`` (the caller closes it)."""
