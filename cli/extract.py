@@ -50,6 +50,18 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args)
     extract_worker(args.worker_command)  # fail on a bad worker command before starting Prefect
+    where = dict(directory=args.directory, pattern=args.pattern, output_dir=args.output_dir, recursive=args.recursive,
+                 worker_command=args.worker_command, state=args.state)
+    done = None if args.force else _already_done(**where)
+    if done is not None:
+        # Every file was finished by earlier runs: answer from their records, with no flow run.
+        done["message"] = f"All {done['summary']['total']} files were finished by earlier runs; nothing to run."
+        if args.json:
+            print_json(done)
+        else:
+            print(done["message"])
+            print_summary(done)
+        return 0
     doc = run_flow(
         _flow(), progress=Progress(quiet=args.json),
         directory=args.directory, pattern=args.pattern, output_dir=args.output_dir, recursive=args.recursive,
@@ -62,6 +74,12 @@ def main(args: argparse.Namespace) -> int:
     else:
         print_summary(doc)
     return 0 if doc["summary"]["failed"] == 0 else 1
+
+
+def _already_done(**where: Any) -> dict[str, Any] | None:
+    from flows.netcdf_extract import already_done
+
+    return already_done(**where)
 
 
 def _flow() -> Any:

@@ -107,6 +107,24 @@ def set_progress_hook(hook: Callable[[ItemResult], None] | None) -> None:
     _progress_hook = hook
 
 
+def split_finished(items: Sequence[Item], worker: Worker, *, options: BatchOptions) -> tuple[dict[str, ItemResult], list[tuple[Item, str]]]:
+    """Results of the items an earlier run finished (by id), and the others with their keys.
+
+    Needs no flow run and no API: only the records, so a caller can learn that nothing is left.
+    """
+    store = record_store(options.state)
+    finished: dict[str, ItemResult] = {}
+    pending = []
+    for it in items:
+        key = item_key(it, worker=worker, settings=options.settings)
+        done = None if options.force else read_record(store, key)
+        if done is not None:
+            finished[it.id] = done
+        else:
+            pending.append((it, key))
+    return finished, pending
+
+
 def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: BatchOptions, settled: Sequence[ItemResult] = ()) -> BatchOutcome:
     """Run every item not already finished; return all results in input order.
 
@@ -118,18 +136,9 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
     on_result = options.on_result or _progress_hook
     if on_result is not None and hasattr(on_result, "start"):
         on_result.start(len(items))
-    store = record_store(options.state)
     by_id: dict[str, ItemResult] = {r.item_id: r for r in settled}
-    pending = []
-    for it in items:
-        if it.id in by_id:
-            continue
-        key = item_key(it, worker=worker, settings=options.settings)
-        done = None if options.force else read_record(store, key)
-        if done is not None:
-            by_id[it.id] = done
-        else:
-            pending.append((it, key))
+    finished, pending = split_finished([it for it in items if it.id not in by_id], worker, options=options)
+    by_id.update(finished)
     logger.info("%s: %d items, %d already settled, %d to run", pipeline, len(items), len(by_id), len(pending))
     progress = _Progress(pipeline, len(items))
     progress.advance(len(by_id))
@@ -182,10 +191,11 @@ def publish_artifacts(outcome: BatchOutcome, *, pipeline: str, reports: dict[str
     create_markdown_artifact(summary_markdown(outcome.summary, reports=reports), key=f"{pipeline}-summary", description=f"{pipeline}: summary")
 
 
-def finish_batch(outcome: BatchOutcome, *, pipeline: str, report_dir: str | os.PathLike[str], title: str, extra_reports: dict[str, str] | None = None, fail_on_error: bool = True) -> dict[str, Any]:
+def finish_batch(outcome: BatchOutcome, *, pipeline: str, report_dir: str | os.PathLike[str], title: str, extra_reports: dict[str, str] | None = None, fail_on_error: bool = True, artifacts: bool = True) -> dict[str, Any]:
     """Write the reports, publish the artifacts, and end the flow run Failed if any item failed."""
     reports = {**write_reports(outcome.results, outcome.summary, folder=report_dir, title=title), **(extra_reports or {})}
-    publish_artifacts(outcome, pipeline=pipeline, reports=reports)
+    if artifacts:
+        publish_artifacts(outcome, pipeline=pipeline, reports=reports)
     doc = {"summary": outcome.summary.to_dict(), "items": [r.to_dict() for r in outcome.results], "reports": reports}
     if fail_on_error and not outcome.summary.ok:
         raise BatchFailed(doc)

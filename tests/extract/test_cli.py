@@ -119,3 +119,17 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path, child_env: dict) -> No
     assert again.returncode == 0
     for name in done_before:
         assert len(markers(calls, name.replace("_results", ".nc"))) == 1
+
+
+def test_a_finished_batch_answers_from_records_without_a_flow_run(tmp_path: Path, child_env: dict) -> None:
+    data, calls = _slow_data(tmp_path, 2), tmp_path / "calls"
+    cmd = command(write_script(tmp_path), str(calls))
+    env = {**child_env, "SLOW_SECONDS": "0"}
+    assert salvo("extract", "--directory", str(data), "--worker-command", cmd, env=env).returncode == 0
+    again = salvo("extract", "--directory", str(data), "--worker-command", cmd, "--json", env=env)
+    assert again.returncode == 0
+    doc = json.loads(again.stdout)
+    assert doc["message"] == "All 2 files were finished by earlier runs; nothing to run."
+    assert doc["summary"]["resumed"] == 2
+    assert "Beginning flow run" not in again.stderr  # no flow run, no API started
+    assert len(markers(calls)) == 2  # each file ran once, in the first run
