@@ -7,6 +7,7 @@ import datetime as dt
 import importlib
 import time
 import traceback
+from pathlib import Path
 
 from benchmarks.common import ROOT, machine, scale
 
@@ -18,12 +19,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", default=BENCHES)
     args = parser.parse_args()
-    sections = [
-        "# Benchmark results",
-        "",
-        f"Written by `make bench` on {dt.datetime.now():%Y-%m-%d %H:%M}, {machine()}, SALVO_BENCH_SCALE={scale()}.",
-        "Each section measures Salvo and the seed's own approach in the same run.",
-    ]
+    results = ROOT / "benchmarks" / "RESULTS.md"
+    sections = _read_sections(results)
     for name in args.names:
         print(f"== {name}", flush=True)
         t0 = time.perf_counter()
@@ -32,9 +29,26 @@ def main() -> None:
         except Exception:
             section = f"## {name}\n\nFailed:\n\n```\n{traceback.format_exc()}\n```\n"
         print(section, flush=True)
-        sections += ["", section.strip(), "", f"_({name} took {time.perf_counter() - t0:.0f} s)_"]
-    (ROOT / "benchmarks" / "RESULTS.md").write_text("\n".join(sections) + "\n")
-    print(f"Wrote {ROOT / 'benchmarks' / 'RESULTS.md'}")
+        stamp = f"_({name}: {dt.datetime.now():%Y-%m-%d %H:%M}, {machine()}, SALVO_BENCH_SCALE={scale()}, took {time.perf_counter() - t0:.0f} s)_"
+        sections[name] = f"{section.strip()}\n\n{stamp}"
+    head = ["# Benchmark results", "", "Written by `make bench`. Each section measures Salvo and the seed's own approach in the same run."]
+    body = [f"{MARK.format(n)}\n{sections[n]}" for n in BENCHES if n in sections]
+    results.write_text("\n\n".join(["\n".join(head), *body]) + "\n")
+    print(f"Wrote {results}")
+
+
+MARK = "<!-- bench:{} -->"
+
+
+def _read_sections(path: Path) -> dict[str, str]:
+    """The sections of an earlier RESULTS.md, so that running one benchmark keeps the others."""
+    if not path.exists():
+        return {}
+    found = {}
+    for chunk in path.read_text().split("<!-- bench:")[1:]:
+        name, _, text = chunk.partition(" -->")
+        found[name] = text.strip()
+    return found
 
 
 if __name__ == "__main__":

@@ -154,9 +154,11 @@ def extract_worker(worker_command: str | None = None) -> Worker:
 
 
 def plan_items(files: list[Path], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None, worker_command: str | None = None) -> list[Item]:
-    """One item per input file, with its output folder."""
+    """One item per input file, with its output folder (absolute paths: keys do not depend on the cwd)."""
     items = []
-    for f in files:
+    directory = Path(directory).resolve()
+    output_dir = None if output_dir is None else Path(output_dir).resolve()
+    for f in (Path(p).resolve() for p in files):
         out = str(output_dir_for(f, directory=directory, output_dir=output_dir))
         item_id = f.relative_to(directory).as_posix()
         if worker_command:
