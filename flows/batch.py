@@ -161,7 +161,7 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
                 futures[runner.submit(task, params)] = chunk
             if not futures:
                 break
-            for fut in [next(as_completed(list(futures)))]:
+            for fut in as_completed(list(futures)):
                 chunk = futures.pop(fut)
                 for r in _chunk_results(fut, chunk):
                     if r.cached and r.batch_id == batch_id:
@@ -171,6 +171,8 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
                     if on_result:
                         on_result(r)
                 progress.advance(len(chunk))
+                if options.fail_fast:
+                    break  # decide about the next item before submitting it
     results = [by_id.get(it.id) or ItemResult(it.id, Status.NOT_RUN, reason="not started: the batch stopped at the first failure") for it in items]
     progress.advance(0, final=True)
     summary = summarize(results, pipeline=pipeline, wall_time_s=time.monotonic() - t0)
