@@ -117,7 +117,7 @@ class Processes:
                     p.kill()
         psutil.wait_procs([p for p in map(_process_or_none, pids) if p is not None], timeout=5)
         self.started.clear()
-        return sorted(pid for pid in pids if _alive(pid))
+        return sorted(pid for pid in pids if process_alive(pid))
 
 
 def _process_or_none(pid: int) -> Any:
@@ -129,7 +129,8 @@ def _process_or_none(pid: int) -> Any:
         return None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True if ``pid`` is a running (not zombie) process."""
     import psutil
 
     try:

@@ -7,8 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.batch import BatchFailed, BatchOptions, publish_artifacts, run_batch, run_namer, tag_current_run
-from salvo.report import write_reports
+from flows.batch import BatchFailed, BatchOptions, finish_batch, run_batch, run_namer, tag_current_run
 from salvo.subjects.console import SubjectMonitor
 from salvo.subjects.plan import build_items, build_worker
 from tasks.subjects import PIPELINE, plan_subject_batch, publish_subject_summary, run_state, write_subject_reports
@@ -50,15 +49,13 @@ def subject_batch(
             on_result=monitor,
         )
         outcome = run_batch(build_items(plan, out_dir=out_dir, force=force), build_worker(plan), pipeline=PIPELINE, options=batch)
-    reports = write_subject_reports(
+    subject_reports = write_subject_reports(
         outcome.results, out_dir=out_dir, config_hash=plan.config_hash, timeout_min=timeout_minutes, summary=outcome.summary
     )
-    reports.update(write_reports(outcome.results, outcome.summary, folder=out_dir, title="Subject batch summary"))
+    doc = finish_batch(outcome, pipeline=PIPELINE, report_dir=out_dir, title="Subject batch summary", extra_reports=subject_reports, fail_on_error=False)
+    doc["summary"].update(config_hash=plan.config_hash, out_dir=out_dir)
     block = monitor.finish(outcome.results)
-    publish_artifacts(outcome, pipeline=PIPELINE, reports=reports)
-    publish_subject_summary(monitor.lines, block, config_hash=plan.config_hash, reports=reports)
-    summary = {**outcome.summary.to_dict(), "config_hash": plan.config_hash, "out_dir": out_dir}
-    doc = {"summary": summary, "items": [r.to_dict() for r in outcome.results], "reports": reports}
+    publish_subject_summary(monitor.lines, block, config_hash=plan.config_hash, reports=doc["reports"])
     if not outcome.summary.ok:
         raise BatchFailed(doc)
     return doc

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
+from cli.deploy import process_alive as alive  # noqa: F401 - the tests' name for it
 
 
 def child_env_for(api_url: str) -> dict[str, str]:
@@ -21,14 +21,6 @@ def child_env_for(api_url: str) -> dict[str, str]:
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )
     return env
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` is a running (not zombie) process."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def wait_until(predicate, *, timeout: float, interval: float = 0.05) -> bool:
