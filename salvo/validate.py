@@ -1,0 +1,214 @@
+"""Checks made up front, before any work or Prefect starts: each raises a one-line `UsageError`.
+
+Every command runs its arguments through these in one pass, so that bad input always ends the
+same way: one line on stderr, exit 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+import shutil
+import socket
+import stat
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from salvo.errors import UsageError
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<cred>[^/@\s]+)@")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_DURATION = re.compile(r"^\s*(?P<num>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(?P<unit>ms|s|sec|secs|m|min|mins|h|hr|hrs|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hr": 3600, "hrs": 3600, "d": 86400}
+#: The longest duration any timeout may have: a week.
+MAX_DURATION_S = 7 * 86400.0
+
+
+def redact(text: object) -> str:
+    """``text`` with credentials embedded in URLs (``s3://KEY:SECRET@bucket``) replaced by ``***``."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", str(text))
+
+
+def _p(path: object) -> str:
+    return redact(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else redact(path)
+
+
+def regular_file(path: str | os.PathLike[str], what: str) -> Path:
+    """An existing, readable regular file (not a folder, FIFO or device)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise UsageError(f"{what} not found: {_p(path)}") from None
+    except OSError as exc:
+        raise UsageError(f"{what} cannot be read: {_p(path)}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{what} is a folder, not a file: {_p(path)}")
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{what} is not a regular file (a FIFO, socket or device): {_p(path)}")
+    if not os.access(p, os.R_OK):
+        raise UsageError(f"{what} cannot be read (permission denied): {_p(path)}")
+    return p
+
+
+def existing_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """An existing folder that can be listed."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{what} not found: {_p(path)}")
+    if not p.is_dir():
+        raise UsageError(f"{what} is not a folder: {_p(path)}")
+    if not os.access(p, os.R_OK | os.X_OK):
+        raise UsageError(f"{what} cannot be read (permission denied): {_p(path)}")
+    return p
+
+
+def output_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """A folder that is, or can become, an output folder: not a file, and under a writable parent."""
+    p = Path(path)
+    if "://" in os.fspath(path):
+        return p
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{what} is a file, not a folder: {_p(path)}")
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UsageError(f"{what} is under a file, not a folder: {_p(probe)}")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} cannot be written (permission denied): {_p(probe)}")
+    return p
+
+
+def number(value: float | int | str, what: str, *, minimum: float | None = None, maximum: float | None = None,
+           integer: bool = False, exclusive_minimum: bool = False) -> float | int:
+    """A finite number in range; ``integer`` asks for a whole number."""
+    try:
+        x = int(value) if integer and not isinstance(value, float) else float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} must be {'a whole number' if integer else 'a number'}, not {value!r}") from None
+    if integer and isinstance(x, float):
+        if not x.is_integer():
+            raise UsageError(f"{what} must be a whole number, not {value!r}")
+        x = int(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        raise UsageError(f"{what} must be a finite number, not {value!r}")
+    if minimum is not None and (x <= minimum if exclusive_minimum else x < minimum):
+        raise UsageError(f"{what} must be {'>' if exclusive_minimum else '>='} {minimum:g}, not {value!r}")
+    if maximum is not None and x > maximum:
+        raise UsageError(f"{what} must be <= {maximum:g}, not {value!r}")
+    return x
+
+
+def duration(text: float | int | str, what: str = "--timeout", *, default_unit: str = "s") -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``2h`` or ``1d``; a bare number is in ``default_unit``.
+
+    Finite, above zero, and at most a week.
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        num, unit = float(text), default_unit
+    else:
+        m = _DURATION.match(str(text))
+        if not m:
+            raise UsageError(f"{what} must be a duration such as 90s, 15m or 2h, not {text!r}")
+        num, unit = float(m["num"]), m["unit"] or default_unit
+    seconds = num * _UNIT_S[unit]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UsageError(f"{what} must be a duration above zero, not {text!r}")
+    if seconds > MAX_DURATION_S:
+        raise UsageError(f"{what} must be at most a week, not {text!r}")
+    return seconds
+
+
+def command_argv(template: str, what: str) -> list[str]:
+    """A command template split as a shell would (no shell runs it), whose program exists.
+
+    A program spelled with a ``{placeholder}`` is only checked once rendered, per item.
+    """
+    try:
+        argv = shlex.split(template)
+    except ValueError as exc:
+        raise UsageError(f"{what} cannot be parsed ({exc}): {template!r}") from None
+    if not argv:
+        raise UsageError(f"{what} is empty")
+    program = argv[0]
+    if "{" not in program:
+        if os.sep in program:
+            if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+                raise UsageError(f"{what}: program not found or not executable: {program}")
+        elif shutil.which(program) is None:
+            raise UsageError(f"{what}: program not found on PATH: {program}")
+    return argv
+
+
+def safe_name(text: str, what: str) -> str:
+    """A name that can be a file or block name: letters, digits, ``.``, ``_`` and ``-``, no ``..``."""
+    if not text or not _SAFE_NAME.match(text) or ".." in text:
+        raise UsageError(f"{what} may hold only letters, digits, '.', '_' and '-' (and no '..'): {redact(text)!r}")
+    return text
+
+
+def dask_address(text: str, what: str = "--dask-address", *, connect_timeout: float = 3.0) -> str:
+    """``tcp://HOST:PORT`` (or ``HOST:PORT``) of a Dask scheduler that accepts connections."""
+    url = text if "://" in text else f"tcp://{text}"
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None:
+        raise UsageError(f"{what} must look like tcp://HOST:PORT, not {redact(text)!r}")
+    try:
+        socket.create_connection((parts.hostname, port), timeout=connect_timeout).close()
+    except OSError as exc:
+        raise UsageError(f"{what}: no Dask scheduler answers at {redact(url)} ({exc.strerror or exc})") from None
+    return url
+
+
+def _resolved(p: str | os.PathLike[str]) -> Path:
+    return Path(os.path.abspath(os.path.realpath(p)))
+
+
+def _relation(a: Path, b: Path) -> str | None:
+    if a == b:
+        return "is"
+    if b in a.parents:
+        return "is inside"
+    if a in b.parents:
+        return "contains"
+    return None
+
+
+def check_layout(outputs: Mapping[str, str | os.PathLike[str]], *, inputs: Iterable[str | os.PathLike[str]] = (),
+                 reserved: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Refuse a plan whose outputs could overwrite an input, a reserved folder, or each other.
+
+    ``outputs`` maps each item's name to its output folder (or file). An output that is, contains
+    or is inside an input or a ``reserved`` folder (logs, records, another tool's folder), or
+    another item's output, is refused with one line naming both paths. Local paths only; URLs are
+    left alone.
+    """
+    outs = [(name, _resolved(p)) for name, p in outputs.items() if "://" not in os.fspath(p)]
+    seen: dict[Path, str] = {}
+    for name, out in outs:
+        if out in seen:
+            raise UsageError(f"{seen[out]} and {name} would write the same output: {out}")
+        seen[out] = name
+    for name, out in outs:
+        for parent in out.parents:
+            if parent in seen:
+                raise UsageError(f"the output of {name} ({out}) is inside the output of {seen[parent]} ({parent})")
+    for label, paths in (("input", inputs), ("folder Salvo uses", reserved)):
+        for raw in paths:
+            if "://" in os.fspath(raw):
+                continue
+            other = _resolved(raw)
+            for name, out in outs:
+                rel = _relation(out, other)
+                if rel:
+                    raise UsageError(f"the output of {name} ({out}) {rel} the {label} {other}; choose another output folder")
