@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: venv demo test bench serve clean
+.PHONY: venv demo test test-fast bench serve clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 ## make test: the whole suite (real Prefect API, real S3 endpoint, real Dask processes).
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+## make test-fast: the pure tier only (domain logic; no server, no Prefect import), well under a minute.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m pure -p no:cacheprovider
 
 ## make bench: speed and memory against each seed's own approach; writes benchmarks/RESULTS.md.
 bench: $(STAMP)

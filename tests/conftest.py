@@ -1,8 +1,13 @@
-"""Session-wide test setup: one real Prefect API for the whole run, and environments for children."""
+"""Session-wide test setup: one real Prefect API for the whole run, and environments for children.
+
+Two tiers: tests marked ``pure`` (domain logic, no server, no Prefect import) run alone with
+``make test-fast``; every other test gets the session's real Prefect API.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,18 +16,39 @@ import pytest
 pytest_plugins = ["tests.fixtures_s3"]
 
 
-@pytest.fixture(scope="session", autouse=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "pure: domain logic only; starts no server and never imports Prefect (make test-fast)")
+
+
+@pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prefect API (SQLite) for every test; yields its URL."""
     home = tmp_path_factory.mktemp("prefect-home")
     os.environ["PREFECT_HOME"] = str(home)
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["SALVO_LOCAL_SERVER"] = "0"  # the suite's API is this harness, never a background server
     from prefect.settings import get_current_settings, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
         with temporary_settings(updates={"flows.heartbeat_frequency": None}):
             yield str(get_current_settings().api.url)
+
+
+@pytest.fixture(autouse=True)
+def _prefect_unless_pure(request: pytest.FixtureRequest) -> None:
+    """Every test but the pure ones runs against the session's Prefect API."""
+    if request.node.get_closest_marker("pure") is None:
+        request.getfixturevalue("prefect_api")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A pure-only run (``-m pure``) must not have imported Prefect at all."""
+    if session.config.getoption("-m") == "pure" and exitstatus == 0:
+        leaked = sorted(m for m in sys.modules if m == "prefect" or m.startswith("prefect."))
+        if leaked:
+            session.exitstatus = 1
+            print(f"\npure tier imported Prefect: {leaked[:5]}", file=sys.stderr)
 
 
 @pytest.fixture
