@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: venv demo test test-fast bench serve clean
+.PHONY: venv demo test test-fast browser bench serve clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,12 @@ demo: $(STAMP)
 	PREFECT_HOME=$(CURDIR)/.prefect $(VENV)/bin/salvo demo --root demo
 
 ## make test: the whole suite (real Prefect API, real S3 endpoint, real Dask processes).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+## A real headless browser for the report checks (Debian's chromium; installed once, as root in CI).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 ## make test-fast: the pure tier only (domain logic; no server, no Prefect import), well under a minute.
 test-fast: $(STAMP)

@@ -6,12 +6,13 @@ import datetime as dt
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from salvo.fsutil import atomic_write_text
+from salvo.html_report import Section, write_run_report
 from salvo.outcome import ItemResult, Status
 
 STATUS_ORDER = [s.value for s in Status]
@@ -95,29 +96,40 @@ def write_reports(
     title: str,
     text_name: str = "batch_processing_summary.txt",
     json_name: str = "batch_summary.json",
+    sections: Sequence[Section] = (),
+    logs: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Write the text and JSON reports atomically; return their paths by kind."""
+    """Write the text, JSON and HTML reports atomically; return their paths by kind."""
     folder = Path(folder)
     text_path = atomic_write_text(folder / text_name, summary_text(results, summary, title=title))
     doc = {"summary": summary.to_dict(), "items": [r.to_dict() for r in results]}
     json_path = atomic_write_text(folder / json_name, json.dumps(doc, indent=2, default=str) + "\n")
-    return {"text": str(text_path), "json": str(json_path)}
+    html_path = write_run_report(results, summary, folder=folder, title=title, sections=sections, logs=logs)
+    return {"text": str(text_path), "json": str(json_path), "html": str(html_path)}
+
+
+#: Longest reason shown in the UI's items table; the full text is in the logs and reports.
+TABLE_REASON_CHARS = 80
 
 
 def table_rows(results: Sequence[ItemResult]) -> list[dict[str, Any]]:
-    """Rows for a table artifact or a CSV: one per item."""
-    return [
-        {
+    """Rows for a table artifact or a CSV: one per item, failures first, short reasons, outputs."""
+    ordered = sorted(results, key=lambda r: (not r.status.failed, r.status is Status.NOT_RUN))
+    rows = []
+    for r in ordered:
+        first = r.reason.splitlines()[0] if r.reason else ""
+        short = first if len(first) <= TABLE_REASON_CHARS else first[: TABLE_REASON_CHARS - 1] + "…"
+        rows.append({
             "item": r.item_id,
             "status": r.status.value,
-            "reason": r.reason,
+            "reason": short,
+            "output": r.outputs[0] if r.outputs else "",
             "duration_s": r.duration_s,
             "attempt": r.attempt,
             "peak_rss_mb": r.peak_rss_mb,
             "resumed": r.cached,
-        }
-        for r in results
-    ]
+        })
+    return rows
 
 
 def summary_markdown(summary: Summary, *, reports: dict[str, str] | None = None) -> str:
@@ -128,6 +140,8 @@ def summary_markdown(summary: Summary, *, reports: dict[str, str] | None = None)
     lines += ["", f"Resumed from earlier runs: {summary.resumed}. Wall time {summary.wall_time_s:.1f} s."]
     if summary.failed_items:
         lines += ["", "Failed: " + ", ".join(f"`{i}`" for i in summary.failed_items[:50])]
-    for kind, path in (reports or {}).items():
-        lines.append(f"- {kind} report: [{path}](file://{path})")
+    if reports:
+        # Paths, not file:// links: a browser will not open local files from the UI's page.
+        lines += ["", "Reports (open the HTML one in a browser):"]
+        lines += [f"- {kind}: `{path}`" for kind, path in reports.items()]
     return "\n".join(lines) + "\n"
