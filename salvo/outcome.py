@@ -12,6 +12,9 @@ from typing import Any
 EXIT_INPUT_ERROR = 65  # sysexits EX_DATAERR
 #: Exit code a worker uses to say "nothing to do for this input" (a legitimate skip).
 EXIT_SKIP = 75  # chosen outside the range shells and Python use for their own errors
+#: Exit code of a worker that cannot work in this environment (a Python worker's ImportError /
+#: ModuleNotFoundError): a deterministic error, never retried.
+EXIT_DETERMINISTIC = 78  # sysexits EX_CONFIG
 
 
 class Status(str, enum.Enum):
@@ -25,6 +28,8 @@ class Status(str, enum.Enum):
     CRASHED = "crashed"
     EXCEPTION = "exception"
     NOT_RUN = "not_run"
+    #: Stopped by the user (Ctrl-C) while running: never done, never recorded, run again on resume.
+    INTERRUPTED = "interrupted"
 
     @property
     def ok(self) -> bool:
@@ -33,7 +38,7 @@ class Status(str, enum.Enum):
 
     @property
     def failed(self) -> bool:
-        """Whether the item counts as a failure of the batch."""
+        """Whether the item counts as a failure of the batch (an interrupted item does: it is not done)."""
         return self not in (Status.SUCCESS, Status.SKIPPED, Status.NOT_RUN)
 
 
@@ -62,7 +67,7 @@ class ItemResult:
         """Whether trying again may give another outcome (see README: which outcomes are retried)."""
         if self.status in (Status.CRASHED, Status.EXCEPTION):
             return True
-        return self.status is Status.ERROR and self.exit_code != EXIT_INPUT_ERROR
+        return self.status is Status.ERROR and self.exit_code not in (EXIT_INPUT_ERROR, EXIT_DETERMINISTIC)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

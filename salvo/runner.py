@@ -17,11 +17,12 @@ import time
 import traceback
 import weakref
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from salvo.items import Item, Worker, render_command
-from salvo.outcome import EXIT_INPUT_ERROR, EXIT_SKIP, ItemResult, Status, signal_name
+from salvo.outcome import EXIT_DETERMINISTIC, EXIT_INPUT_ERROR, EXIT_SKIP, ItemResult, Status, signal_name
 
 DEFAULT_TIMEOUT_S = 15 * 60.0
 #: Seconds between SIGTERM and SIGKILL when an item times out.
@@ -41,6 +42,7 @@ class _Zygote:
         )
         self._buf = b""
         weakref.finalize(self, _Zygote._close, self.proc)
+        _zygotes.add(self)
 
     @staticmethod
     def _close(proc: subprocess.Popen[bytes]) -> None:
@@ -77,8 +79,64 @@ class _Zygote:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
+    def interrupt(self) -> None:
+        """Close our end of its stdin: the zygote kills the running item's whole tree and exits."""
+        with contextlib.suppress(Exception):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+
 
 _local = threading.local()
+_zygotes: "weakref.WeakSet[_Zygote]" = weakref.WeakSet()
+_stop = threading.Event()
+
+
+def request_stop() -> None:
+    """Stop every batch of this process now (Ctrl-C): kill running items, start no new ones.
+
+    Safe to call from a signal handler. Items running are killed with their whole process tree
+    and end ``interrupted``; items not started end ``not_run``. Call :func:`clear_stop` before
+    running another batch in the same process.
+    """
+    _stop.set()
+    for z in list(_zygotes):
+        z.interrupt()
+
+
+def stop_requested() -> bool:
+    """Whether :func:`request_stop` was called (and not cleared since)."""
+    return _stop.is_set()
+
+
+def clear_stop() -> None:
+    """Allow items to run again after :func:`request_stop`."""
+    _stop.clear()
+
+
+@contextlib.contextmanager
+def stop_on_sigint() -> Iterator[None]:
+    """While inside: the first Ctrl-C stops the batch cleanly, a second one exits at once (130).
+
+    Without it, Ctrl-C raises ``KeyboardInterrupt`` wherever the main thread is, and the batch
+    ends without its summary. Only the main thread can install signal handlers; elsewhere this
+    does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if _stop.is_set():
+            os.write(2, b"\nInterrupted again: exiting now.\n")
+            os._exit(130)
+        os.write(2, b"\nInterrupted: stopping running items and writing the reports (Ctrl-C again to exit at once)\n")
+        request_stop()
+
+    clear_stop()
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _zygote() -> _Zygote:
@@ -149,6 +207,10 @@ def run_item(
     """Run ``item`` in a child process in its own session; never raises for the item's faults."""
     started, t0 = _now(), time.monotonic()
     result = ItemResult(item_id=item.id, status=Status.EXCEPTION, started=started, attempt=attempt)
+    if _stop.is_set():
+        result.status, result.reason = Status.NOT_RUN, "not started: the batch was interrupted"
+        result.ended = result.started
+        return result
     with tempfile.TemporaryDirectory(prefix="salvo-item-") as scratch:
         result_path = os.path.join(scratch, "result.json")
         stderr_path = os.path.join(scratch, "stderr.log")
@@ -170,6 +232,9 @@ def run_item(
             result.status = Status.EXCEPTION
             result.reason = f"{type(exc).__name__}: {exc}"
             result.stderr_tail = traceback.format_exc(limit=5)
+        if _stop.is_set() and not result.status.ok:
+            result.status, result.reason = Status.INTERRUPTED, "interrupted (Ctrl-C): the item's processes were killed"
+            result.exit_code = result.signal = None
     if result.status is Status.SUCCESS and worker.verify:
         _verify(result, item, worker)
     result.ended = _now()
@@ -206,7 +271,7 @@ def _classify(
     elif code != 0:
         result.status, result.exit_code, result.stderr_tail = Status.ERROR, code, tail
         last = tail.splitlines()[-1] if tail else ""
-        kind = "bad input" if code == EXIT_INPUT_ERROR else f"exit code {code}"
+        kind = {EXIT_INPUT_ERROR: "bad input", EXIT_DETERMINISTIC: "cannot run here"}.get(code, f"exit code {code}")
         result.reason = f"{kind}: {last}" if last else kind
     else:
         result.status, result.exit_code = Status.SUCCESS, 0

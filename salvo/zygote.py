@@ -3,12 +3,19 @@
 Run as ``python -m salvo.zygote``; it speaks newline-delimited JSON on stdin/stdout (see
 ``salvo.runner``). Modules imported here once are inherited by every forked child, so an item
 does not pay for interpreter start-up and imports. The zygote enforces the item's timeout by
-killing the child's whole process group (SIGTERM, then SIGKILL), and kills it as well when its
+killing the child's whole process tree (SIGTERM, then SIGKILL), and kills it as well when its
 own stdin closes, which is what happens when the orchestrating process dies for any reason.
+
+The zygote is a child subreaper (``PR_SET_CHILD_SUBREAPER``): a descendant that leaves the item's
+process group or session (``setsid``, a double fork) is re-parented to the zygote instead of
+init, so it stays in the zygote's tree. Since the zygote runs one item at a time, every
+descendant of the zygote belongs to the running item; all of them are killed at the timeout and
+swept when the item ends.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import os
@@ -19,8 +26,21 @@ import time
 import traceback
 from typing import Any
 
+import psutil
+
 from salvo.errors import InputError, SkipItem
-from salvo.outcome import EXIT_INPUT_ERROR, EXIT_SKIP
+from salvo.outcome import EXIT_DETERMINISTIC, EXIT_INPUT_ERROR, EXIT_SKIP
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> bool:
+    """Adopt orphaned descendants (Linux >= 3.4); False where the call is unavailable."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _send(msg: dict[str, Any]) -> None:
@@ -84,6 +104,9 @@ def _run_python(req: dict[str, Any]) -> int:
     except InputError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except ImportError:  # a module missing here stays missing: deterministic, never retried
+        traceback.print_exc()
+        return EXIT_DETERMINISTIC
     else:
         code = 0
     tmp = req["result_path"] + ".tmp"
@@ -100,6 +123,54 @@ def _kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _descendants() -> list[int]:
+    """Every live process below the zygote: the item, its descendants and adopted orphans."""
+    try:
+        procs = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+    pids = []
+    for p in procs:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                pids.append(p.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def _signal_tree(pid: int, sig: int) -> None:
+    """Send ``sig`` to the item's process group and to every descendant of the zygote."""
+    _kill_group(pid, sig)
+    for p in _descendants():
+        try:
+            os.kill(p, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _reap_others() -> None:
+    """Collect adopted orphans that have exited (never blocks)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _sweep(pid: int) -> None:
+    """Kill whatever the item left behind, until nothing below the zygote is alive."""
+    for _ in range(200):
+        _signal_tree(pid, signal.SIGKILL)
+        _reap_others()
+        if not _descendants():
+            break
+        time.sleep(0.01)
+    _reap_others()
 
 
 def _supervise(pid: int, timeout: float | None, grace: float) -> dict[str, Any]:
@@ -122,21 +193,22 @@ def _supervise(pid: int, timeout: float | None, grace: float) -> dict[str, Any]:
                 break
             if 0 in ready and not os.read(0, 65536):
                 orphaned = True
-                _kill_group(pid, signal.SIGKILL)
+                _signal_tree(pid, signal.SIGKILL)
                 break
             now = time.monotonic()
             if term_sent_at is None and deadline is not None and now >= deadline:
                 timed_out = True
                 term_sent_at = now
-                _kill_group(pid, signal.SIGTERM)
+                _signal_tree(pid, signal.SIGTERM)
             elif term_sent_at is not None and now >= term_sent_at + grace:
-                _kill_group(pid, signal.SIGKILL)
+                _signal_tree(pid, signal.SIGKILL)
                 term_sent_at = float("inf")
     finally:
         os.close(pidfd)
     _, wstatus, rusage = os.wait4(pid, 0)
-    # Sweep the group: a grandchild left behind by an item must not outlive it.
-    _kill_group(pid, signal.SIGKILL)
+    # Sweep the tree: a descendant left behind by an item (in the group, or one that called
+    # setsid or was orphaned and adopted by us) must not outlive it.
+    _sweep(pid)
     return {
         "event": "done",
         "pid": pid,
@@ -150,6 +222,7 @@ def _supervise(pid: int, timeout: float | None, grace: float) -> dict[str, Any]:
 def serve() -> None:
     """Read requests from stdin, one at a time, until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
+    _become_subreaper()
     buf = b""
     while True:
         while b"\n" not in buf:

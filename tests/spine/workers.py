@@ -70,3 +70,56 @@ def flaky(*, state_file: str, fail_times: int = 1, out_dir: str, name: str = "fl
     if n < fail_times:
         raise RuntimeError(f"transient failure {n + 1}")
     return write_output(name=name, out_dir=out_dir)
+
+
+def escape_session(*, pid_file: str, marker: str, double_fork: bool = False, **_: object) -> None:
+    """Fork a grandchild that leaves our process group and session (setsid) and hangs.
+
+    With ``double_fork`` the middle process exits at once, so the grandchild is an orphan (a
+    daemon). The grandchild carries ``marker`` in its command line and its environment.
+    """
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        if double_fork and os.fork() != 0:
+            os._exit(0)
+        env = {**os.environ, "SALVO_TEST_MARKER": marker}
+        os.execve(sys.executable, [sys.executable, "-c", "import time; time.sleep(3600)", marker], env)
+    if double_fork:
+        os.waitpid(pid, 0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not _marked(marker):
+        time.sleep(0.02)
+    Path(pid_file).write_text(" ".join(map(str, [os.getpid(), *_marked(marker)])))
+    while True:
+        time.sleep(1)
+
+
+def _marked(marker: str) -> list[int]:
+    """PIDs of live processes whose command line or environment holds ``marker``."""
+    return marked_processes(marker)
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Scan /proc for processes whose command line or environment holds ``marker`` (zombies excluded)."""
+    found = []
+    needle = marker.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue
+            blob = b""
+            for part in ("cmdline", "environ"):
+                try:
+                    with open(f"/proc/{entry}/{part}", "rb") as fh:
+                        blob += fh.read()
+                except PermissionError:
+                    pass
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if needle in blob:
+            found.append(int(entry))
+    return found
