@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import ROOT, bench_env, measure, scale
-from cli.deploy import Processes, free_port, prefect_command, wait_healthy
+from salvo.procs import Processes, free_port, prefect_command, wait_healthy
 
 FILES = 3
 PLAIN = (

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from cli.deploy import process_alive as alive  # noqa: F401 - the tests' name for it
+from salvo.procs import process_alive as alive  # noqa: F401 - the tests' name for it
 
 
 def child_env_for(api_url: str) -> dict[str, str]:
@@ -17,6 +17,8 @@ def child_env_for(api_url: str) -> dict[str, str]:
     env.update(
         PREFECT_API_URL=api_url,
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        SALVO_LOCAL_SERVER="0",  # tests name their API; never leave a local server behind
         PYTHONPATH=str(Path(__file__).resolve().parents[1]),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cli.deploy import Processes, free_port
+from salvo.procs import Processes, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER_WORKER = Path(__file__).with_name("marker_worker.py")
@@ -91,6 +91,8 @@ def serve_env(home: Path) -> dict[str, str]:
     env.update(
         PREFECT_HOME=str(home),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        SALVO_LOCAL_SERVER="0",
         PREFECT_UI_ENABLED="false",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="1",  # upcoming runs appear within a second
         PREFECT_WORKER_QUERY_SECONDS="1",  # workers pick runs up within a second

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli.deploy import PREFECT_FILE, ROOT, deployable_file, deployment_env
+from deployments.serve import PREFECT_FILE, ROOT, deployable_file, deployment_env
 from cli.main import main
 from tests.helpers import salvo
 
@@ -110,7 +110,7 @@ def test_deploy_without_a_server_says_how_to_get_one(child_env: dict[str, str], 
     env["PREFECT_HOME"] = str(tmp_path / "home")
     proc = salvo("deploy", env=env)
     assert proc.returncode == 2
-    assert "PREFECT_API_URL is not set" in proc.stderr and proc.stderr.count("\n") == 1
+    assert "no Prefect API" in proc.stderr and proc.stderr.count("\n") == 1
 
 
 def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import yaml
 
-from cli.deploy import PREFECT_FILE, api_settings
+from deployments.serve import PREFECT_FILE, api_settings
 from salvo.samples.netcdf import write_series_file
 from tests.deploy.conftest import MARKER_WORKER, ROOT, Served
 from tests.helpers import markers, wait_until

@@ -1,0 +1,263 @@
+"""`salvo server start | stop | status`, and which Prefect API a `salvo` command talks to.
+
+Every `salvo` command that needs Prefect calls `prepare_api()` before Prefect is imported (the
+`salvo` entry point does it by itself, on the first ``import prefect``; see `install_hook`):
+
+1. ``PREFECT_API_URL`` set by the user (environment, or the active profile in
+   ``PREFECT_HOME/profiles.toml``) always wins. If it does not answer ``/api/health``, the command
+   stops with one line naming the URL, exit 1 (`RunFailed`), before any work.
+2. Otherwise, unless ``SALVO_LOCAL_SERVER=0``, the *local server* of ``PREFECT_HOME`` is used,
+   started in the background by the first command that needs it (`salvo.procs.ensure_local_server`)
+   and left running for the next ones: `salvo server stop` stops it.
+3. If it cannot start, the command falls back to Prefect's temporary (ephemeral) API, with a one-line
+   warning.
+
+Then the command's own processes are tied to its life (`salvo.procs.start_reaper`): whatever it
+starts dies with it, even under SIGKILL. Its flow runs are tagged ``salvo-driver:HOST:PID``, and runs
+left RUNNING by a driver on this host that is gone are marked Crashed (`mark_crashed_runs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.abc
+import importlib.machinery
+import json
+import os
+import socket
+import sys
+import tomllib
+import urllib.request
+from typing import Any
+
+from cli.common import RunFailed, positive_float, positive_int
+from salvo import procs
+from salvo.errors import UsageError
+from salvo.validate import redact
+
+#: Tag prefix of flow runs started by a `salvo` command: ``salvo-driver:HOST:PID``.
+DRIVER_TAG = "salvo-driver"
+_state: dict[str, Any] = {"prepared": False, "url": None, "skip": False}
+
+
+# --------------------------------------------------------------------------- which API
+
+def local_server_enabled() -> bool:
+    """False when ``SALVO_LOCAL_SERVER`` is 0/false/no/off."""
+    return os.environ.get("SALVO_LOCAL_SERVER", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def user_api_url() -> str | None:
+    """PREFECT_API_URL as the user set it: the environment, else the active profile; None if unset."""
+    if url := os.environ.get("PREFECT_API_URL", "").strip():
+        return url.rstrip("/")
+    try:
+        doc = tomllib.loads((procs.prefect_home() / "profiles.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or doc.get("active") or "ephemeral"
+    url = str(doc.get("profiles", {}).get(active, {}).get("PREFECT_API_URL", "")).strip()
+    return url.rstrip("/") or None
+
+
+def check_api(url: str) -> None:
+    """Stop with one line and exit 1 if the Prefect API at ``url`` does not answer ``/health``."""
+    if not procs.api_healthy(url, timeout_s=float(os.environ.get("SALVO_API_CHECK_TIMEOUT", "5"))):
+        raise RunFailed(f"the Prefect API at {redact(url)} does not answer (GET {redact(url)}/health); "
+                        "start it, or unset PREFECT_API_URL to use Salvo's local server")
+
+
+def skip_api_setup() -> None:
+    """This command manages its own servers (`salvo serve`): `prepare_api` does nothing but the reaper."""
+    _state["skip"] = True
+
+
+def prepare_api(*, warn: Any = None) -> str | None:
+    """Choose the API before Prefect is imported; return its URL (None: Prefect's temporary API). Idempotent.
+
+    Raises `RunFailed` (exit 1, one line) if the user's PREFECT_API_URL does not answer.
+    """
+    if _state["prepared"]:
+        return _state["url"]
+    warn = warn or (lambda m: print(m, file=sys.stderr, flush=True))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    url = None
+    if not _state["skip"]:
+        url = user_api_url()
+        if url:
+            check_api(url)
+        elif local_server_enabled():
+            try:
+                info, started = procs.ensure_local_server(startup_timeout_s=float(os.environ.get("SALVO_SERVER_STARTUP_TIMEOUT", "180")))
+                url = info.url
+                os.environ["PREFECT_API_URL"] = url
+                if started:
+                    warn(f"salvo: started a local Prefect server at {info.ui} (UI; PREFECT_HOME={info.home}); "
+                         "it keeps running for later commands: `salvo server stop` stops it")
+            except Exception as exc:  # noqa: BLE001 - any failure falls back, with one line
+                warn(f"salvo: warning: no local Prefect server ({' '.join(str(exc).split())}); using a temporary API for this command")
+                url = None
+    procs.start_reaper()
+    if url:
+        try:
+            mark_crashed_runs(url)
+        except Exception as exc:  # noqa: BLE001 - never block a run on housekeeping
+            warn(f"salvo: warning: could not check for crashed runs at {redact(url)}: {' '.join(str(exc).split())}")
+    _state.update(prepared=True, url=url)
+    return url
+
+
+# --------------------------------------------------------------------------- the import hook
+
+class _PrefectImportHook(importlib.abc.MetaPathFinder):
+    """Runs `prepare_api` just before the first ``import prefect``, and tags flow runs just after it."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "prefect":
+            return None
+        remove_hook()
+        prepare_api()
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            original = spec.loader.exec_module
+
+            def exec_module(module: Any) -> None:
+                original(module)
+                tag_this_driver()
+
+            spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def install_hook() -> None:
+    """Prepare the API on the first ``import prefect`` of this process (nothing if Prefect is imported already)."""
+    if "prefect" in sys.modules or any(isinstance(f, _PrefectImportHook) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _PrefectImportHook())
+
+
+def remove_hook() -> None:
+    """Undo `install_hook`."""
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _PrefectImportHook)]
+
+
+def driver_tag() -> str:
+    """``salvo-driver:HOST:PID`` of this process."""
+    return f"{DRIVER_TAG}:{socket.gethostname()}:{os.getpid()}"
+
+
+def tag_this_driver() -> None:
+    """Every flow run this process creates from now on carries `driver_tag` (Prefect's tags context)."""
+    from prefect.context import TagsContext
+
+    current = TagsContext.get().current_tags
+    TagsContext.__var__.set(TagsContext(current_tags={*current, driver_tag()}))
+
+
+# --------------------------------------------------------------------------- crashed runs
+
+def _api(url: str, path: str, body: dict[str, Any]) -> Any:
+    req = urllib.request.Request(f"{url.rstrip('/')}{path}", data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+def _driver_gone(tag: str, started: str | None) -> bool:
+    _, host, pid = tag.split(":", 2)
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's driver: only that host can tell
+    t = procs.create_time(int(pid))
+    if t is None:
+        return True
+    if started:  # the pid now belongs to a process started after the run: the driver is gone
+        with_tz = dt.datetime.fromisoformat(started.replace("Z", "+00:00"))
+        return t > with_tz.timestamp() + 1.0
+    return False
+
+
+def mark_crashed_runs(url: str) -> list[str]:
+    """Mark Crashed every RUNNING/PENDING flow run (and its unfinished task runs) whose `salvo` driver on this host is gone.
+
+    Returns the ids of the flow runs marked. Plain HTTP: no Prefect import, about one request.
+    """
+    runs = _api(url, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING"]}}}, "limit": 200})
+    marked = []
+    for run in runs or []:
+        tags = [t for t in run.get("tags", []) if t.startswith(f"{DRIVER_TAG}:") and t.count(":") == 2]
+        if not tags or not _driver_gone(tags[0], run.get("start_time")):
+            continue
+        msg = f"Crashed: its driver ({tags[0].split(':', 1)[1]}) is gone (killed?); marked by the next salvo command"
+        _api(url, f"/flow_runs/{run['id']}/set_state", {"state": {"type": "CRASHED", "name": "Crashed", "message": msg}, "force": True})
+        tasks = _api(url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}},
+                                                "task_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING", "SCHEDULED"]}}}, "limit": 200})
+        for task in tasks or []:
+            _api(url, f"/task_runs/{task['id']}/set_state", {"state": {"type": "CRASHED", "name": "Crashed", "message": msg}, "force": True})
+        marked.append(run["id"])
+    return marked
+
+
+# --------------------------------------------------------------------------- salvo server
+
+def register(subparsers: Any) -> None:
+    """Add `salvo server start | stop | status`."""
+    p = subparsers.add_parser("server", help="the local Prefect server every salvo command uses by default: start, stop, status",
+                              description="Manage the local Prefect server of PREFECT_HOME (SQLite, 127.0.0.1) that salvo commands "
+                                          "start on first need and reuse. PREFECT_API_URL set by you always wins over it; "
+                                          "SALVO_LOCAL_SERVER=0 turns it off (each command then starts a temporary API).")
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    s = sub.add_parser("start", help="start it (or report the one already running)")
+    s.add_argument("--port", type=positive_int, help="port (default: $SALVO_SERVER_PORT, else 4200 if free, else a free port)")
+    s.add_argument("--timeout", type=positive_float, default=180.0, help="seconds to wait for it to be healthy (default: 180)")
+    s.set_defaults(func=_start)
+    st = sub.add_parser("status", help="is it running, where, with which PID and log; exit 0 if running, 1 if not")
+    st.add_argument("--json", action="store_true", help="print the state as JSON")
+    st.set_defaults(func=_status)
+    sub.add_parser("stop", help="stop it (nothing else keeps running afterwards)").set_defaults(func=_stop)
+
+
+def _describe(info: procs.ServerInfo) -> str:
+    return f"UI {info.ui}  API {info.url}  PID {info.pid}  PREFECT_HOME {info.home}  log {info.log}"
+
+
+def _start(args: argparse.Namespace) -> int:
+    info, started = procs.ensure_local_server(port=args.port, startup_timeout_s=args.timeout)
+    if not started and args.port and info.port != args.port:
+        raise UsageError(f"a local server already runs on port {info.port}; `salvo server stop` it first to use port {args.port}")
+    print(("Started" if started else "Already running:") + f" local Prefect server: {_describe(info)}")
+    if user_api_url() and user_api_url() != info.url:
+        print(f"note: PREFECT_API_URL={redact(user_api_url())} is set, so salvo commands use that, not this server", file=sys.stderr)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    info = procs.read_state()
+    alive = info is not None and info.alive()
+    healthy = alive and procs.api_healthy(info.url)  # type: ignore[union-attr]
+    user = user_api_url()
+    if args.json:
+        print(json.dumps({"running": bool(healthy), "process_alive": alive, "server": info.__dict__ if info and alive else None,
+                          "user_api_url": redact(user) if user else None, "local_server_enabled": local_server_enabled()}, indent=2))
+    elif healthy:
+        print(f"Running: {_describe(info)}")  # type: ignore[arg-type]
+    elif alive:
+        print(f"Starting or not answering: {_describe(info)}")  # type: ignore[arg-type]
+    else:
+        print(f"Not running (PREFECT_HOME {procs.prefect_home()}); the next salvo command that needs Prefect starts it"
+              + ("" if local_server_enabled() else " unless SALVO_LOCAL_SERVER=0, as it is now"))
+    if user and not args.json:
+        print(f"PREFECT_API_URL={redact(user)} is set: salvo commands use it, not the local server")
+    return 0 if healthy else 1
+
+
+def _stop(args: argparse.Namespace) -> int:
+    info = procs.stop_local_server()
+    print(f"Stopped the local Prefect server (PID {info.pid}, {info.ui})." if info else f"No local Prefect server was running (PREFECT_HOME {procs.prefect_home()}).")
+    return 0
+
+
+__all__ = ["check_api", "driver_tag", "install_hook", "local_server_enabled", "mark_crashed_runs", "prepare_api", "register",
+           "skip_api_setup", "user_api_url"]

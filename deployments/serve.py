@@ -1,0 +1,182 @@
+"""What `salvo serve` and `salvo deploy` do with Prefect: settings, work pool, blocks, `prefect deploy`, the serve loop.
+
+Process supervision and health polling live in `salvo.procs`; the command line in `cli/deploy.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from salvo.errors import UsageError
+from salvo.procs import HOST, Processes, no_interrupts, prefect_command, sigterm_as_interrupt, supervise, wait_healthy
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFECT_FILE = ROOT / "deployments" / "prefect.yaml"
+DEFAULT_POOL = "salvo-process"
+
+
+def deployment_env(*, cron: str | None = None, timezone: str | None = None, schedules_active: bool | None = None,
+                   pool: str | None = None, data: str | None = None, dask_address: str | None = None) -> dict[str, str]:
+    """The SALVO_* variables prefect.yaml is templated with: explicit values, else the environment, else defaults."""
+    def pick(name: str, value: Any, default: str) -> str:
+        return str(value) if value is not None else os.environ.get(name, default)
+
+    active = None if schedules_active is None else ("true" if schedules_active else "false")
+    return {
+        "SALVO_NIGHTLY_CRON": pick("SALVO_NIGHTLY_CRON", cron, "0 2 * * *"),
+        "SALVO_TIMEZONE": pick("SALVO_TIMEZONE", timezone, "UTC"),
+        "SALVO_SCHEDULES_ACTIVE": pick("SALVO_SCHEDULES_ACTIVE", active, "true"),
+        "SALVO_WORK_POOL": pick("SALVO_WORK_POOL", pool, DEFAULT_POOL),
+        "SALVO_DATA": str(Path(pick("SALVO_DATA", data, str(Path.cwd() / "data"))).expanduser().resolve()),
+        "SALVO_DASK_ADDRESS": pick("SALVO_DASK_ADDRESS", dask_address, ""),
+    }
+
+
+def check_schedule(settings: dict[str, str]) -> None:
+    """Refuse a cron or time zone Prefect would not accept (one line)."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    cron, tz = settings["SALVO_NIGHTLY_CRON"], settings["SALVO_TIMEZONE"]
+    try:
+        CronSchedule(cron=cron, timezone=tz)
+    except ValueError as exc:
+        raise UsageError(f"bad --cron/--timezone {cron!r} {tz!r}: {str(exc).splitlines()[-1].strip()}") from None
+
+
+@contextlib.contextmanager
+def api_settings(api_url: str) -> Iterator[None]:
+    """Talk to ``api_url`` from this process, whatever Prefect's settings were at import."""
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={"api.url": api_url}):
+        yield
+
+
+def current_api_url() -> str | None:
+    """The API this process talks to (PREFECT_API_URL or the active profile), or None."""
+    from prefect.settings import get_current_settings
+
+    url = os.environ.get("PREFECT_API_URL") or get_current_settings().api.url
+    return str(url).rstrip("/") if url else None
+
+
+def ensure_work_pool(name: str, api_url: str) -> bool:
+    """Create the `process` work pool ``name`` unless it exists; return True if created."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
+
+    with api_settings(api_url), get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template()))
+        except ObjectAlreadyExists:
+            return False
+    return True
+
+
+def register_storage_blocks(api_url: str) -> list[str]:
+    """Register Salvo's block types with the server (what `salvo blocks register` does)."""
+    from blocks.storage import register_blocks
+
+    with api_settings(api_url):
+        return register_blocks()
+
+
+def deployable_file(prefect_file: Path = PREFECT_FILE) -> tuple[Path, list[str]]:
+    """``prefect_file``, or a copy without deployments whose flow file is absent; and those entrypoints."""
+    doc = yaml.safe_load(prefect_file.read_text())
+    missing = [d["entrypoint"] for d in doc["deployments"] if not (ROOT / d["entrypoint"].split(":")[0]).is_file()]
+    if not missing:
+        return prefect_file, []
+    doc["deployments"] = [d for d in doc["deployments"] if d["entrypoint"] not in missing]
+    fd, name = tempfile.mkstemp(prefix="salvo-prefect-", suffix=".yaml")
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump(doc, fh, sort_keys=False)
+    return Path(name), missing
+
+
+def deploy_all(api_url: str, *, settings: dict[str, str], env: dict[str, str] | None = None, echo: Callable[[str], None] = print) -> int:
+    """`prefect --no-prompt deploy --all` of deployments/prefect.yaml, from the project root; return its exit code."""
+    ensure_work_pool(settings["SALVO_WORK_POOL"], api_url)
+    path, missing = deployable_file()
+    for entry in missing:
+        echo(f"warning: {entry.split(':')[0]} does not exist; its deployment is left out")
+    child_env = {**(env or os.environ), **settings, "PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                 "DO_NOT_TRACK": "1", "COLUMNS": "200"}
+    try:
+        proc = subprocess.run(prefect_command("--no-prompt", "deploy", "--all", "--prefect-file", str(path)),
+                              cwd=ROOT, env=child_env, capture_output=True, text=True)
+    finally:
+        if path != PREFECT_FILE:
+            path.unlink()
+    if proc.returncode != 0:
+        tail = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()][-15:]
+        echo("\n".join(tail))
+        return proc.returncode
+    deployed = [line.split("'")[1] for line in proc.stdout.splitlines() if "Deployment '" in line and "'" in line]
+    echo(f"Deployed {len(deployed)} deployment(s) to work pool {settings['SALVO_WORK_POOL']!r}: {', '.join(deployed)}")
+    return 0
+
+
+def deploy_to_current(settings: dict[str, str]) -> int:
+    """`salvo deploy`: deploy to the API this process talks to."""
+    url = current_api_url()
+    if not url:
+        raise UsageError("no Prefect API: start one (`salvo server start`, `salvo serve`) or set PREFECT_API_URL")
+    wait_healthy(url, timeout_s=10)
+    return deploy_all(url, settings=settings)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `salvo serve` was asked for."""
+
+    port: int
+    logs: Path
+    startup_timeout_s: float = 180.0
+    worker_limit: int | None = None
+
+
+def serve(opts: ServeOptions, settings: dict[str, str], *, echo: Callable[[str], None], warn: Callable[[str], None]) -> int:
+    """Server, blocks, work pool, deployments and a worker, until Ctrl-C or SIGTERM; then stop them all. Return the exit code."""
+    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    api_url = f"http://{HOST}:{opts.port}/api"
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    procs = Processes()
+    server_log, worker_log = opts.logs / "server.log", opts.logs / "worker.log"
+    try:
+        with sigterm_as_interrupt():
+            server = procs.start("server", prefect_command("server", "start", "--host", HOST, "--port", str(opts.port)), env=env, log=server_log, cwd=ROOT)
+            took = wait_healthy(api_url, timeout_s=opts.startup_timeout_s, process=server, log=server_log)
+            echo(f"Prefect server healthy after {took:.1f} s (PREFECT_HOME={home}, log: {server_log})")
+            echo(f"Registered block types: {', '.join(register_storage_blocks(api_url))}")
+            if deploy_all(api_url, settings=settings, env=env, echo=echo) != 0:
+                warn("salvo serve: deploying failed; stopping")
+                return 1
+            pool = settings["SALVO_WORK_POOL"]
+            limit = ["--limit", str(opts.worker_limit)] if opts.worker_limit else []
+            procs.start("worker", prefect_command("worker", "start", "--pool", pool, "--type", "process", *limit), env=env, log=worker_log, cwd=ROOT)
+            echo(f"Worker started on pool {pool!r} (log: {worker_log})")
+            echo(f"Salvo is serving. Prefect UI: http://{HOST}:{opts.port}  (API: {api_url})")
+            echo(f"Try: PREFECT_API_URL={api_url} .venv/bin/prefect deployment run 'netcdf-extract/nightly' --param directory=PATH --watch")
+            echo("Press Ctrl-C to stop the worker and the server.")
+            name, code = supervise(procs)
+            warn(f"salvo serve: the {name} exited with code {code}; stopping (see {opts.logs / (name + '.log')})")
+            return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        with no_interrupts():
+            left = procs.stop()
+        echo("Stopped the worker and the server." + (f" Still alive: {left}" if left else ""))
