@@ -10,14 +10,20 @@ import sys
 from salvo.errors import UsageError
 
 #: Subcommand modules, each with `register(subparsers)`.
-COMMANDS = ["extract", "assembly", "blocks", "subjects", "jobs", "salvage", "deploy", "demo"]
+COMMANDS = ["extract", "assembly", "blocks", "subjects", "jobs", "salvage", "deploy", "server", "demo"]
 
 
 def _prefect_defaults() -> None:
     # Set before Prefect is imported: no telemetry on a closed network, and time for a first
     # start of the embedded API on a busy machine (its SQLite migrations can exceed Prefect's 20 s).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side analytics
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # On the first `import prefect`: the user's PREFECT_API_URL (checked), else the local server
+    # (started if needed), else the temporary API; and tie this command's processes to its life.
+    from cli.server import install_hook
+
+    install_hook()
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

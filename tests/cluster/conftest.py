@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.deploy import Processes
+from salvo.procs import Processes
 from tests.helpers import child_env_for, wait_until
 
 READY_TIMEOUT_S = 180.0
