@@ -61,48 +61,166 @@ positive_float = _positive(float, "a number")
 positive_int = _positive(int, "a whole number")
 
 
-def add_runner_flags(parser: argparse.ArgumentParser, *, timeout_help: str = "per-item timeout in seconds (default: 900)", timeout_default: float = 900.0) -> None:
-    """The flags every batch command takes, with the seed's names."""
+#: Retries for outcomes that may pass on another try; the same default for every command.
+DEFAULT_RETRIES = 2
+
+
+def duration_arg(default_unit: str = "s") -> Any:
+    """An argparse type: ``90``, ``90s``, ``15m``, ``2h`` in seconds (a bare number is in ``default_unit``)."""
+    from salvo import validate
+    from salvo.errors import UsageError
+
+    def parse(text: str) -> float:
+        try:
+            return validate.duration(text, "the duration", default_unit=default_unit)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("the duration ")) from None
+
+    return parse
+
+
+def count_arg(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
+class _Workers(argparse.Action):
+    """``--workers N``: N items at once; more than one implies running in parallel."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        if values > 1 and hasattr(namespace, "parallel"):
+            namespace.parallel = True
+
+
+def _add(group: Any, *names: str, **kwargs: Any) -> None:
+    """Add an option unless the command already defines it (a seed's own spelling wins)."""
+    taken = getattr(group, "_option_string_actions", {})
+    free = [n for n in names if n not in taken]
+    if free and free[0] == names[0]:
+        group.add_argument(*free, **kwargs)
+
+
+def add_output_flags(parser: Any) -> None:
+    """--json, --verbose and --quiet: how much a command prints."""
+    _add(parser, "--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
+    _add(parser, "--verbose", "-v", action="store_true", help="show Prefect's and Dask's own log lines too")
+    _add(parser, "--quiet", "-q", action="store_true", help="print only errors and the final summary")
+
+
+def add_runner_flags(parser: argparse.ArgumentParser, *, timeout_help: str | None = None, timeout_default: float = 900.0,
+                     timeout_unit: str = "s", worker_aliases: tuple[str, ...] = ("--max-workers",), parallel_switch: bool = True,
+                     output_flags: bool = True) -> None:
+    """The flags every batch command takes, each meaning the same everywhere.
+
+    ``--workers N`` (with the seed's own spelling as an alias), ``--timeout`` with units (a bare
+    number is in ``timeout_unit``: seconds for most seeds, minutes for the subject batch),
+    ``--retries`` with one default, ``--force``, and the output flags.
+    """
     g = parser.add_argument_group("running")
-    g.add_argument("--parallel", action="store_true", help="run items in parallel on a local Dask cluster")
-    g.add_argument("--max-workers", type=positive_int, default=os.cpu_count() or 1, help="parallel workers (default: the CPU count)")
-    g.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="use this existing Dask cluster (implies --parallel)")
-    g.add_argument("--timeout", type=positive_float, default=timeout_default, help=timeout_help)
-    g.add_argument("--retries", type=int, default=2, help="retries for outcomes that may pass (default: 2)")
-    g.add_argument("--force", action="store_true", help="redo every item, even those finished before")
-    g.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
+    if parallel_switch:
+        _add(g, "--parallel", action="store_true", help="run items in parallel (on a local Dask cluster), one per CPU unless --workers says")
+    _add(g, "--workers", *worker_aliases, dest="max_workers", type=positive_int, action=_Workers, default=os.cpu_count() or 1, metavar="N",
+                   help="items run at once; more than 1 means parallel (default: the CPU count, with --parallel)")
+    _add(g, "--dask-address", metavar="tcp://HOST:PORT", help="run on this existing Dask cluster (implies --parallel)")
+    unit = {"s": "seconds", "m": "minutes"}.get(timeout_unit, timeout_unit)
+    shown = f"{timeout_default / 60:g}m" if timeout_default % 60 == 0 else f"{timeout_default:g}s"
+    _add(g, "--timeout", type=duration_arg(timeout_unit), default=timeout_default, metavar="DURATION",
+                   help=timeout_help or f"per-item limit, enforced by killing the item's process tree: 90s, 15m, 2h; a bare number is in {unit} (default: {shown})")
+    _add(g, "--retries", type=count_arg, default=DEFAULT_RETRIES, metavar="N",
+                   help=f"extra tries for outcomes that may pass (crash, error); never for timeout, skip or bad input (default: {DEFAULT_RETRIES})")
+    _add(g, "--force", action="store_true", help="redo every item, even those finished before")
+    if output_flags:
+        add_output_flags(g)
 
 
 class Progress:
-    """A live line of counts per status on a terminal; one line per item otherwise."""
+    """What a batch shows while it runs.
 
-    def __init__(self, *, stream: TextIO | None = None, quiet: bool = False) -> None:
-        self.total, self.stream, self.quiet = 0, stream or sys.stderr, quiet
+    On a terminal: a `rich` progress bar (counts per status, rate, ETA) with one line per finished
+    item printed above it, never through it; Prefect's console log lines go above it too. Elsewhere
+    (a pipe, a log file): the seed's one line per item. ``quiet`` shows nothing.
+    """
+
+    def __init__(self, *, stream: TextIO | None = None, quiet: bool = False, noun: str = "items") -> None:
+        self.total, self.stream, self.quiet, self.noun = 0, stream or sys.stderr, quiet, noun
         self.counts: Counter[str] = Counter()
+        self.ran = 0  # items that ran in this batch (not resumed): the rate counts these
         self.tty = self.stream.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+        self._swapped: list[tuple[Any, Any]] = []
 
     def start(self, total: int) -> None:
         """A batch of ``total`` items begins."""
-        self.total = total
+        self.close()
+        self.total, self.ran = total, 0
         self.counts.clear()
+        if self.tty and not self.quiet:
+            self._start_bar()
+
+    def _start_bar(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        console = Console(file=self.stream, stderr=self.stream is sys.stderr)
+        self._bar = Bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[counts]}"), TextColumn("{task.fields[rate]}"),
+                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                        console=console, transient=False, redirect_stdout=False, redirect_stderr=False)
+        self._task = self._bar.add_task(self.noun, total=self.total, counts="", rate="")
+        self._share_console_with_prefect(console)
+        self._bar.start()
+
+    def _share_console_with_prefect(self, console: Any) -> None:
+        # Prefect's console handler keeps a rich Console of its own (not a public API: pinned version,
+        # tested); giving it ours makes its log lines print above the bar instead of through it.
+        import logging
+
+        for name in ("prefect", ""):
+            for h in logging.getLogger(name).handlers:
+                if hasattr(h, "console") and type(h).__name__ == "PrefectConsoleHandler":
+                    self._swapped.append((h, h.console))
+                    h.console = console
 
     def __call__(self, result: ItemResult) -> None:
         self.counts[result.status.value] += 1
+        self.ran += 0 if result.cached else 1
         if self.quiet:
             return
         done = sum(self.counts.values())
-        if self.tty:
-            width = 30
-            fill = int(width * done / max(1, self.total))
-            counts = " ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
-            self.stream.write(f"\r\033[K[{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} {counts}")
+        line = self._line(result, done)
+        if self._bar is not None:
+            elapsed = self._bar.tasks[0].elapsed or 0.0
+            rate = f"{self.ran / elapsed:.1f}/s" if elapsed > 0.5 and self.ran else ""
+            counts = " ".join(f"{EMOJI[Status(k)].strip()} {v}" for k, v in sorted(self.counts.items()))
+            self._bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            self._bar.update(self._task, completed=done, counts=counts, rate=rate)
             if done >= self.total:
-                self.stream.write("\n")
+                self.close()
         else:
-            note = " (resumed)" if result.cached else ""
-            why = f": {result.reason}" if result.reason and result.status is not Status.SUCCESS else ""
-            self.stream.write(f"{EMOJI[result.status]} [{done}/{self.total}] {result.item_id} {result.status.value}{note}{why}\n")
-        self.stream.flush()
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def _line(self, result: ItemResult, done: int) -> str:
+        note = " (resumed)" if result.cached else ""
+        why = f": {result.reason}" if result.reason and result.status is not Status.SUCCESS else ""
+        return f"{EMOJI[result.status]} [{done}/{self.total}] {result.item_id} {result.status.value}{note}{why}"
+
+    def close(self) -> None:
+        """Stop the bar (if any) and give Prefect its console back."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        for handler, console in self._swapped:
+            handler.console = console
+        self._swapped.clear()
 
 
 @contextlib.contextmanager
@@ -125,6 +243,8 @@ def run_flow(flow: Any, *, progress: Progress | None = None, **params: Any) -> d
             state = flow(**params, return_state=True)
     finally:
         set_progress_hook(None)
+        if progress is not None:
+            progress.close()
     if state.is_completed():
         return state.result()
     exc = state.result(raise_on_failure=False)

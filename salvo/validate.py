@@ -114,12 +114,14 @@ def duration(text: float | int | str, what: str = "--timeout", *, default_unit: 
         num, unit = float(text), default_unit
     else:
         m = _DURATION.match(str(text))
+        if not m and re.match(r"^\s*-\s*[0-9.]", str(text)):
+            raise UsageError(f"{what} must be > 0, not {text!r}")
         if not m:
             raise UsageError(f"{what} must be a duration such as 90s, 15m or 2h, not {text!r}")
         num, unit = float(m["num"]), m["unit"] or default_unit
     seconds = num * _UNIT_S[unit]
     if not math.isfinite(seconds) or seconds <= 0:
-        raise UsageError(f"{what} must be a duration above zero, not {text!r}")
+        raise UsageError(f"{what} must be > 0, not {text!r}")
     if seconds > MAX_DURATION_S:
         raise UsageError(f"{what} must be at most a week, not {text!r}")
     return seconds
