@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import uuid
@@ -13,18 +12,20 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
+from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from salvo import batchcore
 from salvo.fingerprint import item_key
 from salvo.items import Item, Worker
 from salvo.outcome import ItemResult, Status
 from salvo.report import Summary, summarize, summary_markdown, table_rows, write_reports
-from salvo.runner import DEFAULT_TIMEOUT_S
+from salvo.runner import DEFAULT_TIMEOUT_S, stop_requested
 from tasks.items import run_items
 from tasks.records import StateLocation, read_record, record_store
 
-#: Most items one task carries: enough to amortise ~86 ms of Dask submission, few enough to balance.
-MAX_ITEMS_PER_TASK = 20
+#: Most items one task carries on a Dask cluster (re-exported for callers of the old name).
+MAX_ITEMS_PER_TASK = batchcore.MAX_ITEMS_PER_TASK
 
 
 @dataclass
@@ -55,18 +56,17 @@ class BatchOutcome:
 
 
 def _task_runner(opts: BatchOptions) -> Any:
-    workers = opts.max_workers or os.cpu_count() or 1
+    """Dask only for an existing cluster; local runs use threads (about 5 ms per task run).
+
+    Every item already runs in its own child process, so threads are enough locally, and they
+    share this process's Prefect API; a local Dask cluster would add ~86 ms per task, its log
+    lines and a dashboard (see PREFECT_NOTES).
+    """
     if opts.dask_address:
         from prefect_dask import DaskTaskRunner
 
         return DaskTaskRunner(address=opts.dask_address)
-    if opts.parallel:
-        from prefect_dask import DaskTaskRunner
-
-        # Threads are enough: every item already runs in its own child process, and threads
-        # share this process's Prefect API instead of starting one each (see PREFECT_NOTES).
-        return DaskTaskRunner(cluster_kwargs={"n_workers": 1, "threads_per_worker": workers, "processes": False, "dashboard_address": None})
-    return ThreadPoolTaskRunner(max_workers=1)
+    return ThreadPoolTaskRunner(max_workers=_workers(opts))
 
 
 def _workers(opts: BatchOptions) -> int:
@@ -74,14 +74,9 @@ def _workers(opts: BatchOptions) -> int:
 
 
 def _chunks(pending: list[tuple[Item, str]], opts: BatchOptions) -> list[list[tuple[Item, str]]]:
-    workers = _workers(opts)
-    if opts.fail_fast:
-        size = 1  # stop as soon as one item fails
-    elif opts.items_per_task:
-        size = opts.items_per_task
-    else:
-        size = max(1, min(MAX_ITEMS_PER_TASK, math.ceil(len(pending) / (4 * workers))))
-    return [pending[i : i + size] for i in range(0, len(pending), size)]
+    size = batchcore.chunk_size(len(pending), workers=_workers(opts), fail_fast=opts.fail_fast,
+                                items_per_task=opts.items_per_task, remote=bool(opts.dask_address))
+    return batchcore.chunks(pending, size)
 
 
 class _Progress:
@@ -113,23 +108,18 @@ def split_finished(items: Sequence[Item], worker: Worker, *, options: BatchOptio
     Needs no flow run and no API: only the records, so a caller can learn that nothing is left.
     """
     store = record_store(options.state)
-    finished: dict[str, ItemResult] = {}
-    pending = []
-    for it in items:
-        key = item_key(it, worker=worker, settings=options.settings)
-        done = None if options.force else read_record(store, key)
-        if done is not None:
-            finished[it.id] = done
-        else:
-            pending.append((it, key))
-    return finished, pending
+    return batchcore.split_finished(items, lambda it: item_key(it, worker=worker, settings=options.settings),
+                                    lambda key: read_record(store, key), force=options.force)
 
 
 def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: BatchOptions, settled: Sequence[ItemResult] = ()) -> BatchOutcome:
     """Run every item not already finished; return all results in input order.
 
     ``settled`` holds results decided before running (for example "output exists"); those items
-    are not run.
+    are not run. Each item is a task run of its own locally (failed items are failed task runs);
+    on a Dask cluster a task carries a few items. At most twice as many tasks as workers are in
+    flight, so that a stop (Ctrl-C, see :func:`salvo.runner.request_stop`) or a first failure
+    with ``fail_fast`` leaves the rest unstarted (``not_run``).
     """
     logger = get_run_logger()
     t0, batch_id = time.monotonic(), uuid.uuid4().hex
@@ -145,46 +135,48 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
     for r in by_id.values():
         if on_result:
             on_result(r)
-    chunks = _chunks(pending, options)
-    task = run_items.with_options(retries=options.retries, retry_delay_seconds=list(options.retry_delays) or 0)
+    queue = list(reversed(_chunks(pending, options)))
+    params = {"worker": worker, "state": options.state, "timeout_s": options.timeout_s, "log_dir": options.log_dir,
+              "batch_id": batch_id, "force": options.force, "retries": options.retries, "retry_delays": list(options.retry_delays)}
+    workers = _workers(options)
+    window = workers if options.fail_fast else 2 * workers  # nothing queued far past the running items
     stop = False
     with _task_runner(options) as runner:
         futures: dict[Any, list[tuple[Item, str]]] = {}
-        queue = list(reversed(chunks))
-        window = _workers(options) if options.fail_fast else len(chunks)  # fail fast: nothing queued past the running items
         while queue or futures:
+            stop = stop or stop_requested()
             while queue and not stop and len(futures) < window:
                 chunk = queue.pop()
-                params = {"items": [c[0] for c in chunk], "keys": [c[1] for c in chunk], "worker": worker,
-                          "state": options.state, "timeout_s": options.timeout_s, "log_dir": options.log_dir,
-                          "batch_id": batch_id, "force": options.force}
-                futures[runner.submit(task, params)] = chunk
+                futures[runner.submit(run_items, {"items": [c[0] for c in chunk], "keys": [c[1] for c in chunk], **params})] = chunk
             if not futures:
                 break
-            for fut in as_completed(list(futures)):
-                chunk = futures.pop(fut)
-                for r in _chunk_results(fut, chunk):
-                    if r.cached and r.batch_id == batch_id:
-                        r.cached = False  # written by an earlier attempt of this same batch
-                    by_id[r.item_id] = r
-                    stop = stop or (options.fail_fast and r.status.failed)
-                    if on_result:
-                        on_result(r)
-                progress.advance(len(chunk))
-                if options.fail_fast:
-                    break  # decide about the next item before submitting it
-    results = [by_id.get(it.id) or ItemResult(it.id, Status.NOT_RUN, reason="not started: the batch stopped at the first failure") for it in items]
+            fut = next(as_completed(list(futures)))
+            chunk = futures.pop(fut)
+            for r in _chunk_results(fut, chunk):
+                if r.cached and r.batch_id == batch_id:
+                    r.cached = False  # written by an earlier attempt of this same batch
+                by_id[r.item_id] = r
+                stop = stop or (options.fail_fast and r.status.failed)
+                if on_result:
+                    on_result(r)
+            progress.advance(len(chunk))
+    interrupted = stop_requested()
+    results = [by_id.get(it.id) or batchcore.unfinished(it.id, interrupted=interrupted, fail_fast=options.fail_fast) for it in items]
     progress.advance(0, final=True)
     summary = summarize(results, pipeline=pipeline, wall_time_s=time.monotonic() - t0)
     return BatchOutcome(results=results, summary=summary)
 
 
 def _chunk_results(future: Any, chunk: list[tuple[Item, str]]) -> list[ItemResult]:
-    """A task's results; a task that itself failed turns into `exception` for each of its items."""
+    """A task's results (its state's data, Completed or Failed); a task that crashed gives `exception` for each item."""
     try:
-        return list(future.result())
-    except Exception as exc:  # the task crashed outside run_item (worker death, cancellation)
-        return [ItemResult(it.id, Status.EXCEPTION, reason=f"{type(exc).__name__}: {exc}") for it, _ in chunk]
+        data = future.result(raise_on_failure=False)
+    except BaseException as exc:  # noqa: BLE001 - a lost Dask worker, a cancellation
+        data = exc
+    if isinstance(data, list) and all(isinstance(r, ItemResult) for r in data) and len(data) == len(chunk):
+        return data
+    reason = f"{type(data).__name__}: {data}" if isinstance(data, BaseException) else "the task ended without results"
+    return [ItemResult(it.id, Status.EXCEPTION, reason=reason) for it, _ in chunk]
 
 
 def publish_artifacts(outcome: BatchOutcome, *, pipeline: str, reports: dict[str, str] | None = None) -> None:
@@ -193,15 +185,41 @@ def publish_artifacts(outcome: BatchOutcome, *, pipeline: str, reports: dict[str
     create_markdown_artifact(summary_markdown(outcome.summary, reports=reports), key=f"{pipeline}-summary", description=f"{pipeline}: summary")
 
 
-def finish_batch(outcome: BatchOutcome, *, pipeline: str, report_dir: str | os.PathLike[str], title: str, extra_reports: dict[str, str] | None = None, fail_on_error: bool = True, artifacts: bool = True) -> dict[str, Any]:
-    """Write the reports, publish the artifacts, and end the flow run Failed if any item failed."""
+def finish_batch(outcome: BatchOutcome, *, pipeline: str, report_dir: str | os.PathLike[str], title: str, extra_reports: dict[str, str] | None = None, fail_on_error: bool = True, artifacts: bool = True, as_state: bool = False) -> Any:
+    """Write the reports, publish the artifacts, and end the flow run Failed if any item failed.
+
+    With ``as_state=True`` (the way to end a flow: ``return finish_batch(..., as_state=True)``) it
+    returns :func:`batch_state` of the document, so a failed batch ends Failed with a one-line
+    message and no traceback (``fail_on_error=False`` then always gives Completed). Without it,
+    the document is returned, or ``BatchFailed`` raised (kept for flows not yet switched).
+    """
     reports = {**write_reports(outcome.results, outcome.summary, folder=report_dir, title=title), **(extra_reports or {})}
     if artifacts:
         publish_artifacts(outcome, pipeline=pipeline, reports=reports)
     doc = {"summary": outcome.summary.to_dict(), "items": [r.to_dict() for r in outcome.results], "reports": reports}
+    if as_state:
+        return batch_state(doc) if fail_on_error else Completed(data=doc)
     if fail_on_error and not outcome.summary.ok:
         raise BatchFailed(doc)
     return doc
+
+
+def batch_state(doc: dict[str, Any]) -> State:
+    """How a pipeline flow ends: return this state (no exception, so no traceback in the logs).
+
+    ``Completed(data=doc)`` when nothing failed; ``Failed("N of M items failed: a, b, ...")`` when an
+    item failed; ``Cancelled("interrupted: ...")`` when the batch was stopped (Ctrl-C). A failed or
+    cancelled state carries ``BatchFailed(doc)`` as its data, so that calling the flow directly
+    raises ``BatchFailed`` (with ``.summary``) as before, and ``state.result(raise_on_failure=False)``
+    gives it back with the document.
+    """
+    s = doc["summary"]
+    if s.get("ok", not s["failed"]):
+        return Completed(data=doc)
+    exc = BatchFailed(doc)
+    if s["counts"].get(Status.INTERRUPTED.value) or stop_requested():
+        return Cancelled(message=f"interrupted: {exc}", data=exc)
+    return Failed(message=str(exc), data=exc)
 
 
 def run_namer(pipeline: str, *params: str) -> Callable[[], str]:

@@ -107,6 +107,11 @@ def stop_requested() -> bool:
     return _stop.is_set()
 
 
+def wait_unless_stopped(seconds: float) -> bool:
+    """Sleep ``seconds``, cut short by :func:`request_stop`; True if the batch may go on."""
+    return not _stop.wait(max(0.0, seconds))
+
+
 def clear_stop() -> None:
     """Allow items to run again after :func:`request_stop`."""
     _stop.clear()

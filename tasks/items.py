@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
-from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
+from prefect.results import ResultStore
+from prefect.states import Completed, Failed, State
 
-from salvo.fsutil import remove_partial
+from salvo.batchcore import RetryPolicy, failure_message, run_many
 from salvo.items import Item, Worker
 from salvo.outcome import ItemResult
-from salvo.runner import run_item
 from tasks.records import StateLocation, item_lock, read_record, record_store, write_record
-
-
-class RetryableItemsFailed(RuntimeError):
-    """Some items of this task ended in an outcome that may pass; Prefect retries the task."""
-
-
-def _retry_only_retryable(task: Any, task_run: Any, state: Any) -> bool:
-    try:
-        state.result()
-    except RetryableItemsFailed:
-        return True
-    except BaseException:  # anything else is a bug or a cancellation: not retried
-        return False
-    return False
 
 
 def chunk_name(parameters: dict[str, Any]) -> str:
@@ -39,26 +25,23 @@ def chunk_name(parameters: dict[str, Any]) -> str:
     return f"{items[0].id}{more}"
 
 
-def _log_path(log_dir: str | None, item_id: str) -> str | None:
-    if not log_dir:
-        return None
-    return str(Path(log_dir) / (re.sub(r"[^A-Za-z0-9._-]+", "_", item_id) + ".log"))
+class PrefectRecords:
+    """Resume records in a Prefect result store, for :mod:`salvo.batchcore`."""
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+
+    def lock(self, key: str) -> AbstractContextManager[object]:
+        return item_lock(self.store, key)
+
+    def read(self, key: str) -> ItemResult | None:
+        return read_record(self.store, key)
+
+    def write(self, key: str, result: ItemResult) -> None:
+        write_record(self.store, key, result)
 
 
-def _clean_partials(item: Item) -> None:
-    for out in item.outputs:
-        if "://" not in out:
-            remove_partial(out)
-
-
-def _attempt() -> tuple[int, int]:
-    ctx = TaskRunContext.get()
-    if ctx is None:  # called as .fn() outside a run
-        return 1, 0
-    return ctx.task_run.run_count, ctx.task.retries
-
-
-@task(task_run_name=chunk_name, cache_policy=NONE, persist_result=False, retry_condition_fn=_retry_only_retryable)
+@task(task_run_name=chunk_name, cache_policy=NONE, persist_result=False, retries=0)
 def run_items(
     items: list[Item],
     keys: list[str],
@@ -68,33 +51,34 @@ def run_items(
     log_dir: str | None = None,
     batch_id: str = "",
     force: bool = False,
-) -> list[ItemResult]:
+    retries: int = 0,
+    retry_delays: Sequence[float] = (),
+) -> State:
     """Run items one after another, each in its own child process, recording finished ones.
 
-    With ``force``, only records of this same batch are reused (a retry keeps what the first
-    attempt finished); otherwise any record is.
+    Each item is retried on its own, by the rules of :mod:`salvo.batchcore` (Prefect's task
+    retries would run every item of the task again). The task run ends Completed when every item
+    is done, and Failed, named after its item, when one failed: a failed item is a red task run in
+    the UI. Either way the state's data is the list of results.
     """
     logger = get_run_logger()
-    store = record_store(state)
-    attempt, retries = _attempt()
-    results = []
-    for item, key in zip(items, keys):
-        with item_lock(store, key):  # another batch running this item makes us wait, then reuse
-            result = read_record(store, key)
-            if result is not None and force and result.batch_id != batch_id:
-                result = None
-            if result is None:
-                _clean_partials(item)  # left by a run that was killed mid-item
-                result = run_item(item, worker, timeout_s=timeout_s, attempt=attempt, log_path=_log_path(log_dir, item.id))
-                result.batch_id = batch_id
-                if result.status.ok:
-                    write_record(store, key, result)
-        if result.status.failed:
-            _clean_partials(item)
-            tail = f"\n{result.stderr_tail}" if result.stderr_tail else ""
-            logger.error("%s: %s: %s%s", item.id, result.status.value, result.reason, tail)
-        results.append(result)
-    pending_retry = [r.item_id for r in results if r.retryable]
-    if pending_retry and attempt <= retries:
-        raise RetryableItemsFailed(f"{len(pending_retry)} item(s) may pass on retry: {', '.join(pending_retry[:5])}")
-    return results
+
+    def note_retry(result: ItemResult, attempt: int, delay: float) -> None:
+        logger.warning("%s: %s: %s; retry %d of %d in %g s", result.item_id, result.status.value, result.reason, attempt - 1, retries, delay)
+
+    results = run_many(
+        zip(items, keys), worker, records=PrefectRecords(record_store(state)), timeout_s=timeout_s,
+        retry=RetryPolicy(retries=retries, delays=tuple(retry_delays)), log_dir=log_dir, batch_id=batch_id, force=force,
+        on_retry=note_retry,
+    )
+    for r in results:
+        if r.status.failed:
+            tail = f"\n{r.stderr_tail}" if r.stderr_tail else ""
+            logger.error("%s: %s: %s%s", r.item_id, r.status.value, r.reason, tail)
+    message = failure_message(results)
+    if message:
+        if len(results) == 1:
+            r = results[0]
+            message = f"{r.item_id}: {r.status.value}: {r.reason}"[:500]
+        return Failed(message=message, data=results)
+    return Completed(data=results)

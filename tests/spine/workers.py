@@ -123,3 +123,30 @@ def marked_processes(marker: str) -> list[int]:
         if needle in blob:
             found.append(int(entry))
     return found
+
+
+def counted(*, counter_dir: str, name: str, behaviour: str, **kwargs: object) -> object:
+    """Leave one invocation marker (see ``tests.helpers.markers``), then behave as ``behaviour``."""
+    import inspect
+
+    _count(counter_dir, name)
+    fn = globals()[behaviour]
+    if "name" in inspect.signature(fn).parameters:
+        kwargs["name"] = name
+    return fn(**kwargs)
+
+
+def missing_module(**_: object) -> None:
+    """Fail as a plotter does when an optional package is not installed: deterministically."""
+    import salvo_no_such_module  # type: ignore[import-not-found]  # noqa: F401
+
+
+def hang(**_: object) -> None:
+    """Hang until killed."""
+    while True:
+        time.sleep(1)
+
+
+def require_outputs(item: object, result: object) -> str:
+    """Output check: an exit-0 item must have reported an output."""
+    return "" if getattr(result, "outputs", None) else "no output reported"

@@ -1,0 +1,201 @@
+"""The body of a batch, without Prefect: which items to run, how each runs, when it is retried.
+
+`tasks/items.py` and `flows/batch.py` wrap these functions; everything here is plain Python,
+so it is tested directly (see ``tests/spine/test_batchcore.py``). Resume records reach this module
+only through a :class:`Records` object (the Prefect result store in production, a dict in tests).
+
+The retry rules (the README's table), applied item by item:
+
+- only outcomes that may pass on another try are retried: ``crashed``, ``exception``, and
+  ``error`` with an ordinary exit code;
+- never retried: ``success``, ``skipped``, ``silent_failure``, ``timeout``, ``interrupted``,
+  bad input (exit 65 / ``InputError``) and a worker that cannot run here (exit 78 / a Python
+  worker's ``ImportError``);
+- retrying one item never runs another item again.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from salvo.fsutil import remove_partial
+from salvo.items import Item, Worker
+from salvo.outcome import ItemResult, Status
+from salvo.runner import run_item, stop_requested, wait_unless_stopped
+
+#: Most items one task carries on a Dask cluster: enough to amortise ~86 ms of Dask submission,
+#: few enough to balance. Local runs carry one item per task (about 5 ms each on threads).
+MAX_ITEMS_PER_TASK = 20
+
+T = TypeVar("T")
+
+
+class Records(Protocol):
+    """Where finished items are recorded for resume."""
+
+    def lock(self, key: str) -> AbstractContextManager[object]:
+        """An exclusive per-item lock held while the item is decided and run."""
+
+    def read(self, key: str) -> ItemResult | None:
+        """The trusted finished result under ``key``, or None."""
+
+    def write(self, key: str, result: ItemResult) -> None:
+        """Record a finished (success or skipped) result."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many extra tries an item gets, and the pause before each (the last pause repeats)."""
+
+    retries: int = 2
+    delays: Sequence[float] = (2.0, 10.0)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after try number ``attempt`` failed, before the next one."""
+        if not self.delays:
+            return 0.0
+        return float(self.delays[min(attempt, len(self.delays)) - 1])
+
+
+def should_retry(result: ItemResult, attempt: int, retries: int) -> bool:
+    """Whether try number ``attempt`` (from 1) that gave ``result`` is followed by another."""
+    return result.retryable and attempt <= retries and not stop_requested()
+
+
+def log_path(log_dir: str | None, item_id: str) -> str | None:
+    """The item's log file under ``log_dir`` (a safe file name), or None."""
+    if not log_dir:
+        return None
+    return str(Path(log_dir) / (re.sub(r"[^A-Za-z0-9._-]+", "_", item_id) + ".log"))
+
+
+def clean_partials(item: Item) -> None:
+    """Remove what a killed or failed run of ``item`` left half-written (local outputs only)."""
+    for out in item.outputs:
+        if "://" not in out:
+            remove_partial(out)
+
+
+RunFn = Callable[..., ItemResult]
+RetryNote = Callable[[ItemResult, int, float], None]
+
+
+def run_one(
+    item: Item,
+    key: str,
+    worker: Worker,
+    *,
+    records: Records,
+    timeout_s: float | None,
+    retry: RetryPolicy = RetryPolicy(),
+    log_dir: str | None = None,
+    batch_id: str = "",
+    force: bool = False,
+    run: RunFn = run_item,
+    on_retry: RetryNote | None = None,
+) -> ItemResult:
+    """Decide and run one item under its lock: reuse its record, or run it (retrying by the rules).
+
+    With ``force``, only records of this same batch are reused; otherwise any trusted record is.
+    A finished (success/skipped) result is recorded; a failed one never is, and its partial
+    outputs are removed. ``on_retry(result, next_attempt, delay)`` is told before each retry.
+    """
+    with records.lock(key):  # another batch running this item makes us wait, then reuse
+        result = records.read(key)
+        if result is not None and force and result.batch_id != batch_id:
+            result = None
+        if result is None:
+            result = _run_with_retries(item, worker, timeout_s=timeout_s, retry=retry, log_dir=log_dir, run=run, on_retry=on_retry)
+            result.batch_id = batch_id
+            if result.status.ok:
+                records.write(key, result)
+    if result.status.failed:
+        clean_partials(item)
+    return result
+
+
+def _run_with_retries(item: Item, worker: Worker, *, timeout_s: float | None, retry: RetryPolicy, log_dir: str | None,
+                      run: RunFn, on_retry: RetryNote | None) -> ItemResult:
+    attempt = 1
+    while True:
+        clean_partials(item)  # left by a run that was killed mid-item, or by the failed try
+        result = run(item, worker, timeout_s=timeout_s, attempt=attempt, log_path=log_path(log_dir, item.id))
+        if not should_retry(result, attempt, retry.retries):
+            return result
+        pause = retry.delay(attempt)
+        if on_retry is not None:
+            on_retry(result, attempt + 1, pause)
+        if not wait_unless_stopped(pause):
+            return result
+        attempt += 1
+
+
+def run_many(pairs: Iterable[tuple[Item, str]], worker: Worker, **kwargs: object) -> list[ItemResult]:
+    """:func:`run_one` for each (item, key), in order; once the batch is stopped, the rest are ``not_run``."""
+    results = []
+    for item, key in pairs:
+        if stop_requested():
+            results.append(ItemResult(item.id, Status.NOT_RUN, reason="not started: the batch was interrupted"))
+            continue
+        results.append(run_one(item, key, worker, **kwargs))  # type: ignore[arg-type]
+    return results
+
+
+def split_finished(items: Iterable[Item], key_of: Callable[[Item], str], read: Callable[[str], ItemResult | None], *,
+                   force: bool = False) -> tuple[dict[str, ItemResult], list[tuple[Item, str]]]:
+    """Results of the items an earlier run finished (by id), and the others with their keys."""
+    finished: dict[str, ItemResult] = {}
+    pending = []
+    for it in items:
+        key = key_of(it)
+        done = None if force else read(key)
+        if done is not None:
+            finished[it.id] = done
+        else:
+            pending.append((it, key))
+    return finished, pending
+
+
+def chunk_size(n_pending: int, *, workers: int, fail_fast: bool = False, items_per_task: int | None = None,
+               remote: bool = False) -> int:
+    """Items one task carries.
+
+    One per task locally, so that each item is its own task run (its own state in the UI); on a
+    Dask cluster (``remote``), enough to amortise Dask's submission cost, at most
+    :data:`MAX_ITEMS_PER_TASK`, and about four tasks per worker. ``fail_fast`` always gives 1, so
+    that nothing queued runs after a failure. An explicit ``items_per_task`` wins otherwise.
+    """
+    if fail_fast:
+        return 1
+    if items_per_task:
+        return max(1, items_per_task)
+    if not remote:
+        return 1
+    return max(1, min(MAX_ITEMS_PER_TASK, math.ceil(n_pending / (4 * max(1, workers)))))
+
+
+def chunks(seq: Sequence[T], size: int) -> list[list[T]]:
+    """``seq`` cut into consecutive lists of ``size`` (the last may be shorter)."""
+    size = max(1, size)
+    return [list(seq[i : i + size]) for i in range(0, len(seq), size)]
+
+
+def unfinished(item_id: str, *, interrupted: bool, fail_fast: bool) -> ItemResult:
+    """The result of an item the batch never started."""
+    why = "the batch was interrupted" if interrupted else "the batch stopped at the first failure" if fail_fast else "the batch ended early"
+    return ItemResult(item_id, Status.NOT_RUN, reason=f"not started: {why}")
+
+
+def failure_message(results: Sequence[ItemResult], *, limit: int = 10) -> str:
+    """``"2 of 5 items failed: a, b"`` for the failed items of ``results`` (empty if none failed)."""
+    failed = [r.item_id for r in results if r.status.failed]
+    if not failed:
+        return ""
+    names = ", ".join(failed[:limit]) + (" ..." if len(failed) > limit else "")
+    return f"{len(failed)} of {len(results)} items failed: {names}"
