@@ -35,7 +35,10 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
+    from salvo import __version__
+
     parser = OneLineErrorParser(prog="salvo", description="Batch pipelines that finish, resume and recover.")
+    parser.add_argument("--version", action="version", version=f"salvo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"cli.{name}").register(sub)
