@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from cli.common import Progress, add_runner_flags, print_json, print_summary, run_flow
-from salvo.extract import discover_inputs, extract_worker, has_existing_output, plan_items
+from salvo import validate
+from salvo.errors import UsageError
+from salvo.extract import DEFAULT_DPI, extract_worker, has_existing_output, plan_batch
+
+#: The resolution a plot may be asked for (dots per inch).
+DPI_RANGE = (10, 1200)
 
 
 def register(subparsers: Any) -> None:
@@ -14,44 +20,80 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("extract", help="plot every NetCDF file of a folder (netcdf-extract)", description="Run a plotting worker over every NetCDF file; resumable, with real timeouts.")
     p.add_argument("--pattern", default="*.nc", help="glob the file names must match (default: *.nc)")
     p.add_argument("--directory", default=".", help="folder to search (default: .)")
-    p.add_argument("--recursive", action="store_true", help="search sub-folders too")
+    p.add_argument("--recursive", action="store_true", help="search sub-folders too (never Salvo's own *_results/, .salvo/ or --output-dir)")
     p.add_argument("--output-dir", help="put each file's plots under this folder (default: <file>_results/ beside it)")
     p.add_argument("--skip-existing", action="store_true", help="skip files whose output folder already holds PNG plots")
-    p.add_argument("--resume", action="store_true", help="resume an interrupted batch (always on; kept for the seed's users)")
+    p.add_argument("--resume", action="store_true", help="resume an interrupted batch (always on); also imports a seed-era batch_resume.txt")
     p.add_argument("--dry-run", action="store_true", help="show what would be processed; write nothing")
     p.add_argument("--worker-command", help="run this command per file instead, e.g. 'python extract_results.py {input} {output_dir}'")
     p.add_argument("--state", help="where resume records live: a folder, s3:// URL or storage block (default: <output>/.salvo)")
     p.add_argument("--items-per-task", type=int, help="items one Prefect task carries (default: 1 for small batches, up to 20 for large)")
+    p.add_argument("--dpi", default=None, help=f"resolution of the built-in plots, dots per inch (default: {DEFAULT_DPI}; figures are 10 x 4 inches)")
     add_runner_flags(p)
     p.set_defaults(func=main)
 
 
-def _dry_run(args: argparse.Namespace) -> int:
-    files = discover_inputs(args.directory, pattern=args.pattern, recursive=args.recursive)
-    extract_worker(args.worker_command)  # a bad worker command fails a dry run too
-    items = plan_items(files, directory=args.directory, output_dir=args.output_dir, worker_command=args.worker_command)
-    plan = [{"file": it.id, "output_dir": it.outputs[0], "action": "skip (output exists)" if args.skip_existing and has_existing_output(it) else "process"} for it in items]
+def _is_local(location: str) -> bool:
+    """A --state that names a folder (not an s3:// URL or a storage block's name)."""
+    return "://" not in location and (location.startswith(("/", ".", "~")) or "/" in location) or location.startswith("file://")
+
+
+def check_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Every check that needs no work done, before Prefect starts; the flow's checked parameters."""
+    if not Path(args.directory).exists():
+        raise UsageError(f"directory does not exist: {args.directory}")
+    validate.existing_dir(args.directory, "--directory")
+    timeout = validate.duration(args.timeout, "--timeout")
+    retries = validate.number(args.retries, "--retries", minimum=0, maximum=100, integer=True)
+    max_workers = validate.number(args.max_workers, "--max-workers", minimum=1, maximum=4096, integer=True)
+    items_per_task = None if args.items_per_task is None else validate.number(args.items_per_task, "--items-per-task", minimum=1, integer=True)
+    dpi = None if args.dpi is None else validate.number(args.dpi, "--dpi", minimum=DPI_RANGE[0], maximum=DPI_RANGE[1], integer=True)
+    if dpi is not None and args.worker_command is not None:
+        raise UsageError("--dpi applies to the built-in plots only, not to --worker-command")
+    if args.output_dir is not None:
+        validate.output_dir(args.output_dir, "--output-dir")
+    if args.state is not None:
+        if not args.state.strip():
+            raise UsageError("--state is empty")
+        if _is_local(args.state):
+            validate.output_dir(args.state.removeprefix("file://"), "--state")
+    extract_worker(args.worker_command)  # quotes, placeholders, program
+    dask_address = validate.dask_address(args.dask_address) if args.dask_address else None
+    return dict(timeout=timeout, retries=retries, max_workers=max_workers, items_per_task=items_per_task, dpi=dpi, dask_address=dask_address)
+
+
+def _dry_run(args: argparse.Namespace, plan: Any) -> int:
+    settled = {r.item_id: r for r in plan.settled}
+
+    def action(it: Any) -> str:
+        r = settled.get(it.id)
+        if r is not None:
+            return "error (unreadable)" if r.status.failed else "done (batch_resume.txt)"
+        return "skip (output exists)" if args.skip_existing and has_existing_output(it) else "process"
+
+    rows = [{"file": it.id, "output_dir": it.outputs[0], "action": action(it)} for it in plan.items]
     if args.json:
-        print_json({"dry_run": True, "items": plan})
+        print_json({"dry_run": True, "items": rows})
         return 0
-    print(f"Dry run: {len(plan)} file(s) match {args.pattern!r} in {args.directory}")
-    for row in plan:
-        print(f"  {row['action']:<22} {row['file']} -> {row['output_dir']}")
+    print(f"Dry run: {len(rows)} file(s) match {args.pattern!r} in {args.directory}")
+    for row in rows:
+        print(f"  {row['action']:<24} {row['file']} -> {row['output_dir']}")
     return 0
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the batch; 0 when nothing failed, 1 when an item failed, 2 for bad usage."""
-    files = discover_inputs(args.directory, pattern=args.pattern, recursive=args.recursive)
-    if not files:
+    checked = check_args(args)
+    plan = plan_batch(args.directory, pattern=args.pattern, output_dir=args.output_dir, recursive=args.recursive,
+                      worker_command=args.worker_command, state=args.state, dpi=checked["dpi"], resume=args.resume)
+    if not plan.items:
         msg = f"No files match {args.pattern!r} in {args.directory}; nothing to do."
         print_json({"summary": {"total": 0}, "items": [], "message": msg}) if args.json else print(msg)
         return 0
     if args.dry_run:
-        return _dry_run(args)
-    extract_worker(args.worker_command)  # fail on a bad worker command before starting Prefect
+        return _dry_run(args, plan)
     where = dict(directory=args.directory, pattern=args.pattern, output_dir=args.output_dir, recursive=args.recursive,
-                 worker_command=args.worker_command, state=args.state)
+                 worker_command=args.worker_command, state=args.state, dpi=checked["dpi"])
     done = None if args.force else _already_done(**where)
     if done is not None:
         # Every file was finished by earlier runs: answer from their records, with no flow run.
@@ -64,10 +106,9 @@ def main(args: argparse.Namespace) -> int:
         return 0
     doc = run_flow(
         _flow(), progress=Progress(quiet=args.json),
-        directory=args.directory, pattern=args.pattern, output_dir=args.output_dir, recursive=args.recursive,
-        skip_existing=args.skip_existing, parallel=args.parallel or bool(args.dask_address), max_workers=args.max_workers,
-        dask_address=args.dask_address, timeout=args.timeout, retries=args.retries, force=args.force,
-        worker_command=args.worker_command, state=args.state, items_per_task=args.items_per_task,
+        **where, skip_existing=args.skip_existing, parallel=args.parallel or bool(checked["dask_address"]),
+        max_workers=checked["max_workers"], dask_address=checked["dask_address"], timeout=checked["timeout"],
+        retries=checked["retries"], force=args.force, items_per_task=checked["items_per_task"], resume=args.resume,
     )
     if args.json:
         print_json(doc)

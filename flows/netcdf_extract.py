@@ -10,11 +10,12 @@ from typing import Any
 from prefect import flow
 
 from flows.batch import BatchOptions, BatchOutcome, finish_batch, run_batch, run_namer, split_finished, tag_current_run
-from salvo.extract import discover_inputs, extract_worker, has_existing_output, plan_items
-from salvo.items import Item, Worker
-from salvo.report import summarize
-from salvo.fsutil import atomic_write_text
+from salvo.extract import STATE_DIR, Plan, extract_worker, has_existing_output, plan_batch, report_dir, write_resume_file
+from salvo.fingerprint import item_key
+from salvo.items import Worker
 from salvo.outcome import ItemResult, Status
+from salvo.report import summarize
+from tasks.records import record_store, write_record
 
 PIPELINE = "netcdf-extract"
 
@@ -36,40 +37,66 @@ def netcdf_extract(
     state: str | None = None,
     fail_on_error: bool = True,
     items_per_task: int | None = None,
+    dpi: int | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Plot each file's time series in a child process; finished files are never redone."""
+    """Plot each file's time series in a child process; finished files are never redone.
+
+    With ``resume``, files a seed-era ``batch_resume.txt`` lists, whose plots exist, are imported as
+    finished (recorded, not run again).
+    """
     tag_current_run(PIPELINE)
-    items, worker, options = _plan(directory, pattern, output_dir, recursive, worker_command, state)
+    plan, worker, options = _plan(directory, pattern, output_dir, recursive, worker_command, state, dpi, resume and not force)
     options = dataclasses.replace(options, timeout_s=timeout, max_workers=max_workers, parallel=parallel, dask_address=dask_address,
                                   retries=retries, force=force, items_per_task=items_per_task)
-    settled = [ItemResult(it.id, Status.SKIPPED, reason="output exists (--skip-existing)") for it in items if skip_existing and has_existing_output(it)]
-    outcome = run_batch(items, worker, pipeline=PIPELINE, options=options, settled=settled)
-    return _finish(outcome, Path(output_dir or directory), fail_on_error=fail_on_error)
+    settled = list(plan.settled)
+    _record_imported(plan, worker, options)
+    done = {r.item_id for r in settled}
+    settled += [ItemResult(it.id, Status.SKIPPED, reason="output exists (--skip-existing)") for it in plan.items
+                if skip_existing and it.id not in done and has_existing_output(it)]
+    outcome = run_batch(plan.items, worker, pipeline=PIPELINE, options=options, settled=settled)
+    return _finish(outcome, report_dir(directory, output_dir), fail_on_error=fail_on_error)
 
 
-def _plan(directory: str, pattern: str, output_dir: str | None, recursive: bool, worker_command: str | None, state: str | None) -> tuple[list[Item], Worker, BatchOptions]:
-    items = plan_items(discover_inputs(directory, pattern=pattern, recursive=recursive), directory=directory, output_dir=output_dir, worker_command=worker_command)
-    root = Path(output_dir or directory)
-    return items, extract_worker(worker_command), BatchOptions(state=state or str(root / ".salvo"), settings={"pipeline": PIPELINE})
+def _plan(directory: str, pattern: str, output_dir: str | None, recursive: bool, worker_command: str | None, state: str | None,
+          dpi: int | None = None, resume: bool = False) -> tuple[Plan, Worker, BatchOptions]:
+    root = report_dir(directory, output_dir)
+    plan = plan_batch(directory, pattern=pattern, output_dir=output_dir, recursive=recursive, worker_command=worker_command,
+                      state=state, dpi=dpi, resume=resume)
+    return plan, extract_worker(worker_command), BatchOptions(state=state or str(root / STATE_DIR), settings={"pipeline": PIPELINE})
+
+
+def _record_imported(plan: Plan, worker: Worker, options: BatchOptions) -> None:
+    """Items imported from a seed-era batch_resume.txt get a resume record, so later runs (with or
+    without --resume) keep them finished, and an edited input is processed again as usual."""
+    imported = [r for r in plan.settled if r.status is Status.SUCCESS]
+    if not imported:
+        return
+    store = record_store(options.state)
+    items = {it.id: it for it in plan.items}
+    for r in imported:
+        write_record(store, item_key(items[r.item_id], worker=worker, settings=options.settings), dataclasses.replace(r, cached=False))
 
 
 def _finish(outcome: BatchOutcome, root: Path, *, fail_on_error: bool, artifacts: bool = True) -> dict[str, Any]:
-    done = [r.item_id for r in outcome.results if r.status.ok]
-    resume = atomic_write_text(root / "batch_resume.txt", "".join(f"{i}\n" for i in done))
+    resume = write_resume_file(root, [r.item_id for r in outcome.results if r.status.ok])
     return finish_batch(outcome, pipeline=PIPELINE, report_dir=root, title="NetCDF batch extraction summary", extra_reports={"resume": str(resume)}, fail_on_error=fail_on_error, artifacts=artifacts)
 
 
 def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,
-                 worker_command: str | None = None, state: str | None = None) -> dict[str, Any] | None:
+                 worker_command: str | None = None, state: str | None = None, dpi: int | None = None) -> dict[str, Any] | None:
     """The batch's reports if an earlier run finished every item, else None; no flow run needed.
 
     The command line uses this to answer a fully resumed batch without starting Prefect's API.
     """
     t0 = time.monotonic()
-    items, worker, options = _plan(directory, pattern, output_dir, recursive, worker_command, state)
-    finished, pending = split_finished(items, worker, options=options)
-    if pending or not items:
+    plan, worker, options = _plan(directory, pattern, output_dir, recursive, worker_command, state, dpi)
+    if plan.settled or not plan.items:  # an unreadable input is an error to report: that needs a run
         return None
-    results = [finished[it.id] for it in items]
+    finished, pending = split_finished(plan.items, worker, options=options)
+    if pending:
+        return None
+    results = [finished[it.id] for it in plan.items]
     summary = summarize(results, pipeline=PIPELINE, wall_time_s=time.monotonic() - t0)
-    return _finish(BatchOutcome(results, summary), Path(output_dir or directory), fail_on_error=False, artifacts=False)
+    return _finish(BatchOutcome(results, summary), report_dir(directory, output_dir), fail_on_error=False, artifacts=False)
+

@@ -1,38 +1,69 @@
-"""The NetCDF extraction pipeline's domain: find inputs, find the time axis, plot, check plots."""
+"""The NetCDF extraction pipeline's domain: find inputs, plan a safe layout, plot, check plots.
+
+`salvo.extract.plot` draws one file; this module decides which files, where their plots go, and
+refuses layouts in which one output could replace an input or another output.
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import shlex
 import shutil
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from salvo.errors import InputError, SkipItem, UsageError
-from salvo.fsutil import TMP_PREFIX, atomic_dir
+from salvo import validate
+from salvo.errors import UsageError
+from salvo.extract.plot import DEFAULT_DPI, extract_plots, find_time, find_time_dim  # noqa: F401 - the worker's public names
+from salvo.fsutil import TMP_PREFIX, atomic_write_text
 from salvo.items import Item, Worker, template_fields
+from salvo.outcome import EXIT_INPUT_ERROR, ItemResult, Status
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Suffix of the per-file output folder beside the inputs (the seed's default layout).
 OUTPUT_SUFFIX = "_results"
-_TIME_NAMES = ("time", "month", "months", "t", "date", "year", "day")
-_SPATIAL_HINTS = {"x", "y", "lat", "lon", "latitude", "longitude", "rlat", "rlon", "nlat", "nlon"}
+#: The report files Salvo (and the seed) write in the report folder; never inputs.
+REPORT_FILES = frozenset({"batch_processing_summary.txt", "batch_summary.json", "batch_resume.txt", "run_report.html"})
+#: The seed's resume file: one processed file per line.
+RESUME_FILE = "batch_resume.txt"
+#: Folder of resume records inside the report folder.
+STATE_DIR = ".salvo"
+#: In STATE_DIR: the hash of the batch_resume.txt Salvo last wrote.
+WRITTEN_MARK = "batch_resume.written"
 
 
-def discover_inputs(directory: str | os.PathLike[str], *, pattern: str = "*.nc", recursive: bool = False) -> list[Path]:
-    """Files under ``directory`` whose name matches the glob ``pattern``, sorted."""
+def _own_folder(name: str) -> bool:
+    """Folders discovery never enters: hidden ones (``.salvo/``), temporary ones, ``*_results/``."""
+    return name.startswith((".", TMP_PREFIX)) or name.endswith(OUTPUT_SUFFIX)
+
+
+def discover_inputs(directory: str | os.PathLike[str], *, pattern: str = "*.nc", recursive: bool = False,
+                    exclude: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
+    """Entries under ``directory`` whose name matches the glob ``pattern``, sorted.
+
+    Salvo's own outputs are never inputs: hidden and temporary entries, ``*_results/`` folders,
+    the report files, and any folder in ``exclude`` (the ``--output-dir`` when it lies inside the
+    input folder) are left out. Anything else that matches and is not a folder is an input, even
+    when it cannot be read (a dangling link, a FIFO): it becomes that item's error, not silence.
+    """
     root = Path(directory)
     if not root.is_dir():
         raise UsageError(f"directory does not exist: {root}")
-    candidates = root.rglob("*") if recursive else root.iterdir()
-    found = [
-        p for p in candidates
-        if p.is_file() and fnmatch.fnmatch(p.name, pattern)
-        and not any(part.startswith((".", TMP_PREFIX)) for part in p.relative_to(root).parts)
-    ]
+    skip = {os.path.realpath(p) for p in exclude}
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        # os.walk lists folders (and links to folders, never followed) apart from everything else.
+        keep = [d for d in dirnames if not _own_folder(d) and os.path.realpath(os.path.join(dirpath, d)) not in skip]
+        dirnames[:] = sorted(keep) if recursive else []
+        for f in filenames:
+            if f.startswith((".", TMP_PREFIX)) or f in REPORT_FILES or not fnmatch.fnmatch(f, pattern):
+                continue
+            found.append(Path(dirpath, f))
     return sorted(found)
 
 
@@ -45,6 +76,11 @@ def output_dir_for(nc_file: str | os.PathLike[str], *, directory: str | os.PathL
     return Path(output_dir) / rel.parent / rel.stem
 
 
+def report_dir(directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None) -> Path:
+    """The folder of the reports and (by default) the resume records."""
+    return Path(output_dir or directory)
+
+
 def png_files(folder: str | os.PathLike[str]) -> list[Path]:
     """The valid, non-empty PNG files in ``folder``."""
     d = Path(folder)
@@ -52,9 +88,12 @@ def png_files(folder: str | os.PathLike[str]) -> list[Path]:
         return []
     good = []
     for p in sorted(d.glob("*.png")):
-        with open(p, "rb") as fh:
-            if fh.read(8) == PNG_SIGNATURE and p.stat().st_size > 8:
-                good.append(p)
+        try:
+            with open(p, "rb") as fh:
+                if fh.read(8) == PNG_SIGNATURE and p.stat().st_size > 8:
+                    good.append(p)
+        except OSError:
+            continue
     return good
 
 
@@ -68,107 +107,206 @@ def check_for_output(item: Any, result: Any) -> str | None:
     return None
 
 
-def find_time_dim(ds: Any) -> str | None:
-    """The time-like dimension: ``time``, a coordinate with CF ``axis: T`` or datetimes, or ``month``."""
-    for dim in ds.dims:
-        if dim in ds.coords:
-            coord = ds.coords[dim]
-            if coord.attrs.get("axis") == "T" or np.issubdtype(coord.dtype, np.datetime64):
-                return str(dim)
-            if "since" in str(coord.attrs.get("units", "")):
-                return str(dim)
-    for name in _TIME_NAMES:
-        if name in ds.dims:
-            return name
-    for dim in ds.dims:
-        if "time" in str(dim).lower() or "month" in str(dim).lower():
-            return str(dim)
-    return None
-
-
-def _spatial_dims(var: Any, time_dim: str) -> list[str]:
-    others = [d for d in var.dims if d != time_dim]
-    hinted = [d for d in others if str(d).lower() in _SPATIAL_HINTS]
-    return hinted if len(hinted) >= 2 else others
-
-
-def extract_plots(*, input: str, output_dir: str) -> dict[str, Any]:
-    """Plot each numeric variable's spatial-mean time series, and a map of its last step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import xarray as xr
-
-    try:
-        ds = xr.open_dataset(input, engine="netcdf4", decode_times=True)
-    except Exception as exc:
-        raise InputError(f"cannot read {input} as NetCDF: {exc}") from exc
-    with ds:
-        time_dim = find_time_dim(ds)
-        if time_dim is None:
-            raise SkipItem("no time-like dimension")
-        steps = ds.sizes[time_dim]
-        if steps < 2:
-            raise SkipItem(f"only {steps} time step")
-        names = [n for n, v in ds.data_vars.items() if time_dim in v.dims and np.issubdtype(v.dtype, np.number)]
-        if not names:
-            raise SkipItem(f"no numeric variable along {time_dim!r}")
-        plots = 0
-        with atomic_dir(output_dir) as tmp:
-            for name in names:
-                var = ds[name]
-                spatial = _spatial_dims(var, time_dim)
-                series = var.mean(dim=spatial) if spatial else var
-                fig, ax = plt.subplots(figsize=(6, 3))
-                series.plot(ax=ax)
-                ax.set_title(f"{name}: mean over {', '.join(map(str, spatial)) or 'nothing'}")
-                fig.savefig(tmp / f"{name}_timeseries.png", dpi=60, bbox_inches="tight")
-                plt.close(fig)
-                plots += 1
-                if len(spatial) == 2 and var.ndim == 3:
-                    fig, ax = plt.subplots(figsize=(4, 3))
-                    var.isel({time_dim: -1}).plot(ax=ax)
-                    fig.savefig(tmp / f"{name}_last_step_map.png", dpi=60, bbox_inches="tight")
-                    plt.close(fig)
-                    plots += 1
-    return {"outputs": [output_dir], "metrics": {"plots": plots, "time_steps": int(steps), "variables": len(names)}}
-
-
 #: Placeholders a `--worker-command` template may use.
 COMMAND_FIELDS = {"input", "output_dir", "name", "stem"}
-BUILTIN_WORKER = Worker("python", "salvo.extract:extract_plots", verify="salvo.extract:check_for_output", version="1", preload=("xarray", "netCDF4", "matplotlib.pyplot"))
+BUILTIN_WORKER = Worker("python", "salvo.extract:extract_plots", verify="salvo.extract:check_for_output", version="2", preload=("xarray", "netCDF4", "cftime", "matplotlib.pyplot"))
 
 
 def extract_worker(worker_command: str | None = None) -> Worker:
     """The built-in plotting worker, or the user's command run with a staged output folder."""
-    if not worker_command:
+    if worker_command is None:
         return BUILTIN_WORKER
+    if not worker_command.strip():
+        raise UsageError("--worker-command is empty")
+    try:
+        argv = shlex.split(worker_command)
+    except ValueError as exc:
+        raise UsageError(f"--worker-command cannot be parsed ({exc}): {worker_command!r}") from None
     unknown = sorted(set(template_fields(worker_command)) - COMMAND_FIELDS)
     if unknown:
         raise UsageError(f"unknown placeholder {{{unknown[0]}}} in --worker-command; use {{input}}, {{output_dir}}, {{name}} or {{stem}}")
-    program = shlex.split(worker_command)[0]
-    if shutil.which(program) is None:
+    program = argv[0]
+    if "{" not in program and shutil.which(program) is None:
         raise UsageError(f"worker command not found: {program}")
+    validate.command_argv(worker_command, "--worker-command")
     return Worker("python", "salvo.staged:run_staged_command", verify="salvo.extract:check_for_output")
 
 
-def plan_items(files: list[Path], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None, worker_command: str | None = None) -> list[Item]:
+def plan_items(files: list[Path], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None,
+               worker_command: str | None = None, dpi: int | None = None) -> list[Item]:
     """One item per input file, with its output folder (absolute paths: keys do not depend on the cwd)."""
     items = []
     directory = Path(directory).resolve()
     output_dir = None if output_dir is None else Path(output_dir).resolve()
-    for f in (Path(p).resolve() for p in files):
+    for p in files:
+        f = directory / _relative(p, directory)
         out = str(output_dir_for(f, directory=directory, output_dir=output_dir))
         item_id = f.relative_to(directory).as_posix()
         if worker_command:
             params = {"command": worker_command, "stage": {"output_dir": out}, "input": str(f), "name": f.name, "stem": f.stem}
         else:
             params = {"input": str(f), "output_dir": out}
+            if dpi is not None and dpi != DEFAULT_DPI:
+                params["dpi"] = int(dpi)
         items.append(Item(item_id, inputs=(str(f),), params=params, outputs=(out,)))
     return items
+
+
+def _relative(path: str | os.PathLike[str], directory: Path) -> str:
+    """``path`` relative to the input folder, as found there (a symlinked file is not followed out)."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(directory))
+    if rel.startswith(".."):  # the folder was spelled through a symlink: compare resolved parents
+        rel = os.path.join(os.path.relpath(os.path.realpath(os.path.dirname(os.path.abspath(path))), directory), os.path.basename(path))
+    if rel.startswith(".."):
+        raise UsageError(f"{path} is not inside {directory}")
+    return rel
+
+
+def check_plan(items: Sequence[Item], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None,
+               state: str | None = None) -> None:
+    """Refuse, with one line naming both paths, a plan where an output is, contains or is inside
+    an input, a folder Salvo uses (records, reports), or another item's output.
+
+    Two inputs that would share one output folder (``a.nc`` and ``a.nc4``) are refused too.
+    """
+    root = report_dir(directory, output_dir)
+    reserved = [root / STATE_DIR, *(root / name for name in REPORT_FILES)]
+    if state and "://" not in state and (os.sep in state or state.startswith((".", "~"))):
+        reserved.append(Path(state).expanduser())
+    validate.check_layout({it.id: it.outputs[0] for it in items}, inputs=[it.inputs[0] for it in items], reserved=reserved)
+
+
+def unreadable_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why an input cannot be read (a dangling link, a FIFO, no permission, an I/O error), or None.
+
+    Checked without blocking and before any hashing, so such a file is its own item's error and the
+    rest of the batch runs.
+    """
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        return f"cannot read {p}: {exc.strerror or exc}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"cannot read {p}: not a regular file (a FIFO, socket or device)"
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            os.read(fd, 1)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return f"cannot read {p}: {exc.strerror or exc}"
+    return None
+
+
+def unreadable_results(items: Sequence[Item]) -> list[ItemResult]:
+    """An `error` result (never retried) for each item whose input cannot be read."""
+    out = []
+    for it in items:
+        why = unreadable_reason(it.inputs[0])
+        if why:
+            out.append(ItemResult(it.id, Status.ERROR, reason=why, exit_code=EXIT_INPUT_ERROR))
+    return out
 
 
 def has_existing_output(item: Item) -> bool:
     """The seed's --skip-existing test: the output folder already holds PNG plots."""
     return bool(png_files(item.outputs[0]))
+
+
+# --- the seed's batch_resume.txt ------------------------------------------------------------------
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def write_resume_file(root: str | os.PathLike[str], finished: Iterable[str]) -> Path:
+    """Write the seed's ``batch_resume.txt`` (one finished file per line, relative to the input
+    folder), and remember its hash: a list Salvo wrote is never imported back as a seed-era one."""
+    text = "".join(f"{i}\n" for i in finished)
+    path = atomic_write_text(Path(root) / RESUME_FILE, text)
+    atomic_write_text(Path(root) / STATE_DIR / WRITTEN_MARK, _digest(text) + "\n")
+    return path
+
+
+def resume_files(directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None, cwd: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Seed-era ``batch_resume.txt`` files: in the report folder, the input folder or the cwd, and
+    not the one Salvo last wrote itself (that one lists only what Salvo's records already hold;
+    trusting it would hide an edited input)."""
+    mark = report_dir(directory, output_dir) / STATE_DIR / WRITTEN_MARK
+    try:
+        written = set(mark.read_text().split())
+    except OSError:
+        written = set()
+    seen, out = set(), []
+    for folder in (report_dir(directory, output_dir), Path(directory), Path(cwd or os.getcwd())):
+        p = folder / RESUME_FILE
+        key = os.path.realpath(p)
+        if key in seen or not p.is_file():
+            continue
+        seen.add(key)
+        try:
+            if _digest(p.read_text(encoding="utf-8", errors="replace")) in written:
+                continue
+        except OSError as exc:
+            raise UsageError(f"cannot read {p}: {exc.strerror or exc}") from None
+        out.append(p)
+    return out
+
+
+def read_resume_file(path: str | os.PathLike[str]) -> list[str]:
+    """The entries of a ``batch_resume.txt``: one processed file per line; blank and ``#`` lines ignored."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def seed_resume_results(items: Sequence[Item], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None,
+                        cwd: str | os.PathLike[str] | None = None) -> list[ItemResult]:
+    """Items a seed-era ``batch_resume.txt`` lists as processed AND whose plots exist: finished.
+
+    The seed wrote the file in its working directory, with each file as it found it (``data/a.nc``,
+    ``./a.nc``, an absolute path or a bare name); every spelling is matched against the inputs.
+    Files it lists whose output folder holds no plot are processed as usual.
+    """
+    by_path = {os.path.realpath(it.inputs[0]): it for it in items}
+    by_id = {it.id: it for it in items}
+    bases = [Path(cwd or os.getcwd()), Path(directory)]
+    out: dict[str, ItemResult] = {}
+    for rf in resume_files(directory, output_dir, cwd):
+        for entry in read_resume_file(rf):
+            it = by_id.get(entry)
+            if it is None:
+                cands = [Path(entry)] if os.path.isabs(entry) else [b / entry for b in (*bases, rf.parent)]
+                it = next((by_path[k] for k in (os.path.realpath(c) for c in cands) if k in by_path), None)
+            if it is None or it.id in out or not has_existing_output(it):
+                continue
+            out[it.id] = ItemResult(it.id, Status.SUCCESS, reason=f"finished by an earlier run ({rf} lists it; its plots exist)",
+                                    outputs=list(it.outputs), cached=True)
+    return list(out.values())
+
+
+@dataclass
+class Plan:
+    """A checked batch: its items and the results decided before running (unreadable inputs, seed resume)."""
+
+    items: list[Item]
+    settled: list[ItemResult]
+
+
+def plan_batch(directory: str, *, pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,
+               worker_command: str | None = None, state: str | None = None, dpi: int | None = None,
+               resume: bool = False, cwd: str | None = None) -> Plan:
+    """Discover, plan and check a batch; nothing is written. Raises `UsageError` for a bad layout."""
+    exclude = [output_dir] if output_dir else []
+    files = discover_inputs(directory, pattern=pattern, recursive=recursive, exclude=exclude)
+    items = plan_items(files, directory=directory, output_dir=output_dir, worker_command=worker_command, dpi=dpi)
+    check_plan(items, directory=directory, output_dir=output_dir, state=state)
+    settled = unreadable_results(items)
+    if resume:
+        bad = {r.item_id for r in settled}
+        settled += seed_resume_results([it for it in items if it.id not in bad], directory=directory, output_dir=output_dir, cwd=cwd)
+    return Plan(items, settled)
