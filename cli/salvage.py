@@ -20,7 +20,8 @@ def _salvage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-status", help="Path to run_status.nc (default: OUTPUT_DIR/run_status.nc)")
     p.add_argument("--verbose", "-v", action="store_true", help="Print detailed progress information")
     p.add_argument("--copy", action="store_true",
-                   help="Make a full copy (default: reflinks or hard links, safe because the re-run writes fresh files)")
+                   help="Copy the outputs (reflinks where the filesystem can) and leave OUTPUT_DIR as it is "
+                        "(default: move OUTPUT_DIR to BACKUP_DIR and leave an empty OUTPUT_DIR for the re-run)")
 
 
 def _merge_args(p: argparse.ArgumentParser) -> None:
@@ -32,19 +33,27 @@ def _merge_args(p: argparse.ArgumentParser) -> None:
 
 def run_salvage(args: argparse.Namespace) -> int:
     """Back up the outputs and write the failed-cells mask; 0 on success."""
+    from salvo.gridded.checks import check_salvage
     from salvo.gridded.salvage import salvage_run
 
+    check_salvage(args.output_dir, args.backup_dir, original_mask=args.original_mask, new_mask=args.new_mask,
+                  run_status=args.run_status, copy=args.copy)
     salvage_run(args.output_dir, backup_dir=args.backup_dir, original_mask=args.original_mask, new_mask=args.new_mask,
                 run_status=args.run_status, copy=args.copy, verbose=args.verbose, log=print)
     return 0
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    """Merge a salvaged run with its re-run into a new folder; 0 on success."""
-    from salvo.gridded.merge import merge_outputs
+    """Merge a salvaged run with its re-run into a new folder; 0 on success, 1 if the merged files fail their check."""
+    from salvo.gridded.checks import check_merge
+    from salvo.gridded.merge import MergeVerificationError, merge_outputs
 
-    report = merge_outputs(args.salvaged_dir, rerun_dir=args.rerun_dir, output_dir=args.output_dir,
-                           verbose=args.verbose, log=print)
+    check_merge(args.salvaged_dir, args.rerun_dir, args.output_dir)
+    try:
+        report = merge_outputs(args.salvaged_dir, rerun_dir=args.rerun_dir, output_dir=args.output_dir,
+                               verbose=args.verbose, log=print)
+    except MergeVerificationError as exc:
+        raise _run_failed(str(exc)) from None
     if not args.verbose:
         print(f"✓ Merge complete\n  Merged: {len(report.merged)} files\n  Total successful cells: {report.total_success}")
     return 0
@@ -53,18 +62,20 @@ def run_merge(args: argparse.Namespace) -> int:
 def run_recover(args: argparse.Namespace) -> int:
     """Run the salvage-merge flow; 0 when every enabled cell succeeded, 1 otherwise."""
     from cli.common import Progress, print_json, run_flow
+    from salvo.gridded.checks import check_recover
     from salvo.gridded.recovery import plan_layout
     from salvo.gridded.report import console_lines
     from salvo.items import render_command
 
-    if args.max_rounds < 1:
-        raise UsageError("--max-rounds must be at least 1")
-    plan_layout(args.mask, output=args.output, work=args.work_dir)  # bad paths fail before Prefect starts
+    # Every check before Prefect starts: bad input is one line and exit 2, nothing touched.
+    timeout = check_recover(model_command=args.model_command, mask=args.mask, output=args.output,
+                            work_dir=args.work_dir, max_rounds=args.max_rounds, timeout=args.timeout)
+    plan_layout(args.mask, output=args.output, work=args.work_dir)
     render_command(args.model_command, {"mask": args.mask, "output": args.output})
     from flows.salvage_merge import salvage_merge
 
     doc = run_flow(salvage_merge, progress=Progress(stream=sys.stderr, quiet=args.json), model_command=args.model_command,
-                   mask=args.mask, output=args.output, max_rounds=args.max_rounds, timeout=args.timeout,
+                   mask=args.mask, output=args.output, max_rounds=int(args.max_rounds), timeout=timeout,
                    work_dir=args.work_dir, full_copy=args.copy)
     if args.json:
         print_json(doc)
@@ -91,17 +102,28 @@ def register(subparsers: Any) -> None:
                         "({mask} and {output} are filled in if present)")
     p.add_argument("--mask", required=True, help="the run-mask the model reads (kept and restored)")
     p.add_argument("--output", required=True, help="the folder the model writes; ends up holding the merged outputs")
-    p.add_argument("--max-rounds", type=int, default=3, help="most re-run rounds (default: 3)")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="kill a model run (its whole process group) after this long (default: no limit)")
+    p.add_argument("--max-rounds", default=3, help="most re-run rounds (default: 3)")
+    p.add_argument("--timeout", default=None, metavar="DURATION",
+                   help="kill a model run (its whole process group) after this long: seconds, or 90s, 15m, 2h "
+                        "(default: no limit)")
     p.add_argument("--work-dir", help="where each round's backups, masks, re-runs and merges go (default: OUTPUT.recovery)")
-    p.add_argument("--copy", action="store_true", help="back up with full copies instead of links")
+    p.add_argument("--copy", action="store_true",
+                   help="back up each round with copies (reflinks where possible) instead of moving the output folder")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(func=run_recover)
 
 
+def _run_failed(message: str) -> Exception:
+    from cli.common import RunFailed
+
+    return RunFailed(message)
+
+
 def _standalone(prog: str, description: str, add: Any, run: Any, argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    from cli.common import CliError
+    from cli.main import OneLineErrorParser
+
+    parser = OneLineErrorParser(prog=prog, description=description)
     add(parser)
     args = parser.parse_args(argv)
     try:
@@ -109,6 +131,9 @@ def _standalone(prog: str, description: str, add: Any, run: Any, argv: list[str]
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except CliError as exc:
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exc.exit_code
     except OSError as exc:
         print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

@@ -14,7 +14,8 @@ from salvo.fsutil import atomic_write_text
 from salvo.gridded.formats import STATUS_FILE, read_mask, read_status
 from salvo.gridded.merge import merge_outputs
 from salvo.gridded.recovery import (RecoveryLayout, empty_folder, has_status, install_mask, keep_original_mask,
-                                    mask_is_original, move_contents, plan_layout, replace_contents, restore_mask)
+                                    mask_is_original, move_contents, move_into, plan_layout, replace_contents,
+                                    restore_mask)
 from salvo.gridded.report import failed_cells, recovery_markdown, round_rows
 from salvo.gridded.salvage import count_statuses, salvage_run
 
@@ -68,11 +69,16 @@ def collect_rerun(layout: RecoveryLayout, k: int) -> bool:
 
 @task(**_PLAIN)
 def merge_round(layout: RecoveryLayout, k: int) -> dict[str, Any]:
-    """Merge round ``k``'s salvaged outputs with its re-run, and make the result the output folder."""
+    """Merge round ``k``'s salvaged outputs with its re-run (verified), and move the result into the output folder."""
     rd = layout.round_dir(k)
-    report = merge_outputs(rd / "salvaged", rerun_dir=rd / "rerun", output_dir=rd / "merged", rerun_index=k,
-                           verbose=True, log=get_run_logger().info)
-    replace_contents(layout.output, source=rd / "merged")
+    try:
+        report = merge_outputs(rd / "salvaged", rerun_dir=rd / "rerun", output_dir=rd / "merged", rerun_index=k,
+                               verbose=True, log=get_run_logger().info)
+    except BaseException:
+        get_run_logger().error("Round %d: the merge failed; the output folder is put back as it was", k)
+        replace_contents(layout.output, source=rd / "salvaged")
+        raise
+    move_into(layout.output, source=rd / "merged")  # the next round's salvage moves it on to round k+1
     return report.to_dict()
 
 

@@ -129,23 +129,11 @@ def rewrite_mask(original: str | os.PathLike[str], new: str | os.PathLike[str], 
 
 
 def write_run_status(path: str | os.PathLike[str], *, status: np.ndarray, runtime: np.ndarray | None = None) -> Path:
-    """Write a dvmdostem run_status.nc (``run_status`` with ``_FillValue`` -9999, optional ``total_runtime``)."""
-    status = np.asarray(status)
+    """Write a run_status.nc as dvmdostem does (NETCDF3_CLASSIC on Y, X; see `salvo.gridded.dvmdostem`), atomically."""
+    from salvo.gridded.dvmdostem import write_status
+
     with atomic_path(path) as tmp:
-        with _create(tmp) as ds:
-            define_grid(ds, Grid(*status.shape))
-            v = ds.createVariable(STATUS_VAR, "i4", (Y, X), fill_value=STATUS_FILL)
-            v.setncatts({"grid_mapping": GRID_MAPPING,
-                         "long_name": "run status: 100 success, 0 not run, negative failed"})
-            # Cells never written keep the fill value, as when dvmdostem dies before reaching them.
-            written = status != STATUS_FILL
-            data = np.full(status.shape, STATUS_FILL, dtype="i4")
-            data[written] = status[written]
-            v[:] = data
-            if runtime is not None:
-                t = ds.createVariable(RUNTIME_VAR, "i4", (Y, X), fill_value=STATUS_FILL)
-                t.setncatts({"units": "seconds", "grid_mapping": GRID_MAPPING})
-                t[:] = np.asarray(runtime).astype("i4")
+        write_status(tmp, status=status, runtime=runtime)
     return Path(path)
 
 

@@ -1,27 +1,38 @@
-"""Merge a salvaged run with a re-run of its failed cells, lazily, keeping every file's format."""
+"""Merge a salvaged run with a re-run of its failed cells, streaming, keeping every file's format, verified.
+
+The grid of every file is found by matching the ``run_status`` grid (see :func:`find_grid`): the
+outputs of dvmdostem use ``y``/``x``, its run_status and restart files ``Y``/``X``. Every variable
+on that grid is merged, whatever its other dimensions and their order. Each merged file is read
+back before it is renamed into place: a cell taken from the re-run must hold the re-run's values,
+every other cell the salvaged ones, or the merge fails naming the file, variable and cell.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 
 import netCDF4
 import numpy as np
 
 from salvo.errors import UsageError
-from salvo.fsutil import atomic_path
-from salvo.gridded.formats import SOURCE_VAR, STATUS_FILE, STATUS_VAR, SUCCESS, X, Y
+from salvo.fsutil import atomic_dir, atomic_path
+from salvo.gridded.formats import SOURCE_VAR, STATUS_FILE, STATUS_VAR, SUCCESS
 from salvo.gridded.ncschema import create_like, nc_files, open_raw
 
 Log = Callable[[str], None]
-#: Bytes of one variable's chunk held in memory at a time (per input; the merge holds about three).
-CHUNK_BYTES = 16 << 20
-#: HDF5 chunk cache per variable. Whole disk chunks are read and written, so a cache only costs
-#: memory (netCDF's default is up to 64 MiB per open variable, three per merged variable).
+#: Bytes of one variable's slab held in memory at a time (per input; the merge holds about three).
+CHUNK_BYTES = 32 << 20
+#: HDF5 chunk cache per variable: slabs follow the disk chunks, so a cache only costs memory.
 _CACHE_BYTES = 1 << 20
+
+
+class MergeVerificationError(RuntimeError):
+    """A merged file does not hold what it should: the merge did not merge. Nothing is renamed into place."""
 
 
 @dataclass
@@ -39,10 +50,113 @@ class MergeReport:
     merged: list[str] = field(default_factory=list)
     carried_over: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    verified: dict[str, list[str]] = field(default_factory=dict)  # file -> gridded variables checked cell by cell
 
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
         return dict(self.__dict__)
+
+
+# ---------------------------------------------------------------- the grid
+
+
+@dataclass(frozen=True)
+class StatusGrid:
+    """The grid of ``run_status``: its two dims' names and sizes, and their 1-D coordinates if the file has any."""
+
+    ydim: str
+    xdim: str
+    ny: int
+    nx: int
+    ycoord: np.ndarray | None = None
+    xcoord: np.ndarray | None = None
+
+
+def status_grid(path: str | os.PathLike[str]) -> StatusGrid:
+    """Read the grid from ``run_status.nc`` (``run_status(Y, X)``)."""
+    with open_raw(path) as ds:
+        if STATUS_VAR not in ds.variables:
+            raise UsageError(f"{path} has no variable '{STATUS_VAR}'")
+        dims = ds.variables[STATUS_VAR].dimensions
+        if len(dims) != 2:
+            raise UsageError(f"{path}: '{STATUS_VAR}' must be 2-D (Y, X), it has dims {dims}")
+        coords = [_coordinate(ds, d) for d in dims]
+        return StatusGrid(dims[0], dims[1], len(ds.dimensions[dims[0]]), len(ds.dimensions[dims[1]]), *coords)
+
+
+def _coordinate(ds: netCDF4.Dataset, dim: str) -> np.ndarray | None:
+    """The values of the 1-D coordinate variable of ``dim`` (named like it, any case), if there is one."""
+    for name, var in ds.variables.items():
+        if var.dimensions == (dim,) and name.lower() == dim.lower():
+            return np.asarray(var[:])
+    return None
+
+
+@dataclass(frozen=True)
+class FileGrid:
+    """Which of a file's dims are the grid's rows and columns (None: the file has no grid)."""
+
+    ydim: str | None
+    xdim: str | None
+
+    @property
+    def found(self) -> bool:
+        """Whether the file is on the grid."""
+        return self.ydim is not None and self.xdim is not None
+
+
+def find_grid(ds: netCDF4.Dataset, grid: StatusGrid, *, name: str) -> FileGrid:
+    """Match ``ds``'s dims to the status grid: ``Y``/``X`` or ``y``/``x`` (any case), else size and coordinate values."""
+    found = []
+    for axis, size, coord, status_dim in (("y", grid.ny, grid.ycoord, grid.ydim), ("x", grid.nx, grid.xcoord, grid.xdim)):
+        by_name = [d for d in ds.dimensions if d.lower() in {axis, status_dim.lower()}]
+        if len(by_name) > 1:
+            raise UsageError(f"{name}: dimensions {', '.join(by_name)} could all be the grid's {axis.upper()} axis")
+        if by_name:
+            d = by_name[0]
+            if len(ds.dimensions[d]) != size:
+                raise UsageError(f"Dimensions don't match in {name}: grid dimension '{d}' has size "
+                                 f"{len(ds.dimensions[d])}, the run_status grid has {size}")
+            found.append(d)
+            continue
+        by_coord = []
+        if coord is not None:
+            for d, dim in ds.dimensions.items():
+                values = _coordinate(ds, d)
+                if len(dim) == size and values is not None and _same(values, coord):
+                    by_coord.append(d)
+        if len(by_coord) > 1:
+            raise UsageError(f"{name}: dimensions {', '.join(by_coord)} all match the grid's {axis.upper()} coordinates")
+        found.append(by_coord[0] if by_coord else None)
+    return FileGrid(*found)
+
+
+def classify(ds: netCDF4.Dataset, fgrid: FileGrid, grid: StatusGrid, *, name: str) -> tuple[list[str], list[str]]:
+    """Split ``ds``'s variables into (gridded, other); raise for a variable that looks gridded but is not matched."""
+    gridded, other = [], []
+    on_grid = {fgrid.ydim, fgrid.xdim} - {None}
+    for vname, var in ds.variables.items():
+        dims = var.dimensions
+        if vname == SOURCE_VAR:
+            other.append(vname)
+            continue
+        if fgrid.found and fgrid.ydim in dims and fgrid.xdim in dims:
+            gridded.append(vname)
+            continue
+        unmatched = [d for d in dims if d not in on_grid]
+        sizes = [len(ds.dimensions[d]) for d in unmatched]
+        pair = any(a != b and ((sizes[i], sizes[j]) == (grid.ny, grid.nx))
+                   for i, a in enumerate(unmatched) for j, b in enumerate(unmatched))
+        partial = bool(on_grid & set(dims)) and not (len(dims) == 1 and vname.lower() == dims[0].lower())
+        if pair or (partial and fgrid.found and len(dims) > 1):
+            raise UsageError(f"{name}: variable '{vname}' has dims {dims} of the grid's size "
+                             f"({grid.ny} x {grid.nx}) that cannot be matched to the run_status grid "
+                             f"({grid.ydim}, {grid.xdim}); rename them y/x or give them the grid's coordinates")
+        other.append(vname)
+    return gridded, other
+
+
+# ---------------------------------------------------------------- the merge
 
 
 def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.PathLike[str],
@@ -50,10 +164,11 @@ def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.P
                   verbose: bool = False, log: Log = print, chunk_bytes: int = CHUNK_BYTES) -> MergeReport:
     """Write into ``output_dir`` every file of ``salvaged_dir`` with the cells the re-run got right replaced.
 
-    In each variable with dims Y and X the value comes from ``rerun_dir`` where the re-run's
+    In each variable on the run_status grid the value comes from ``rerun_dir`` where the re-run's
     run_status is 100, else from ``salvaged_dir``; everything else is copied from the salvaged
     file. ``run_status.nc`` gains ``merge_source(Y, X)``: 0 for the original run, ``rerun_index``
-    (default: one more than the salvaged file's highest) for cells this re-run produced.
+    (default: one more than the salvaged file's highest) for cells this re-run produced. The
+    folder appears only complete and verified.
     """
     salv, rerun, out = Path(salvaged_dir), Path(rerun_dir), Path(output_dir)
     for label, folder in (("Salvaged", salv), ("Rerun", rerun)):
@@ -64,10 +179,10 @@ def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.P
     if out.resolve() in (salv.resolve(), rerun.resolve()):
         raise UsageError(f"Output directory {out} must differ from the input directories")
 
+    grid = status_grid(salv / STATUS_FILE)
     names = [p.name for p in nc_files(salv) if p.name != STATUS_FILE]
     present = [n for n in names if (rerun / n).is_file()]
-    for name in [STATUS_FILE, *present]:  # check everything before writing anything
-        check_compatible(salv / name, rerun=rerun / name)
+    plans = {name: check_compatible(salv / name, rerun=rerun / name, grid=grid) for name in [STATUS_FILE, *present]}
 
     with open_raw(salv / STATUS_FILE) as s_ds, open_raw(rerun / STATUS_FILE) as r_ds:
         s_status = np.asarray(s_ds.variables[STATUS_VAR][:])
@@ -84,25 +199,26 @@ def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.P
         log(f"Rerun - successful cells: {report.rerun_success}")
         log(f"Found {len(names)} files to merge")
 
-    out.mkdir(parents=True, exist_ok=True)
-    merge_file(salv / STATUS_FILE, rerun=rerun / STATUS_FILE, output=out / STATUS_FILE, take=take,
-               source=source, chunk_bytes=chunk_bytes)
-    for name in names:
-        if name not in present:
-            msg = f"File not found in rerun: {name} (carried over from the salvaged run)"
-            report.warnings.append(msg)
-            log(f"  Warning: {msg}")
-            _copy(salv / name, out / name)
-            report.carried_over.append(name)
-            continue
-        if verbose:
-            log(f"  Merging: {name}")
-        merge_file(salv / name, rerun=rerun / name, output=out / name, take=take, chunk_bytes=chunk_bytes)
-        report.merged.append(name)
-    for p in sorted(salv.iterdir()):
-        if p.is_file() and p.suffix != ".nc" and not p.name.startswith("."):
-            _copy(p, out / p.name)  # logs, configs: kept with the outputs they describe
-            report.carried_over.append(p.name)
+    with atomic_dir(out) as tmp:
+        report.verified[STATUS_FILE] = merge_file(salv / STATUS_FILE, rerun=rerun / STATUS_FILE, output=tmp / STATUS_FILE,
+                                                  take=take, grid=grid, source=source, chunk_bytes=chunk_bytes)
+        for name in names:
+            if name not in present:
+                msg = f"File not found in rerun: {name} (carried over from the salvaged run)"
+                report.warnings.append(msg)
+                log(f"  Warning: {msg}")
+                _copy(salv / name, tmp / name)
+                report.carried_over.append(name)
+                continue
+            if verbose:
+                log(f"  Merging: {name}")
+            report.verified[name] = merge_file(salv / name, rerun=rerun / name, output=tmp / name, take=take,
+                                               grid=grid, chunk_bytes=chunk_bytes)
+            report.merged.append(name)
+        for p in sorted(salv.iterdir()):
+            if p.is_file() and p.suffix != ".nc" and not p.name.startswith("."):
+                _copy(p, tmp / p.name)  # logs, configs: kept with the outputs they describe
+                report.carried_over.append(p.name)
     for p in nc_files(rerun):
         if not (salv / p.name).exists():
             msg = f"File only in rerun, not merged: {p.name}"
@@ -115,8 +231,11 @@ def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.P
     return report
 
 
-def check_compatible(salvaged: Path, *, rerun: Path) -> None:
-    """Raise a one-line error naming the file and dimension if the two files' dims or coordinates differ."""
+def check_compatible(salvaged: Path, *, rerun: Path, grid: StatusGrid | None = None) -> tuple[FileGrid, list[str]]:
+    """Raise a one-line error naming the file and dimension if the two files' dims or coordinates differ.
+
+    Returns the file's grid dims and its gridded variables.
+    """
     name = salvaged.name
     with open_raw(salvaged) as s, open_raw(rerun) as r:
         for dim in sorted(set(s.dimensions) | set(r.dimensions)):
@@ -127,55 +246,115 @@ def check_compatible(salvaged: Path, *, rerun: Path) -> None:
             if a != b:
                 raise UsageError(f"Dimensions don't match in {name}: dimension '{dim}' has size {a} in the "
                                  f"salvaged run and {b} in the re-run")
-        for vname, var in s.variables.items():
-            if _is_coordinate(vname, var):
-                other = r.variables.get(vname)
-                if other is None or other.dimensions != var.dimensions or not _same(var[:], other[:]):
+        if s.groups or r.groups:
+            raise UsageError(f"{name}: NetCDF groups are not supported")
+        if grid is None:
+            return FileGrid(None, None), []
+        fgrid = find_grid(s, grid, name=name)
+        gridded, other = classify(s, fgrid, grid, name=name)
+        for vname in other:
+            var = s.variables[vname]
+            if vname != SOURCE_VAR and var.dimensions and _is_coordinate(vname, var, fgrid):
+                o = r.variables.get(vname)
+                if o is None or o.dimensions != var.dimensions or not _same(var[:], o[:]):
                     raise UsageError(f"Coordinates don't match in {name}: '{vname}' along dimension "
                                      f"'{', '.join(var.dimensions)}' differs between the salvaged run and the re-run")
-            elif _has_grid(var) and vname != SOURCE_VAR:
-                other = r.variables.get(vname)
-                if other is None:
-                    raise UsageError(f"Variable '{vname}' of {name} is missing from the re-run")
-                if set(other.dimensions) != set(var.dimensions) or other.dtype != var.dtype:
-                    raise UsageError(f"Dimensions don't match in {name}: variable '{vname}' has dims {var.dimensions} "
-                                     f"({var.dtype}) in the salvaged run and {other.dimensions} ({other.dtype}) in the re-run")
+        for vname in gridded:
+            var, o = s.variables[vname], r.variables.get(vname)
+            if o is None:
+                raise UsageError(f"Variable '{vname}' of {name} is missing from the re-run")
+            if set(o.dimensions) != set(var.dimensions) or o.dtype != var.dtype:
+                raise UsageError(f"Dimensions don't match in {name}: variable '{vname}' has dims {var.dimensions} "
+                                 f"({var.dtype}) in the salvaged run and {o.dimensions} ({o.dtype}) in the re-run")
+            if vname.lower() in ("lat", "lon") and not _same(var[:], o[:]):
+                raise UsageError(f"Coordinates don't match in {name}: '{vname}' differs between the salvaged run and the re-run")
+        return fgrid, gridded
 
 
-def merge_file(salvaged: Path, *, rerun: Path, output: Path, take: np.ndarray,
-               source: np.ndarray | None = None, chunk_bytes: int = CHUNK_BYTES) -> None:
-    """Write ``output``: ``salvaged``'s layout, re-run values where ``take`` (Y, X) is true, chunk by chunk."""
-    with open_raw(salvaged) as s, open_raw(rerun) as r, atomic_path(output) as tmp:
-        grid_vars = [n for n, v in s.variables.items() if _has_grid(v) and n != SOURCE_VAR]
-        with create_like(s, tmp, skip_data={*grid_vars, SOURCE_VAR}) as dst:
-            import dask.array as da  # here, not at import: the simulated model imports this package
+def merge_file(salvaged: Path, *, rerun: Path, output: Path, take: np.ndarray, grid: StatusGrid | None = None,
+               source: np.ndarray | None = None, chunk_bytes: int = CHUNK_BYTES) -> list[str]:
+    """Write ``output``: ``salvaged``'s layout, re-run values where ``take`` is true, slab by slab; verify it.
 
-            sources, targets = [], []
-            for name in grid_vars:
-                sv, rv = s.variables[name], r.variables[name]
-                for ds, var in ((s, sv), (r, rv), (dst, dst.variables[name])):
-                    if ds.data_model.startswith("NETCDF4"):
-                        var.set_var_chunk_cache(size=_CACHE_BYTES)
-                chunks = plan_chunks(sv.shape, itemsize=sv.dtype.itemsize, disk=sv.chunking(), budget=chunk_bytes)
-                s_arr = _lazy(sv, chunks)
-                r_arr = _lazy(rv, [chunks[sv.dimensions.index(d)] for d in rv.dimensions])
-                r_arr = r_arr.transpose([rv.dimensions.index(d) for d in sv.dimensions])
-                sources.append(da.where(broadcast_cells(take, dims=sv.dimensions), r_arr, s_arr))
-                targets.append(dst.variables[name])
-            if sources:
-                da.store(sources, targets, lock=False, scheduler="synchronous")
-            if source is not None:
-                if SOURCE_VAR not in dst.variables:
-                    _add_source_var(dst, s.variables.get(STATUS_VAR))
-                dst.variables[SOURCE_VAR][:] = source.astype(dst.variables[SOURCE_VAR].dtype)
+    Returns the gridded variables merged (and verified cell by cell).
+    """
+    grid = grid or status_grid(salvaged.with_name(STATUS_FILE))
+    with open_raw(salvaged) as s, open_raw(rerun) as r:
+        fgrid = find_grid(s, grid, name=salvaged.name)
+        gridded, _ = classify(s, fgrid, grid, name=salvaged.name)
+        with atomic_path(output) as tmp:
+            with create_like(s, tmp, skip_data={*gridded, SOURCE_VAR}) as dst:
+                for name in gridded:
+                    sv, rv, ov = s.variables[name], r.variables[name], dst.variables[name]
+                    _small_cache(s, sv), _small_cache(r, rv), _small_cache(dst, ov)
+                    cells = broadcast_cells(take, dims=sv.dimensions, ydim=fgrid.ydim, xdim=fgrid.xdim)
+                    for sl in slabs(sv, budget=chunk_bytes):
+                        values = sv[sl]
+                        np.copyto(values, _read_as(rv, sl, sv.dimensions), where=cells[_cell_slice(cells, sl)])
+                        ov[sl] = values
+                if source is not None:
+                    if SOURCE_VAR not in dst.variables:
+                        _add_source_var(dst, s.variables.get(STATUS_VAR), grid)
+                    dst.variables[SOURCE_VAR][:] = source.astype(dst.variables[SOURCE_VAR].dtype)
+            verify_merged(tmp, salvaged=s, rerun=r, take=take, gridded=gridded, fgrid=fgrid, source=source,
+                          name=salvaged.name, chunk_bytes=chunk_bytes)
+    return gridded
 
 
-def broadcast_cells(take: np.ndarray, *, dims: tuple[str, ...]) -> np.ndarray:
-    """Reshape the (Y, X) array ``take`` so it broadcasts against a variable with ``dims`` in any order."""
-    iy, ix = dims.index(Y), dims.index(X)
-    shape = [1] * len(dims)
-    shape[iy], shape[ix] = take.shape
-    return (take if iy < ix else take.T).reshape(shape)
+def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Dataset, take: np.ndarray,
+                  gridded: list[str], fgrid: FileGrid, source: np.ndarray | None, name: str,
+                  chunk_bytes: int = CHUNK_BYTES) -> None:
+    """Read the written file back: re-run values in taken cells, salvaged values everywhere else, or raise."""
+    with open_raw(path) as m:
+        for vname, var in salvaged.variables.items():
+            mv = m.variables.get(vname)
+            if mv is None:
+                raise MergeVerificationError(f"Merge check failed in {name}: variable '{vname}' is missing from the merged file")
+            if vname == SOURCE_VAR and source is not None:
+                continue
+            if vname not in gridded:
+                for sl in slabs(var, budget=chunk_bytes):
+                    if not _bits_equal(mv[sl], var[sl]):
+                        raise MergeVerificationError(f"Merge check failed in {name}: variable '{vname}' "
+                                                     f"differs from the salvaged file")
+                continue
+            _small_cache(m, mv)
+            dims = var.dimensions
+            cells = broadcast_cells(take, dims=dims, ydim=fgrid.ydim, xdim=fgrid.xdim)
+            iy, ix = dims.index(fgrid.ydim), dims.index(fgrid.xdim)
+            for sl in slabs(var, budget=chunk_bytes):
+                got = mv[sl]
+                c = np.broadcast_to(cells[_cell_slice(cells, sl)], got.shape)
+                for label, want, where in (("the re-run's", _read_as(rerun.variables[vname], sl, dims), c),
+                                           ("the salvaged", var[sl], ~c)):
+                    bad = _bits_differ(got, want) & where
+                    if bad.any():
+                        idx = np.argwhere(bad)[0]
+                        y = int(idx[iy]) + (sl[iy].start or 0)
+                        x = int(idx[ix]) + (sl[ix].start or 0)
+                        raise MergeVerificationError(
+                            f"Merge check failed in {name}: variable '{vname}' at cell (y={y}, x={x}) does not hold "
+                            f"{label} values (the merge did not merge; nothing was written to the output)")
+        if source is not None:
+            got = np.asarray(m.variables[SOURCE_VAR][:])
+            if not np.array_equal(got, source.astype(got.dtype)):
+                y, x = (int(v) for v in np.argwhere(got != source)[0])
+                raise MergeVerificationError(f"Merge check failed in {name}: '{SOURCE_VAR}' is wrong at cell (y={y}, x={x})")
+
+
+def slabs(var: netCDF4.Variable, *, budget: int) -> Iterator[tuple[slice, ...]]:
+    """Slices covering ``var`` in slabs of about ``budget`` bytes, cut along its leading dims on disk-chunk bounds."""
+    shape = var.shape
+    if not shape:
+        yield ()
+        return
+    if 0 in shape:
+        return
+    itemsize = var.dtype.itemsize if isinstance(var.dtype, np.dtype) else 64
+    disk = var.chunking() if var.group().data_model.startswith("NETCDF4") else None
+    chunks = plan_chunks(shape, itemsize=itemsize, disk=disk, budget=budget)
+    ranges = [range(0, n, c) for n, c in zip(shape, chunks)]
+    for starts in product(*ranges):
+        yield tuple(slice(a, min(a + c, n)) for a, c, n in zip(starts, chunks, shape))
 
 
 def plan_chunks(shape: tuple[int, ...], *, itemsize: int, disk: object, budget: int) -> list[int]:
@@ -194,28 +373,59 @@ def plan_chunks(shape: tuple[int, ...], *, itemsize: int, disk: object, budget: 
     return [max(1, c) for c in chunks]
 
 
-def _lazy(var: netCDF4.Variable, chunks: list[int]) -> "da.Array":
-    import dask.array as da
+def broadcast_cells(take: np.ndarray, *, dims: tuple[str, ...], ydim: str = "Y", xdim: str = "X") -> np.ndarray:
+    """Reshape the (Y, X) array ``take`` so it broadcasts against a variable with ``dims`` in any order."""
+    iy, ix = dims.index(ydim), dims.index(xdim)
+    shape = [1] * len(dims)
+    shape[iy], shape[ix] = take.shape
+    return (take if iy < ix else take.T).reshape(shape)
 
-    meta = np.empty((0,) * len(var.shape), dtype=var.dtype)
-    return da.from_array(var, chunks=tuple(chunks), lock=False, asarray=True, fancy=False, meta=meta)
+
+def _cell_slice(cells: np.ndarray, sl: tuple[slice, ...]) -> tuple[slice, ...]:
+    return tuple(s if n > 1 else slice(None) for s, n in zip(sl, cells.shape))
 
 
-def _add_source_var(dst: netCDF4.Dataset, status_var: netCDF4.Variable | None) -> None:
-    var = dst.createVariable(SOURCE_VAR, "i2", (Y, X))
+def _read_as(var: netCDF4.Variable, sl: tuple[slice, ...], dims: tuple[str, ...]) -> np.ndarray:
+    """Read the slab ``sl`` (given in ``dims`` order) of ``var``, whose dims may come in another order."""
+    if var.dimensions == dims:
+        return var[sl]
+    order = [dims.index(d) for d in var.dimensions]
+    values = var[tuple(sl[i] for i in order)]
+    return values.transpose([var.dimensions.index(d) for d in dims])
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype.kind in "fiuc" and a.dtype.itemsize in (1, 2, 4, 8):
+        return a.view(f"u{a.dtype.itemsize}") if a.dtype.kind != "c" else a.view("u8")
+    return a
+
+
+def _bits_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _bits(np.ascontiguousarray(a)) != _bits(np.ascontiguousarray(b))
+
+
+def _bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and not np.any(_bits_differ(a, b))
+
+
+def _small_cache(ds: netCDF4.Dataset, var: netCDF4.Variable) -> None:
+    if ds.data_model.startswith("NETCDF4") and var.chunking() != "contiguous":
+        var.set_var_chunk_cache(size=_CACHE_BYTES)
+
+
+def _add_source_var(dst: netCDF4.Dataset, status_var: netCDF4.Variable | None, grid: StatusGrid) -> None:
+    var = dst.createVariable(SOURCE_VAR, "i2", (grid.ydim, grid.xdim))
     attrs = {"long_name": "run that produced the cell", "comment": "0: original run; k: k-th re-run"}
     if status_var is not None and "grid_mapping" in status_var.ncattrs():
         attrs["grid_mapping"] = status_var.getncattr("grid_mapping")
     var.setncatts(attrs)
 
 
-def _has_grid(var: netCDF4.Variable) -> bool:
-    return Y in var.dimensions and X in var.dimensions
-
-
-def _is_coordinate(name: str, var: netCDF4.Variable) -> bool:
+def _is_coordinate(name: str, var: netCDF4.Variable, fgrid: FileGrid) -> bool:
     dims = var.dimensions
-    return (len(dims) == 1 and name.lower() == dims[0].lower()) or (name in ("lat", "lon") and _has_grid(var))
+    return len(dims) == 1 and name.lower() == dims[0].lower()
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:

@@ -51,12 +51,16 @@ def variable_options(var: netCDF4.Variable, *, data_model: str) -> dict[str, Any
 
 
 def create_like(src: netCDF4.Dataset, path: str | os.PathLike[str], *, skip_data: set[str] = frozenset()) -> netCDF4.Dataset:
-    """Create ``path`` with ``src``'s layout; copy every variable's data except those in ``skip_data``."""
+    """Create ``path`` with ``src``'s layout; copy every variable's data except those in ``skip_data``.
+
+    The caller must write every value of the variables in ``skip_data`` (the file is not prefilled).
+    """
     if src.groups:
         raise UsageError(f"{src.filepath()}: NetCDF groups are not supported")
     dst = netCDF4.Dataset(os.fspath(path), "w", format=src.data_model)
     dst.set_auto_maskandscale(False)
     dst.set_auto_chartostring(False)
+    dst.set_fill_off()  # every value is written below or by the caller: no prefill pass over the file
     try:
         for name, dim in src.dimensions.items():
             dst.createDimension(name, None if dim.isunlimited() else len(dim))

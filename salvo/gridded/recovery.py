@@ -132,6 +132,17 @@ def move_contents(src: Path, dst: Path) -> None:
 
 
 def replace_contents(folder: Path, *, source: Path) -> None:
-    """Make ``folder`` hold exactly ``source``'s files (hard links where possible)."""
+    """Make ``folder`` hold exactly ``source``'s files, as independent copies (reflinks where possible).
+
+    Never hard links: the model truncates its files in place, which would rewrite ``source`` too.
+    """
     empty_folder(folder)
     mirror_files(source, folder)
+
+
+def move_into(folder: Path, *, source: Path) -> None:
+    """Make ``folder`` hold exactly ``source``'s files by moving them (renames); ``source`` is removed."""
+    empty_folder(folder)
+    for p in sorted(source.iterdir()):
+        os.rename(p, folder / p.name)
+    source.rmdir()

@@ -79,13 +79,21 @@ def salvage_run(output_dir: str | os.PathLike[str], *, backup_dir: str | os.Path
                 original_mask: str | os.PathLike[str], new_mask: str | os.PathLike[str],
                 run_status: str | os.PathLike[str] | None = None, copy: bool = False,
                 verbose: bool = False, log: Log = print) -> SalvageReport:
-    """Back up ``output_dir`` and write ``new_mask`` enabling only the cells that must be re-run."""
+    """Back up ``output_dir`` and write ``new_mask`` enabling only the cells that must be re-run.
+
+    By default the outputs are moved to ``backup_dir`` and ``output_dir`` is left empty for the re-run;
+    ``copy=True`` copies them (reflinks where possible) and leaves ``output_dir`` as it was.
+    """
     out = Path(output_dir)
     status_path = Path(run_status) if run_status else out / STATUS_FILE
     if Path(backup_dir).exists():
         raise UsageError(f"Backup directory already exists: {backup_dir}")
     if Path(new_mask).resolve() == Path(original_mask).resolve():
         raise UsageError(f"--new-mask {new_mask} must differ from --original-mask (the original is never overwritten)")
+    for flag, path in (("--new-mask", new_mask), *(() if copy else (("--original-mask", original_mask),))):
+        if out.is_dir() and Path(path).resolve().is_relative_to(out.resolve()):
+            raise UsageError(f"{flag} {path} must not be inside the output directory {out} "
+                             f"(the backup moves that folder away{'' if copy else '; or use --copy'})")
     mask = read_mask(original_mask)
     status = read_status(status_path)
     if mask.shape != status.shape:
@@ -101,6 +109,8 @@ def salvage_run(output_dir: str | os.PathLike[str], *, backup_dir: str | os.Path
     if verbose:
         methods = ", ".join(f"{n} {m}" for m, n in sorted(backup.methods.items()))
         log(f"  {backup.files} files, {backup.bytes} bytes ({methods or 'empty'}), verified")
+        if not copy:
+            log(f"  {output_dir} is now empty, ready for the re-run (the backup is the only copy: do not edit it)")
     rewrite_mask(original_mask, new_mask, run=rerun)
     log(f"✓ New run-mask created at: {new_mask}")
     log(f"  Number of failed cells to re-run: {int(rerun.astype(bool).sum())}")

@@ -16,13 +16,13 @@ from cli.salvage import merge_main, salvage_main
 from flows.salvage_merge import salvage_merge
 from salvo.gridded import read_mask, read_merge_source, read_status
 
-from .conftest import tree_digest
+from .conftest import ENABLED, tree_digest
 
 
 def _model(runs, **opts) -> str:
     extra = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in opts.items())
     return (f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} "
-            f"--years 2 --pfts 2 --layers 3 --state {runs.root / 'model-state.json'} {extra}")
+            f"--years 2 --layers 3 --state {runs.root / 'model-state.json'} {extra}")
 
 
 def _artifacts(flow_run_id):
@@ -44,7 +44,7 @@ def test_recover_converges_in_two_rounds_to_a_run_that_never_failed(runs, capsys
     assert [r["round"] for r in doc["rounds"]] == [0, 1, 2]
     first_failed = doc["rounds"][0]["after"]["failed_cells"]
     assert first_failed and doc["rounds"][1]["to_rerun"] == len(first_failed) == doc["rounds"][2]["to_rerun"]
-    assert doc["rounds"][2]["after"]["values"] == {"100": 19}
+    assert doc["rounds"][2]["after"]["values"] == {"100": ENABLED}
     assert mask.read_bytes() == original
     source = read_merge_source(runs.root / "output" / "run_status.nc")
     assert sorted(f"{y},{x}" for y, x in zip(*np.nonzero(source == 2))) == sorted(first_failed)
@@ -90,7 +90,7 @@ def test_recover_reports_cells_still_failed_after_max_rounds(runs, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert "Round 1: re-ran 1 failed cells" in out
-    assert "✗ Not recovered (--max-rounds 1 reached): 1 of 19 enabled cells still failed: cell 3,4" in out
+    assert f"✗ Not recovered (--max-rounds 1 reached): 1 of {ENABLED} enabled cells still failed: cell 3,4" in out
     assert read_status(runs.root / "output" / "run_status.nc")[3, 4] != 100
 
 
@@ -101,23 +101,28 @@ def test_recover_rejects_a_missing_mask_with_exit_2(runs, capsys):
 
 def test_seed_command_lines_salvage_then_merge(runs, capsys):
     mask = runs.mask()
-    runs.run(mask, "output", fail_cells=[(1, 1), (2, 2)])
+    status = runs.run(mask, "output", fail_cells=[(1, 1), (2, 2)])
     r = runs.root
+    size = sum(p.stat().st_size for p in (r / "output").iterdir())
+    failed, unwritten = int(((status < 0) & (status != -9999)).sum()), int((status == -9999).sum())
     code = salvage_main([f"{r}/output/", f"{r}/backup/", "--original-mask", str(mask),
                          "--new-mask", f"{r}/run-mask-failed.nc", "--verbose"])
     assert code == 0
     assert capsys.readouterr().out.splitlines() == [
         f"Salvaging run from: {r}/output/", f"Creating backup at: {r}/backup/", f"✓ Backup created at: {r}/backup/",
-        "  6 files, %d bytes (6 hardlink), verified" % sum(p.stat().st_size for p in (r / "output").iterdir()),
+        f"  7 files, {size} bytes (7 move), verified",
+        f"  {r}/output/ is now empty, ready for the re-run (the backup is the only copy: do not edit it)",
         f"✓ New run-mask created at: {r}/run-mask-failed.nc", "  Number of failed cells to re-run: 2",
-        "  Enabled cells: 19, succeeded: 17, failed: 1, not run: 0, never written: 1"]
+        f"  Enabled cells: {ENABLED}, succeeded: {ENABLED - 2}, failed: {failed}, not run: 0, never written: {unwritten}"]
+    assert failed + unwritten == 2
     assert read_mask(r / "run-mask-failed.nc").sum() == 2
     runs.run(r / "run-mask-failed.nc", "rerun")
     code = merge_main([f"{r}/backup/", f"{r}/rerun/", f"{r}/merged/", "--verbose"])
     out = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert out[:3] == ["Salvaged run - successful cells: 17", "Rerun - successful cells: 2", "Found 5 files to merge"]
-    assert out[-3:] == ["✓ Merge complete", "  Merged: 5 files", "  Total successful cells: 19"]
+    assert out[:3] == [f"Salvaged run - successful cells: {ENABLED - 2}", "Rerun - successful cells: 2",
+                       "Found 6 files to merge"]
+    assert out[-3:] == ["✓ Merge complete", "  Merged: 6 files", f"  Total successful cells: {ENABLED}"]
     assert salvage_main([f"{r}/output/", f"{r}/backup/", "--original-mask", str(mask), "--new-mask", f"{r}/x.nc"]) == 2
     assert "pyddt-salvage: error: Backup directory already exists" in capsys.readouterr().err
     assert salvo_main(["merge", f"{r}/backup", f"{r}/rerun", f"{r}/merged"]) == 2

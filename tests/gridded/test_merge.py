@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 from salvo.errors import UsageError
 from salvo.gridded import STATUS_FILL, merge_outputs, read_mask, read_merge_source, read_status, write_run_mask
-from salvo.gridded.merge import plan_chunks
+from salvo.gridded.dvmdostem import site_mask
+from salvo.gridded.merge import MergeVerificationError, plan_chunks
 from salvo.gridded.ncschema import describe_netcdf
 
-from .conftest import tree_digest
+from .conftest import ENABLED, tree_digest
 
 QUIET = {"log": lambda _: None}
 
@@ -50,11 +51,12 @@ def test_recovered_run_equals_a_run_that_never_failed(runs):
         header = describe_netcdf(runs.root / "merged" / f.name)
         header["vars"].pop("merge_source", None)
         assert header == describe_netcdf(salv / f.name), f.name
-    assert report.total_success == 19 and report.rerun_success == 19 - report.salvaged_success > 0
+    assert report.total_success == ENABLED and report.rerun_success == ENABLED - report.salvaged_success > 0
     assert lines[:3] == [f"Salvaged run - successful cells: {report.salvaged_success}",
-                         f"Rerun - successful cells: {report.rerun_success}", "Found 5 files to merge"]
+                         f"Rerun - successful cells: {report.rerun_success}", "Found 6 files to merge"]
     assert "  Merging: restart-tr.nc" in lines and "  Merging: GPP_monthly_tr.nc" in lines
-    assert lines[-3:] == ["✓ Merge complete", "  Merged: 5 files", "  Total successful cells: 19"]
+    assert lines[-3:] == ["✓ Merge complete", "  Merged: 6 files", f"  Total successful cells: {ENABLED}"]
+    assert report.verified["GPP_monthly_tr.nc"] == ["GPP"] and "vegc" in report.verified["restart-tr.nc"]
     assert {**tree_digest(salv), **{f"r/{k}": v for k, v in tree_digest(rerun).items()}} == before
 
 
@@ -63,7 +65,7 @@ def test_restart_files_are_merged_across_their_own_dim_order(runs):
     merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", **QUIET)
     merged, old, new = (_open(d / "restart-tr.nc") for d in (runs.root / "merged", salv, rerun))
     assert merged["vegcov"].dims == ("Y", "X", "pft")
-    assert old["vegcov"][2, 3].values.tolist() == [-7777.0] * 2 or old["vegcov"][2, 3].values.tolist() == [-9999.0] * 2
+    assert old["vegcov"][2, 3].values.tolist() == [-7777.0] * 10 or old["vegcov"][2, 3].values.tolist() == [-9999.0] * 10
     xr.testing.assert_identical(merged["vegcov"][2, 3], new["vegcov"][2, 3])
     xr.testing.assert_identical(merged["TSsoil"][1, 1], old["TSsoil"][1, 1])
 
@@ -84,16 +86,16 @@ def test_cells_the_rerun_did_not_run_or_never_wrote_keep_salvaged_values(runs):
 def test_merge_source_counts_rerun_rounds(runs):
     mask = runs.mask()
     runs.run(mask, "salvaged", fail_cells=[(1, 1), (2, 2)])
-    first = write_run_mask(runs.root / "m1.nc", run=(np.arange(20).reshape(4, 5) == 6).astype("i4"))  # (1, 1) only
+    first = site_mask(runs.root / "m1.nc", run=(np.arange(100).reshape(10, 10) == 11).astype("i8"))  # (1, 1) only
     runs.run(first, "rerun1")
     merge_outputs(runs.root / "salvaged", rerun_dir=runs.root / "rerun1", output_dir=runs.root / "merged1", **QUIET)
-    second = write_run_mask(runs.root / "m2.nc", run=(np.arange(20).reshape(4, 5) == 12).astype("i4"))
+    second = site_mask(runs.root / "m2.nc", run=(np.arange(100).reshape(10, 10) == 22).astype("i8"))
     runs.run(second, "rerun2")
     report = merge_outputs(runs.root / "merged1", rerun_dir=runs.root / "rerun2", output_dir=runs.root / "merged2", **QUIET)
     source = read_merge_source(runs.root / "merged2" / "run_status.nc")
     assert report.rerun_index == 2
     assert source[1, 1] == 1 and source[2, 2] == 2 and int(source.sum()) == 3
-    assert read_status(runs.root / "merged2" / "run_status.nc")[read_mask(mask) == 1].tolist() == [100] * 19
+    assert read_status(runs.root / "merged2" / "run_status.nc")[read_mask(mask) == 1].tolist() == [100] * ENABLED
 
 
 def test_file_missing_from_rerun_is_carried_over_with_a_warning(runs):
@@ -106,13 +108,13 @@ def test_file_missing_from_rerun_is_carried_over_with_a_warning(runs):
     assert lines == ["  Warning: " + report.warnings[0]]
     assert tree_digest(runs.root / "merged")["VEGC_yearly_tr.nc"] == tree_digest(salv)["VEGC_yearly_tr.nc"]
     assert (runs.root / "merged" / "notes.txt").read_text() == "run notes\n"
-    assert len(report.merged) == 4
+    assert len(report.merged) == 5
 
 
 def test_different_time_dimension_is_an_error_naming_file_and_dimension(runs):
     mask = runs.mask()
     runs.run(mask, "salvaged", fail_cells=[(1, 1)])
-    runs.spec = type(runs.spec)(years=3, pfts=2, layers=3)
+    runs.spec = type(runs.spec)(years=3, layers=3)
     runs.run(mask, "rerun")
     with pytest.raises(UsageError, match=r"in CMTNUM_yearly_tr.nc: dimension 'time' has size 2 .* and 3 in the re-run"):
         merge_outputs(runs.root / "salvaged", rerun_dir=runs.root / "rerun", output_dir=runs.root / "merged", **QUIET)
@@ -120,7 +122,7 @@ def test_different_time_dimension_is_an_error_naming_file_and_dimension(runs):
 
 
 def test_different_grid_is_an_error_naming_the_dimension(runs):
-    runs.run(runs.mask(), "salvaged")
+    runs.run(runs.mask(shape=(4, 5)), "salvaged")
     runs.run(runs.mask("wide.nc", shape=(4, 6)), "rerun")
     with pytest.raises(UsageError, match=r"in run_status.nc: dimension 'X' has size 5 .* and 6 in the re-run"):
         merge_outputs(runs.root / "salvaged", rerun_dir=runs.root / "rerun", output_dir=runs.root / "merged", **QUIET)
@@ -129,8 +131,8 @@ def test_different_grid_is_an_error_naming_the_dimension(runs):
 def test_different_coordinates_are_an_error_naming_the_dimension(runs):
     salv, rerun = _recovered(runs, fail_cells=[(1, 1)])
     with netCDF4.Dataset(rerun / "GPP_monthly_tr.nc", "a") as ds:
-        ds.variables["y"][0] = 0.0
-    with pytest.raises(UsageError, match=r"Coordinates don't match in GPP_monthly_tr.nc: 'y' along dimension 'Y'"):
+        ds.variables["time"][0] = -1.0
+    with pytest.raises(UsageError, match=r"Coordinates don't match in GPP_monthly_tr.nc: 'time' along dimension 'time'"):
         merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", **QUIET)
 
 
@@ -142,7 +144,7 @@ def test_output_dir_must_be_new_or_empty(runs):
         merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", **QUIET)
     assert [p.name for p in (runs.root / "merged").iterdir()] == ["keep.txt"]
     (runs.root / "empty").mkdir()
-    assert merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "empty", **QUIET).total_success == 19
+    assert merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "empty", **QUIET).total_success == ENABLED
 
 
 def test_chunks_stay_within_budget_and_follow_disk_chunks():

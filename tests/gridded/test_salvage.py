@@ -15,7 +15,7 @@ from salvo.gridded import (STATUS_FILL, backup_outputs, build_rerun_mask, count_
                            rewrite_mask, salvage_run, verify_backup, write_run_status)
 from salvo.gridded.ncschema import describe_netcdf
 
-from .conftest import tree_digest
+from .conftest import ENABLED, tree_digest
 
 
 @pytest.mark.parametrize(("enabled", "status", "rerun"), [
@@ -85,16 +85,18 @@ def test_new_mask_keeps_every_variable_attribute_and_encoding(tmp_path, fmt):
 def test_salvage_backs_up_and_writes_mask_of_failed_cells(runs):
     mask = runs.mask()
     status = runs.run(mask, "output", seed=3, fail_cells=[(1, 1), (2, 3), (3, 4)])
+    before = tree_digest(runs.root / "output")
     lines: list[str] = []
     report = salvage_run(runs.root / "output", backup_dir=runs.root / "backup", original_mask=mask,
                          new_mask=runs.root / "failed.nc", verbose=True, log=lines.append)
-    assert tree_digest(runs.root / "backup") == tree_digest(runs.root / "output")
+    assert tree_digest(runs.root / "backup") == before
+    assert (runs.root / "output").is_dir() and not any((runs.root / "output").iterdir())  # empty for the re-run
     assert read_mask(runs.root / "failed.nc").tolist() == ((read_mask(mask) == 1) & (status != 100)).astype(int).tolist()
     assert lines[:3] == [f"Salvaging run from: {runs.root / 'output'}", f"Creating backup at: {runs.root / 'backup'}",
                          f"✓ Backup created at: {runs.root / 'backup'}"]
     assert f"✓ New run-mask created at: {runs.root / 'failed.nc'}" in lines
     assert "  Number of failed cells to re-run: 3" in lines
-    assert report.counts.to_rerun == 3 and report.backup.files == 6
+    assert report.counts.to_rerun == 3 and report.backup.files == 7 and report.backup.methods == {"move": 7}
 
 
 def test_salvage_refuses_an_existing_backup_and_writes_nothing(runs):
@@ -110,7 +112,7 @@ def test_salvage_refuses_an_existing_backup_and_writes_nothing(runs):
 def test_salvage_rejects_a_mask_of_another_shape_before_backing_up(runs):
     runs.run(runs.mask(), "output")
     other = runs.mask("other.nc", shape=(3, 3))
-    with pytest.raises(UsageError, match=r"Run-mask shape \(3, 3\) .* does not match run_status shape \(4, 5\)"):
+    with pytest.raises(UsageError, match=r"Run-mask shape \(3, 3\) .* does not match run_status shape \(10, 10\)"):
         salvage_run(runs.root / "output", backup_dir=runs.root / "backup", original_mask=other,
                     new_mask=runs.root / "failed.nc", log=lambda _: None)
     assert not (runs.root / "backup").exists()
@@ -122,19 +124,21 @@ def test_salvage_reads_run_status_from_the_given_path(runs):
     write_run_status(runs.root / "elsewhere.nc", status=np.where(read_mask(mask) == 1, STATUS_FILL, 0))
     report = salvage_run(runs.root / "output", backup_dir=runs.root / "b", original_mask=mask,
                          new_mask=runs.root / "failed.nc", run_status=runs.root / "elsewhere.nc", log=lambda _: None)
-    assert report.counts.unwritten == 19 and read_mask(runs.root / "failed.nc").sum() == 19
+    assert report.counts.unwritten == ENABLED and read_mask(runs.root / "failed.nc").sum() == ENABLED
 
 
-def test_backup_links_by_default_and_copies_on_request(runs):
+def test_backup_moves_by_default_and_copies_on_request(runs):
     runs.run(runs.mask(), "output")
-    linked = backup_outputs(runs.root / "output", backup_dir=runs.root / "linked")
+    before = tree_digest(runs.root / "output")
     copied = backup_outputs(runs.root / "output", backup_dir=runs.root / "copied", copy=True)
-    assert set(linked.methods) <= {"reflink", "hardlink"} and copied.methods == {"copy": 6}
+    assert set(copied.methods) <= {"reflink", "copy"} and sum(copied.methods.values()) == 7
     src = (runs.root / "output" / "run_status.nc").stat()
     assert (runs.root / "copied" / "run_status.nc").stat().st_ino != src.st_ino
-    assert tree_digest(runs.root / "copied") == tree_digest(runs.root / "output")
-    if "hardlink" in linked.methods:
-        assert (runs.root / "linked" / "run_status.nc").stat().st_ino == src.st_ino
+    assert tree_digest(runs.root / "copied") == tree_digest(runs.root / "output") == before
+    moved = backup_outputs(runs.root / "output", backup_dir=runs.root / "moved")
+    assert moved.methods == {"move": 7}
+    assert tree_digest(runs.root / "moved") == before and list((runs.root / "output").iterdir()) == []
+    assert (runs.root / "moved" / "run_status.nc").stat().st_ino == src.st_ino  # the same files, now only there
 
 
 def test_verify_backup_notices_a_damaged_copy(runs):
@@ -148,6 +152,9 @@ def test_verify_backup_notices_a_damaged_copy(runs):
         verify_backup(runs.root / "output", backup_dir=runs.root / "copied")
     os.unlink(target)
     with pytest.raises(OSError, match="incomplete; missing: GPP_monthly_tr.nc"):
+        verify_backup(runs.root / "output", backup_dir=runs.root / "copied")
+    os.link(runs.root / "output" / "GPP_monthly_tr.nc", target)
+    with pytest.raises(OSError, match="GPP_monthly_tr.nc is a hard link"):
         verify_backup(runs.root / "output", backup_dir=runs.root / "copied")
 
 
