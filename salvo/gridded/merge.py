@@ -318,19 +318,22 @@ def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Datas
                                                      f"differs from the salvaged file")
                 continue
             _small_cache(m, mv)
+            rv = rerun.variables[vname]
             dims = var.dimensions
-            cells = broadcast_cells(take, dims=dims, ydim=fgrid.ydim, xdim=fgrid.xdim)
             iy, ix = dims.index(fgrid.ydim), dims.index(fgrid.xdim)
             for sl in slabs(var, budget=chunk_bytes):
-                got = mv[sl]
-                c = np.broadcast_to(cells[_cell_slice(cells, sl)], got.shape)
-                for label, want, where in (("the re-run's", _read_as(rerun.variables[vname], sl, dims), c),
-                                           ("the salvaged", var[sl], ~c)):
-                    bad = _bits_differ(got, want) & where
-                    if bad.any():
-                        idx = np.argwhere(bad)[0]
-                        y = int(idx[iy]) + (sl[iy].start or 0)
-                        x = int(idx[ix]) + (sl[ix].start or 0)
+                # Written independently of the merge's own helpers: grid axes moved last, cells indexed directly.
+                got = np.moveaxis(np.asarray(mv[sl]), (iy, ix), (-2, -1))
+                old = np.moveaxis(np.asarray(var[sl]), (iy, ix), (-2, -1))
+                r_sl = tuple(sl[dims.index(d)] for d in rv.dimensions)
+                new = np.moveaxis(np.asarray(rv[r_sl]), [rv.dimensions.index(d) for d in (*_others(dims, iy, ix), fgrid.ydim, fgrid.xdim)],
+                                  range(len(dims)))
+                cells = take[sl[iy], sl[ix]]
+                for label, want, where in (("the re-run's", new, cells), ("the salvaged", old, ~cells)):
+                    diff = _bits_differ(got, want).reshape(-1, *cells.shape).any(axis=0) & where
+                    if diff.any():
+                        y, x = (int(v) for v in np.argwhere(diff)[0])
+                        y, x = y + (sl[iy].start or 0), x + (sl[ix].start or 0)
                         raise MergeVerificationError(
                             f"Merge check failed in {name}: variable '{vname}' at cell (y={y}, x={x}) does not hold "
                             f"{label} values (the merge did not merge; nothing was written to the output)")
@@ -339,6 +342,10 @@ def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Datas
             if not np.array_equal(got, source.astype(got.dtype)):
                 y, x = (int(v) for v in np.argwhere(got != source)[0])
                 raise MergeVerificationError(f"Merge check failed in {name}: '{SOURCE_VAR}' is wrong at cell (y={y}, x={x})")
+
+
+def _others(dims: tuple[str, ...], iy: int, ix: int) -> list[str]:
+    return [d for i, d in enumerate(dims) if i not in (iy, ix)]
 
 
 def slabs(var: netCDF4.Variable, *, budget: int) -> Iterator[tuple[slice, ...]]:
