@@ -25,6 +25,13 @@ def chunk_name(parameters: dict[str, Any]) -> str:
     return f"{items[0].id}{more}"
 
 
+class ItemResults(list):
+    """A task's results; short in Prefect's log lines, which print the state with its data."""
+
+    def __repr__(self) -> str:
+        return "[" + ", ".join(f"{r.item_id}: {r.status.value}" for r in self) + "]"
+
+
 class PrefectRecords:
     """Resume records in a Prefect result store, for :mod:`salvo.batchcore`."""
 
@@ -66,11 +73,11 @@ def run_items(
     def note_retry(result: ItemResult, attempt: int, delay: float) -> None:
         logger.warning("%s: %s: %s; retry %d of %d in %g s", result.item_id, result.status.value, result.reason, attempt - 1, retries, delay)
 
-    results = run_many(
+    results = ItemResults(run_many(
         zip(items, keys), worker, records=PrefectRecords(record_store(state)), timeout_s=timeout_s,
         retry=RetryPolicy(retries=retries, delays=tuple(retry_delays)), log_dir=log_dir, batch_id=batch_id, force=force,
         on_retry=note_retry,
-    )
+    ))
     for r in results:
         if r.status.failed:
             tail = f"\n{r.stderr_tail}" if r.stderr_tail else ""
