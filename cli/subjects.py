@@ -6,13 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cli.common import CliError, fail, positive_float, positive_int, print_json, run_flow
+from cli.common import CliError, fail, print_json, run_flow
 from salvo.errors import UsageError
 
 DESCRIPTION = """Run a pipeline over every subject of a study, each in its own child process with its own
-log (OUT/logs/<id>.log), locked, written to OUT/<id>/_work and promoted atomically, with
+log (OUT/<id>/logs/<id>.log), locked, written to OUT/<id>/_work and promoted atomically, with
 OUT/<id>/_done.json written last. Subjects done with the same config hash are skipped.
-Exit code: 0 all succeeded or skipped, 1 some failed, 2 bad input."""
+Exit code: 0 all succeeded or skipped, 1 some failed, 2 bad input (checked before anything runs)."""
 
 
 def register(subparsers: Any) -> None:
@@ -29,12 +29,14 @@ def register(subparsers: Any) -> None:
                    help="set the global option denoise_method (built-in: none, gaussian, median, patch2self)")
     p.add_argument("--pipeline-command", metavar="TEMPLATE",
                    help="run this command per subject instead of the built-in pipeline; placeholders: "
-                        "{id} {nifti} {dicom} {bval} {bvec} {work_dir} {options}")
+                        "{id} {input} (the NIfTI image or DICOM folder) {nifti} {dicom} {bval} {bvec} {work_dir} "
+                        "{options} (each option as --key value, the key spelled as in the manifest)")
     g = p.add_argument_group("running")
-    g.add_argument("--parallel", type=positive_int, default=1, metavar="N", help="subjects run at once (default: 1)")
+    g.add_argument("--parallel", default="1", metavar="N", help="subjects run at once (default: 1)")
     g.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="run on this existing Dask cluster")
-    g.add_argument("--timeout", type=positive_float, default=120.0, metavar="MINUTES", help="per-subject limit in minutes (default: 120)")
-    g.add_argument("--retries", type=int, default=0, metavar="N", help="retries for crashed subjects (default: 0)")
+    g.add_argument("--timeout", default="120", metavar="MINUTES",
+                   help="per-subject limit: minutes, or a duration such as 90s, 15m, 2h (default: 120)")
+    g.add_argument("--retries", default="0", metavar="N", help="retries for crashed subjects (default: 0)")
     g.add_argument("--force", action="store_true", help="re-run subjects even when done with the same config hash")
     g.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
     p.set_defaults(func=run_subjects)
@@ -49,26 +51,40 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def run_subjects(args: argparse.Namespace) -> int:
-    """Validate, run the ``subject-batch`` flow, print its summary; return the exit code."""
-    from flows.subject_batch import subject_batch
-    from salvo.subjects.plan import plan_subjects
+def _check(args: argparse.Namespace) -> dict[str, Any]:
+    """Every up-front check, in one pass; raises UsageError. Returns the flow's parameters."""
+    from salvo import validate
+    from salvo.subjects.plan import check_run_settings, plan_subjects
 
-    out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        return fail(f"--out is not a folder: {out}")
-    if args.retries < 0:
-        return fail("--retries must be >= 0")
+    timeout, parallel, retries = check_run_settings(
+        out=args.out, timeout_minutes=args.timeout, parallel=args.parallel, retries=args.retries,
+        names={"out": "--out", "timeout_minutes": "--timeout", "parallel": "--parallel", "retries": "--retries"},
+    )
+    if args.manifest is not None:
+        validate.regular_file(args.manifest, "--manifest")
+    if args.bids_dir is not None:
+        validate.existing_dir(args.bids_dir, "--bids-dir")
+    if args.pipeline_command is not None:
+        validate.command_argv(args.pipeline_command, "--pipeline-command")
+    if args.dask_address:
+        validate.dask_address(args.dask_address)
+    out = str(Path(args.out).expanduser())
     params = dict(
         manifest=args.manifest, bids_dir=args.bids_dir, include=args.include, exclude=args.exclude,
         options=_options(args), pipeline_command=args.pipeline_command,
     )
+    plan_subjects(**params, out_dir=out)  # the manifest, the units, the command and the output layout
+    return dict(params, out=out, timeout_minutes=timeout, parallel=parallel, retries=retries,
+                dask_address=args.dask_address or None, force=args.force, echo=not args.json)
+
+
+def run_subjects(args: argparse.Namespace) -> int:
+    """Validate, run the ``subject-batch`` flow, print its summary; return the exit code."""
+    from flows.subject_batch import subject_batch
+
     try:
-        plan_subjects(**params)  # every input problem is reported before a flow run starts
-        doc = run_flow(
-            subject_batch, out=str(out), timeout_minutes=args.timeout, parallel=args.parallel, dask_address=args.dask_address,
-            retries=args.retries, force=args.force, echo=not args.json, **params,
-        )
+        params = _check(args)  # every input problem is reported before a flow run starts
+        doc = run_flow(subject_batch, **params)
     except UsageError as exc:
         return fail(str(exc))
     except CliError as exc:

@@ -9,7 +9,7 @@ from prefect import flow
 
 from flows.batch import BatchFailed, BatchOptions, finish_batch, run_batch, run_namer, tag_current_run
 from salvo.subjects.console import SubjectMonitor
-from salvo.subjects.plan import build_items, build_worker
+from salvo.subjects.plan import build_items, build_worker, check_run_settings
 from tasks.subjects import PIPELINE, plan_subject_batch, publish_subject_summary, run_state, write_subject_reports
 
 
@@ -29,10 +29,17 @@ def subject_batch(
     force: bool = False,
     echo: bool = False,
 ) -> dict[str, Any]:
-    """Run every subject of a manifest or BIDS folder; skip those done with the same config hash."""
+    """Run every subject of a manifest or BIDS folder; skip those done with the same config hash.
+
+    Give ``manifest`` or ``bids_dir``: an empty string counts as not given, so a deployment can
+    ship ``""`` for both and each run names its own source. A bad parameter fails the run before
+    any subject starts, with a message naming the parameter.
+    """
     tag_current_run(PIPELINE)
+    timeout_minutes, parallel, retries = check_run_settings(out=out, timeout_minutes=timeout_minutes, parallel=parallel, retries=retries)
+    dask_address = dask_address or None
     out_dir = str(Path(out).expanduser().resolve())
-    plan = plan_subject_batch(manifest, bids_dir, include or [], exclude or [], options or {}, pipeline_command)
+    plan = plan_subject_batch(manifest, bids_dir, include or [], exclude or [], options or {}, pipeline_command, out_dir)
     ids = [s.id for s in plan.subjects]
     monitor = SubjectMonitor(ids, out_dir=out_dir, config_hash=plan.config_hash, timeout_min=timeout_minutes, echo=echo)
     monitor.announce()
@@ -45,7 +52,7 @@ def subject_batch(
             dask_address=dask_address,
             retries=retries,
             force=True,  # resume goes by each subject's _done.json and config hash, checked under its lock
-            log_dir=str(Path(out_dir) / "logs"),
+            log_dir=None,  # each subject logs to OUT/<id>/logs/<id>.log itself (the seed's layout)
             on_result=monitor,
         )
         outcome = run_batch(build_items(plan, out_dir=out_dir, force=force), build_worker(plan), pipeline=PIPELINE, options=batch)

@@ -16,6 +16,7 @@ from prefect.cache_policies import NONE
 from salvo.outcome import ItemResult
 from salvo.report import Summary
 from salvo.subjects.plan import SubjectPlan, plan_subjects
+from salvo.subjects.manifest import RUNS_DIR
 from salvo.subjects.report import METRICS_CSV, REPORT_HTML, subject_rows, write_html_report, write_metrics_csv
 
 PIPELINE = "subject-batch"
@@ -29,17 +30,19 @@ def plan_subject_batch(
     exclude: Sequence[str],
     options: dict[str, Any],
     pipeline_command: str | None,
+    out_dir: str | None = None,
 ) -> SubjectPlan:
-    """Load the manifest or discover the BIDS units; validate everything before anything runs."""
+    """Load the manifest or discover the BIDS units; validate everything (output layout included) before anything runs."""
     return plan_subjects(
-        manifest=manifest, bids_dir=bids_dir, include=include, exclude=exclude, options=options, pipeline_command=pipeline_command
+        manifest=manifest, bids_dir=bids_dir, include=include, exclude=exclude, options=options,
+        pipeline_command=pipeline_command, out_dir=out_dir,
     )
 
 
 @contextlib.contextmanager
 def run_state(out_dir: str) -> Iterator[str]:
     """A folder for the spine's records of this run only: resume across runs goes by ``_done.json``."""
-    folder = Path(out_dir) / ".salvo-runs" / uuid.uuid4().hex[:12]
+    folder = Path(out_dir) / RUNS_DIR / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True)
     try:
         yield str(folder)
@@ -58,7 +61,8 @@ def write_subject_reports(
     csv_path = write_metrics_csv(rows, Path(out_dir) / METRICS_CSV)
     counts = {"total": summary.total, **summary.counts, "failed": summary.failed}
     html_path = write_html_report(
-        rows, Path(out_dir) / REPORT_HTML, title=f"Subject batch: {out_dir}", config_hash=config_hash, summary=counts
+        rows, Path(out_dir) / REPORT_HTML, title=f"Subject batch: {out_dir}", config_hash=config_hash, summary=counts,
+        out_dir=out_dir,
     )
     return {"metrics": str(csv_path), "html": str(html_path)}
 

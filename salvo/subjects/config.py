@@ -10,7 +10,7 @@ from typing import Any
 from salvo.subjects.pipeline import PIPELINE_VERSION
 
 #: Placeholders a ``--pipeline-command`` template may use.
-COMMAND_FIELDS = ("id", "nifti", "dicom", "bval", "bvec", "work_dir", "options")
+COMMAND_FIELDS = ("id", "input", "nifti", "dicom", "bval", "bvec", "work_dir", "options")
 
 
 def merge_options(global_options: Mapping[str, Any], subject_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -21,11 +21,15 @@ def merge_options(global_options: Mapping[str, Any], subject_options: Mapping[st
 
 
 def option_flags(options: Mapping[str, Any]) -> list[str]:
-    """``{'preprocessing': True, 'denoise_method': 'x'}`` -> ``['--preprocessing', '--denoise-method', 'x']``."""
+    """``{'preprocessing': True, 'denoise_method': 'x'}`` -> ``['--denoise_method', 'x', '--preprocessing']``.
+
+    Each option is spelled exactly as its key, as the seed's users' tools expect (``--denoise_method``,
+    underscores kept); a key written with dashes in the manifest stays with dashes.
+    """
     flags: list[str] = []
     for key in sorted(options):
         value = options[key]
-        flag = "--" + key.replace("_", "-")
+        flag = "--" + key
         if value is None or value is False:
             continue
         if value is True:

@@ -5,17 +5,30 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from salvo.errors import UsageError
+from salvo.fsutil import TMP_PREFIX
+from salvo.validate import regular_file
 
 TOP_KEYS = ("global_options", "subjects")
 SUBJECT_KEYS = ("id", "nifti", "dicom", "bval", "bvec", "options")
 #: A subject id becomes a folder name: letters, digits and ``._-``, not starting with a dot.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+#: The folder of the spine's per-run records inside the output folder.
+RUNS_DIR = ".salvo-runs"
+#: Names Salvo itself uses inside the output folder (and inside each subject folder): never a subject id.
+RESERVED_IDS = (
+    "logs", ".locks", ".salvo-runs", "_work", "_done.json",
+    "batch_metrics.csv", "batch_report.html", "batch_processing_summary.txt", "batch_summary.json",
+    "batch_resume.txt", "batch_run_report.html", "report.html",
+)
+#: Prefixes of names Salvo gives to folders it creates (staging, quarantined work folders).
+RESERVED_PREFIXES = (TMP_PREFIX, "_failed-")
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,23 @@ def unsafe_id_reason(subject_id: Any) -> str | None:
         return f"id {subject_id!r} is not a safe folder name (no path separators or '..')"
     if not _SAFE_ID.match(subject_id):
         return f"id {subject_id!r} is not a safe folder name (use letters, digits, '.', '_', '-')"
+    if subject_id.lower() in RESERVED_IDS or subject_id.startswith(RESERVED_PREFIXES):
+        return f"id {subject_id!r} is a name Salvo uses for its own files in the output folder; rename the subject"
+    return None
+
+
+def _not_a_file_reason(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an input file (missing, a folder, a FIFO or device), or None."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"file not found: {path}"
+    except OSError as exc:
+        return f"file cannot be read: {path}: {exc.strerror}"
+    if stat.S_ISDIR(st.st_mode):
+        return f"is a folder, not a file: {path}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"is not a regular file (a FIFO, socket or device): {path}"
     return None
 
 
@@ -130,8 +160,8 @@ def _check_subject(raw: Any, index: int, base: Path, problems: list[str]) -> Sub
         if want_dir and not path.is_dir():
             problems.append(f"{where}: dicom folder not found: {path}")
             ok = False
-        elif not want_dir and not path.is_file():
-            problems.append(f"{where}: {key} file not found: {path}")
+        elif not want_dir and (why := _not_a_file_reason(path)) is not None:
+            problems.append(f"{where}: {key} {why}")
             ok = False
         paths[key] = str(path)
     options = _check_options(raw.get("options", {}), f"{where}.options", problems)
@@ -196,7 +226,7 @@ def validate_manifest(data: Any, *, base: Path, source: str = "manifest") -> Man
 
 def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read and validate a JSON manifest; relative paths are taken from the manifest's folder."""
-    p = Path(path)
+    p = regular_file(path, "manifest")  # a FIFO or a folder is refused here: reading it would hang or fail
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -13,6 +13,12 @@ import numpy as np
 from salvo.errors import InputError
 
 PIPELINE_VERSION = "builtin-1"
+#: Units of the metrics the built-in pipeline writes (shown on the report's plot axes).
+METRIC_UNITS = {
+    "n_volumes": "volumes", "n_b0": "volumes", "n_shells": "shells", "mask_fraction": "fraction of voxels",
+    "b0_mean": "a.u.", "dwi_mean": "a.u.", "snr_b0": "ratio", "mean_diffusivity": "mm²/s",
+    "denoise_residual_std": "a.u.",
+}
 DENOISE_METHODS = ("none", "gaussian", "median", "patch2self")
 #: b-values below this count as b0; b-values closer than SHELL_TOLERANCE share a shell.
 B0_THRESHOLD = 50.0
@@ -168,6 +174,7 @@ def run_pipeline(
         "preprocessing": bool(opts.get("preprocessing")),
         "denoise_method": method,
         "metrics": metrics,
+        "units": {k: v for k, v in METRIC_UNITS.items() if k in metrics},
         "shells": result["shells"],
         "volumes": result["volumes"],
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,8 +11,9 @@ from salvo.errors import UsageError
 from salvo.items import Item, Worker, template_fields
 from salvo.subjects.config import COMMAND_FIELDS, config_hash, merge_options, pipeline_version
 from salvo.subjects.discover import discover_bids
-from salvo.subjects.manifest import Subject, load_manifest
+from salvo.subjects.manifest import RESERVED_IDS, Subject, load_manifest
 from salvo.subjects.pipeline import DENOISE_METHODS
+from salvo.validate import check_layout, command_argv, duration, number, output_dir
 
 #: The worker entry point that runs inside each subject's child process.
 WORKER_TARGET = "salvo.subjects.unit:process_subject"
@@ -33,6 +35,7 @@ def _check_pipeline(command: str | None, options: Mapping[str, Any]) -> None:
     if command is not None:
         if not command.strip():
             raise UsageError("--pipeline-command is empty")
+        command_argv(command, "--pipeline-command")  # balanced quotes, and a program that exists
         unknown = [f for f in template_fields(command) if f not in COMMAND_FIELDS]
         if unknown:
             allowed = ", ".join("{" + f + "}" for f in COMMAND_FIELDS)
@@ -43,6 +46,82 @@ def _check_pipeline(command: str | None, options: Mapping[str, Any]) -> None:
         raise UsageError(f"unknown --denoise-method {method!r}: the built-in pipeline knows {', '.join(DENOISE_METHODS)}")
 
 
+def _check_kinds(command: str | None, subjects: Sequence[Subject]) -> None:
+    """A command that names {nifti} or {dicom} must get one from every subject ({input} takes either)."""
+    if not command:
+        return
+    fields = set(template_fields(command))
+    for kind, other in (("nifti", "a DICOM folder"), ("dicom", "a NIfTI image")):
+        if kind in fields:
+            lacking = [s.id for s in subjects if not getattr(s, kind)]
+            if lacking:
+                more = f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else ""
+                raise UsageError(
+                    f"subject {lacking[0]}{more} has {other} and no {kind}, but --pipeline-command uses {{{kind}}};"
+                    " use {input}, which is each subject's NIfTI image or DICOM folder"
+                )
+
+
+def check_run_settings(
+    *,
+    out: Any,
+    timeout_minutes: Any,
+    parallel: Any,
+    retries: Any,
+    names: Mapping[str, str] | None = None,
+) -> tuple[float, int, int]:
+    """The run settings, checked (finite, in range), each error naming the parameter as the caller spells it.
+
+    ``names`` maps ``out``, ``timeout_minutes``, ``parallel`` and ``retries`` to the caller's names
+    (the CLI passes its flags; the flow keeps its parameter names). Returns (timeout in minutes,
+    parallel, retries).
+    """
+    n = {"out": "out", "timeout_minutes": "timeout_minutes", "parallel": "parallel", "retries": "retries", **(names or {})}
+    if out is None or not str(out).strip():
+        raise UsageError(f"{n['out']} is required: the folder that receives one sub-folder per subject")
+    output_dir(os.path.expanduser(str(out)), n["out"])
+    if isinstance(timeout_minutes, str):
+        minutes = duration(timeout_minutes, n["timeout_minutes"], default_unit="m") / 60.0
+    else:
+        minutes = float(number(timeout_minutes, n["timeout_minutes"], minimum=0, exclusive_minimum=True))
+        duration(minutes, n["timeout_minutes"], default_unit="m")  # at most a week
+    workers = int(number(parallel, n["parallel"], minimum=1, maximum=1024, integer=True))
+    tries = int(number(retries, n["retries"], minimum=0, maximum=100, integer=True))
+    return minutes, workers, tries
+
+
+def _real(path: str | os.PathLike[str]) -> str:
+    return os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+def _related(a: str, b: str) -> bool:
+    """Whether one of two resolved paths is, contains or is inside the other."""
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a.rstrip(os.sep) + os.sep)
+
+
+def check_out_layout(
+    subjects: Sequence[Subject], out_dir: str | os.PathLike[str], *, sources: Sequence[str | os.PathLike[str]] = ()
+) -> None:
+    """Refuse an output folder where promoting a subject would replace an input or a folder Salvo uses.
+
+    Each subject's folder ``OUT/<id>`` is replaced whole when its run succeeds, so it must not be,
+    contain or lie inside any subject's input (image, DICOM folder, sidecars) or ``sources`` (the
+    manifest), nor be one of the names Salvo keeps in ``OUT`` (logs, locks, reports).
+    """
+    out = _real(out_dir)
+    # Only inputs near OUT can clash: the check stays linear in the number of subjects.
+    inputs = [p for s in subjects for p in (*s.inputs, *sources) if _related(out, _real(p))]
+    outputs = {s.id: os.path.join(out, s.id) for s in subjects}
+    check_layout(outputs, inputs=inputs, reserved=[os.path.join(out, name) for name in RESERVED_IDS])
+
+
+def _given(value: str | None) -> str | None:
+    """A path parameter, with an empty or blank string taken as absent (deployments ship "" defaults)."""
+    if value is None or not str(value).strip():
+        return None
+    return str(value)
+
+
 def plan_subjects(
     *,
     manifest: str | None = None,
@@ -51,10 +130,18 @@ def plan_subjects(
     exclude: Sequence[str] = (),
     options: Mapping[str, Any] | None = None,
     pipeline_command: str | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
 ) -> SubjectPlan:
-    """Load or discover the subjects (validating everything first) and fix the config hash."""
+    """Load or discover the subjects (validating everything first) and fix the config hash.
+
+    With ``out_dir``, also refuse an output layout that could overwrite an input (see
+    `check_out_layout`). Empty strings count as absent for ``manifest``, ``bids_dir`` and
+    ``pipeline_command``.
+    """
+    manifest, bids_dir, pipeline_command = _given(manifest), _given(bids_dir), _given(pipeline_command)
     if bool(manifest) == bool(bids_dir):
-        raise UsageError("give exactly one of --manifest or --bids-dir")
+        which = "both were given" if manifest else "neither was given"
+        raise UsageError(f"give exactly one of manifest (--manifest) or bids_dir (--bids-dir); {which}")
     overrides = {k: v for k, v in (options or {}).items() if v is not None}
     if manifest:
         if include or exclude:
@@ -66,6 +153,9 @@ def plan_subjects(
     _check_pipeline(pipeline_command, global_options)
     for subject in subjects:
         _check_pipeline(pipeline_command, merge_options(global_options, subject.options))
+    _check_kinds(pipeline_command, subjects)
+    if out_dir is not None:
+        check_out_layout(subjects, out_dir, sources=[manifest] if manifest else [])
     return SubjectPlan(
         subjects=tuple(subjects),
         global_options=global_options,
@@ -87,6 +177,7 @@ def build_items(plan: SubjectPlan, *, out_dir: str, force: bool = False) -> list
             "options": options,
             "pipeline_command": plan.pipeline_command,
             "force": force,
+            "exit_with_command_code": True,  # the child exits with the command's own code
         }
         # No `inputs`: resume goes by _done.json, so the spine need not read every image to key it.
         items.append(Item(id=subject.id, params=params))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import io
@@ -13,17 +14,32 @@ from typing import Any
 
 from salvo.fsutil import atomic_write_text
 from salvo.outcome import ItemResult, Status, signal_name
-from salvo.subjects.unit import read_done, subject_dir
+from salvo.subjects.pipeline import METRIC_UNITS
+from salvo.subjects.unit import FAILED_PREFIX, LOGS_DIR, WORK_DIR, read_done, subject_dir
 
 METRICS_CSV = "batch_metrics.csv"
 REPORT_HTML = "batch_report.html"
-LOGS_DIR = "logs"
 _COLOURS = {"success": "#2e7d32", "skipped": "#757575", "timeout": "#ef6c00", "crashed": "#c62828"}
+#: QC images shown in the report's gallery, embedded so that the page stays one self-contained file.
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".svg": "image/svg+xml"}
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+MAX_GALLERY_BYTES = 50 * 1024 * 1024
+MAX_IMAGES_PER_SUBJECT = 12
 
 
-def log_path(out_dir: str | os.PathLike[str], subject_id: str) -> Path:
-    """Where a subject's child process writes its log."""
-    return Path(out_dir) / LOGS_DIR / f"{subject_id}.log"
+def qc_images(folder: str | os.PathLike[str]) -> list[str]:
+    """The images a subject's pipeline wrote (paths relative to its folder), not logs or set-aside runs."""
+    base = Path(folder)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        rel = Path(dirpath).relative_to(base)
+        if rel == Path("."):
+            dirnames[:] = [d for d in dirnames if d not in (LOGS_DIR, WORK_DIR) and not d.startswith(FAILED_PREFIX)]
+        dirnames.sort()
+        for name in sorted(filenames):
+            if Path(name).suffix.lower() in IMAGE_TYPES:
+                found.append((rel / name).as_posix())
+    return found
 
 
 def format_duration(seconds: float) -> str:
@@ -96,16 +112,24 @@ def subject_rows(results: Sequence[ItemResult], *, out_dir: str | os.PathLike[st
         reason = result.reason if result.status is Status.SKIPPED else ""
         if result.status.failed:
             reason = failure_reason(result, timeout_min=timeout_min)
+        # A subject that did not run in this batch has no duration of its own here: the time it
+        # took to be skipped is not a processing time. Its earlier run's duration is kept apart.
+        ran = result.status not in (Status.SKIPPED, Status.NOT_RUN)
+        done_s = _numeric((done or {}).get("duration_s")) if result.status.ok else None
+        units = (done or {}).get("units") if result.status.ok else None
         rows.append(
             {
                 "subject": result.item_id,
                 "status": result.status.value,
                 "reason": reason,
-                "duration_s": round(result.duration_s, 3),
+                "duration_s": round(result.duration_s, 3) if ran else None,
+                "done_duration_s": done_s,
                 "started": result.started or "",
                 "config_hash": (done or {}).get("config_hash", "") if result.status.ok else "",
-                "log": f"{LOGS_DIR}/{result.item_id}.log",
+                "log": f"{result.item_id}/{LOGS_DIR}/{result.item_id}.log",
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None},
+                "units": {k: str(v) for k, v in units.items()} if isinstance(units, dict) else {},
+                "images": qc_images(subject_dir(out_dir, result.item_id)) if result.status.ok and done else [],
             }
         )
     return rows
@@ -121,13 +145,14 @@ def _metric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def write_metrics_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
     """``batch_metrics.csv``: subject, status, reason, duration and every metric, one row per subject."""
-    fixed = ["subject", "status", "reason", "duration_s", "started", "config_hash"]
+    fixed = ["subject", "status", "reason", "duration_s", "done_duration_s", "started", "config_hash"]
     names = _metric_names(rows)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(fixed + names)
     for row in rows:
-        writer.writerow([row[k] for k in fixed] + ["" if row["metrics"].get(n) is None else row["metrics"][n] for n in names])
+        cells = ["" if row.get(k) is None else row[k] for k in fixed]
+        writer.writerow(cells + ["" if row["metrics"].get(n) is None else row["metrics"][n] for n in names])
     return atomic_write_text(path, buf.getvalue())
 
 
@@ -137,15 +162,54 @@ def _numeric(value: Any) -> float | None:
     return float(value)
 
 
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` round tick values covering [lo, hi] (1, 2 or 5 times a power of ten apart)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(1, n - 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    ticks = []
+    t = first
+    while t <= hi + step * 1e-9:
+        ticks.append(round(t, 12))
+        t += step
+    return ticks
+
+
+def _tick_label(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _x_axis(parts: list[str], *, x0: float, x1: float, y: float, lo: float, hi: float, label: str) -> None:
+    """An x axis line with round ticks, their values, and a label with the unit."""
+    span = (hi - lo) or 1.0
+    parts.append(f'<line class="axis" x1="{x0}" y1="{y}" x2="{x1}" y2="{y}" stroke="#333"/>')
+    for t in nice_ticks(lo, hi):
+        x = x0 + (x1 - x0) * (t - lo) / span
+        parts.append(f'<line class="tick" x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{y + 4}" stroke="#333"/>')
+        parts.append(f'<text class="tick-label" x="{x:.1f}" y="{y + 15}" font-size="10" text-anchor="middle">{_tick_label(t)}</text>')
+    parts.append(f'<text class="axis-label" x="{(x0 + x1) / 2:.1f}" y="{y + 30}" font-size="11" text-anchor="middle">{html.escape(label)}</text>')
+
+
 def svg_durations(rows: Sequence[dict[str, Any]]) -> str:
-    """A horizontal bar per subject, coloured by status."""
+    """A horizontal bar per subject that ran in this batch, coloured by status, on a time axis with its unit."""
+    ran = [r for r in rows if _numeric(r.get("duration_s")) is not None]
     bar_h, label_w, width = 16, 170, 420
-    longest = max((r["duration_s"] for r in rows), default=0) or 1.0
-    height = bar_h * len(rows) + 24
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + width + 70}" height="{height}" role="img">']
-    for i, row in enumerate(rows):
+    longest = max((r["duration_s"] for r in ran), default=0) or 1.0
+    minutes = longest >= 120
+    scale = 60.0 if minutes else 1.0
+    axis_max = max(nice_ticks(0, longest / scale)[-1], longest / scale)
+    axis_y = 8 + bar_h * len(ran)
+    height = axis_y + 40
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="durations" width="{label_w + width + 70}" height="{height}" role="img">']
+    parts.append(f"<title>Duration of each subject that ran in this batch ({'min' if minutes else 's'})</title>")
+    for i, row in enumerate(ran):
         y = 4 + i * bar_h
-        w = max(1.0, width * row["duration_s"] / longest)
+        w = max(1.0, width * (row["duration_s"] / scale) / axis_max)
         colour = _COLOURS.get(row["status"], "#b71c1c")
         name = html.escape(row["subject"])
         parts.append(f'<text x="{label_w - 6}" y="{y + 12}" font-size="11" text-anchor="end">{name}</text>')
@@ -154,18 +218,30 @@ def svg_durations(rows: Sequence[dict[str, Any]]) -> str:
             f"<title>{name}: {row['status']}, {format_duration(row['duration_s'])}</title></rect>"
         )
         parts.append(f'<text x="{label_w + w + 4:.1f}" y="{y + 12}" font-size="10">{format_duration(row["duration_s"])}</text>')
+    parts.append(f'<line class="axis" x1="{label_w}" y1="2" x2="{label_w}" y2="{axis_y}" stroke="#333"/>')
+    _x_axis(parts, x0=label_w, x1=label_w + width, y=axis_y, lo=0.0, hi=axis_max,
+            label=f"duration in this batch ({'minutes' if minutes else 'seconds'})")
     parts.append("</svg>")
     return "".join(parts)
 
 
-def svg_distribution(name: str, points: Sequence[tuple[str, float]]) -> str:
-    """A strip plot of one metric over subjects (one dot per subject, hover for its id)."""
-    width, height, pad = 460, 60, 30
+def metric_label(name: str, unit: str | None) -> str:
+    """``mean_diffusivity (mm²/s)``; a metric with no known unit says so."""
+    return f"{name} ({unit})" if unit else f"{name} (no unit given)"
+
+
+def svg_distribution(name: str, points: Sequence[tuple[str, float]], *, unit: str | None = None) -> str:
+    """A strip plot of one metric over subjects: one dot per subject (hover for its id) on a labelled axis."""
+    width, height, pad = 460, 78, 30
     values = [v for _s, v in points]
     lo, hi = min(values), max(values)
-    span = (hi - lo) or 1.0
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
-    parts.append(f'<line x1="{pad}" y1="30" x2="{width - pad}" y2="30" stroke="#999"/>')
+    if hi == lo:
+        lo, hi = lo - (abs(lo) * 0.1 or 1.0), hi + (abs(hi) * 0.1 or 1.0)
+    ticks = nice_ticks(lo, hi)
+    lo, hi = min([lo, *ticks]), max([hi, *ticks])
+    span = hi - lo
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="distribution" width="{width}" height="{height}" role="img">']
+    parts.append(f"<title>{html.escape(metric_label(name, unit))}: one dot per subject</title>")
     for i, (subject, value) in enumerate(points):
         x = pad + (width - 2 * pad) * (value - lo) / span
         y = 24 + (i % 3) * 6
@@ -173,15 +249,66 @@ def svg_distribution(name: str, points: Sequence[tuple[str, float]]) -> str:
             f'<circle cx="{x:.1f}" cy="{y}" r="4" fill="#1565c0" fill-opacity="0.7">'
             f"<title>{html.escape(subject)}: {value:.6g}</title></circle>"
         )
-    parts.append(f'<text x="{pad}" y="52" font-size="10">{lo:.4g}</text>')
-    parts.append(f'<text x="{width - pad}" y="52" font-size="10" text-anchor="end">{hi:.4g}</text>')
+    _x_axis(parts, x0=pad, x1=width - pad, y=40, lo=lo, hi=hi, label=metric_label(name, unit))
     parts.append(f'<text x="{width // 2}" y="12" font-size="11" text-anchor="middle">{html.escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def render_html(rows: Sequence[dict[str, Any]], *, title: str, config_hash: str, summary: dict[str, int]) -> str:
-    """The whole self-contained report page (inline CSS and SVG, no outside references)."""
+def _duration_cell(row: dict[str, Any]) -> str:
+    if _numeric(row.get("duration_s")) is not None:
+        return format_duration(row["duration_s"])
+    earlier = _numeric(row.get("done_duration_s"))
+    what = "not run" if row["status"] == "not_run" else "skipped"
+    return f"– ({what}; took {format_duration(earlier)} when it ran)" if earlier is not None else f"– ({what})"
+
+
+def _gallery(rows: Sequence[dict[str, Any]], base: Path | None) -> list[str]:
+    """Every subject's QC images, embedded as data: URIs (within size limits, so the page stays one file)."""
+    if base is None or not any(r.get("images") for r in rows):
+        return []
+    esc = html.escape
+    out = ["<h2>QC images</h2>", '<div id="gallery">']
+    total, left_out = 0, []
+    for row in rows:
+        images = list(row.get("images") or [])
+        if not images:
+            continue
+        figures = []
+        for rel in images[:MAX_IMAGES_PER_SUBJECT]:
+            path = subject_dir(base, row["subject"]) / rel
+            try:
+                size = path.stat().st_size
+                if size > MAX_IMAGE_BYTES or total + size > MAX_GALLERY_BYTES:
+                    left_out.append(f"{row['subject']}/{rel}")
+                    continue
+                data = path.read_bytes()
+            except OSError:
+                continue
+            total += len(data)
+            mime = IMAGE_TYPES[path.suffix.lower()]
+            uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+            figures.append(
+                f'<figure><img src="{uri}" alt="{esc(row["subject"])} {esc(rel)}" style="max-width:240px;image-rendering:pixelated">'
+                f"<figcaption>{esc(rel)}</figcaption></figure>"
+            )
+        left_out += [f"{row['subject']}/{rel}" for rel in images[MAX_IMAGES_PER_SUBJECT:]]
+        if figures:
+            out.append(f'<section class="subject-images" data-subject="{esc(row["subject"])}"><h3>{esc(row["subject"])}</h3>'
+                       + "".join(figures) + "</section>")
+    out.append("</div>")
+    if left_out:
+        out.append(f"<p>Not embedded (size limits): {esc(', '.join(left_out[:50]))}"
+                   + (f" and {len(left_out) - 50} more" if len(left_out) > 50 else "") + "</p>")
+    return out
+
+
+def render_html(rows: Sequence[dict[str, Any]], *, title: str, config_hash: str, summary: dict[str, int],
+                out_dir: str | os.PathLike[str] | None = None) -> str:
+    """The whole self-contained report page (inline CSS, SVG and images, no outside references).
+
+    With ``out_dir``, the QC images each subject's pipeline wrote are shown in a gallery.
+    """
     names = _metric_names(rows)
     esc = html.escape
     out = [
@@ -190,7 +317,8 @@ def render_html(rows: Sequence[dict[str, Any]], *, title: str, config_hash: str,
         f"<title>{esc(title)}</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}th{background:#eee}"
-        ".success{color:#2e7d32}.skipped{color:#757575}.failed{color:#c62828;font-weight:bold}</style>",
+        ".success{color:#2e7d32}.skipped{color:#757575}.failed{color:#c62828;font-weight:bold}"
+        "figure{display:inline-block;margin:4px 8px}figcaption{font-size:11px;color:#555}</style>",
         "</head><body>",
         f"<h1>{esc(title)}</h1>",
         f"<p>Config hash: <code>{esc(config_hash)}</code></p>",
@@ -208,26 +336,37 @@ def render_html(rows: Sequence[dict[str, Any]], *, title: str, config_hash: str,
         )
         out.append(
             f'<tr data-subject="{esc(row["subject"])}"><td>{i}</td><td>{esc(row["subject"])}</td>'
-            f'<td class="{css}">{esc(row["status"])}</td><td>{format_duration(row["duration_s"])}</td>'
+            f'<td class="{css}">{esc(row["status"])}</td><td class="duration">{esc(_duration_cell(row))}</td>'
             f'<td>{esc(row["reason"])}</td><td><a href="{esc(row["log"])}">log</a></td>{cells}</tr>'
         )
     out.append("</table>")
     out.append("<h2>Durations</h2>")
-    out.append(svg_durations(rows))
+    skipped = sum(1 for r in rows if _numeric(r.get("duration_s")) is None)
+    if skipped:
+        out.append(f"<p>{skipped} subject{'s' if skipped != 1 else ''} did not run in this batch (skipped or not run):"
+                   " not plotted; the table gives the duration of their earlier run.</p>")
+    if len(rows) > skipped:
+        out.append(svg_durations(rows))
     plotted = False
+    units = {}
+    for row in rows:
+        units.update(row.get("units") or {})
     for name in names:
         points = [(r["subject"], v) for r in rows if (v := _numeric(r["metrics"].get(name))) is not None]
         if points:
             if not plotted:
                 out.append("<h2>Metric distributions</h2>")
                 plotted = True
-            out.append(f'<div class="metric">{svg_distribution(name, points)}</div>')
+            unit = units.get(name) or METRIC_UNITS.get(name)
+            out.append(f'<div class="metric">{svg_distribution(name, points, unit=unit)}</div>')
+    out += _gallery(rows, Path(out_dir) if out_dir is not None else None)
     out.append("</body></html>")
     return "\n".join(out)
 
 
 def write_html_report(
-    rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], *, title: str, config_hash: str, summary: dict[str, int]
+    rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], *, title: str, config_hash: str, summary: dict[str, int],
+    out_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Write ``batch_report.html`` atomically."""
-    return atomic_write_text(path, render_html(rows, title=title, config_hash=config_hash, summary=summary))
+    """Write ``batch_report.html`` atomically (with ``out_dir``, its QC gallery too)."""
+    return atomic_write_text(path, render_html(rows, title=title, config_hash=config_hash, summary=summary, out_dir=out_dir))

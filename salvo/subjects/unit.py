@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -35,12 +36,76 @@ DONE_FILE = "_done.json"
 WORK_DIR = "_work"
 FAILED_PREFIX = "_failed-"
 LOCKS_DIR = ".locks"
+LOGS_DIR = "logs"
 LOCKED_REASON = "locked by another run"
+#: Lines of a failed subject's log copied to the batch's own error stream (and so to its reason).
+TAIL_LINES = 20
 
 
 def subject_dir(out_dir: str | os.PathLike[str], subject_id: str) -> Path:
     """The final folder of one subject's outputs."""
     return Path(out_dir) / subject_id
+
+
+def log_path(out_dir: str | os.PathLike[str], subject_id: str) -> Path:
+    """Salvo's log of one subject, in the seed's place: ``OUT/<id>/logs/<id>.log`` (appended to by every run)."""
+    return subject_dir(out_dir, subject_id) / LOGS_DIR / f"{subject_id}.log"
+
+
+class SubjectLog:
+    """Point this process's stdout and stderr (file descriptors 1 and 2) at the subject's log.
+
+    Everything the subject's run prints goes to the log, C libraries and the pipeline command
+    included. On ``close``, the original streams come back; a failed run copies the last lines of
+    its part of the log to them, so the batch still sees why it failed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.start = os.fstat(fd).st_size
+        self.saved = (os.dup(1), os.dup(2))
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        # Python's own streams too, wherever they pointed (a test harness may have replaced them).
+        self.streams = (sys.stdout, sys.stderr)
+        self.stream = os.fdopen(os.dup(2), "w", buffering=1)
+        sys.stdout = sys.stderr = self.stream
+        self.open = True
+
+    def tail(self, lines: int = TAIL_LINES) -> list[str]:
+        """The last ``lines`` non-empty lines this run wrote to the log."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(max(self.start, os.fstat(fh.fileno()).st_size - 64 * 1024))
+                text = fh.read().decode("utf-8", "replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if line.strip()][-lines:]
+
+    def close(self, *, failed: bool = False, last: str | None = None) -> None:
+        """Restore stdout and stderr; when ``failed``, echo the log's tail there (then ``last``, if given)."""
+        if not self.open:
+            return
+        self.open = False
+        self.stream.flush()
+        sys.stdout, sys.stderr = self.streams
+        self.stream.close()
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        for fd in self.saved:
+            os.close(fd)
+        if failed:
+            lines = self.tail()
+            if last:
+                lines.append(last)
+            if lines:
+                sys.stderr.write("\n".join(lines) + "\n")
+                sys.stderr.flush()
 
 
 def lock_path(out_dir: str | os.PathLike[str], subject_id: str) -> Path:
@@ -137,8 +202,25 @@ def promote(work: str | os.PathLike[str], folder: str | os.PathLike[str]) -> Pat
     os.rename(staging, final)
     for kept in sorted(aside.glob(f"{FAILED_PREFIX}*")):
         os.rename(kept, final / kept.name)
+    _carry_logs(aside / LOGS_DIR, final / LOGS_DIR)
     shutil.rmtree(aside, ignore_errors=True)
     return final
+
+
+def _carry_logs(old: Path, new: Path) -> None:
+    """Keep the subject's logs across promotion (an open log file keeps being written after the rename)."""
+    if not old.is_dir():
+        return
+    if not new.exists():
+        os.rename(old, new)
+        return
+    for entry in sorted(old.iterdir()):  # the pipeline wrote its own logs/ folder: merge, never overwrite
+        target = new / entry.name
+        n = 0
+        while target.exists():
+            n += 1
+            target = new / f"{entry.stem}.salvo{'' if n == 1 else n}{entry.suffix}"
+        os.rename(entry, target)
 
 
 def _clear_stale(out_dir: Path, subject_id: str, folder: Path) -> None:
@@ -149,6 +231,16 @@ def _clear_stale(out_dir: Path, subject_id: str, folder: Path) -> None:
     kept = quarantine_work(folder)
     if kept is not None:
         print(f"kept the work folder of an interrupted run as {kept}", file=sys.stderr, flush=True)
+
+
+def read_units(work: Path) -> dict[str, str]:
+    """The units a pipeline gave its metrics in ``metrics.json`` (``{"units": {"fa_mean": "ratio"}}``), if any."""
+    try:
+        data = json.loads((work / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    units = data.get("units") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in units.items()} if isinstance(units, dict) else {}
 
 
 def _read_command_metrics(work: Path) -> dict[str, Any]:
@@ -166,9 +258,9 @@ def _read_command_metrics(work: Path) -> dict[str, Any]:
 def run_command(template: str, *, subject: Mapping[str, Any], work: Path, options: Mapping[str, Any]) -> dict[str, Any]:
     """Run the user's pipeline command for one subject in ``work``; return the metrics it wrote."""
     params = {k: subject.get(k) or "" for k in ("id", "nifti", "dicom", "bval", "bvec")}
-    params.update(work_dir=str(work), options=option_flags(options))
+    params.update(input=subject.get("nifti") or subject.get("dicom") or "", work_dir=str(work), options=option_flags(options))
     argv = render_command(template, params)
-    for name in ("nifti", "dicom", "bval", "bvec"):
+    for name in ("input", "nifti", "dicom", "bval", "bvec"):
         if "{" + name + "}" in template and not subject.get(name):
             raise InputError(f"subject {subject['id']} has no {name}, but the pipeline command uses {{{name}}}")
     print("running: " + " ".join(argv), file=sys.stderr, flush=True)
@@ -191,8 +283,16 @@ def run_command(template: str, *, subject: Mapping[str, Any], work: Path, option
     if code == EXIT_INPUT_ERROR:
         raise InputError(last or "pipeline command rejected the input")
     if code != 0:
-        raise RuntimeError(f"pipeline command exited with code {code}" + (f": {last}" if last else ""))
+        raise _CommandFailed(code, last)
     return _read_command_metrics(work)
+
+
+class _CommandFailed(RuntimeError):
+    """The pipeline command exited with a code of its own: the subject's child exits with the same code."""
+
+    def __init__(self, code: int, last: str) -> None:
+        super().__init__(f"pipeline command exited with code {code}" + (f": {last}" if last else ""))
+        self.code, self.last = code, last
 
 
 class _CommandKilled(Exception):
@@ -217,8 +317,15 @@ def process_subject(
     options: Mapping[str, Any],
     pipeline_command: str | None = None,
     force: bool = False,
+    exit_with_command_code: bool = False,
 ) -> dict[str, Any]:
-    """Worker entry point: run one subject under its lock, promote its outputs, write ``_done.json`` last."""
+    """Worker entry point: run one subject under its lock, promote its outputs, write ``_done.json`` last.
+
+    While it runs, everything it prints goes to ``OUT/<id>/logs/<id>.log``. With
+    ``exit_with_command_code`` (set for the batch's child processes only), a pipeline command that
+    exits with code N makes this process exit with code N too, so the batch reports the real code;
+    otherwise a RuntimeError says the code.
+    """
     sid = str(subject["id"])
     out = Path(out_dir)
     folder = subject_dir(out, sid)
@@ -226,58 +333,99 @@ def process_subject(
         if not force and is_done(folder, config_hash=config_hash):
             raise SkipItem(f"already done (config hash {config_hash})")
         folder.mkdir(parents=True, exist_ok=True)
-        _clear_stale(out, sid, folder)
-        work = folder / WORK_DIR
-        work.mkdir()
-        started = time.time()
-        _log(f"{sid}: started {_iso(started)}, config hash {config_hash}, pipeline {pipeline_version(pipeline_command)}")
-        inputs = {p: checksum_path(p) for k in ("nifti", "dicom", "bval", "bvec") if (p := subject.get(k))}
-        in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if in_main else None
+        log = SubjectLog(log_path(out, sid))
         try:
-            if pipeline_command:
-                metrics = run_command(pipeline_command, subject=subject, work=work, options=options)
-            elif subject.get("nifti"):
-                metrics = run_pipeline(subject["nifti"], work_dir=work, bval=subject.get("bval"), options=options)
-            else:
-                raise InputError(f"subject {sid} has only a DICOM folder: the built-in pipeline reads NIfTI; use --pipeline-command")
+            _clear_stale(out, sid, folder)
+            work = folder / WORK_DIR
+            work.mkdir()
+            value = _run_in_work(subject, sid, out, folder, work, config_hash, options, pipeline_command, log)
         except SkipItem:
-            shutil.rmtree(work, ignore_errors=True)  # the command chose to skip: nothing failed
+            log.close()
             raise
-        except _CommandKilled as exc:
-            failed = quarantine_work(folder)
-            _log(f"{exc}" + (f"; work folder kept at {failed}" if failed else ""))
-            signal.signal(exc.signum, signal.SIG_DFL)
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the command's crash is reported, not dumped twice
-            os.kill(os.getpid(), exc.signum)  # die the same way, so the batch reports the crash
-            raise
+        except _CommandFailed as exc:
+            log.close(failed=True, last=exc.last or str(exc))
+            if not exit_with_command_code:
+                raise
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code)  # the command's own exit code, not a generic 1
         except BaseException as exc:
-            failed = quarantine_work(folder)
-            _log(f"subject {sid} failed ({type(exc).__name__})" + (f"; work folder kept at {failed}" if failed else ""))
+            if not isinstance(exc, (InputError, _Terminated)):
+                traceback.print_exc(file=sys.stderr)  # into the log; the batch gets its tail
+            log.close(failed=True)
             raise
-        finally:
-            if in_main:
-                signal.signal(signal.SIGTERM, previous)
-        computed = time.time()
-        outputs = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
-        promote(work, folder)
-        ended = time.time()
-        record = {
-            "id": sid,
-            "status": "success",
-            "started": _iso(started),
-            "ended": _iso(ended),
-            "duration_s": round(ended - started, 3),
-            "timings": {"pipeline_s": round(computed - started, 3), "promotion_s": round(ended - computed, 3)},
-            "config_hash": config_hash,
-            "pipeline_version": pipeline_version(pipeline_command),
-            "options": dict(options),
-            "inputs": inputs,
-            "outputs": outputs,
-            "metrics": metrics,
-            "host": socket.gethostname(),
-            "salvo_version": __version__,
-        }
-        atomic_write_text(folder / DONE_FILE, json.dumps(record, indent=2, default=str))
-        _log(f"{sid}: success in {ended - started:.1f}s; {len(outputs)} outputs promoted to {folder}")
+        log.close()
+    return value
+
+
+def _run_in_work(
+    subject: Mapping[str, Any],
+    sid: str,
+    out: Path,
+    folder: Path,
+    work: Path,
+    config_hash: str,
+    options: Mapping[str, Any],
+    pipeline_command: str | None,
+    log: SubjectLog,
+) -> dict[str, Any]:
+    started = time.time()
+    _log(f"{sid}: started {_iso(started)}, config hash {config_hash}, pipeline {pipeline_version(pipeline_command)}")
+    inputs = {p: checksum_path(p) for k in ("nifti", "dicom", "bval", "bvec") if (p := subject.get(k))}
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if in_main else None
+    try:
+        if pipeline_command:
+            metrics = run_command(pipeline_command, subject=subject, work=work, options=options)
+        elif subject.get("nifti"):
+            metrics = run_pipeline(subject["nifti"], work_dir=work, bval=subject.get("bval"), options=options)
+        else:
+            raise InputError(f"subject {sid} has only a DICOM folder: the built-in pipeline reads NIfTI; use --pipeline-command")
+    except SkipItem:
+        shutil.rmtree(work, ignore_errors=True)  # the command chose to skip: nothing failed
+        raise
+    except _CommandKilled as exc:
+        failed = quarantine_work(folder)
+        _log(f"{exc}" + (f"; work folder kept at {failed}" if failed else ""))
+        log.close(failed=True)
+        signal.signal(exc.signum, signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the command's crash is reported, not dumped twice
+        os.kill(os.getpid(), exc.signum)  # die the same way, so the batch reports the crash
+        raise
+    except BaseException as exc:
+        failed = quarantine_work(folder)
+        if isinstance(exc, _Terminated):
+            why = "timed out or cancelled (SIGTERM)"
+        else:
+            why = str(exc) if isinstance(exc, (_CommandFailed, InputError)) else f"{type(exc).__name__}: {exc}"
+        _log(f"subject {sid} failed: {why}" + (f"; work folder kept at {failed}" if failed else ""))
+        raise
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    computed = time.time()
+    units = read_units(work)
+    outputs = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
+    promote(work, folder)
+    ended = time.time()
+    record = {
+        "id": sid,
+        "status": "success",
+        "started": _iso(started),
+        "ended": _iso(ended),
+        "duration_s": round(ended - started, 3),
+        "timings": {"pipeline_s": round(computed - started, 3), "promotion_s": round(ended - computed, 3)},
+        "config_hash": config_hash,
+        "pipeline_version": pipeline_version(pipeline_command),
+        "options": dict(options),
+        "inputs": inputs,
+        "outputs": outputs,
+        "metrics": metrics,
+        "units": units,
+        "log": f"{LOGS_DIR}/{sid}.log",
+        "host": socket.gethostname(),
+        "salvo_version": __version__,
+    }
+    atomic_write_text(folder / DONE_FILE, json.dumps(record, indent=2, default=str))
+    _log(f"{sid}: success in {ended - started:.1f}s; {len(outputs)} outputs promoted to {folder}")
     return {"outputs": [str(folder / o) for o in outputs], "metrics": metrics}

@@ -31,7 +31,7 @@ def test_other_bad_inputs_exit_2(tmp_path, capsys):
     manifest = make_manifest_study(tmp_path / "study", subjects=1, shape=(4, 4, 3))
     out = str(tmp_path / "out")
     cases = [
-        (["--manifest", str(manifest), "--pipeline-command", "tool {subject}"], "unknown placeholder {subject}"),
+        (["--manifest", str(manifest), "--pipeline-command", "true {subject}"], "unknown placeholder {subject}"),
         (["--manifest", str(manifest), "--denoise-method", "magic"], "unknown --denoise-method 'magic'"),
         (["--bids-dir", str(tmp_path / "study")], "no DWI images"),
         (["--manifest", str(manifest), "--include", "sub-*"], "--include/--exclude apply to --bids-dir only"),
@@ -53,12 +53,14 @@ def test_console_lines_and_exit_1_when_a_subject_fails(tmp_path, plan_dir, capsy
     assert lines[:3] == ["Starting batch processing for 2 subjects", f"Output directory: {out}", lines[2]]
     assert lines[2].startswith("Config hash: ") and len(lines[2].split()[-1]) == 8
     assert any(line.startswith("1. sub-001: Success in ") for line in lines)
-    assert "2. sub-002: Failed (ERROR) - exit code 1: RuntimeError: pipeline command exited with code 3: sub-002: tract seeding failed" in lines
+    # The command's own exit code (3) is the subject's, with the command's last stderr line.
+    assert "2. sub-002: Failed (ERROR) - exit code 3: sub-002: tract seeding failed" in lines
     tail = lines[lines.index("BATCH PROCESSING COMPLETE"):]
     assert tail[2:6] == ["Total:      2", "Success:    1", "Failed:     1 (sub-002)", "Skipped:    0"]
     assert tail[-2:] == [f"Main metrics: {out}/batch_metrics.csv", f"Batch Report: {out}/batch_report.html"]
     # Global options from the manifest and the command line both reach the command as flags.
-    assert (out / "sub-001" / "result.txt").read_text() == "sub-001 --denoise-method patch2self --preprocessing\n"
+    # Options are spelled as the seed's tool expects them: --denoise_method, underscores kept.
+    assert (out / "sub-001" / "result.txt").read_text() == "sub-001 --denoise_method patch2self --preprocessing\n"
 
     assert main(["subjects", "--manifest", str(manifest), "--out", str(out), "--denoise-method", "patch2self",
                  "--pipeline-command", fake_command(write_plan(plan_dir, {})), "--json"]) == 0
@@ -129,7 +131,7 @@ def test_orchestrator_killed_then_rerun(tmp_path, plan_dir, child_env):
     for i in range(1, 5):
         folder = out / f"sub-00{i}"
         files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("_failed-"))
-        assert files == [DONE_FILE, "metrics.json", "result.txt", "started.txt"], (folder, files)
+        assert files == [DONE_FILE, "logs", "metrics.json", "result.txt", "started.txt"], (folder, files)
         assert read_done(folder)["status"] == "success"
     kept = [p for p in (out / "sub-003").iterdir() if p.name.startswith("_failed-")]
     assert len(kept) == 1 and not (kept[0] / "result.txt").exists()  # the interrupted attempt, set aside

@@ -43,7 +43,8 @@ def test_crash_hang_and_failure_do_not_stop_the_others(tmp_path, plan_dir):
     items = _by_id(err.summary)
     assert {k: v["status"] for k, v in items.items()} == {
         "sub-001": "success", "sub-002": "error", "sub-003": "crashed", "sub-004": "timeout", "sub-005": "success"}
-    assert "exited with code 3: sub-002: tract seeding failed" in items["sub-002"]["reason"]
+    assert items["sub-002"]["reason"] == "exit code 3: sub-002: tract seeding failed"
+    assert items["sub-002"]["exit_code"] == 3  # the command's own code, not squashed to 1
     assert items["sub-003"]["reason"] == "killed by SIGSEGV"
     # The hung pipeline and the grandchild it started are both gone.
     pids = [int(p) for p in (plan.parent / "markers" / "sub-004.pids").read_text().split()]
@@ -53,10 +54,12 @@ def test_crash_hang_and_failure_do_not_stop_the_others(tmp_path, plan_dir):
     for sid in ("sub-002", "sub-003", "sub-004"):
         folder = out / sid
         assert not (folder / WORK_DIR).exists() and read_done(folder) is None
-        kept = [p.name for p in folder.iterdir()]
-        assert len(kept) == 1 and kept[0].startswith("_failed-") and (folder / kept[0] / "started.txt").exists()
-        assert (out / "logs" / f"{sid}.log").stat().st_size > 0
-    assert "sub-002: tract seeding failed" in (out / "logs" / "sub-002.log").read_text()
+        kept = sorted(p.name for p in folder.iterdir())
+        assert len(kept) == 2 and kept[0].startswith("_failed-") and (folder / kept[0] / "started.txt").exists()
+        assert kept[1] == "logs" and (folder / "logs" / f"{sid}.log").stat().st_size > 0  # the seed's sub-XXX/logs/
+    assert "sub-002: tract seeding failed" in (out / "sub-002" / "logs" / "sub-002.log").read_text()
+    assert "timed out or cancelled" in (out / "sub-004" / "logs" / "sub-004.log").read_text()
+    assert not (out / "logs").exists()
     with open(out / "batch_metrics.csv") as fh:
         rows = {r["subject"]: r for r in csv.DictReader(fh)}
     assert rows["sub-004"]["reason"] == "exceeded 0.05m limit"
@@ -69,7 +72,8 @@ def test_crash_hang_and_failure_do_not_stop_the_others(tmp_path, plan_dir):
     report = artifacts["subject-batch-report"].data
     assert "3. sub-003: Failed (CRASHED) - killed by SIGSEGV" in report
     assert "Failed:     3 (sub-002, sub-003, sub-004)" in report and str(out / "batch_report.html") in report
-    assert [row["item"] for row in json.loads(artifacts["subject-batch-items"].data)] == [f"sub-00{i}" for i in range(1, 6)]
+    # Every subject is in the items table (its order is the spine's: failures first, issue 14).
+    assert sorted(row["item"] for row in json.loads(artifacts["subject-batch-items"].data)) == [f"sub-00{i}" for i in range(1, 6)]
 
 
 def _artifacts(flow_run_id):

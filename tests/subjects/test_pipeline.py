@@ -54,7 +54,9 @@ def test_run_pipeline_rejects_a_file_that_is_not_nifti(tmp_path):
 
 def test_option_flags():
     flags = option_flags({"preprocessing": True, "denoise_method": "patch2self", "skip": False, "none": None, "shells": [1000, 2000], "n": 3})
-    assert flags == ["--denoise-method", "patch2self", "--n", "3", "--preprocessing", "--shells", "1000", "--shells", "2000"]
+    # Keys are spelled as written (the seed's --denoise_method), never turned into dashes.
+    assert flags == ["--denoise_method", "patch2self", "--n", "3", "--preprocessing", "--shells", "1000", "--shells", "2000"]
+    assert option_flags({"denoise-method": "x"}) == ["--denoise-method", "x"]
 
 
 def test_config_hash_changes_with_options_and_pipeline_only():

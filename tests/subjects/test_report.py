@@ -93,7 +93,7 @@ def test_html_report_parses_and_holds_every_subject(tmp_path):
     parser.feed(path.read_text())
     parser.close()
     assert parser.rows == [f"sub-00{i}" for i in range(1, 8)]
-    assert parser.links == [f"logs/sub-00{i}.log" for i in range(1, 8)]
+    assert parser.links == [f"sub-00{i}/logs/sub-00{i}.log" for i in range(1, 8)]
     assert parser.svgs == 3  # durations, then one distribution per numeric metric (snr_b0, n_shells)
     assert parser.external == []
     assert "Batch &lt;report&gt;" in path.read_text()

@@ -37,7 +37,9 @@ def test_success_promotes_outputs_and_writes_done_last(tmp_path, subject):
     out = tmp_path / "out"
     value = _run(subject, out, options={"preprocessing": True, "denoise_method": "median"})
     folder = out / "sub-001"
-    assert sorted(p.name for p in folder.iterdir()) == [DONE_FILE, "metrics.json", "middle_slice.png"]
+    assert sorted(p.name for p in folder.iterdir()) == [DONE_FILE, "logs", "metrics.json", "middle_slice.png"]
+    log = (folder / "logs" / "sub-001.log").read_text()  # the seed's place for a subject's log
+    assert "sub-001: started" in log and "sub-001: success in" in log
     done = read_done(folder)
     assert done["status"] == "success" and done["config_hash"] == "aaaa1111"
     assert done["pipeline_version"] == "builtin-1"
@@ -46,7 +48,7 @@ def test_success_promotes_outputs_and_writes_done_last(tmp_path, subject):
     assert done["outputs"] == ["metrics.json", "middle_slice.png"]
     assert done["duration_s"] >= done["timings"]["pipeline_s"] >= 0
     # _done.json is written after the promoted outputs: its mtime is the newest of the folder.
-    assert (folder / DONE_FILE).stat().st_mtime_ns >= max(p.stat().st_mtime_ns for p in folder.iterdir())
+    assert (folder / DONE_FILE).stat().st_mtime_ns >= max(p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file())
     assert value["metrics"]["n_volumes"] == 14
     assert sorted(value["outputs"]) == [str(folder / "metrics.json"), str(folder / "middle_slice.png")]
 
@@ -76,6 +78,8 @@ def test_failure_keeps_work_folder_and_leaves_good_outputs_alone(tmp_path, subje
     assert len(failed) == 1 and (failed[0] / "started.txt").exists()
     assert not (folder / WORK_DIR).exists()
     after = {k: v for k, v in _snapshot(folder).items() if not k.startswith("_failed-")}
+    log = after.pop("logs/sub-001.log")
+    assert log.startswith(before.pop("logs/sub-001.log")) and b"sub-001: tract seeding failed" in log  # appended to
     assert after == before
     # A later success keeps the quarantined folder for inspection.
     write_plan(plan_dir, {})
@@ -92,7 +96,7 @@ def test_command_gets_placeholders_and_option_flags(tmp_path, subject, plan_dir)
     plan = write_plan(plan_dir, {})
     value = _run(subject, out, pipeline_command=fake_command(plan), options={"preprocessing": True, "denoise_method": "patch2self"})
     result = (out / "sub-001" / "result.txt").read_text()
-    assert result == "sub-001 --denoise-method patch2self --preprocessing\n"
+    assert result == "sub-001 --denoise_method patch2self --preprocessing\n"  # the seed's spelling: keys as written
     assert value["metrics"] == {"fa_mean": pytest.approx(0.47), "n_flags": 3}
     assert read_done(out / "sub-001")["pipeline_version"].startswith("command-")
     assert runs(plan, "sub-001") == 1
@@ -169,7 +173,8 @@ def test_dicom_only_subject_needs_a_command(tmp_path):
     with pytest.raises(InputError, match="only a DICOM folder"):
         _run({"id": "sub-002", "dicom": str(dicom)}, tmp_path / "out")
     assert read_done(tmp_path / "out" / "sub-002") is None
-    assert list((tmp_path / "out" / "sub-002").iterdir()) == []
+    assert [p.name for p in (tmp_path / "out" / "sub-002").iterdir()] == ["logs"]
+    assert "only a DICOM folder" in (tmp_path / "out" / "sub-002" / "logs" / "sub-002.log").read_text()
 
 
 def test_command_exit_75_is_a_skip_and_leaves_no_work_folder(tmp_path, subject):
@@ -177,4 +182,4 @@ def test_command_exit_75_is_a_skip_and_leaves_no_work_folder(tmp_path, subject):
     command = f"{sys.executable} -c 'import sys; print(\"no diffusion shells\", file=sys.stderr); sys.exit(75)' {{work_dir}}"
     with pytest.raises(SkipItem, match="no diffusion shells"):
         _run(subject, out, pipeline_command=command)
-    assert list((out / "sub-001").iterdir()) == []
+    assert [p.name for p in (out / "sub-001").iterdir()] == ["logs"]
