@@ -44,8 +44,11 @@ _state: dict[str, Any] = {"prepared": False, "url": None, "skip": False}
 # --------------------------------------------------------------------------- which API
 
 def local_server_enabled() -> bool:
-    """False when ``SALVO_LOCAL_SERVER`` is 0/false/no/off."""
-    return os.environ.get("SALVO_LOCAL_SERVER", "1").strip().lower() not in ("0", "false", "no", "off")
+    """False when ``SALVO_LOCAL_SERVER`` is 0/false/no/off; unset means on, except under pytest (never leave a server behind)."""
+    value = os.environ.get("SALVO_LOCAL_SERVER")
+    if value is None:
+        return "PYTEST_CURRENT_TEST" not in os.environ
+    return value.strip().lower() not in ("0", "false", "no", "off")
 
 
 def user_api_url() -> str | None:

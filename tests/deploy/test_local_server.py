@@ -1,0 +1,215 @@
+"""The local Prefect server salvo commands share, and what a killed command leaves behind: real processes.
+
+- the first command starts a background `prefect server start`; the second reuses it (same PID, URL);
+  `salvo server stop` stops it (process gone, state file gone);
+- Ctrl-C to a command's process group does not reach the server (its own session);
+- a command killed with SIGKILL leaves none of its own processes (temporary API server, warm
+  zygote, the item's child) after a few seconds, and the next command marks its run Crashed;
+- a PREFECT_API_URL that does not answer: one line naming it, exit 1, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from salvo.procs import api_healthy, free_port, process_alive, processes_with_token, read_state, stop_local_server
+from salvo.samples.netcdf import write_series_file
+from tests.helpers import child_env_for, salvo, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _local_env(home: Path) -> dict[str, str]:
+    """A user's environment: no PREFECT_API_URL, the local server on, a private PREFECT_HOME and port."""
+    env = {k: v for k, v in child_env_for("unused").items() if not k.startswith("PREFECT_") and k != "PYTEST_CURRENT_TEST"}
+    env.update(PREFECT_HOME=str(home), SALVO_LOCAL_SERVER="1", SALVO_SERVER_PORT=str(free_port()), PREFECT_UI_ENABLED="false")
+    return env
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A PREFECT_HOME whose local server (if any) is stopped at the end, whatever happened."""
+    h = tmp_path / "home"
+    yield h
+    stop_local_server(h)
+
+
+def _sleeper(tmp_path: Path) -> str:
+    script = tmp_path / "sleeper.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, time
+        time.sleep(float(os.environ.get("SLEEP_S", "0")))
+        os.makedirs(sys.argv[2], exist_ok=True)
+        open(os.path.join(sys.argv[2], "plot.png"), "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + b"\\x00" * 32)
+    """))
+    return f"{sys.executable} {script} {{input}} {{output_dir}}"
+
+
+def _inputs(folder: Path, n: int = 1) -> Path:
+    for i in range(n):
+        write_series_file(folder / f"f{i}.nc", steps=4, seed=i)
+    return folder
+
+
+def test_the_second_command_reuses_the_background_server_and_server_stop_stops_it(tmp_path: Path, home: Path) -> None:
+    env = _local_env(home)
+    worker = _sleeper(tmp_path)
+    first = salvo("extract", "--json", "--directory", str(_inputs(tmp_path / "a")), "--worker-command", worker, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    info = read_state(home)
+    assert info is not None and info.alive() and api_healthy(info.url)
+    assert "started a local Prefect server" in first.stderr
+    assert json.loads(first.stdout)["summary"]["ok"] is True
+
+    second = salvo("extract", "--json", "--directory", str(_inputs(tmp_path / "b")), "--worker-command", worker, env=env)
+    assert second.returncode == 0, second.stderr[-2000:]
+    again = read_state(home)
+    assert again is not None and (again.pid, again.url) == (info.pid, info.url)
+    assert "started a local Prefect server" not in second.stderr
+    # Both runs are in that server's database (so in its UI).
+    with urllib.request.urlopen(urllib.request.Request(f"{info.url}/flow_runs/count", data=b"{}", method="POST",
+                                                       headers={"Content-Type": "application/json"}), timeout=10) as resp:
+        assert int(resp.read()) >= 2
+
+    status = salvo("server", "status", "--json", env=env)
+    assert status.returncode == 0 and json.loads(status.stdout)["server"]["pid"] == info.pid
+
+    stop = salvo("server", "stop", env=env)
+    assert stop.returncode == 0 and f"PID {info.pid}" in stop.stdout
+    assert wait_until(lambda: not process_alive(info.pid), timeout=20)
+    assert not (home / "salvo-server.json").exists()
+    assert salvo("server", "status", env=env).returncode == 1
+
+
+def test_two_commands_starting_at_once_share_one_server(tmp_path: Path, home: Path) -> None:
+    env = _local_env(home)
+    argv = [sys.executable, "-m", "cli", "server", "start", "--timeout", "240"]
+    procs = [subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    info = read_state(home)
+    assert info is not None
+    assert sorted(o[0].split()[0] for o in outs) == ["Already", "Started"]  # one started it, the other found it
+    assert all(f"PID {info.pid}" in o[0] for o in outs)
+    servers = [p for p in psutil.process_iter(["cmdline", "environ"]) if "server" in (p.info["cmdline"] or []) and "start" in (p.info["cmdline"] or [])
+               and (p.info["environ"] or {}).get("PREFECT_HOME") == str(home)]
+    assert [p.pid for p in servers] == [info.pid]
+
+
+def test_ctrl_c_to_a_command_does_not_reach_the_local_server(tmp_path: Path, home: Path) -> None:
+    env = {**_local_env(home), "SLEEP_S": "60"}
+    start = salvo("server", "start", env=env)
+    assert start.returncode == 0, start.stderr
+    info = read_state(home)
+    assert info is not None
+    cmd = subprocess.Popen([sys.executable, "-m", "cli", "extract", "--directory", str(_inputs(tmp_path / "in")), "--worker-command", _sleeper(tmp_path)],
+                           env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_until(lambda: _item_children(cmd.pid), timeout=180), "the item never started"
+        os.killpg(cmd.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: SIGINT to the foreground group
+        cmd.wait(timeout=120)
+    finally:
+        if cmd.poll() is None:
+            os.killpg(cmd.pid, signal.SIGKILL)
+            cmd.wait()
+    assert info.alive() and api_healthy(info.url)
+
+
+def _item_children(pid: int) -> list[int]:
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True) if any("sleeper.py" in part for part in c.cmdline())]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _token_of(driver: int) -> str | None:
+    try:
+        for c in psutil.Process(driver).children():
+            line = c.cmdline()
+            if "salvo.procs" in line and "reap" in line:
+                return line[-1]
+    except psutil.NoSuchProcess:
+        pass
+    return None
+
+
+def _kill_driver_mid_item(tmp_path: Path, env: dict[str, str]) -> tuple[set[int], str]:
+    """Start `salvo extract` with a 120 s item, SIGKILL it once the item runs; return its processes and token."""
+    cmd = subprocess.Popen([sys.executable, "-m", "cli", "extract", "--directory", str(_inputs(tmp_path / "slow")), "--worker-command", _sleeper(tmp_path)],
+                           env={**env, "SLEEP_S": "120"}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_until(lambda: _item_children(cmd.pid), timeout=240), "the item never started"
+        token = _token_of(cmd.pid)
+        assert token
+        tree = {c.pid for c in psutil.Process(cmd.pid).children(recursive=True)} | set(processes_with_token(token))
+        reaper = {c.pid for c in psutil.Process(cmd.pid).children() if "reap" in c.cmdline()}
+        cmd.send_signal(signal.SIGKILL)
+        cmd.wait()
+    finally:
+        if cmd.poll() is None:
+            cmd.kill()
+            cmd.wait()
+    return tree - reaper, token
+
+
+def test_a_sigkilled_command_on_the_temporary_api_leaves_no_process_behind(tmp_path: Path) -> None:
+    env = {k: v for k, v in child_env_for("unused").items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), SALVO_LOCAL_SERVER="0")
+    tree, token = _kill_driver_mid_item(tmp_path, env)
+    names = {pid: " ".join(psutil.Process(pid).cmdline()[:4]) for pid in tree if process_alive(pid)}
+    assert any("uvicorn" in n for n in names.values()), f"expected the temporary API server among {names}"
+    assert any("salvo.zygote" in n for n in names.values()), names
+    t0 = time.monotonic()
+    assert wait_until(lambda: not any(process_alive(p) for p in tree) and not processes_with_token(token), timeout=10), \
+        {pid: names.get(pid) for pid in tree if process_alive(pid)}
+    print(f"all {len(tree)} processes of the killed command gone {time.monotonic() - t0:.1f} s after SIGKILL")
+
+
+def test_the_next_command_marks_a_killed_commands_run_crashed(tmp_path: Path, prefect_api: str) -> None:
+    env = child_env_for(prefect_api)
+    tree, token = _kill_driver_mid_item(tmp_path, env)
+    assert wait_until(lambda: not any(process_alive(p) for p in tree), timeout=10)
+    running = _runs(prefect_api, "RUNNING")
+    killed = [r for r in running if any(t.startswith("salvo-driver:") for t in r["tags"]) and "slow" in r["name"]]
+    assert len(killed) == 1, [r["name"] for r in running]
+    nxt = salvo("extract", "--json", "--directory", str(_inputs(tmp_path / "next")), "--worker-command", _sleeper(tmp_path), env=env)
+    assert nxt.returncode == 0, nxt.stderr[-2000:]
+    run = _read_run(prefect_api, killed[0]["id"])
+    assert run["state"]["type"] == "CRASHED", run["state"]
+    assert "driver" in run["state"]["message"]
+
+
+def test_an_unreachable_prefect_api_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/api"
+    env = child_env_for(url)
+    proc = salvo("extract", "--directory", str(_inputs(tmp_path / "in")), env=env, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and url in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not list((tmp_path / "in").glob("*_results")), "nothing may run without the API"
+
+
+def _post(url: str, body: dict) -> object:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _runs(api: str, state: str) -> list[dict]:
+    return _post(f"{api}/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": [state]}}}, "limit": 200})  # type: ignore[return-value]
+
+
+def _read_run(api: str, run_id: str) -> dict:
+    with urllib.request.urlopen(f"{api}/flow_runs/{run_id}", timeout=30) as resp:
+        return json.loads(resp.read())
