@@ -34,6 +34,7 @@ test-fast: $(STAMP)
 
 ## make bench: speed and memory against each seed's own approach; writes benchmarks/RESULTS.md.
 bench: $(STAMP)
+	@command -v parallel >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq parallel >/dev/null; }
 	PREFECT_HOME=$(CURDIR)/.prefect $(PY) -m benchmarks.run_all
 
 ## make serve: Prefect server + blocks + work pool + deployments + a worker (UI on 127.0.0.1:4200).
