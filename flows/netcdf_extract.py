@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow
 
 from flows.batch import BatchOptions, BatchOutcome, finish_batch, run_batch, run_namer, split_finished, tag_current_run
-from salvo.extract import STATE_DIR, Plan, extract_worker, has_existing_output, plan_batch, report_dir, write_resume_file
+from salvo.extract import STATE_DIR, Plan, extract_worker, has_existing_output, plan_batch, remember_resume_lists, report_dir, write_resume_file
 from salvo.fingerprint import item_key
 from salvo.items import Worker
 from salvo.outcome import ItemResult, Status
@@ -50,7 +50,7 @@ def netcdf_extract(
     options = dataclasses.replace(options, timeout_s=timeout, max_workers=max_workers, parallel=parallel, dask_address=dask_address,
                                   retries=retries, force=force, items_per_task=items_per_task)
     settled = list(plan.settled)
-    _record_imported(plan, worker, options)
+    _record_imported(plan, worker, options, report_dir(directory, output_dir))
     done = {r.item_id for r in settled}
     settled += [ItemResult(it.id, Status.SKIPPED, reason="output exists (--skip-existing)") for it in plan.items
                 if skip_existing and it.id not in done and has_existing_output(it)]
@@ -66,16 +66,17 @@ def _plan(directory: str, pattern: str, output_dir: str | None, recursive: bool,
     return plan, extract_worker(worker_command), BatchOptions(state=state or str(root / STATE_DIR), settings={"pipeline": PIPELINE})
 
 
-def _record_imported(plan: Plan, worker: Worker, options: BatchOptions) -> None:
+def _record_imported(plan: Plan, worker: Worker, options: BatchOptions, root: Path) -> None:
     """Items imported from a seed-era batch_resume.txt get a resume record, so later runs (with or
     without --resume) keep them finished, and an edited input is processed again as usual."""
     imported = [r for r in plan.settled if r.status is Status.SUCCESS]
-    if not imported:
-        return
-    store = record_store(options.state)
-    items = {it.id: it for it in plan.items}
-    for r in imported:
-        write_record(store, item_key(items[r.item_id], worker=worker, settings=options.settings), dataclasses.replace(r, cached=False))
+    if imported:
+        store = record_store(options.state)
+        items = {it.id: it for it in plan.items}
+        for r in imported:
+            write_record(store, item_key(items[r.item_id], worker=worker, settings=options.settings), dataclasses.replace(r, cached=False))
+    if plan.resume_lists:  # imported once: an input edited later is processed again, as any other
+        remember_resume_lists(root, [p.read_text(encoding="utf-8", errors="replace") for p in plan.resume_lists])
 
 
 def _finish(outcome: BatchOutcome, root: Path, *, fail_on_error: bool, artifacts: bool = True) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import shlex
 import shutil
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -221,24 +221,33 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
+def _known_lists(root: str | os.PathLike[str]) -> list[str]:
+    try:
+        return (Path(root) / STATE_DIR / WRITTEN_MARK).read_text().split()
+    except OSError:
+        return []
+
+
+def remember_resume_lists(root: str | os.PathLike[str], texts: Iterable[str]) -> None:
+    """Remember resume lists Salvo wrote or already imported, by hash: they are not imported again
+    (their files have resume records now, and an edited input must be processed again)."""
+    known = _known_lists(root)
+    known += [d for d in map(_digest, texts) if d not in known]
+    atomic_write_text(Path(root) / STATE_DIR / WRITTEN_MARK, "".join(f"{d}\n" for d in known[-100:]))
+
+
 def write_resume_file(root: str | os.PathLike[str], finished: Iterable[str]) -> Path:
-    """Write the seed's ``batch_resume.txt`` (one finished file per line, relative to the input
-    folder), and remember its hash: a list Salvo wrote is never imported back as a seed-era one."""
+    """Write the seed's ``batch_resume.txt``: one finished file per line, relative to the input folder."""
     text = "".join(f"{i}\n" for i in finished)
     path = atomic_write_text(Path(root) / RESUME_FILE, text)
-    atomic_write_text(Path(root) / STATE_DIR / WRITTEN_MARK, _digest(text) + "\n")
+    remember_resume_lists(root, [text])
     return path
 
 
 def resume_files(directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None, cwd: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Seed-era ``batch_resume.txt`` files: in the report folder, the input folder or the cwd, and
-    not the one Salvo last wrote itself (that one lists only what Salvo's records already hold;
-    trusting it would hide an edited input)."""
-    mark = report_dir(directory, output_dir) / STATE_DIR / WRITTEN_MARK
-    try:
-        written = set(mark.read_text().split())
-    except OSError:
-        written = set()
+    """Seed-era ``batch_resume.txt`` files not yet imported: in the report folder, the input folder
+    or the cwd (where the seed wrote it). The list Salvo itself wrote is not one of them."""
+    written = set(_known_lists(report_dir(directory, output_dir)))
     seen, out = set(), []
     for folder in (report_dir(directory, output_dir), Path(directory), Path(cwd or os.getcwd())):
         p = folder / RESUME_FILE
@@ -295,6 +304,7 @@ class Plan:
 
     items: list[Item]
     settled: list[ItemResult]
+    resume_lists: list[Path] = field(default_factory=list)  # the seed-era batch_resume.txt files imported
 
 
 def plan_batch(directory: str, *, pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,
@@ -306,7 +316,8 @@ def plan_batch(directory: str, *, pattern: str = "*.nc", output_dir: str | None 
     items = plan_items(files, directory=directory, output_dir=output_dir, worker_command=worker_command, dpi=dpi)
     check_plan(items, directory=directory, output_dir=output_dir, state=state)
     settled = unreadable_results(items)
-    if resume:
+    lists = resume_files(directory, output_dir, cwd) if resume else []
+    if lists:
         bad = {r.item_id for r in settled}
         settled += seed_resume_results([it for it in items if it.id not in bad], directory=directory, output_dir=output_dir, cwd=cwd)
-    return Plan(items, settled)
+    return Plan(items, settled, lists)
