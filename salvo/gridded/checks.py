@@ -73,7 +73,7 @@ def check_recover(*, model_command: str, mask: str, output: str, work_dir: str |
     validate.command_argv(model_command, "--model-command")
     validate.number(max_rounds, "--max-rounds", minimum=1, integer=True)
     seconds = None if timeout is None else validate.duration(timeout, "--timeout")
-    validate.regular_file(mask, "--mask (the run-mask)")
+    validate.regular_file(mask, "Run-mask")
     read_mask(mask)
     validate.output_dir(output, "--output")
     if _inside(mask, output):

@@ -26,7 +26,7 @@ from salvo.gridded.ncschema import create_like, nc_files, open_raw
 
 Log = Callable[[str], None]
 #: Bytes of one variable's slab held in memory at a time (per input; the merge holds about three).
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 8 << 20
 #: HDF5 chunk cache per variable: slabs follow the disk chunks, so a cache only costs memory.
 _CACHE_BYTES = 1 << 20
 
@@ -182,7 +182,7 @@ def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.P
     grid = status_grid(salv / STATUS_FILE)
     names = [p.name for p in nc_files(salv) if p.name != STATUS_FILE]
     present = [n for n in names if (rerun / n).is_file()]
-    plans = {name: check_compatible(salv / name, rerun=rerun / name, grid=grid) for name in [STATUS_FILE, *present]}
+    check_compatible(salv / STATUS_FILE, rerun=rerun / STATUS_FILE, grid=grid)  # the rest: file by file, below
 
     with open_raw(salv / STATUS_FILE) as s_ds, open_raw(rerun / STATUS_FILE) as r_ds:
         s_status = np.asarray(s_ds.variables[STATUS_VAR][:])
@@ -236,51 +236,54 @@ def check_compatible(salvaged: Path, *, rerun: Path, grid: StatusGrid | None = N
 
     Returns the file's grid dims and its gridded variables.
     """
-    name = salvaged.name
     with open_raw(salvaged) as s, open_raw(rerun) as r:
-        for dim in sorted(set(s.dimensions) | set(r.dimensions)):
-            if dim not in s.dimensions or dim not in r.dimensions:
-                where = "re-run" if dim not in r.dimensions else "salvaged run"
-                raise UsageError(f"Dimensions don't match in {name}: dimension '{dim}' is missing from the {where}")
-            a, b = len(s.dimensions[dim]), len(r.dimensions[dim])
-            if a != b:
-                raise UsageError(f"Dimensions don't match in {name}: dimension '{dim}' has size {a} in the "
-                                 f"salvaged run and {b} in the re-run")
-        if s.groups or r.groups:
-            raise UsageError(f"{name}: NetCDF groups are not supported")
-        if grid is None:
-            return FileGrid(None, None), []
-        fgrid = find_grid(s, grid, name=name)
-        gridded, other = classify(s, fgrid, grid, name=name)
-        for vname in other:
-            var = s.variables[vname]
-            if vname != SOURCE_VAR and var.dimensions and _is_coordinate(vname, var, fgrid):
-                o = r.variables.get(vname)
-                if o is None or o.dimensions != var.dimensions or not _same(var[:], o[:]):
-                    raise UsageError(f"Coordinates don't match in {name}: '{vname}' along dimension "
-                                     f"'{', '.join(var.dimensions)}' differs between the salvaged run and the re-run")
-        for vname in gridded:
-            var, o = s.variables[vname], r.variables.get(vname)
-            if o is None:
-                raise UsageError(f"Variable '{vname}' of {name} is missing from the re-run")
-            if set(o.dimensions) != set(var.dimensions) or o.dtype != var.dtype:
-                raise UsageError(f"Dimensions don't match in {name}: variable '{vname}' has dims {var.dimensions} "
-                                 f"({var.dtype}) in the salvaged run and {o.dimensions} ({o.dtype}) in the re-run")
-            if vname.lower() in ("lat", "lon") and not _same(var[:], o[:]):
-                raise UsageError(f"Coordinates don't match in {name}: '{vname}' differs between the salvaged run and the re-run")
-        return fgrid, gridded
+        return _check_open(s, r, name=salvaged.name, grid=grid)
+
+
+def _check_open(s: netCDF4.Dataset, r: netCDF4.Dataset, *, name: str, grid: StatusGrid | None) -> tuple[FileGrid, list[str]]:
+    for dim in sorted(set(s.dimensions) | set(r.dimensions)):
+        if dim not in s.dimensions or dim not in r.dimensions:
+            where = "re-run" if dim not in r.dimensions else "salvaged run"
+            raise UsageError(f"Dimensions don't match in {name}: dimension '{dim}' is missing from the {where}")
+        a, b = len(s.dimensions[dim]), len(r.dimensions[dim])
+        if a != b:
+            raise UsageError(f"Dimensions don't match in {name}: dimension '{dim}' has size {a} in the "
+                             f"salvaged run and {b} in the re-run")
+    if s.groups or r.groups:
+        raise UsageError(f"{name}: NetCDF groups are not supported")
+    if grid is None:
+        return FileGrid(None, None), []
+    fgrid = find_grid(s, grid, name=name)
+    gridded, other = classify(s, fgrid, grid, name=name)
+    for vname in other:
+        var = s.variables[vname]
+        if vname != SOURCE_VAR and var.dimensions and _is_coordinate(vname, var, fgrid):
+            o = r.variables.get(vname)
+            if o is None or o.dimensions != var.dimensions or not _same(var[:], o[:]):
+                raise UsageError(f"Coordinates don't match in {name}: '{vname}' along dimension "
+                                 f"'{', '.join(var.dimensions)}' differs between the salvaged run and the re-run")
+    for vname in gridded:
+        var, o = s.variables[vname], r.variables.get(vname)
+        if o is None:
+            raise UsageError(f"Variable '{vname}' of {name} is missing from the re-run")
+        if set(o.dimensions) != set(var.dimensions) or o.dtype != var.dtype:
+            raise UsageError(f"Dimensions don't match in {name}: variable '{vname}' has dims {var.dimensions} "
+                             f"({var.dtype}) in the salvaged run and {o.dimensions} ({o.dtype}) in the re-run")
+        if vname.lower() in ("lat", "lon") and not _same(var[:], o[:]):
+            raise UsageError(f"Coordinates don't match in {name}: '{vname}' differs between the salvaged run and the re-run")
+    return fgrid, gridded
 
 
 def merge_file(salvaged: Path, *, rerun: Path, output: Path, take: np.ndarray, grid: StatusGrid | None = None,
                source: np.ndarray | None = None, chunk_bytes: int = CHUNK_BYTES) -> list[str]:
     """Write ``output``: ``salvaged``'s layout, re-run values where ``take`` is true, slab by slab; verify it.
 
-    Returns the gridded variables merged (and verified cell by cell).
+    Raises `UsageError` if the two files do not match. Returns the gridded variables merged (and
+    verified cell by cell).
     """
     grid = grid or status_grid(salvaged.with_name(STATUS_FILE))
     with open_raw(salvaged) as s, open_raw(rerun) as r:
-        fgrid = find_grid(s, grid, name=salvaged.name)
-        gridded, _ = classify(s, fgrid, grid, name=salvaged.name)
+        fgrid, gridded = _check_open(s, r, name=salvaged.name, grid=grid)
         with atomic_path(output) as tmp:
             with create_like(s, tmp, skip_data={*gridded, SOURCE_VAR}) as dst:
                 for name in gridded:
@@ -321,22 +324,25 @@ def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Datas
             rv = rerun.variables[vname]
             dims = var.dimensions
             iy, ix = dims.index(fgrid.ydim), dims.index(fgrid.xdim)
+            order = [rv.dimensions.index(d) for d in dims]
             for sl in slabs(var, budget=chunk_bytes):
-                # Written independently of the merge's own helpers: grid axes moved last, cells indexed directly.
-                got = np.moveaxis(np.asarray(mv[sl]), (iy, ix), (-2, -1))
-                old = np.moveaxis(np.asarray(var[sl]), (iy, ix), (-2, -1))
-                r_sl = tuple(sl[dims.index(d)] for d in rv.dimensions)
-                new = np.moveaxis(np.asarray(rv[r_sl]), [rv.dimensions.index(d) for d in (*_others(dims, iy, ix), fgrid.ydim, fgrid.xdim)],
-                                  range(len(dims)))
-                cells = take[sl[iy], sl[ix]]
-                for label, want, where in (("the re-run's", new, cells), ("the salvaged", old, ~cells)):
-                    diff = _bits_differ(got, want).reshape(-1, *cells.shape).any(axis=0) & where
-                    if diff.any():
-                        y, x = (int(v) for v in np.argwhere(diff)[0])
-                        y, x = y + (sl[iy].start or 0), x + (sl[ix].start or 0)
-                        raise MergeVerificationError(
-                            f"Merge check failed in {name}: variable '{vname}' at cell (y={y}, x={x}) does not hold "
-                            f"{label} values (the merge did not merge; nothing was written to the output)")
+                # Written apart from the merge's helpers: the re-run read in its own dim order, cells indexed here.
+                got, want = mv[sl], var[sl]
+                new = np.transpose(rv[tuple(sl[dims.index(d)] for d in rv.dimensions)], order)
+                shape = [1] * len(dims)
+                shape[iy], shape[ix] = sl[iy].stop - sl[iy].start, sl[ix].stop - sl[ix].start
+                sub = take[sl[iy], sl[ix]]
+                cells = (sub if iy < ix else sub.T).reshape(shape)
+                np.copyto(want, new, where=cells)
+                if _bits_equal(got, want):
+                    continue
+                bad = np.moveaxis(_bits_differ(got, want), (iy, ix), (-2, -1)).reshape(-1, *sub.shape).any(axis=0)
+                y, x = (int(v) for v in np.argwhere(bad)[0])
+                label = "the re-run's" if sub[y, x] else "the salvaged"
+                y, x = y + sl[iy].start, x + sl[ix].start
+                raise MergeVerificationError(
+                    f"Merge check failed in {name}: variable '{vname}' at cell (y={y}, x={x}) does not hold "
+                    f"{label} values (the merge did not merge; nothing was written to the output)")
         if source is not None:
             got = np.asarray(m.variables[SOURCE_VAR][:])
             if not np.array_equal(got, source.astype(got.dtype)):
