@@ -10,15 +10,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from salvo.errors import UsageError
+from salvo.errors import InputError, UsageError
 from salvo.fsutil import atomic_write_text
 from salvo.items import Item, Worker, template_fields
 from salvo.jobs.naf import NAF_COLUMN, NafCode, parse_naf_list
 from salvo.jobs.scan import ScanJob, prefer_shared_scan, write_plan
 from salvo.jobs.schema import JobSpec, parse_job
-from salvo.jobs.stream import ACTIVE_COLUMN
+from salvo.jobs.derive import COMMUNE_COLUMN, DATE_COLUMN, POSTCODE_COLUMN
+from salvo.jobs.stream import ACTIVE_COLUMN, csv_header, is_csv
 from salvo.jobs.template import read_template, render_template
 from salvo.outcome import ItemResult
+from salvo.validate import regular_file
 
 #: Placeholders a ``--job-command`` may use.
 COMMAND_FIELDS = ("job_file", "input", "output_dir", "job_output_dir", "naf_code", "niche_name", "profile", "sample", "max_ram_mb")
@@ -129,18 +131,46 @@ def job_items(
     return items
 
 
+#: Columns whose type is checked up front: (name, what it must be, type test).
+_TYPED_COLUMNS = (
+    (NAF_COLUMN, "text", lambda t: _is_text(t)),
+    (ACTIVE_COLUMN, "text", lambda t: _is_text(t)),
+    (DATE_COLUMN, "a date, a timestamp or YYYY-MM-DD text", lambda t: _is_text(t) or pa.types.is_date(t) or pa.types.is_timestamp(t)),
+    (COMMUNE_COLUMN, "text (or whole numbers)", lambda t: _is_text(t) or pa.types.is_integer(t)),
+    (POSTCODE_COLUMN, "text (or whole numbers)", lambda t: _is_text(t) or pa.types.is_integer(t)),
+    ("trancheEffectifsEtablissement", "text (or whole numbers)", lambda t: _is_text(t) or pa.types.is_integer(t)),
+)
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
 def check_input(path: str | Path) -> None:
-    """Refuse an input that is missing, not Parquet, or lacks SIRENE's NAF and state columns."""
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"--input {p}: no such file")
+    """Refuse an input that is missing, neither Parquet nor CSV, lacks SIRENE's NAF and state
+    columns, or holds a column the jobs read in a type they cannot read (one line naming it)."""
+    if not Path(path).exists():
+        raise UsageError(f"--input {path}: no such file")
+    p = regular_file(path, "--input")
     try:
-        names = pq.ParquetFile(p).schema_arrow.names
+        if is_csv(p):
+            names = csv_header(p)
+            types = dict.fromkeys(names, pa.string())
+        else:
+            schema = pq.ParquetFile(p).schema_arrow
+            names, types = schema.names, dict(zip(schema.names, schema.types))
+    except InputError as exc:
+        raise UsageError(f"--input {str(exc)}") from None
     except (OSError, pa.ArrowInvalid) as exc:
-        raise UsageError(f"--input {p}: not a Parquet file ({exc})") from None
+        raise UsageError(f"--input {p}: not a Parquet file, nor a CSV file named *.csv ({exc})") from None
     for col in (NAF_COLUMN, ACTIVE_COLUMN):
         if col not in names:
             raise UsageError(f"--input {p}: column {col!r} is missing; is this a SIRENE establishments file?")
+    for col, what, ok in _TYPED_COLUMNS:
+        if col in types and not ok(types[col]):
+            raise UsageError(f"--input {p}: column {col!r} is {types[col]}, not {what}")
 
 
 def _rows_of(folder: Path) -> int | None:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from salvo.errors import InputError, UsageError
 from salvo.fsutil import atomic_dir, atomic_write_text
-from salvo.jobs.derive import DERIVED, add_derived
+from salvo.jobs.derive import add_derived, derived_inputs
 from salvo.jobs.naf import NAF_COLUMN
 from salvo.jobs.scan import ensure_scan, read_plan
 from salvo.jobs.schema import JobSpec, load_job
@@ -23,7 +23,9 @@ from salvo.jobs.stream import (
     check_columns,
     iter_batches,
     job_expression,
+    lean_allocation,
     open_dataset,
+    plain_schema,
     plan_batches,
 )
 
@@ -35,12 +37,14 @@ def _columns(spec: JobSpec, schema: pa.Schema) -> tuple[list[str], list[str]]:
     """(columns to read, columns to keep) for the job's profile."""
     keep = list(spec.profile.columns) if spec.profile.columns is not None else list(schema.names)
     read = list(keep)
+    derived = []
     for name in spec.profile.derived:
-        for col in DERIVED[name][1]:
-            if col not in read and col in schema.names:
-                read.append(col)
-    keep += [d for d in spec.profile.derived if set(DERIVED[d][1]) <= set(schema.names)]
-    return read, keep
+        inputs = derived_inputs(name, schema.names)
+        if inputs is None:
+            continue
+        derived.append(name)
+        read += [c for c in inputs if c not in read]
+    return read, keep + derived
 
 
 class _Writers:
@@ -78,7 +82,8 @@ def _source(spec: JobSpec, *, input: str, limit: int | None, plan_file: str | No
         if planned_input == str(Path(input).resolve()) and planned:
             folder, _ = ensure_scan(plan_file, cache_dir=scan_dir, max_ram_mb=max_ram_mb)
             return open_dataset(folder / f"{spec.niche}.parquet"), None, "shared scan"
-    return open_dataset(input), job_expression(spec.naf, active_only=spec.active_only), "direct scan"
+    dataset = open_dataset(input)
+    return dataset, job_expression(spec.naf, active_only=spec.active_only, columns=dataset.schema.names), "direct scan"
 
 
 def run_job(
@@ -91,14 +96,24 @@ def run_job(
     plan_file: str | None = None,
     scan_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Run one job file over the input Parquet; return its outputs and metrics (rows, warnings)."""
+    """Run one job file over the input; return its outputs and metrics (rows, warnings).
+
+    Memory: the whole process grows by less than ``max_ram_mb`` over its idle size (see docs/jobs.md).
+    """
+    with lean_allocation():
+        return _run_job(job_file, input=input, output_dir=output_dir, max_ram_mb=max_ram_mb, sample=sample,
+                        plan_file=plan_file, scan_dir=scan_dir)
+
+
+def _run_job(job_file: str, *, input: str, output_dir: str, max_ram_mb: float, sample: int | None,
+             plan_file: str | None, scan_dir: str | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         spec = load_job(job_file)
     except UsageError as exc:
         raise InputError(str(exc)) from None
     if not Path(input).exists():
-        raise InputError(f"input Parquet {input} does not exist")
+        raise InputError(f"input {input} does not exist")
     check_columns(open_dataset(input), [NAF_COLUMN, ACTIVE_COLUMN, *(spec.profile.columns or ())], source=input)
     limit = sample if sample is not None else spec.sample_rows
     dataset, expr, how = _source(spec, input=input, limit=limit, plan_file=plan_file, scan_dir=scan_dir, max_ram_mb=max_ram_mb)
@@ -124,7 +139,7 @@ def run_job(
             rest = buffer.flush()
             if rest is None and rows == 0:
                 # Still write files with the right header and schema, so downstream readers work.
-                empty = pa.RecordBatch.from_pylist([], schema=pa.schema([dataset.schema.field(c) for c in read]))
+                empty = pa.RecordBatch.from_pylist([], schema=pa.schema([plain_schema(dataset.schema).field(c) for c in read]))
                 rest = pa.Table.from_batches([add_derived(empty, names=spec.profile.derived).select(keep)])
             if rest is not None:
                 writers.write(rest)

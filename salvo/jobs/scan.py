@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from filelock import FileLock
 
 from salvo.fsutil import atomic_dir, atomic_write_text
 from salvo.jobs.naf import NafCode, parse_naf
-from salvo.jobs.stream import ACTIVE_COLUMN, BatchMasks, Coalescer, iter_batches, naf_expression, open_dataset, plan_batches
+from salvo.jobs.stream import ACTIVE_COLUMN, BatchMasks, Coalescer, iter_batches, naf_expression, open_dataset, plain_schema, plan_batches
 
 COMPLETE = "_COMPLETE.json"
 
@@ -72,6 +73,8 @@ def prefer_shared_scan(input_path: str | Path, jobs: list[ScanJob]) -> bool:
     """
     total, pruned = 0, 0
     for fragment in open_dataset(input_path).get_fragments():
+        if not isinstance(fragment, ds.ParquetFileFragment):
+            return len(jobs) > 1  # a CSV file is read whole by each job: one shared pass is always less
         total += fragment.num_row_groups
         for j in jobs:
             expr = naf_expression(j.naf)
@@ -89,7 +92,7 @@ def _scan_key(input_path: str, jobs: list[ScanJob]) -> str:
 def _run_scan(input_path: str, jobs: list[ScanJob], dest: Path, *, max_ram_mb: float) -> dict[str, int]:
     dataset = open_dataset(input_path)
     # Half the budget for the batch being read, half for the rows buffered per job before writing.
-    batch_rows = plan_batches(dataset, columns=None, max_ram_mb=max_ram_mb) // 2
+    batch_rows = plan_batches(dataset, columns=None, max_ram_mb=max_ram_mb, share=0.5)
     # The union filter is pushed down; rows are then dealt to each job with its own mask.
     union = naf_expression([c for j in jobs for c in j.naf])
     if all(j.active_only for j in jobs):
@@ -98,7 +101,7 @@ def _run_scan(input_path: str, jobs: list[ScanJob], dest: Path, *, max_ram_mb: f
     # Scratch files read once: no compression or dictionaries, which made writing them the bottleneck.
     writers = {
         j.niche: pq.ParquetWriter(
-            dest / f"{j.niche}.parquet", dataset.schema, compression="none", use_dictionary=False, write_statistics=False
+            dest / f"{j.niche}.parquet", plain_schema(dataset.schema), compression="none", use_dictionary=False, write_statistics=False
         )
         for j in jobs
     }

@@ -1,4 +1,11 @@
-"""A realistic synthetic SIRENE establishments Parquet (real column names and types, skewed NAF mix)."""
+"""A realistic synthetic SIRENE establishments file (real column names, skewed NAF mix), in the
+layouts users really have: INSEE's official CSV (every column text), a Parquet copy that kept the
+text, and a typed Parquet copy (dates as date32 or timestamps).
+
+The variety of the real stock is there: Corsican communes (``2A004``, ``2B033``), overseas ones
+(``97411``), codes with leading zeros (``01053``), empty creation dates, and rows whose activity
+is coded in the older NAFRev1 nomenclature (``74.1A``), which look like rév. 2 prefixes.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from salvo.fsutil import atomic_path
@@ -32,7 +40,14 @@ COMMUNES = (
     ("83000", "TOULON", "83137"), ("38000", "GRENOBLE", "38185"), ("21000", "DIJON", "21231"),
     ("49000", "ANGERS", "49007"), ("20000", "AJACCIO", "2A004"), ("97400", "SAINT-DENIS", "97411"),
     ("97200", "FORT-DE-FRANCE", "97209"), ("29200", "BREST", "29019"), ("87000", "LIMOGES", "87085"),
+    ("20200", "BASTIA", "2B033"), ("97600", "MAMOUDZOU", "97611"), ("01000", "BOURG-EN-BRESSE", "01053"),
 )
+#: NAFRev1 codes (older rows): same dotted look, other meanings; divisions 74 and 70 exist in rév. 2 too.
+NAF_REV1_CODES = ("74.1A", "70.2A", "52.4C", "55.3A", "45.2B")
+NAF_REV1_SHARE = 0.03
+EMPTY_DATE_SHARE = 0.02
+#: Layouts write_synthetic_sirene can produce.
+LAYOUTS = ("typed", "typed-timestamp", "text", "csv")
 EFFECTIF_BANDS = ("NN", "00", "01", "02", "03", "11", "12", "21", "22", "31", "32", "41", "42", "51", "52", "53")
 _BAND_WEIGHTS = (40, 25, 15, 7, 5, 3, 2, 1, 0.6, 0.3, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02)
 ENSEIGNES = ("", "", "", "CHEZ MARIE", "LE FOURNIL", "CABINET CONSEIL", "BATI PLUS", "GARAGE DU CENTRE")
@@ -83,6 +98,10 @@ def make_chunk(rows: int, *, rng: np.random.Generator, active_share: float = 0.6
     commune = rng.integers(0, len(COMMUNES), rows)
     naf = rng.choice(len(NAF_SUBCLASSES), rows, p=naf_weights())
     active = rng.random(rows) < active_share
+    rev1 = rng.random(rows) < NAF_REV1_SHARE
+    rev1_code = rng.integers(0, len(NAF_REV1_CODES), rows)
+    no_date = rng.random(rows) < EMPTY_DATE_SHARE
+    naf_arr = pc.if_else(pa.array(rev1), _pick(NAF_REV1_CODES, rev1_code), _pick(NAF_SUBCLASSES, naf))
     band_arr = _pick(EFFECTIF_BANDS, band)
     ens = _pick(ENSEIGNES, rng.integers(0, len(ENSEIGNES), rows))
     ens = pc.if_else(pc.equal(ens, ""), pa.scalar(None, pa.string()), ens)
@@ -91,7 +110,7 @@ def make_chunk(rows: int, *, rng: np.random.Generator, active_share: float = 0.6
         nic,
         pc.binary_join_element_wise(siren, nic, ""),
         pa.array(np.full(rows, "O", dtype=object), pa.string()),
-        pa.array(created, pa.int32()).cast(pa.date32()),
+        pc.if_else(pa.array(no_date), pa.scalar(None, pa.date32()), pa.array(created, pa.int32()).cast(pa.date32())),
         pc.if_else(pc.equal(band_arr, "NN"), pa.scalar(None, pa.string()), band_arr),
         pc.if_else(pc.equal(band_arr, "NN"), pa.scalar(None, pa.string()), pa.scalar("2022")),
         pa.array(rng.integers(1_600_000_000, 1_730_000_000, rows), pa.int64()).cast(pa.timestamp("s")),
@@ -102,11 +121,35 @@ def make_chunk(rows: int, *, rng: np.random.Generator, active_share: float = 0.6
         _pick(tuple(c[0] for c in COMMUNES), commune),
         _pick(tuple(c[1] for c in COMMUNES), commune),
         _pick(tuple(c[2] for c in COMMUNES), commune),
-        _pick(NAF_SUBCLASSES, naf),
-        pa.array(np.full(rows, "NAFRev2", dtype=object), pa.string()),
+        naf_arr,
+        pa.array(np.where(rev1, "NAFRev1", "NAFRev2").astype(object), pa.string()),
         pa.array(np.where(band > 1, "O", "N").astype(object), pa.string()),
         pa.array(np.where(active, "A", "F").astype(object), pa.string()),
     ], schema=SCHEMA)
+
+
+def as_text(table: pa.Table) -> pa.Table:
+    """``table`` with every column as text, as INSEE writes its CSV: dates ``YYYY-MM-DD``, timestamps
+    ``YYYY-MM-DDTHH:MM:SS``, booleans ``true``/``false``, and empty strings for missing values."""
+    arrays = []
+    for col in table.columns:
+        t = col.type
+        if pa.types.is_date(t):
+            text = pc.strftime(col.cast(pa.timestamp("s")), format="%Y-%m-%d")
+        elif pa.types.is_timestamp(t):
+            text = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S")
+        elif pa.types.is_boolean(t):
+            text = pc.if_else(col, pa.scalar("true"), pa.scalar("false"))
+        else:
+            text = col.cast(pa.string())
+        arrays.append(pc.fill_null(text, ""))
+    return pa.Table.from_arrays(arrays, schema=pa.schema([(n, pa.string()) for n in table.schema.names]))
+
+
+def _typed_with_timestamps(table: pa.Table) -> pa.Table:
+    i = table.schema.get_field_index("dateCreationEtablissement")
+    return table.set_column(i, pa.field("dateCreationEtablissement", pa.timestamp("ms")),
+                            table.column(i).cast(pa.timestamp("ms")))
 
 
 def write_synthetic_sirene(
@@ -116,19 +159,39 @@ def write_synthetic_sirene(
     seed: int = 0,
     chunk_rows: int = 250_000,
     row_group_rows: int = 128 * 1024,
+    layout: str | None = None,
 ) -> Path:
-    """Write ``rows`` synthetic establishments to ``path`` chunk by chunk (memory stays ~one chunk)."""
-    rng = np.random.default_rng(seed)
+    """Write ``rows`` synthetic establishments to ``path`` chunk by chunk (memory stays ~one chunk).
+
+    ``layout``: ``typed`` (Parquet, dates as date32), ``typed-timestamp`` (Parquet, creation dates
+    as timestamps), ``text`` (Parquet, every column a string) or ``csv`` (INSEE's CSV: every column
+    text, comma-separated, with a header). By default ``csv`` for a ``*.csv`` path, else ``typed``.
+    """
     final = Path(path)
-    with atomic_path(final) as tmp:
-        with pq.ParquetWriter(tmp, SCHEMA, compression="snappy") as writer:
+    layout = layout or ("csv" if final.name.endswith(".csv") else "typed")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+    convert = {"typed": lambda t: t, "typed-timestamp": _typed_with_timestamps, "text": as_text, "csv": as_text}[layout]
+    schema = convert(SCHEMA.empty_table()).schema
+    rng = np.random.default_rng(seed)
+    with atomic_path(final) as tmp, open(tmp, "wb") as sink:
+        if layout == "csv":
+            sink.write((",".join(schema.names) + "\n").encode())  # INSEE's header is not quoted
+            writer = pacsv.CSVWriter(sink, schema, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))
+        else:
+            writer = pq.ParquetWriter(sink, schema, compression="snappy")
+        with writer:
             done = 0
             while done < rows:
                 n = min(chunk_rows, rows - done)
-                writer.write_table(make_chunk(n, rng=rng), row_group_size=row_group_rows)
+                chunk = convert(make_chunk(n, rng=rng))
+                if layout == "csv":
+                    writer.write_table(chunk)
+                else:
+                    writer.write_table(chunk, row_group_size=row_group_rows)
                 done += n
             if rows == 0:
-                writer.write_table(SCHEMA.empty_table())
+                writer.write_table(schema.empty_table())
     return final
 
 

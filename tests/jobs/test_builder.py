@@ -63,9 +63,11 @@ def test_derived_columns_are_computed_from_their_inputs(sirene_small: Path, tmp_
     run_job(str(_job(tmp_path, "43", "deep")), input=str(sirene_small), output_dir=str(tmp_path / "out"))
     t = pq.read_table(tmp_path / "out" / "naf_43" / "dataset.parquet").to_pylist()
     for row in t[:200]:
-        cp = row["codePostalEtablissement"]
-        assert row["departement"] == (cp[:3] if cp.startswith("97") else cp[:2])
-        assert row["annee_creation"] == row["dateCreationEtablissement"].year
+        # Issue 10: the département comes from the INSEE commune code (Corsica 2A/2B, overseas 97x).
+        commune = row["codeCommuneEtablissement"]
+        assert row["departement"] == (commune[:3] if commune.startswith("97") else commune[:2])
+        created = row["dateCreationEtablissement"]
+        assert row["annee_creation"] == (None if created is None else created.year)
         assert row["naf_division"] == "43" and row["naf_groupe"] == row["activitePrincipaleEtablissement"][:4]
         if row["trancheEffectifsEtablissement"] == "12":
             assert (row["effectif_min"], row["effectif_max"]) == (20, 49)
