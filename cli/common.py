@@ -22,6 +22,7 @@ EMOJI = {
     Status.CRASHED: "💥",
     Status.EXCEPTION: "💥",
     Status.NOT_RUN: "⏸️ ",
+    Status.INTERRUPTED: "🛑",
 }
 
 
@@ -236,20 +237,29 @@ def run_flow(flow: Any, *, progress: Progress | None = None, **params: Any) -> d
     """Call a pipeline flow; return its summary dict whether the batch failed or not."""
     from flows.batch import BatchFailed, set_progress_hook
     from salvo.errors import UsageError
+    from salvo.runner import stop_on_sigint, stop_requested
 
     set_progress_hook(progress)
     try:
-        with quick_local_runs():
+        with quick_local_runs(), stop_on_sigint():  # Ctrl-C: running items killed, reports written
             state = flow(**params, return_state=True)
     finally:
         set_progress_hook(None)
         if progress is not None:
             progress.close()
+    if stop_requested():  # the batch stopped on Ctrl-C, its reports written: main() exits 130
+        doc = state.result(raise_on_failure=False)
+        doc = doc.summary if isinstance(doc, BatchFailed) else doc
+        if isinstance(doc, dict) and "summary" in doc:
+            print_summary(doc, title="BATCH INTERRUPTED", stream=sys.stderr)
+        raise KeyboardInterrupt
     if state.is_completed():
         return state.result()
     exc = state.result(raise_on_failure=False)
     if isinstance(exc, BatchFailed):
         return exc.summary
+    if isinstance(exc, dict) and "summary" in exc:  # a flow that ended with Failed(data=doc)
+        return exc
     if isinstance(exc, UsageError):
         raise exc
     raise RunFailed(f"{flow.name} failed: {exc}")

@@ -1,4 +1,4 @@
-"""Demo of salvage-merge: a simulated gridded model run fails in some cells, then fully recovers."""
+"""Demo of salvage-merge: a simulated dvmdostem run (real file layouts) fails in some cells, then fully recovers."""
 
 from __future__ import annotations
 
@@ -6,21 +6,20 @@ import pathlib
 import shlex
 import sys
 
-import numpy as np
-
 
 def run_demo(root: pathlib.Path) -> list[str]:
     """Make a run-mask, run the salvage-merge flow with the simulated model, and say where things are."""
     from cli.common import run_flow
     from flows.salvage_merge import salvage_merge
-    from salvo.gridded.formats import read_mask, read_status, write_run_mask
+    from salvo.gridded.dvmdostem import SITE_MASK, site_mask
+    from salvo.gridded.formats import read_mask, read_status
     from salvo.gridded.report import console_lines
 
     root = pathlib.Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    run = np.ones((6, 8), dtype="i4")
+    run = read_mask(SITE_MASK).copy()  # dvmdostem's public Imnaviat test site, 10 x 10
     run[0, :2] = 0  # cells switched off in the user's mask stay off
-    mask = write_run_mask(root / "run-mask.nc", run=run)
+    mask = site_mask(root / "run-mask.nc", run=run)
     output, state = root / "output", root / "model-state.json"
     model = (f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} "
              f"--seed 7 --fail-fraction 0.25 --fail-runs 2 --state {shlex.quote(str(state))}")
@@ -28,7 +27,8 @@ def run_demo(root: pathlib.Path) -> list[str]:
     status = read_status(output / "run_status.nc")
     ok = bool(((read_mask(mask) == 0) | (status == 100)).all())
     return [
-        "salvage-merge demo: a simulated dvmdostem run (6 x 8 cells, 25% failing for two runs) recovered "
+        "salvage-merge demo: a simulated dvmdostem run (Imnaviat site, 10 x 10 cells, 25% failing for two runs, "
+        "outputs in the model's real layouts) recovered "
         f"{'fully' if ok else 'only partly'}:",
         *(f"  {line}" for line in console_lines(doc)),
         f"  Merged outputs: {output} (run_status.nc has merge_source: 0 original, k = k-th re-run)",

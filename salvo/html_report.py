@@ -39,6 +39,7 @@ COLOURS = {
     Status.CRASHED: "#6a1b9a",
     Status.EXCEPTION: "#4e342e",
     Status.NOT_RUN: "#bdbdbd",
+    Status.INTERRUPTED: "#f9a825",
 }
 #: Most items drawn as their own timeline row; a larger batch shows its first rows by start time.
 TIMELINE_ROWS = 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -16,6 +17,19 @@ from salvo.batchcore import RetryPolicy, failure_message, run_many
 from salvo.items import Item, Worker
 from salvo.outcome import ItemResult
 from tasks.records import StateLocation, item_lock, read_record, record_store, write_record
+
+
+class _NoEmptyExcInfo(logging.Filter):
+    """Prefect logs a task run that returned a Failed state with ``exc_info=True`` and no exception,
+    which prints a stray ``NoneType: None``; a failed item is an expected outcome, not a crash."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is None:
+            record.exc_info = None
+        return True
+
+
+logging.getLogger("prefect.task_runs").addFilter(_NoEmptyExcInfo())
 
 
 def chunk_name(parameters: dict[str, Any]) -> str:
