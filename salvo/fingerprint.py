@@ -1,10 +1,22 @@
-"""Keys that change when an item's input content, its worker or its settings change."""
+"""Keys that change when an item's input content, its worker or its settings change.
+
+Content hashes are cached against each file's ``(size, mtime_ns, inode)``, the way git's index
+caches them: a file whose stat is unchanged is not read again, in this process or the next ones
+(the cache persists in ``SALVO_HASH_CACHE``, default ``~/.cache/salvo/hashes.jsonl``). Whenever
+the stat changes, the whole file is hashed again. A file modified within ``RACY_S`` seconds of
+being hashed could change again without its stat changing, so such a hash is never cached
+(git's "racily clean" rule).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import threading
+import time
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,21 +24,94 @@ from typing import Any
 from salvo.items import Item, Worker
 
 _CHUNK = 1 << 20
-# Content hashes by (path, size, mtime_ns, inode): a file is read once per process, not once per use.
+#: A hash is cached only for files whose mtime is at least this much older than the hashing.
+RACY_S = 2.0
+#: Prefix of a key given to an item whose inputs cannot be read (see :func:`item_key`).
+UNHASHABLE_PREFIX = "unhashable-"
+# Content hashes by (path, size, mtime_ns, inode): a file is read once, not once per use.
 _memo: dict[tuple[str, int, int, int], str] = {}
+_cache_lock = threading.Lock()
+_cache_state: dict[str, Any] = {"loaded": False, "path": None, "fh": None, "lines": 0}
+
+
+def _cache_path() -> Path | None:
+    env = os.environ.get("SALVO_HASH_CACHE")
+    if env is not None:
+        return Path(env) if env.strip() and env.strip() != "off" else None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "salvo" / "hashes.jsonl"
+
+
+def _load_cache() -> None:
+    """Load the persistent cache into ``_memo`` once (latest line per file wins)."""
+    path = _cache_path()
+    if _cache_state["loaded"] and _cache_state["path"] == path:
+        return
+    _cache_state.update(loaded=True, path=path, fh=None, lines=0)
+    if path is None:
+        return
+    with contextlib.suppress(OSError):
+        with open(path, "rb") as fh:
+            for line in fh:
+                _cache_state["lines"] += 1
+                try:
+                    p, size, mtime, ino, digest = json.loads(line)
+                except (ValueError, TypeError):
+                    continue  # a line cut short by a crash
+                if isinstance(p, str) and isinstance(digest, str):
+                    _memo[(p, int(size), int(mtime), int(ino))] = digest
+    if _cache_state["lines"] > 4 * max(1000, len(_memo)):
+        _compact_cache(path)
+
+
+def _compact_cache(path: Path) -> None:
+    """Rewrite the cache with one line per file (stale lines of changed files go)."""
+    latest: dict[str, tuple[tuple[str, int, int, int], str]] = {}
+    for k, digest in _memo.items():
+        latest[k[0]] = (k, digest)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    with contextlib.suppress(OSError):
+        with open(tmp, "w") as fh:
+            for (p, size, mtime, ino), digest in latest.values():
+                fh.write(json.dumps([p, size, mtime, ino, digest]) + "\n")
+        os.replace(tmp, path)
+        _cache_state["lines"] = len(latest)
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+
+
+def _remember(key: tuple[str, int, int, int], digest: str) -> None:
+    path = _cache_state["path"]
+    if path is None:
+        return
+    try:
+        if _cache_state["fh"] is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _cache_state["fh"] = open(path, "ab", buffering=0)  # O_APPEND: one write() per line
+        _cache_state["fh"].write((json.dumps([*key, digest]) + "\n").encode())
+        _cache_state["lines"] += 1
+    except OSError:
+        _cache_state["path"] = None  # a cache only: go on without it
 
 
 def hash_file(path: str | os.PathLike[str]) -> str:
-    """BLAKE2b of a file's bytes."""
+    """BLAKE2b of a file's bytes (cached against its size, mtime and inode)."""
     st = os.stat(path)
-    memo_key = (os.fspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    if memo_key in _memo:
-        return _memo[memo_key]
+    memo_key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    with _cache_lock:
+        _load_cache()
+        if memo_key in _memo:
+            return _memo[memo_key]
+    started = time.time()
     h = hashlib.blake2b(digest_size=20)
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
-    _memo[memo_key] = digest = h.hexdigest()
+    digest = h.hexdigest()
+    if started - st.st_mtime_ns / 1e9 >= RACY_S:  # not racily clean: safe to trust the stat later
+        with _cache_lock:
+            _memo[memo_key] = digest
+            _remember(memo_key, digest)
     return digest
 
 
@@ -50,10 +135,19 @@ def hash_json(value: Any) -> str:
 
 
 def item_key(item: Item, *, worker: Worker, settings: Mapping[str, Any] | None = None) -> str:
-    """The resume key: input content, params, worker identity and batch settings."""
+    """The resume key: input content, params, worker identity and batch settings.
+
+    An input that cannot be read (permissions, I/O error) does not stop the batch: the item gets a
+    fresh ``unhashable-...`` key that matches no record and is never recorded, so the item runs
+    and fails as its own error, and is tried again by the next run.
+    """
+    try:
+        inputs = [fingerprint_path(p) for p in item.inputs]
+    except OSError:
+        return f"{UNHASHABLE_PREFIX}{uuid.uuid4().hex}"
     return hash_json(
         {
-            "inputs": [fingerprint_path(p) for p in item.inputs],
+            "inputs": inputs,
             "params": dict(item.params),
             "worker": worker.identity,
             "settings": dict(settings or {}),

@@ -1,56 +1,108 @@
-"""Resume records: finished items stored as Prefect result records, keyed on content."""
+"""Resume records: finished items stored as data-only JSON, keyed on content, claimed across hosts.
+
+A state location (a local folder, an ``s3://`` URL, a storage block or its name) holds
+``records/<key>`` (one JSON record per finished item: see ``salvo.index``), ``records/index/``
+(the index that makes a resumed batch read a few objects instead of one per item) and
+``records/claims/`` (the leases that let one host at a time run an item: see ``salvo.claims``).
+
+Reading never runs code: records are parsed with ``json.loads`` only, never with Prefect's result
+reader or a serializer the record names.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
-import tempfile
-from pathlib import Path
-from typing import Union
+import threading
+from typing import TYPE_CHECKING, Any, Union
 
-from filelock import FileLock
-from prefect.filesystems import LocalFileSystem, WritableFileSystem
-from prefect.results import ResultStore
-from prefect.serializers import JSONSerializer
-
+from salvo.claims import Claim
+from salvo.index import CLAIMS_DIR, UNHASHABLE_PREFIX, RecordIndex, RecordWriteError
 from salvo.outcome import ItemResult
+from salvo.storage import StorageTarget, open_storage
 
-#: Where records live: a local folder, or any writable storage block (local or S3).
-StateLocation = Union[str, os.PathLike, WritableFileSystem]
+if TYPE_CHECKING:
+    from prefect.filesystems import WritableFileSystem
+
+__all__ = ["StateLocation", "RecordStore", "RecordWriteError", "record_store", "item_lock", "read_record", "write_record"]
+
+log = logging.getLogger("salvo.records")
+
+#: Where records live: a local folder, an s3:// URL, a storage block or a saved block's name.
+StateLocation = Union[str, os.PathLike, "WritableFileSystem"]
 
 
-def _storage_block(state: StateLocation) -> WritableFileSystem:
-    if isinstance(state, WritableFileSystem):
-        return state
+def _looks_like_location(text: str) -> bool:
+    return "://" in text or "/" in text or text.startswith((".", "~")) or os.path.isabs(text)
+
+
+def _target(state: Any) -> StorageTarget:
+    """The records folder of a state location."""
+    target = getattr(state, "target", None)
+    if isinstance(target, StorageTarget):  # a SalvoStorage block: its root is the records folder
+        return target
+    if not isinstance(state, (str, os.PathLike)):
+        base = getattr(state, "basepath", None)  # another Prefect file system block
+        if base:
+            return open_storage(str(base))
+        raise TypeError(f"unsupported state location {type(state).__name__}")
     text = os.fspath(state)
-    if isinstance(state, os.PathLike) or text.startswith(("/", ".", "~", "file://")):
-        return LocalFileSystem(basepath=str(Path(text.removeprefix("file://")).expanduser().resolve() / "records"))
-    from blocks import resolve_storage  # an s3:// URL or a saved storage block's name
+    if _looks_like_location(text):
+        return open_storage(text).child("records")
+    from blocks import resolve_storage  # a saved storage block's name
 
-    return resolve_storage(text).child("records")
-
-
-def _lock_dir(block: WritableFileSystem) -> Path:
-    where = getattr(block, "basepath", None) or getattr(block, "url", None)
-    if where and "://" not in str(where):
-        return Path(where).parent / "locks"
-    # Remote storage has no shared lock primitive; lock per machine, beside the temp dir.
-    tag = hashlib.blake2b(str(where).encode(), digest_size=8).hexdigest()
-    return Path(tempfile.gettempdir()) / "salvo-locks" / tag
+    return resolve_storage(text).target.child("records")
 
 
-def record_store(state: StateLocation) -> ResultStore:
-    """A Prefect result store for item records (JSON, so reading one never runs code)."""
-    return ResultStore(
-        result_storage=_storage_block(state), serializer=JSONSerializer(), cache_result_in_memory=False
-    )
+class RecordStore(RecordIndex):
+    """The records, index and claims of one state location."""
+
+    def __init__(self, target: StorageTarget) -> None:
+        super().__init__(target)
+        self.claims_target = target.child(CLAIMS_DIR)
+        self._claims: dict[str, Claim] = {}
+        self._claims_lock = threading.Lock()
+
+    def claim(self, key: str) -> Claim:
+        """A claim on ``key`` (enter it to hold it); while held, reads of ``key`` are fresh."""
+        return _HeldClaim(self, key)
+
+    def held_claim(self, key: str) -> Claim | None:
+        with self._claims_lock:
+            return self._claims.get(key)
 
 
-def item_lock(store: ResultStore, key: str) -> FileLock:
-    """An exclusive per-item lock (flock: the OS frees it when its holder dies, so none go stale)."""
-    folder = _lock_dir(store.result_storage)  # type: ignore[arg-type]
-    folder.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(folder / f"{key}.lock"))
+class _HeldClaim(Claim):
+    """A claim that tells its store while it is held."""
+
+    def __init__(self, store: RecordStore, key: str) -> None:
+        super().__init__(store.claims_target, key)
+        self.store = store
+
+    def acquire(self, timeout: float | None = None) -> None:  # noqa: D102
+        super().acquire(timeout)
+        with self.store._claims_lock:
+            self.store._claims[self.key] = self
+
+    def release(self) -> None:  # noqa: D102
+        with self.store._claims_lock:
+            if self.store._claims.get(self.key) is self:
+                del self.store._claims[self.key]
+        super().release()
+
+
+def record_store(state: StateLocation) -> RecordStore:
+    """The record store of a state location."""
+    return RecordStore(_target(state))
+
+
+def item_lock(store: RecordStore, key: str) -> Claim:
+    """An exclusive claim on one item, across processes and hosts sharing the store.
+
+    ``with item_lock(store, key):`` waits while another run holds the item (then its record is
+    reused), takes over a claim whose holder died, and renews the lease while the block runs.
+    """
+    return store.claim(key)
 
 
 def _outputs_present(result: ItemResult) -> bool:
@@ -58,20 +110,41 @@ def _outputs_present(result: ItemResult) -> bool:
     return all(os.path.exists(p) for p in result.outputs if "://" not in p)
 
 
-def read_record(store: ResultStore, key: str) -> ItemResult | None:
-    """The finished result stored under ``key``, or None if there is none to trust."""
-    try:
-        if not store.exists(key):
-            return None
-        result = ItemResult.from_dict(store.read(key).result)
-    except (ValueError, KeyError, TypeError):  # a record cut short by a crash is no record
+def read_record(store: RecordStore, key: str) -> ItemResult | None:
+    """The finished result stored under ``key``, or None if there is none to trust.
+
+    While this process holds the item's claim the record itself is read (another host may just
+    have finished the item); otherwise the answer comes from the store's snapshot of its index.
+    """
+    if key.startswith(UNHASHABLE_PREFIX):
         return None
-    if not _outputs_present(result):
+    data = store.get(key, fresh=store.held_claim(key) is not None)
+    if data is None:
+        return None
+    try:
+        result = ItemResult.from_dict(data)
+    except (ValueError, KeyError, TypeError):
+        log.warning("ignoring the record of %s: its fields are not an item result", key)
+        return None
+    if not result.status.ok or not _outputs_present(result):
         return None
     result.cached = True
     return result
 
 
-def write_record(store: ResultStore, key: str, result: ItemResult, *, holder: str | None = None) -> None:
-    """Store a finished (success or skipped) result under ``key``."""
-    store.write(result.to_dict(), key=key, holder=holder)
+def write_record(store: RecordStore, key: str, result: ItemResult, *, holder: str | None = None) -> bool:
+    """Store a finished (success or skipped) result under ``key``; whether it was stored.
+
+    Not stored if this process claimed the item and has since lost its lease (another host took
+    the item over and will record its own result), or if the key stands for an unreadable input.
+    Raises :class:`RecordWriteError` (an ``OSError``) when the record cannot be written, for
+    example on a full disk; the item's outputs are kept either way.
+    """
+    if key.startswith(UNHASHABLE_PREFIX):
+        return False
+    claim = store.held_claim(key)
+    if claim is not None and not claim.held():
+        log.warning("%s: not recorded: this run lost its claim on the item to another run", result.item_id)
+        return False
+    store.put(key, result.to_dict())
+    return True

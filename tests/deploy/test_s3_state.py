@@ -34,7 +34,8 @@ def test_netcdf_extract_resumes_from_records_on_s3(s3_endpoint: str, s3_url: str
     assert second["summary"]["resumed"] == 3
     assert all(len(markers(marks, f.stem)) == 1 for f in files)  # run once, by the first batch only
     bucket_path = s3_url.removeprefix("s3://")
-    records = [p for p in s3_fs.find(bucket_path) if not p.endswith("/")]
+    # One record object per item directly under records/ (records/index/ and records/claims/ are not records).
+    records = [p for p in s3_fs.find(bucket_path) if not p.endswith("/") and p.rsplit("/", 2)[-2] == "records"]
     items = plan_items(files, directory=tmp_path / "in", worker_command=params["worker_command"])
     keys = {item_key(it, worker=extract_worker(params["worker_command"]), settings={"pipeline": "netcdf-extract"}) for it in items}
     assert {r.rsplit("/", 1)[1] for r in records} == keys  # one record per item, named by its content key
