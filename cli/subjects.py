@@ -80,10 +80,10 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_subjects(args: argparse.Namespace) -> int:
     """Validate, run the ``subject-batch`` flow, print its summary; return the exit code."""
-    from flows.subject_batch import subject_batch
-
     try:
-        params = _check(args)  # every input problem is reported before a flow run starts
+        params = _check(args)  # every input problem is reported before a flow run starts (or Prefect loads)
+        from flows.subject_batch import subject_batch
+
         doc = run_flow(subject_batch, **params)
     except UsageError as exc:
         return fail(str(exc))

@@ -261,7 +261,7 @@ def run_command(template: str, *, subject: Mapping[str, Any], work: Path, option
     params.update(input=subject.get("nifti") or subject.get("dicom") or "", work_dir=str(work), options=option_flags(options))
     argv = render_command(template, params)
     for name in ("input", "nifti", "dicom", "bval", "bvec"):
-        if "{" + name + "}" in template and not subject.get(name):
+        if "{" + name + "}" in template and not params[name]:
             raise InputError(f"subject {subject['id']} has no {name}, but the pipeline command uses {{{name}}}")
     print("running: " + " ".join(argv), file=sys.stderr, flush=True)
     try:
