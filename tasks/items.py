@@ -10,7 +10,6 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
-from prefect.results import ResultStore
 from prefect.states import Completed, Failed, State
 
 from salvo.batchcore import RetryPolicy, failure_message, run_many
@@ -47,9 +46,9 @@ class ItemResults(list):
 
 
 class PrefectRecords:
-    """Resume records in a Prefect result store, for :mod:`salvo.batchcore`."""
+    """The batch's resume records (``tasks.records``), as :mod:`salvo.batchcore` uses them."""
 
-    def __init__(self, store: ResultStore) -> None:
+    def __init__(self, store: Any) -> None:
         self.store = store
 
     def lock(self, key: str) -> AbstractContextManager[object]:
