@@ -173,7 +173,7 @@ def write_object(target: StorageTarget, rel: str, data: bytes, *, exclusive: boo
         return True
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise
+            raise OSError(exc.errno, f"{os.strerror(exc.errno)} at {target.uri(rel)}") from exc
         raise StorageError(f"storage {target.url} failed on {rel!r}: {type(exc).__name__}: {exc.strerror or exc}") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
