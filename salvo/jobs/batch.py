@@ -80,7 +80,9 @@ def job_worker(job_command: str | None) -> Worker:
     """The built-in builder (a Python worker) or the user's command."""
     if job_command:
         check_job_command(job_command)
-        return Worker("command", job_command)
+        # Staged: the command writes next to its final folder, which appears only on success.
+        return Worker("python", "salvo.jobs.command:run_job_command", verify="salvo.jobs.command:check_job_command_output",
+                      version="1", preload=("salvo.jobs.command",))
     return Worker("python", "salvo.jobs.builder:run_job", verify="salvo.jobs.builder:verify_job",
                   version="1", preload=("salvo.jobs.builder",))
 
@@ -121,7 +123,7 @@ def job_items(
                 "job_file": str(job.path), "input": str(input), "output_dir": str(output_dir),
                 "job_output_dir": str(final), "naf_code": job.naf.compact, "niche_name": job.spec.niche,
                 "profile": job.spec.profile.name, "sample": "" if sample is None else str(sample),
-                "max_ram_mb": str(max_ram_mb),
+                "max_ram_mb": str(max_ram_mb), "command": job_command,
             }
         else:
             # Params key resume, so they stay the same whether or not this run shares a scan.
