@@ -285,22 +285,34 @@ def merge_file(salvaged: Path, *, rerun: Path, output: Path, take: np.ndarray, g
     with open_raw(salvaged) as s, open_raw(rerun) as r:
         fgrid, gridded = _check_open(s, r, name=salvaged.name, grid=grid)
         with atomic_path(output) as tmp:
-            with create_like(s, tmp, skip_data={*gridded, SOURCE_VAR}) as dst:
-                for name in gridded:
-                    sv, rv, ov = s.variables[name], r.variables[name], dst.variables[name]
-                    _small_cache(s, sv), _small_cache(r, rv), _small_cache(dst, ov)
-                    cells = broadcast_cells(take, dims=sv.dimensions, ydim=fgrid.ydim, xdim=fgrid.xdim)
-                    for sl in slabs(sv, budget=chunk_bytes):
-                        values = sv[sl]
-                        np.copyto(values, _read_as(rv, sl, sv.dimensions), where=cells[_cell_slice(cells, sl)])
-                        ov[sl] = values
-                if source is not None:
-                    if SOURCE_VAR not in dst.variables:
-                        _add_source_var(dst, s.variables.get(STATUS_VAR), grid)
-                    dst.variables[SOURCE_VAR][:] = source.astype(dst.variables[SOURCE_VAR].dtype)
+            if source is None and not take.any():
+                shutil.copyfile(salvaged, tmp)  # no cell to take: the bytes as they are (reflink/copy_file_range)
+            else:
+                _write_merged(s, r, tmp, take=take, grid=grid, fgrid=fgrid, gridded=gridded, source=source,
+                              chunk_bytes=chunk_bytes)
             verify_merged(tmp, salvaged=s, rerun=r, take=take, gridded=gridded, fgrid=fgrid, source=source,
                           name=salvaged.name, chunk_bytes=chunk_bytes)
     return gridded
+
+
+def _write_merged(s: netCDF4.Dataset, r: netCDF4.Dataset, tmp: Path, *, take: np.ndarray, grid: StatusGrid,
+                  fgrid: FileGrid, gridded: list[str], source: np.ndarray | None, chunk_bytes: int) -> None:
+    """Create ``tmp`` with ``s``'s layout, off-grid variables copied raw, grid variables merged slab by slab."""
+    with create_like(s, tmp, skip_data={*gridded, SOURCE_VAR}) as dst:
+        for name in gridded:
+            sv, rv, ov = s.variables[name], r.variables[name], dst.variables[name]
+            _small_cache(s, sv), _small_cache(r, rv), _small_cache(dst, ov)
+            cells = broadcast_cells(take, dims=sv.dimensions, ydim=fgrid.ydim, xdim=fgrid.xdim)
+            for sl in slabs(sv, budget=chunk_bytes):
+                values = sv[sl]
+                where = cells[_cell_slice(cells, sl)]
+                if where.any():  # a slab with no re-run cell is the salvaged slab as it is
+                    np.copyto(values, _read_as(rv, sl, sv.dimensions), where=where)
+                ov[sl] = values
+        if source is not None:
+            if SOURCE_VAR not in dst.variables:
+                _add_source_var(dst, s.variables.get(STATUS_VAR), grid)
+            dst.variables[SOURCE_VAR][:] = source.astype(dst.variables[SOURCE_VAR].dtype)
 
 
 def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Dataset, take: np.ndarray,
