@@ -100,6 +100,10 @@ def test_config_hash_change_and_force_rerun_bids_units(tmp_path):
     assert {i["reason"] for i in again["items"]} == {f"already done (config hash {hash_a})"}
     with open(out / "batch_metrics.csv") as fh:
         assert all(r["n_volumes"] == "14" for r in csv.DictReader(fh))  # metrics come from _done.json
+    # The resumed run's report: no skip time shown as a duration, the QC images still in its gallery.
+    page = (out / "batch_report.html").read_text()
+    assert 'class="durations"' not in page and page.count("when it ran)") == 2
+    assert page.count('<img src="data:image/png;base64,') == 2
 
     changed = subject_batch(**common, options={"preprocessing": True, "denoise_method": "median"})
     hash_b = changed["summary"]["config_hash"]
@@ -119,3 +123,30 @@ def test_bad_manifest_fails_the_flow_before_running(tmp_path):
     with pytest.raises(Exception, match="not a safe folder name"):
         subject_batch(out=str(tmp_path / "out"), manifest=str(bad))
     assert not (tmp_path / "out").exists()
+
+
+def test_either_source_with_empty_strings_as_absent_and_bad_parameters_named(tmp_path):
+    manifest = make_manifest_study(tmp_path / "study", subjects=1, shape=(4, 4, 3))
+    bids = make_bids_dataset(tmp_path / "bids", subjects=1, sessions=(), shape=(4, 4, 3))
+    # What a deployment sends: its shipped "" defaults beside the one source this run names.
+    a = subject_batch(out=str(tmp_path / "a"), manifest=str(manifest), bids_dir="", pipeline_command="", dask_address="")
+    assert a["summary"]["counts"] == {"success": 1}
+    b = subject_batch(out=str(tmp_path / "b"), manifest="", bids_dir=str(bids))
+    assert [i["item_id"] for i in b["items"]] == ["sub-01"]
+    raw = tmp_path / "study" / "raw"
+    cases = [
+        (dict(manifest=str(manifest), bids_dir=str(bids)), r"manifest .*bids_dir.*both were given"),
+        (dict(manifest="", bids_dir=""), r"manifest .*bids_dir.*neither was given"),
+        (dict(manifest=str(manifest), timeout_minutes=-1), "timeout_minutes"),
+        (dict(manifest=str(manifest), parallel=0), "parallel"),
+        (dict(manifest=str(manifest), retries=-2), "retries"),
+        (dict(manifest=str(manifest), out=""), "out is required"),
+        (dict(manifest=str(manifest), out=str(raw)), "contains the input"),
+    ]
+    before = sorted(p.read_bytes() for p in raw.rglob("*") if p.is_file())
+    for params, message in cases:
+        params.setdefault("out", str(tmp_path / "c"))
+        with pytest.raises(Exception, match=message):
+            subject_batch(**params)
+    assert not (tmp_path / "c").exists()
+    assert sorted(p.read_bytes() for p in raw.rglob("*") if p.is_file()) == before

@@ -4,6 +4,8 @@ import csv
 import json
 from html.parser import HTMLParser
 
+import pytest
+
 from salvo.outcome import ItemResult, Status
 from salvo.subjects.report import (
     format_header, format_result_line, format_summary, render_html, subject_rows, write_html_report, write_metrics_csv,
@@ -103,3 +105,82 @@ def test_html_report_without_metrics_has_only_the_duration_plot():
     rows = [{"subject": "s", "status": "error", "reason": "x", "duration_s": 0.0, "started": "", "config_hash": "", "log": "logs/s.log", "metrics": {}}]
     page = render_html(rows, title="t", config_hash="h", summary={})
     assert page.count("<svg") == 1 and "Metric distributions" not in page
+
+
+def _resumed_rows(tmp_path):
+    """A resumed batch: sub-001 ran now, sub-002 was skipped as done (it took 754 s when it ran)."""
+    from salvo.subjects.samples import write_dwi
+    from salvo.subjects.pipeline import run_pipeline
+
+    for sid, took in (("sub-001", 5.0), ("sub-002", 754.0)):
+        folder = tmp_path / sid
+        files = write_dwi(tmp_path / "raw" / sid / "dwi.nii.gz", shape=(6, 6, 4))
+        metrics = run_pipeline(files["nifti"], work_dir=folder, bval=files["bval"])
+        (folder / "qc").mkdir()
+        (folder / "qc" / "fa.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>')
+        (folder / "_done.json").write_text(json.dumps({"status": "success", "config_hash": "a1b2c3d4", "duration_s": took,
+                                                       "metrics": metrics, "units": {"snr_b0": "ratio"}}))
+        (folder / "logs").mkdir()
+        (folder / "logs" / "debug.png").write_bytes(b"not shown: logs are not QC images")
+        (folder / "_failed-20260101T000000Z").mkdir()
+        (folder / "_failed-20260101T000000Z" / "old.png").write_bytes(b"not shown either")
+    results = [
+        ItemResult("sub-001", Status.SUCCESS, duration_s=5.0, metrics=json.loads((tmp_path / "sub-001" / "_done.json").read_text())["metrics"]),
+        ItemResult("sub-002", Status.SKIPPED, duration_s=0.8, reason="already done (config hash a1b2c3d4)"),
+    ]
+    return subject_rows(results, out_dir=tmp_path, timeout_min=120)
+
+
+def test_resumed_run_does_not_show_skip_times_as_durations(tmp_path):
+    rows = _resumed_rows(tmp_path)
+    assert rows[1]["duration_s"] is None and rows[1]["done_duration_s"] == 754.0
+    page = render_html(rows, title="t", config_hash="a1b2c3d4", summary={}, out_dir=tmp_path)
+    durations = page[page.index('<svg xmlns="http://www.w3.org/2000/svg" class="durations"'):]
+    durations = durations[: durations.index("</svg>")]
+    assert "sub-001" in durations and "sub-002" not in durations  # only what ran in this batch is plotted
+    assert "0.8s" not in page  # the time it took to skip is nowhere shown as a duration
+    assert "– (skipped; took 12.6m when it ran)" in page
+    write_metrics_csv(rows, tmp_path / "m.csv")
+    with open(tmp_path / "m.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert table[1]["duration_s"] == "" and float(table[1]["done_duration_s"]) == 754.0
+    assert float(table[0]["duration_s"]) == 5.0
+
+
+def test_plots_have_axes_with_ticks_and_units(tmp_path):
+    rows = _resumed_rows(tmp_path)
+    page = render_html(rows, title="t", config_hash="h", summary={}, out_dir=tmp_path)
+    svgs = page.split("<svg")[1:]
+    assert len(svgs) >= 3
+    for svg in svgs:
+        assert 'class="axis"' in svg and svg.count('class="tick-label"') >= 2 and 'class="axis-label"' in svg
+    assert "duration in this batch (seconds)" in svgs[0]
+    assert "mean_diffusivity (mm²/s)" in page and "snr_b0 (ratio)" in page and "b0_mean (a.u.)" in page
+
+
+def test_nice_ticks_cover_the_range_with_round_steps():
+    from salvo.subjects.report import nice_ticks
+
+    assert nice_ticks(0, 754) == [0, 200, 400, 600]
+    small = nice_ticks(0.00071, 0.00098)  # mean diffusivities in mm²/s
+    assert small == pytest.approx([0.0008, 0.0009]) and all(0.00071 <= t <= 0.00098 for t in small)
+    assert nice_ticks(3, 3) == [3]
+
+
+def test_gallery_embeds_the_qc_images_the_pipeline_wrote(tmp_path):
+    import base64
+    import re
+
+    rows = _resumed_rows(tmp_path)
+    assert rows[0]["images"] == ["middle_slice.png", "qc/fa.svg"]  # not logs/ or _failed-*/
+    path = write_html_report(rows, tmp_path / "batch_report.html", title="t", config_hash="h", summary={}, out_dir=tmp_path)
+    page = path.read_text()
+    parser = _Collector()
+    parser.feed(page)
+    assert parser.external == []
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 4  # two images for each subject, the skipped one included
+    assert all(s.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,")) for s in sources)
+    png = base64.b64decode(sources[0].split(",", 1)[1])
+    assert png == (tmp_path / "sub-001" / "middle_slice.png").read_bytes()
+    assert 'data-subject="sub-002"' in page[page.index('id="gallery"'):]
