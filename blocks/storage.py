@@ -13,6 +13,9 @@ They are stored masked, never printed by ``repr``, and scrubbed from error messa
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +26,11 @@ from prefect.utilities.asyncutils import run_sync_in_worker_thread
 from pydantic import Field, SecretStr, field_validator
 
 from salvo.errors import UsageError
-from salvo.storage import StorageTarget, open_storage
+from salvo.storage import StorageTarget, check_location, open_storage
+from salvo.validate import redact, safe_name
+
+#: The environment variable naming the default storage (a block name, s3:// URL or path).
+STORAGE_ENV = "SALVO_STORAGE"
 
 
 class SalvoStorage(WritableFileSystem):
@@ -62,6 +69,17 @@ class SalvoStorage(WritableFileSystem):
             local = value[len("file://"):] if parts.scheme else value
             return str(Path(local).expanduser().resolve())  # saved blocks must not depend on cwd
         return value
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """The explicit (key, secret) of this block, or (None, None) for the standard AWS chain."""
+        if self.url.startswith(("s3://", "s3a://")):
+            return self._credentials()
+        return None, None
+
+    @property
+    def reference(self) -> str:
+        """How to name this storage again: the saved block's name, else its URL or path."""
+        return self._block_document_name or self.url
 
     def _credentials(self) -> tuple[str | None, str | None]:
         key = self.aws_access_key_id.get_secret_value() if self.aws_access_key_id else None
@@ -164,12 +182,14 @@ def resolve_storage(name_or_url: "str | Path | SalvoStorage") -> SalvoStorage:
     if not text:
         raise UsageError("storage is empty: give a block name, an s3:// URL or a path")
     if looks_like_location(text):
+        check_location(text)
         try:
             block = SalvoStorage(url=text)
         except ValueError as exc:
-            raise UsageError(f"bad storage URL {text!r}: {_first_error(exc)}") from None
+            raise UsageError(f"bad storage URL {redact(text)!r}: {_first_error(exc)}") from None
         block.target  # noqa: B018 - validate the URL now, with a one-line error
         return block
+    safe_name(text, "storage block name")
     try:
         return SalvoStorage.load(text, _sync=True)
     except ValueError:
@@ -210,6 +230,8 @@ def save_storage_block(
     credentials_secret: str | None = None,
 ) -> SalvoStorage:
     """Create or replace the storage block ``name`` (running it twice is harmless)."""
+    safe_name(name, "block name")
+    check_location(url)
     try:
         block = SalvoStorage(
             url=url, endpoint_url=endpoint_url,
@@ -221,3 +243,39 @@ def save_storage_block(
         raise UsageError(f"bad storage block {name!r}: {_first_error(exc)}") from None
     block.save(name, overwrite=True, _sync=True)
     return block
+
+
+def default_storage() -> str:
+    """``$SALVO_STORAGE`` (a block name, s3:// URL or path), else ``./salvo-data``."""
+    return os.environ.get(STORAGE_ENV) or str(Path("salvo-data").resolve())
+
+
+def storage_block(storage: str | None) -> SalvoStorage:
+    """The block for a name, URL or path (``default_storage()`` when empty)."""
+    return resolve_storage(storage or default_storage())
+
+
+@contextlib.contextmanager
+def child_credentials(storage: SalvoStorage) -> Iterator[None]:
+    """Give worker processes started inside the block the block's own S3 credentials, if any.
+
+    Workers are child processes that open the storage themselves; they inherit this process's
+    environment. Nothing is changed when the block stores no credentials (the standard AWS chain
+    already reaches the children); the environment is restored afterwards.
+    """
+    key, secret = storage.credentials()
+    if not (key and secret):
+        yield
+        return
+    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ.update(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret)
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

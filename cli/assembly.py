@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import shlex
+from collections.abc import Callable
 from typing import Any
 
-from cli.common import Progress, add_runner_flags, positive_int, print_json, print_summary, run_flow
+from cli.common import Progress, RunFailed, add_runner_flags, positive_int, print_json, print_summary, run_flow
+from salvo import validate
 from salvo.errors import UsageError
+from salvo.storage import StorageError, check_location
 
 EXPERIMENT_HELP = "parameter-distortion, expression-noise, response-noise, or a generator pkg.module:function"
 
@@ -34,7 +40,8 @@ def register(subparsers: Any) -> None:
     _add_location(run, experiment_flag=False)
     run.add_argument("--samples", type=positive_int, help="samples (n_samples, default 100)")
     run.add_argument("--reps", type=positive_int, help="repetitions per sample and level (n_reps)")
-    run.add_argument("--seed", type=int, help="base random seed (default 42)")
+    run.add_argument("--seed", type=int, help="base random seed (default: a fresh one each run, recorded in the ledger; "
+                     "a resumed run reuses its own)")
     run.add_argument("--config", metavar="FILE", help="YAML config (spec, parameter_generation, levels...)")
     run.add_argument("--result-name", help="data file prefix (default: the seed's, e.g. parameter_distortion_results)")
     run.add_argument("--resume", metavar="ID", help="resume this interrupted or failed assembly; finished chunks are kept")
@@ -58,24 +65,78 @@ def register(subparsers: Any) -> None:
     re.add_argument("--output", metavar="FILE.parquet", help="where to write (default: beside the data, on the storage)")
     re.add_argument("--allow-pickle", action="store_true",
                     help="also read seed-era .pkl files (unpickling runs code: only for files you trust)")
+    re.add_argument("--seed", type=int, action="append", dest="seeds", metavar="SEED",
+                    help="only assemblies generated with this base seed (repeat for several)")
     _add_location(re)
     re.add_argument("--json", action="store_true", help="print JSON")
     re.set_defaults(func=reassemble_main)
 
 
+def _checked(main: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A storage that stops answering ends the command with one line and exit 1."""
+
+    @functools.wraps(main)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return main(args)
+        except StorageError as exc:
+            raise RunFailed(str(exc)) from None
+
+    return wrapper
+
+
+def _storage(args: argparse.Namespace) -> Any:
+    """The storage block of ``--storage`` (or ``$SALVO_STORAGE``), checked before any flow starts."""
+    from blocks.storage import STORAGE_ENV, storage_block
+
+    if args.storage is not None:
+        check_location(args.storage, "--storage")
+    elif os.environ.get(STORAGE_ENV):
+        check_location(os.environ[STORAGE_ENV], f"${STORAGE_ENV}")
+    return storage_block(args.storage)
+
+
+def _check_runner_flags(args: argparse.Namespace) -> None:
+    validate.number(args.timeout, "--timeout", minimum=0, exclusive_minimum=True)
+    validate.number(args.retries, "--retries", minimum=0, maximum=100, integer=True)
+    if args.dask_address:
+        validate.dask_address(args.dask_address)
+
+
+def resume_hint(args: argparse.Namespace, *, storage: str, assembly_id: str) -> str:
+    """The command that resumes this assembly as run: same storage, experiment and sampling flags."""
+    argv = ["salvo", "assembly", "run", args.experiment, "--storage", storage]
+    for flag, value in (("--exp-number", args.exp_number), ("--title", args.title),
+                        ("--result-name", args.result_name), ("--samples", args.samples),
+                        ("--reps", args.reps),
+                        ("--config", os.path.abspath(args.config) if args.config else None)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.version != "v1":
+        argv += ["--version", args.version]
+    if args.chunk_size != 10:
+        argv += ["--chunk-size", str(args.chunk_size)]
+    return shlex.join([*argv, "--resume", assembly_id])
+
+
+@_checked
 def run_main(args: argparse.Namespace) -> int:
     """Run one assembly; 0 when completed, 1 when a chunk failed, 2 for bad usage."""
     from flows.assembly import assembly_run
-    from salvo.assembly.run import plan_assembly
+    from salvo.assembly.run import plan_assembly, resume_plan
 
-    # Bad input fails here, in one line, before Prefect starts.
-    plan_assembly(args.experiment, exp_number=args.exp_number, version=args.version, title=args.title,
-                  result_name=args.result_name, config_file=args.config, chunk_size=args.chunk_size,
-                  overrides={"n_samples": args.samples, "n_reps": args.reps, "seed": args.seed})
+    # Bad input fails here, in one line, before any flow starts (nothing reaches Prefect's database).
+    _check_runner_flags(args)
+    plan = plan_assembly(args.experiment, exp_number=args.exp_number, version=args.version, title=args.title,
+                         result_name=args.result_name, config_file=args.config, chunk_size=args.chunk_size,
+                         overrides={"n_samples": args.samples, "n_reps": args.reps, "seed": args.seed})
+    block = _storage(args)
+    if args.resume:
+        plan, _ = resume_plan(plan, block.target.child(plan.folder), args.resume)
     doc = run_flow(
         assembly_run, progress=Progress(quiet=args.json),
         experiment=args.experiment, exp_number=args.exp_number, version=args.version, storage=args.storage,
-        samples=args.samples, reps=args.reps, seed=args.seed, config_file=args.config, title=args.title,
+        samples=args.samples, reps=args.reps, seed=plan.seed, config_file=args.config, title=args.title,
         result_name=args.result_name, assembly_id=args.resume, chunk_size=args.chunk_size,
         parallel=args.parallel or bool(args.dask_address), max_workers=args.max_workers,
         dask_address=args.dask_address, timeout=args.timeout, retries=args.retries, force=args.force,
@@ -85,11 +146,11 @@ def run_main(args: argparse.Namespace) -> int:
     else:
         print_summary(doc, title="ASSEMBLY RUN COMPLETE", noun="chunks")
         a = doc.get("assembly", {})
-        print(f"Assembly {a.get('assembly_id')}: {a.get('status')}"
+        print(f"Assembly {a.get('assembly_id')}: {a.get('status')}, seed {a.get('seed')}"
               + (f", {a['rows']} rows in {a['data_file']}" if a.get("data_file") else ""))
         print(f"Ledger: {a.get('ledger')}")
         if a.get("status") != "completed":
-            print(f"Resume it with: salvo assembly run {args.experiment} --resume {a.get('assembly_id')}")
+            print("Resume it with: " + resume_hint(args, storage=block.reference, assembly_id=a.get("assembly_id")))
     return 0 if doc["summary"]["failed"] == 0 else 1
 
 
@@ -105,38 +166,41 @@ def _folders(args: argparse.Namespace, root: Any) -> list[str]:
     return find_experiments(root)
 
 
+@_checked
 def list_main(args: argparse.Namespace) -> int:
     """Print every assembly of one experiment (or of every experiment on the storage)."""
     from salvo.assembly.ledger import describe_status, read_ledger
-    from tasks.assembly import storage_block
 
-    root = storage_block(args.storage).target
+    root = _storage(args).target
     out = []
     for folder in _folders(args, root):
         for row in read_ledger(root.child(folder)):
             out.append({"experiment": folder, "assembly_id": row.assembly_id, "status": row.status,
-                        "state": describe_status(row), "rows": row.n_rows, "result_file": row.result_file,
-                        "timestamp": row.timestamp, "updated": row.updated, "message": row.message})
+                        "state": describe_status(row), "seed": row.seed, "rows": row.n_rows,
+                        "result_file": row.result_file, "timestamp": row.timestamp, "updated": row.updated,
+                        "message": row.message})
     if args.json:
         print_json(out)
         return 0
     if not out:
         print(f"No assemblies under {root.url}.")
         return 0
-    print(f"{'experiment':<36} {'assembly_id':<24} {'status':<44} {'rows':>8}")
+    print(f"{'experiment':<36} {'assembly_id':<24} {'status':<44} {'seed':>10} {'rows':>8}")
     for r in out:
-        print(f"{r['experiment']:<36} {r['assembly_id']:<24} {r['state']:<44} {'' if r['rows'] is None else r['rows']:>8}")
+        seed = "" if r["seed"] is None else r["seed"]
+        rows = "" if r["rows"] is None else r["rows"]
+        print(f"{r['experiment']:<36} {r['assembly_id']:<24} {r['state']:<44} {seed:>10} {rows:>8}")
     return 0
 
 
+@_checked
 def status_main(args: argparse.Namespace) -> int:
     """Print started, completed, failed or not_found (a started run whose process is gone: interrupted)."""
     from salvo.assembly.ids import parse_assembly_id
     from salvo.assembly.ledger import describe_status, find_assembly
-    from tasks.assembly import storage_block
 
     aid = str(parse_assembly_id(args.assembly_id))
-    root = storage_block(args.storage).target
+    root = _storage(args).target
     found = None
     for folder in _folders(args, root):
         row = find_assembly(root.child(folder), aid)
@@ -148,25 +212,38 @@ def status_main(args: argparse.Namespace) -> int:
         row = found[1] if found else None
         print_json({"assembly_id": aid, "status": row.status if row else "not_found",
                     "interrupted": bool(row and row.interrupted), "experiment": found[0] if found else None,
-                    "rows": row.n_rows if row else None, "message": row.message if row else ""})
+                    "rows": row.n_rows if row else None, "seed": row.seed if row else None,
+                    "message": row.message if row else ""})
     else:
         print(text)
     return 0
 
 
+@_checked
 def reassemble_main(args: argparse.Namespace) -> int:
     """Re-assemble every completed assembly; report those left out."""
     from flows.assembly import assembly_reassemble
 
-    if args.output and not args.output.endswith(".parquet"):
-        raise UsageError(f"--output {args.output!r} must end with .parquet")
+    if args.output:
+        check_location(args.output, "--output")
+        if not args.output.endswith(".parquet"):
+            raise UsageError(f"--output {args.output!r} must end with .parquet")
+        if "://" not in args.output:
+            validate.output_dir(os.path.dirname(os.path.abspath(args.output)), "--output's folder")
+            if os.path.isdir(args.output):
+                raise UsageError(f"--output {args.output} is a folder, not a file")
+    for seed in args.seeds or ():
+        validate.number(seed, "--seed", minimum=0, maximum=2**32 - 1, integer=True)
+    _storage(args)
     doc = run_flow(assembly_reassemble, result_name=args.result_name, experiment=args.experiment,
                    exp_number=args.exp_number, version=args.version, title=args.title, storage=args.storage,
-                   output=args.output, allow_pickle=args.allow_pickle)
+                   output=args.output, allow_pickle=args.allow_pickle, seeds=args.seeds)
     if args.json:
         print_json(doc)
         return 0
     print(f"Re-assembled {doc['n_included']} assemblies, {doc['rows']} rows, into {doc['output']}")
     for aid, why in doc["excluded"].items():
         print(f"  left out {aid}: {why}")
+    for seed, ids in doc.get("repeated_seeds", {}).items():
+        print(f"  warning: {', '.join(ids)} share seed {seed}: their samples repeat each other")
     return 0

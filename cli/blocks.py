@@ -6,7 +6,9 @@ import argparse
 import os
 from typing import Any
 
+from salvo import validate
 from salvo.errors import UsageError
+from salvo.storage import check_location
 
 
 def register(subparsers: Any) -> None:
@@ -50,13 +52,25 @@ def register_main(args: argparse.Namespace) -> int:
 
 def create_main(args: argparse.Namespace) -> int:
     """Save (or replace) a storage block by name."""
+    validate.safe_name(args.name, "block name")  # checked before the Prefect API is asked anything
+    if args.kind == "local":
+        check_location(args.path, "PATH")
+        validate.output_dir(args.path, "PATH")
+    else:
+        check_location(args.url, "s3 block URL")
+        if not args.url.startswith("s3://"):
+            raise UsageError(f"s3 block URL must look like s3://bucket/prefix, got {validate.redact(args.url)!r}")
+        if args.endpoint_url:
+            check_location(args.endpoint_url, "--endpoint-url")
+            if not args.endpoint_url.startswith(("http://", "https://")):
+                raise UsageError(f"--endpoint-url must look like http://HOST:PORT, got {args.endpoint_url!r}")
+        if args.credentials_secret:
+            validate.safe_name(args.credentials_secret, "--credentials-secret")
     from blocks.storage import save_storage_block
 
     if args.kind == "local":
         block = save_storage_block(args.name, os.path.abspath(args.path))
     else:
-        if not args.url.startswith("s3://"):
-            raise UsageError(f"s3 block URL must look like s3://bucket/prefix, got {args.url!r}")
         key = secret = None
         if args.credentials_from_env:
             key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
@@ -72,6 +86,7 @@ def show_main(args: argparse.Namespace) -> int:
     """Print a block's settings; credentials only as set or not set."""
     from blocks.storage import resolve_storage
 
+    validate.safe_name(args.name, "block name")
     block = resolve_storage(args.name)
     print(f"name:         {args.name}")
     print(f"url:          {block.url}")

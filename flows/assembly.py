@@ -2,18 +2,50 @@
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 from prefect import flow
+from prefect.states import Failed
 
-from flows.batch import BatchFailed, BatchOptions, run_batch, run_namer, tag_current_run
-from salvo.assembly.run import chunk_items, experiment_identity, plan_assembly
+from blocks.storage import child_credentials, storage_block
+from flows.batch import BatchFailed, BatchOptions, finish_batch, run_batch, run_namer, tag_current_run
 from salvo.assembly.ids import experiment_folder
 from salvo.assembly.ledger import Heartbeat
-from tasks.assembly import (abandon_assembly, child_credentials, close_assembly, open_assembly,
-                            reassemble_files, storage_block)
+from salvo.assembly.run import chunk_items, experiment_identity, plan_assembly, storage_lost
+from salvo.outcome import ItemResult
+from salvo.storage import StorageError, StorageLost, StorageTarget
+from tasks.assembly import abandon_assembly, close_assembly, open_assembly, reassemble_files
 
 RUN, REASSEMBLE = "assembly-run", "assembly-reassemble"
+
+
+class _StopOnStorageLoss:
+    """Each finished chunk goes to the progress display; a failed one whose storage no longer
+    answers stops the batch (no new chunk starts; finished chunks and their records stay)."""
+
+    def __init__(self, exp: StorageTarget) -> None:
+        self.exp = exp
+
+    @staticmethod
+    def _display() -> Any:
+        import flows.batch
+
+        # The CLI's progress display (set by cli.common.run_flow), still called for every chunk.
+        return getattr(flows.batch, "_progress_hook", None)
+
+    def start(self, total: int) -> None:
+        display = self._display()
+        if display is not None and hasattr(display, "start"):
+            display.start(total)
+
+    def __call__(self, result: ItemResult) -> None:
+        display = self._display()
+        if display is not None:
+            display(result)
+        why = storage_lost(self.exp, result)
+        if why:
+            raise StorageLost(why)
 
 
 @flow(name=RUN, flow_run_name=run_namer(RUN, "experiment"), log_prints=True)
@@ -37,28 +69,43 @@ def assembly_run(
     timeout: float = 900.0,
     retries: int = 2,
     force: bool = False,
-) -> dict[str, Any]:
+) -> Any:
     """Generate one assembly: ``started``, chunks of samples in parallel, data file, ``completed``.
 
-    Give ``assembly_id`` of an interrupted or failed run to resume it: finished chunks are kept.
+    Without ``seed`` (here or in the config) a fresh seed is drawn and recorded in the ledger.
+    Give ``assembly_id`` of an interrupted or failed run to resume it: finished chunks are kept,
+    and its recorded seed is reused. If the storage stops answering, no new chunk starts and the
+    run ends Failed with one line naming the storage.
     """
     tag_current_run(RUN)
-    overrides = {**(config or {}), "n_samples": samples, "n_reps": reps, "seed": seed}
+    given = {"n_samples": samples, "n_reps": reps, "seed": seed}
+    overrides = {**(config or {}), **{k: v for k, v in given.items() if v is not None}}
     plan = plan_assembly(experiment, exp_number=exp_number, version=version, title=title,
                          result_name=result_name, config_file=config_file, overrides=overrides,
                          chunk_size=chunk_size)
     root = storage_block(storage)
     exp = root.child(plan.folder)
-    plan = open_assembly(plan, exp, assembly_id)
+    try:
+        plan = open_assembly(plan, exp, assembly_id)
+    except StorageError as exc:
+        return Failed(message=str(exc))
     items, worker = chunk_items(plan, root.target)
     options = BatchOptions(
         state=exp.child("records"), timeout_s=timeout, max_workers=max_workers,
         parallel=parallel, dask_address=dask_address, retries=retries, force=force,
-        settings={"pipeline": RUN, "assembly_id": plan.assembly_id})
+        settings={"pipeline": RUN, "assembly_id": plan.assembly_id},
+        on_result=_StopOnStorageLoss(exp.target))
     try:
         with child_credentials(root), Heartbeat(exp.target, plan.assembly_id):
             outcome = run_batch(items, worker, pipeline=RUN, options=options)
-            doc = close_assembly(outcome, plan, exp, len(items))
+            with tempfile.TemporaryDirectory(prefix="salvo-assembly-") as tmp:
+                doc = finish_batch(outcome, pipeline=RUN, report_dir=tmp, fail_on_error=False,
+                                   title=f"Assembly {plan.assembly_id} summary")
+                doc = close_assembly(doc, plan, exp, len(items))
+    except StorageError as exc:  # the storage is gone: one line, no traceback, nothing more to do
+        abandon_assembly(plan, exp, str(exc))
+        return Failed(message=f"assembly {plan.assembly_id} stopped, finished chunks kept "
+                              f"(resume with --resume {plan.assembly_id}): {exc}")
     except Exception as exc:
         abandon_assembly(plan, exp, f"{type(exc).__name__}: {exc}")
         raise
@@ -77,11 +124,13 @@ def assembly_reassemble(
     storage: str | None = None,
     output: str | None = None,
     allow_pickle: bool = False,
+    seeds: list[int] | None = None,
 ) -> dict[str, Any]:
     """Stream every completed assembly of ``result_name`` into one Parquet file (also a subflow).
 
     The experiment folder comes from ``experiment`` or ``title`` (with ``exp_number`` and
     ``version``); without them, the one experiment on the storage holding ``result_name``.
+    ``seeds`` keeps only the assemblies generated with those base seeds.
     """
     tag_current_run(REASSEMBLE)
     folder = None
@@ -89,4 +138,5 @@ def assembly_reassemble(
         _, number, name, _ = experiment_identity(experiment or "custom:fn", exp_number=exp_number,
                                                  title=title)
         folder = experiment_folder(number, version, name)
-    return reassemble_files(result_name, storage_block(storage), folder, output, allow_pickle)
+    return reassemble_files(result_name, storage_block(storage), folder, output, allow_pickle,
+                            seeds)

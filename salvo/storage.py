@@ -30,10 +30,38 @@ import fsspec
 
 from salvo.errors import UsageError
 from salvo.fsutil import TMP_PREFIX, atomic_file
+from salvo.validate import redact
+
+#: The S3 client's defaults: a lost endpoint is reported in seconds, not minutes. botocore's
+#: "standard" retry mode with 3 attempts still rides out a throttled or briefly failing request;
+#: ``$AWS_MAX_ATTEMPTS`` (and ``s3_options``) override them.
+S3_DEFAULTS: dict[str, Any] = {
+    "retries": 2,  # s3fs's own retries of timeouts and broken responses
+    "config_kwargs": {"connect_timeout": 5, "read_timeout": 60,
+                      "retries": {"max_attempts": 3, "mode": "standard"}},
+}
 
 
 class StorageError(RuntimeError):
     """Storage could not be reached or refused an operation (message never holds credentials)."""
+
+
+class StorageLost(StorageError):
+    """The storage stopped answering in the middle of a run: stop, keep what finished."""
+
+
+def check_location(text: str, what: str = "storage") -> str:
+    """Refuse a URL that embeds credentials (``s3://KEY:SECRET@bucket``) without echoing them.
+
+    Returns ``text`` unchanged when it holds none. Credentials belong in the AWS chain or a block.
+    """
+    text = str(text)
+    netloc = urlsplit(text).netloc if "://" in text else ""
+    if "@" in netloc:
+        raise UsageError(f"bad {what} {redact(text)!r}: it embeds credentials; never put them in a "
+                         "URL: use the standard AWS chain (environment, ~/.aws) or a storage block "
+                         "(salvo blocks create s3 ... --credentials-from-env)")
+    return text
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
@@ -186,19 +214,21 @@ def open_storage(
 ) -> StorageTarget:
     """A ``StorageTarget`` for a local path or ``s3://bucket/prefix`` URL.
 
-    ``s3_options`` are extra ``s3fs.S3FileSystem`` arguments (e.g. ``retries``, ``config_kwargs``).
+    ``s3_options`` are extra ``s3fs.S3FileSystem`` arguments (e.g. ``config_kwargs``) and
+    ``retries`` (s3fs's own); they override ``S3_DEFAULTS``.
     """
-    url = str(url).strip()
+    url = check_location(str(url).strip(), "storage URL")
     if not url:
         raise UsageError("storage URL is empty")
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
         local = url[len("file://") :] if scheme == "file" else url
         root = str(Path(local).expanduser().resolve())
+        _check_local_root(Path(root))
         fs = fsspec.filesystem("file", auto_mkdir=True)
         return StorageTarget(fs, root, root)
     if scheme not in ("s3", "s3a"):
-        raise UsageError(f"unsupported storage URL {url!r}: use a local path or s3://bucket/prefix")
+        raise UsageError(f"unsupported storage URL {redact(url)!r}: use a local path or s3://bucket/prefix")
     parts = urlsplit(url)
     bucket, prefix = parts.netloc, parts.path.strip("/")
     if not bucket:
@@ -206,16 +236,32 @@ def open_storage(
     import s3fs  # imported here: local-only users need not pay for it
 
     # No listings cache: other processes add ledger objects, and a stale listing would hide them.
-    kwargs: dict[str, Any] = {"use_listings_cache": False, **(s3_options or {})}
+    defaults = {**S3_DEFAULTS, "config_kwargs": dict(S3_DEFAULTS["config_kwargs"])}
+    if os.environ.get("AWS_MAX_ATTEMPTS"):
+        defaults["config_kwargs"].pop("retries")  # the user's own setting wins
+    kwargs: dict[str, Any] = {"use_listings_cache": False, **defaults, **(s3_options or {})}
     if endpoint_url:
         kwargs["client_kwargs"] = {"endpoint_url": endpoint_url}
     if key or secret:
         kwargs.update(key=key, secret=secret)
     # fsspec caches instances by these arguments, so targets never share another's credentials.
+    retries = kwargs.pop("retries", None)
     fs = s3fs.S3FileSystem(**kwargs)
+    if retries is not None:
+        fs.retries = int(retries)  # a class attribute in s3fs, not a constructor argument
     root = f"{bucket}/{prefix}" if prefix else bucket
     clean = f"s3://{root}"
     return StorageTarget(fs, root, clean, endpoint_url, tuple(s for s in (key, secret) if s))
+
+
+def _check_local_root(root: Path) -> None:
+    """A local storage must be a folder, or a path whose nearest existing parent is a folder."""
+    probe = root
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == root else f"is under a file ({probe})"
+        raise UsageError(f"storage {root} {where}, not a folder: give a folder or s3://bucket/prefix")
 
 
 def new_token() -> str:

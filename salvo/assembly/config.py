@@ -12,6 +12,15 @@ from typing import Any
 import yaml
 
 from salvo.errors import UsageError
+from salvo.validate import regular_file
+
+#: The most samples one assembly may have: a typo such as ``--samples 1000000000000`` is refused
+#: up front instead of planning a billion items.
+MAX_SAMPLES = 10_000_000
+#: The most repetitions per sample and level.
+MAX_REPS = 10_000
+#: The highest seed (seeds are 32-bit, as numpy's ``SeedSequence`` entropy words).
+MAX_SEED = 2**32 - 1
 
 #: The three experiments of the seed: CLI name -> (exp number, seed notebook title, result name,
 #: perturbation kind, the config key holding its levels).
@@ -66,10 +75,13 @@ def merge_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[s
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML (or JSON) file; a one-line error if it is not one."""
     p = Path(path)
+    if not p.exists():
+        raise UsageError(f"config file {p} does not exist")
+    regular_file(p, "config file")  # a folder or a FIFO is refused before anything reads it
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"config file {p} does not exist") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"config file {p} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"config file {p} is not valid YAML: {exc}") from None
     if data is None:
@@ -88,7 +100,8 @@ def _num(where: str, value: Any, *, integer: bool = False, low: float | None = N
     if low is not None and (value <= low if low_open else value < low):
         raise UsageError(f"config: {where} must be {'>' if low_open else '>='} {low:g}, got {value!r}")
     if high is not None and value > high:
-        raise UsageError(f"config: {where} must be <= {high:g}, got {value!r}")
+        bound = f"{high:,.0f}" if float(high).is_integer() else f"{high:g}"
+        raise UsageError(f"config: {where} must be <= {bound} (Salvo's bound), got {value!r}")
     return int(value) if integer else float(value)
 
 
@@ -129,9 +142,7 @@ def validate_config(config: Mapping[str, Any], *, experiment: str) -> dict[str, 
     sim["t_end"] = _num("simulation.t_end", sim["t_end"], low=0, low_open=True)
     sim["n_points"] = int(_num("simulation.n_points", sim["n_points"], integer=True, low=3,
                                high=100_000))
-    cfg["n_samples"] = int(_num("n_samples", cfg["n_samples"], integer=True, low=1))
-    cfg["n_reps"] = int(_num("n_reps", cfg["n_reps"], integer=True, low=1))
-    cfg["seed"] = int(_num("seed", cfg["seed"], integer=True, low=0, high=2**32 - 1))
+    check_counts(cfg)
     level_key = EXPERIMENTS[experiment][3]
     levels = cfg[level_key]
     if not isinstance(levels, (list, tuple)) or not levels:
@@ -139,6 +150,14 @@ def validate_config(config: Mapping[str, Any], *, experiment: str) -> dict[str, 
     floor = 1.0 if level_key == "distortion_factors" else 0.0
     cfg[level_key] = [_num(f"{level_key}[{i}]", v, low=floor) for i, v in enumerate(levels)]
     return cfg
+
+
+def check_counts(cfg: dict[str, Any]) -> None:
+    """``n_samples``, ``n_reps`` and ``seed`` of any experiment: whole numbers in their bounds."""
+    cfg["n_samples"] = int(_num("n_samples", cfg["n_samples"], integer=True, low=1,
+                                high=MAX_SAMPLES))
+    cfg["n_reps"] = int(_num("n_reps", cfg["n_reps"], integer=True, low=1, high=MAX_REPS))
+    cfg["seed"] = int(_num("seed", cfg["seed"], integer=True, low=0, high=MAX_SEED))
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

@@ -34,8 +34,14 @@ def locate_experiment(root: StorageTarget, *, result_name: str) -> str:
     if not matches:
         raise UsageError(f"no experiment under {root.url} has data for {result_name!r}; "
                          "give --experiment or --title")
-    raise UsageError(f"{result_name!r} is in several experiments ({', '.join(matches)}); "
-                     "give --experiment, --exp-number, --version or --title")
+    raise UsageError(f"{result_name!r} is in several experiments ({', '.join(matches)}): choose "
+                     f"one with its three parts, e.g. {selection_flags(matches[0])}")
+
+
+def selection_flags(folder: str) -> str:
+    """The flags that select the experiment folder ``{exp}_{version}_{title}`` exactly."""
+    number, version, title = folder.split("_", 2)
+    return f"--exp-number {number} --version {version} --title {title}"
 
 
 def find_assembly_anywhere(root: StorageTarget, assembly_id: str) -> tuple[str, LedgerRow] | None:

@@ -13,6 +13,8 @@ own recorded seed, simulates the cascade, and records the features; one row per
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,7 +26,8 @@ import pyarrow.parquet as pq
 from salvo.assembly.cascade import CascadeParams, draw_params, extract_features, simulate
 from salvo.assembly.config import EXPERIMENTS, validate_config
 from salvo.errors import InputError, UsageError
-from salvo.storage import open_storage
+from salvo.outcome import EXIT_DETERMINISTIC
+from salvo.storage import StorageError, open_storage
 
 Generator = Callable[[dict[str, Any], list[int]], pd.DataFrame]
 
@@ -145,6 +148,12 @@ def run_chunk(
     frame = generate_frame(generator, config, list(range(int(start), int(stop))))
     table = pa.Table.from_pandas(frame, preserve_index=False)
     target = open_storage(storage_url, endpoint_url=endpoint_url)
-    with target.open_write(output) as fh:
-        pq.write_table(table, fh)
+    try:
+        with target.open_write(output) as fh:
+            pq.write_table(table, fh)
+    except StorageError as exc:
+        # The storage is gone: one line, no traceback, and an exit code that is never retried
+        # (the flow then checks the storage and stops the whole assembly).
+        print(exc, file=sys.stderr, flush=True)
+        os._exit(EXIT_DETERMINISTIC)
     return {"outputs": [target.uri(output)], "metrics": {"rows": table.num_rows}}

@@ -33,6 +33,7 @@ import psutil
 from salvo.assembly.ids import AssemblyId, make_assembly_id, parse_assembly_id
 from salvo.errors import UsageError
 from salvo.storage import StorageTarget, new_token
+from salvo.validate import redact
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class LedgerRow:
     message: str = ""
     event: str = ""  # name of the event object this row was rendered from
     heartbeat: str = ""  # last sign of life of a started run, ISO 8601 UTC
+    seed: int | None = None  # the base random seed the assembly generated its data with
 
     @property
     def interrupted(self) -> bool:
@@ -131,6 +133,8 @@ def record_event(
     aid = str(parse_assembly_id(assembly_id))
     when = _now()
     name = f"{aid}.{status}.{when.strftime('%Y%m%dT%H%M%S%f')}.{new_token()}.json"
+    if "message" in details:
+        details["message"] = redact(details["message"])  # never a credential in the ledger
     body = {"assembly_id": aid, "status": status, "updated": when.isoformat(), **_me(), **details}
     if not exp.create_exclusive(f"{EVENTS}/{name}", json.dumps(body, default=str).encode()):
         raise RuntimeError(f"ledger event {name} already exists")  # random token: never expected
@@ -250,6 +254,7 @@ def _read_csv_rows(exp: StorageTarget) -> list[LedgerRow]:
         try:
             parse_assembly_id(data.get("assembly_id", ""))
             data.update(n_rows=_int(data.get("n_rows")), pid=_int(data.get("pid")),
+                        seed=_int(data.get("seed")),
                         pid_started=float(data["pid_started"]) if data.get("pid_started") else None)
             data.setdefault("timestamp", "")
             data.setdefault("status", "started")
@@ -286,6 +291,15 @@ def find_assembly(exp: StorageTarget, assembly_id: str) -> LedgerRow | None:
     if row.status == "started":
         row.heartbeat = _read_heartbeat(exp, aid)
     return row
+
+
+def started_details(exp: StorageTarget, assembly_id: str) -> dict[str, Any]:
+    """The body of the first ``started`` event of ``assembly_id`` (its seed and config), or {}."""
+    aid = str(parse_assembly_id(assembly_id))
+    names = sorted(n for n in exp.list(EVENTS) if n.startswith(f"{aid}.started."))
+    if not names:
+        return {}
+    return json.loads(exp.read_bytes(f"{EVENTS}/{names[0]}"))
 
 
 def describe_status(row: LedgerRow | None) -> str:

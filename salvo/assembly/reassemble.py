@@ -12,7 +12,7 @@ from shared storage can run arbitrary code.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from dataclasses import dataclass, field
@@ -63,12 +63,25 @@ class ReassemblyReport:
     excluded: dict[str, str] = field(default_factory=dict)  # assembly id -> reason
     rows: int = 0
     output: str | None = None
+    seeds: dict[str, int | None] = field(default_factory=dict)  # included assembly id -> seed
+    config_hashes: dict[str, str] = field(default_factory=dict)  # included assembly id -> hash
+
+    def repeated_seeds(self) -> dict[int, list[str]]:
+        """Included assemblies that share a seed and a config: their samples are the same."""
+        groups: dict[tuple[int, str], list[str]] = {}
+        for aid in self.included:
+            seed = self.seeds.get(aid)
+            if seed is not None:
+                groups.setdefault((seed, self.config_hashes.get(aid, "")), []).append(aid)
+        return {seed: ids for (seed, _), ids in groups.items() if len(ids) > 1}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {"result_name": self.result_name, "included": list(self.included),
                 "excluded": dict(self.excluded), "n_included": len(self.included),
-                "n_excluded": len(self.excluded), "rows": self.rows, "output": self.output}
+                "n_excluded": len(self.excluded), "rows": self.rows, "output": self.output,
+                "seeds": {aid: self.seeds.get(aid) for aid in self.included},
+                "repeated_seeds": {str(k): v for k, v in self.repeated_seeds().items()}}
 
 
 def _reason(row: LedgerRow) -> str:
@@ -78,18 +91,27 @@ def _reason(row: LedgerRow) -> str:
 
 
 def plan_reassembly(
-    exp: StorageTarget, result_name: str, *, allow_pickle: bool = False
+    exp: StorageTarget, result_name: str, *, allow_pickle: bool = False,
+    seeds: Iterable[int] | None = None,
 ) -> tuple[list[Part], ReassemblyReport]:
-    """Which files to read for ``result_name``, in ledger order, and what is left out."""
+    """Which files to read for ``result_name``, in ledger order, and what is left out.
+
+    With ``seeds``, only assemblies generated with one of those base seeds are read.
+    """
     report = ReassemblyReport(result_name)
     parts: list[Part] = []
     seen: set[str] = set()
     present = set(exp.list(""))
+    wanted = None if seeds is None else {int(s) for s in seeds}
     for row in read_ledger(exp):
         if row.result_name and row.result_name != result_name:
             continue
         if row.assembly_id in seen:
             continue  # never count an assembly twice
+        if wanted is not None and row.seed not in wanted:
+            report.excluded[row.assembly_id] = (f"seed {row.seed} not selected" if row.seed is not None
+                                                else "no recorded seed")
+            continue
         if row.status != "completed":
             report.excluded[row.assembly_id] = _reason(row)
             continue
@@ -110,6 +132,8 @@ def plan_reassembly(
                               f"{parquet} is missing from {exp.url}")
         seen.add(row.assembly_id)
         parts.append(part)
+        report.seeds[row.assembly_id] = row.seed
+        report.config_hashes[row.assembly_id] = row.config_hash
     return parts, report
 
 
@@ -215,10 +239,11 @@ def iter_reassembled(exp: StorageTarget, parts: list[Part], *,
 
 
 def reassemble_frame(
-    exp: StorageTarget, result_name: str, *, allow_pickle: bool = False
+    exp: StorageTarget, result_name: str, *, allow_pickle: bool = False,
+    seeds: Iterable[int] | None = None,
 ) -> tuple[pd.DataFrame, ReassemblyReport]:
     """Every completed assembly of ``result_name`` as one DataFrame, and the report."""
-    parts, report = plan_reassembly(exp, result_name, allow_pickle=allow_pickle)
+    parts, report = plan_reassembly(exp, result_name, allow_pickle=allow_pickle, seeds=seeds)
     batches = list(iter_reassembled(exp, parts))
     report.included = [p.assembly_id for p in parts]
     if not batches:
@@ -235,11 +260,13 @@ def reassemble_to_parquet(
     out: StorageTarget,
     out_rel: str,
     allow_pickle: bool = False,
+    seeds: Iterable[int] | None = None,
 ) -> ReassemblyReport:
     """Stream every completed assembly of ``result_name`` into one Parquet object, atomically."""
-    parts, report = plan_reassembly(exp, result_name, allow_pickle=allow_pickle)
+    parts, report = plan_reassembly(exp, result_name, allow_pickle=allow_pickle, seeds=seeds)
     if not parts:
-        raise UsageError(f"no completed assembly of {result_name!r} in {exp.url}")
+        chosen = f" with seed {', '.join(map(str, seeds))}" if seeds is not None else ""
+        raise UsageError(f"no completed assembly of {result_name!r}{chosen} in {exp.url}")
     with out.open_write(out_rel) as fh:
         writer: pq.ParquetWriter | None = None
         try:

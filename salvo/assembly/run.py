@@ -3,7 +3,9 @@ finish it by merging the chunks into its single data file before recording ``com
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -11,19 +13,31 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from salvo.assembly.config import (EXPERIMENTS, config_hash, default_config, load_config_file,
-                                   merge_config, validate_config)
+from salvo.assembly.config import (EXPERIMENTS, check_counts, config_hash, default_config,
+                                   load_config_file, merge_config, validate_config)
 from salvo.assembly.experiments import GENERATORS, load_generator
 from salvo.assembly.ids import data_file_name, experiment_folder, parse_assembly_id
-from salvo.assembly.ledger import (claim_assembly_id, find_assembly, publish_ledger,
-                                   record_event)
+from salvo.assembly.ledger import (CLAIMS, LedgerRow, claim_assembly_id, find_assembly,
+                                   publish_ledger, record_event, started_details)
 from salvo.assembly.reassemble import Part, check_schema, parquet_writer
 from salvo.errors import UsageError
 from salvo.items import Item, Worker
-from salvo.storage import StorageTarget
+from salvo.outcome import ItemResult
+from salvo.storage import StorageError, StorageTarget
+from salvo.validate import redact
 
 CHUNK_WORKER = "salvo.assembly.experiments:run_chunk"
-_CUSTOM_DEFAULTS = {"n_samples": 100, "n_reps": 1, "seed": 42}
+#: The seed every assembly had before seeds were drawn; an older ledger row without a recorded
+#: seed was generated with it.
+LEGACY_SEED = 42
+_CUSTOM_DEFAULTS = {"n_samples": 100, "n_reps": 1, "seed": LEGACY_SEED}
+#: The most chunks (items) one assembly may be cut into.
+MAX_CHUNKS = 100_000
+
+
+def draw_seed() -> int:
+    """A fresh 32-bit base seed, so that every run without ``--seed`` adds new samples."""
+    return secrets.randbits(32)
 
 
 @dataclass(frozen=True)
@@ -38,10 +52,21 @@ class AssemblyPlan:
     config_hash: str
     chunk_size: int
     assembly_id: str = ""
+    seed_drawn: bool = False  # True when no seed was given and this run drew a fresh one
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
+
+    @property
+    def seed(self) -> int:
+        """The base random seed of this assembly."""
+        return int(self.config["seed"])
+
+    def with_seed(self, seed: int) -> "AssemblyPlan":
+        """The same plan with another base seed (a resumed assembly keeps its recorded one)."""
+        config = {**self.config, "seed": int(seed)}
+        return replace(self, config=config, config_hash=config_hash(config), seed_drawn=False)
 
     @property
     def data_file(self) -> str:
@@ -69,20 +94,28 @@ def experiment_identity(experiment: str, *, exp_number: str | None = None,
     return experiment, exp_number or "01", title or f"batch-{slug}", result_name or f"{fn}_results"
 
 
+def _build_config(experiment: str, config_file: str | None,
+                  overrides: Mapping[str, Any] | None) -> tuple[dict[str, Any], bool]:
+    base = default_config(experiment) if experiment in EXPERIMENTS else dict(_CUSTOM_DEFAULTS)
+    from_file = load_config_file(config_file) if config_file else {}
+    explicit = {k: v for k, v in (overrides or {}).items() if v is not None}
+    drawn = "seed" not in from_file and "seed" not in explicit
+    if drawn:
+        explicit["seed"] = draw_seed()  # no seed given: new samples, never a copy of the last run
+    base = merge_config(merge_config(base, from_file), explicit)
+    if experiment in EXPERIMENTS:
+        return validate_config(base, experiment=experiment), drawn
+    check_counts(base)
+    return base, drawn
+
+
 def build_config(experiment: str, *, config_file: str | None = None,
                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults, then the YAML file, then explicit overrides; validated for built-ins."""
-    base = default_config(experiment) if experiment in EXPERIMENTS else dict(_CUSTOM_DEFAULTS)
-    if config_file:
-        base = merge_config(base, load_config_file(config_file))
-    base = merge_config(base, {k: v for k, v in (overrides or {}).items() if v is not None})
-    if experiment in EXPERIMENTS:
-        return validate_config(base, experiment=experiment)
-    for key in ("n_samples", "n_reps"):
-        value = base.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UsageError(f"config: {key} must be a whole number >= 1, got {value!r}")
-    return base
+    """Defaults, then the YAML file, then explicit overrides; validated for built-ins.
+
+    Without a ``seed`` in the file or the overrides, a fresh one is drawn.
+    """
+    return _build_config(experiment, config_file, overrides)[0]
 
 
 def plan_assembly(
@@ -100,31 +133,69 @@ def plan_assembly(
     generator, number, name, result = experiment_identity(
         experiment, exp_number=exp_number, title=title, result_name=result_name)
     load_generator(generator)  # a bad import path fails now, with one line
-    config = build_config(experiment, config_file=config_file, overrides=overrides)
+    config, drawn = _build_config(experiment, config_file, overrides)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise UsageError(f"chunk size must be a whole number >= 1, got {chunk_size!r}")
+    n_chunks = -(-int(config["n_samples"]) // chunk_size)
+    if n_chunks > MAX_CHUNKS:
+        raise UsageError(f"{config['n_samples']} samples in chunks of {chunk_size} make {n_chunks:,} "
+                         f"chunks, more than Salvo's bound of {MAX_CHUNKS:,}: give a larger "
+                         "--chunk-size")
     data_file_name(result, "x")  # validates the result name
     return AssemblyPlan(experiment, generator, experiment_folder(number, version, name), result,
-                        config, config_hash(config), chunk_size)
+                        config, config_hash(config), chunk_size, seed_drawn=drawn)
+
+
+def _config_difference(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    """The first setting that differs between two configs, e.g. ``n_samples was 4, now 100``."""
+    for key in sorted(set(recorded) | set(now)):
+        if key == "seed":
+            continue
+        if json.dumps(recorded.get(key), sort_keys=True) != json.dumps(now.get(key), sort_keys=True):
+            return f"{key} was {recorded.get(key)!r}, now {now.get(key)!r}"
+    return "the config differs"
+
+
+def resume_plan(plan: AssemblyPlan, exp: StorageTarget, resume: str) -> tuple[AssemblyPlan, LedgerRow]:
+    """``plan`` for re-opening assembly ``resume``: checked against its ledger row, with its seed.
+
+    Refused (one line) when the ledger does not know it, it is completed, it belongs to another
+    experiment, or it was started with another seed or config.
+    """
+    aid = str(parse_assembly_id(resume))
+    row = find_assembly(exp, aid)
+    if row is None:
+        raise UsageError(f"assembly {aid} is not in the ledger of {exp.url}: see "
+                         "`salvo assembly list` for the assemblies there")
+    if row.status == "completed":
+        raise UsageError(f"assembly {aid} is already completed; start a new run instead")
+    if row.experiment and row.experiment != plan.experiment:
+        raise UsageError(f"assembly {aid} is a run of {row.experiment}, not {plan.experiment}")
+    details = started_details(exp, aid)
+    recorded = row.seed if row.seed is not None else details.get("seed")
+    if plan.seed_drawn:
+        plan = plan.with_seed(LEGACY_SEED if recorded is None else int(recorded))
+    elif recorded is not None and int(recorded) != plan.seed:
+        raise UsageError(f"assembly {aid} was started with seed {recorded}, not {plan.seed}: "
+                         "leave out --seed to resume it with its own")
+    if row.config_hash and row.config_hash != plan.config_hash:
+        what = (_config_difference(details["config"], plan.config) if "config" in details
+                else f"hash {row.config_hash}, now {plan.config_hash}")
+        raise UsageError(f"assembly {aid} was started with another config ({what}): resume it "
+                         "with the flags and config file it was started with")
+    return replace(plan, assembly_id=aid), row
 
 
 def begin_assembly(plan: AssemblyPlan, exp: StorageTarget, *, resume: str | None = None) -> AssemblyPlan:
     """Claim a new assembly ID (or re-open ``resume``) and record ``started`` before any work."""
     if resume:
-        aid = str(parse_assembly_id(resume))
-        row = find_assembly(exp, aid)
-        if row is None:
-            raise UsageError(f"assembly {aid} is not in the ledger of {exp.url}")
-        if row.status == "completed":
-            raise UsageError(f"assembly {aid} is already completed; start a new run instead")
-        if row.config_hash and row.config_hash != plan.config_hash:
-            raise UsageError(f"assembly {aid} was started with another config (hash "
-                             f"{row.config_hash}, now {plan.config_hash}); use the same config")
+        planned, _ = resume_plan(plan, exp, resume)
     else:
         aid = str(claim_assembly_id(exp, experiment=plan.experiment))
-    planned = replace(plan, assembly_id=aid)
-    record_event(exp, aid, "started", result_name=plan.result_name, experiment=plan.experiment,
-                 config_hash=plan.config_hash, result_file=planned.data_file,
+        planned = replace(plan, assembly_id=aid)
+    record_event(exp, planned.assembly_id, "started", result_name=plan.result_name,
+                 experiment=plan.experiment, config_hash=planned.config_hash,
+                 result_file=planned.data_file, seed=planned.seed, config=planned.config,
                  message="resumed" if resume else "")
     publish_ledger(exp)
     return planned
@@ -174,7 +245,7 @@ def complete_assembly(plan: AssemblyPlan, exp: StorageTarget, *, n_chunks: int) 
     rows = merge_chunks(plan, exp, n_chunks=n_chunks)
     record_event(exp, plan.assembly_id, "completed", result_name=plan.result_name,
                  experiment=plan.experiment, config_hash=plan.config_hash,
-                 result_file=plan.data_file, n_rows=rows)
+                 result_file=plan.data_file, n_rows=rows, seed=plan.seed)
     publish_ledger(exp)
     exp.remove_tree(f"chunks/{plan.assembly_id}")  # the data file now holds every chunk
     return rows
@@ -183,9 +254,23 @@ def complete_assembly(plan: AssemblyPlan, exp: StorageTarget, *, n_chunks: int) 
 def fail_assembly(plan: AssemblyPlan, exp: StorageTarget, *, message: str) -> None:
     """Record ``failed`` with a one-line reason (the data file was never written)."""
     record_event(exp, plan.assembly_id, "failed", result_name=plan.result_name,
-                 experiment=plan.experiment, config_hash=plan.config_hash,
-                 message=" ".join(message.split())[:500])
+                 experiment=plan.experiment, config_hash=plan.config_hash, seed=plan.seed,
+                 message=" ".join(redact(message).split())[:500])
     publish_ledger(exp)
+
+
+def storage_lost(exp: StorageTarget, result: ItemResult) -> str | None:
+    """After a failed chunk: why the storage cannot be reached, or None if it still answers.
+
+    One small listing; called only for failed chunks, so a healthy run pays nothing.
+    """
+    if not result.status.failed:
+        return None
+    try:
+        exp.list(CLAIMS)
+    except StorageError as exc:
+        return str(exc)
+    return None
 
 
 def upload_reports(reports: Mapping[str, str], exp: StorageTarget, *, assembly_id: str) -> dict[str, str]:
