@@ -8,10 +8,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.common import Progress, add_runner_flags, positive_int, print_json, print_summary, run_flow
+from cli.common import Progress, add_runner_flags, count_arg, positive_int, print_json, print_summary, run_flow
+from salvo import validate
 from salvo.errors import UsageError
 from salvo.jobs.batch import MIN_RAM_MB, check_input, check_job_command, render_jobs
+from salvo.jobs.builder import DEFAULT_MAX_RAM_MB
 from salvo.jobs.profiles import PROFILES
+
+
+#: Upper limits that catch typos (an extra zero or two) before anything starts.
+MAX_RAM_MB = 1 << 30
+MAX_WORKERS = 256
+MAX_RETRIES = 100
+#: The seed runs jobs one after another and never retries; Salvo keeps both defaults.
+DEFAULT_WORKERS = 1
+DEFAULT_RETRIES = 0
 
 
 def _add_job_flags(p: argparse.ArgumentParser) -> None:
@@ -22,20 +33,25 @@ def _add_job_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_batch_parser(subparsers: Any, name: str, help_text: str) -> None:
-    p = subparsers.add_parser(name, help=help_text, description="Render one YAML job per NAF code and run them over a SIRENE Parquet.")
+    p = subparsers.add_parser(name, help=help_text, description="Render one YAML job per NAF code and run them over a SIRENE establishments file (Parquet, or INSEE's CSV).")
     _add_job_flags(p)
-    p.add_argument("--input", required=True, help="SIRENE establishments Parquet file")
+    p.add_argument("--input", required=True, help="SIRENE establishments file: Parquet (text or typed columns), or INSEE's CSV named *.csv")
     p.add_argument("--output-dir", required=True, help="base output folder: one naf_<code>/ per job")
     p.add_argument("--jobs-dir", default="jobs_generated", help="where job files go (default: jobs_generated)")
     p.add_argument("--dry-run", action="store_true", help="render and validate the jobs only")
     p.add_argument("--sample", type=positive_int, help="rows to keep per job (default: the profile's)")
-    p.add_argument("--workers", type=positive_int, dest="max_workers", help="jobs run at once (default: 1)")
+    p.add_argument("--workers", "--max-workers", type=positive_int, dest="max_workers", default=DEFAULT_WORKERS, metavar="N",
+                   help=f"jobs run at once (default: {DEFAULT_WORKERS}, one after another as in the seed)")
+    p.add_argument("--retries", type=count_arg, default=DEFAULT_RETRIES, metavar="N",
+                   help=f"extra tries for a job that crashed or failed for a reason that may pass; never for a timeout "
+                        f"or bad input (default: {DEFAULT_RETRIES})")
     p.add_argument("--verbose", action="store_true", help="one line per job on stderr, and the Prefect logs")
-    p.add_argument("--max-ram-mb", type=positive_int, default=512, help=f"RAM budget of a built-in job, >= {MIN_RAM_MB} (default: 512)")
+    p.add_argument("--max-ram-mb", type=positive_int, default=DEFAULT_MAX_RAM_MB,
+                   help=f"bound on the memory a built-in job's process grows by, >= {MIN_RAM_MB} (default: {DEFAULT_MAX_RAM_MB})")
     p.add_argument("--continue-on-error", action="store_true", help="run every job even after a failure (exit 0)")
     p.add_argument("--job-command", help="run your builder instead, e.g. 'python my_builder.py {job_file}'")
     add_runner_flags(p, timeout_help="per-job timeout in seconds, enforced (default: 3600)", timeout_default=3600.0)
-    p.set_defaults(func=batch_main, retries=0, max_workers=1)
+    p.set_defaults(func=batch_main)
 
 
 def register(subparsers: Any) -> None:
@@ -94,15 +110,37 @@ def _print_jobs(doc: dict[str, Any]) -> None:
             print(f"    error: {e['error']}")
 
 
-def batch_main(args: argparse.Namespace) -> int:
-    """Run the batch: 0 all succeeded, 1 a job failed (0 with --continue-on-error), 2 bad usage."""
+def check_batch_args(args: argparse.Namespace) -> None:
+    """Every check of `salvo jobs batch` that can be made before Prefect starts; a UsageError (exit 2)."""
+    if args.template is not None:
+        validate.regular_file(args.template, "--template")  # a FIFO would block the read below
     check_input(args.input)
     if args.max_ram_mb < MIN_RAM_MB:
         raise UsageError(f"--max-ram-mb {args.max_ram_mb} is too small: the Parquet reader alone needs about {MIN_RAM_MB} MB")
-    if args.job_command:
+    validate.number(args.max_ram_mb, "--max-ram-mb", minimum=MIN_RAM_MB, maximum=MAX_RAM_MB, integer=True)
+    validate.number(args.max_workers, "--workers", minimum=1, maximum=MAX_WORKERS, integer=True)
+    validate.number(args.retries, "--retries", minimum=0, maximum=MAX_RETRIES, integer=True)
+    validate.duration(args.timeout, "--timeout")
+    validate.output_dir(args.output_dir, "--output-dir")
+    validate.output_dir(args.jobs_dir, "--jobs-dir")
+    if args.job_command is not None:
+        if not args.job_command.strip():
+            raise UsageError("--job-command is empty")
         check_job_command(args.job_command)
+        validate.command_argv(args.job_command, "--job-command")
+    if args.dask_address:
+        validate.dask_address(args.dask_address)
     # Codes, template and schema are all checked before Prefect starts (a bad one exits 2 at once).
-    render_jobs(args.naf, template=args.template, profile=args.profile, jobs_dir=args.jobs_dir, write=False)
+    jobs = render_jobs(args.naf, template=args.template, profile=args.profile, jobs_dir=args.jobs_dir, write=False)
+    out = Path(args.output_dir)
+    validate.check_layout({j.naf.compact: out / j.spec.niche for j in jobs},
+                          inputs=[args.input, *(j.path for j in jobs), *([args.template] if args.template else [])],
+                          reserved=[out / ".salvo"])
+
+
+def batch_main(args: argparse.Namespace) -> int:
+    """Run the batch: 0 all succeeded, 1 a job failed (0 with --continue-on-error), 2 bad usage."""
+    check_batch_args(args)
     if args.dry_run:
         return _dry_run(args)
     if not args.verbose or args.json:
