@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
             print_summary(done)
         return 0
     doc = run_flow(
-        _flow(), progress=Progress(quiet=args.json),
+        _flow(), progress=Progress(quiet=args.json or getattr(args, "quiet", False), noun="files"),
         **where, skip_existing=args.skip_existing, parallel=args.parallel or bool(checked["dask_address"]),
         max_workers=checked["max_workers"], dask_address=checked["dask_address"], timeout=checked["timeout"],
         retries=checked["retries"], force=args.force, items_per_task=checked["items_per_task"], resume=args.resume,

@@ -55,12 +55,13 @@ def netcdf_extract(
     settled += [ItemResult(it.id, Status.SKIPPED, reason="output exists (--skip-existing)") for it in plan.items
                 if skip_existing and it.id not in done and has_existing_output(it)]
     outcome = run_batch(plan.items, worker, pipeline=PIPELINE, options=options, settled=settled)
-    return _finish(outcome, report_dir(directory, output_dir), fail_on_error=fail_on_error)
+    return _finish(outcome, report_dir(directory, output_dir), fail_on_error=fail_on_error, as_state=True)
 
 
 def _plan(directory: str, pattern: str, output_dir: str | None, recursive: bool, worker_command: str | None, state: str | None,
           dpi: int | None = None, resume: bool = False) -> tuple[Plan, Worker, BatchOptions]:
     root = report_dir(directory, output_dir)
+    worker_command = worker_command or None  # a deployment's empty parameter means the built-in plotter
     plan = plan_batch(directory, pattern=pattern, output_dir=output_dir, recursive=recursive, worker_command=worker_command,
                       state=state, dpi=dpi, resume=resume)
     return plan, extract_worker(worker_command), BatchOptions(state=state or str(root / STATE_DIR), settings={"pipeline": PIPELINE})
@@ -79,9 +80,9 @@ def _record_imported(plan: Plan, worker: Worker, options: BatchOptions, root: Pa
         remember_resume_lists(root, [p.read_text(encoding="utf-8", errors="replace") for p in plan.resume_lists])
 
 
-def _finish(outcome: BatchOutcome, root: Path, *, fail_on_error: bool, artifacts: bool = True) -> dict[str, Any]:
+def _finish(outcome: BatchOutcome, root: Path, *, fail_on_error: bool, artifacts: bool = True, as_state: bool = False) -> Any:
     resume = write_resume_file(root, [r.item_id for r in outcome.results if r.status.ok])
-    return finish_batch(outcome, pipeline=PIPELINE, report_dir=root, title="NetCDF batch extraction summary", extra_reports={"resume": str(resume)}, fail_on_error=fail_on_error, artifacts=artifacts)
+    return finish_batch(outcome, pipeline=PIPELINE, report_dir=root, title="NetCDF batch extraction summary", extra_reports={"resume": str(resume)}, fail_on_error=fail_on_error, artifacts=artifacts, as_state=as_state)
 
 
 def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,

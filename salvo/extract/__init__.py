@@ -247,7 +247,7 @@ def write_resume_file(root: str | os.PathLike[str], finished: Iterable[str]) -> 
 def resume_files(directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None, cwd: str | os.PathLike[str] | None = None) -> list[Path]:
     """Seed-era ``batch_resume.txt`` files not yet imported: in the report folder, the input folder
     or the cwd (where the seed wrote it). The list Salvo itself wrote is not one of them."""
-    written = set(_known_lists(report_dir(directory, output_dir)))
+    written = set(_known_lists(report_dir(directory, output_dir))) | set(_known_lists(directory))
     seen, out = set(), []
     for folder in (report_dir(directory, output_dir), Path(directory), Path(cwd or os.getcwd())):
         p = folder / RESUME_FILE
