@@ -127,3 +127,17 @@ def test_seed_command_lines_salvage_then_merge(runs, capsys):
     assert "pyddt-salvage: error: Backup directory already exists" in capsys.readouterr().err
     assert salvo_main(["merge", f"{r}/backup", f"{r}/rerun", f"{r}/merged"]) == 2
     assert "salvo: error: Output directory" in capsys.readouterr().err
+
+
+def test_recover_in_one_round_with_copied_backups_on_real_layouts(runs, capsys):
+    mask = runs.mask()
+    code = salvo_main(["recover", "--model-command", _model(runs, fail_cells="'4,4;8,1'"), "--mask", str(mask),
+                       "--output", str(runs.root / "output"), "--copy", "--timeout", "5m", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["summary"]["rounds"] == 1 and doc["rounds"][1]["merge"]["verified"]["GPP_monthly_tr.nc"] == ["GPP"]
+    salvaged = runs.root / "output.recovery" / "round-1" / "salvaged"
+    assert read_status(salvaged / "run_status.nc")[4, 4] != 100  # the copy keeps the first run as it was
+    merged = xr.open_dataset(runs.root / "output" / "GPP_monthly_tr.nc", decode_cf=False).load()
+    rerun = xr.open_dataset(runs.root / "output.recovery" / "round-1" / "rerun" / "GPP_monthly_tr.nc", decode_cf=False).load()
+    xr.testing.assert_identical(merged["GPP"].isel(y=4, x=4), rerun["GPP"].isel(y=4, x=4))
+    assert (merged["GPP"].isel(y=8, x=1).values != -9999).all()
