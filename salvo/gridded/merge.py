@@ -148,7 +148,7 @@ def classify(ds: netCDF4.Dataset, fgrid: FileGrid, grid: StatusGrid, *, name: st
         pair = any(a != b and ((sizes[i], sizes[j]) == (grid.ny, grid.nx))
                    for i, a in enumerate(unmatched) for j, b in enumerate(unmatched))
         partial = bool(on_grid & set(dims)) and not (len(dims) == 1 and vname.lower() == dims[0].lower())
-        if pair or (partial and fgrid.found and len(dims) > 1):
+        if pair or (partial and len(dims) > 1):
             raise UsageError(f"{name}: variable '{vname}' has dims {dims} of the grid's size "
                              f"({grid.ny} x {grid.nx}) that cannot be matched to the run_status grid "
                              f"({grid.ydim}, {grid.xdim}); rename them y/x or give them the grid's coordinates")

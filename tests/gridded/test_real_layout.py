@@ -97,7 +97,7 @@ def test_grid_is_found_by_coordinate_values_when_names_differ(tmp_path):
     assert report.verified["o.nc"] == ["v"]
 
 
-@pytest.mark.parametrize("dims", [("time", "lat", "lon"), ("time", "rows", "cols")])
+@pytest.mark.parametrize("dims", [("time", "lat", "lon"), ("time", "rows", "cols"), ("time", "y", "lon")])
 def test_grid_sized_dims_that_cannot_be_matched_are_an_error_naming_file_and_variable(tmp_path, dims):
     for folder in ("s", "r"):
         (tmp_path / folder).mkdir()
