@@ -106,9 +106,13 @@ class TimeAxis:
         return cftime.num2date(positions, self.units, self.calendar)
 
     def date_label(self, position: float, fmt: str = "%Y-%m-%d") -> str:
-        if not self.is_dates:
-            return f"{position:g}"
-        return _fmt(self.dates(position), fmt)
+        """The date at ``position`` (its number when it is no date: NaN, out of the calendar's range)."""
+        if self.is_dates and math.isfinite(position):
+            try:
+                return _fmt(self.dates(position), fmt)
+            except Exception:  # cftime raises ValueError, OverflowError, TypeError
+                pass
+        return f"{position:g}"
 
 
 def _fmt(d: Any, fmt: str) -> str:
@@ -335,7 +339,7 @@ def last_step_map_figure(ds: Any, name: str, time_dim: str, axis: TimeAxis, *, t
     except (OSError, RuntimeError) as exc:
         raise InputError(f"cannot read variable {name!r}: {exc}") from exc
     last.plot(ax=ax)
-    when = axis.date_label(float(axis.values[-1])) if axis.values.size else "last step"
+    when = axis.date_label(float(axis.values[-1])) if axis.values.size and np.isfinite(axis.values[-1]) else "the last step"
     ax.set_title(f"{title_prefix}{name} at {when}", fontsize="medium")
     fig.tight_layout()
     return fig

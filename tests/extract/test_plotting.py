@@ -194,3 +194,49 @@ def test_a_missing_plotting_library_is_an_input_error(tmp_path: Path, monkeypatc
     with pytest.raises(InputError, match="matplotlib"):
         extract_plots(input=str(f), output_dir=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_dvmdostem_output_on_lowercase_y_x_with_pfts_and_fill_values(tmp_path: Path) -> None:
+    """dvmdostem's own outputs: (time, pft, y, x), int or float with _FillValue -9999, 365_day."""
+    import matplotlib.pyplot as plt
+    import netCDF4
+
+    f = tmp_path / "GPP_monthly_tr.nc"
+    with netCDF4.Dataset(f, "w") as nc:
+        for name, size in (("time", 24), ("pft", 10), ("y", 3), ("x", 4)):
+            nc.createDimension(name, size)
+        t = nc.createVariable("time", "i4", ("time",))
+        t.setncatts({"units": "days since 1901-1-1 0:0:0", "calendar": "365_day", "long_name": "time"})
+        t[:] = np.arange(24) * 30
+        v = nc.createVariable("GPP", "f4", ("time", "pft", "y", "x"), fill_value=-9999.0)
+        v.setncatts({"units": "g/m2/month", "long_name": "GPP"})
+        data = np.ones((24, 10, 3, 4), dtype="f4") * np.arange(10)[None, :, None, None]
+        data[:, :, 0, 0] = -9999.0  # a cell that did not run
+        v[:] = data
+    out = tmp_path / "out"
+    extract_plots(input=str(f), output_dir=str(out))
+    assert [p.name for p in png_files(out)] == ["GPP_timeseries.png"]
+    fig, ds = _figure(f, "GPP")
+    try:
+        ax = fig.axes[0]
+        assert len(ax.get_lines()) == 10 and "one line per pft" in ax.get_title()
+        assert [float(v) for v in (line.get_ydata()[0] for line in ax.get_lines())] == [float(i) for i in range(10)]  # fill values not averaged in
+        assert all(YEAR_MONTH.match(t) for t in _tick_labels(fig)) and _tick_labels(fig)[0].startswith("1901")
+    finally:
+        plt.close(fig)
+        ds.close()
+
+
+def test_a_year_dimension_without_units_is_a_labelled_numeric_axis(tmp_path: Path) -> None:
+    """Like dvmdostem's co2.nc: `co2(year)` with plain year numbers."""
+    import matplotlib.pyplot as plt
+
+    f = tmp_path / "co2.nc"
+    xr.Dataset({"co2": ("year", np.linspace(300, 400, 20))}, coords={"year": np.arange(1901, 1921)}).to_netcdf(f)
+    fig, ds = _figure(f, "co2")
+    try:
+        assert fig.axes[0].get_xlabel() == "year"
+        assert fig.axes[0].get_lines()[0].get_xdata()[0] == 1901
+    finally:
+        plt.close(fig)
+        ds.close()
