@@ -162,8 +162,24 @@ def _reap_others() -> None:
             return
 
 
+def _has_children() -> bool:
+    """Whether the zygote has any child left (cheap: /proc/self/task/*/children, else psutil).
+
+    After the item's own process is reaped, every descendant it left is re-parented to the zygote
+    (a subreaper), so no child means nothing to sweep.
+    """
+    try:
+        tasks = os.listdir("/proc/self/task")
+        return any(open(f"/proc/self/task/{t}/children").read().strip() for t in tasks)
+    except OSError:
+        return bool(_descendants())
+
+
 def _sweep(pid: int) -> None:
     """Kill whatever the item left behind, until nothing below the zygote is alive."""
+    _reap_others()
+    if not _has_children():
+        return
     for _ in range(200):
         _signal_tree(pid, signal.SIGKILL)
         _reap_others()
