@@ -48,6 +48,11 @@ class _StopOnStorageLoss:
             raise StorageLost(why)
 
 
+def _lost(message: str) -> Any:
+    """The run's end when its storage is gone: Failed, with one line and no traceback."""
+    return Failed(message=message, data=StorageLost(message))
+
+
 @flow(name=RUN, flow_run_name=run_namer(RUN, "experiment"), log_prints=True)
 def assembly_run(
     experiment: str = "parameter-distortion",
@@ -88,13 +93,15 @@ def assembly_run(
     try:
         plan = open_assembly(plan, exp, assembly_id)
     except StorageError as exc:
-        return Failed(message=str(exc))
+        return _lost(str(exc))
     items, worker = chunk_items(plan, root.target)
     options = BatchOptions(
         state=exp.child("records"), timeout_s=timeout, max_workers=max_workers,
         parallel=parallel, dask_address=dask_address, retries=retries, force=force,
         settings={"pipeline": RUN, "assembly_id": plan.assembly_id},
-        on_result=_StopOnStorageLoss(exp.target))
+        # An assembly cannot complete without every chunk: after a chunk fails (once its retries
+        # are spent) no new chunk starts; finished ones are kept for --resume.
+        fail_fast=True, on_result=_StopOnStorageLoss(exp.target))
     try:
         with child_credentials(root), Heartbeat(exp.target, plan.assembly_id):
             outcome = run_batch(items, worker, pipeline=RUN, options=options)
@@ -104,8 +111,8 @@ def assembly_run(
                 doc = close_assembly(doc, plan, exp, len(items))
     except StorageError as exc:  # the storage is gone: one line, no traceback, nothing more to do
         abandon_assembly(plan, exp, str(exc))
-        return Failed(message=f"assembly {plan.assembly_id} stopped, finished chunks kept "
-                              f"(resume with --resume {plan.assembly_id}): {exc}")
+        return _lost(f"assembly {plan.assembly_id} stopped, finished chunks kept (resume it with "
+                     f"--resume {plan.assembly_id} once the storage is back): {exc}")
     except Exception as exc:
         abandon_assembly(plan, exp, f"{type(exc).__name__}: {exc}")
         raise

@@ -25,6 +25,11 @@ Fixtures
     one round-trip suite against every backend.
 ``s3_fs``
     An ``s3fs.S3FileSystem`` pointed at the endpoint, to inspect objects directly.
+``s3_proxy``
+    A ``TcpProxy`` in front of the moto endpoint (``proxy.url``), for tests that lose S3 in the
+    middle of a run: ``proxy.cut()`` closes its listener and every open connection at once, so
+    later connections are refused, while the test still reaches moto directly through
+    ``s3_endpoint``. ``TcpProxy`` can also be used on its own.
 
 Example::
 
@@ -37,12 +42,15 @@ Example::
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -83,6 +91,96 @@ def start_moto_server() -> tuple[object, str]:
     return server, url
 
 
+class TcpProxy:
+    """A threaded TCP forwarder on 127.0.0.1 that a test can cut, as if the server vanished.
+
+    Every accepted connection is forwarded to ``target`` (``host, port``) by two pump threads.
+    ``cut()`` closes the listener and every connection: clients see their connections reset and
+    new ones refused.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._cut = False
+        self._thread = threading.Thread(target=self._accept, name="tcp-proxy", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def to_url(cls, url: str) -> "TcpProxy":
+        """A proxy to the ``http://host:port`` server at ``url``."""
+        parts = urlsplit(url)
+        return cls((parts.hostname or "127.0.0.1", int(parts.port or 80)))
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``: where clients should connect."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _track(self, *socks: socket.socket) -> bool:
+        with self._lock:
+            if self._cut:
+                return False
+            self._sockets.update(socks)
+            return True
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # the listener was closed by cut()
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            if not self._track(client, upstream):
+                client.close()
+                upstream.close()
+                return
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """Close the listener and every forwarded connection (idempotent)."""
+        with self._lock:
+            self._cut = True
+            socks, self._sockets = list(self._sockets), set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        except OSError:
+            pass
+        self._listener.close()
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        self._thread.join(timeout=5)
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """The URL of one moto server for the whole session (state is NOT reset: see s3_endpoint)."""
@@ -121,6 +219,14 @@ def s3_fs(s3_endpoint: str):  # noqa: ANN201 - s3fs is imported lazily
     from s3fs import S3FileSystem
 
     return S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+
+
+@pytest.fixture
+def s3_proxy(s3_endpoint: str) -> Iterator[TcpProxy]:
+    """A ``TcpProxy`` to the moto endpoint, cut at the end of the test if the test did not."""
+    proxy = TcpProxy.to_url(s3_endpoint)
+    yield proxy
+    proxy.cut()
 
 
 @pytest.fixture

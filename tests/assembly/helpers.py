@@ -60,6 +60,16 @@ def counting_generator(config: dict[str, Any], samples: list[int]) -> pd.DataFra
     return tiny_generator(config, samples)
 
 
+def gated_from_generator(config: dict[str, Any], samples: list[int]) -> pd.DataFrame:
+    """Appends each call's first sample to ``config['calls']``; samples from ``config['gate_from']``
+    on first wait until the file ``config['gate']`` exists."""
+    with open(config["calls"], "a") as fh:
+        fh.write(f"{samples[0]}\n")
+    if max(samples) >= int(config["gate_from"]):
+        wait_for(config["gate"], timeout=120)
+    return tiny_generator(config, samples)
+
+
 def not_a_frame(config: dict[str, Any], samples: list[int]) -> list[int]:
     """A broken user generator: returns a list, not a DataFrame."""
     return list(samples)
