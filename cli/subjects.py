@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--include", action="append", default=[], metavar="GLOB", help="keep only units whose id matches (BIDS; repeatable)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="drop units whose id matches (BIDS; repeatable)")
     p.add_argument("--preprocessing", action="store_true", default=None, help="set the global option preprocessing")
-    p.add_argument("--denoise-method", "--denoise_method", dest="denoise_method", metavar="NAME",
+    p.add_argument("--denoise_method", "--denoise-method", dest="denoise_method", metavar="NAME",
                    help="set the global option denoise_method (built-in: none, gaussian, median, patch2self)")
     p.add_argument("--pipeline-command", metavar="TEMPLATE",
                    help="run this command per subject instead of the built-in pipeline; placeholders: "

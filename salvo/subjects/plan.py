@@ -167,6 +167,7 @@ def plan_subjects(
 def build_items(plan: SubjectPlan, *, out_dir: str, force: bool = False) -> list[Item]:
     """One Item per subject; its params are what the child's ``process_subject`` needs."""
     items = []
+    cwd = os.getcwd()
     for subject in plan.subjects:
         options = merge_options(plan.global_options, subject.options)
         digest = config_hash(options, pipeline_command=plan.pipeline_command) if subject.options else plan.config_hash
@@ -178,6 +179,7 @@ def build_items(plan: SubjectPlan, *, out_dir: str, force: bool = False) -> list
             "pipeline_command": plan.pipeline_command,
             "force": force,
             "exit_with_command_code": True,  # the child exits with the command's own code
+            "cwd": cwd,  # a command's relative paths mean what they meant where the batch was started
         }
         # No `inputs`: resume goes by _done.json, so the spine need not read every image to key it.
         items.append(Item(id=subject.id, params=params))

@@ -255,8 +255,14 @@ def _read_command_metrics(work: Path) -> dict[str, Any]:
     return {k: v for k, v in data.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
-def run_command(template: str, *, subject: Mapping[str, Any], work: Path, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the user's pipeline command for one subject in ``work``; return the metrics it wrote."""
+def run_command(
+    template: str, *, subject: Mapping[str, Any], work: Path, options: Mapping[str, Any], cwd: str | None = None
+) -> dict[str, Any]:
+    """Run the user's pipeline command for one subject; return the metrics it wrote into ``work``.
+
+    It runs in ``cwd`` (the folder the batch was started from, so that ``python3 my_pipeline.py``
+    works as typed), or in ``work`` when no ``cwd`` is given.
+    """
     params = {k: subject.get(k) or "" for k in ("id", "nifti", "dicom", "bval", "bvec")}
     params.update(input=subject.get("nifti") or subject.get("dicom") or "", work_dir=str(work), options=option_flags(options))
     argv = render_command(template, params)
@@ -265,7 +271,7 @@ def run_command(template: str, *, subject: Mapping[str, Any], work: Path, option
             raise InputError(f"subject {subject['id']} has no {name}, but the pipeline command uses {{{name}}}")
     print("running: " + " ".join(argv), file=sys.stderr, flush=True)
     try:
-        proc = subprocess.Popen(argv, cwd=work, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(argv, cwd=cwd if cwd and os.path.isdir(cwd) else work, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     except OSError as exc:
         raise InputError(f"cannot start pipeline command {argv[0]!r}: {exc}") from None
     tail: collections.deque[str] = collections.deque(maxlen=5)
@@ -318,6 +324,7 @@ def process_subject(
     pipeline_command: str | None = None,
     force: bool = False,
     exit_with_command_code: bool = False,
+    cwd: str | None = None,
 ) -> dict[str, Any]:
     """Worker entry point: run one subject under its lock, promote its outputs, write ``_done.json`` last.
 
@@ -338,7 +345,7 @@ def process_subject(
             _clear_stale(out, sid, folder)
             work = folder / WORK_DIR
             work.mkdir()
-            value = _run_in_work(subject, sid, out, folder, work, config_hash, options, pipeline_command, log)
+            value = _run_in_work(subject, sid, out, folder, work, config_hash, options, pipeline_command, log, cwd)
         except SkipItem:
             log.close()
             raise
@@ -368,6 +375,7 @@ def _run_in_work(
     options: Mapping[str, Any],
     pipeline_command: str | None,
     log: SubjectLog,
+    cwd: str | None = None,
 ) -> dict[str, Any]:
     started = time.time()
     _log(f"{sid}: started {_iso(started)}, config hash {config_hash}, pipeline {pipeline_version(pipeline_command)}")
@@ -376,7 +384,7 @@ def _run_in_work(
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if in_main else None
     try:
         if pipeline_command:
-            metrics = run_command(pipeline_command, subject=subject, work=work, options=options)
+            metrics = run_command(pipeline_command, subject=subject, work=work, options=options, cwd=cwd)
         elif subject.get("nifti"):
             metrics = run_pipeline(subject["nifti"], work_dir=work, bval=subject.get("bval"), options=options)
         else:
