@@ -54,6 +54,7 @@ def netcdf_extract(
     done = {r.item_id for r in settled}
     settled += [ItemResult(it.id, Status.SKIPPED, reason="output exists (--skip-existing)") for it in plan.items
                 if skip_existing and it.id not in done and has_existing_output(it)]
+    options.on_result = _ResumeSaver(report_dir(directory, output_dir), [it.id for it in plan.items])
     outcome = run_batch(plan.items, worker, pipeline=PIPELINE, options=options, settled=settled)
     return _finish(outcome, report_dir(directory, output_dir), fail_on_error=fail_on_error, as_state=True)
 
@@ -78,6 +79,32 @@ def _record_imported(plan: Plan, worker: Worker, options: BatchOptions, root: Pa
             write_record(store, item_key(items[r.item_id], worker=worker, settings=options.settings), dataclasses.replace(r, cached=False))
     if plan.resume_lists:  # imported once: an input edited later is processed again, as any other
         remember_resume_lists(root, [p.read_text(encoding="utf-8", errors="replace") for p in plan.resume_lists])
+
+
+class _ResumeSaver:
+    """Rewrites batch_resume.txt every `EVERY` finished items, as the seed did, so that it is there
+    after a crash or Ctrl-C; passes every result on to the command line's progress display."""
+
+    EVERY = 5
+
+    def __init__(self, root: Path, order: list[str]) -> None:
+        import flows.batch as batch
+
+        self.root, self.order, self.done, self.seen = root, order, set(), 0
+        self.hook = batch._progress_hook  # the CLI's display, if any (set_progress_hook)
+
+    def start(self, total: int) -> None:
+        if self.hook is not None and hasattr(self.hook, "start"):
+            self.hook.start(total)
+
+    def __call__(self, result: ItemResult) -> None:
+        if self.hook is not None:
+            self.hook(result)
+        self.seen += 1
+        if result.status.ok:
+            self.done.add(result.item_id)
+        if self.seen % self.EVERY == 0:
+            write_resume_file(self.root, [i for i in self.order if i in self.done])
 
 
 def _finish(outcome: BatchOutcome, root: Path, *, fail_on_error: bool, artifacts: bool = True, as_state: bool = False) -> Any:

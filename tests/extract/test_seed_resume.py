@@ -88,3 +88,33 @@ def test_salvos_own_resume_list_never_hides_an_edit(tmp_path: Path) -> None:
     doc = netcdf_extract(directory=str(data), worker_command=cmd, resume=True, retries=0)
     assert not doc["items"][0]["cached"]
     assert len(markers(calls)) == 2
+
+
+def test_batch_resume_txt_is_saved_every_5_files_and_survives_a_kill(tmp_path: Path, child_env: dict) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import wait_until
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(1, 6):
+        (data / f"ok_{i}.nc").write_bytes(f"{i}".encode())
+    (data / "slow_9.nc").write_bytes(b"9")  # sorts last, and is still running when we kill the batch
+    calls = tmp_path / "calls"
+    cmd = command(write_script(_tools(tmp_path)), str(calls))
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "extract", "--directory", str(data), "--worker-command", cmd],
+                            env={**child_env, "SLOW_SECONDS": "120"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: bool(markers(calls, "slow_9.nc*")), timeout=180), "the batch never reached its 6th file"
+        resume = data / "batch_resume.txt"
+        assert wait_until(resume.exists, timeout=10)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert resume.read_text().splitlines() == [f"ok_{i}.nc" for i in range(1, 6)]
