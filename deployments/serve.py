@@ -6,9 +6,12 @@ Process supervision and health polling live in `salvo.procs`; the command line i
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
 import os
 import subprocess
 import tempfile
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +140,52 @@ def deploy_to_current(settings: dict[str, str]) -> int:
     return deploy_all(url, settings=settings)
 
 
+#: The parameters each pipeline's flow run name is made of (the first one given), as in its flow's ``run_namer``.
+NAME_PARAMS: dict[str, tuple[str, ...]] = {
+    "netcdf-extract": ("directory",),
+    "assembly-run": ("experiment",),
+    "assembly-reassemble": ("result_name",),
+    "subject-batch": ("manifest", "bids_dir"),
+    "job-batch": ("output_dir",),
+    "salvage-merge": ("output",),
+}
+
+
+def run_name(pipeline: str, parameters: dict[str, Any], when: dt.datetime) -> str:
+    """``PIPELINE-LABEL-YYYYmmdd-HHMMSS``: what the flow names its run when it starts (label: the input's last path part)."""
+    values = [parameters.get(p) for p in NAME_PARAMS.get(pipeline, ())]
+    where = next((str(v) for v in values if v), "")
+    label = os.path.basename(os.path.normpath(where)) if where else ""
+    return "-".join(x for x in (pipeline, label, when.astimezone().strftime("%Y%m%d-%H%M%S")) if x)
+
+
+def _post(api_url: str, path: str, body: dict[str, Any], method: str = "POST") -> Any:
+    req = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+def name_new_runs(api_url: str) -> list[str]:
+    """Name Salvo's scheduled and pending flow runs after their pipeline, input and expected start, as soon as they exist.
+
+    Prefect gives runs created by a schedule or `prefect deployment run` a random name until the
+    flow starts; `salvo serve` calls this every few seconds. Returns the new names.
+    """
+    runs = _post(api_url, "/flow_runs/filter", {"flow_runs": {"tags": {"all_": ["salvo"]},
+                                                              "state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}}, "limit": 200})
+    named = []
+    for run in runs or []:
+        pipeline = next((t for t in run.get("tags", []) if t in NAME_PARAMS), None)
+        if pipeline is None or run["name"].startswith(pipeline):
+            continue
+        when = dt.datetime.fromisoformat((run.get("expected_start_time") or run["created"]).replace("Z", "+00:00"))
+        name = run_name(pipeline, run.get("parameters") or {}, when)
+        _post(api_url, f"/flow_runs/{run['id']}", {"name": name}, method="PATCH")
+        named.append(name)
+    return named
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     """What `salvo serve` was asked for."""
@@ -171,7 +220,7 @@ def serve(opts: ServeOptions, settings: dict[str, str], *, echo: Callable[[str],
             echo(f"Salvo is serving. Prefect UI: http://{HOST}:{opts.port}  (API: {api_url})")
             echo(f"Try: PREFECT_API_URL={api_url} .venv/bin/prefect deployment run 'netcdf-extract/nightly' --param directory=PATH --watch")
             echo("Press Ctrl-C to stop the worker and the server.")
-            name, code = supervise(procs)
+            name, code = supervise(procs, tick=lambda: _name_quietly(api_url, warn), every_s=2.0)
             warn(f"salvo serve: the {name} exited with code {code}; stopping (see {opts.logs / (name + '.log')})")
             return 1
     except KeyboardInterrupt:
@@ -180,3 +229,10 @@ def serve(opts: ServeOptions, settings: dict[str, str], *, echo: Callable[[str],
         with no_interrupts():
             left = procs.stop()
         echo("Stopped the worker and the server." + (f" Still alive: {left}" if left else ""))
+
+
+def _name_quietly(api_url: str, warn: Callable[[str], None]) -> None:
+    try:
+        name_new_runs(api_url)
+    except Exception as exc:  # noqa: BLE001 - naming is cosmetic; never stop serving for it
+        warn(f"salvo serve: could not name new flow runs: {' '.join(str(exc).split())}")

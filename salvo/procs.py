@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,12 +159,19 @@ class Processes:
         return sorted(pid for pid in pids if process_alive(pid))
 
 
-def supervise(procs: Processes, *, poll_s: float = 0.5) -> tuple[str, int]:
-    """Wait until one of ``procs`` exits; return its (name, exit code). Ctrl-C raises KeyboardInterrupt."""
+def supervise(procs: Processes, *, poll_s: float = 0.5, tick: Callable[[], None] | None = None, every_s: float = 2.0) -> tuple[str, int]:
+    """Wait until one of ``procs`` exits; return its (name, exit code). Calls ``tick`` every ``every_s`` meanwhile.
+
+    Ctrl-C raises KeyboardInterrupt.
+    """
+    last = 0.0
     while True:
         gone = procs.first_exited()
         if gone is not None:
             return gone
+        if tick is not None and time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            tick()
         time.sleep(poll_s)
 
 

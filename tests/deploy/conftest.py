@@ -111,9 +111,14 @@ def _pump(stream, sink: queue.Queue[str | None]) -> None:  # noqa: ANN001
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`salvo serve` on a free port with a temporary PREFECT_HOME, stopped at the end of the module."""
+    yield from start_served(tmp_path_factory)
+
+
+def start_served(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str] | None = None) -> Iterator[Served]:
+    """Start `salvo serve` (with ``extra_env``, e.g. a database URL), yield it once ready, then stop it."""
     base = tmp_path_factory.mktemp("serve")
     port = free_port()
-    env = serve_env(base / "home")
+    env = {**serve_env(base / "home"), **(extra_env or {})}
     # One flow run at a time per worker: two concurrent runs then need two workers.
     argv = [sys.executable, "-m", "cli", "serve", "--port", str(port), "--data", str(base / "data"), "--log-dir", str(base / "logs"), "--worker-limit", "1"]
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

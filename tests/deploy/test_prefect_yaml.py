@@ -128,3 +128,17 @@ def test_a_bad_timezone_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[
     assert main(["deploy", "--print-env", "--timezone", "Mars/Olympus_Mons"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("salvo: error: bad --cron/--timezone '0 2 * * *' 'Mars/Olympus_Mons'") and err.count("\n") == 1
+
+
+def test_the_subject_batch_deployment_takes_either_a_manifest_or_a_bids_dir() -> None:
+    doc = yaml.safe_load(PREFECT_FILE.read_text())
+    (subjects,) = [d for d in doc["deployments"] if d["entrypoint"].endswith(":subject_batch")]
+    assert "bids_dir" not in subjects["parameters"] and "manifest" not in subjects["parameters"]
+
+
+def test_every_deployment_is_tagged_with_its_pipeline_for_run_names() -> None:
+    from deployments.serve import NAME_PARAMS
+
+    doc = yaml.safe_load(PREFECT_FILE.read_text())
+    for d in doc["deployments"]:
+        assert "salvo" in d["tags"] and len(set(d["tags"]) & set(NAME_PARAMS)) == 1, d["tags"]

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +135,30 @@ def test_scheduled_deployments_have_upcoming_runs_at_two(served: Served) -> None
             for r in runs:
                 when = r.next_scheduled_start_time.astimezone(dt.timezone.utc)
                 assert when > now and (when.hour, when.minute) == (2, 0)
+
+
+def test_scheduled_runs_are_named_after_pipeline_input_and_time_from_creation(served: Served) -> None:
+    from deployments.serve import run_name
+
+    def upcoming() -> list[dict[str, Any]]:
+        body = {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}, "tags": {"all_": ["salvo", "nightly"]}}, "limit": 200}
+        req = urllib.request.Request(f"{served.api_url}/flow_runs/filter", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return [r for r in json.loads(resp.read()) if r["auto_scheduled"]]
+
+    def all_named() -> bool:
+        runs = upcoming()
+        return bool(runs) and {t for r in runs for t in r["tags"]} >= {"netcdf-extract", "assembly-run"} \
+            and all(r["name"].startswith(("netcdf-extract-", "assembly-run-")) for r in runs)
+
+    assert wait_until(all_named, timeout=120, interval=1), [r["name"] for r in upcoming()]
+    for r in upcoming():
+        pipeline = "netcdf-extract" if "netcdf-extract" in r["tags"] else "assembly-run"
+        when = dt.datetime.fromisoformat(r["expected_start_time"].replace("Z", "+00:00"))
+        assert r["name"] == run_name(pipeline, r["parameters"], when)
+        label = "netcdf" if pipeline == "netcdf-extract" else "parameter-distortion"
+        assert r["name"].startswith(f"{pipeline}-{label}-") and "salvo" in r["tags"]
 
 
 def test_a_wrong_parameter_type_is_refused_naming_the_parameter(served: Served) -> None:
