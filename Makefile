@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: venv demo test test-fast browser bench serve clean
+.PHONY: venv demo test test-fast browser bench serve install uninstall server-stop clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,5 +41,22 @@ bench: $(STAMP)
 serve: $(STAMP)
 	PREFECT_HOME=$(CURDIR)/.prefect $(VENV)/bin/salvo serve
 
-clean:
+## make install: put salvo, pyddt-salvage, pyddt-merge and prefect on the PATH as symlinks into
+## .venv/bin, in BINDIR (default ~/.local/bin; `make install BINDIR=/usr/local/bin` for everyone).
+BINDIR ?= $(HOME)/.local/bin
+INSTALLED := salvo pyddt-salvage pyddt-merge prefect
+install: $(STAMP)
+	mkdir -p $(BINDIR)
+	for b in $(INSTALLED); do ln -sfn $(CURDIR)/$(VENV)/bin/$$b $(BINDIR)/$$b; done
+	@echo "Linked $(INSTALLED) into $(BINDIR) (-> $(CURDIR)/$(VENV)/bin); remove them with: make uninstall BINDIR=$(BINDIR)"
+	@case ":$$PATH:" in *":$(BINDIR):"*) ;; *) echo "Note: $(BINDIR) is not on your PATH: add  export PATH=\"$(BINDIR):\$$PATH\"  to your shell profile";; esac
+
+uninstall:
+	for b in $(INSTALLED); do [ "$$(readlink $(BINDIR)/$$b)" = "$(CURDIR)/$(VENV)/bin/$$b" ] && rm -f $(BINDIR)/$$b || true; done
+
+## make server-stop: stop the local Prefect server `make demo` left running in .prefect (see docs/deploy.md).
+server-stop:
+	-test -x $(VENV)/bin/salvo && PREFECT_HOME=$(CURDIR)/.prefect $(VENV)/bin/salvo server stop
+
+clean: server-stop
 	rm -rf demo .prefect benchmarks/.work
