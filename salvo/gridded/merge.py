@@ -340,12 +340,12 @@ def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Datas
             for sl in slabs(var, budget=chunk_bytes):
                 # Written apart from the merge's helpers: the re-run read in its own dim order, cells indexed here.
                 got, want = mv[sl], var[sl]
-                new = np.transpose(rv[tuple(sl[dims.index(d)] for d in rv.dimensions)], order)
                 shape = [1] * len(dims)
                 shape[iy], shape[ix] = sl[iy].stop - sl[iy].start, sl[ix].stop - sl[ix].start
                 sub = take[sl[iy], sl[ix]]
-                cells = (sub if iy < ix else sub.T).reshape(shape)
-                np.copyto(want, new, where=cells)
+                if sub.any():
+                    new = np.transpose(rv[tuple(sl[dims.index(d)] for d in rv.dimensions)], order)
+                    np.copyto(want, new, where=(sub if iy < ix else sub.T).reshape(shape))
                 if _bits_equal(got, want):
                     continue
                 bad = np.moveaxis(_bits_differ(got, want), (iy, ix), (-2, -1)).reshape(-1, *sub.shape).any(axis=0)
