@@ -101,8 +101,13 @@ def run_job(
     Memory: the whole process grows by less than ``max_ram_mb`` over its idle size (see docs/jobs.md).
     """
     with lean_allocation():
-        return _run_job(job_file, input=input, output_dir=output_dir, max_ram_mb=max_ram_mb, sample=sample,
-                        plan_file=plan_file, scan_dir=scan_dir)
+        try:
+            return _run_job(job_file, input=input, output_dir=output_dir, max_ram_mb=max_ram_mb, sample=sample,
+                            plan_file=plan_file, scan_dir=scan_dir)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            # The same input fails the same way on every try: bad input (exit 65), never retried.
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"{input}: cannot be read as SIRENE establishments: {first}") from None
 
 
 def _run_job(job_file: str, *, input: str, output_dir: str, max_ram_mb: float, sample: int | None,

@@ -129,3 +129,27 @@ def test_a_column_of_the_wrong_type_is_refused_up_front(tmp_path: Path, capsys) 
     err = capsys.readouterr().err.strip()
     assert "'dateCreationEtablissement'" in err and "double" in err and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_help_states_the_parsers_real_defaults(capsys) -> None:
+    """Issue 16: `salvo jobs batch --help` says the defaults the parser really uses."""
+    import argparse
+    import re
+
+    from cli.jobs import register
+
+    root = argparse.ArgumentParser(prog="salvo")
+    register(root.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit):
+        root.parse_args(["jobs", "batch", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    real = root.parse_args(["jobs", "batch", "--naf", "43", "--input", "x", "--output-dir", "o"])
+    for flag, value in (("--retries", real.retries), ("--max-workers", real.max_workers), ("--max-ram-mb", real.max_ram_mb),
+                        ("--timeout", real.timeout), ("--jobs-dir", real.jobs_dir), ("--profile", real.profile)):
+        m = re.search(re.escape(flag) + r"(?:(?! --).)*?\(default: ([^,)]+)", text)
+        assert m, f"{flag} states no default"
+        stated = m.group(1).strip()
+        assert stated == str(value) or (isinstance(value, float) and float(stated) == value), (flag, stated, value)
+    assert (real.retries, real.max_workers) == (0, 1)  # the seed: one job after another, never retried
+    alias = root.parse_args(["batch", "--naf", "43", "--input", "x", "--output-dir", "o"])
+    assert (alias.retries, alias.max_workers) == (0, 1)
