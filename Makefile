@@ -28,7 +28,7 @@ test: $(STAMP) browser
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-## make test-fast: the pure tier only (domain logic; no server, no Prefect import), well under a minute.
+## make test-fast: the pure tier only (domain logic; starts no server), well under a minute on an idle machine.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m pure -p no:cacheprovider
 
