@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -61,6 +64,28 @@ class PrefectRecords:
         write_record(self.store, key, result)
 
 
+_stores: "OrderedDict[tuple[str, str], Any]" = OrderedDict()
+_stores_lock = threading.Lock()
+
+
+def _batch_store(state: StateLocation, batch_id: str) -> Any:
+    """One record store per batch and state location in this process.
+
+    Opening a store loads its index (tens of ms for a few hundred records); with one task run per
+    item, opening it per task would make a batch quadratic. A held claim keeps reads fresh.
+    """
+    if not batch_id or not isinstance(state, (str, os.PathLike)):
+        return record_store(state)
+    key = (batch_id, os.fspath(state))
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = record_store(state)
+            while len(_stores) > 8:
+                _stores.popitem(last=False)
+        return store
+
+
 @task(task_run_name=chunk_name, cache_policy=NONE, persist_result=False, retries=0)
 def run_items(
     items: list[Item],
@@ -87,7 +112,7 @@ def run_items(
         logger.warning("%s: %s: %s; retry %d of %d in %g s", result.item_id, result.status.value, result.reason, attempt - 1, retries, delay)
 
     results = ItemResults(run_many(
-        zip(items, keys), worker, records=PrefectRecords(record_store(state)), timeout_s=timeout_s,
+        zip(items, keys), worker, records=PrefectRecords(_batch_store(state, batch_id)), timeout_s=timeout_s,
         retry=RetryPolicy(retries=retries, delays=tuple(retry_delays)), log_dir=log_dir, batch_id=batch_id, force=force,
         on_retry=note_retry,
     ))
