@@ -50,7 +50,7 @@ def test_a_sigkill_mid_job_leaves_no_half_written_folder(sirene_small: Path, tmp
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["jobs"][0]["status"] == "success"
     assert sorted(p.name for p in (out / "naf_6920Z").iterdir()) == ["dataset.csv", "dataset.parquet"]
-    assert wait_until(lambda: not _leftovers(out), timeout=30), _leftovers(out)
+    assert wait_until(lambda: not _leftovers(out), timeout=60), _leftovers(out)
 
 
 def test_a_failed_command_keeps_the_earlier_good_folder(sirene_small: Path, tmp_path: Path, child_env: dict[str, str]) -> None:
