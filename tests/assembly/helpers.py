@@ -70,6 +70,17 @@ def gated_from_generator(config: dict[str, Any], samples: list[int]) -> pd.DataF
     return tiny_generator(config, samples)
 
 
+def seeded_generator(config: dict[str, Any], samples: list[int]) -> pd.DataFrame:
+    """A random draw per sample from ``config['seed']``; fails on ``config['fail_sample']`` while
+    the file ``config['fail_flag']`` exists."""
+    import numpy as np
+
+    if config.get("fail_flag") and config["fail_sample"] in samples and Path(config["fail_flag"]).exists():
+        raise RuntimeError(f"sample {config['fail_sample']} failed on purpose")
+    return pd.DataFrame([{"sample": s, "draw": float(np.random.default_rng([int(config["seed"]), s]).random())}
+                         for s in samples])
+
+
 def not_a_frame(config: dict[str, Any], samples: list[int]) -> list[int]:
     """A broken user generator: returns a list, not a DataFrame."""
     return list(samples)
