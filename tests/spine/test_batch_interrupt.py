@@ -45,9 +45,7 @@ def test_ctrl_c_stops_within_seconds_and_writes_the_reports(tmp_path: Path, chil
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
     assert elapsed < 15, elapsed  # the goal is 5 s; generous on a loaded machine
-    # No traceback from the stop itself. Until netcdf-extract ends through `finish_batch(as_state=True)`
-    # its own `raise BatchFailed` still logs one; then this becomes `"Traceback" not in err`.
-    assert "KeyboardInterrupt" not in err and err.count("Traceback") <= err.count("flows.batch.BatchFailed: "), err
+    assert "Traceback" not in err, err  # an interrupted batch is an expected end, not a crash
     assert wait_until(lambda: marked_processes(str(tmp_path)) == [], timeout=5), marked_processes(str(tmp_path))
     # The finished item is kept and listed for resume; the interrupted ones are not.
     assert (data / "batch_resume.txt").read_text().split() == ["a_ok.nc"]
