@@ -24,15 +24,16 @@ def run_demo(root: Path) -> list[str]:
     bids = make_bids_dataset(root / "ds114", subjects=2)
 
     study_out, bids_out = root / "study_results", root / "bids_results"
-    first = run_flow(subject_batch, out=str(study_out), manifest=str(manifest), options={"denoise_method": "patch2self"}, echo=True)
-    again = run_flow(subject_batch, out=str(study_out), manifest=str(manifest), options={"denoise_method": "patch2self"}, echo=True)
+    opts = {"denoise_method": "patch2self"}
+    first = run_flow(subject_batch, out=str(study_out), manifest=str(manifest), options=opts, echo=True)
+    again = run_flow(subject_batch, out=str(study_out), manifest=str(manifest), options=opts, echo=True)
     units = run_flow(subject_batch, out=str(bids_out), bids_dir=str(bids), exclude=["sub-02_ses-retest"], echo=True)
     return [
         f"subjects (manifest {manifest}): {first['summary']['counts']} (sub-005 is a corrupt image on purpose);"
         f" rerun: {again['summary']['counts']}",
         f"  metrics: {first['reports']['metrics']}",
         f"  report:  {first['reports']['html']}",
-        f"  logs:    {study_out / 'logs'}",
+        f"  logs:    {study_out / 'sub-001' / 'logs' / 'sub-001.log'} (one per subject, in its folder)",
         f"subjects (BIDS {bids}): {units['summary']['counts']} over units {[i['item_id'] for i in units['items']]}",
         f"  metrics: {units['reports']['metrics']}",
         f"  report:  {units['reports']['html']}",

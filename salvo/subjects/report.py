@@ -163,21 +163,26 @@ def _numeric(value: Any) -> float | None:
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """About ``n`` round tick values covering [lo, hi] (1, 2 or 5 times a power of ten apart)."""
+    """Round tick values inside [lo, hi]: a step of 1, 2 or 5 times a power of ten, about ``n`` ticks (at least 2 when it can)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return []
     if hi <= lo:
         return [lo]
-    raw = (hi - lo) / max(1, n - 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.ceil(lo / step - 1e-9) * step
-    ticks = []
-    t = first
-    while t <= hi + step * 1e-9:
-        ticks.append(round(t, 12))
-        t += step
-    return ticks
+    power = math.floor(math.log10((hi - lo) / max(1, n - 1)))
+    best: tuple[float, float] | None = None
+    for k in (power - 1, power, power + 1):
+        for m in (1, 2, 5):
+            step = m * 10.0**k
+            count = math.floor(hi / step + 1e-9) - math.ceil(lo / step - 1e-9) + 1
+            if count < 2:
+                continue
+            score = abs(count - n)
+            if best is None or score < best[0] or (score == best[0] and step > best[1]):
+                best = (score, step)
+    step = best[1] if best else (hi - lo)
+    first = math.ceil(lo / step - 1e-9)
+    last = math.floor(hi / step + 1e-9)
+    return [round(i * step, 12) for i in range(first, last + 1)]
 
 
 def _tick_label(value: float) -> str:
@@ -289,7 +294,7 @@ def _gallery(rows: Sequence[dict[str, Any]], base: Path | None) -> list[str]:
             mime = IMAGE_TYPES[path.suffix.lower()]
             uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
             figures.append(
-                f'<figure><img src="{uri}" alt="{esc(row["subject"])} {esc(rel)}" style="max-width:240px;image-rendering:pixelated">'
+                f'<figure><img src="{uri}" alt="{esc(row["subject"])} {esc(rel)}" style="min-width:160px;max-width:320px;height:auto;image-rendering:pixelated">'
                 f"<figcaption>{esc(rel)}</figcaption></figure>"
             )
         left_out += [f"{row['subject']}/{rel}" for rel in images[MAX_IMAGES_PER_SUBJECT:]]
@@ -318,7 +323,8 @@ def render_html(rows: Sequence[dict[str, Any]], *, title: str, config_hash: str,
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}th{background:#eee}"
         ".success{color:#2e7d32}.skipped{color:#757575}.failed{color:#c62828;font-weight:bold}"
-        "figure{display:inline-block;margin:4px 8px}figcaption{font-size:11px;color:#555}</style>",
+        "figure{display:inline-block;margin:4px 8px}figcaption{font-size:11px;color:#555}"
+        ".subject-images{display:inline-block;vertical-align:top;margin-right:1em}.subject-images h3{margin:4px 8px}</style>",
         "</head><body>",
         f"<h1>{esc(title)}</h1>",
         f"<p>Config hash: <code>{esc(config_hash)}</code></p>",

@@ -163,7 +163,8 @@ def test_nice_ticks_cover_the_range_with_round_steps():
 
     assert nice_ticks(0, 754) == [0, 200, 400, 600]
     small = nice_ticks(0.00071, 0.00098)  # mean diffusivities in mm²/s
-    assert small == pytest.approx([0.0008, 0.0009]) and all(0.00071 <= t <= 0.00098 for t in small)
+    assert small == pytest.approx([0.00075, 0.0008, 0.00085, 0.0009, 0.00095])
+    assert nice_ticks(256, 347) == [260, 280, 300, 320, 340]  # never a lone tick on an axis
     assert nice_ticks(3, 3) == [3]
 
 
