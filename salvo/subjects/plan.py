@@ -10,7 +10,7 @@ from typing import Any
 from salvo.errors import UsageError
 from salvo.items import Item, Worker, template_fields
 from salvo.subjects.config import COMMAND_FIELDS, config_hash, merge_options, pipeline_version
-from salvo.subjects.discover import discover_bids
+from salvo.subjects.discover import IGNORED_TOP, discover_bids
 from salvo.subjects.manifest import RESERVED_IDS, Subject, load_manifest
 from salvo.subjects.pipeline import DENOISE_METHODS
 from salvo.validate import check_layout, command_argv, duration, number, output_dir
@@ -115,6 +115,25 @@ def check_out_layout(
     check_layout(outputs, inputs=inputs, reserved=[os.path.join(out, name) for name in RESERVED_IDS])
 
 
+def check_out_beside_bids(out_dir: str | os.PathLike[str], bids_dir: str | os.PathLike[str]) -> None:
+    """Refuse an output folder that is the BIDS dataset or inside it (but not under ``derivatives/`` & co).
+
+    Subject folders written there (``sub-01_ses-test/``) would look like subjects to the next
+    discovery, which would then read the batch's own outputs as inputs.
+    """
+    out, root = _real(out_dir), _real(bids_dir)
+    if out != root and not out.startswith(root.rstrip(os.sep) + os.sep):
+        return
+    first = os.path.relpath(out, root).split(os.sep)[0]
+    if out != root and (first in IGNORED_TOP or first.startswith(".")):
+        return
+    where = "is" if out == root else "is inside"
+    raise UsageError(
+        f"--out {out} {where} the BIDS dataset {root}: its subject folders would be read as inputs by the next run;"
+        f" use {os.path.join(root, 'derivatives', 'salvo')} or a folder outside the dataset"
+    )
+
+
 def _given(value: str | None) -> str | None:
     """A path parameter, with an empty or blank string taken as absent (deployments ship "" defaults)."""
     if value is None or not str(value).strip():
@@ -156,6 +175,8 @@ def plan_subjects(
     _check_kinds(pipeline_command, subjects)
     if out_dir is not None:
         check_out_layout(subjects, out_dir, sources=[manifest] if manifest else [])
+        if bids_dir:
+            check_out_beside_bids(out_dir, bids_dir)
     return SubjectPlan(
         subjects=tuple(subjects),
         global_options=global_options,

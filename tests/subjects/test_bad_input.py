@@ -29,6 +29,7 @@ def p(tmp_path):
     study = tmp_path / "study"
     manifest = make_manifest_study(study, subjects=2, shape=(4, 4, 3))
     bids = make_bids_dataset(tmp_path / "bids", subjects=2, sessions=(), shape=(4, 4, 3))
+    sessions = make_bids_dataset(tmp_path / "ds114", subjects=1, shape=(4, 4, 3))
     out = tmp_path / "out"  # an earlier batch's outputs, which no refused command may touch
     (out / "sub-001" / "logs").mkdir(parents=True)
     (out / "sub-001" / "_done.json").write_text(json.dumps({"status": "success", "config_hash": "a1b2c3d4"}))
@@ -42,8 +43,8 @@ def p(tmp_path):
     (dicom / "IM0001.dcm").write_bytes(b"DICM" + bytes(128))
     a_file = tmp_path / "a_file.txt"
     a_file.write_text("not a folder")
-    return SimpleNamespace(tmp=tmp_path, study=study, manifest=str(manifest), bids=str(bids), out=str(out), fifo=str(fifo),
-                           dicom=str(dicom), file=str(a_file), keep=[study, bids, out])
+    return SimpleNamespace(tmp=tmp_path, study=study, manifest=str(manifest), bids=str(bids), sessions=str(sessions), out=str(out),
+                           fifo=str(fifo), dicom=str(dicom), file=str(a_file), keep=[study, bids, sessions, out])
 
 
 def _m(p, *extra, out=None):
@@ -78,6 +79,10 @@ CASES = {
     "--out is the raw folder of the manifest": (lambda p: _m(p, out=str(p.study / "raw")), "contains the input"),
     "--out is the BIDS folder (no sessions)": (
         lambda p: ["subjects", "--bids-dir", p.bids, "--out", p.bids], "contains the input"),
+    "--out the BIDS folder with sessions": (
+        lambda p: ["subjects", "--bids-dir", p.sessions, "--out", p.sessions], "is the BIDS dataset"),
+    "--out inside the BIDS folder, not in derivatives": (
+        lambda p: ["subjects", "--bids-dir", p.sessions, "--out", str(Path(p.sessions) / "results")], "is inside the BIDS dataset"),
     "--out inside a DICOM input folder": (
         lambda p: ["subjects", "--manifest", _manifest(p.study, [{"id": "sub-003", "dicom": "raw/sub-003/dicoms"}]),
                    "--out", str(Path(p.dicom) / "results"), "--pipeline-command", "true {input}"], "is inside the input"),
@@ -152,3 +157,13 @@ def test_a_fifo_manifest_does_not_hang_the_command(p):
     proc = subprocess.run([sys.executable, "-m", "cli", "subjects", "--manifest", p.fifo, "--out", p.out],
                           capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
     assert proc.returncode == 2 and "not a regular file" in proc.stderr
+
+
+def test_out_under_the_datasets_derivatives_or_beside_the_inputs_is_accepted(p):
+    from salvo.subjects.plan import plan_subjects
+
+    for bids in (p.bids, p.sessions):
+        plan = plan_subjects(bids_dir=bids, out_dir=str(Path(bids) / "derivatives" / "salvo"))
+        assert plan.subjects
+    assert plan_subjects(manifest=p.manifest, out_dir=str(p.study / "results")).subjects  # beside raw/, not over it
+    assert plan_subjects(manifest=p.manifest, out_dir=str(p.study)).subjects  # OUT/sub-001 is not raw/sub-001
