@@ -6,6 +6,8 @@ from salvo.errors import UsageError
 from salvo.subjects.discover import discover_bids
 from salvo.subjects.samples import make_bids_dataset, write_dwi
 
+pytestmark = pytest.mark.pure  # no Prefect server, no flow
+
 
 @pytest.fixture(scope="module")
 def ds114(tmp_path_factory):

@@ -8,6 +8,8 @@ from salvo.errors import UsageError
 from salvo.subjects.manifest import ManifestError, load_manifest, sidecars_of, unsafe_id_reason
 from salvo.subjects.samples import write_dwi
 
+pytestmark = pytest.mark.pure  # no Prefect server, no flow
+
 
 def _write(tmp_path, doc, name="m.json"):
     path = tmp_path / name

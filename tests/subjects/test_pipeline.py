@@ -10,6 +10,8 @@ from salvo.subjects.config import config_hash, merge_options, option_flags, pipe
 from salvo.subjects.pipeline import denoise, find_shells, run_pipeline
 from salvo.subjects.samples import write_dwi
 
+pytestmark = pytest.mark.pure  # no Prefect server, no flow
+
 
 def test_find_shells_groups_nearby_bvalues():
     shells = find_shells(np.array([0, 5, 995, 1000, 1005, 2000, 1990, 3000]))

@@ -11,6 +11,8 @@ from salvo.subjects.report import (
     format_header, format_result_line, format_summary, render_html, subject_rows, write_html_report, write_metrics_csv,
 )
 
+pytestmark = pytest.mark.pure  # no Prefect server, no flow
+
 
 def _results():
     return [
