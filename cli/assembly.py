@@ -77,9 +77,11 @@ def _checked(main: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 
     @functools.wraps(main)
     def wrapper(args: argparse.Namespace) -> int:
+        from salvo.assembly.reassemble import MissingData
+
         try:
             return main(args)
-        except StorageError as exc:
+        except (StorageError, MissingData) as exc:
             raise RunFailed(str(exc)) from None
 
     return wrapper
@@ -219,6 +221,20 @@ def status_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _precheck_reassembly(args: argparse.Namespace, root: Any) -> None:
+    """What the flow would refuse (ambiguous experiment, pickles, nothing to read), refused now."""
+    from salvo.assembly.discover import locate_experiment
+    from salvo.assembly.reassemble import plan_reassembly
+
+    folder = _folders(args, root)[0] if (args.experiment or args.title) else \
+        locate_experiment(root, result_name=args.result_name)
+    parts, _ = plan_reassembly(root.child(folder), args.result_name, allow_pickle=args.allow_pickle,
+                               seeds=args.seeds)
+    if not parts:
+        chosen = f" with seed {', '.join(map(str, args.seeds))}" if args.seeds else ""
+        raise UsageError(f"no completed assembly of {args.result_name!r}{chosen} in {root.child(folder).url}")
+
+
 @_checked
 def reassemble_main(args: argparse.Namespace) -> int:
     """Re-assemble every completed assembly; report those left out."""
@@ -234,7 +250,7 @@ def reassemble_main(args: argparse.Namespace) -> int:
                 raise UsageError(f"--output {args.output} is a folder, not a file")
     for seed in args.seeds or ():
         validate.number(seed, "--seed", minimum=0, maximum=2**32 - 1, integer=True)
-    _storage(args)
+    _precheck_reassembly(args, _storage(args).target)
     doc = run_flow(assembly_reassemble, result_name=args.result_name, experiment=args.experiment,
                    exp_number=args.exp_number, version=args.version, title=args.title, storage=args.storage,
                    output=args.output, allow_pickle=args.allow_pickle, seeds=args.seeds)
