@@ -33,7 +33,7 @@ REPORT_FILES = frozenset({"batch_processing_summary.txt", "batch_summary.json", 
 RESUME_FILE = "batch_resume.txt"
 #: Folder of resume records inside the report folder.
 STATE_DIR = ".salvo"
-#: In STATE_DIR: the hash of the batch_resume.txt Salvo last wrote.
+#: In STATE_DIR: hashes of the batch_resume.txt lists Salvo wrote or already imported (never imported again).
 WRITTEN_MARK = "batch_resume.written"
 
 
