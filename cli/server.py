@@ -129,6 +129,8 @@ class _PrefectImportHook(importlib.abc.MetaPathFinder):
             def exec_module(module: Any) -> None:
                 original(module)
                 tag_this_driver()
+                if not _state["url"] and not _state["skip"]:
+                    temporary_api_in_own_session()
 
             spec.loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
@@ -157,6 +159,30 @@ def tag_this_driver() -> None:
 
     current = TagsContext.get().current_tags
     TagsContext.__var__.set(TagsContext(current_tags={*current, driver_tag()}))
+
+
+def temporary_api_in_own_session() -> None:
+    """Start Prefect's temporary API server in its own session, so that a Ctrl-C to the command's
+    process group does not kill it before the command has recorded how its run ended.
+
+    Prefect 3.8.8 starts it with a plain ``subprocess.Popen`` in `SubprocessASGIServer`; this gives
+    that module a `subprocess` whose Popen adds ``start_new_session=True``. The reaper still ends it
+    if the command is killed.
+    """
+    import functools
+    import subprocess
+    import types
+
+    try:
+        from prefect.server.api import server as srv
+    except Exception:  # noqa: BLE001 - without the server module there is no temporary API to start
+        return
+    if getattr(srv.subprocess, "_salvo_own_session", False):
+        return
+    shim = types.SimpleNamespace(**{k: getattr(subprocess, k) for k in dir(subprocess) if not k.startswith("__")})
+    shim.Popen = functools.partial(subprocess.Popen, start_new_session=True)
+    shim._salvo_own_session = True
+    srv.subprocess = shim
 
 
 # --------------------------------------------------------------------------- crashed runs

@@ -145,7 +145,18 @@ def _token_of(driver: int) -> str | None:
     return None
 
 
-def _kill_driver_mid_item(tmp_path: Path, env: dict[str, str]) -> tuple[set[int], str]:
+def _describe(pids: set[int]) -> dict[int, tuple[str, int]]:
+    """pid -> (first words of its command line, its session id), for those alive now."""
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = (" ".join(psutil.Process(pid).cmdline()[:4]), os.getsid(pid))
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            continue
+    return out
+
+
+def _kill_driver_mid_item(tmp_path: Path, env: dict[str, str]) -> tuple[set[int], str, dict[int, tuple[str, int]]]:
     """Start `salvo extract` with a 120 s item, SIGKILL it once the item runs; return its processes and token."""
     cmd = subprocess.Popen([sys.executable, "-m", "cli", "extract", "--directory", str(_inputs(tmp_path / "slow")), "--worker-command", _sleeper(tmp_path)],
                            env={**env, "SLEEP_S": "120"}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -155,21 +166,24 @@ def _kill_driver_mid_item(tmp_path: Path, env: dict[str, str]) -> tuple[set[int]
         assert token
         tree = {c.pid for c in psutil.Process(cmd.pid).children(recursive=True)} | set(processes_with_token(token))
         reaper = {c.pid for c in psutil.Process(cmd.pid).children() if "reap" in c.cmdline()}
+        seen = _describe(tree - reaper)
         cmd.send_signal(signal.SIGKILL)
         cmd.wait()
     finally:
         if cmd.poll() is None:
             cmd.kill()
             cmd.wait()
-    return tree - reaper, token
+    return tree - reaper, token, seen
 
 
 def test_a_sigkilled_command_on_the_temporary_api_leaves_no_process_behind(tmp_path: Path) -> None:
     env = {k: v for k, v in child_env_for("unused").items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "home"), SALVO_LOCAL_SERVER="0")
-    tree, token = _kill_driver_mid_item(tmp_path, env)
-    names = {pid: " ".join(psutil.Process(pid).cmdline()[:4]) for pid in tree if process_alive(pid)}
+    tree, token, seen = _kill_driver_mid_item(tmp_path, env)
+    names = {pid: n for pid, (n, _) in seen.items()}
     assert any("uvicorn" in n for n in names.values()), f"expected the temporary API server among {names}"
+    # It runs in a session of its own, so a terminal's Ctrl-C (SIGINT to the command's group) does not reach it.
+    assert all(sid == pid for pid, (n, sid) in seen.items() if "uvicorn" in n), seen
     assert any("salvo.zygote" in n for n in names.values()), names
     t0 = time.monotonic()
     assert wait_until(lambda: not any(process_alive(p) for p in tree) and not processes_with_token(token), timeout=10), \
@@ -179,7 +193,7 @@ def test_a_sigkilled_command_on_the_temporary_api_leaves_no_process_behind(tmp_p
 
 def test_the_next_command_marks_a_killed_commands_run_crashed(tmp_path: Path, prefect_api: str) -> None:
     env = child_env_for(prefect_api)
-    tree, token = _kill_driver_mid_item(tmp_path, env)
+    tree, token, _ = _kill_driver_mid_item(tmp_path, env)
     assert wait_until(lambda: not any(process_alive(p) for p in tree), timeout=10)
     running = _runs(prefect_api, "RUNNING")
     killed = [r for r in running if any(t.startswith("salvo-driver:") for t in r["tags"]) and "slow" in r["name"]]
