@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow
@@ -11,7 +12,7 @@ from flows.batch import BatchFailed, BatchOptions, run_batch, run_namer, tag_cur
 from salvo.gridded.recovery import RecoveryLayout, has_status
 from salvo.gridded.report import console_lines, summarize_recovery
 from salvo.items import Item, Worker
-from tasks.gridded import (collect_rerun, count_cells, merge_round, prepare_recovery, publish_recovery,
+from tasks.gridded import (collect_rerun, count_cells, count_ran, merge_round, prepare_recovery, publish_recovery,
                            put_mask_back, salvage_round, stage_rerun)
 
 PIPELINE = "salvage-merge"
@@ -36,7 +37,7 @@ def rerun(layout: RecoveryLayout, k: int, model_command: str, timeout: float | N
     finally:
         wrote = collect_rerun(layout, k) if k else has_status(layout.output)
     return {"status": result.status.value, "reason": result.reason, "duration_s": result.duration_s,
-            "exit_code": result.exit_code, "wrote_status": wrote}
+            "exit_code": result.exit_code, "wrote_status": wrote, "item": result.to_dict()}
 
 
 @flow(name="merge")
@@ -50,14 +51,20 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
                   timeout: float | None = None, work_dir: str | None = None, full_copy: bool = False) -> dict[str, Any]:
     """Recover a gridded run: re-run failed cells until none is left or ``max_rounds`` re-runs were made."""
     tag_current_run(PIPELINE)
+    t0 = time.monotonic()
     layout = prepare_recovery(mask, output, work_dir)
     rounds: list[dict[str, Any]] = []
     stopped = ""
     try:
         if not has_status(layout.output):
+            started = time.monotonic()
             model = rerun(layout, 0, model_command, timeout)
-            rounds.append({"round": 0, "step": "initial", "model": model,
-                           "after": count_cells(layout) if model["wrote_status"] else None})
+            entry = {"round": 0, "step": "initial", "model": model, "ran": None, "after": None}
+            rounds.append(entry)
+            if model["wrote_status"]:
+                entry["ran"] = count_ran(layout, 0)
+                entry["after"] = count_cells(layout)
+            entry["duration_s"] = round(time.monotonic() - started, 3)
             stopped = "" if model["wrote_status"] else f"the initial run ended {model['status']} without run_status.nc"
         first = layout.next_round()
         for k in range(first, first + max_rounds + 1):
@@ -66,20 +73,25 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
             if k == first + max_rounds:
                 stopped = f"--max-rounds {max_rounds} reached"
                 break
+            started = time.monotonic()
             before = salvage(layout, k, full_copy)["counts"]
             model = rerun(layout, k, model_command, timeout)
-            entry = {"round": k, "step": "rerun", "before": before, "to_rerun": before["to_rerun"], "model": model}
+            entry = {"round": k, "step": "rerun", "before": before, "to_rerun": before["to_rerun"], "model": model, "ran": None}
             rounds.append(entry)
             if not model["wrote_status"]:
+                entry["duration_s"] = round(time.monotonic() - started, 3)
                 stopped = f"round {k}: the model ended {model['status']} without run_status.nc"
                 break
+            entry["ran"] = count_ran(layout, k)
             entry["merge"] = merge(layout, k)
             entry["after"] = count_cells(layout)
+            entry["duration_s"] = round(time.monotonic() - started, 3)
     finally:
         mask_in_place = put_mask_back(layout)
     final = count_cells(layout) if has_status(layout.output) else None
     doc = {"pipeline": PIPELINE, "layout": layout.to_dict(), "rounds": rounds,
-           "summary": summarize_recovery(rounds, final=final, stopped=stopped, mask_in_place=mask_in_place)}
+           "summary": summarize_recovery(rounds, final=final, stopped=stopped, mask_in_place=mask_in_place),
+           "wall_time_s": round(time.monotonic() - t0, 3)}
     doc = publish_recovery(doc)
     logger = get_run_logger()
     for line in console_lines(doc):

@@ -11,12 +11,13 @@ from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
 from salvo.fsutil import atomic_write_text
+from salvo.html_report import REPORT_NAME
 from salvo.gridded.formats import STATUS_FILE, read_mask, read_status
 from salvo.gridded.merge import merge_outputs
 from salvo.gridded.recovery import (RecoveryLayout, empty_folder, has_status, install_mask, keep_original_mask,
                                     mask_is_original, move_contents, move_into, plan_layout, replace_contents,
                                     restore_mask)
-from salvo.gridded.report import failed_cells, recovery_markdown, round_rows
+from salvo.gridded.report import failed_cells, recovery_markdown, round_rows, write_recovery_report
 from salvo.gridded.salvage import count_statuses, salvage_run
 
 _PLAIN = {"cache_policy": NONE, "persist_result": False}
@@ -35,6 +36,17 @@ def count_cells(layout: RecoveryLayout) -> dict[str, Any]:
     """How the originally enabled cells stand in the output folder's run_status.nc."""
     mask, status = read_mask(layout.original_mask), read_status(layout.output / STATUS_FILE)
     return {**count_statuses(mask, status=status).to_dict(), "failed_cells": failed_cells(mask, status=status)}
+
+
+@task(**_PLAIN)
+def count_ran(layout: RecoveryLayout, k: int) -> dict[str, Any]:
+    """How the cells round ``k``'s model run was given ended in its own run_status.nc (round 0: the user's mask)."""
+    if k == 0:
+        mask, status = read_mask(layout.original_mask), read_status(layout.output / STATUS_FILE)
+    else:
+        rd = layout.round_dir(k)
+        mask, status = read_mask(rd / "run-mask-failed.nc"), read_status(rd / "rerun" / STATUS_FILE)
+    return count_statuses(mask, status=status).to_dict()
 
 
 @task(**_PLAIN)
@@ -91,14 +103,19 @@ def put_mask_back(layout: RecoveryLayout) -> bool:
 
 @task(**_PLAIN)
 def publish_recovery(doc: dict[str, Any]) -> dict[str, Any]:
-    """Write recovery.json and recovery.md in the work folder and publish the round table as artifacts."""
+    """Write recovery.json, recovery.md and run_report.html in the work folder and publish the round table as artifacts."""
     work = doc["layout"]["work"]
     json_path = f"{work}/recovery.json"
+    doc["reports"] = {"json": json_path, "markdown": f"{work}/recovery.md", "html": f"{work}/{REPORT_NAME}"}
+    try:
+        doc["reports"]["html"] = str(write_recovery_report(doc))
+    except Exception as exc:  # noqa: BLE001 - the recovery is done and its JSON still written; say so, loudly
+        del doc["reports"]["html"]
+        doc["reports"]["html_error"] = f"{type(exc).__name__}: {exc}"
+        get_run_logger().error("The run report %s/%s could not be written: %s", work, REPORT_NAME, doc["reports"]["html_error"])
     md = recovery_markdown(doc)
-    doc["reports"] = {"json": json_path, "markdown": f"{work}/recovery.md"}
     atomic_write_text(json_path, json.dumps(doc, indent=2, default=str))
     atomic_write_text(doc["reports"]["markdown"], md)
     create_table_artifact(round_rows(doc), key="salvage-merge-rounds", description="salvage-merge: every round's statuses")
     create_markdown_artifact(md, key="salvage-merge-summary", description="salvage-merge: summary")
     return doc
-
