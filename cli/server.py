@@ -188,8 +188,10 @@ def temporary_api_in_own_session() -> None:
 # --------------------------------------------------------------------------- crashed runs
 
 def _api(url: str, path: str, body: dict[str, Any]) -> Any:
-    req = urllib.request.Request(f"{url.rstrip('/')}{path}", data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if key := os.environ.get("PREFECT_API_KEY"):
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(f"{url.rstrip('/')}{path}", data=json.dumps(body).encode(), method="POST", headers=headers)
     with urllib.request.urlopen(req, timeout=10) as resp:
         raw = resp.read()
     return json.loads(raw) if raw else None
