@@ -45,6 +45,7 @@ TOKEN_VAR = "SALVO_DRIVER"
 STATE_FILE = "salvo-server.json"
 LOCK_FILE = "salvo-server.lock"
 LOG_FILE = "salvo-server.log"
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- small process helpers
@@ -112,10 +113,10 @@ class Processes:
     seen: set[int] = field(default_factory=set)
 
     def start(self, name: str, argv: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-        """Start ``argv`` in a new session, output appended to ``log``."""
+        """Start ``argv`` in a new session (in ``cwd``, default the project root), output appended to ``log``."""
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(argv, env=env, cwd=cwd or _PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.started.append((name, proc))
         return proc
 
