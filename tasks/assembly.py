@@ -1,6 +1,6 @@
 """Prefect tasks of the assembly pipelines: thin wrappers over ``salvo.assembly``.
 
-Storage configuration (``$SALVO_STORAGE``, worker credentials) lives in ``blocks``; running the
+Storage configuration (the default storage, worker credentials) lives in ``blocks``; running the
 batch and writing its reports is the flow's part (``flows.assembly``).
 """
 
