@@ -217,7 +217,7 @@ def batch_state(doc: dict[str, Any]) -> State:
     if s.get("ok", not s["failed"]):
         return Completed(data=doc)
     exc = BatchFailed(doc)
-    if s["counts"].get(Status.INTERRUPTED.value) or stop_requested():
+    if s.get("counts", {}).get(Status.INTERRUPTED.value) or stop_requested():
         return Cancelled(message=f"interrupted: {exc}", data=exc)
     return Failed(message=str(exc), data=exc)
 

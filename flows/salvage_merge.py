@@ -8,10 +8,11 @@ from typing import Any
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from flows.batch import BatchFailed, BatchOptions, run_batch, run_namer, tag_current_run
+from flows.batch import BatchOptions, batch_state, run_batch, run_namer, tag_current_run
 from salvo.gridded.recovery import RecoveryLayout, has_status
 from salvo.gridded.report import console_lines, summarize_recovery
 from salvo.items import Item, Worker
+from salvo.runner import stop_requested
 from tasks.gridded import (collect_rerun, count_cells, count_ran, merge_round, prepare_recovery, publish_recovery,
                            put_mask_back, salvage_round, stage_rerun)
 
@@ -70,6 +71,9 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
         for k in range(first, first + max_rounds + 1):
             if stopped or count_cells(layout)["to_rerun"] == 0:
                 break
+            if stop_requested():
+                stopped = "interrupted (Ctrl-C) before round {k}".format(k=k)
+                break
             if k == first + max_rounds:
                 stopped = f"--max-rounds {max_rounds} reached"
                 break
@@ -96,6 +100,4 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
     logger = get_run_logger()
     for line in console_lines(doc):
         logger.info(line)
-    if not doc["summary"]["ok"]:
-        raise BatchFailed(doc)
-    return doc
+    return batch_state(doc)

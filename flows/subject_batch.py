@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.batch import BatchFailed, BatchOptions, finish_batch, run_batch, run_namer, tag_current_run
+from flows.batch import BatchOptions, batch_state, finish_batch, run_batch, run_namer, tag_current_run
 from salvo.subjects.console import SubjectMonitor
 from salvo.subjects.plan import build_items, build_worker, check_run_settings
 from tasks.subjects import PIPELINE, plan_subject_batch, publish_subject_summary, run_state, write_subject_reports
@@ -63,6 +63,4 @@ def subject_batch(
     doc["summary"].update(config_hash=plan.config_hash, out_dir=out_dir)
     block = monitor.finish(outcome.results)
     publish_subject_summary(monitor.lines, block, config_hash=plan.config_hash, reports=doc["reports"])
-    if not outcome.summary.ok:
-        raise BatchFailed(doc)
-    return doc
+    return batch_state(doc)
