@@ -112,7 +112,7 @@ def _print_jobs(doc: dict[str, Any]) -> None:
 
 def check_batch_args(args: argparse.Namespace) -> None:
     """Every check of `salvo jobs batch` that can be made before Prefect starts; a UsageError (exit 2)."""
-    if args.template is not None:
+    if args.template is not None and Path(args.template).exists():
         validate.regular_file(args.template, "--template")  # a FIFO would block the read below
     check_input(args.input)
     if args.max_ram_mb < MIN_RAM_MB:

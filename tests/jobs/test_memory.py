@@ -26,6 +26,9 @@ from salvo.jobs.synth import write_synthetic_sirene
 from salvo.outcome import Status
 from salvo.runner import run_item
 
+# No Prefect server and no flow: the job runs through the spine's runner directly.
+pytestmark = pytest.mark.pure
+
 BOUND_MB = 128
 
 
@@ -52,7 +55,6 @@ def test_a_job_stays_under_max_ram_mb_on_an_input_larger_than_it(tmp_path: Path)
     assert peak - baseline < BOUND_MB, f"peak RSS grew by {peak - baseline:.0f} MiB over the {BOUND_MB} MiB bound"
 
 
-@pytest.mark.pure
 def test_a_bound_the_reader_alone_would_break_is_refused(tmp_path: Path) -> None:
     sirene = write_synthetic_sirene(tmp_path / "s.parquet", rows=5_000, seed=3)
     with pytest.raises(InputError, match="--max-ram-mb 20 is too small for this input"):
