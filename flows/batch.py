@@ -19,6 +19,7 @@ from salvo import batchcore
 from salvo.fingerprint import item_key
 from salvo.items import Item, Worker
 from salvo.outcome import ItemResult, Status
+from salvo.html_report import warm_up
 from salvo.report import Summary, summarize, summary_markdown, table_rows, write_reports
 from salvo.runner import DEFAULT_TIMEOUT_S, stop_requested
 from tasks.items import run_items
@@ -121,6 +122,7 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
     flight, so that a stop (Ctrl-C, see :func:`salvo.runner.request_stop`) or a first failure
     with ``fail_fast`` leaves the rest unstarted (``not_run``).
     """
+    warm_up()  # the reports' plotting library loads while the items run
     logger = get_run_logger()
     t0, batch_id = time.monotonic(), uuid.uuid4().hex
     on_result = options.on_result or _progress_hook

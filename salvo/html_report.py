@@ -103,6 +103,14 @@ def _parse(ts: str | None) -> dt.datetime | None:
         return None
 
 
+def warm_up() -> None:
+    """Import matplotlib in the background while a batch runs, so its reports (and a Ctrl-C's)
+    are not delayed by the seconds that import takes."""
+    import threading
+
+    threading.Thread(target=_plt, name="salvo-report-warm-up", daemon=True).start()
+
+
 def _plt():
     import matplotlib
 
