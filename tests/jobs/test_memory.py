@@ -7,7 +7,7 @@ both numbers carry the same interpreter, libraries and allocator settings. The b
 difference: the whole job process, reader, batches, writers and allocator slack included.
 
 Margin: the job plans for 60% of the bound (``stream.TARGET_SHARE``); on the 1M-row input it
-grew by 48-76 MiB (median 57) over 21 runs at a 128 MiB bound, on 2 shared cores at load 6 to 18.
+grew by 48-76 MiB (median 58) over 22 runs at a 128 MiB bound, on 2 shared cores at load 6 to 18.
 The assertion is the bound itself, so the 30 MiB spread passes with room to spare, while going back
 to the allocators' default retention (measured 100-135 MiB) or to batches sized without the
 reader's cost fails.
