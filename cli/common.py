@@ -160,7 +160,11 @@ class Progress:
 
     def start(self, total: int) -> None:
         """A batch of ``total`` items begins."""
+        from salvo.batchcore import START_LISTENERS
+
         self.close()
+        if self.item_started not in START_LISTENERS:
+            START_LISTENERS.append(self.item_started)
         self.total, self.ran = total, 0
         self.counts.clear()
         if self.tty and not self.quiet:
@@ -209,13 +213,28 @@ class Progress:
             self.stream.write(line + "\n")
             self.stream.flush()
 
+    def item_started(self, item_id: str) -> None:
+        """The seed's 🔄 line when an item starts (above the bar on a terminal)."""
+        if self.quiet:
+            return
+        line = f"🔄 {item_id}"
+        if self._bar is not None:
+            self._bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
     def _line(self, result: ItemResult, done: int) -> str:
         note = " (resumed)" if result.cached else ""
         why = f": {result.reason}" if result.reason and result.status is not Status.SUCCESS else ""
         return f"{EMOJI[result.status]} [{done}/{self.total}] {result.item_id} {result.status.value}{note}{why}"
 
     def close(self) -> None:
-        """Stop the bar (if any) and give Prefect its console back."""
+        """Stop the bar (if any), stop listening for starts, and give Prefect its console back."""
+        from salvo.batchcore import START_LISTENERS
+
+        if self.item_started in START_LISTENERS:
+            START_LISTENERS.remove(self.item_started)
         if self._bar is not None:
             self._bar.stop()
             self._bar = None

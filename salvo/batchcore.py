@@ -85,6 +85,18 @@ def clean_partials(item: Item) -> None:
 RunFn = Callable[..., ItemResult]
 RetryNote = Callable[[ItemResult, int, float], None]
 
+#: Told ``item_id`` each time an item really starts running in this process (not when its record
+#: is reused): the command line's 🔄 lines. Listeners must be quick and never raise.
+START_LISTENERS: list[Callable[[str], None]] = []
+
+
+def _announce_start(item_id: str) -> None:
+    for listener in list(START_LISTENERS):
+        try:
+            listener(item_id)
+        except Exception:  # a display must never fail an item
+            pass
+
 
 def run_one(
     item: Item,
@@ -125,6 +137,7 @@ def _run_with_retries(item: Item, worker: Worker, *, timeout_s: float | None, re
     attempt = 1
     while True:
         clean_partials(item)  # left by a run that was killed mid-item, or by the failed try
+        _announce_start(item.id)
         result = run(item, worker, timeout_s=timeout_s, attempt=attempt, log_path=log_path(log_dir, item.id))
         if not should_retry(result, attempt, retry.retries):
             return result
