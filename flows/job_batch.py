@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.batch import BatchFailed, BatchOptions, finish_batch, run_batch, run_namer, tag_current_run
+from flows.batch import BatchOptions, batch_state, finish_batch, run_batch, run_namer, tag_current_run
 from tasks.jobs import prepare_jobs, report_jobs
 
 PIPELINE = "job-batch"
@@ -45,10 +45,6 @@ def job_batch(
     )
     outcome = run_batch(items, worker, pipeline=PIPELINE, options=options)
     entries, results_path = report_jobs(jobs, outcome.results, output_dir=output_dir)
-    try:
-        doc = finish_batch(outcome, pipeline=PIPELINE, report_dir=output_dir, title="Job batch summary",
-                           extra_reports={"jobs": results_path})
-    except BatchFailed as exc:
-        exc.doc["jobs"] = entries  # the CLI prints the per-code entries of a failed batch too
-        raise
-    return {**doc, "jobs": entries}
+    doc = finish_batch(outcome, pipeline=PIPELINE, report_dir=output_dir, title="Job batch summary",
+                       extra_reports={"jobs": results_path}, fail_on_error=False)
+    return batch_state({**doc, "jobs": entries})  # the CLI prints the per-code entries of a failed batch too

@@ -29,7 +29,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from prefect.settings import get_current_settings, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):
         with temporary_settings(updates={"flows.heartbeat_frequency": None}):
             yield str(get_current_settings().api.url)
 
