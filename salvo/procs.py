@@ -337,8 +337,9 @@ def ensure_local_server(home: str | os.PathLike[str] | None = None, *, port: int
         elif port_in_use(port):
             raise UsageError(f"port {port} is already in use; pick another with --port or SALVO_SERVER_PORT")
         log = h / LOG_FILE
+        argv = [sys.executable, "-m", "salvo.procs", "guard", str(h), "--", *prefect_command("server", "start", "--host", HOST, "--port", str(port), python=python)]
         with open(log, "ab") as out:
-            proc = subprocess.Popen(prefect_command("server", "start", "--host", HOST, "--port", str(port), python=python),
+            proc = subprocess.Popen(argv,
                                     env=server_env(h, env), cwd=h, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)  # Ctrl-C and a closed terminal do not reach it
         info = ServerInfo(pid=proc.pid, url=f"http://{HOST}:{port}/api", port=port, started=create_time(proc.pid) or time.time(), log=str(log), home=str(h))
@@ -448,12 +449,47 @@ def _reap_main(token: str) -> int:
     return 0
 
 
+def _guard_main(home: str, argv: list[str]) -> int:
+    """Run the local server ``argv`` and end it if its state file stops naming us (PREFECT_HOME deleted, say).
+
+    Without this, deleting a PREFECT_HOME (a temporary one, in a script) would leave its server
+    running with nothing pointing at it.
+    """
+    state = Path(home) / STATE_FILE
+    child = subprocess.Popen(argv)
+
+    def _stop(signum: int, frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.terminate()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    t0, seen = time.monotonic(), False
+    while child.poll() is None:
+        time.sleep(2.0)
+        try:
+            ours = json.loads(state.read_text()).get("pid") == os.getpid()
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        seen = seen or ours
+        if not ours and (seen or time.monotonic() - t0 > 600):
+            child.terminate()
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            break
+    return child.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m salvo.procs reap TOKEN``."""
+    """``python -m salvo.procs reap TOKEN`` or ``python -m salvo.procs guard HOME -- ARGV...``."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) == 2 and args[0] == "reap":
         return _reap_main(args[1])
-    print("usage: python -m salvo.procs reap TOKEN", file=sys.stderr)
+    if len(args) >= 4 and args[0] == "guard" and args[2] == "--":
+        return _guard_main(args[1], args[3:])
+    print("usage: python -m salvo.procs reap TOKEN | guard HOME -- ARGV...", file=sys.stderr)
     return 2
 
 

@@ -93,6 +93,19 @@ def test_the_second_command_reuses_the_background_server_and_server_stop_stops_i
     assert salvo("server", "status", env=env).returncode == 1
 
 
+def test_deleting_prefect_home_ends_its_local_server(tmp_path: Path, home: Path) -> None:
+    env = _local_env(home)
+    assert salvo("server", "start", env=env).returncode == 0
+    info = read_state(home)
+    assert info is not None
+    server = [c.pid for c in psutil.Process(info.pid).children()]
+    assert len(server) == 1
+    import shutil
+
+    shutil.rmtree(home)
+    assert wait_until(lambda: not process_alive(info.pid) and not process_alive(server[0]), timeout=60)
+
+
 def test_two_commands_starting_at_once_share_one_server(tmp_path: Path, home: Path) -> None:
     env = _local_env(home)
     argv = [sys.executable, "-m", "cli", "server", "start", "--timeout", "240"]
@@ -104,8 +117,8 @@ def test_two_commands_starting_at_once_share_one_server(tmp_path: Path, home: Pa
     assert sorted(o[0].split()[0] for o in outs) == ["Already", "Started"]  # one started it, the other found it
     assert all(f"PID {info.pid}" in o[0] for o in outs)
     servers = [p for p in psutil.process_iter(["cmdline", "environ"]) if "server" in (p.info["cmdline"] or []) and "start" in (p.info["cmdline"] or [])
-               and (p.info["environ"] or {}).get("PREFECT_HOME") == str(home)]
-    assert [p.pid for p in servers] == [info.pid]
+               and "salvo.procs" not in (p.info["cmdline"] or []) and (p.info["environ"] or {}).get("PREFECT_HOME") == str(home)]
+    assert [p.ppid() for p in servers] == [info.pid]  # one server, under the guard the state file names
 
 
 def test_ctrl_c_to_a_command_does_not_reach_the_local_server(tmp_path: Path, home: Path) -> None:
