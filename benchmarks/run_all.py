@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, machine, scale
 
-BENCHES = ["bench_tiny", "bench_extract", "bench_startup", "bench_assembly", "bench_jobs", "bench_merge"]
+BENCHES = ["bench_tiny", "bench_resume", "bench_extract", "bench_startup", "bench_assembly", "bench_jobs", "bench_merge"]
 
 
 def main() -> None:

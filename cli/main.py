@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     from cli.common import CliError, fail
 
     args = build_parser().parse_args(argv)
+    if not getattr(args, "verbose", False):
+        # Dask's own INFO lines (scheduler, workers, client) only with --verbose.
+        import logging
+
+        for name in ("distributed", "dask"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:

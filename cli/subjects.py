@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cli.common import CliError, fail, print_json, run_flow
+from cli.common import add_output_flags, CliError, fail, print_json, run_flow
 from salvo.errors import UsageError
 
 DESCRIPTION = """Run a pipeline over every subject of a study, each in its own child process with its own
@@ -32,13 +32,13 @@ def register(subparsers: Any) -> None:
                         "{id} {input} (the NIfTI image or DICOM folder) {nifti} {dicom} {bval} {bvec} {work_dir} "
                         "{options} (each option as --key value, the key spelled as in the manifest)")
     g = p.add_argument_group("running")
-    g.add_argument("--parallel", default="1", metavar="N", help="subjects run at once (default: 1)")
+    g.add_argument("--parallel", "--workers", default="1", metavar="N", help="subjects run at once (default: 1; --workers is the same flag)")
     g.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="run on this existing Dask cluster")
     g.add_argument("--timeout", default="120", metavar="MINUTES",
                    help="per-subject limit: minutes, or a duration such as 90s, 15m, 2h (default: 120)")
     g.add_argument("--retries", default="0", metavar="N", help="retries for crashed subjects (default: 0)")
     g.add_argument("--force", action="store_true", help="re-run subjects even when done with the same config hash")
-    g.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
+    add_output_flags(g)
     p.set_defaults(func=run_subjects)
 
 
@@ -75,7 +75,7 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
     )
     plan_subjects(**params, out_dir=out)  # the manifest, the units, the command and the output layout
     return dict(params, out=out, timeout_minutes=timeout, parallel=parallel, retries=retries,
-                dask_address=args.dask_address or None, force=args.force, echo=not args.json)
+                dask_address=args.dask_address or None, force=args.force, echo=not (args.json or args.quiet))
 
 
 def run_subjects(args: argparse.Namespace) -> int:
