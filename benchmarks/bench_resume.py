@@ -74,6 +74,11 @@ IN_PROCESS = (
 
 
 def main() -> None:
+    print(run())
+
+
+def run() -> str:
+    """Build the finished batch, measure, and return the RESULTS.md section."""
     n = max(100, int(10_000 * scale()))
     root = WORK / "resume"
     shutil.rmtree(root, ignore_errors=True)
@@ -95,11 +100,11 @@ def main() -> None:
     finally:
         subprocess.run([sys.executable, "-m", "cli", "server", "stop"], env=env, check=False, capture_output=True)
     records = sum(1 for _ in Path(paths["state"], "records").iterdir())
-    print(f"## Resume: {n} items, fully finished ({machine()})\n")
-    print(f"Set-up (inputs, outputs, records): {setup_s:.1f} s; {records} entries in records/ (records + index/ + claims/).\n")
-    print("| what | median s | min s | max s |\n|---|---|---|---|")
-    for label, med, lo, hi in rows:
-        print(f"| {label} | {med:.2f} | {lo:.2f} | {hi:.2f} |")
+    lines = [f"## Resume: {n} items, fully finished ({machine()})", "",
+             f"Set-up (inputs, outputs, records): {setup_s:.1f} s; {records} entries in records/ (records + index/ + claims/).", "",
+             "| what (goal: whole command <= 2 s) | median s | min s | max s |", "|---|---|---|---|"]
+    lines += [f"| {label} | {med:.2f} | {lo:.2f} | {hi:.2f} |" for label, med, lo, hi in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _measure(paths: dict[str, str], env: dict[str, str]) -> list[tuple[str, float, float, float]]:
