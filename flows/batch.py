@@ -54,6 +54,7 @@ class BatchOutcome:
 
     results: list[ItemResult]
     summary: Summary
+    logs: dict[str, str] = field(default_factory=dict)  # item id -> its log file, for the reports' links
 
 
 def _task_runner(opts: BatchOptions) -> Any:
@@ -166,7 +167,8 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
     results = [by_id.get(it.id) or batchcore.unfinished(it.id, interrupted=interrupted, fail_fast=options.fail_fast) for it in items]
     progress.advance(0, final=True)
     summary = summarize(results, pipeline=pipeline, wall_time_s=time.monotonic() - t0)
-    return BatchOutcome(results=results, summary=summary)
+    logs = {it.id: p for it in items if (p := batchcore.log_path(options.log_dir, it.id))}
+    return BatchOutcome(results=results, summary=summary, logs=logs)
 
 
 def _chunk_results(future: Any, chunk: list[tuple[Item, str]]) -> list[ItemResult]:
@@ -195,7 +197,7 @@ def finish_batch(outcome: BatchOutcome, *, pipeline: str, report_dir: str | os.P
     message and no traceback (``fail_on_error=False`` then always gives Completed). Without it,
     the document is returned, or ``BatchFailed`` raised (kept for flows not yet switched).
     """
-    reports = {**write_reports(outcome.results, outcome.summary, folder=report_dir, title=title), **(extra_reports or {})}
+    reports = {**write_reports(outcome.results, outcome.summary, folder=report_dir, title=title, logs=outcome.logs), **(extra_reports or {})}
     if artifacts:
         publish_artifacts(outcome, pipeline=pipeline, reports=reports)
     doc = {"summary": outcome.summary.to_dict(), "items": [r.to_dict() for r in outcome.results], "reports": reports}
