@@ -9,7 +9,7 @@ from prefect import flow
 from prefect.states import Failed
 
 from blocks.storage import child_credentials, storage_block
-from flows.batch import BatchFailed, BatchOptions, finish_batch, run_batch, run_namer, tag_current_run
+from flows.batch import BatchOptions, batch_state, finish_batch, run_batch, run_namer, tag_current_run
 from salvo.assembly.ids import experiment_folder
 from salvo.assembly.ledger import Heartbeat
 from salvo.assembly.run import chunk_items, experiment_identity, plan_assembly, storage_lost
@@ -21,28 +21,13 @@ RUN, REASSEMBLE = "assembly-run", "assembly-reassemble"
 
 
 class _StopOnStorageLoss:
-    """Each finished chunk goes to the progress display; a failed one whose storage no longer
-    answers stops the batch (no new chunk starts; finished chunks and their records stay)."""
+    """A failed chunk whose storage no longer answers stops the batch (no new chunk starts;
+    finished chunks and their records stay). `run_batch` shows every chunk on the CLI's display first."""
 
     def __init__(self, exp: StorageTarget) -> None:
         self.exp = exp
 
-    @staticmethod
-    def _display() -> Any:
-        import flows.batch
-
-        # The CLI's progress display (set by cli.common.run_flow), still called for every chunk.
-        return getattr(flows.batch, "_progress_hook", None)
-
-    def start(self, total: int) -> None:
-        display = self._display()
-        if display is not None and hasattr(display, "start"):
-            display.start(total)
-
     def __call__(self, result: ItemResult) -> None:
-        display = self._display()
-        if display is not None:
-            display(result)
         why = storage_lost(self.exp, result)
         if why:
             raise StorageLost(why)
@@ -116,9 +101,7 @@ def assembly_run(
     except Exception as exc:
         abandon_assembly(plan, exp, f"{type(exc).__name__}: {exc}")
         raise
-    if doc["summary"]["failed"]:
-        raise BatchFailed(doc)
-    return doc
+    return batch_state(doc)
 
 
 @flow(name=REASSEMBLE, flow_run_name=run_namer(REASSEMBLE, "result_name"), log_prints=True)

@@ -104,6 +104,25 @@ def set_progress_hook(hook: Callable[[ItemResult], None] | None) -> None:
     _progress_hook = hook
 
 
+class _listeners:
+    """Every finished item goes to the CLI's display, then to the pipeline's own listener."""
+
+    def __init__(self, *hooks: Callable[[ItemResult], None] | None) -> None:
+        self.hooks = [h for h in hooks if h is not None]
+
+    def start(self, total: int) -> None:
+        for h in self.hooks:
+            if hasattr(h, "start"):
+                h.start(total)
+
+    def __call__(self, result: ItemResult) -> None:
+        for h in self.hooks:
+            h(result)
+
+    def __bool__(self) -> bool:
+        return bool(self.hooks)
+
+
 def split_finished(items: Sequence[Item], worker: Worker, *, options: BatchOptions) -> tuple[dict[str, ItemResult], list[tuple[Item, str]]]:
     """Results of the items an earlier run finished (by id), and the others with their keys.
 
@@ -126,9 +145,8 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
     warm_up()  # the reports' plotting library loads while the items run
     logger = get_run_logger()
     t0, batch_id = time.monotonic(), uuid.uuid4().hex
-    on_result = options.on_result or _progress_hook
-    if on_result is not None and hasattr(on_result, "start"):
-        on_result.start(len(items))
+    on_result = _listeners(_progress_hook, options.on_result)  # the display sees an item before a listener may stop the batch
+    on_result.start(len(items))
     by_id: dict[str, ItemResult] = {r.item_id: r for r in settled}
     finished, pending = split_finished([it for it in items if it.id not in by_id], worker, options=options)
     by_id.update(finished)
@@ -180,7 +198,35 @@ def _chunk_results(future: Any, chunk: list[tuple[Item, str]]) -> list[ItemResul
     if isinstance(data, list) and all(isinstance(r, ItemResult) for r in data) and len(data) == len(chunk):
         return data
     reason = f"{type(data).__name__}: {data}" if isinstance(data, BaseException) else "the task ended without results"
+    _end_lost_task_run(future, reason)
     return [ItemResult(it.id, Status.EXCEPTION, reason=reason) for it, _ in chunk]
+
+
+def _end_lost_task_run(future: Any, reason: str) -> None:
+    """End Crashed the task run of a task that gave no results, if it is still PENDING or RUNNING.
+
+    When Dask gives up on a task whose workers died (``KilledWorker``), nothing ever ends its task
+    run: Prefect shows it RUNNING forever (see PREFECT_NOTES). A task that Dask ran again elsewhere
+    keeps its task run id and ends it itself, so it never gets here.
+    """
+    task_run_id = getattr(future, "task_run_id", None)
+    if task_run_id is None:
+        return
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    why = "its Dask worker died and Dask gave up on it" if reason.startswith("KilledWorker") else "it ended without results"
+    try:
+        with get_client(sync_client=True) as client:
+            try:
+                state = client.read_task_run(task_run_id).state
+            except ObjectNotFound:  # it never started on a worker: there is no task run to end
+                return
+            if state is None or not state.is_final():
+                client.set_task_run_state(task_run_id, Crashed(message=f"{why}: {reason}"[:500]), force=True)
+    except Exception as exc:  # noqa: BLE001 - the batch's outcome does not depend on the UI's state
+        get_run_logger().warning("could not end task run %s: %s", task_run_id, exc)
 
 
 def publish_artifacts(outcome: BatchOutcome, *, pipeline: str, reports: dict[str, str] | None = None) -> None:

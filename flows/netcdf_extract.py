@@ -88,18 +88,9 @@ class _ResumeSaver:
     EVERY = 5
 
     def __init__(self, root: Path, order: list[str]) -> None:
-        import flows.batch as batch
-
         self.root, self.order, self.done, self.seen = root, order, set(), 0
-        self.hook = batch._progress_hook  # the CLI's display, if any (set_progress_hook)
-
-    def start(self, total: int) -> None:
-        if self.hook is not None and hasattr(self.hook, "start"):
-            self.hook.start(total)
 
     def __call__(self, result: ItemResult) -> None:
-        if self.hook is not None:
-            self.hook(result)
         self.seen += 1
         if result.status.ok:
             self.done.add(result.item_id)
