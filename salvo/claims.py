@@ -85,9 +85,14 @@ def _machine_id() -> str:
 
 def _start_time(pid: int) -> str:
     """The kernel's start time of ``pid`` (tells a pid apart from a later process reusing it)."""
+    return _stat_field(pid, 19)
+
+
+def _stat_field(pid: int, index: int) -> str:
+    """One field of ``/proc/PID/stat`` after the command name (0: state, 19: start time), or ""."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
+            return fh.read().rsplit(")", 1)[1].split()[index]
     except (OSError, IndexError):
         return ""
 
@@ -104,6 +109,8 @@ def _process_alive(pid: int, started: str) -> bool:
         return False
     except PermissionError:
         return True
+    if _stat_field(pid, 0) == "Z":  # a zombie: dead, only not yet reaped by its parent
+        return False
     return not started or _start_time(pid) in ("", started)
 
 
