@@ -35,13 +35,19 @@ def run_staged_command(*, command: str, stage: dict[str, str], **params: Any) ->
             if proc.returncode != 0 or any(not os.listdir(t) for t in temps.values()):
                 raise _Unpublished(proc.returncode)
     except _Unpublished as exc:
-        code = exc.returncode
-        sys.stdout.flush()
-        sys.stderr.flush()
-        if code < 0:  # die the same way, so the outcome reads "crashed"
-            signal.signal(-code, signal.SIG_DFL)
-            os.kill(os.getpid(), -code)
-        if code != 0:
-            os._exit(code)
+        end_like(exc.returncode)
         return {"outputs": []}
     return {"outputs": list(stage.values())}
+
+
+def end_like(code: int) -> None:
+    """End this worker process the way the user's command ended, so the runner classifies the
+    outcome as the command's own: killed by the same signal ("crashed"), or exiting with the same
+    code. Returns only for exit 0."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    if code != 0:
+        os._exit(code)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 
 from salvo.fsutil import TMP_PREFIX, publish_dir
 from salvo.items import render_command
+from salvo.staged import end_like
 
 
 def run_job_command(*, command: str, job_output_dir: str, **params: Any) -> dict[str, Any]:
@@ -45,13 +45,7 @@ def run_job_command(*, command: str, job_output_dir: str, **params: Any) -> dict
             return {"outputs": [str(final)]}
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if code < 0:  # die the same way, so the outcome reads "crashed"
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
-    if code != 0:
-        os._exit(code)
+    end_like(code)  # the command's own exit code or signal, so the runner classifies it as such
     return {"outputs": []}  # exit 0 but nothing written: the output check calls it a silent failure
 
 
