@@ -26,7 +26,7 @@ test: $(STAMP) browser
 
 ## A real headless browser for the report checks (Debian's chromium; installed once, as root in CI).
 browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null; }
 
 ## make test-fast: the pure tier only (domain logic; starts no server), well under a minute on an idle machine.
 test-fast: $(STAMP)
@@ -34,7 +34,7 @@ test-fast: $(STAMP)
 
 ## make bench: speed and memory against each seed's own approach; writes benchmarks/RESULTS.md.
 bench: $(STAMP)
-	@command -v parallel >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq parallel >/dev/null; }
+	@command -v parallel >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq parallel >/dev/null; }
 	PREFECT_HOME=$(CURDIR)/.prefect $(PY) -m benchmarks.run_all
 
 ## make serve: Prefect server + blocks + work pool + deployments + a worker (UI on 127.0.0.1:4200).
