@@ -13,20 +13,37 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from typing import TYPE_CHECKING, Any, Union
 
 from salvo.claims import Claim
 from salvo.index import CLAIMS_DIR, UNHASHABLE_PREFIX, RecordIndex, RecordWriteError
 from salvo.outcome import ItemResult
-from salvo.storage import StorageTarget, open_storage
+from salvo.storage import StorageError, StorageLost, StorageTarget, open_storage
 
 if TYPE_CHECKING:
     from prefect.filesystems import WritableFileSystem
 
-__all__ = ["StateLocation", "RecordStore", "RecordWriteError", "record_store", "item_lock", "read_record", "write_record"]
+__all__ = ["StateLocation", "RecordStore", "RecordWriteError", "StopOnStorageLoss", "record_store", "item_lock", "read_record",
+           "stop_on_storage_loss", "write_record"]
 
 log = logging.getLogger("salvo.records")
+
+
+class _NoStorageTraceback(logging.Filter):
+    """A storage that stops answering is an expected end (the command says so in one line), not a
+    crash: Prefect's lines about the task or flow run it ended keep their message, without a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+        if isinstance(exc, (StorageError, RecordWriteError)):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+for _name in ("prefect.task_runs", "prefect.flow_runs"):
+    logging.getLogger(_name).addFilter(_NoStorageTraceback())
 
 #: Where records live: a local folder, an s3:// URL, a storage block or a saved block's name.
 StateLocation = Union[str, os.PathLike, "WritableFileSystem"]
@@ -148,3 +165,39 @@ def write_record(store: RecordStore, key: str, result: ItemResult, *, holder: st
         return False
     store.put(key, result.to_dict())
     return True
+
+
+#: The query string of a URL in a client's message (``?list-type=2&prefix=...``): noise in one line.
+_QUERY = re.compile(r"(\w+://[^\s\"'?]+)\?[^\s\"']*")
+
+
+class StopOnStorageLoss:
+    """A batch's listener: after a failed item, one small listing of the records' storage; if the
+    storage no longer answers, raise :class:`StorageLost` (``run_batch`` then starts no new item;
+    finished items and their records stay). A healthy run pays nothing: only failed items are checked.
+    """
+
+    def __init__(self, target: StorageTarget) -> None:
+        self.target = target
+
+    def lost(self) -> str | None:
+        """Why the storage cannot be reached, or None if it still answers."""
+        try:
+            self.target.list(f"{CLAIMS_DIR}/.probe")  # a prefix that never exists: one cheap request
+        except StorageError as exc:
+            return _QUERY.sub(r"\1", " ".join(str(exc).split()))
+        return None
+
+    def __call__(self, result: ItemResult) -> None:
+        if result.status.failed and (why := self.lost()):
+            raise StorageLost(f"stopped: no new item starts, finished items are kept (run the same command again "
+                              f"once the storage is back): {why}")
+
+
+def stop_on_storage_loss(state: StateLocation) -> StopOnStorageLoss | None:
+    """The storage-loss listener of a batch whose records are on a remote storage (None for a local folder)."""
+    try:
+        target = _target(state)
+    except Exception:  # noqa: BLE001 - a state that cannot be opened fails the batch elsewhere, with its own message
+        return None
+    return None if target.is_local else StopOnStorageLoss(target)
