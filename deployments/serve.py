@@ -6,12 +6,9 @@ Process supervision and health polling live in `salvo.procs`; the command line i
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import os
 import subprocess
 import tempfile
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Any
 import yaml
 
 from salvo.errors import UsageError
+from salvo.runnames import NAME_PARAMS, name_new_runs, run_name  # noqa: F401 - re-exported
 from salvo.procs import HOST, Processes, no_interrupts, prefect_command, sigterm_as_interrupt, supervise, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,52 +136,6 @@ def deploy_to_current(settings: dict[str, str]) -> int:
         raise UsageError("no Prefect API: start one (`salvo server start`, `salvo serve`) or set PREFECT_API_URL")
     wait_healthy(url, timeout_s=10)
     return deploy_all(url, settings=settings)
-
-
-#: The parameters each pipeline's flow run name is made of (the first one given), as in its flow's ``run_namer``.
-NAME_PARAMS: dict[str, tuple[str, ...]] = {
-    "netcdf-extract": ("directory",),
-    "assembly-run": ("experiment",),
-    "assembly-reassemble": ("result_name",),
-    "subject-batch": ("manifest", "bids_dir"),
-    "job-batch": ("output_dir",),
-    "salvage-merge": ("output",),
-}
-
-
-def run_name(pipeline: str, parameters: dict[str, Any], when: dt.datetime) -> str:
-    """``PIPELINE-LABEL-YYYYmmdd-HHMMSS``: what the flow names its run when it starts (label: the input's last path part)."""
-    values = [parameters.get(p) for p in NAME_PARAMS.get(pipeline, ())]
-    where = next((str(v) for v in values if v), "")
-    label = os.path.basename(os.path.normpath(where)) if where else ""
-    return "-".join(x for x in (pipeline, label, when.astimezone().strftime("%Y%m%d-%H%M%S")) if x)
-
-
-def _post(api_url: str, path: str, body: dict[str, Any], method: str = "POST") -> Any:
-    req = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
-
-
-def name_new_runs(api_url: str) -> list[str]:
-    """Name Salvo's scheduled and pending flow runs after their pipeline, input and expected start, as soon as they exist.
-
-    Prefect gives runs created by a schedule or `prefect deployment run` a random name until the
-    flow starts; `salvo serve` calls this every few seconds. Returns the new names.
-    """
-    runs = _post(api_url, "/flow_runs/filter", {"flow_runs": {"tags": {"all_": ["salvo"]},
-                                                              "state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}}, "limit": 200})
-    named = []
-    for run in runs or []:
-        pipeline = next((t for t in run.get("tags", []) if t in NAME_PARAMS), None)
-        if pipeline is None or run["name"].startswith(pipeline):
-            continue
-        when = dt.datetime.fromisoformat((run.get("expected_start_time") or run["created"]).replace("Z", "+00:00"))
-        name = run_name(pipeline, run.get("parameters") or {}, when)
-        _post(api_url, f"/flow_runs/{run['id']}", {"name": name}, method="PATCH")
-        named.append(name)
-    return named
 
 
 @dataclass(frozen=True)

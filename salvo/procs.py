@@ -449,8 +449,21 @@ def _reap_main(token: str) -> int:
     return 0
 
 
+def _name_runs_quietly(api_url: str | None) -> None:
+    """Give Salvo's new scheduled and pending runs their real names (see :mod:`salvo.runnames`); cosmetic, never fatal."""
+    if not api_url:
+        return
+    from salvo.runnames import name_new_runs
+
+    with contextlib.suppress(Exception):
+        name_new_runs(api_url)
+
+
 def _guard_main(home: str, argv: list[str]) -> int:
     """Run the local server ``argv`` and end it if its state file stops naming us (PREFECT_HOME deleted, say).
+
+    Every two seconds it also names the server's new scheduled and pending Salvo runs, so that runs
+    created by a schedule or ``prefect deployment run`` carry their real name from the start.
 
     Without this, deleting a PREFECT_HOME (a temporary one, in a script) would leave its server
     running with nothing pointing at it.
@@ -468,10 +481,13 @@ def _guard_main(home: str, argv: list[str]) -> int:
     while child.poll() is None:
         time.sleep(2.0)
         try:
-            ours = json.loads(state.read_text()).get("pid") == os.getpid()
+            info = json.loads(state.read_text())
+            ours = info.get("pid") == os.getpid()
         except (OSError, ValueError, AttributeError):
-            ours = False
+            info, ours = {}, False
         seen = seen or ours
+        if ours:
+            _name_runs_quietly(info.get("url"))
         if not ours and (seen or time.monotonic() - t0 > 600):
             child.terminate()
             try:

@@ -1,0 +1,61 @@
+"""How Salvo's flow runs are named: ``PIPELINE-INPUT-YYYYmmdd-HHMMSS``, from the moment they exist.
+
+A flow names its own run when it starts (``flows.batch.run_namer``). Runs created by a schedule
+or by ``prefect deployment run`` exist before that, with a random name Prefect gave them; whatever
+Salvo keeps running beside a server (``salvo serve``, and the guard of the local server every
+``salvo`` command shares) calls :func:`name_new_runs` every few seconds, so those runs carry their
+real name in the UI while they wait. Plain HTTP: no Prefect import.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import urllib.request
+from typing import Any
+
+#: The parameters each pipeline's flow run name is made of (the first one given).
+NAME_PARAMS: dict[str, tuple[str, ...]] = {
+    "netcdf-extract": ("directory",),
+    "assembly-run": ("experiment",),
+    "assembly-reassemble": ("result_name",),
+    "subject-batch": ("manifest", "bids_dir"),
+    "job-batch": ("output_dir",),
+    "salvage-merge": ("output",),
+}
+
+
+def run_name(pipeline: str, parameters: dict[str, Any], when: dt.datetime) -> str:
+    """``PIPELINE-LABEL-YYYYmmdd-HHMMSS`` (label: the last path part of the first given name parameter)."""
+    values = [parameters.get(p) for p in NAME_PARAMS.get(pipeline, ())]
+    where = next((str(v) for v in values if v), "")
+    label = os.path.basename(os.path.normpath(where)) if where else ""
+    return "-".join(x for x in (pipeline, label, when.astimezone().strftime("%Y%m%d-%H%M%S")) if x)
+
+
+def _call(api_url: str, path: str, body: dict[str, Any], method: str = "POST", timeout_s: float = 10.0) -> Any:
+    req = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+def name_new_runs(api_url: str) -> list[str]:
+    """Name Salvo's scheduled and pending flow runs after their pipeline, input and expected start.
+
+    A run is Salvo's when it carries the ``salvo`` tag and one pipeline's tag (every deployment
+    in ``deployments/prefect.yaml`` does). Returns the names given.
+    """
+    runs = _call(api_url, "/flow_runs/filter", {"flow_runs": {"tags": {"all_": ["salvo"]},
+                                                               "state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}}, "limit": 200})
+    named = []
+    for run in runs or []:
+        pipeline = next((t for t in run.get("tags", []) if t in NAME_PARAMS), None)
+        if pipeline is None or run["name"].startswith(pipeline):
+            continue
+        when = dt.datetime.fromisoformat((run.get("expected_start_time") or run["created"]).replace("Z", "+00:00"))
+        name = run_name(pipeline, run.get("parameters") or {}, when)
+        _call(api_url, f"/flow_runs/{run['id']}", {"name": name}, method="PATCH")
+        named.append(name)
+    return named

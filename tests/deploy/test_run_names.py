@@ -1,0 +1,68 @@
+"""Runs created by a schedule or `prefect deployment run` carry their real name while they wait.
+
+Prefect gives such runs a random name ("marble-dachshund") until the flow starts. The guard of
+the local server every `salvo` command shares names them PIPELINE-INPUT-TIME within seconds; a real
+`prefect server start`, a run created through its REST API as the scheduler would.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from salvo.procs import ensure_local_server, free_port, stop_local_server
+from salvo.runnames import run_name
+from tests.helpers import wait_until
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(("pipeline", "params", "label"), [
+    ("netcdf-extract", {"directory": "/data/netcdf/"}, "netcdf"),
+    ("subject-batch", {"manifest": None, "bids_dir": "/studies/ds001"}, "ds001"),
+    ("subject-batch", {"manifest": "/studies/m.csv", "bids_dir": "/studies/ds001"}, "m.csv"),
+    ("job-batch", {}, ""),
+])
+def test_a_run_name_is_pipeline_input_and_time(pipeline: str, params: dict[str, Any], label: str) -> None:
+    when = dt.datetime(2026, 12, 3, 2, 0, tzinfo=dt.timezone.utc)
+    local = when.astimezone().strftime("%Y%m%d-%H%M%S")
+    assert run_name(pipeline, params, when) == "-".join(x for x in (pipeline, label, local) if x)
+
+
+def _api(url: str, path: str, body: dict[str, Any] | None = None, method: str = "POST") -> Any:
+    req = urllib.request.Request(url + path, data=json.dumps(body or {}).encode(), method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+@pytest.fixture
+def local_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    home = tmp_path / "home"
+    monkeypatch.setenv("PREFECT_UI_ENABLED", "false")
+    info, _ = ensure_local_server(home, port=free_port(), startup_timeout_s=300)
+    try:
+        yield info.url
+    finally:
+        stop_local_server(home)
+
+
+def test_the_local_server_names_a_scheduled_salvo_run_before_it_starts(local_server: str) -> None:
+    flow = _api(local_server, "/flows/", {"name": "netcdf-extract"})
+    when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=3)
+    scheduled = {"type": "SCHEDULED", "state_details": {"scheduled_time": when.isoformat()}}
+    ours = _api(local_server, "/flow_runs/", {"flow_id": flow["id"], "name": "marble-dachshund", "tags": ["salvo", "netcdf-extract", "nightly"],
+                                             "parameters": {"directory": "/data/netcdf"}, "state": scheduled})
+    other = _api(local_server, "/flow_runs/", {"flow_id": flow["id"], "name": "crimson-otter", "tags": ["someone-else"], "state": scheduled})
+
+    def name(run_id: str) -> str:
+        return _api(local_server, f"/flow_runs/{run_id}", method="GET")["name"]
+
+    assert wait_until(lambda: name(ours["id"]).startswith("netcdf-extract-netcdf-"), timeout=60, interval=0.5), name(ours["id"])
+    assert name(ours["id"]).endswith(when.astimezone().strftime("%Y%m%d-%H%M%S"))  # named after when it will run
+    assert name(other["id"]) == "crimson-otter"  # not a Salvo run: left alone
