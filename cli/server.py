@@ -154,11 +154,43 @@ def driver_tag() -> str:
 
 
 def tag_this_driver() -> None:
-    """Every flow run this process creates from now on carries `driver_tag` (Prefect's tags context)."""
-    from prefect.context import TagsContext
+    """Every flow run this process creates from now on carries `driver_tag`; its task runs do not.
 
-    current = TagsContext.get().current_tags
-    TagsContext.__var__.set(TagsContext(current_tags={*current, driver_tag()}))
+    The tag goes on the flow runs only (through the client's ``create_flow_run``), not into Prefect's
+    tags context: a task run inherits the context's tags, and Prefect 3.8.8 asks the API for
+    tag concurrency slots (one round trip through one service thread) for every task run that has a
+    tag. With the tag in the context that was most of the per-item cost of a local batch (see
+    benchmarks/RESULTS.md); `mark_crashed_runs` finds the task runs through their flow run.
+    """
+    import functools
+    import inspect
+
+    from prefect.client.orchestration._flow_runs.client import FlowRunAsyncClient, FlowRunClient
+
+    tag = driver_tag()
+
+    def with_tag(original: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
+        bound = inspect.signature(original).bind(*args, **kwargs)
+        bound.arguments["tags"] = sorted({*(bound.arguments.get("tags") or ()), tag})
+        return bound
+
+    for cls in (FlowRunClient, FlowRunAsyncClient):
+        original = cls.create_flow_run
+        if getattr(original, "_salvo_driver_tag", None) == tag:
+            continue
+        original = getattr(original, "_salvo_original", original)
+        if inspect.iscoroutinefunction(original):
+            async def create_flow_run(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                bound = with_tag(_original, args, kwargs)
+                return await _original(*bound.args, **bound.kwargs)
+        else:
+            def create_flow_run(*args: Any, _original: Any = original, **kwargs: Any) -> Any:  # type: ignore[misc]
+                bound = with_tag(_original, args, kwargs)
+                return _original(*bound.args, **bound.kwargs)
+        functools.update_wrapper(create_flow_run, original)
+        create_flow_run._salvo_driver_tag = tag  # type: ignore[attr-defined]
+        create_flow_run._salvo_original = original  # type: ignore[attr-defined]
+        cls.create_flow_run = create_flow_run  # type: ignore[method-assign]
 
 
 def temporary_api_in_own_session() -> None:
