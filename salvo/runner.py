@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,15 +42,26 @@ class _Zygote:
             start_new_session=True,  # Ctrl-C goes to the orchestrator, which then closes our stdin
         )
         self._buf = b""
-        weakref.finalize(self, _Zygote._close, self.proc)
+        self._seq = 0
+        # One scratch folder per zygote, for its items' result and stderr files (a folder per item
+        # cost a mkdtemp and an rmtree each).
+        self.scratch = tempfile.mkdtemp(prefix="salvo-item-")
+        weakref.finalize(self, _Zygote._close, self.proc, self.scratch)
         _zygotes.add(self)
 
     @staticmethod
-    def _close(proc: subprocess.Popen[bytes]) -> None:
+    def _close(proc: subprocess.Popen[bytes], scratch: str) -> None:
         with contextlib.suppress(Exception):
             proc.stdin.close()  # type: ignore[union-attr]
         with contextlib.suppress(Exception):
             proc.wait(timeout=5)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    def scratch_paths(self) -> tuple[str, str]:
+        """Fresh result and stderr paths for the next item (removed by :func:`run_item` when it ends)."""
+        self._seq += 1
+        base = os.path.join(self.scratch, str(self._seq))
+        return base + ".result.json", base + ".stderr.log"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -182,9 +194,9 @@ def _request(item: Item, worker: Worker, result_path: str, stderr_path: str) -> 
     return req
 
 
-def _run_child(req: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
+def _run_child(req: dict[str, Any], timeout_s: float | None, z: _Zygote | None = None) -> dict[str, Any]:
     """Hand the request to this thread's zygote and wait for the child to end."""
-    z = _zygote()
+    z = z or _zygote()
     z.send({**req, "timeout": timeout_s})
     started = z.recv(timeout=60)
     if started is None:
@@ -216,9 +228,15 @@ def run_item(
         result.status, result.reason = Status.NOT_RUN, "not started: the batch was interrupted"
         result.ended = result.started
         return result
-    with tempfile.TemporaryDirectory(prefix="salvo-item-") as scratch:
-        result_path = os.path.join(scratch, "result.json")
-        stderr_path = os.path.join(scratch, "stderr.log")
+    try:
+        z = _zygote()
+        result_path, stderr_path = z.scratch_paths()
+    except Exception as exc:  # no worker process could be started: an orchestration fault
+        result.status, result.reason = Status.EXCEPTION, f"{type(exc).__name__}: {exc}"
+        result.stderr_tail = traceback.format_exc(limit=5)
+        result.ended, result.duration_s = _now(), round(time.monotonic() - t0, 3)
+        return result
+    try:
         if log_path is not None:
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         tail_path = str(log_path) if log_path is not None else stderr_path
@@ -226,7 +244,7 @@ def run_item(
             req = _request(item, worker, result_path, stderr_path)
             if log_path is not None:
                 req["log_path"] = str(log_path)
-            done = _run_child(req, timeout_s)
+            done = _run_child(req, timeout_s, z)
             result.peak_rss_mb = round(done["maxrss_kb"] / 1024, 1)
             payload = {}
             if os.path.exists(result_path):
@@ -240,6 +258,10 @@ def run_item(
         if _stop.is_set() and not result.status.ok:
             result.status, result.reason = Status.INTERRUPTED, "interrupted (Ctrl-C): the item's processes were killed"
             result.exit_code = result.signal = None
+    finally:
+        for path in (result_path, result_path + ".tmp", stderr_path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     if result.status is Status.SUCCESS and worker.verify:
         _verify(result, item, worker)
     result.ended = _now()
