@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import WORK, bench_env, machine, measure, scale
+from benchmarks.common import WORK, bench_env, goal, machine, measure, scale
 
 WORKER = "python3 -c pass {input} {output_dir}"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -104,6 +104,11 @@ def run() -> str:
              f"Set-up (inputs, outputs, records): {setup_s:.1f} s; {records} entries in records/ (records + index/ + claims/).", "",
              "| what (goal: whole command <= 2 s) | median s | min s | max s |", "|---|---|---|---|"]
     lines += [f"| {label} | {med:.2f} | {lo:.2f} | {hi:.2f} |" for label, med, lo, hi in rows]
+    whole, keys = rows[0][1], rows[2][1]
+    lines += ["", goal(f"fully resumed {n:,} items", measured=f"{whole:.2f} s (keys + index alone {keys:.2f} s)", anchor="-", target="<= 2 s",
+                       met=whole <= 2.0, miss=f"{whole - 2.0:.1f} s",
+                       why="what is left is the interpreter, the imports (Prefect's, through the flow module) and planning, "
+                           "not the records: keys + index take the time in the last rows")]
     return "\n".join(lines) + "\n"
 
 

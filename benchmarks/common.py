@@ -61,3 +61,35 @@ def machine() -> str:
 def self_peak_mb() -> float:
     """Peak RSS of this process so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+#: Goal verdicts the benchmarks of this run report (``run_all`` prints them as one table at the top).
+GOALS: list[dict[str, str]] = []
+
+
+def goal(what: str, *, measured: str, anchor: str, target: str, met: bool, miss: str = "", why: str = "") -> str:
+    """Record one goal's verdict for RESULTS.md's summary; return it as one Markdown line."""
+    verdict = "met" if met else f"missed{f' by {miss}' if miss else ''}"
+    GOALS.append({"what": what, "measured": measured, "anchor": anchor, "target": target, "verdict": verdict, "why": why})
+    return f"- **Goal ({what})**: {measured} vs {anchor}; goal {target}: **{verdict}**" + (f". {why}" if why and not met else "")
+
+
+class LocalServer:
+    """The benchmark's own local Prefect server (the default set-up of a `salvo` command), started untimed.
+
+    ``with LocalServer(env, home) as env:`` starts it in ``home`` on a free port and stops it at the end,
+    so that every timed command reuses it as a user's second command would.
+    """
+
+    def __init__(self, env: dict[str, str], home: Path) -> None:
+        from salvo.procs import free_port
+
+        self.env = {k: v for k, v in env.items() if k not in ("PREFECT_API_URL", "PYTEST_CURRENT_TEST")}
+        self.env.update(PREFECT_HOME=str(home), SALVO_LOCAL_SERVER="1", SALVO_SERVER_PORT=str(free_port()), PREFECT_UI_ENABLED="false")
+
+    def __enter__(self) -> dict[str, str]:
+        subprocess.run([sys.executable, "-m", "cli", "server", "start"], env=self.env, cwd=ROOT, check=True, capture_output=True)
+        return self.env
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run([sys.executable, "-m", "cli", "server", "stop"], env=self.env, cwd=ROOT, check=False, capture_output=True)

@@ -9,7 +9,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks.common import ROOT, machine, scale
+from benchmarks.common import GOALS, ROOT, machine, scale
 
 BENCHES = ["bench_tiny", "bench_resume", "bench_extract", "bench_startup", "bench_assembly", "bench_jobs", "bench_merge"]
 
@@ -21,6 +21,7 @@ def main() -> None:
     args = parser.parse_args()
     results = ROOT / "benchmarks" / "RESULTS.md"
     sections = _read_sections(results)
+    started = time.perf_counter()
     for name in args.names:
         print(f"== {name}", flush=True)
         t0 = time.perf_counter()
@@ -31,13 +32,26 @@ def main() -> None:
         print(section, flush=True)
         stamp = f"_({name}: {dt.datetime.now():%Y-%m-%d %H:%M}, {machine()}, SALVO_BENCH_SCALE={scale()}, took {time.perf_counter() - t0:.0f} s)_"
         sections[name] = f"{section.strip()}\n\n{stamp}"
-    head = ["# Benchmark results", "", "Written by `make bench`. Each section measures Salvo and the seed's own approach in the same run."]
-    body = [f"{MARK.format(n)}\n{sections[n]}" for n in BENCHES if n in sections]
+    if GOALS:  # this run's verdicts replace the last ones; goals of benchmarks not run now are kept
+        done = {g["what"] for g in GOALS}
+        kept = [line for line in sections.get("goals", "").splitlines()[4:] if line.startswith("| ") and line.split(" | ")[0][2:] not in done]
+        sections["goals"] = "\n".join([
+            f"## Goals of issue 12 (last run: {dt.datetime.now():%Y-%m-%d %H:%M}, {machine()})", "",
+            "| goal | measured | anchor in the same run | target | verdict | why |", "|---|---|---|---|---|---|",
+            *kept, *(f"| {g['what']} | {g['measured']} | {g['anchor']} | {g['target']} | **{g['verdict']}** | {g['why'] if g['verdict'] != 'met' else ''} |"
+                     for g in GOALS)])
+    if PROFILE.exists():
+        sections["profile"] = PROFILE.read_text().strip()
+    head = ["# Benchmark results", "", "Written by `make bench`. Each section measures Salvo and the seed's own approach in the same run.",
+            f"The last full `make bench` took {time.perf_counter() - started:.0f} s." if args.names == BENCHES else ""]
+    body = [f"{MARK.format(n)}\n{sections[n]}" for n in ["goals", "profile", *BENCHES] if n in sections]
     results.write_text("\n\n".join(["\n".join(head), *body]) + "\n")
     print(f"Wrote {results}")
 
 
 MARK = "<!-- bench:{} -->"
+#: Where the orchestration's time goes (profiles, written by hand): kept at the top of RESULTS.md.
+PROFILE = ROOT / "benchmarks" / "PROFILE.md"
 
 
 def _read_sections(path: Path) -> dict[str, str]:
