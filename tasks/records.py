@@ -182,10 +182,12 @@ class StopOnStorageLoss:
 
     def lost(self) -> str | None:
         """Why the storage cannot be reached, or None if it still answers."""
+        probe = f"{CLAIMS_DIR}/.probe"  # a prefix that never exists: one cheap request
         try:
-            self.target.list(f"{CLAIMS_DIR}/.probe")  # a prefix that never exists: one cheap request
+            self.target.list(probe)
         except StorageError as exc:
-            return _QUERY.sub(r"\1", " ".join(str(exc).split()))
+            why = " ".join(str(exc).split()).replace(f" failed on {probe!r}:", " does not answer:")
+            return _QUERY.sub(r"\1", why)
         return None
 
     def __call__(self, result: ItemResult) -> None:

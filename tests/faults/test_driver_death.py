@@ -66,11 +66,12 @@ class Case:
     ready: Callable[[Path], bool] | None = None
 
 
-def _count(folder: Path, sep: str = ".") -> dict[str, int]:
+def _count(folder: Path) -> dict[str, int]:
+    """Invocations per item from marker files ``<item>.<pid>``."""
     out: dict[str, int] = {}
     for p in folder.glob("*") if folder.is_dir() else []:
-        name = p.name.rsplit(sep, 1)[0]
-        if p.name.rsplit(".", 1)[-1].isdigit():
+        name, _, pid = p.name.rpartition(".")
+        if pid.isdigit():
             out[name] = out.get(name, 0) + 1
     return out
 
@@ -325,6 +326,7 @@ def test_the_driver_dies_mid_batch(pipeline: str, sig: str, tmp_path: Path, pref
         else:
             os.kill(proc.pid, getattr(signal, sig))  # the driver alone
         out, err = proc.communicate(timeout=120)
+        exited = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -333,7 +335,7 @@ def test_the_driver_dies_mid_batch(pipeline: str, sig: str, tmp_path: Path, pref
     gone = wait_until(lambda: not _live(tree), timeout=5)
     left_at_5s = _live(tree)
     assert gone or wait_until(lambda: not _live(tree), timeout=GONE_WITHIN_S - 5), _live(tree)
-    print(f"{pipeline} {sig}: all {len(tree)} processes gone {time.monotonic() - t0:.1f} s after the signal"
+    print(f"{pipeline} {sig}: driver exited {exited:.1f} s, all {len(tree)} processes gone {time.monotonic() - t0:.1f} s after the signal"
           + (f"; still alive at 5 s: {left_at_5s}" if left_at_5s else ""))
     [run] = [r for r in _driver_runs(prefect_api, proc.pid) if r.get("parent_task_run_id") is None]
 

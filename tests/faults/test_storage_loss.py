@@ -11,7 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from salvo.storage import open_storage
+import pytest
+
+from salvo.outcome import ItemResult, Status
+from salvo.procs import free_port
+from salvo.storage import StorageLost, open_storage
+from tasks.records import StopOnStorageLoss, stop_on_storage_loss
 from tests.extract.scripts import command, write_script
 from tests.helpers import child_env_for, markers, wait_until
 
@@ -56,3 +61,20 @@ def test_extract_with_s3_state_stops_at_the_first_storage_error(s3_url, s3_endpo
     assert len(done) >= 2, done
     records = open_storage(s3_url, endpoint_url=s3_endpoint).child("records")
     assert len([n for n in records.list("") if n not in ("index", "claims")]) >= 2
+
+
+@pytest.mark.pure
+def test_the_storage_check_runs_only_after_a_failure_and_names_storage_and_cause(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDSECRETLOOKING")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    assert stop_on_storage_loss(str(tmp_path)) is None  # a local folder: nothing to watch
+    assert isinstance(stop_on_storage_loss("s3://some-bucket/study"), StopOnStorageLoss)
+    gone = StopOnStorageLoss(open_storage("s3://some-bucket/study", endpoint_url=f"http://127.0.0.1:{free_port()}").child("records"))
+    gone(ItemResult("a", Status.SUCCESS))  # a finished item: no request at all
+    with pytest.raises(StorageLost) as lost:
+        gone(ItemResult("b", Status.EXCEPTION, reason="StorageError: ..."))
+    message = str(lost.value)
+    assert "s3://some-bucket/study/records does not answer" in message and "connect" in message.lower()
+    assert "\n" not in message and "?" not in message  # one line, no request noise
+    assert "AKIDSECRETLOOKING" not in message and "very-secret-value" not in message
