@@ -9,7 +9,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-from cli.common import Progress, RunFailed, add_runner_flags, positive_int, print_json, print_summary, run_flow
+from cli.common import Progress, RunFailed, add_runner_flags, positive_int, print_json, print_summary, run_flow, run_options
 from salvo import validate
 from salvo.errors import UsageError
 from salvo.storage import StorageError, check_location
@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--result-name", help="data file prefix (default: the seed's, e.g. parameter_distortion_results)")
     run.add_argument("--resume", metavar="ID", help="resume this interrupted or failed assembly; finished chunks are kept")
     run.add_argument("--chunk-size", type=positive_int, default=10, help="samples per chunk (default: 10)")
-    add_runner_flags(run)
+    add_runner_flags(run, "assembly-run")
     run.set_defaults(func=run_main)
 
     ls = sub.add_parser("list", help="the ledger: every assembly and its status")
@@ -98,13 +98,6 @@ def _storage(args: argparse.Namespace) -> Any:
     return storage_block(args.storage)
 
 
-def _check_runner_flags(args: argparse.Namespace) -> None:
-    validate.number(args.timeout, "--timeout", minimum=0, exclusive_minimum=True)
-    validate.number(args.retries, "--retries", minimum=0, maximum=100, integer=True)
-    if args.dask_address:
-        validate.dask_address(args.dask_address)
-
-
 def resume_hint(args: argparse.Namespace, *, storage: str, assembly_id: str) -> str:
     """The command that resumes this assembly as run: same storage, experiment and sampling flags."""
     argv = ["salvo", "assembly", "run", args.experiment, "--storage", storage]
@@ -128,7 +121,9 @@ def run_main(args: argparse.Namespace) -> int:
     from salvo.assembly.run import plan_assembly, resume_plan
 
     # Bad input fails here, in one line, before any flow starts (nothing reaches Prefect's database).
-    _check_runner_flags(args)
+    if args.dask_address:
+        validate.dask_address(args.dask_address)
+    run = run_options(args, "assembly-run")
     plan = plan_assembly(args.experiment, exp_number=args.exp_number, version=args.version, title=args.title,
                          result_name=args.result_name, config_file=args.config, chunk_size=args.chunk_size,
                          overrides={"n_samples": args.samples, "n_reps": args.reps, "seed": args.seed})
@@ -139,9 +134,7 @@ def run_main(args: argparse.Namespace) -> int:
         assembly_run, progress=Progress(quiet=args.json),
         experiment=args.experiment, exp_number=args.exp_number, version=args.version, storage=args.storage,
         samples=args.samples, reps=args.reps, seed=plan.seed, config_file=args.config, title=args.title,
-        result_name=args.result_name, assembly_id=args.resume, chunk_size=args.chunk_size,
-        parallel=args.parallel or bool(args.dask_address), max_workers=args.max_workers,
-        dask_address=args.dask_address, timeout=args.timeout, retries=args.retries, force=args.force,
+        result_name=args.result_name, assembly_id=args.resume, chunk_size=args.chunk_size, run=run,
     )
     if args.json:
         print_json(doc)

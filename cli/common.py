@@ -62,10 +62,6 @@ positive_float = _positive(float, "a number")
 positive_int = _positive(int, "a whole number")
 
 
-#: Retries for outcomes that may pass on another try; the same default for every command.
-DEFAULT_RETRIES = 2
-
-
 def duration_arg(default_unit: str = "s") -> Any:
     """An argparse type: ``90``, ``90s``, ``15m``, ``2h`` in seconds (a bare number is in ``default_unit``)."""
     from salvo import validate
@@ -91,15 +87,6 @@ def count_arg(text: str) -> int:
     return value
 
 
-class _Workers(argparse.Action):
-    """``--workers N``: N items at once; more than one implies running in parallel."""
-
-    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
-        setattr(namespace, self.dest, values)
-        if values > 1 and hasattr(namespace, "parallel"):
-            namespace.parallel = True
-
-
 def _add(group: Any, *names: str, **kwargs: Any) -> None:
     """Add an option unless the command already defines it (a seed's own spelling wins)."""
     taken = getattr(group, "_option_string_actions", {})
@@ -115,30 +102,79 @@ def add_output_flags(parser: Any) -> None:
     _add(parser, "--quiet", "-q", action="store_true", help="print only errors and the final summary")
 
 
-def add_runner_flags(parser: argparse.ArgumentParser, *, timeout_help: str | None = None, timeout_default: float = 900.0,
-                     timeout_unit: str = "s", worker_aliases: tuple[str, ...] = ("--max-workers",), parallel_switch: bool = True,
-                     output_flags: bool = True) -> None:
-    """The flags every batch command takes, each meaning the same everywhere.
+def add_runner_flags(parser: Any, pipeline: str, *, timeout_unit: str = "s", worker_aliases: tuple[str, ...] = ("--max-workers",),
+                     parallel_switch: bool = True, output_flags: bool = True) -> None:
+    """The flags every batch command takes, each meaning the same everywhere; :func:`run_options` reads them.
 
     ``--workers N`` (with the seed's own spelling as an alias), ``--timeout`` with units (a bare
-    number is in ``timeout_unit``: seconds for most seeds, minutes for the subject batch),
-    ``--retries`` with one default, ``--force``, and the output flags.
+    number is in ``timeout_unit``: seconds for most seeds, minutes for the subject batch; the
+    default is ``pipeline``'s own), ``--retries`` with one default, ``--force``, and the output flags.
+    Every default shown comes from :class:`salvo.options.RunOptions`.
     """
-    g = parser.add_argument_group("running")
+    from salvo.options import RunOptions
+
+    defaults = RunOptions.for_pipeline(pipeline)
+    g = parser.add_argument_group("running") if isinstance(parser, argparse.ArgumentParser) else parser
     if parallel_switch:
-        _add(g, "--parallel", action="store_true", help="run items in parallel (on a local Dask cluster), one per CPU unless --workers says")
-    _add(g, "--workers", *worker_aliases, dest="max_workers", type=positive_int, action=_Workers, default=os.cpu_count() or 1, metavar="N",
-                   help="items run at once; more than 1 means parallel (default: the CPU count, with --parallel)")
-    _add(g, "--dask-address", metavar="tcp://HOST:PORT", help="run on this existing Dask cluster (implies --parallel)")
+        _add(g, "--parallel", action="store_true", help="run items in parallel, one per CPU unless --workers says")
+    per_cpu = "--parallel or --dask-address" if parallel_switch else "--dask-address"
+    _add(g, "--workers", *worker_aliases, dest="max_workers", type=positive_int, default=None, metavar="N",
+         help=f"items run at once (default: {defaults.workers}, or one per CPU with {per_cpu})")
+    _add(g, "--dask-address", metavar="tcp://HOST:PORT", help="run on this existing Dask cluster")
     unit = {"s": "seconds", "m": "minutes"}.get(timeout_unit, timeout_unit)
-    shown = f"{timeout_default / 60:g}m" if timeout_default % 60 == 0 else f"{timeout_default:g}s"
-    _add(g, "--timeout", type=duration_arg(timeout_unit), default=timeout_default, metavar="DURATION",
-                   help=timeout_help or f"per-item limit, enforced by killing the item's process tree: 90s, 15m, 2h; a bare number is in {unit} (default: {shown})")
-    _add(g, "--retries", type=count_arg, default=DEFAULT_RETRIES, metavar="N",
-                   help=f"extra tries for outcomes that may pass (crash, error); never for timeout, skip or bad input (default: {DEFAULT_RETRIES})")
+    _add(g, "--timeout", type=duration_arg(timeout_unit), default=None, metavar="DURATION",
+         help=f"per-item limit, enforced by killing the item's process tree: 90s, 15m, 2h; a bare number is in {unit} "
+              f"(default: {_shown(defaults.timeout_s)})")
+    _add(g, "--retries", type=count_arg, default=None, metavar="N",
+         help=f"extra tries for outcomes that may pass (crash, error); never for timeout, skip or bad input (default: {defaults.retries})")
     _add(g, "--force", action="store_true", help="redo every item, even those finished before")
     if output_flags:
         add_output_flags(g)
+
+
+def _shown(seconds: float | None) -> str:
+    if seconds is None:
+        return "no limit"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+#: The flag that sets each field of RunOptions, for error messages.
+_FLAGS = {"timeout_s": "--timeout", "workers": "--workers", "dask_address": "--dask-address", "retries": "--retries",
+          "retry_delays_s": "--retry-delay", "items_per_task": "--items-per-task"}
+
+
+def run_options(args: argparse.Namespace, pipeline: str, **given: Any) -> Any:
+    """The batch's :class:`salvo.options.RunOptions`, built once from the command's flags.
+
+    Each seed's own spelling is turned into the one form here: a ``--parallel`` switch means one
+    worker per CPU (as does a Dask cluster) unless ``--workers N`` says; ``--timeout`` is already
+    in seconds (its argparse type read the seed's unit); ``--continue-on-error`` is ``fail_fast``
+    off. A flag not given takes ``pipeline``'s default. ``given`` overrides (values a command
+    checked itself). A value out of range is a one-line UsageError naming the flag.
+    """
+    from pydantic import ValidationError
+
+    from salvo.errors import UsageError
+    from salvo.options import RunOptions, cpu_workers
+
+    dask = getattr(args, "dask_address", None) or None
+    workers = getattr(args, "max_workers", None)
+    if workers is None and (getattr(args, "parallel", False) is True or dask):
+        workers = cpu_workers()
+    values = {"timeout_s": getattr(args, "timeout", None), "workers": workers, "dask_address": dask,
+              "retries": getattr(args, "retries", None), "force": getattr(args, "force", None),
+              "items_per_task": getattr(args, "items_per_task", None)}
+    if getattr(args, "continue_on_error", False):
+        values["fail_fast"] = False
+    try:
+        return RunOptions.for_pipeline(pipeline, **{**values, **given})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        raise UsageError(f"{_FLAGS.get(field, field)} {err['msg'].lower()}, not {err.get('input')!r}") from None
 
 
 class Progress:
@@ -269,7 +305,7 @@ def run_flow(flow: Any, *, progress: Progress | None = None, **params: Any) -> d
     if stop_requested():  # the batch stopped on Ctrl-C, its reports written: main() exits 130
         doc = state.result(raise_on_failure=False)
         doc = doc.summary if isinstance(doc, BatchFailed) else doc
-        if isinstance(doc, dict) and "summary" in doc:
+        if isinstance(doc, dict) and "counts" in doc.get("summary", {}):  # recover's rounds are told by its flow
             print_summary(doc, title="BATCH INTERRUPTED", stream=sys.stderr)
         raise KeyboardInterrupt
     if state.is_completed():
@@ -289,6 +325,17 @@ def print_json(doc: Any) -> None:
     json.dump(doc, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def print_dry_run(args: argparse.Namespace, key: str, rows: list[dict[str, Any]], heading: str, line: Any) -> int:
+    """What a dry run would do: ``{"dry_run": true, key: rows}`` with --json, else a heading and one ``line(row)`` each."""
+    if args.json:
+        print_json({"dry_run": True, key: rows})
+        return 0
+    print(heading)
+    for row in rows:
+        print(line(row))
+    return 0
 
 
 def print_summary(doc: dict[str, Any], *, title: str = "BATCH PROCESSING COMPLETE", noun: str = "files", stream: TextIO | None = None) -> None:

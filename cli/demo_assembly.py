@@ -12,11 +12,12 @@ def run_demo(root: Path) -> list[str]:
     """Generate two assemblies under ``root`` in parallel chunks, then re-assemble them."""
     from flows.assembly import assembly_reassemble, assembly_run
     from salvo.assembly.ledger import describe_status, find_assembly
+    from salvo.options import RunOptions
     from salvo.storage import open_storage
 
     storage = root / "storage"
     params = dict(experiment="response-noise", storage=str(storage), samples=12, reps=2,
-                  chunk_size=4, parallel=True, max_workers=2, retries=0)
+                  chunk_size=4, run=RunOptions(workers=2, retries=0))
     runs = [run_flow(assembly_run, progress=Progress(), **params, seed=seed)["assembly"]
             for seed in (1, 2)]
     doc = run_flow(assembly_reassemble, result_name="response_noise_results", storage=str(storage))

@@ -12,6 +12,7 @@ NOLEAP = "exp_S3_noleap.nc"
 def run_demo(root: Path) -> list[str]:
     """Make sample NetCDF files under ``root`` and run the pipeline twice (the second resumes)."""
     from flows.netcdf_extract import netcdf_extract
+    from salvo.options import RunOptions
     from salvo.samples.netcdf import make_netcdf_samples, write_cf_file
 
     data = root / "netcdf"
@@ -20,7 +21,7 @@ def run_demo(root: Path) -> list[str]:
     if not (data / NOLEAP).exists():  # a demo folder made before the calendar sample existed
         write_cf_file(data / NOLEAP, calendar="noleap", steps=36)
     out = root / "netcdf-plots"
-    params = dict(directory=str(data), output_dir=str(out), parallel=True, max_workers=2, retries=0)
+    params = dict(directory=str(data), output_dir=str(out), run=RunOptions(workers=2, retries=0))
     first = run_flow(netcdf_extract, progress=Progress(), **params)
     second = run_flow(netcdf_extract, progress=Progress(quiet=True), **params)
     s1, s2 = first["summary"], second["summary"]

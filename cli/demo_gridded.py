@@ -14,6 +14,7 @@ def run_demo(root: pathlib.Path) -> list[str]:
     from salvo.gridded.dvmdostem import SITE_MASK, site_mask
     from salvo.gridded.formats import read_mask, read_status
     from salvo.gridded.report import console_lines
+    from salvo.options import RunOptions
 
     root = pathlib.Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -23,7 +24,7 @@ def run_demo(root: pathlib.Path) -> list[str]:
     output, state = root / "output", root / "model-state.json"
     model = (f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} "
              f"--seed 7 --fail-fraction 0.25 --fail-runs 2 --state {shlex.quote(str(state))}")
-    doc = run_flow(salvage_merge, model_command=model, mask=str(mask), output=str(output), max_rounds=3, timeout=120.0)
+    doc = run_flow(salvage_merge, model_command=model, mask=str(mask), output=str(output), max_rounds=3, run=RunOptions(timeout_s=120.0))
     status = read_status(output / "run_status.nc")
     ok = bool(((read_mask(mask) == 0) | (status == 100)).all())
     return [

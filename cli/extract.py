@@ -6,11 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cli.common import Progress, add_runner_flags, print_json, print_summary, run_flow
+from cli.common import Progress, add_runner_flags, print_dry_run, print_json, print_summary, run_flow, run_options
 from salvo import validate
 from salvo.errors import UsageError
 from salvo.extract import DEFAULT_DPI, extract_worker, has_existing_output, plan_batch
 
+PIPELINE = "netcdf-extract"
 #: The resolution a plot may be asked for (dots per inch).
 DPI_RANGE = (10, 1200)
 
@@ -29,7 +30,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--state", help="where resume records live: a folder, s3:// URL or storage block (default: <output>/.salvo)")
     p.add_argument("--items-per-task", type=int, help="items one Prefect task carries (default: 1 for small batches, up to 20 for large)")
     p.add_argument("--dpi", default=None, help=f"resolution of the built-in plots, dots per inch (default: {DEFAULT_DPI}; figures are 10 x 4 inches)")
-    add_runner_flags(p)
+    add_runner_flags(p, PIPELINE)
     p.set_defaults(func=main)
 
 
@@ -43,10 +44,8 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
     if not Path(args.directory).exists():
         raise UsageError(f"directory does not exist: {args.directory}")
     validate.existing_dir(args.directory, "--directory")
-    timeout = validate.duration(args.timeout, "--timeout")
-    retries = validate.number(args.retries, "--retries", minimum=0, maximum=100, integer=True)
-    max_workers = validate.number(args.max_workers, "--max-workers", minimum=1, maximum=4096, integer=True)
-    items_per_task = None if args.items_per_task is None else validate.number(args.items_per_task, "--items-per-task", minimum=1, integer=True)
+    if args.items_per_task is not None:
+        validate.number(args.items_per_task, "--items-per-task", minimum=1, integer=True)
     dpi = None if args.dpi is None else validate.number(args.dpi, "--dpi", minimum=DPI_RANGE[0], maximum=DPI_RANGE[1], integer=True)
     if dpi is not None and args.worker_command is not None:
         raise UsageError("--dpi applies to the built-in plots only, not to --worker-command")
@@ -59,7 +58,7 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
             validate.output_dir(args.state.removeprefix("file://"), "--state")
     extract_worker(args.worker_command)  # quotes, placeholders, program
     dask_address = validate.dask_address(args.dask_address) if args.dask_address else None
-    return dict(timeout=timeout, retries=retries, max_workers=max_workers, items_per_task=items_per_task, dpi=dpi, dask_address=dask_address)
+    return dict(dpi=dpi, run=run_options(args, PIPELINE, dask_address=dask_address))
 
 
 def _dry_run(args: argparse.Namespace, plan: Any) -> int:
@@ -72,13 +71,8 @@ def _dry_run(args: argparse.Namespace, plan: Any) -> int:
         return "skip (output exists)" if args.skip_existing and has_existing_output(it) else "process"
 
     rows = [{"file": it.id, "output_dir": it.outputs[0], "action": action(it)} for it in plan.items]
-    if args.json:
-        print_json({"dry_run": True, "items": rows})
-        return 0
-    print(f"Dry run: {len(rows)} file(s) match {args.pattern!r} in {args.directory}")
-    for row in rows:
-        print(f"  {row['action']:<24} {row['file']} -> {row['output_dir']}")
-    return 0
+    return print_dry_run(args, "items", rows, f"Dry run: {len(rows)} file(s) match {args.pattern!r} in {args.directory}",
+                         lambda row: f"  {row['action']:<24} {row['file']} -> {row['output_dir']}")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -106,9 +100,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     doc = run_flow(
         _flow(), progress=Progress(quiet=args.json or getattr(args, "quiet", False), noun="files"),
-        **where, skip_existing=args.skip_existing, parallel=args.parallel or bool(checked["dask_address"]),
-        max_workers=checked["max_workers"], dask_address=checked["dask_address"], timeout=checked["timeout"],
-        retries=checked["retries"], force=args.force, items_per_task=checked["items_per_task"], resume=args.resume,
+        **where, skip_existing=args.skip_existing, resume=args.resume, run=checked["run"],
     )
     if args.json:
         print_json(doc)

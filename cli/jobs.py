@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.common import Progress, add_runner_flags, count_arg, positive_int, print_json, print_summary, run_flow
+from cli.common import Progress, add_runner_flags, positive_int, print_dry_run, print_json, print_summary, run_flow, run_options
 from salvo import validate
 from salvo.errors import UsageError
 from salvo.jobs.batch import MIN_RAM_MB, check_input, check_job_command, render_jobs
@@ -19,10 +19,7 @@ from salvo.jobs.profiles import PROFILES
 #: Upper limits that catch typos (an extra zero or two) before anything starts.
 MAX_RAM_MB = 1 << 30
 MAX_WORKERS = 256
-MAX_RETRIES = 100
-#: The seed runs jobs one after another and never retries; Salvo keeps both defaults.
-DEFAULT_WORKERS = 1
-DEFAULT_RETRIES = 0
+PIPELINE = "job-batch"
 
 
 def _add_job_flags(p: argparse.ArgumentParser) -> None:
@@ -40,17 +37,14 @@ def _add_batch_parser(subparsers: Any, name: str, help_text: str) -> None:
     p.add_argument("--jobs-dir", default="jobs_generated", help="where job files go (default: jobs_generated)")
     p.add_argument("--dry-run", action="store_true", help="render and validate the jobs only")
     p.add_argument("--sample", type=positive_int, help="rows to keep per job (default: the profile's)")
-    p.add_argument("--workers", "--max-workers", type=positive_int, dest="max_workers", default=DEFAULT_WORKERS, metavar="N",
-                   help=f"jobs run at once (default: {DEFAULT_WORKERS}, one after another as in the seed)")
-    p.add_argument("--retries", type=count_arg, default=DEFAULT_RETRIES, metavar="N",
-                   help=f"extra tries for a job that crashed or failed for a reason that may pass; never for a timeout "
-                        f"or bad input (default: {DEFAULT_RETRIES})")
+    p.add_argument("--workers", "--max-workers", type=positive_int, dest="max_workers", default=None, metavar="N",
+                   help="jobs run at once (default: 1, one after another as in the seed)")
     p.add_argument("--verbose", action="store_true", help="one line per job on stderr, and the Prefect logs")
     p.add_argument("--max-ram-mb", type=positive_int, default=DEFAULT_MAX_RAM_MB,
                    help=f"bound on the memory a built-in job's process grows by, >= {MIN_RAM_MB} (default: {DEFAULT_MAX_RAM_MB})")
     p.add_argument("--continue-on-error", action="store_true", help="run every job even after a failure (exit 0)")
     p.add_argument("--job-command", help="run your builder instead, e.g. 'python my_builder.py {job_file}'")
-    add_runner_flags(p, timeout_help="per-job timeout in seconds, enforced (default: 3600)", timeout_default=3600.0)
+    add_runner_flags(p, PIPELINE)
     p.set_defaults(func=batch_main)
 
 
@@ -90,13 +84,8 @@ def _dry_run(args: argparse.Namespace) -> int:
     jobs = render_jobs(args.naf, template=args.template, profile=args.profile, jobs_dir=args.jobs_dir)
     rows = [{"code": j.naf.compact, "naf": j.naf.dotted, "level": j.naf.level, "status": "rendered", "job_file": str(j.path),
              "output_dir": str(Path(args.output_dir) / j.spec.niche)} for j in jobs]
-    if args.json:
-        print_json({"dry_run": True, "jobs": rows})
-        return 0
-    print(f"Dry run: {len(rows)} job(s) rendered and validated in {args.jobs_dir}")
-    for r in rows:
-        print(f"  {r['code']:<8} {r['level']:<9} {r['job_file']} -> {r['output_dir']}")
-    return 0
+    return print_dry_run(args, "jobs", rows, f"Dry run: {len(rows)} job(s) rendered and validated in {args.jobs_dir}",
+                         lambda r: f"  {r['code']:<8} {r['level']:<9} {r['job_file']} -> {r['output_dir']}")
 
 
 def _print_jobs(doc: dict[str, Any]) -> None:
@@ -118,9 +107,8 @@ def check_batch_args(args: argparse.Namespace) -> None:
     if args.max_ram_mb < MIN_RAM_MB:
         raise UsageError(f"--max-ram-mb {args.max_ram_mb} is too small: the Parquet reader alone needs about {MIN_RAM_MB} MB")
     validate.number(args.max_ram_mb, "--max-ram-mb", minimum=MIN_RAM_MB, maximum=MAX_RAM_MB, integer=True)
-    validate.number(args.max_workers, "--workers", minimum=1, maximum=MAX_WORKERS, integer=True)
-    validate.number(args.retries, "--retries", minimum=0, maximum=MAX_RETRIES, integer=True)
-    validate.duration(args.timeout, "--timeout")
+    if args.max_workers is not None:
+        validate.number(args.max_workers, "--workers", minimum=1, maximum=MAX_WORKERS, integer=True)
     validate.output_dir(args.output_dir, "--output-dir")
     validate.output_dir(args.jobs_dir, "--jobs-dir")
     if args.job_command is not None:
@@ -141,6 +129,7 @@ def check_batch_args(args: argparse.Namespace) -> None:
 def batch_main(args: argparse.Namespace) -> int:
     """Run the batch: 0 all succeeded, 1 a job failed (0 with --continue-on-error), 2 bad usage."""
     check_batch_args(args)
+    run = run_options(args, PIPELINE)
     if args.dry_run:
         return _dry_run(args)
     if not args.verbose or args.json:
@@ -149,9 +138,8 @@ def batch_main(args: argparse.Namespace) -> int:
     doc = run_flow(
         _flow(), progress=Progress(stream=sys.stderr, quiet=args.json or not args.verbose),
         naf=args.naf, input=args.input, output_dir=args.output_dir, template=args.template, profile=args.profile,
-        jobs_dir=args.jobs_dir, sample=args.sample, workers=_workers(args), max_ram_mb=args.max_ram_mb,
-        continue_on_error=args.continue_on_error, timeout=args.timeout, job_command=args.job_command,
-        force=args.force, retries=args.retries, dask_address=args.dask_address,
+        jobs_dir=args.jobs_dir, sample=args.sample, max_ram_mb=args.max_ram_mb, job_command=args.job_command,
+        run=run,
     )
     if args.json:
         print_json(doc)
@@ -164,13 +152,6 @@ def batch_main(args: argparse.Namespace) -> int:
 def exit_code(doc: dict[str, Any], *, continue_on_error: bool) -> int:
     """The seed's return code: 1 when a job failed, unless --continue-on-error; else 0."""
     return 1 if doc["summary"]["failed"] and not continue_on_error else 0
-
-
-def _workers(args: argparse.Namespace) -> int:
-    # `--parallel` alone (a shared runner flag) means one job per CPU; `--workers N` wins.
-    if args.parallel and args.max_workers == 1:
-        return os.cpu_count() or 1
-    return args.max_workers
 
 
 def _flow() -> Any:

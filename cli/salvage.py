@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from salvo.errors import UsageError
+from salvo.options import PIPELINE_TIMEOUT_S
 
 SALVAGE_HELP = "Salvage a failed batch run by creating a backup and preparing for re-run."
 MERGE_HELP = "Merge outputs from a salvaged run and a rerun of failed cells."
@@ -61,7 +62,7 @@ def run_merge(args: argparse.Namespace) -> int:
 
 def run_recover(args: argparse.Namespace) -> int:
     """Run the salvage-merge flow; 0 when every enabled cell succeeded, 1 otherwise."""
-    from cli.common import Progress, print_json, run_flow
+    from cli.common import Progress, print_json, run_flow, run_options
     from salvo.gridded.checks import check_recover
     from salvo.gridded.recovery import plan_layout
     from salvo.gridded.report import console_lines
@@ -70,13 +71,14 @@ def run_recover(args: argparse.Namespace) -> int:
     # Every check before Prefect starts: bad input is one line and exit 2, nothing touched.
     timeout = check_recover(model_command=args.model_command, mask=args.mask, output=args.output,
                             work_dir=args.work_dir, max_rounds=args.max_rounds, timeout=args.timeout)
+    run = run_options(args, "salvage-merge", timeout_s=timeout)
     plan_layout(args.mask, output=args.output, work=args.work_dir)
     render_command(args.model_command, {"mask": args.mask, "output": args.output})
     from flows.salvage_merge import salvage_merge
 
     doc = run_flow(salvage_merge, progress=Progress(stream=sys.stderr, quiet=args.json), model_command=args.model_command,
-                   mask=args.mask, output=args.output, max_rounds=int(args.max_rounds), timeout=timeout,
-                   work_dir=args.work_dir, full_copy=args.copy)
+                   mask=args.mask, output=args.output, max_rounds=int(args.max_rounds),
+                   work_dir=args.work_dir, full_copy=args.copy, run=run)
     if args.json:
         print_json(doc)
     else:
@@ -105,7 +107,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-rounds", default=3, help="most re-run rounds (default: 3)")
     p.add_argument("--timeout", default=None, metavar="DURATION",
                    help="kill a model run (its whole process group) after this long: seconds, or 90s, 15m, 2h "
-                        "(default: no limit)")
+                        f"(default: {PIPELINE_TIMEOUT_S['salvage-merge'] / 3600:g}h)")
     p.add_argument("--work-dir", help="where each round's backups, masks, re-runs and merges go (default: OUTPUT.recovery)")
     p.add_argument("--copy", action="store_true",
                    help="back up each round with copies (reflinks where possible) instead of moving the output folder")

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cli.common import add_output_flags, CliError, fail, print_json, run_flow
+from cli.common import CliError, add_runner_flags, fail, print_json, run_flow, run_options
 from salvo.errors import UsageError
+
+PIPELINE = "subject-batch"
 
 DESCRIPTION = """Run a pipeline over every subject of a study, each in its own child process with its own
 log (OUT/<id>/logs/<id>.log), locked, written to OUT/<id>/_work and promoted atomically, with
@@ -32,13 +34,9 @@ def register(subparsers: Any) -> None:
                         "{id} {input} (the NIfTI image or DICOM folder) {nifti} {dicom} {bval} {bvec} {work_dir} "
                         "{options} (each option as --key value, the key spelled as in the manifest)")
     g = p.add_argument_group("running")
-    g.add_argument("--parallel", "--workers", default="1", metavar="N", help="subjects run at once (default: 1; --workers is the same flag)")
-    g.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="run on this existing Dask cluster")
-    g.add_argument("--timeout", default="120", metavar="MINUTES",
-                   help="per-subject limit: minutes, or a duration such as 90s, 15m, 2h (default: 120)")
-    g.add_argument("--retries", default="0", metavar="N", help="retries for crashed subjects (default: 0)")
     g.add_argument("--force", action="store_true", help="re-run subjects even when done with the same config hash")
-    add_output_flags(g)
+    # The seed's `--parallel N` is `--workers N`; its bare --timeout is in minutes.
+    add_runner_flags(g, PIPELINE, timeout_unit="m", worker_aliases=("--parallel",), parallel_switch=False)
     p.set_defaults(func=run_subjects)
 
 
@@ -54,11 +52,13 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 def _check(args: argparse.Namespace) -> dict[str, Any]:
     """Every up-front check, in one pass; raises UsageError. Returns the flow's parameters."""
     from salvo import validate
+    from salvo.options import MAX_TIMEOUT_S
     from salvo.subjects.plan import check_run_settings, plan_subjects
 
-    timeout, parallel, retries = check_run_settings(
-        out=args.out, timeout_minutes=args.timeout, parallel=args.parallel, retries=args.retries,
-        names={"out": "--out", "timeout_minutes": "--timeout", "parallel": "--parallel", "retries": "--retries"},
+    run = run_options(args, PIPELINE)
+    check_run_settings(
+        out=args.out, timeout_minutes=(run.timeout_s or MAX_TIMEOUT_S) / 60.0, parallel=run.workers, retries=run.retries,
+        names={"out": "--out", "timeout_minutes": "--timeout", "parallel": "--workers", "retries": "--retries"},
     )
     if args.manifest is not None:
         validate.regular_file(args.manifest, "--manifest")
@@ -74,8 +74,7 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
         options=_options(args), pipeline_command=args.pipeline_command,
     )
     plan_subjects(**params, out_dir=out)  # the manifest, the units, the command and the output layout
-    return dict(params, out=out, timeout_minutes=timeout, parallel=parallel, retries=retries,
-                dask_address=args.dask_address or None, force=args.force, echo=not (args.json or args.quiet))
+    return dict(params, out=out, run=run, echo=not (args.json or args.quiet))
 
 
 def run_subjects(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from flows.batch import BatchOptions, batch_state, finish_batch, run_batch, run_
 from salvo.assembly.ids import experiment_folder
 from salvo.assembly.ledger import Heartbeat
 from salvo.assembly.run import chunk_items, experiment_identity, plan_assembly, storage_lost
+from salvo.options import RunOptions
 from salvo.outcome import ItemResult
 from salvo.storage import StorageError, StorageLost, StorageTarget
 from tasks.assembly import abandon_assembly, close_assembly, open_assembly, reassemble_files
@@ -53,21 +54,20 @@ def assembly_run(
     result_name: str | None = None,
     assembly_id: str | None = None,
     chunk_size: int = 10,
-    parallel: bool = False,
-    max_workers: int | None = None,
-    dask_address: str | None = None,
-    timeout: float = 900.0,
-    retries: int = 2,
-    force: bool = False,
+    run: RunOptions | None = None,
 ) -> Any:
     """Generate one assembly: ``started``, chunks of samples in parallel, data file, ``completed``.
 
     Without ``seed`` (here or in the config) a fresh seed is drawn and recorded in the ledger.
     Give ``assembly_id`` of an interrupted or failed run to resume it: finished chunks are kept,
     and its recorded seed is reused. If the storage stops answering, no new chunk starts and the
-    run ends Failed with one line naming the storage.
+    run ends Failed with one line naming the storage. ``run``: timeout, workers, retries, force
+    per chunk; it always stops at the first failed chunk (``fail_fast``).
     """
     tag_current_run(RUN)
+    # An assembly cannot complete without every chunk: after a chunk fails (once its retries are
+    # spent) no new chunk starts; finished ones are kept for --resume.
+    run = RunOptions.of(RUN, run).model_copy(update={"fail_fast": True})
     given = {"n_samples": samples, "n_reps": reps, "seed": seed}
     overrides = {**(config or {}), **{k: v for k, v in given.items() if v is not None}}
     plan = plan_assembly(experiment, exp_number=exp_number, version=version, title=title,
@@ -80,13 +80,8 @@ def assembly_run(
     except StorageError as exc:
         return _lost(str(exc))
     items, worker = chunk_items(plan, root.target)
-    options = BatchOptions(
-        state=exp.child("records"), timeout_s=timeout, max_workers=max_workers,
-        parallel=parallel, dask_address=dask_address, retries=retries, force=force,
-        settings={"pipeline": RUN, "assembly_id": plan.assembly_id},
-        # An assembly cannot complete without every chunk: after a chunk fails (once its retries
-        # are spent) no new chunk starts; finished ones are kept for --resume.
-        fail_fast=True, on_result=_StopOnStorageLoss(exp.target))
+    options = BatchOptions(state=exp.child("records"), run=run, settings={"pipeline": RUN, "assembly_id": plan.assembly_id},
+                           on_result=_StopOnStorageLoss(exp.target))
     try:
         with child_credentials(root), Heartbeat(exp.target, plan.assembly_id):
             outcome = run_batch(items, worker, pipeline=RUN, options=options)

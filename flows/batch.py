@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -21,9 +22,10 @@ from salvo.items import Item, Worker
 from salvo.outcome import ItemResult, Status
 from salvo.html_report import warm_up
 from salvo.report import Summary, summarize, summary_markdown, table_rows, write_reports
-from salvo.runner import DEFAULT_TIMEOUT_S, stop_requested
+from salvo.options import RunOptions
+from salvo.runner import request_stop, stop_requested
 from tasks.items import run_items
-from tasks.records import StateLocation, read_record, record_store
+from tasks.records import StateLocation, read_record, record_store, stop_on_storage_loss
 
 #: Most items one task carries on a Dask cluster (re-exported for callers of the old name).
 MAX_ITEMS_PER_TASK = batchcore.MAX_ITEMS_PER_TASK
@@ -31,20 +33,14 @@ MAX_ITEMS_PER_TASK = batchcore.MAX_ITEMS_PER_TASK
 
 @dataclass
 class BatchOptions:
-    """How to run a batch; `settings` is hashed into every item's resume key."""
+    """A batch's run settings (``run``, as the flow was given them) and what only the pipeline knows:
+    where records live, what is hashed into every item's resume key (``settings``), where item logs
+    go, and who hears of each finished item."""
 
     state: StateLocation
-    timeout_s: float | None = DEFAULT_TIMEOUT_S
-    max_workers: int | None = None
-    parallel: bool = False
-    dask_address: str | None = None
-    retries: int = 2
-    retry_delays: Sequence[float] = (2.0, 10.0)
-    force: bool = False
-    fail_fast: bool = False
+    run: RunOptions = field(default_factory=RunOptions)
     settings: dict[str, Any] = field(default_factory=dict)
     log_dir: str | None = None
-    items_per_task: int | None = None
     on_result: Callable[[ItemResult], None] | None = None
 
 
@@ -57,28 +53,18 @@ class BatchOutcome:
     logs: dict[str, str] = field(default_factory=dict)  # item id -> its log file, for the reports' links
 
 
-def _task_runner(opts: BatchOptions) -> Any:
+def _task_runner(run: RunOptions) -> Any:
     """Dask only for an existing cluster; local runs use threads (about 5 ms per task run).
 
     Every item already runs in its own child process, so threads are enough locally, and they
     share this process's Prefect API; a local Dask cluster would add ~86 ms per task, its log
     lines and a dashboard (see PREFECT_NOTES).
     """
-    if opts.dask_address:
+    if run.dask_address:
         from prefect_dask import DaskTaskRunner
 
-        return DaskTaskRunner(address=opts.dask_address)
-    return ThreadPoolTaskRunner(max_workers=_workers(opts))
-
-
-def _workers(opts: BatchOptions) -> int:
-    return (opts.max_workers or os.cpu_count() or 1) if (opts.parallel or opts.dask_address) else 1
-
-
-def _chunks(pending: list[tuple[Item, str]], opts: BatchOptions) -> list[list[tuple[Item, str]]]:
-    size = batchcore.chunk_size(len(pending), workers=_workers(opts), fail_fast=opts.fail_fast,
-                                items_per_task=opts.items_per_task, remote=bool(opts.dask_address))
-    return batchcore.chunks(pending, size)
+        return DaskTaskRunner(address=run.dask_address)
+    return ThreadPoolTaskRunner(max_workers=batchcore.workers(run))
 
 
 class _Progress:
@@ -130,7 +116,7 @@ def split_finished(items: Sequence[Item], worker: Worker, *, options: BatchOptio
     """
     store = record_store(options.state)
     return batchcore.split_finished(items, lambda it: item_key(it, worker=worker, settings=options.settings),
-                                    lambda key: read_record(store, key), force=options.force)
+                                    lambda key: read_record(store, key), force=options.run.force)
 
 
 def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: BatchOptions, settled: Sequence[ItemResult] = ()) -> BatchOutcome:
@@ -145,7 +131,8 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
     warm_up()  # the reports' plotting library loads while the items run
     logger = get_run_logger()
     t0, batch_id = time.monotonic(), uuid.uuid4().hex
-    on_result = _listeners(_progress_hook, options.on_result)  # the display sees an item before a listener may stop the batch
+    # The display sees an item before a listener may stop the batch; a lost records storage stops it (StorageLost).
+    on_result = _listeners(_progress_hook, options.on_result, stop_on_storage_loss(options.state))
     on_result.start(len(items))
     by_id: dict[str, ItemResult] = {r.item_id: r for r in settled}
     finished, pending = split_finished([it for it in items if it.id not in by_id], worker, options=options)
@@ -156,13 +143,13 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
     for r in by_id.values():
         if on_result:
             on_result(r)
-    queue = list(reversed(_chunks(pending, options)))
-    params = {"worker": worker, "state": options.state, "timeout_s": options.timeout_s, "log_dir": options.log_dir,
-              "batch_id": batch_id, "force": options.force, "retries": options.retries, "retry_delays": list(options.retry_delays)}
-    workers = _workers(options)
-    window = workers if options.fail_fast else 2 * workers  # nothing queued far past the running items
+    run = options.run
+    queue = list(reversed(batchcore.chunks(pending, batchcore.chunk_size(len(pending), run))))
+    params = {"worker": worker, "state": options.state, "run": run, "log_dir": options.log_dir, "batch_id": batch_id}
+    workers = batchcore.workers(run)
+    window = workers if run.fail_fast else 2 * workers  # nothing queued far past the running items
     stop = False
-    with _task_runner(options) as runner:
+    with _task_runner(run) as runner, _stop_items_if_killed():
         futures: dict[Any, list[tuple[Item, str]]] = {}
         while queue or futures:
             stop = stop or stop_requested()
@@ -177,16 +164,29 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
                 if r.cached and r.batch_id == batch_id:
                     r.cached = False  # written by an earlier attempt of this same batch
                 by_id[r.item_id] = r
-                stop = stop or (options.fail_fast and r.status.failed)
+                stop = stop or (run.fail_fast and r.status.failed)
                 if on_result:
                     on_result(r)
             progress.advance(len(chunk))
     interrupted = stop_requested()
-    results = [by_id.get(it.id) or batchcore.unfinished(it.id, interrupted=interrupted, fail_fast=options.fail_fast) for it in items]
+    results = [by_id.get(it.id) or batchcore.unfinished(it.id, interrupted=interrupted, fail_fast=run.fail_fast) for it in items]
     progress.advance(0, final=True)
     summary = summarize(results, pipeline=pipeline, wall_time_s=time.monotonic() - t0)
     logs = {it.id: p for it in items if (p := batchcore.log_path(options.log_dir, it.id))}
     return BatchOutcome(results=results, summary=summary, logs=logs)
+
+
+@contextlib.contextmanager
+def _stop_items_if_killed() -> Any:
+    """A SIGTERM (Prefect's ``TerminationSignal``) or a ``KeyboardInterrupt`` leaving the loop kills the
+    running items at once: otherwise the task runner's exit waits for them to finish, for hours maybe."""
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException:
+        request_stop()
+        raise
 
 
 def _chunk_results(future: Any, chunk: list[tuple[Item, str]]) -> list[ItemResult]:

@@ -13,6 +13,7 @@ from flows.batch import BatchOptions, BatchOutcome, finish_batch, run_batch, run
 from salvo.extract import STATE_DIR, Plan, extract_worker, has_existing_output, plan_batch, remember_resume_lists, report_dir, write_resume_file
 from salvo.fingerprint import item_key
 from salvo.items import Worker
+from salvo.options import RunOptions
 from salvo.outcome import ItemResult, Status
 from salvo.report import summarize
 from tasks.records import record_store, write_record
@@ -27,28 +28,23 @@ def netcdf_extract(
     output_dir: str | None = None,
     recursive: bool = False,
     skip_existing: bool = False,
-    parallel: bool = False,
-    max_workers: int | None = None,
-    dask_address: str | None = None,
-    timeout: float = 900.0,
-    retries: int = 2,
-    force: bool = False,
     worker_command: str | None = None,
     state: str | None = None,
     fail_on_error: bool = True,
-    items_per_task: int | None = None,
     dpi: int | None = None,
     resume: bool = False,
+    run: RunOptions | None = None,
 ) -> dict[str, Any]:
     """Plot each file's time series in a child process; finished files are never redone.
 
     With ``resume``, files a seed-era ``batch_resume.txt`` lists, whose plots exist, are imported as
-    finished (recorded, not run again).
+    finished (recorded, not run again). ``run``: timeout, workers, retries, force (unset fields:
+    this pipeline's defaults).
     """
     tag_current_run(PIPELINE)
-    plan, worker, options = _plan(directory, pattern, output_dir, recursive, worker_command, state, dpi, resume and not force)
-    options = dataclasses.replace(options, timeout_s=timeout, max_workers=max_workers, parallel=parallel, dask_address=dask_address,
-                                  retries=retries, force=force, items_per_task=items_per_task)
+    run = RunOptions.of(PIPELINE, run)
+    plan, worker, options = _plan(directory, pattern, output_dir, recursive, worker_command, state, dpi, resume and not run.force)
+    options = dataclasses.replace(options, run=run)
     settled = list(plan.settled)
     _record_imported(plan, worker, options, report_dir(directory, output_dir))
     done = {r.item_id for r in settled}

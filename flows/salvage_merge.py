@@ -12,6 +12,7 @@ from flows.batch import BatchOptions, batch_state, run_batch, run_namer, tag_cur
 from salvo.gridded.recovery import RecoveryLayout, has_status
 from salvo.gridded.report import console_lines, summarize_recovery
 from salvo.items import Item, Worker
+from salvo.options import RunOptions
 from salvo.runner import stop_requested
 from tasks.gridded import (collect_rerun, count_cells, count_ran, merge_round, prepare_recovery, publish_recovery,
                            put_mask_back, salvage_round, stage_rerun)
@@ -26,13 +27,18 @@ def salvage(layout: RecoveryLayout, k: int, full_copy: bool = False) -> dict[str
 
 
 @flow(name="rerun")
-def rerun(layout: RecoveryLayout, k: int, model_command: str, timeout: float | None = None) -> dict[str, Any]:
-    """Run the model (round 0: the user's mask; round k: the failed cells only) in a child process."""
+def rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | None = None) -> dict[str, Any]:
+    """Run the model (round 0: the user's mask; round k: the failed cells only) in a child process.
+
+    ``run`` gives its timeout. The rounds are the retries, so the model run itself has none, and
+    it runs here (its mask and outputs are this machine's files), never on a Dask cluster.
+    """
     if k:
         stage_rerun(layout, k)
     item = Item(id=f"round-{k}-model", params={"mask": str(layout.mask), "output": str(layout.output)})
-    options = BatchOptions(state=str(layout.work / ".salvo"), timeout_s=timeout, retries=0, force=True,
-                           log_dir=str(layout.work / "logs"), settings={"pipeline": PIPELINE, "round": k})
+    once = RunOptions.of(PIPELINE, run).model_copy(update={"retries": 0, "force": True, "workers": 1, "dask_address": None})
+    options = BatchOptions(state=str(layout.work / ".salvo"), run=once, log_dir=str(layout.work / "logs"),
+                           settings={"pipeline": PIPELINE, "round": k})
     try:
         result = run_batch([item], Worker("command", model_command), pipeline=f"{PIPELINE}-model", options=options).results[0]
     finally:
@@ -49,9 +55,13 @@ def merge(layout: RecoveryLayout, k: int) -> dict[str, Any]:
 
 @flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE, "output"))
 def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "output", max_rounds: int = 3,
-                  timeout: float | None = None, work_dir: str | None = None, full_copy: bool = False) -> dict[str, Any]:
-    """Recover a gridded run: re-run failed cells until none is left or ``max_rounds`` re-runs were made."""
+                  work_dir: str | None = None, full_copy: bool = False, run: RunOptions | None = None) -> dict[str, Any]:
+    """Recover a gridded run: re-run failed cells until none is left or ``max_rounds`` re-runs were made.
+
+    ``run`` gives each model run's timeout (this pipeline's default unless given).
+    """
     tag_current_run(PIPELINE)
+    run = RunOptions.of(PIPELINE, run)
     t0 = time.monotonic()
     layout = prepare_recovery(mask, output, work_dir)
     rounds: list[dict[str, Any]] = []
@@ -59,7 +69,7 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
     try:
         if not has_status(layout.output):
             started = time.monotonic()
-            model = rerun(layout, 0, model_command, timeout)
+            model = rerun(layout, 0, model_command, run)
             entry = {"round": 0, "step": "initial", "model": model, "ran": None, "after": None}
             rounds.append(entry)
             if model["wrote_status"]:
@@ -79,7 +89,7 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
                 break
             started = time.monotonic()
             before = salvage(layout, k, full_copy)["counts"]
-            model = rerun(layout, k, model_command, timeout)
+            model = rerun(layout, k, model_command, run)
             entry = {"round": k, "step": "rerun", "before": before, "to_rerun": before["to_rerun"], "model": model, "ran": None}
             rounds.append(entry)
             if not model["wrote_status"]:

@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow
 
 from flows.batch import BatchOptions, batch_state, finish_batch, run_batch, run_namer, tag_current_run
+from salvo.options import MAX_TIMEOUT_S, RunOptions
 from salvo.subjects.console import SubjectMonitor
 from salvo.subjects.plan import build_items, build_worker, check_run_settings
 from tasks.subjects import PIPELINE, plan_subject_batch, publish_subject_summary, run_state, write_subject_reports
@@ -22,22 +23,21 @@ def subject_batch(
     exclude: list[str] | None = None,
     options: dict[str, Any] | None = None,
     pipeline_command: str | None = None,
-    timeout_minutes: float = 120.0,
-    parallel: int = 1,
-    dask_address: str | None = None,
-    retries: int = 0,
-    force: bool = False,
     echo: bool = False,
+    run: RunOptions | None = None,
 ) -> dict[str, Any]:
     """Run every subject of a manifest or BIDS folder; skip those done with the same config hash.
 
     Give ``manifest`` or ``bids_dir``: an empty string counts as not given, so a deployment can
     ship ``""`` for both and each run names its own source. A bad parameter fails the run before
-    any subject starts, with a message naming the parameter.
+    any subject starts, with a message naming the parameter. ``run``: timeout (two hours unless
+    given), workers, retries, force (re-run subjects done with the same config hash).
     """
     tag_current_run(PIPELINE)
-    timeout_minutes, parallel, retries = check_run_settings(out=out, timeout_minutes=timeout_minutes, parallel=parallel, retries=retries)
-    dask_address = dask_address or None
+    run = RunOptions.of(PIPELINE, run)
+    timeout_minutes = (run.timeout_s or MAX_TIMEOUT_S) / 60.0  # None: no limit, so no subject ends "exceeded" it
+    check_run_settings(out=out, timeout_minutes=timeout_minutes, parallel=run.workers, retries=run.retries,
+                       names={"timeout_minutes": "run.timeout_s", "parallel": "run.workers", "retries": "run.retries"})
     out_dir = str(Path(out).expanduser().resolve())
     plan = plan_subject_batch(manifest, bids_dir, include or [], exclude or [], options or {}, pipeline_command, out_dir)
     ids = [s.id for s in plan.subjects]
@@ -46,16 +46,12 @@ def subject_batch(
     with run_state(out_dir) as state:
         batch = BatchOptions(
             state=state,
-            timeout_s=timeout_minutes * 60.0,
-            max_workers=parallel,
-            parallel=parallel > 1 or bool(dask_address),
-            dask_address=dask_address,
-            retries=retries,
-            force=True,  # resume goes by each subject's _done.json and config hash, checked under its lock
+            # resume goes by each subject's _done.json and config hash, checked under its lock
+            run=run.model_copy(update={"force": True}),
             log_dir=None,  # each subject logs to OUT/<id>/logs/<id>.log itself (the seed's layout)
             on_result=monitor,
         )
-        outcome = run_batch(build_items(plan, out_dir=out_dir, force=force), build_worker(plan), pipeline=PIPELINE, options=batch)
+        outcome = run_batch(build_items(plan, out_dir=out_dir, force=run.force), build_worker(plan), pipeline=PIPELINE, options=batch)
     subject_reports = write_subject_reports(
         outcome.results, out_dir=out_dir, config_hash=plan.config_hash, timeout_min=timeout_minutes, summary=outcome.summary
     )

@@ -1,6 +1,7 @@
 """The body of a batch, without Prefect: which items to run, how each runs, when it is retried.
 
 `tasks/items.py` and `flows/batch.py` wrap these functions; everything here is plain Python,
+and every run setting comes in one :class:`salvo.options.RunOptions`, as the flow was given it
 so it is tested directly (see ``tests/spine/test_batchcore.py``). Resume records reach this module
 only through a :class:`Records` object (the Prefect result store in production, a dict in tests).
 
@@ -20,12 +21,12 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from salvo.fsutil import remove_partial
 from salvo.items import Item, Worker
+from salvo.options import RunOptions, cpu_workers
 from salvo.outcome import ItemResult, Status
 from salvo.runner import run_item, stop_requested, wait_unless_stopped
 
@@ -47,20 +48,6 @@ class Records(Protocol):
 
     def write(self, key: str, result: ItemResult) -> None:
         """Record a finished (success or skipped) result."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How many extra tries an item gets, and the pause before each (the last pause repeats)."""
-
-    retries: int = 2
-    delays: Sequence[float] = (2.0, 10.0)
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after try number ``attempt`` failed, before the next one."""
-        if not self.delays:
-            return 0.0
-        return float(self.delays[min(attempt, len(self.delays)) - 1])
 
 
 def should_retry(result: ItemResult, attempt: int, retries: int) -> bool:
@@ -104,26 +91,25 @@ def run_one(
     worker: Worker,
     *,
     records: Records,
-    timeout_s: float | None,
-    retry: RetryPolicy = RetryPolicy(),
+    options: RunOptions,
     log_dir: str | None = None,
     batch_id: str = "",
-    force: bool = False,
     run: RunFn = run_item,
     on_retry: RetryNote | None = None,
 ) -> ItemResult:
     """Decide and run one item under its lock: reuse its record, or run it (retrying by the rules).
 
-    With ``force``, only records of this same batch are reused; otherwise any trusted record is.
+    ``options`` gives the item's timeout, its retries and their delays, and ``force``: with
+    ``force``, only records of this same batch are reused; otherwise any trusted record is.
     A finished (success/skipped) result is recorded; a failed one never is, and its partial
     outputs are removed. ``on_retry(result, next_attempt, delay)`` is told before each retry.
     """
     with records.lock(key):  # another batch running this item makes us wait, then reuse
         result = records.read(key)
-        if result is not None and force and result.batch_id != batch_id:
+        if result is not None and options.force and result.batch_id != batch_id:
             result = None
         if result is None:
-            result = _run_with_retries(item, worker, timeout_s=timeout_s, retry=retry, log_dir=log_dir, run=run, on_retry=on_retry)
+            result = _run_with_retries(item, worker, options=options, log_dir=log_dir, run=run, on_retry=on_retry)
             result.batch_id = batch_id
             if result.status.ok:
                 records.write(key, result)
@@ -132,16 +118,16 @@ def run_one(
     return result
 
 
-def _run_with_retries(item: Item, worker: Worker, *, timeout_s: float | None, retry: RetryPolicy, log_dir: str | None,
+def _run_with_retries(item: Item, worker: Worker, *, options: RunOptions, log_dir: str | None,
                       run: RunFn, on_retry: RetryNote | None) -> ItemResult:
     attempt = 1
     while True:
         clean_partials(item)  # left by a run that was killed mid-item, or by the failed try
         _announce_start(item.id)
-        result = run(item, worker, timeout_s=timeout_s, attempt=attempt, log_path=log_path(log_dir, item.id))
-        if not should_retry(result, attempt, retry.retries):
+        result = run(item, worker, timeout_s=options.timeout_s, attempt=attempt, log_path=log_path(log_dir, item.id))
+        if not should_retry(result, attempt, options.retries):
             return result
-        pause = retry.delay(attempt)
+        pause = options.delay_before(attempt + 1)
         if on_retry is not None:
             on_retry(result, attempt + 1, pause)
         if not wait_unless_stopped(pause):
@@ -175,22 +161,28 @@ def split_finished(items: Iterable[Item], key_of: Callable[[Item], str], read: C
     return finished, pending
 
 
-def chunk_size(n_pending: int, *, workers: int, fail_fast: bool = False, items_per_task: int | None = None,
-               remote: bool = False) -> int:
+def workers(options: RunOptions) -> int:
+    """Items in flight at once: ``options.workers``; on a Dask cluster at least one per CPU here."""
+    if options.dask_address and options.workers == 1:
+        return cpu_workers()
+    return options.workers
+
+
+def chunk_size(n_pending: int, options: RunOptions) -> int:
     """Items one task carries.
 
     One per task locally, so that each item is its own task run (its own state in the UI); on a
-    Dask cluster (``remote``), enough to amortise Dask's submission cost, at most
-    :data:`MAX_ITEMS_PER_TASK`, and about four tasks per worker. ``fail_fast`` always gives 1, so
-    that nothing queued runs after a failure. An explicit ``items_per_task`` wins otherwise.
+    Dask cluster, enough to amortise Dask's submission cost, at most :data:`MAX_ITEMS_PER_TASK`,
+    and about four tasks per worker. ``fail_fast`` always gives 1, so that nothing queued runs
+    after a failure. An explicit ``items_per_task`` wins otherwise.
     """
-    if fail_fast:
+    if options.fail_fast:
         return 1
-    if items_per_task:
-        return max(1, items_per_task)
-    if not remote:
+    if options.items_per_task:
+        return max(1, options.items_per_task)
+    if not options.dask_address:
         return 1
-    return max(1, min(MAX_ITEMS_PER_TASK, math.ceil(n_pending / (4 * max(1, workers)))))
+    return max(1, min(MAX_ITEMS_PER_TASK, math.ceil(n_pending / (4 * workers(options)))))
 
 
 def chunks(seq: Sequence[T], size: int) -> list[list[T]]:

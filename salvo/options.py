@@ -21,6 +21,8 @@ PIPELINE_TIMEOUT_S: dict[str, float] = {
     "subject-batch": 120 * 60.0,  # the seed's 120 minutes per subject
     "salvage-merge": 24 * 3600.0,  # one model run over the failed cells
 }
+#: Pipelines whose seed stopped at the first failed item (a flow may still be told otherwise).
+FAIL_FAST_PIPELINES = frozenset({"job-batch"})
 #: The longest any timeout may be.
 MAX_TIMEOUT_S = 7 * 86400.0
 
@@ -65,11 +67,30 @@ class RunOptions(BaseModel):
         return self.retry_delays_s[min(attempt - 2, len(self.retry_delays_s) - 1)]
 
     @classmethod
+    def pipeline_defaults(cls, pipeline: str) -> dict[str, Any]:
+        """Where ``pipeline`` differs from the fields' defaults: its timeout, and fail-fast for some seeds."""
+        return {"timeout_s": PIPELINE_TIMEOUT_S.get(pipeline, cls.model_fields["timeout_s"].default),
+                "fail_fast": pipeline in FAIL_FAST_PIPELINES}
+
+    @classmethod
     def for_pipeline(cls, pipeline: str, **given: Any) -> "RunOptions":
-        """The options of ``pipeline``: its own default timeout, then what the caller gave."""
-        values: dict[str, Any] = {"timeout_s": PIPELINE_TIMEOUT_S.get(pipeline, cls.model_fields["timeout_s"].default)}
-        values.update({k: v for k, v in given.items() if v is not None})
-        return cls(**values)
+        """The options of ``pipeline``: its own defaults, then what the caller gave (None: not given)."""
+        return cls(**{**cls.pipeline_defaults(pipeline), **{k: v for k, v in given.items() if v is not None}})
+
+    @classmethod
+    def of(cls, pipeline: str, run: "RunOptions | dict[str, Any] | None") -> "RunOptions":
+        """What a flow runs with: the fields ``run`` sets, ``pipeline``'s defaults for the others.
+
+        A flow's ``run`` parameter may set only some fields (a deployment's ``run: {retries: 0}``,
+        or ``RunOptions(workers=4)`` in Python): the ones it leaves out take the pipeline's own
+        defaults, so a subject batch keeps its two hours unless a timeout is given.
+        """
+        if run is None:
+            return cls.for_pipeline(pipeline)
+        if isinstance(run, dict):
+            run = cls.model_validate(run)
+        unset = {k: v for k, v in cls.pipeline_defaults(pipeline).items() if k not in run.model_fields_set}
+        return cls.model_validate({**unset, **run.model_dump(include=run.model_fields_set)}) if unset else run
 
     def resume_settings(self) -> dict[str, Any]:
         """What of these options changes an item's result, and so belongs in its resume key: nothing.

@@ -6,7 +6,6 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -15,8 +14,9 @@ from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed, State
 
-from salvo.batchcore import RetryPolicy, failure_message, run_many
+from salvo.batchcore import failure_message, run_many
 from salvo.items import Item, Worker
+from salvo.options import RunOptions
 from salvo.outcome import ItemResult
 from tasks.records import StateLocation, item_lock, read_record, record_store, write_record
 
@@ -92,14 +92,13 @@ def run_items(
     keys: list[str],
     worker: Worker,
     state: StateLocation,
-    timeout_s: float | None,
+    run: RunOptions,
     log_dir: str | None = None,
     batch_id: str = "",
-    force: bool = False,
-    retries: int = 0,
-    retry_delays: Sequence[float] = (),
 ) -> State:
     """Run items one after another, each in its own child process, recording finished ones.
+
+    ``run`` is the batch's run settings as the flow was given them (timeout, retries, force).
 
     Each item is retried on its own, by the rules of :mod:`salvo.batchcore` (Prefect's task
     retries would run every item of the task again). The task run ends Completed when every item
@@ -109,12 +108,11 @@ def run_items(
     logger = get_run_logger()
 
     def note_retry(result: ItemResult, attempt: int, delay: float) -> None:
-        logger.warning("%s: %s: %s; retry %d of %d in %g s", result.item_id, result.status.value, result.reason, attempt - 1, retries, delay)
+        logger.warning("%s: %s: %s; retry %d of %d in %g s", result.item_id, result.status.value, result.reason, attempt - 1, run.retries, delay)
 
     results = ItemResults(run_many(
-        zip(items, keys), worker, records=PrefectRecords(_batch_store(state, batch_id)), timeout_s=timeout_s,
-        retry=RetryPolicy(retries=retries, delays=tuple(retry_delays)), log_dir=log_dir, batch_id=batch_id, force=force,
-        on_retry=note_retry,
+        zip(items, keys), worker, records=PrefectRecords(_batch_store(state, batch_id)), options=run,
+        log_dir=log_dir, batch_id=batch_id, on_retry=note_retry,
     ))
     for r in results:
         if r.status.failed:

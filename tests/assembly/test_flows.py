@@ -20,6 +20,7 @@ from flows.assembly import assembly_reassemble, assembly_run
 from flows.batch_framework import create_batch_executor
 from salvo.assembly.ledger import (claim_assembly_id, describe_status, find_assembly, read_ledger,
                                    record_event)
+from salvo.options import RunOptions
 from salvo.storage import open_storage
 from tests.fixtures_s3 import start_moto_server
 from tests.helpers import wait_until
@@ -67,14 +68,14 @@ class TestAssemblyFlows:
         flag.touch()
         cfg = {"calls": str(calls), "fail_flag": str(flag), "fail_sample": 2}
         gen = "tests.assembly.helpers:counting_generator"
-        state = assembly_run(experiment=gen, storage=ref, samples=4, chunk_size=2, retries=0,
+        state = assembly_run(experiment=gen, storage=ref, samples=4, chunk_size=2, run=RunOptions(retries=0),
                              config=cfg, return_state=True)
         assert state.is_failed()
         aid = state.result(raise_on_failure=False).doc["assembly"]["assembly_id"]
         exp = exp_target(storage_location, "01_v1_batch-counting-generator")
         assert find_assembly(exp, aid).status == "failed"
         flag.unlink()
-        doc = assembly_run(experiment=gen, storage=ref, samples=4, chunk_size=2, retries=0,
+        doc = assembly_run(experiment=gen, storage=ref, samples=4, chunk_size=2, run=RunOptions(retries=0),
                            config=cfg, assembly_id=aid)
         assert doc["assembly"] == {**doc["assembly"], "assembly_id": aid, "status": "completed", "rows": 4}
         assert doc["summary"]["resumed"] == 1

@@ -15,6 +15,7 @@ from flows.assembly import assembly_reassemble, assembly_run
 from salvo.assembly.ledger import read_ledger
 from salvo.assembly.run import plan_assembly
 from salvo.errors import UsageError
+from salvo.options import RunOptions
 from salvo.storage import open_storage
 
 GEN = "tests.assembly.helpers:seeded_generator"
@@ -39,7 +40,7 @@ def test_plans_without_a_seed_draw_fresh_ones_and_a_given_seed_is_kept(tmp_path)
 
 
 def _run(store, **params):
-    return assembly_run(experiment=GEN, storage=str(store), samples=3, retries=0, **params)
+    return assembly_run(experiment=GEN, storage=str(store), samples=3, run=RunOptions(retries=0), **params)
 
 
 def test_nightly_runs_add_new_samples_and_record_their_seeds(tmp_path, capsys):

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from salvo.options import RunOptions
 from salvo.samples.netcdf import write_series_file
 from tests.cluster.conftest import Cluster
 from tests.deploy.conftest import MARKER_WORKER
@@ -32,7 +33,7 @@ def test_netcdf_extract_runs_its_items_on_the_cluster_workers(dask_cluster: Clus
 
     files = [write_series_file(tmp_path / "in" / f"c{i}.nc", steps=3, seed=i, ny=2, nx=2) for i in range(4)]
     marks = tmp_path / "markers"
-    state = netcdf_extract(directory=str(tmp_path / "in"), dask_address=dask_cluster.address, retries=0, return_state=True,
+    state = netcdf_extract(directory=str(tmp_path / "in"), run=RunOptions(dask_address=dask_cluster.address, retries=0), return_state=True,
                            worker_command=f"{sys.executable} {MARKER_WORKER} {{input}} {{output_dir}} {marks} 0.5")
     doc = state.result()
     assert doc["summary"]["total"] == 4 and doc["summary"]["failed"] == 0
@@ -52,7 +53,7 @@ def test_subject_batch_runs_its_subjects_on_the_cluster_workers(dask_cluster: Cl
 
     manifest = make_manifest_study(tmp_path / "study", subjects=3, shape=(4, 4, 3))
     marks = tmp_path / "markers"
-    doc = subject_batch(out=str(tmp_path / "out"), manifest=str(manifest), dask_address=dask_cluster.address,
+    doc = subject_batch(out=str(tmp_path / "out"), manifest=str(manifest), run=RunOptions(dask_address=dask_cluster.address, retries=0),
                         pipeline_command=f"{sys.executable} {MARKER_WORKER} {{id}} {{work_dir}} {marks}")
     assert doc["summary"]["total"] == 3 and doc["summary"]["failed"] == 0
     assert len(markers(marks)) == 3 and sorted(_ran_on(marks, dask_cluster)) == ["sub-001", "sub-002", "sub-003"]

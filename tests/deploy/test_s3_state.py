@@ -8,6 +8,7 @@ import pytest
 
 from salvo.extract import extract_worker, plan_items
 from salvo.fingerprint import item_key
+from salvo.options import RunOptions
 from salvo.samples.netcdf import write_series_file
 from tests.deploy.conftest import MARKER_WORKER
 from tests.helpers import markers
@@ -22,7 +23,7 @@ def test_netcdf_extract_resumes_from_records_on_s3(s3_endpoint: str, s3_url: str
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     files = [write_series_file(tmp_path / "in" / f"s3_{i}.nc", steps=3 + i, seed=i, ny=2, nx=3) for i in range(3)]
     marks = tmp_path / "markers"
-    params = {"directory": str(tmp_path / "in"), "state": s3_url, "retries": 0,
+    params = {"directory": str(tmp_path / "in"), "state": s3_url, "run": RunOptions(retries=0),
               "worker_command": f"{sys.executable} {MARKER_WORKER} {{input}} {{output_dir}} {marks}"}
 
     first = netcdf_extract(**params)

@@ -162,11 +162,11 @@ def test_scheduled_runs_are_named_after_pipeline_input_and_time_from_creation(se
 
 
 def test_a_wrong_parameter_type_is_refused_naming_the_parameter(served: Served) -> None:
-    proc = served.prefect("deployment", "run", "netcdf-extract/nightly", "--param", "timeout=soon", "--watch")
+    proc = served.prefect("deployment", "run", "netcdf-extract/nightly", "--param", 'run={"retries": "soon"}', "--watch")
     assert proc.returncode != 0
     message = " ".join((proc.stdout + proc.stderr).split())
-    assert "Validation failed for field 'timeout'" in message
-    assert "'soon' is not of type 'number'" in message
+    assert "Validation failed for field 'run.retries'" in message
+    assert "'soon' is not of type 'integer'" in message
 
 
 def test_two_workers_and_two_concurrent_runs_process_each_item_once(served: Served, tmp_path: Path) -> None:
@@ -182,7 +182,7 @@ def test_two_workers_and_two_concurrent_runs_process_each_item_once(served: Serv
     marks, gate = tmp_path / "markers", tmp_path / "go"
     # Every item waits for the gate, which opens once both runs are running: they must overlap.
     command = f"{sys.executable} {MARKER_WORKER} {{input}} {{output_dir}} {marks} 0.2 {gate}"
-    params = {"directory": str(tmp_path / "in"), "worker_command": command, "retries": 0}
+    params = {"directory": str(tmp_path / "in"), "worker_command": command, "run": {"retries": 0}}
     with api_settings(served.api_url):
         runs = [run_deployment("netcdf-extract/nightly", parameters=params, timeout=0) for _ in range(2)]
     with _client(served) as client:

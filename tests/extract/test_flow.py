@@ -10,6 +10,7 @@ import pytest
 
 from flows.batch import BatchFailed
 from flows.netcdf_extract import netcdf_extract
+from salvo.options import RunOptions
 from salvo.samples.netcdf import write_series_file
 from tests.extract.scripts import command, write_script
 from tests.helpers import alive, markers, wait_until
@@ -26,7 +27,7 @@ def test_external_worker_outcomes(tmp_path: Path) -> None:
         (data / name).write_bytes(name.encode())
     t0 = time.monotonic()
     with pytest.raises(BatchFailed) as info:
-        netcdf_extract(directory=str(data), worker_command=command(write_script(tmp_path), str(counter)), timeout=2, retries=1, parallel=True, max_workers=2)
+        netcdf_extract(directory=str(data), worker_command=command(write_script(tmp_path), str(counter)), run=RunOptions(timeout_s=2, retries=1, workers=2))
     elapsed = time.monotonic() - t0
     items = _by_id(info.value.summary)
     assert items["ok_1.nc"]["status"] == "success"
@@ -52,7 +53,7 @@ def test_builtin_worker_statuses_resume_edit_and_force(tmp_path: Path) -> None:
     write_series_file(data / "single.nc", steps=1)
     (data / "corrupt.nc").write_bytes(b"CDF\x01" + os.urandom(512))
     out = tmp_path / "plots"
-    first = netcdf_extract(directory=str(data), output_dir=str(out), fail_on_error=False, retries=0)
+    first = netcdf_extract(directory=str(data), output_dir=str(out), fail_on_error=False, run=RunOptions(retries=0))
     items = _by_id(first)
     assert {k: v["status"] for k, v in items.items()} == {"corrupt.nc": "error", "good_a.nc": "success", "good_b.nc": "success", "single.nc": "skipped"}
     assert items["single.nc"]["reason"] == "only 1 time step"
@@ -61,19 +62,19 @@ def test_builtin_worker_statuses_resume_edit_and_force(tmp_path: Path) -> None:
     assert Path(first["reports"]["text"]).read_text().count("good_") >= 2
     mtime = (out / "good_a" / "GPP_timeseries.png").stat().st_mtime_ns
 
-    second = netcdf_extract(directory=str(data), output_dir=str(out), fail_on_error=False, retries=0)
+    second = netcdf_extract(directory=str(data), output_dir=str(out), fail_on_error=False, run=RunOptions(retries=0))
     again = _by_id(second)
     assert [k for k, v in again.items() if v["cached"]] == ["good_a.nc", "good_b.nc", "single.nc"]
     assert again["corrupt.nc"]["status"] == "error" and not again["corrupt.nc"]["cached"]
     assert (out / "good_a" / "GPP_timeseries.png").stat().st_mtime_ns == mtime
 
     write_series_file(data / "good_b.nc", steps=9, seed=3)  # edited content: processed again
-    third = _by_id(netcdf_extract(directory=str(data), output_dir=str(out), fail_on_error=False, retries=0))
+    third = _by_id(netcdf_extract(directory=str(data), output_dir=str(out), fail_on_error=False, run=RunOptions(retries=0)))
     assert third["good_b.nc"]["status"] == "success" and not third["good_b.nc"]["cached"]
     assert third["good_b.nc"]["metrics"]["time_steps"] == 9
     assert third["good_a.nc"]["cached"]
 
-    forced = _by_id(netcdf_extract(directory=str(data), output_dir=str(out), fail_on_error=False, retries=0, force=True))
+    forced = _by_id(netcdf_extract(directory=str(data), output_dir=str(out), fail_on_error=False, run=RunOptions(retries=0, force=True)))
     assert not any(v["cached"] for v in forced.values())
     assert (out / "good_a" / "GPP_timeseries.png").stat().st_mtime_ns != mtime
 

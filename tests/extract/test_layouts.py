@@ -11,6 +11,7 @@ import pytest
 
 from flows.netcdf_extract import netcdf_extract
 from salvo.errors import UsageError
+from salvo.options import RunOptions
 from tests.extract.scripts import command, write_script
 from tests.helpers import markers
 
@@ -35,7 +36,7 @@ def test_file_beside_a_folder_of_the_same_name_default_layout_keeps_both(tmp_pat
     (data / "ok_a" / "ok_b.nc").write_bytes(b"b")
     before = _inputs(data)
     cmd = command(write_script(tmp_path), str(tmp_path / "calls"))
-    doc = netcdf_extract(directory=str(data), recursive=True, worker_command=cmd, retries=0)
+    doc = netcdf_extract(directory=str(data), recursive=True, worker_command=cmd, run=RunOptions(retries=0))
     assert _statuses(doc) == {"ok_a.nc": "success", "ok_a/ok_b.nc": "success"}
     assert (data / "ok_a_results" / "plot.png").is_file() and (data / "ok_a" / "ok_b_results" / "plot.png").is_file()
     assert _inputs(data) == before
@@ -50,7 +51,7 @@ def test_mirrored_layout_that_would_nest_outputs_is_refused_before_running(tmp_p
     cmd = command(write_script(tmp_path), str(tmp_path / "calls"))
     for out in (tmp_path / "out", data):  # a separate output folder, and the input folder itself
         with pytest.raises(UsageError, match="ok_a"):
-            netcdf_extract(directory=str(data), recursive=True, output_dir=str(out), worker_command=cmd, retries=0)
+            netcdf_extract(directory=str(data), recursive=True, output_dir=str(out), worker_command=cmd, run=RunOptions(retries=0))
         assert _inputs(data) == before
     assert not markers(tmp_path / "calls")  # nothing ran
     assert not (tmp_path / "out").exists()
@@ -65,10 +66,10 @@ def test_outputs_inside_the_input_folder_are_never_inputs_on_the_next_run(tmp_pa
         (data / name).write_bytes(name.encode())
     cmd = command(write_script(tmp_path), str(tmp_path / "calls"))
     out = str(data / "plots") if inside == "output-dir" else None
-    first = netcdf_extract(directory=str(data), pattern="*", recursive=recursive, output_dir=out, worker_command=cmd, retries=0)
+    first = netcdf_extract(directory=str(data), pattern="*", recursive=recursive, output_dir=out, worker_command=cmd, run=RunOptions(retries=0))
     expected = ["ok_1.nc", "ok_2.nc"] + (["sub/ok_3.nc"] if recursive else [])
     assert _ids(first) == expected
-    second = netcdf_extract(directory=str(data), pattern="*", recursive=recursive, output_dir=out, worker_command=cmd, retries=0)
+    second = netcdf_extract(directory=str(data), pattern="*", recursive=recursive, output_dir=out, worker_command=cmd, run=RunOptions(retries=0))
     assert _ids(second) == expected  # not plot.png, not the reports, not .salvo/ records
     assert all(i["cached"] for i in second["items"])
 
@@ -91,7 +92,7 @@ def test_an_unreadable_input_is_its_own_error_and_the_others_succeed(tmp_path: P
             with open(bad, "rb") as fh:
                 fh.read(1)
     cmd = command(write_script(tmp_path), str(tmp_path / "calls"))
-    doc = netcdf_extract(directory=str(data), worker_command=cmd, retries=2, fail_on_error=False)
+    doc = netcdf_extract(directory=str(data), worker_command=cmd, run=RunOptions(retries=2), fail_on_error=False)
     items = {i["item_id"]: i for i in doc["items"]}
     assert {k: v["status"] for k, v in items.items()} == {"ok_1.nc": "success", "ok_2.nc": "success", "ok_bad.nc": "error"}
     assert "cannot read" in items["ok_bad.nc"]["reason"] and items["ok_bad.nc"]["attempt"] == 1

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.netcdf_extract import netcdf_extract
+from salvo.options import RunOptions
 from tests.extract.scripts import command, write_script
 from tests.helpers import markers
 
@@ -44,7 +45,7 @@ def test_seed_batch_resume_is_imported_with_resume(tmp_path: Path, monkeypatch: 
     cmd = command(write_script(_tools(tmp_path)), str(calls))
     mtimes = {i: (data / f"ok_{i}_results" / "plot.png").stat().st_mtime_ns for i in (1, 2)}
 
-    doc = netcdf_extract(directory="data", worker_command=cmd, resume=True, retries=0)
+    doc = netcdf_extract(directory="data", worker_command=cmd, resume=True, run=RunOptions(retries=0))
     items = _by_id(doc)
     assert {k: v["status"] for k, v in items.items()} == {f"ok_{i}.nc": "success" for i in range(1, 5)}
     for i in (1, 2):
@@ -55,13 +56,13 @@ def test_seed_batch_resume_is_imported_with_resume(tmp_path: Path, monkeypatch: 
     assert doc["summary"]["resumed"] == 2
 
     # Imported for good: a later run, even without --resume, does not run them either.
-    again = _by_id(netcdf_extract(directory="data", worker_command=cmd, retries=0))
+    again = _by_id(netcdf_extract(directory="data", worker_command=cmd, run=RunOptions(retries=0)))
     assert all(v["cached"] for v in again.values())
     assert len(markers(calls)) == 2
 
     # Once imported, the seed's list no longer hides an edit: an edited input is processed again.
     (data / "ok_1.nc").write_bytes(b"input 1, edited")
-    third = _by_id(netcdf_extract(directory="data", worker_command=cmd, resume=True, retries=0))
+    third = _by_id(netcdf_extract(directory="data", worker_command=cmd, resume=True, run=RunOptions(retries=0)))
     assert not third["ok_1.nc"]["cached"] and third["ok_1.nc"]["status"] == "success"
     assert third["ok_2.nc"]["cached"]
     assert (data / "ok_1_results" / "plot.png").read_bytes() != OLD_PLOT
@@ -71,7 +72,7 @@ def test_without_resume_the_seed_list_is_not_read(tmp_path: Path, monkeypatch: p
     data = _seed_era(tmp_path)
     monkeypatch.chdir(tmp_path)
     calls = tmp_path / "calls"
-    doc = netcdf_extract(directory=str(data), worker_command=command(write_script(_tools(tmp_path)), str(calls)), retries=0)
+    doc = netcdf_extract(directory=str(data), worker_command=command(write_script(_tools(tmp_path)), str(calls)), run=RunOptions(retries=0))
     assert not any(i["cached"] for i in doc["items"])
     assert len(markers(calls)) == 4
 
@@ -82,10 +83,10 @@ def test_salvos_own_resume_list_never_hides_an_edit(tmp_path: Path) -> None:
     (data / "ok_1.nc").write_bytes(b"one")
     calls = tmp_path / "calls"
     cmd = command(write_script(tmp_path), str(calls))
-    netcdf_extract(directory=str(data), worker_command=cmd, resume=True, retries=0)
+    netcdf_extract(directory=str(data), worker_command=cmd, resume=True, run=RunOptions(retries=0))
     assert (data / "batch_resume.txt").read_text() == "ok_1.nc\n"  # the seed's format: one finished file per line
     (data / "ok_1.nc").write_bytes(b"one, edited")
-    doc = netcdf_extract(directory=str(data), worker_command=cmd, resume=True, retries=0)
+    doc = netcdf_extract(directory=str(data), worker_command=cmd, resume=True, run=RunOptions(retries=0))
     assert not doc["items"][0]["cached"]
     assert len(markers(calls)) == 2
 

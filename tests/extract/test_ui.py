@@ -9,6 +9,7 @@ from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterFlowRunId
 
 from flows.netcdf_extract import netcdf_extract
+from salvo.options import RunOptions
 from salvo.samples.netcdf import write_series_file
 
 
@@ -42,7 +43,7 @@ def test_failed_batch_ends_the_flow_run_failed_with_a_count(tmp_path: Path) -> N
     data = tmp_path / "data"
     write_series_file(data / "a.nc", steps=3)
     (data / "bad.nc").write_bytes(b"not netcdf")
-    state = netcdf_extract(directory=str(data), retries=0, return_state=True)
+    state = netcdf_extract(directory=str(data), run=RunOptions(retries=0), return_state=True)
     assert state.is_failed()
     assert "1 of 2 items failed: bad.nc" in state.message
     assert (data / "batch_processing_summary.txt").exists()  # reports are written before failing

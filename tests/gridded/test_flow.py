@@ -15,6 +15,7 @@ from cli.main import main as salvo_main
 from cli.salvage import merge_main, salvage_main
 from flows.salvage_merge import salvage_merge
 from salvo.gridded import read_mask, read_merge_source, read_status
+from salvo.options import RunOptions
 
 from .conftest import ENABLED, tree_digest
 
@@ -60,7 +61,7 @@ def test_hanging_model_is_killed_at_the_timeout_and_everything_put_back(runs):
     mask = runs.mask()
     original = mask.read_bytes()
     state = salvage_merge(_model(runs, fail_cells="'1,1;2,2'", hang_on_run=2), mask=str(mask),
-                          output=str(runs.root / "output"), max_rounds=2, timeout=8.0, return_state=True)
+                          output=str(runs.root / "output"), max_rounds=2, run=RunOptions(timeout_s=8.0), return_state=True)
     assert state.is_failed()
     doc = state.result(raise_on_failure=False).doc
     hung = doc["rounds"][-1]

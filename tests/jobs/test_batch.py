@@ -18,6 +18,7 @@ from cli.jobs import exit_code
 from cli.main import main
 from flows.job_batch import job_batch
 from salvo.jobs.synth import write_synthetic_sirene
+from salvo.options import RunOptions
 from tests.helpers import alive, markers, salvo, wait_until
 
 WORKER = Path(__file__).with_name("cmd_worker.py")
@@ -32,10 +33,10 @@ def _modes(marker_dir: Path, modes: dict[str, str]) -> None:
     (marker_dir / "mode.json").write_text(json.dumps(modes))
 
 
-def _flow_doc(tmp_path: Path, sirene: Path, *codes: str, **params) -> dict:
+def _flow_doc(tmp_path: Path, sirene: Path, *codes: str, run: RunOptions = RunOptions(retries=0), **params) -> dict:
     """Run the job-batch flow as the CLI does (a real flow run), without capturing Prefect's console."""
     return run_flow(job_batch, naf=list(codes), input=str(sirene), output_dir=str(tmp_path / "out"),
-                    jobs_dir=str(tmp_path / "jobs"), **params)
+                    jobs_dir=str(tmp_path / "jobs"), run=run, **params)
 
 
 def _base(tmp_path: Path, sirene: Path, *codes: str) -> list[str]:
@@ -67,7 +68,7 @@ def test_fail_fast_stops_at_the_first_failure(sirene_small: Path, tmp_path: Path
 def test_continue_on_error_runs_every_job(sirene_small: Path, tmp_path: Path) -> None:
     m = tmp_path / "m"
     _modes(m, {"4329A": "fail"})
-    doc = _flow_doc(tmp_path, sirene_small, "6920Z", "4329A", "43", job_command=_command(m), continue_on_error=True)
+    doc = _flow_doc(tmp_path, sirene_small, "6920Z", "4329A", "43", job_command=_command(m), run=RunOptions(retries=0, fail_fast=False))
     assert exit_code(doc, continue_on_error=True) == 0 and exit_code(doc, continue_on_error=False) == 1
     assert _status(doc) == {"6920Z": "success", "4329A": "error", "43": "success"}
     assert doc["summary"]["failed"] == 1
@@ -80,7 +81,7 @@ def test_a_hanging_job_is_killed_at_the_timeout(sirene_small: Path, tmp_path: Pa
     t0 = time.monotonic()
     # 15 s: long enough for the command to start its own child on a loaded 2-core machine (at 2 s it
     # sometimes had not, and the grandchild check below failed), short enough to be far below 600 s.
-    doc = _flow_doc(tmp_path, sirene_small, "6920Z", job_command=_command(m), timeout=15.0)
+    doc = _flow_doc(tmp_path, sirene_small, "6920Z", job_command=_command(m), run=RunOptions(retries=0, timeout_s=15.0))
     assert exit_code(doc, continue_on_error=False) == 1 and _status(doc) == {"6920Z": "timeout"}
     # Killed at the timeout, not when the command's 600 s sleep ends (grace 3 s; generous slack for load).
     assert 15 <= doc["jobs"][0]["duration_s"] < 15 + 3 + 60

@@ -136,7 +136,9 @@ def test_the_help_states_the_parsers_real_defaults(capsys) -> None:
     import argparse
     import re
 
+    from cli.common import run_options
     from cli.jobs import register
+    from salvo.validate import duration
 
     root = argparse.ArgumentParser(prog="salvo")
     register(root.add_subparsers(dest="command"))
@@ -144,12 +146,14 @@ def test_the_help_states_the_parsers_real_defaults(capsys) -> None:
         root.parse_args(["jobs", "batch", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     real = root.parse_args(["jobs", "batch", "--naf", "43", "--input", "x", "--output-dir", "o"])
-    for flag, value in (("--retries", real.retries), ("--max-workers", real.max_workers), ("--max-ram-mb", real.max_ram_mb),
-                        ("--timeout", real.timeout), ("--jobs-dir", real.jobs_dir), ("--profile", real.profile)):
+    run = run_options(real, "job-batch")  # what the command runs with: flags not given take the pipeline's defaults
+    for flag, value in (("--retries", run.retries), ("--max-workers", run.workers), ("--max-ram-mb", real.max_ram_mb),
+                        ("--timeout", run.timeout_s), ("--jobs-dir", real.jobs_dir), ("--profile", real.profile)):
         m = re.search(re.escape(flag) + r"(?:(?! --).)*?\(default: ([^,)]+)", text)
         assert m, f"{flag} states no default"
         stated = m.group(1).strip()
-        assert stated == str(value) or (isinstance(value, float) and float(stated) == value), (flag, stated, value)
-    assert (real.retries, real.max_workers) == (0, 1)  # the seed: one job after another, never retried
+        assert stated == str(value) or (isinstance(value, float) and duration(stated) == value), (flag, stated, value)
+    # The seed: one job after another, stopping at the first failure; retries: the one default of every command.
+    assert (run.retries, run.workers, run.fail_fast) == (2, 1, True)
     alias = root.parse_args(["batch", "--naf", "43", "--input", "x", "--output-dir", "o"])
-    assert (alias.retries, alias.max_workers) == (0, 1)
+    assert run_options(alias, "job-batch") == run

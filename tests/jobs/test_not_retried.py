@@ -7,6 +7,7 @@ from pathlib import Path
 from cli.common import run_flow
 from flows.job_batch import job_batch
 from salvo.jobs.synth import write_synthetic_sirene
+from salvo.options import RunOptions
 
 
 def test_an_unparseable_date_column_fails_once_with_one_line(tmp_path: Path) -> None:
@@ -18,7 +19,7 @@ def test_an_unparseable_date_column_fails_once_with_one_line(tmp_path: Path) -> 
         cells[i] = "le 14 mars"
     src.write_text("\n".join([lines[0], *(",".join(c) for c in rows)]) + "\n")
     doc = run_flow(job_batch, naf=["68", "43"], input=str(src), output_dir=str(tmp_path / "out"),
-                   jobs_dir=str(tmp_path / "jobs"), profile="standard", retries=2, continue_on_error=True)
+                   jobs_dir=str(tmp_path / "jobs"), profile="standard", run=RunOptions(retries=2, fail_fast=False))
     for item in doc["items"]:
         assert item["status"] == "error" and item["exit_code"] == 65, item
         assert item["attempt"] == 1, "a deterministic input error was retried"

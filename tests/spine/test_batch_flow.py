@@ -14,15 +14,20 @@ from prefect.logging.handlers import APILogHandler
 
 from flows.batch import BatchFailed, BatchOptions, batch_state, finish_batch, run_batch
 from salvo.items import Item, Worker
+from salvo.options import RunOptions
 from tests.helpers import markers
 
 COUNTED = Worker("python", "tests.spine.workers:counted")
 
 
+def _run(**given: Any) -> RunOptions:
+    """Two workers, no pause between retries, 30 s per item unless given."""
+    return RunOptions(**{"timeout_s": 30.0, "workers": 2, "retry_delays_s": (0.0,), **given})
+
+
 @flow(name="spine-test")
-def spine_flow(items: list[Item], state: str, report_dir: str, retries: int = 2, timeout: float = 30.0, items_per_task: int | None = None) -> Any:
-    options = BatchOptions(state=state, timeout_s=timeout, parallel=True, max_workers=2, retries=retries, retry_delays=(0.0,),
-                           settings={"pipeline": "spine-test"}, items_per_task=items_per_task)
+def spine_flow(items: list[Item], state: str, report_dir: str, run: RunOptions | None = None) -> Any:
+    options = BatchOptions(state=state, run=run or _run(), settings={"pipeline": "spine-test"})
     outcome = run_batch(items, COUNTED, pipeline="spine-test", options=options)
     return finish_batch(outcome, pipeline="spine-test", report_dir=report_dir, title="spine test", as_state=True)
 
@@ -48,7 +53,7 @@ async def _read(flow_run_id: Any) -> tuple[Any, list[Any], list[Any]]:
 
 def test_each_item_is_its_own_task_run_and_failures_end_without_traceback(tmp_path: Path) -> None:
     spec = {"ok_a": "write_output", "crash": "segfault", "corrupt": "bad_input", "hung": "hang", "ok_b": "write_output"}
-    state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), timeout=1.5, return_state=True)
+    state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), run=_run(timeout_s=1.5), return_state=True)
     assert state.is_failed()
     assert state.message == "3 of 5 items failed: crash, corrupt, hung"
     asyncio.run(APILogHandler.aflush())
@@ -84,7 +89,7 @@ def test_resumed_items_are_counted_not_run_and_the_direct_call_raises_batch_fail
 
 def test_chunked_tasks_fail_when_one_of_their_items_failed(tmp_path: Path) -> None:
     spec = {"a": "write_output", "b": "fail", "c": "write_output", "d": "write_output"}
-    state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), retries=1, items_per_task=2, return_state=True)
+    state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), run=_run(retries=1, items_per_task=2), return_state=True)
     _, tasks, _ = asyncio.run(_read(state.state_details.flow_run_id))
     assert {t.name: t.state.type.value for t in tasks} == {"a (+1 more)": "FAILED", "c (+1 more)": "COMPLETED"}
     assert {n: len(markers(tmp_path / "calls", n)) for n in spec} == {"a": 1, "b": 2, "c": 1, "d": 1}

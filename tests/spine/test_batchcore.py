@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from salvo import batchcore
-from salvo.batchcore import RetryPolicy, chunk_size, chunks, failure_message, run_many, run_one, should_retry
+from salvo.batchcore import chunk_size, chunks, failure_message, run_many, run_one, should_retry
 from salvo.items import Item, Worker
+from salvo.options import RunOptions
 from salvo.outcome import EXIT_DETERMINISTIC, EXIT_INPUT_ERROR, ItemResult, Status
 from salvo.report import summarize
 from salvo.runner import clear_stop, request_stop, stop_requested
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.pure
 
 COUNTED = Worker("python", "tests.spine.workers:counted")
 VERIFIED = Worker("python", "tests.spine.workers:counted", verify="tests.spine.workers:require_outputs")
-FAST_RETRY = RetryPolicy(retries=2, delays=(0.0,))
+FAST_RETRY = dict(retries=2, retry_delays_s=(0.0,))
 
 
 class DictRecords:
@@ -86,7 +87,7 @@ def test_each_outcome_runs_as_often_as_the_rules_say(tmp_path: Path, behaviour: 
         extra = {"out_dir": str(tmp_path / "out")}
     item = _item(tmp_path, behaviour, behaviour, **extra)
     records = DictRecords()
-    r = run_one(item, "k", worker, records=records, timeout_s=timeout, retry=FAST_RETRY)
+    r = run_one(item, "k", worker, records=records, options=RunOptions(timeout_s=timeout, **FAST_RETRY))
     assert r.status is status
     assert len(markers(tmp_path / "calls", behaviour)) == runs
     assert r.attempt == runs
@@ -101,14 +102,14 @@ def test_a_command_saying_bad_input_is_not_retried(tmp_path: Path) -> None:
     calls = tmp_path / "calls"
     calls.mkdir()
     worker = Worker("command", f"sh -c 'touch {calls}/cmd.$$; echo broken header >&2; exit {EXIT_INPUT_ERROR}'")
-    r = run_one(Item("cmd"), "k", worker, records=DictRecords(), timeout_s=30, retry=FAST_RETRY)
+    r = run_one(Item("cmd"), "k", worker, records=DictRecords(), options=RunOptions(timeout_s=30, **FAST_RETRY))
     assert (r.status, r.exit_code, r.attempt) == (Status.ERROR, EXIT_INPUT_ERROR, 1)
     assert len(markers(calls, "cmd")) == 1
 
 
 def test_a_transient_failure_passes_on_retry(tmp_path: Path) -> None:
     item = _item(tmp_path, "flaky", "flaky", state_file=str(tmp_path / "n"), fail_times=1, out_dir=str(tmp_path / "out"))
-    r = run_one(item, "k", COUNTED, records=DictRecords(), timeout_s=30, retry=FAST_RETRY)
+    r = run_one(item, "k", COUNTED, records=DictRecords(), options=RunOptions(timeout_s=30, **FAST_RETRY))
     assert (r.status, r.attempt) == (Status.SUCCESS, 2)
     assert len(markers(tmp_path / "calls", "flaky")) == 2
 
@@ -123,8 +124,8 @@ def test_retrying_one_item_never_runs_the_others_again(tmp_path: Path) -> None:
         _item(tmp_path, "ok2", "write_output", out_dir=out),
     ]
     notes: list[tuple[str, int, float]] = []
-    results = run_many([(it, it.id) for it in items], COUNTED, records=DictRecords(), timeout_s=1.0,
-                       retry=RetryPolicy(retries=2, delays=(0.0, 0.1)), on_retry=lambda r, a, d: notes.append((r.item_id, a, d)))
+    results = run_many([(it, it.id) for it in items], COUNTED, records=DictRecords(),
+                       options=RunOptions(timeout_s=1.0, retries=2, retry_delays_s=(0.0, 0.1)), on_retry=lambda r, a, d: notes.append((r.item_id, a, d)))
     assert [r.status for r in results] == [Status.SUCCESS, Status.CRASHED, Status.TIMEOUT, Status.ERROR, Status.SUCCESS]
     counts = {it.id: len(markers(tmp_path / "calls", it.id)) for it in items}
     assert counts == {"ok": 1, "crash": 3, "hung": 1, "corrupt": 1, "ok2": 1}
@@ -134,13 +135,13 @@ def test_retrying_one_item_never_runs_the_others_again(tmp_path: Path) -> None:
 def test_records_are_reused_and_force_redoes_only_other_batches(tmp_path: Path) -> None:
     item = _item(tmp_path, "a", "write_output", out_dir=str(tmp_path / "out"))
     records = DictRecords()
-    first = run_one(item, "k", COUNTED, records=records, timeout_s=30, batch_id="b1")
-    again = run_one(item, "k", COUNTED, records=records, timeout_s=30, batch_id="b2")
+    first = run_one(item, "k", COUNTED, records=records, options=RunOptions(timeout_s=30), batch_id="b1")
+    again = run_one(item, "k", COUNTED, records=records, options=RunOptions(timeout_s=30), batch_id="b2")
     assert not first.cached and again.cached and again.batch_id == "b1"
     assert len(markers(tmp_path / "calls", "a")) == 1
-    same_batch = run_one(item, "k", COUNTED, records=records, timeout_s=30, batch_id="b1", force=True)
+    same_batch = run_one(item, "k", COUNTED, records=records, options=RunOptions(timeout_s=30, force=True), batch_id="b1")
     assert same_batch.cached and len(markers(tmp_path / "calls", "a")) == 1  # a retry of this batch keeps it
-    forced = run_one(item, "k", COUNTED, records=records, timeout_s=30, batch_id="b3", force=True)
+    forced = run_one(item, "k", COUNTED, records=records, options=RunOptions(timeout_s=30, force=True), batch_id="b3")
     assert not forced.cached and forced.batch_id == "b3"
     assert len(markers(tmp_path / "calls", "a")) == 2
 
@@ -152,7 +153,7 @@ def test_failed_items_are_never_recorded_and_partial_outputs_are_removed(tmp_pat
     (partial / "half.png").write_bytes(b"half")
     item = Item("f", params={"counter_dir": str(tmp_path / "calls"), "name": "f", "behaviour": "fail"}, outputs=(str(final),))
     records = DictRecords()
-    r = run_one(item, "k", COUNTED, records=records, timeout_s=30, retry=RetryPolicy(retries=0))
+    r = run_one(item, "k", COUNTED, records=records, options=RunOptions(timeout_s=30, retries=0))
     assert r.status is Status.ERROR
     assert records.data == {} and not partial.exists()
 
@@ -186,23 +187,23 @@ def test_no_retry_once_the_batch_is_stopped() -> None:
 
 @pytest.mark.parametrize(("delays", "attempt", "expected"), [((2.0, 10.0), 1, 2.0), ((2.0, 10.0), 2, 10.0), ((2.0, 10.0), 5, 10.0), ((), 1, 0.0)])
 def test_retry_delays_repeat_the_last(delays: tuple, attempt: int, expected: float) -> None:
-    assert RetryPolicy(retries=9, delays=delays).delay(attempt) == expected
+    assert RunOptions(retries=9, retry_delays_s=delays).delay_before(attempt + 1) == expected
 
 
 @pytest.mark.parametrize(
     ("n", "kw", "size"),
     [
         (2000, {"workers": 2}, 1),  # local: one item per task run
-        (2000, {"workers": 2, "remote": True}, 20),  # Dask: amortise submission, at most 20
-        (40, {"workers": 2, "remote": True}, 5),  # about four tasks per worker
-        (3, {"workers": 8, "remote": True}, 1),
-        (2000, {"workers": 2, "remote": True, "fail_fast": True}, 1),
+        (2000, {"workers": 2, "dask_address": "tcp://h:1"}, 20),  # Dask: amortise submission, at most 20
+        (40, {"workers": 2, "dask_address": "tcp://h:1"}, 5),  # about four tasks per worker
+        (3, {"workers": 8, "dask_address": "tcp://h:1"}, 1),
+        (2000, {"workers": 2, "dask_address": "tcp://h:1", "fail_fast": True}, 1),
         (2000, {"workers": 2, "items_per_task": 7}, 7),
         (2000, {"workers": 2, "items_per_task": 7, "fail_fast": True}, 1),
     ],
 )
 def test_chunk_size(n: int, kw: dict, size: int) -> None:
-    assert chunk_size(n, **kw) == size
+    assert chunk_size(n, RunOptions(**kw)) == size
 
 
 def test_chunks_keep_order_and_cover_everything() -> None:
@@ -241,7 +242,7 @@ def test_stop_kills_the_running_item_and_starts_no_other(tmp_path: Path) -> None
     items = [Item("hung", params={"pid_file": str(pid_file), "with_grandchild": True}), Item("next", params={"pid_file": str(tmp_path / "p2")})]
     out: list[list[ItemResult]] = []
     worker = Worker("python", "tests.spine.workers:sleep_forever")
-    th = threading.Thread(target=lambda: out.append(run_many([(it, it.id) for it in items], worker, records=DictRecords(), timeout_s=600, retry=FAST_RETRY)))
+    th = threading.Thread(target=lambda: out.append(run_many([(it, it.id) for it in items], worker, records=DictRecords(), options=RunOptions(timeout_s=600, **FAST_RETRY))))
     th.start()
     assert wait_until(pid_file.exists, timeout=30)
     time.sleep(0.2)

@@ -45,3 +45,64 @@ def test_retry_delays_repeat_the_last_one() -> None:
 def test_options_round_trip_through_json_as_a_flow_parameter_would() -> None:
     o = RunOptions(timeout_s=60, workers=3, force=True)
     assert RunOptions.model_validate_json(o.model_dump_json()) == o
+
+
+def test_a_flow_given_some_fields_keeps_them_and_takes_the_pipelines_defaults_for_the_rest() -> None:
+    # What a deployment sends (`run: {retries: 0}`) or Python gives (`RunOptions(workers=3)`).
+    assert RunOptions.of("subject-batch", {"retries": 0}) == RunOptions(timeout_s=7200.0, retries=0)
+    assert RunOptions.of("job-batch", RunOptions(workers=3)) == RunOptions(timeout_s=3600.0, workers=3, fail_fast=True)
+    assert RunOptions.of("job-batch", RunOptions(fail_fast=False, timeout_s=None)) == RunOptions(timeout_s=None, fail_fast=False)
+    assert RunOptions.of("netcdf-extract", None) == RunOptions.for_pipeline("netcdf-extract") == RunOptions()
+
+
+def _args(*argv: str):  # noqa: ANN202
+    from cli.main import build_parser
+
+    return build_parser().parse_args(list(argv))
+
+
+EXTRACT = ("extract", "--directory", ".")
+JOBS = ("jobs", "batch", "--naf", "43", "--input", "x.parquet", "--output-dir", "o")
+SUBJECTS = ("subjects", "--manifest", "m.json", "--out", "o")
+
+
+@pytest.mark.parametrize(("argv", "pipeline", "expected"), [
+    (EXTRACT, "netcdf-extract", {}),
+    ((*EXTRACT, "--parallel"), "netcdf-extract", {"workers": "cpus"}),
+    ((*EXTRACT, "--parallel", "--max-workers", "3"), "netcdf-extract", {"workers": 3}),
+    ((*EXTRACT, "--max-workers", "3", "--timeout", "90"), "netcdf-extract", {"workers": 3, "timeout_s": 90.0}),
+    ((*EXTRACT, "--timeout", "2h", "--retries", "0", "--force", "--items-per-task", "5"), "netcdf-extract",
+     {"timeout_s": 7200.0, "retries": 0, "force": True, "items_per_task": 5}),
+    (JOBS, "job-batch", {"timeout_s": 3600.0, "fail_fast": True}),
+    ((*JOBS, "--workers", "2", "--continue-on-error"), "job-batch", {"timeout_s": 3600.0, "workers": 2}),
+    ((*JOBS, "--parallel"), "job-batch", {"timeout_s": 3600.0, "fail_fast": True, "workers": "cpus"}),
+    (SUBJECTS, "subject-batch", {"timeout_s": 7200.0}),
+    ((*SUBJECTS, "--parallel", "3", "--timeout", "90"), "subject-batch", {"timeout_s": 5400.0, "workers": 3}),  # minutes
+    ((*SUBJECTS, "--workers", "2", "--timeout", "90s"), "subject-batch", {"timeout_s": 90.0, "workers": 2}),
+    (("assembly", "run", "parameter-distortion", "--dask-address", "127.0.0.1:8786"), "assembly-run",
+     {"dask_address": "tcp://127.0.0.1:8786", "workers": "cpus"}),
+])
+def test_the_cli_builds_one_run_options_from_each_seeds_spelling(argv: tuple[str, ...], pipeline: str, expected: dict) -> None:
+    from cli.common import run_options
+    from salvo.options import cpu_workers
+
+    want = {k: cpu_workers() if v == "cpus" else v for k, v in expected.items()}
+    assert run_options(_args(*argv), pipeline) == RunOptions(**want)
+
+
+def test_every_command_retries_twice_unless_told() -> None:
+    from cli.common import run_options
+
+    for argv, pipeline in ((EXTRACT, "netcdf-extract"), (JOBS, "job-batch"), (SUBJECTS, "subject-batch"),
+                           (("assembly", "run", "x"), "assembly-run")):
+        assert run_options(_args(*argv), pipeline).retries == 2 == RunOptions().retries
+
+
+def test_a_value_out_of_range_is_a_usage_error_naming_the_flag() -> None:
+    from cli.common import run_options
+    from salvo.errors import UsageError
+
+    with pytest.raises(UsageError, match="--workers"):
+        run_options(_args(*EXTRACT, "--workers", "5000"), "netcdf-extract")
+    with pytest.raises(UsageError, match="--items-per-task"):
+        run_options(_args(*EXTRACT, "--items-per-task", "20000"), "netcdf-extract")

@@ -19,6 +19,7 @@ from salvo.extract import extract_worker, plan_items
 from salvo.fingerprint import UNHASHABLE_PREFIX, item_key
 from salvo.index import decode_record, encode_record
 from salvo.items import Item, Worker
+from salvo.options import RunOptions
 from salvo.outcome import ItemResult, Status
 from salvo.samples.netcdf import write_series_file
 from tasks.records import read_record, record_store, write_record
@@ -109,7 +110,7 @@ def test_a_hostile_record_is_never_run_and_its_item_runs_again(storage_location,
     files = [write_series_file(tmp_path / "in" / f"h{i}.nc", steps=3, seed=i, ny=2, nx=3) for i in range(3)]
     marks, pwned = tmp_path / "markers", tmp_path / "PWNED"
     command = f"{sys.executable} {MARKER_WORKER} {{input}} {{output_dir}} {marks}"
-    params = {"directory": str(tmp_path / "in"), "state": storage_location.url, "retries": 0, "worker_command": command}
+    params = {"directory": str(tmp_path / "in"), "state": storage_location.url, "run": RunOptions(retries=0), "worker_command": command}
     items = plan_items(files, directory=tmp_path / "in", worker_command=command)
     keys = [item_key(it, worker=extract_worker(command), settings={"pipeline": "netcdf-extract"}) for it in items]
     payload = hostile_payload(pwned)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from salvo.options import RunOptions
 from salvo.samples.netcdf import write_series_file
 from tests.helpers import markers
 
@@ -57,7 +58,7 @@ def test_a_full_disk_while_recording_keeps_outputs_and_the_next_run_records_them
     script.write_text(FILL_WORKER)
     marks, state = tmp_path / "markers", tiny_disk / "state"
     command = f"{sys.executable} {script} {{input}} {{output_dir}} {marks} {tiny_disk} e0"
-    params = {"directory": str(tmp_path / "in"), "output_dir": str(tmp_path / "out"), "state": str(state), "retries": 0,
+    params = {"directory": str(tmp_path / "in"), "output_dir": str(tmp_path / "out"), "state": str(state), "run": RunOptions(retries=0),
               "worker_command": command, "fail_on_error": False}
 
     first = netcdf_extract(**params)

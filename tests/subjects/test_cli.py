@@ -47,7 +47,7 @@ def test_console_lines_and_exit_1_when_a_subject_fails(tmp_path, plan_dir, capsy
     plan = write_plan(plan_dir, {"sub-002": "fail"})
     out = tmp_path / "out"
     code = main(["subjects", "--manifest", str(manifest), "--out", str(out), "--denoise-method", "patch2self",
-                 "--pipeline-command", fake_command(plan), "--timeout", "1"])
+                 "--pipeline-command", fake_command(plan), "--timeout", "1", "--retries", "0"])
     assert code == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[:3] == ["Starting batch processing for 2 subjects", f"Output directory: {out}", lines[2]]

@@ -8,6 +8,7 @@ import pytest
 
 from flows.batch import BatchFailed
 from flows.subject_batch import subject_batch
+from salvo.options import RunOptions
 from salvo.subjects.samples import make_bids_dataset, make_manifest_study
 from salvo.subjects.unit import WORK_DIR, read_done
 from tests.helpers import alive, wait_until
@@ -34,7 +35,7 @@ def test_crash_hang_and_failure_do_not_stop_the_others(tmp_path, plan_dir):
     plan = write_plan(plan_dir, {"sub-002": "fail", "sub-003": "segv", "sub-004": "hang"})
     out = tmp_path / "out"
     state = subject_batch(
-        out=str(out), manifest=str(manifest), pipeline_command=fake_command(plan), timeout_minutes=0.05, parallel=2,
+        out=str(out), manifest=str(manifest), pipeline_command=fake_command(plan), run=RunOptions(timeout_s=3.0, workers=2, retries=0),
         return_state=True,
     )
     assert state.is_failed()
@@ -111,7 +112,7 @@ def test_config_hash_change_and_force_rerun_bids_units(tmp_path):
     assert read_done(out / "sub-01_ses-test")["config_hash"] == hash_b
     assert read_done(out / "sub-01_ses-test")["options"] == {"preprocessing": True, "denoise_method": "median"}
 
-    forced = subject_batch(**common, options={"preprocessing": True, "denoise_method": "median"}, force=True)
+    forced = subject_batch(**common, options={"preprocessing": True, "denoise_method": "median"}, run=RunOptions(force=True))
     assert forced["summary"]["counts"] == {"success": 2}
     assert read_done(out / "sub-01_ses-test")["started"] != started
     assert not (out / "sub-02_ses-test").exists()
@@ -129,7 +130,7 @@ def test_either_source_with_empty_strings_as_absent_and_bad_parameters_named(tmp
     manifest = make_manifest_study(tmp_path / "study", subjects=1, shape=(4, 4, 3))
     bids = make_bids_dataset(tmp_path / "bids", subjects=1, sessions=(), shape=(4, 4, 3))
     # What a deployment sends: its shipped "" defaults beside the one source this run names.
-    a = subject_batch(out=str(tmp_path / "a"), manifest=str(manifest), bids_dir="", pipeline_command="", dask_address="")
+    a = subject_batch(out=str(tmp_path / "a"), manifest=str(manifest), bids_dir="", pipeline_command="", run={"dask_address": ""})
     assert a["summary"]["counts"] == {"success": 1}
     b = subject_batch(out=str(tmp_path / "b"), manifest="", bids_dir=str(bids))
     assert [i["item_id"] for i in b["items"]] == ["sub-01"]
@@ -137,9 +138,9 @@ def test_either_source_with_empty_strings_as_absent_and_bad_parameters_named(tmp
     cases = [
         (dict(manifest=str(manifest), bids_dir=str(bids)), r"manifest .*bids_dir.*both were given"),
         (dict(manifest="", bids_dir=""), r"manifest .*bids_dir.*neither was given"),
-        (dict(manifest=str(manifest), timeout_minutes=-1), "timeout_minutes"),
-        (dict(manifest=str(manifest), parallel=0), "parallel"),
-        (dict(manifest=str(manifest), retries=-2), "retries"),
+        (dict(manifest=str(manifest), run={"timeout_s": -1}), "timeout_s"),
+        (dict(manifest=str(manifest), run={"workers": 0}), "workers"),
+        (dict(manifest=str(manifest), run={"retries": -2}), "retries"),
         (dict(manifest=str(manifest), out=""), "out is required"),
         (dict(manifest=str(manifest), out=str(raw)), "contains the input"),
     ]

@@ -74,10 +74,11 @@ def test_mixed_layout_sessions_run_dir_entities_and_inherited_sidecars(tmp_path)
 def test_builtin_pipeline_on_the_placeholder_images_fails_per_subject_not_the_batch(tmp_path):
     from flows.batch import BatchFailed
     from flows.subject_batch import subject_batch
+    from salvo.options import RunOptions
 
     before = snapshot([UKBB])
     out = tmp_path / "out"
-    state = subject_batch(out=str(out), bids_dir=str(UKBB), include=["sub-0[12]"], return_state=True)
+    state = subject_batch(out=str(out), bids_dir=str(UKBB), include=["sub-0[12]"], run=RunOptions(retries=0), return_state=True)
     err = state.result(raise_on_failure=False)
     assert isinstance(err, BatchFailed)
     items = {i["item_id"]: i for i in err.summary["items"]}
