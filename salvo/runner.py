@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from salvo.items import Item, Worker, render_command
+from salvo.options import RunOptions
 from salvo.outcome import EXIT_DETERMINISTIC, EXIT_INPUT_ERROR, EXIT_SKIP, ItemResult, Status, signal_name
 
-DEFAULT_TIMEOUT_S = 15 * 60.0
+#: The default limit per item is RunOptions' (written once, in salvo/options.py).
+DEFAULT_TIMEOUT_S = RunOptions.model_fields["timeout_s"].default
 #: Seconds between SIGTERM and SIGKILL when an item times out.
 KILL_GRACE_S = 3.0
 _STDERR_TAIL_LINES = 20
