@@ -125,6 +125,8 @@ def add_runner_flags(parser: Any, pipeline: str, *, timeout_unit: str = "s", wor
     _add(g, "--timeout", type=duration_arg(timeout_unit), default=None, metavar="DURATION",
          help=f"per-item limit, enforced by killing the item's process tree: 90s, 15m, 2h; a bare number is in {unit} "
               f"(default: {_shown(defaults.timeout_s)})")
+    _add(g, "--kill-grace", type=duration_arg("s"), default=None, metavar="DURATION",
+         help=f"time a killed item gets between SIGTERM and SIGKILL to clean up (default: {_shown(defaults.kill_grace_s)})")
     _add(g, "--retries", type=count_arg, default=None, metavar="N",
          help=f"extra tries for outcomes that may pass (crash, error); never for timeout, skip or bad input (default: {defaults.retries})")
     _add(g, "--force", action="store_true", help="redo every item, even those finished before")
@@ -143,7 +145,8 @@ def _shown(seconds: float | None) -> str:
 
 #: The flag that sets each field of RunOptions, for error messages.
 _FLAGS = {"timeout_s": "--timeout", "workers": "--workers", "dask_address": "--dask-address", "retries": "--retries",
-          "retry_delays_s": "--retry-delay", "items_per_task": "--items-per-task"}
+          "retry_delays_s": "--retry-delay", "items_per_task": "--items-per-task",
+          "kill_grace_s": "--kill-grace"}
 
 
 def run_options(args: argparse.Namespace, pipeline: str, **given: Any) -> Any:
@@ -166,7 +169,7 @@ def run_options(args: argparse.Namespace, pipeline: str, **given: Any) -> Any:
         workers = cpu_workers()
     values = {"timeout_s": getattr(args, "timeout", None), "workers": workers, "dask_address": dask,
               "retries": getattr(args, "retries", None), "force": getattr(args, "force", None),
-              "items_per_task": getattr(args, "items_per_task", None)}
+              "items_per_task": getattr(args, "items_per_task", None), "kill_grace_s": getattr(args, "kill_grace", None)}
     if getattr(args, "continue_on_error", False):
         values["fail_fast"] = False
     try:

@@ -124,7 +124,8 @@ def _run_with_retries(item: Item, worker: Worker, *, options: RunOptions, log_di
     while True:
         clean_partials(item)  # left by a run that was killed mid-item, or by the failed try
         _announce_start(item.id)
-        result = run(item, worker, timeout_s=options.timeout_s, attempt=attempt, log_path=log_path(log_dir, item.id))
+        result = run(item, worker, timeout_s=options.timeout_s, attempt=attempt, log_path=log_path(log_dir, item.id),
+                     kill_grace_s=options.kill_grace_s)
         if not should_retry(result, attempt, options.retries):
             return result
         pause = options.delay_before(attempt + 1)

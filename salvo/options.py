@@ -40,6 +40,7 @@ class RunOptions(BaseModel):
     force: bool = Field(False, description="redo every item, even those finished by earlier runs")
     fail_fast: bool = Field(False, description="stop starting items after the first failure")
     items_per_task: int | None = Field(None, ge=1, le=10_000, description="items one Prefect task carries (default: chosen from the batch size)")
+    kill_grace_s: float = Field(3.0, ge=0, le=600, description="seconds a killed item gets between SIGTERM and SIGKILL, to clean up")
 
     @field_validator("retry_delays_s")
     @classmethod

@@ -28,8 +28,8 @@ from salvo.outcome import EXIT_DETERMINISTIC, EXIT_INPUT_ERROR, EXIT_SKIP, ItemR
 
 #: The default limit per item is RunOptions' (written once, in salvo/options.py).
 DEFAULT_TIMEOUT_S = RunOptions.model_fields["timeout_s"].default
-#: Seconds between SIGTERM and SIGKILL when an item times out.
-KILL_GRACE_S = 3.0
+#: Seconds between SIGTERM and SIGKILL when an item times out (RunOptions.kill_grace_s's default).
+KILL_GRACE_S = RunOptions.model_fields["kill_grace_s"].default
 _STDERR_TAIL_LINES = 20
 
 
@@ -205,7 +205,7 @@ def _run_child(req: dict[str, Any], timeout_s: float | None, z: _Zygote | None =
         z.kill()
         raise RuntimeError("the worker process did not start")
     # The zygote enforces the timeout; this backstop only guards against a stuck zygote.
-    backstop = None if timeout_s is None else timeout_s + 2 * KILL_GRACE_S + 30
+    backstop = None if timeout_s is None else timeout_s + 2 * req["grace"] + 30
     done = z.recv(timeout=backstop)
     if done is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -222,6 +222,7 @@ def run_item(
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
     attempt: int = 1,
     log_path: str | os.PathLike[str] | None = None,
+    kill_grace_s: float = KILL_GRACE_S,
 ) -> ItemResult:
     """Run ``item`` in a child process in its own session; never raises for the item's faults."""
     started, t0 = _now(), time.monotonic()
@@ -243,7 +244,7 @@ def run_item(
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         tail_path = str(log_path) if log_path is not None else stderr_path
         try:
-            req = _request(item, worker, result_path, stderr_path)
+            req = {**_request(item, worker, result_path, stderr_path), "grace": kill_grace_s}
             if log_path is not None:
                 req["log_path"] = str(log_path)
             done = _run_child(req, timeout_s, z)

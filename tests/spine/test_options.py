@@ -79,6 +79,8 @@ SUBJECTS = ("subjects", "--manifest", "m.json", "--out", "o")
     (SUBJECTS, "subject-batch", {"timeout_s": 7200.0}),
     ((*SUBJECTS, "--parallel", "3", "--timeout", "90"), "subject-batch", {"timeout_s": 5400.0, "workers": 3}),  # minutes
     ((*SUBJECTS, "--workers", "2", "--timeout", "90s"), "subject-batch", {"timeout_s": 90.0, "workers": 2}),
+    ((*EXTRACT, "--kill-grace", "10"), "netcdf-extract", {"kill_grace_s": 10.0}),
+    ((*JOBS, "--kill-grace", "1m"), "job-batch", {"timeout_s": 3600.0, "fail_fast": True, "kill_grace_s": 60.0}),
     (("assembly", "run", "parameter-distortion", "--dask-address", "127.0.0.1:8786"), "assembly-run",
      {"dask_address": "tcp://127.0.0.1:8786", "workers": "cpus"}),
 ])
@@ -106,3 +108,30 @@ def test_a_value_out_of_range_is_a_usage_error_naming_the_flag() -> None:
         run_options(_args(*EXTRACT, "--workers", "5000"), "netcdf-extract")
     with pytest.raises(UsageError, match="--items-per-task"):
         run_options(_args(*EXTRACT, "--items-per-task", "20000"), "netcdf-extract")
+
+
+def test_the_kill_grace_reaches_the_runner() -> None:
+    from salvo.batchcore import run_one
+    from salvo.items import Item, Worker
+    from salvo.outcome import ItemResult, Status
+
+    seen: list[dict] = []
+
+    class NoRecords:
+        def lock(self, key):  # noqa: ANN001, ANN202
+            import contextlib
+
+            return contextlib.nullcontext()
+
+        def read(self, key):  # noqa: ANN001, ANN202
+            return None
+
+        def write(self, key, result):  # noqa: ANN001, ANN202
+            pass
+
+    def run(item, worker, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.append(kw)
+        return ItemResult(item.id, Status.SUCCESS)
+
+    run_one(Item("a"), "k", Worker("command", "true"), records=NoRecords(), options=RunOptions(kill_grace_s=7.5, timeout_s=5), run=run)
+    assert (seen[0]["kill_grace_s"], seen[0]["timeout_s"]) == (7.5, 5.0)
