@@ -33,16 +33,26 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree of every subcommand."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argparse tree of every subcommand, or only of ``command`` (one of `COMMANDS`).
+
+    `main` builds only the command it runs: importing every command's module (pandas for `jobs`,
+    and so on) cost every `salvo` command about a second before it started.
+    """
     from salvo import __version__
 
     parser = OneLineErrorParser(prog="salvo", description="Batch pipelines that finish, resume and recover.")
     parser.add_argument("--version", action="version", version=f"salvo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in COMMANDS if command not in COMMANDS else [command]:
         importlib.import_module(f"cli.{name}").register(sub)
     return parser
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names (its first word not starting with ``-``), if it is one of `COMMANDS`."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     _prefect_defaults()
     from cli.common import CliError, fail
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(chosen_command(argv)).parse_args(argv)
     if not getattr(args, "verbose", False):
         # Dask's own INFO lines (scheduler, workers, client) only with --verbose.
         import logging
