@@ -55,6 +55,8 @@ def _looks_like_location(text: str) -> bool:
 
 def _target(state: Any) -> StorageTarget:
     """The records folder of a state location."""
+    if isinstance(state, StorageTarget):  # already the records folder
+        return state
     target = getattr(state, "target", None)
     if isinstance(target, StorageTarget):  # a SalvoStorage block: its root is the records folder
         return target
