@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -55,10 +56,15 @@ def test_a_flow_given_some_fields_keeps_them_and_takes_the_pipelines_defaults_fo
     assert RunOptions.of("netcdf-extract", None) == RunOptions.for_pipeline("netcdf-extract") == RunOptions()
 
 
-def _args(*argv: str):  # noqa: ANN202
+@functools.cache
+def _parser():  # noqa: ANN202
     from cli.main import build_parser
 
-    return build_parser().parse_args(list(argv))
+    return build_parser()
+
+
+def _args(*argv: str):  # noqa: ANN202
+    return _parser().parse_args(list(argv))
 
 
 EXTRACT = ("extract", "--directory", ".")
