@@ -216,6 +216,11 @@ def test_the_next_command_marks_a_killed_commands_run_crashed(tmp_path: Path, pr
     run = _read_run(prefect_api, killed[0]["id"])
     assert run["state"]["type"] == "CRASHED", run["state"]
     assert "driver" in run["state"]["message"]
+    # The driver tag is on the flow run only: a task run with a tag costs an API call for Prefect's
+    # tag concurrency slots, one per item.
+    tasks = lambda: _post(f"{prefect_api}/task_runs/filter", {"flow_runs": {"id": {"any_": [killed[0]["id"]]}}})  # noqa: E731
+    assert wait_until(lambda: tasks(), timeout=60), "the killed run's task run was never recorded"
+    assert all(not tr["tags"] for tr in tasks()), [tr["tags"] for tr in tasks()]
 
 
 def test_an_unreachable_prefect_api_is_one_line_and_exit_1(tmp_path: Path) -> None:
