@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from prefect import task
@@ -28,7 +29,20 @@ def prepare_recovery(mask: str, output: str, work_dir: str | None) -> RecoveryLa
     """Check the inputs, name the folders and keep the user's original run-mask."""
     layout = plan_layout(mask, output=output, work=work_dir)
     keep_original_mask(layout)
+    _put_back_an_interrupted_round(layout)
     return layout
+
+
+def _put_back_an_interrupted_round(layout: RecoveryLayout) -> None:
+    """A recovery whose driver was killed during round k's re-run or merge left the output folder
+    partial or empty, its outputs in round k's backup: put them back (and set that round's folder
+    aside), so that the next recovery re-runs only the failed cells, never the finished ones."""
+    k = layout.next_round() - 1
+    rd = layout.round_dir(k)
+    if k < 1 or not (rd / "salvaged").is_dir() or ((rd / "rerun").is_dir() and has_status(layout.output)):
+        return
+    replace_contents(layout.output, source=rd / "salvaged")
+    rd.rename(rd.with_name(f"{rd.name}.interrupted-{uuid.uuid4().hex[:6]}"))
 
 
 @task(**_PLAIN)
