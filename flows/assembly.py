@@ -39,7 +39,7 @@ def _lost(message: str) -> Any:
     return Failed(message=message, data=StorageLost(message))
 
 
-@flow(name=RUN, flow_run_name=run_namer(RUN, "experiment"), log_prints=True)
+@flow(name=RUN, flow_run_name=run_namer(RUN), log_prints=True)
 def assembly_run(
     experiment: str = "parameter-distortion",
     exp_number: str | None = None,
@@ -99,7 +99,7 @@ def assembly_run(
     return batch_state(doc)
 
 
-@flow(name=REASSEMBLE, flow_run_name=run_namer(REASSEMBLE, "result_name"), log_prints=True)
+@flow(name=REASSEMBLE, flow_run_name=run_namer(REASSEMBLE), log_prints=True)
 def assembly_reassemble(
     result_name: str,
     experiment: str | None = None,

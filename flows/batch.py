@@ -21,6 +21,7 @@ from salvo.fingerprint import item_key
 from salvo.items import Item, Worker
 from salvo.outcome import ItemResult, Status
 from salvo.html_report import warm_up
+from salvo.runnames import run_name
 from salvo.report import Summary, summarize, summary_markdown, table_rows, write_reports
 from salvo.options import RunOptions
 from salvo.runner import request_stop, stop_requested
@@ -272,16 +273,17 @@ def batch_state(doc: dict[str, Any]) -> State:
     return Failed(message=str(exc), data=exc)
 
 
-def run_namer(pipeline: str, *params: str) -> Callable[[], str]:
-    """A flow_run_name function: the pipeline, the first given parameter's last path part, the time."""
+def run_namer(pipeline: str) -> Callable[[], str]:
+    """A flow_run_name function: ``PIPELINE-INPUT-TIME`` (:func:`salvo.runnames.run_name`, the same
+    name the local server gives the run while it waits), with relative inputs made absolute."""
 
     def name() -> str:
+        import datetime as dt
+
         from prefect.runtime import flow_run
 
-        values = [flow_run.parameters.get(p) for p in params]
-        where = next((str(v) for v in values if v), "")
-        label = os.path.basename(os.path.normpath(os.path.abspath(where))) if where else ""
-        return "-".join(x for x in (pipeline, label, time.strftime("%Y%m%d-%H%M%S")) if x)
+        given = {k: (os.path.abspath(v) if isinstance(v, str) and v else v) for k, v in flow_run.parameters.items()}
+        return run_name(pipeline, given, dt.datetime.now().astimezone())
 
     return name
 

@@ -14,7 +14,7 @@ from tasks.jobs import prepare_jobs, report_jobs
 PIPELINE = "job-batch"
 
 
-@flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE, "output_dir"), log_prints=True)
+@flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE), log_prints=True)
 def job_batch(
     naf: list[str],
     input: str,

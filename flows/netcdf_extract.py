@@ -21,7 +21,7 @@ from tasks.records import record_store, write_record
 PIPELINE = "netcdf-extract"
 
 
-@flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE, "directory"), log_prints=True)
+@flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE), log_prints=True)
 def netcdf_extract(
     directory: str = ".",
     pattern: str = "*.nc",

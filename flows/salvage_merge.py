@@ -53,7 +53,7 @@ def merge(layout: RecoveryLayout, k: int) -> dict[str, Any]:
     return merge_round(layout, k)
 
 
-@flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE, "output"))
+@flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE))
 def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "output", max_rounds: int = 3,
                   work_dir: str | None = None, full_copy: bool = False, run: RunOptions | None = None) -> dict[str, Any]:
     """Recover a gridded run: re-run failed cells until none is left or ``max_rounds`` re-runs were made.

@@ -14,7 +14,7 @@ from salvo.subjects.plan import build_items, build_worker, check_run_settings
 from tasks.subjects import PIPELINE, plan_subject_batch, publish_subject_summary, run_state, write_subject_reports
 
 
-@flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE, "manifest", "bids_dir"))
+@flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE))
 def subject_batch(
     out: str,
     manifest: str | None = None,

@@ -125,11 +125,11 @@ def _batch_with_a_killed_worker(cluster: Cluster, child_env: dict[str, str], tmp
     proc = subprocess.Popen(argv, env={**child_env, "SALVO_LEASE_S": LEASE_S}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
-        assert wait_until(lambda: any(d["item"] == SLOW for d in _marks(marks)), timeout=180, interval=0.2), "the slow item never started"
+        assert wait_until(lambda: any(d["item"] == SLOW for d in _marks(marks)), timeout=600, interval=0.2), "the slow item never started"
         (first,) = [d for d in _marks(marks) if d["item"] == SLOW]
         victim = _worker_of(first, cluster)
         os.kill(victim, signal.SIGKILL)
-        out_text, err = proc.communicate(timeout=240)
+        out_text, err = proc.communicate(timeout=900)  # generous: a busy 2-core machine runs this many times slower
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

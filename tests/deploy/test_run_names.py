@@ -66,3 +66,21 @@ def test_the_local_server_names_a_scheduled_salvo_run_before_it_starts(local_ser
     assert wait_until(lambda: name(ours["id"]).startswith("netcdf-extract-netcdf-"), timeout=60, interval=0.5), name(ours["id"])
     assert name(ours["id"]).endswith(when.astimezone().strftime("%Y%m%d-%H%M%S"))  # named after when it will run
     assert name(other["id"]) == "crimson-otter"  # not a Salvo run: left alone
+
+
+@pytest.mark.pure
+def test_every_pipeline_flow_is_named_from_parameters_it_has() -> None:
+    """The flows and the server-side naming share NAME_PARAMS: each names a flow and its real parameters."""
+    import inspect
+
+    from flows.assembly import assembly_reassemble, assembly_run
+    from flows.job_batch import job_batch
+    from flows.netcdf_extract import netcdf_extract
+    from flows.salvage_merge import salvage_merge
+    from flows.subject_batch import subject_batch
+    from salvo.runnames import NAME_PARAMS
+
+    flows = {f.name: f for f in (assembly_reassemble, assembly_run, job_batch, netcdf_extract, salvage_merge, subject_batch)}
+    assert set(flows) == set(NAME_PARAMS)
+    for name, params in NAME_PARAMS.items():
+        assert set(params) <= set(inspect.signature(flows[name].fn).parameters), name
