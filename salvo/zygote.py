@@ -2,7 +2,9 @@
 
 Run as ``python -m salvo.zygote``; it speaks newline-delimited JSON on stdin/stdout (see
 ``salvo.runner``). Modules imported here once are inherited by every forked child, so an item
-does not pay for interpreter start-up and imports. The zygote enforces the item's timeout by
+does not pay for interpreter start-up and imports. A worker's ``preload`` names modules to import
+here first; an entry ``"pkg.module:function"`` is imported and called once per zygote (a warm-up,
+for example one throwaway matplotlib drawing, whose caches every forked item then inherits). The zygote enforces the item's timeout by
 killing the child's whole process tree (SIGTERM, then SIGKILL), and kills it as well when its
 own stdin closes, which is what happens when the orchestrating process dies for any reason.
 
@@ -235,6 +237,10 @@ def _supervise(pid: int, timeout: float | None, grace: float) -> dict[str, Any]:
     }
 
 
+#: ``"pkg.module:function"`` preload entries already called in this zygote.
+_warmed: set[str] = set()
+
+
 def serve() -> None:
     """Read requests from stdin, one at a time, until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
@@ -251,8 +257,15 @@ def serve() -> None:
         for path in req.get("sys_path", []):
             if path not in sys.path:
                 sys.path.append(path)
-        for module in req.get("preload", []):
-            importlib.import_module(module)
+        for entry in req.get("preload", []):
+            if ":" not in entry:
+                importlib.import_module(entry)
+            elif entry not in _warmed:  # "pkg.module:function": called once here, so every fork starts warm
+                _warmed.add(entry)
+                try:
+                    _resolve(entry)()
+                except Exception as exc:  # a warm-up is an optimisation: the items still run
+                    print(f"zygote: warm-up {entry} failed: {exc}", file=sys.stderr)
         if req["kind"] == "python":
             try:
                 _resolve(req["target"])  # import once here, so that every fork is warm

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -142,3 +144,23 @@ def test_render_command_is_argv_not_shell() -> None:
         render_command("tool {nope}", {})
     with pytest.raises(UsageError, match="bad placeholder"):
         render_command("tool {input.__class__}", {"input": "x"})
+
+
+def warm_once() -> None:
+    """A preload warm-up: notes the process it runs in."""
+    with open(os.environ["SALVO_TEST_WARM_FILE"], "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+
+
+def test_a_preload_function_runs_once_in_the_zygote_not_per_item(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    warm, parents = tmp_path / "warm", tmp_path / "parents"
+    monkeypatch.setenv("SALVO_TEST_WARM_FILE", str(warm))
+    worker = Worker("command", f"sh -c 'echo $PPID >> {parents}'", preload=("tests.spine.test_runner:warm_once",))
+    results: list = []
+    # A new thread gets a zygote of its own, started with this environment.
+    t = threading.Thread(target=lambda: results.extend(run_item(Item(f"i{i}"), worker) for i in range(3)))
+    t.start()
+    t.join(300)
+    assert [r.status for r in results] == [Status.SUCCESS] * 3, [r.reason for r in results]
+    zygote = set(parents.read_text().split())  # every item is a child of its zygote
+    assert len(zygote) == 1 and warm.read_text().split() == list(zygote)
