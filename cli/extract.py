@@ -110,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _already_done(**where: Any) -> dict[str, Any] | None:
-    from flows.netcdf_extract import already_done
+    from flows.extract_settled import already_done  # no Prefect import: a finished batch needs no API
 
     return already_done(**where)
 

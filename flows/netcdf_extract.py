@@ -9,16 +9,15 @@ from typing import Any
 
 from prefect import flow
 
-from flows.batch import BatchOptions, BatchOutcome, finish_batch, run_batch, run_namer, split_finished, tag_current_run
-from salvo.extract import STATE_DIR, Plan, extract_worker, has_existing_output, plan_batch, remember_resume_lists, report_dir, write_resume_file
+from flows.batch import BatchOptions, BatchOutcome, finish_batch, run_batch, run_namer, tag_current_run
+from flows.extract_settled import PIPELINE, TITLE, already_done, plan_for  # noqa: F401 - already_done re-exported
+from salvo.extract import Plan, has_existing_output, remember_resume_lists, report_dir, write_resume_file
 from salvo.fingerprint import item_key
 from salvo.items import Worker
 from salvo.options import RunOptions
 from salvo.outcome import ItemResult, Status
-from salvo.report import summarize
 from tasks.records import record_store, write_record
 
-PIPELINE = "netcdf-extract"
 
 
 @flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE), log_prints=True)
@@ -43,7 +42,7 @@ def netcdf_extract(
     """
     tag_current_run(PIPELINE)
     run = RunOptions.of(PIPELINE, run)
-    plan, worker, options = _plan(directory, pattern, output_dir, recursive, worker_command, state, dpi, resume and not run.force)
+    plan, worker, options = plan_for(directory, pattern, output_dir, recursive, worker_command, state, dpi, resume and not run.force)
     options = dataclasses.replace(options, run=run)
     settled = list(plan.settled)
     _record_imported(plan, worker, options, report_dir(directory, output_dir))
@@ -52,16 +51,7 @@ def netcdf_extract(
                 if skip_existing and it.id not in done and has_existing_output(it)]
     options.on_result = _ResumeSaver(report_dir(directory, output_dir), [it.id for it in plan.items])
     outcome = run_batch(plan.items, worker, pipeline=PIPELINE, options=options, settled=settled)
-    return _finish(outcome, report_dir(directory, output_dir), fail_on_error=fail_on_error, as_state=True)
-
-
-def _plan(directory: str, pattern: str, output_dir: str | None, recursive: bool, worker_command: str | None, state: str | None,
-          dpi: int | None = None, resume: bool = False) -> tuple[Plan, Worker, BatchOptions]:
-    root = report_dir(directory, output_dir)
-    worker_command = worker_command or None  # a deployment's empty parameter means the built-in plotter
-    plan = plan_batch(directory, pattern=pattern, output_dir=output_dir, recursive=recursive, worker_command=worker_command,
-                      state=state, dpi=dpi, resume=resume)
-    return plan, extract_worker(worker_command), BatchOptions(state=state or str(root / STATE_DIR), settings={"pipeline": PIPELINE})
+    return _finish(outcome, report_dir(directory, output_dir), fail_on_error=fail_on_error)
 
 
 def _record_imported(plan: Plan, worker: Worker, options: BatchOptions, root: Path) -> None:
@@ -78,41 +68,24 @@ def _record_imported(plan: Plan, worker: Worker, options: BatchOptions, root: Pa
 
 
 class _ResumeSaver:
-    """Rewrites batch_resume.txt every `EVERY` finished items, as the seed did, so that it is there
-    after a crash or Ctrl-C; passes every result on to the command line's progress display."""
+    """Rewrites batch_resume.txt as files finish, as the seed did every 5 files, so that it is there
+    after a crash or Ctrl-C: every `EVERY` finished files, but not more often than every `MIN_S`
+    seconds (a rewrite is the whole file: once per 5 of 10,000 tiny items made it quadratic)."""
 
-    EVERY = 5
+    EVERY, MIN_S = 5, 1.0
 
     def __init__(self, root: Path, order: list[str]) -> None:
-        self.root, self.order, self.done, self.seen = root, order, set(), 0
+        self.root, self.order, self.done, self.unsaved, self.last = root, order, set(), 0, 0.0
 
     def __call__(self, result: ItemResult) -> None:
-        self.seen += 1
+        self.unsaved += 1
         if result.status.ok:
             self.done.add(result.item_id)
-        if self.seen % self.EVERY == 0:
+        if self.unsaved >= self.EVERY and time.monotonic() - self.last >= self.MIN_S:
             write_resume_file(self.root, [i for i in self.order if i in self.done])
+            self.unsaved, self.last = 0, time.monotonic()
 
 
-def _finish(outcome: BatchOutcome, root: Path, *, fail_on_error: bool, artifacts: bool = True, as_state: bool = False) -> Any:
+def _finish(outcome: BatchOutcome, root: Path, *, fail_on_error: bool) -> Any:
     resume = write_resume_file(root, [r.item_id for r in outcome.results if r.status.ok])
-    return finish_batch(outcome, pipeline=PIPELINE, report_dir=root, title="NetCDF batch extraction summary", extra_reports={"resume": str(resume)}, fail_on_error=fail_on_error, artifacts=artifacts, as_state=as_state)
-
-
-def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,
-                 worker_command: str | None = None, state: str | None = None, dpi: int | None = None) -> dict[str, Any] | None:
-    """The batch's reports if an earlier run finished every item, else None; no flow run needed.
-
-    The command line uses this to answer a fully resumed batch without starting Prefect's API.
-    """
-    t0 = time.monotonic()
-    plan, worker, options = _plan(directory, pattern, output_dir, recursive, worker_command, state, dpi)
-    if plan.settled or not plan.items:  # an unreadable input is an error to report: that needs a run
-        return None
-    finished, pending = split_finished(plan.items, worker, options=options)
-    if pending:
-        return None
-    results = [finished[it.id] for it in plan.items]
-    summary = summarize(results, pipeline=PIPELINE, wall_time_s=time.monotonic() - t0)
-    return _finish(BatchOutcome(results, summary), report_dir(directory, output_dir), fail_on_error=False, artifacts=False)
-
+    return finish_batch(outcome, pipeline=PIPELINE, report_dir=root, title=TITLE, extra_reports={"resume": str(resume)}, fail_on_error=fail_on_error, as_state=True)

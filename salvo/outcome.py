@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import signal as _signal
@@ -71,8 +72,12 @@ class ItemResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        d = dataclasses.asdict(self)
+        # Not dataclasses.asdict: it deep-copies every field (a third of a 2,500-item resumed run's
+        # reporting); only `metrics` may nest.
+        d = {f.name: getattr(self, f.name) for f in _FIELDS}
         d["status"] = self.status.value
+        d["outputs"] = list(self.outputs)
+        d["metrics"] = copy.deepcopy(self.metrics) if self.metrics else {}
         return d
 
     @classmethod
@@ -82,6 +87,9 @@ class ItemResult:
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["status"] = Status(kwargs["status"])
         return cls(**kwargs)
+
+
+_FIELDS = dataclasses.fields(ItemResult)
 
 
 def signal_name(signum: int) -> str:

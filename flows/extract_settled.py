@@ -1,0 +1,49 @@
+"""netcdf-extract's planning and its fully resumed answer, without Prefect (see ``flows.settled``).
+
+``salvo extract`` on a folder whose every file an earlier run finished answers from the records
+here, with no flow run and no ``import prefect``; the flow (``flows.netcdf_extract``) plans
+with the same function.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flows.settled import BatchOptions, BatchOutcome, batch_document, split_finished
+from salvo.extract import STATE_DIR, Plan, extract_worker, plan_batch, report_dir, write_resume_file
+from salvo.items import Worker
+from salvo.report import summarize
+
+PIPELINE = "netcdf-extract"
+TITLE = "NetCDF batch extraction summary"
+
+
+def plan_for(directory: str, pattern: str, output_dir: str | None, recursive: bool, worker_command: str | None, state: str | None,
+          dpi: int | None = None, resume: bool = False) -> tuple[Plan, Worker, BatchOptions]:
+    root = report_dir(directory, output_dir)
+    worker_command = worker_command or None  # a deployment's empty parameter means the built-in plotter
+    planned = plan_batch(directory, pattern=pattern, output_dir=output_dir, recursive=recursive, worker_command=worker_command,
+                      state=state, dpi=dpi, resume=resume)
+    return planned, extract_worker(worker_command), BatchOptions(state=state or str(root / STATE_DIR), settings={"pipeline": PIPELINE})
+
+
+def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,
+                 worker_command: str | None = None, state: str | None = None, dpi: int | None = None) -> dict[str, Any] | None:
+    """The batch's reports if an earlier run finished every item, else None; no flow run needed.
+
+    The command line uses this to answer a fully resumed batch without starting Prefect's API.
+    """
+    t0 = time.monotonic()
+    plan, worker, options = plan_for(directory, pattern, output_dir, recursive, worker_command, state, dpi)
+    if plan.settled or not plan.items:  # an unreadable input is an error to report: that needs a run
+        return None
+    finished, pending = split_finished(plan.items, worker, options=options)
+    if pending:
+        return None
+    results = [finished[it.id] for it in plan.items]
+    summary = summarize(results, pipeline=PIPELINE, wall_time_s=time.monotonic() - t0)
+    root = report_dir(directory, output_dir)
+    resume = write_resume_file(root, [r.item_id for r in results if r.status.ok])
+    return batch_document(BatchOutcome(results, summary), report_dir=root, title=TITLE, extra_reports={"resume": str(resume)})
+
