@@ -33,6 +33,8 @@ from salvo.runner import run_item, stop_requested, wait_unless_stopped
 #: Most items one task carries on a Dask cluster: enough to amortise ~86 ms of Dask submission,
 #: few enough to balance. Local runs carry one item per task (about 5 ms each on threads).
 MAX_ITEMS_PER_TASK = 20
+#: A local batch of up to this many items per worker runs one item per task run; a larger one groups them.
+LOCAL_TASKS_PER_WORKER = 8
 
 T = TypeVar("T")
 
@@ -172,18 +174,20 @@ def workers(options: RunOptions) -> int:
 def chunk_size(n_pending: int, options: RunOptions) -> int:
     """Items one task carries.
 
-    One per task locally, so that each item is its own task run (its own state in the UI); on a
-    Dask cluster, enough to amortise Dask's submission cost, at most :data:`MAX_ITEMS_PER_TASK`,
-    and about four tasks per worker. ``fail_fast`` always gives 1, so that nothing queued runs
-    after a failure. An explicit ``items_per_task`` wins otherwise.
+    Locally, one per task while the batch is small (up to :data:`LOCAL_TASKS_PER_WORKER` tasks a
+    worker), so that each item is its own task run; a larger batch groups items, at most
+    :data:`MAX_ITEMS_PER_TASK` a task, because a task run costs Prefect about 90 ms of CPU (client
+    and server) against a few ms for a tiny item (benchmarks/PROFILE.md); a failed item still gets
+    a failed task run of its own (``tasks.items.item_outcome``). On a Dask cluster, enough to
+    amortise Dask's submission cost: about four tasks per worker. ``fail_fast`` always gives 1, so
+    that nothing queued runs after a failure. An explicit ``items_per_task`` wins otherwise.
     """
     if options.fail_fast:
         return 1
     if options.items_per_task:
         return max(1, options.items_per_task)
-    if not options.dask_address:
-        return 1
-    return max(1, min(MAX_ITEMS_PER_TASK, math.ceil(n_pending / (4 * workers(options)))))
+    per_worker = 4 if options.dask_address else LOCAL_TASKS_PER_WORKER
+    return max(1, min(MAX_ITEMS_PER_TASK, math.ceil(n_pending / (per_worker * workers(options)))))
 
 
 def chunks(seq: Sequence[T], size: int) -> list[list[T]]:

@@ -101,9 +101,11 @@ def run_items(
     ``run`` is the batch's run settings as the flow was given them (timeout, retries, force).
 
     Each item is retried on its own, by the rules of :mod:`salvo.batchcore` (Prefect's task
-    retries would run every item of the task again). The task run ends Completed when every item
-    is done, and Failed, named after its item, when one failed: a failed item is a red task run in
-    the UI. Either way the state's data is the list of results.
+    retries would run every item of the task again). A task of one item ends Completed, or Failed
+    with the item's outcome. A task of several (large local batches group successful items, see
+    :func:`salvo.batchcore.chunk_size`) ends Completed, and each of its failed items gets a failed
+    task run of its own (:func:`item_outcome`): the UI's red task runs are exactly the failed
+    items. Either way the state's data is the list of results.
     """
     logger = get_run_logger()
 
@@ -119,9 +121,23 @@ def run_items(
             tail = f"\n{r.stderr_tail}" if r.stderr_tail else ""
             logger.error("%s: %s: %s%s", r.item_id, r.status.value, r.reason, tail)
     message = failure_message(results)
-    if message:
-        if len(results) == 1:
-            r = results[0]
-            message = f"{r.item_id}: {r.status.value}: {r.reason}"[:500]
-        return Failed(message=message, data=results)
-    return Completed(data=results)
+    if not message:
+        return Completed(data=results)
+    if len(results) == 1:
+        r = results[0]
+        return Failed(message=f"{r.item_id}: {r.status.value}: {r.reason}"[:500], data=results)
+    for r in results:  # each failed item of a grouped task: a red task run of its own, named after it
+        if r.status.failed:
+            item_outcome(r, return_state=True)
+    return Completed(message=f"{message} (each is a failed task run of its own)"[:500], data=results)
+
+
+def _outcome_name(parameters: dict[str, Any]) -> str:
+    return parameters["result"].item_id
+
+
+@task(task_run_name=_outcome_name, cache_policy=NONE, persist_result=False, retries=0)
+def item_outcome(result: ItemResult) -> State:
+    """The outcome of a failed item that ran inside a task carrying several: it runs nothing, it
+    shows the item as a failed task run of its own (its reason in the state's message)."""
+    return Failed(message=f"{result.item_id}: {result.status.value}: {result.reason}"[:500], data=[result])

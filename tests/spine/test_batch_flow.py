@@ -15,7 +15,7 @@ from prefect.logging.handlers import APILogHandler
 from flows.batch import BatchFailed, BatchOptions, batch_state, finish_batch, run_batch
 from salvo.items import Item, Worker
 from salvo.options import RunOptions
-from tests.helpers import markers
+from tests.helpers import markers, wait_until
 
 COUNTED = Worker("python", "tests.spine.workers:counted")
 
@@ -87,12 +87,32 @@ def test_resumed_items_are_counted_not_run_and_the_direct_call_raises_batch_fail
     assert {n: len(markers(tmp_path / "calls", n)) for n in spec} == {"ok": 1, "bad": 2}
 
 
-def test_chunked_tasks_fail_when_one_of_their_items_failed(tmp_path: Path) -> None:
+def test_a_failed_item_of_a_grouped_task_is_a_failed_task_run_of_its_own(tmp_path: Path) -> None:
     spec = {"a": "write_output", "b": "fail", "c": "write_output", "d": "write_output"}
     state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), run=_run(retries=1, items_per_task=2), return_state=True)
+    assert state.is_failed() and state.message == "1 of 4 items failed: b"
     _, tasks, _ = asyncio.run(_read(state.state_details.flow_run_id))
-    assert {t.name: t.state.type.value for t in tasks} == {"a (+1 more)": "FAILED", "c (+1 more)": "COMPLETED"}
+    # The red task runs are exactly the failed items; the groups that carried them are green.
+    assert {t.name: t.state.type.value for t in tasks} == {"a (+1 more)": "COMPLETED", "b": "FAILED", "c (+1 more)": "COMPLETED"}
+    (b,) = [t for t in tasks if t.name == "b"]
+    assert b.state.message.startswith("b: error:")
     assert {n: len(markers(tmp_path / "calls", n)) for n in spec} == {"a": 1, "b": 2, "c": 1, "d": 1}
+
+
+def test_a_large_local_batch_groups_items_and_every_failed_item_is_its_own_task_run(tmp_path: Path) -> None:
+    spec = {f"i{n:02d}": ("fail" if n in (7, 30) else "write_output") for n in range(40)}
+    state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), run=_run(retries=0), return_state=True)
+    assert state.is_failed() and state.message == "2 of 40 items failed: i07, i30"
+    # Task runs reach the API as events, a moment after the flow returns: 14 groups and 2 failed items.
+    seen: list[Any] = []
+    wait_until(lambda: len(seen.__setitem__(slice(None), asyncio.run(_read(state.state_details.flow_run_id))[1]) or seen) >= 16, timeout=60, interval=0.5)
+    tasks = seen
+    groups = [t for t in tasks if t.name not in ("i07", "i30")]
+    assert len(groups) == 14 and all(t.state.is_completed() for t in groups)  # 40 items, 3 a task (about eight tasks per worker)
+    assert sum(1 for t in groups if t.name.endswith("(+2 more)")) == 13
+    assert sorted(t.name for t in tasks if not t.state.is_completed()) == ["i07", "i30"]
+    assert all(t.state.is_failed() for t in tasks if t.name in ("i07", "i30"))
+    assert all(len(markers(tmp_path / "calls", n)) == 1 for n in spec)
 
 
 def test_a_clean_batch_completes_with_its_document(tmp_path: Path) -> None:

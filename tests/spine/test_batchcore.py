@@ -193,7 +193,10 @@ def test_retry_delays_repeat_the_last(delays: tuple, attempt: int, expected: flo
 @pytest.mark.parametrize(
     ("n", "kw", "size"),
     [
-        (2000, {"workers": 2}, 1),  # local: one item per task run
+        (16, {"workers": 2}, 1),  # a small local batch: one item per task run
+        (17, {"workers": 2}, 2),  # larger: grouped, about eight tasks per worker
+        (2000, {"workers": 2}, 20),  # at most 20 a task
+        (2000, {"workers": 2, "fail_fast": True}, 1),
         (2000, {"workers": 2, "dask_address": "tcp://h:1"}, 20),  # Dask: amortise submission, at most 20
         (40, {"workers": 2, "dask_address": "tcp://h:1"}, 5),  # about four tasks per worker
         (3, {"workers": 8, "dask_address": "tcp://h:1"}, 1),
