@@ -217,10 +217,13 @@ def test_the_next_command_marks_a_killed_commands_run_crashed(tmp_path: Path, pr
     assert run["state"]["type"] == "CRASHED", run["state"]
     assert "driver" in run["state"]["message"]
     # The driver tag is on the flow run only: a task run with a tag costs an API call for Prefect's
-    # tag concurrency slots, one per item.
-    tasks = lambda: _post(f"{prefect_api}/task_runs/filter", {"flow_runs": {"id": {"any_": [killed[0]["id"]]}}})  # noqa: E731
-    assert wait_until(lambda: tasks(), timeout=60), "the killed run's task run was never recorded"
-    assert all(not tr["tags"] for tr in tasks()), [tr["tags"] for tr in tasks()]
+    # tag concurrency slots, one per item. (The next command's run: it ended normally, so its task
+    # runs have reached the API; the killed one's may not have.)
+    nxt_run = _post(f"{prefect_api}/flow_runs/filter", {"flow_runs": {"name": {"like_": "-next-"}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1})
+    assert nxt_run and any(t.startswith("salvo-driver:") for t in nxt_run[0]["tags"]), nxt_run  # type: ignore[index, arg-type]
+    tasks = lambda: _post(f"{prefect_api}/task_runs/filter", {"flow_runs": {"id": {"any_": [nxt_run[0]["id"]]}}})  # type: ignore[index]  # noqa: E731
+    assert wait_until(lambda: tasks(), timeout=60), "the next command's task run was never recorded"
+    assert all(not tr["tags"] for tr in tasks()), [tr["tags"] for tr in tasks()]  # type: ignore[union-attr]
 
 
 def test_an_unreachable_prefect_api_is_one_line_and_exit_1(tmp_path: Path) -> None:
