@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 ## make test: the whole suite (real Prefect API, real S3 endpoint, real Dask processes).
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 ## A real headless browser for the report checks (Debian's chromium; installed once, as root in CI).
 browser:
