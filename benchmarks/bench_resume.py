@@ -33,8 +33,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def build(root: Path, n: int) -> dict[str, str]:
     """Inputs, outputs and records of a finished batch of ``n`` items; return the CLI's paths."""
-    from flows.batch import split_finished
-    from flows.netcdf_extract import _plan
+    from flows.extract_settled import plan_for as _plan
+    from flows.settled import split_finished
     from salvo.index import flush_all
     from salvo.outcome import ItemResult, Status
     from tasks.records import item_lock, record_store, write_record
@@ -61,8 +61,8 @@ def build(root: Path, n: int) -> dict[str, str]:
 
 IN_PROCESS = (
     "import sys, time, json\n"
-    "from flows.batch import split_finished\n"
-    "from flows.netcdf_extract import _plan, already_done\n"
+    "from flows.settled import split_finished\n"
+    "from flows.extract_settled import plan_for as _plan, already_done\n"
     "plan, worker, options = _plan(sys.argv[1], '*.nc', sys.argv[2], False, sys.argv[4], sys.argv[3])\n"
     "t = time.perf_counter()\n"
     "finished, pending = split_finished(plan.items, worker, options=options)\n"

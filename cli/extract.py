@@ -88,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
         return _dry_run(args, plan)
     where = dict(directory=args.directory, pattern=args.pattern, output_dir=args.output_dir, recursive=args.recursive,
                  worker_command=args.worker_command, state=args.state, dpi=checked["dpi"])
-    done = None if args.force else _already_done(**where)
+    done = None if args.force else _already_done(**where, planned=None if args.resume else plan)
     if done is not None:
         # Every file was finished by earlier runs: answer from their records, with no flow run.
         done["message"] = f"All {done['summary']['total']} files were finished by earlier runs; nothing to run."

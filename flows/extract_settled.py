@@ -21,21 +21,29 @@ TITLE = "NetCDF batch extraction summary"
 
 def plan_for(directory: str, pattern: str, output_dir: str | None, recursive: bool, worker_command: str | None, state: str | None,
           dpi: int | None = None, resume: bool = False) -> tuple[Plan, Worker, BatchOptions]:
-    root = report_dir(directory, output_dir)
     worker_command = worker_command or None  # a deployment's empty parameter means the built-in plotter
     planned = plan_batch(directory, pattern=pattern, output_dir=output_dir, recursive=recursive, worker_command=worker_command,
                       state=state, dpi=dpi, resume=resume)
-    return planned, extract_worker(worker_command), BatchOptions(state=state or str(root / STATE_DIR), settings={"pipeline": PIPELINE})
+    return planned, extract_worker(worker_command), _options(directory, output_dir, state)
+
+
+def _options(directory: str, output_dir: str | None, state: str | None) -> BatchOptions:
+    return BatchOptions(state=state or str(report_dir(directory, output_dir) / STATE_DIR), settings={"pipeline": PIPELINE})
 
 
 def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,
-                 worker_command: str | None = None, state: str | None = None, dpi: int | None = None) -> dict[str, Any] | None:
+                 worker_command: str | None = None, state: str | None = None, dpi: int | None = None,
+                 planned: Plan | None = None) -> dict[str, Any] | None:
     """The batch's reports if an earlier run finished every item, else None; no flow run needed.
 
-    The command line uses this to answer a fully resumed batch without starting Prefect's API.
+    The command line uses this to answer a fully resumed batch without starting Prefect's API;
+    ``planned`` is its own ``plan_batch`` of the same arguments (without ``resume``), not made twice.
     """
     t0 = time.monotonic()
-    plan, worker, options = plan_for(directory, pattern, output_dir, recursive, worker_command, state, dpi)
+    if planned is None:
+        plan, worker, options = plan_for(directory, pattern, output_dir, recursive, worker_command, state, dpi)
+    else:
+        plan, worker, options = planned, extract_worker(worker_command or None), _options(directory, output_dir, state)
     if plan.settled or not plan.items:  # an unreadable input is an error to report: that needs a run
         return None
     finished, pending = split_finished(plan.items, worker, options=options)

@@ -1,0 +1,44 @@
+"""The one up-front layout check every command uses (salvo.validate.check_layout), directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from salvo.errors import UsageError
+from salvo.validate import check_layout
+
+pytestmark = pytest.mark.pure
+
+
+def test_separate_outputs_beside_the_inputs_pass(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    check_layout({f"f{i}": tmp_path / "out" / f"f{i}" for i in range(1000)}, inputs=[tmp_path / "in"], reserved=[tmp_path / "out" / ".salvo"])
+
+
+@pytest.mark.parametrize(("outputs", "inputs", "reserved", "says"), [
+    ({"a": "out/a", "b": "out/a"}, [], [], "would write the same output"),
+    ({"a": "out/a", "b": "out/a/b"}, [], [], "is inside the output of a"),
+    ({"a": "in"}, ["in"], [], "is the input"),
+    ({"a": "in/sub"}, ["in"], [], "is inside the input"),
+    ({"a": "."}, ["in"], [], "contains the input"),
+    ({"a": "out/logs"}, [], ["out/logs"], "is the folder Salvo uses"),
+])
+def test_overlapping_layouts_are_refused_naming_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outputs: dict, inputs: list,
+                                                      reserved: list, says: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    with pytest.raises(UsageError, match=says):
+        check_layout(outputs, inputs=inputs, reserved=reserved)
+
+
+def test_links_are_followed_for_the_folder_and_for_the_output_itself(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "in")  # a folder that is the input under another name
+    with pytest.raises(UsageError, match="is inside the input"):
+        check_layout({"a": tmp_path / "alias" / "a", "b": tmp_path / "out" / "b"}, inputs=[tmp_path / "in"])
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "c").symlink_to(tmp_path / "in")  # an output folder that is a link to the input
+    with pytest.raises(UsageError, match="is the input"):
+        check_layout({"b": tmp_path / "out" / "b", "c": tmp_path / "out" / "c"}, inputs=[tmp_path / "in"])
