@@ -325,8 +325,7 @@ def run_flow(flow: Any, *, progress: Progress | None = None, **params: Any) -> d
 
 def print_json(doc: Any) -> None:
     """The whole stdout of a --json run."""
-    json.dump(doc, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")  # one write, not one per token
     sys.stdout.flush()
 
 
