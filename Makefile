@@ -20,9 +20,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	PREFECT_HOME=$(CURDIR)/.prefect $(VENV)/bin/salvo demo --root demo
 
-## make test: the whole suite (real Prefect API, real S3 endpoint, real Dask processes).
+## make test: the whole suite (real Prefect API, real S3 endpoint, real Dask processes), on two pytest
+## workers (each starts its own servers; a test file stays on one worker), as most tests wait on processes.
 test: $(STAMP) browser
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 ## A real headless browser for the report checks (Debian's chromium; installed once, as root in CI).
 browser:

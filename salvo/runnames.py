@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -35,10 +37,17 @@ def run_name(pipeline: str, parameters: dict[str, Any], when: dt.datetime) -> st
 
 
 def _call(api_url: str, path: str, body: dict[str, Any], method: str = "POST", timeout_s: float = 10.0) -> Any:
-    req = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
+    """One API call; a busy server's 503 (its SQLite database locked) is tried again, as Prefect's client does."""
+    for attempt in range(4):
+        req = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                raw = resp.read()
+            return json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 502, 503) or attempt == 3:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
 
 
 def name_new_runs(api_url: str) -> list[str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,10 +37,17 @@ def test_a_run_name_is_pipeline_input_and_time(pipeline: str, params: dict[str, 
 
 
 def _api(url: str, path: str, body: dict[str, Any] | None = None, method: str = "POST") -> Any:
-    req = urllib.request.Request(url + path, data=json.dumps(body or {}).encode(), method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
+    """One API call; a busy server's 503 (SQLite locked) is tried again, as Prefect's own client does."""
+    for attempt in range(8):
+        req = urllib.request.Request(url + path, data=json.dumps(body or {}).encode(), method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                raw = resp.read()
+            return json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 502, 503) or attempt == 7:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
 
 
 @pytest.fixture
