@@ -36,16 +36,16 @@ def run_name(pipeline: str, parameters: dict[str, Any], when: dt.datetime) -> st
     return "-".join(x for x in (pipeline, label, when.astimezone().strftime("%Y%m%d-%H%M%S")) if x)
 
 
-def _call(api_url: str, path: str, body: dict[str, Any], method: str = "POST", timeout_s: float = 10.0) -> Any:
+def api_call(api_url: str, path: str, body: dict[str, Any], method: str = "POST", timeout_s: float = 10.0) -> Any:
     """One API call; a busy server's 503 (its SQLite database locked) is tried again, as Prefect's client does."""
-    for attempt in range(4):
+    for attempt in range(6):
         req = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:
                 raw = resp.read()
             return json.loads(raw) if raw else None
         except urllib.error.HTTPError as exc:
-            if exc.code not in (429, 502, 503) or attempt == 3:
+            if exc.code not in (429, 502, 503) or attempt == 5:
                 raise
             time.sleep(0.5 * 2 ** attempt)
 
@@ -56,7 +56,7 @@ def name_new_runs(api_url: str) -> list[str]:
     A run is Salvo's when it carries the ``salvo`` tag and one pipeline's tag (every deployment
     in ``deployments/prefect.yaml`` does). Returns the names given.
     """
-    runs = _call(api_url, "/flow_runs/filter", {"flow_runs": {"tags": {"all_": ["salvo"]},
+    runs = api_call(api_url, "/flow_runs/filter", {"flow_runs": {"tags": {"all_": ["salvo"]},
                                                                "state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}}, "limit": 200})
     named = []
     for run in runs or []:
@@ -65,6 +65,6 @@ def name_new_runs(api_url: str) -> list[str]:
             continue
         when = dt.datetime.fromisoformat((run.get("expected_start_time") or run["created"]).replace("Z", "+00:00"))
         name = run_name(pipeline, run.get("parameters") or {}, when)
-        _call(api_url, f"/flow_runs/{run['id']}", {"name": name}, method="PATCH")
+        api_call(api_url, f"/flow_runs/{run['id']}", {"name": name}, method="PATCH")
         named.append(name)
     return named

@@ -8,10 +8,6 @@ the local server every `salvo` command shares names them PIPELINE-INPUT-TIME wit
 from __future__ import annotations
 
 import datetime as dt
-import json
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +15,7 @@ from typing import Any
 import pytest
 
 from salvo.procs import ensure_local_server, free_port, stop_local_server
-from salvo.runnames import run_name
+from salvo.runnames import api_call, run_name
 from tests.helpers import wait_until
 
 
@@ -37,17 +33,7 @@ def test_a_run_name_is_pipeline_input_and_time(pipeline: str, params: dict[str, 
 
 
 def _api(url: str, path: str, body: dict[str, Any] | None = None, method: str = "POST") -> Any:
-    """One API call; a busy server's 503 (SQLite locked) is tried again, as Prefect's own client does."""
-    for attempt in range(8):
-        req = urllib.request.Request(url + path, data=json.dumps(body or {}).encode(), method=method, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                raw = resp.read()
-            return json.loads(raw) if raw else None
-        except urllib.error.HTTPError as exc:
-            if exc.code not in (429, 502, 503) or attempt == 7:
-                raise
-            time.sleep(0.5 * 2 ** attempt)
+    return api_call(url, path, body or {}, method=method, timeout_s=30.0)
 
 
 @pytest.fixture
