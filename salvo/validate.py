@@ -172,7 +172,7 @@ def dask_address(text: str, what: str = "--dask-address", *, connect_timeout: fl
     return url
 
 
-def _resolved(p: str | os.PathLike[str], folders: dict[str, str] | None = None) -> Path:
+def resolved(p: str | os.PathLike[str], folders: dict[str, str] | None = None) -> Path:
     """``realpath`` of ``p``; with a ``folders`` cache (one check's), its folder is resolved once for
     all its siblings (10,000 outputs of one folder: one walk of the folder's path, then one
     ``lstat`` each for the name itself)."""
@@ -212,7 +212,7 @@ def check_layout(outputs: Mapping[str, str | os.PathLike[str]], *, inputs: Itera
     left alone.
     """
     folders: dict[str, str] = {}
-    outs = [(name, _resolved(p, folders)) for name, p in outputs.items() if "://" not in os.fspath(p)]
+    outs = [(name, resolved(p, folders)) for name, p in outputs.items() if "://" not in os.fspath(p)]
     seen: dict[str, str] = {}
     for name, out in outs:
         if str(out) in seen:
@@ -230,7 +230,7 @@ def check_layout(outputs: Mapping[str, str | os.PathLike[str]], *, inputs: Itera
         for raw in paths:
             if "://" in os.fspath(raw):
                 continue
-            other = _resolved(raw)
+            other = resolved(raw)
             for name, out in outs:
                 rel = _relation(out, other)
                 if rel:

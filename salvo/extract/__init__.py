@@ -189,19 +189,13 @@ def check_plan(items: Sequence[Item], *, directory: str | os.PathLike[str], outp
 
 
 class _RealPaths:
-    """``realpath`` with the folders' answers cached: one ``lstat`` per path, not one per part."""
+    """``realpath`` with the folders' answers cached (``salvo.validate.resolved``): one ``lstat`` per path."""
 
     def __init__(self) -> None:
         self.folders: dict[str, str] = {}
 
     def __call__(self, path: str | os.PathLike[str]) -> str:
-        p = os.path.abspath(path)
-        if os.path.islink(p):
-            return os.path.realpath(p)
-        parent, name = os.path.split(p)
-        if parent not in self.folders:
-            self.folders[parent] = os.path.realpath(parent)
-        return os.path.join(self.folders[parent], name)
+        return str(validate.resolved(path, self.folders))
 
 
 def _parents(path: str) -> list[str]:
