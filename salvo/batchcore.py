@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from salvo.fsutil import remove_partial
+from salvo.fsutil import PartialScan, remove_partial
 from salvo.items import Item, Worker
 from salvo.options import RunOptions, cpu_workers
 from salvo.outcome import ItemResult, Status
@@ -64,11 +64,14 @@ def log_path(log_dir: str | None, item_id: str) -> str | None:
     return str(Path(log_dir) / (re.sub(r"[^A-Za-z0-9._-]+", "_", item_id) + ".log"))
 
 
-def clean_partials(item: Item) -> None:
-    """Remove what a killed or failed run of ``item`` left half-written (local outputs only)."""
+def clean_partials(item: Item, seen: PartialScan | None = None) -> None:
+    """Remove what a killed or failed run of ``item`` left half-written (local outputs only).
+
+    ``seen``: the output folders as listed at the start of this group of items (see `run_many`).
+    """
     for out in item.outputs:
         if "://" not in out:
-            remove_partial(out)
+            remove_partial(out, seen=seen)
 
 
 RunFn = Callable[..., ItemResult]
@@ -98,6 +101,7 @@ def run_one(
     batch_id: str = "",
     run: RunFn = run_item,
     on_retry: RetryNote | None = None,
+    partials: PartialScan | None = None,
 ) -> ItemResult:
     """Decide and run one item under its lock: reuse its record, or run it (retrying by the rules).
 
@@ -105,13 +109,17 @@ def run_one(
     ``force``, only records of this same batch are reused; otherwise any trusted record is.
     A finished (success/skipped) result is recorded; a failed one never is, and its partial
     outputs are removed. ``on_retry(result, next_attempt, delay)`` is told before each retry.
+    ``partials``: folder listings taken earlier in this group, for the first try's clean-up; not
+    used for an item taken over from a run that died (it may have left a partial since).
     """
-    with records.lock(key):  # another batch running this item makes us wait, then reuse
+    with records.lock(key) as held:  # another batch running this item makes us wait, then reuse
         result = records.read(key)
         if result is not None and options.force and result.batch_id != batch_id:
             result = None
         if result is None:
-            result = _run_with_retries(item, worker, options=options, log_dir=log_dir, run=run, on_retry=on_retry)
+            seen = None if getattr(held, "took_over", None) else partials
+            result = _run_with_retries(item, worker, options=options, log_dir=log_dir, run=run, on_retry=on_retry,
+                                       partials=seen)
             result.batch_id = batch_id
             if result.status.ok:
                 records.write(key, result)
@@ -121,10 +129,11 @@ def run_one(
 
 
 def _run_with_retries(item: Item, worker: Worker, *, options: RunOptions, log_dir: str | None,
-                      run: RunFn, on_retry: RetryNote | None) -> ItemResult:
+                      run: RunFn, on_retry: RetryNote | None, partials: PartialScan | None = None) -> ItemResult:
     attempt = 1
     while True:
-        clean_partials(item)  # left by a run that was killed mid-item, or by the failed try
+        # Left by a run that was killed mid-item (listed once per group), or by the failed try (listed afresh).
+        clean_partials(item, partials if attempt == 1 else None)
         _announce_start(item.id)
         result = run(item, worker, timeout_s=options.timeout_s, attempt=attempt, log_path=log_path(log_dir, item.id),
                      kill_grace_s=options.kill_grace_s)
@@ -139,7 +148,11 @@ def _run_with_retries(item: Item, worker: Worker, *, options: RunOptions, log_di
 
 
 def run_many(pairs: Iterable[tuple[Item, str]], worker: Worker, **kwargs: object) -> list[ItemResult]:
-    """:func:`run_one` for each (item, key), in order; once the batch is stopped, the rest are ``not_run``."""
+    """:func:`run_one` for each (item, key), in order; once the batch is stopped, the rest are ``not_run``.
+
+    The output folders are listed for partial outputs once for the whole group, not once per item.
+    """
+    kwargs.setdefault("partials", PartialScan())
     results = []
     for item, key in pairs:
         if stop_requested():

@@ -130,11 +130,48 @@ def remove_stale_tmp(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def remove_partial(final: str | os.PathLike[str]) -> list[Path]:
-    """Delete what an interrupted writer left beside ``final`` (its temporary siblings)."""
+def remove_partial(final: str | os.PathLike[str], *, seen: "PartialScan | None" = None) -> list[Path]:
+    """Delete what an interrupted writer left beside ``final`` (its temporary siblings).
+
+    With ``seen``, the folder's temporary siblings are taken from that earlier listing instead of
+    listing the folder again (see :class:`PartialScan`).
+    """
     f = Path(final)
+    prefix = f"{TMP_PREFIX}{f.name}-"
+    names = seen.names(f.parent) if seen is not None else _tmp_names(f.parent)
     removed = []
-    for p in f.parent.glob(f"{TMP_PREFIX}{f.name}-*") if f.parent.is_dir() else []:
+    for name in [n for n in names if n.startswith(prefix)]:
+        p = f.parent / name
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         removed.append(p)
+        if seen is not None:
+            names.remove(name)
     return removed
+
+
+def _tmp_names(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return [e.name for e in entries if e.name.startswith(TMP_PREFIX)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+class PartialScan:
+    """The temporary siblings of each folder, listed once: for a run of many items whose outputs
+    share a folder (thousands of ``*_results`` beside their inputs), one listing instead of one per
+    item, which made a batch quadratic in its size.
+
+    Only valid for partials that existed when the folder was first listed: a caller that may meet
+    newer ones (its own failed try, an item taken over from a run that died since) must call
+    :func:`remove_partial` without it.
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[Path, list[str]] = {}
+
+    def names(self, folder: Path) -> list[str]:
+        found = self._names.get(folder)
+        if found is None:
+            found = self._names[folder] = _tmp_names(folder)
+        return found

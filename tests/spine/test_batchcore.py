@@ -158,6 +158,69 @@ def test_failed_items_are_never_recorded_and_partial_outputs_are_removed(tmp_pat
     assert records.data == {} and not partial.exists()
 
 
+class TakeoverRecords(DictRecords):
+    """Records whose lock reports, for ``key``, a claim taken over from a run that died."""
+
+    def __init__(self, key: str, on_takeover: object) -> None:
+        super().__init__()
+        self.key, self.on_takeover = key, on_takeover
+
+    def lock(self, key: str) -> contextlib.AbstractContextManager[object]:
+        @contextlib.contextmanager
+        def held():
+            if key == self.key:
+                self.on_takeover()  # the dead run's partial appears after the group listed the folder
+            yield type("Held", (), {"took_over": "its process 1234 on this host is gone" if key == self.key else None})()
+        return held()
+
+
+def _group(tmp_path: Path, names: list[str]) -> list[tuple[Item, str]]:
+    out = {n: str(tmp_path / f"{n}_results") for n in names}
+    return [(Item(n, params={"counter_dir": str(tmp_path / "calls"), "name": n, "behaviour": "write_output", "out_dir": out[n]},
+                  outputs=(out[n],)), n) for n in names]
+
+
+def test_a_group_lists_its_output_folder_once_and_removes_every_earlier_partial(tmp_path: Path, monkeypatch) -> None:
+    from salvo import fsutil
+
+    listings = []
+    real = fsutil._tmp_names
+    monkeypatch.setattr(fsutil, "_tmp_names", lambda folder: listings.append(folder) or real(folder))
+    for n in ("a", "c"):  # left by an earlier run killed mid-item
+        (tmp_path / f".salvo-tmp-{n}_results-dead{n}").mkdir()
+    (tmp_path / ".salvo-tmp-zz_results-other").mkdir()  # another item's, not in this group
+    results = run_many(_group(tmp_path, ["a", "b", "c", "d"]), COUNTED, records=DictRecords(),
+                       options=RunOptions(timeout_s=30, retries=0))
+    assert [r.status for r in results] == [Status.SUCCESS] * 4
+    assert sorted(p.name for p in tmp_path.glob(".salvo-tmp-*")) == [".salvo-tmp-zz_results-other"]
+    assert listings == [tmp_path]  # one listing for four items
+
+
+def test_an_item_taken_over_from_a_dead_run_is_cleaned_with_a_fresh_listing(tmp_path: Path) -> None:
+    late = tmp_path / ".salvo-tmp-c_results-died"
+    records = TakeoverRecords("c", on_takeover=lambda: late.mkdir())
+    results = run_many(_group(tmp_path, ["a", "b", "c"]), COUNTED, records=records, options=RunOptions(timeout_s=30, retries=0))
+    assert [r.status for r in results] == [Status.SUCCESS] * 3
+    assert not late.exists()
+
+
+def test_a_failed_try_s_partial_is_removed_before_the_next_try(tmp_path: Path) -> None:
+    final = tmp_path / "x_results"
+    seen_before_try = []
+
+    def run(item, worker, *, attempt, **_):
+        seen_before_try.append(sorted(p.name for p in tmp_path.glob(".salvo-tmp-*")))
+        if attempt == 1:
+            (tmp_path / f".salvo-tmp-{final.name}-try1").mkdir()  # the first try dies half-way
+            return ItemResult(item.id, Status.CRASHED, attempt=attempt)
+        return ItemResult(item.id, Status.SUCCESS, attempt=attempt)
+
+    [r] = run_many([(Item("x", params={}, outputs=(str(final),)), "x")], COUNTED, records=DictRecords(),
+                   options=RunOptions(timeout_s=30, retries=1, retry_delays_s=(0.0,)), run=run)
+    assert r.status is Status.SUCCESS and r.attempt == 2
+    assert seen_before_try == [[], []]
+
+
 @pytest.mark.parametrize(
     ("status", "exit_code", "attempt", "retries", "expected"),
     [
