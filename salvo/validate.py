@@ -176,14 +176,40 @@ def resolved(p: str | os.PathLike[str], folders: dict[str, str] | None = None) -
     """``realpath`` of ``p``; with a ``folders`` cache (one check's), its folder is resolved once for
     all its siblings (10,000 outputs of one folder: one walk of the folder's path, then one
     ``lstat`` each for the name itself)."""
+    return Path(resolved_text(p, folders))
+
+
+def resolved_text(p: str | os.PathLike[str], folders: dict[str, str] | None = None) -> str:
+    """:func:`resolved` as a string (no ``Path`` object per path)."""
     text = os.path.abspath(os.fspath(p))
     folder, name = os.path.split(text)
     if folders is None or not name or os.path.islink(text):
-        return Path(os.path.realpath(text))
+        return os.path.realpath(text)
     real = folders.get(folder)
     if real is None:
         real = folders[folder] = os.path.realpath(folder)
-    return Path(os.path.join(real, name))
+    return os.path.join(real, name)
+
+
+class Ancestors:
+    """Every folder above an absolute, normalised path, cached per folder: 10,000 outputs of one
+    folder walk its path once, not once each."""
+
+    def __init__(self) -> None:
+        self._chains: dict[str, tuple[str, ...]] = {}
+
+    def of_folder(self, folder: str) -> tuple[str, ...]:
+        """``folder`` itself and every folder above it, nearest first, up to the root."""
+        chain = self._chains.get(folder)
+        if chain is None:
+            up = os.path.dirname(folder)
+            chain = self._chains[folder] = (folder,) if up == folder else (folder, *self.of_folder(up))
+        return chain
+
+    def of(self, path: str) -> tuple[str, ...]:
+        """Every folder strictly above ``path``, nearest first (none for the root itself)."""
+        up = os.path.dirname(path)
+        return () if up == path else self.of_folder(up)
 
 
 def _within(a: str, b: str) -> bool:
@@ -191,13 +217,12 @@ def _within(a: str, b: str) -> bool:
     return a.startswith(b.rstrip(os.sep) + os.sep)
 
 
-def _relation(a: Path, b: Path) -> str | None:
-    sa, sb = str(a), str(b)
-    if sa == sb:
+def _relation(a: str, b: str) -> str | None:
+    if a == b:
         return "is"
-    if _within(sa, sb):
+    if _within(a, b):
         return "is inside"
-    if _within(sb, sa):
+    if _within(b, a):
         return "contains"
     return None
 
@@ -212,25 +237,36 @@ def check_layout(outputs: Mapping[str, str | os.PathLike[str]], *, inputs: Itera
     left alone.
     """
     folders: dict[str, str] = {}
-    outs = [(name, resolved(p, folders)) for name, p in outputs.items() if "://" not in os.fspath(p)]
+    outs = [(name, resolved_text(p, folders)) for name, p in outputs.items() if "://" not in os.fspath(p)]
+    check_resolved_layout(outs, inputs=inputs, reserved=reserved)
+
+
+def check_resolved_layout(outs: list[tuple[str, str]], *, inputs: Iterable[str | os.PathLike[str]] = (),
+                          reserved: Iterable[str | os.PathLike[str]] = (), ancestors: Ancestors | None = None) -> None:
+    """:func:`check_layout` of outputs already resolved (``(name, resolved_text(path))`` pairs, local
+    paths only), for a caller that resolved them once for checks of its own."""
+    ancestors = ancestors or Ancestors()
     seen: dict[str, str] = {}
     for name, out in outs:
-        if str(out) in seen:
-            raise UsageError(f"{seen[str(out)]} and {name} would write the same output: {out}")
-        seen[str(out)] = name
+        if out in seen:
+            raise UsageError(f"{seen[out]} and {name} would write the same output: {out}")
+        seen[out] = name
+    # An output inside another: the nearest output above it, found once per folder (not per output).
+    above: dict[str, str | None] = {}
     for name, out in outs:
-        parent = os.path.dirname(str(out))
-        while parent and parent != os.path.dirname(parent):
-            if parent in seen:
-                raise UsageError(f"the output of {name} ({out}) is inside the output of {seen[parent]} ({parent})")
-            parent = os.path.dirname(parent)
-        if parent in seen and parent != str(out):  # the root itself
-            raise UsageError(f"the output of {name} ({out}) is inside the output of {seen[parent]} ({parent})")
+        folder = os.path.dirname(out)
+        if folder == out:  # the root itself is inside nothing
+            continue
+        hit = above.get(folder, "")
+        if hit == "":
+            hit = above[folder] = next((q for q in ancestors.of_folder(folder) if q in seen), None)
+        if hit is not None:
+            raise UsageError(f"the output of {name} ({out}) is inside the output of {seen[hit]} ({hit})")
     for label, paths in (("input", inputs), ("folder Salvo uses", reserved)):
         for raw in paths:
             if "://" in os.fspath(raw):
                 continue
-            other = resolved(raw)
+            other = resolved_text(raw)
             for name, out in outs:
                 rel = _relation(out, other)
                 if rel:

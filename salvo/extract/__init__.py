@@ -19,12 +19,24 @@ from typing import Any
 
 from salvo import validate
 from salvo.errors import UsageError
-from salvo.extract.plot import DEFAULT_DPI, extract_plots, find_time, find_time_dim  # noqa: F401 - the worker's public names
 from salvo.fsutil import TMP_PREFIX, atomic_write_text
 from salvo.items import Item, Worker, template_fields
 from salvo.outcome import EXIT_INPUT_ERROR, ItemResult, Status
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Resolution of the built-in plots, dots per inch (figures are 10 x 4 inches: 1000 x 400 pixels).
+DEFAULT_DPI = 100
+#: The plotting worker's public names, imported from ``salvo.extract.plot`` on first use: planning,
+#: and a fully resumed batch, never import numpy.
+_PLOT_NAMES = frozenset({"extract_plots", "find_time", "find_time_dim"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PLOT_NAMES:
+        from salvo.extract import plot
+
+        return getattr(plot, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 #: Suffix of the per-file output folder beside the inputs (the seed's default layout).
 OUTPUT_SUFFIX = "_results"
 #: The report files Salvo (and the seed) write in the report folder; never inputs.
@@ -51,20 +63,28 @@ def discover_inputs(directory: str | os.PathLike[str], *, pattern: str = "*.nc",
     input folder) are left out. Anything else that matches and is not a folder is an input, even
     when it cannot be read (a dangling link, a FIFO): it becomes that item's error, not silence.
     """
-    root = Path(directory)
-    if not root.is_dir():
+    return [Path(f) for f in _discover(directory, pattern=pattern, recursive=recursive, exclude=exclude)]
+
+
+def _discover(directory: str | os.PathLike[str], *, pattern: str, recursive: bool, exclude: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """:func:`discover_inputs` as strings, in the same order (a ``Path`` per file costs more than the walk)."""
+    root = os.fspath(Path(directory))  # spelled as before: "./d/" is "d"
+    if not os.path.isdir(root):
         raise UsageError(f"directory does not exist: {root}")
     skip = {os.path.realpath(p) for p in exclude}
-    found: list[Path] = []
+    found: list[tuple[tuple[str, ...], str]] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         # os.walk lists folders (and links to folders, never followed) apart from everything else.
         keep = [d for d in dirnames if not _own_folder(d) and os.path.realpath(os.path.join(dirpath, d)) not in skip]
         dirnames[:] = sorted(keep) if recursive else []
-        for f in filenames:
-            if f.startswith((".", TMP_PREFIX)) or f in REPORT_FILES or not fnmatch.fnmatch(f, pattern):
+        parts = tuple(dirpath.split(os.sep))
+        for f in fnmatch.filter(filenames, pattern):
+            if f.startswith((".", TMP_PREFIX)) or f in REPORT_FILES:
                 continue
-            found.append(Path(dirpath, f))
-    return sorted(found)
+            found.append(((*parts, f), os.path.join(dirpath, f)))
+    # Sorted as Paths sort (part by part: "a/x" before "a-b/x"), not as strings.
+    found.sort(key=lambda pf: pf[0])
+    return [f for _, f in found]
 
 
 def output_dir_for(nc_file: str | os.PathLike[str], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -132,34 +152,55 @@ def extract_worker(worker_command: str | None = None) -> Worker:
     return Worker("python", "salvo.staged:run_staged_command", verify="salvo.extract:check_for_output")
 
 
-def plan_items(files: list[Path], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None,
+def plan_items(files: Sequence[str | os.PathLike[str]], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None,
                worker_command: str | None = None, dpi: int | None = None) -> list[Item]:
-    """One item per input file, with its output folder (absolute paths: keys do not depend on the cwd)."""
+    """One item per input file, with its output folder (absolute paths: keys do not depend on the cwd).
+
+    Paths are handled as strings, each spelled exactly as ``Path`` would (``output_dir_for``):
+    10,000 files made 140,000 ``Path`` objects here, more than half of a resumed batch's planning.
+    """
     items = []
-    directory = Path(directory).resolve()
-    output_dir = None if output_dir is None else Path(output_dir).resolve()
+    directory = os.path.realpath(directory)  # what Path.resolve() gives
+    out_root = None if output_dir is None else os.path.realpath(output_dir)
+    prefix = directory if directory.endswith(os.sep) else directory + os.sep
+    cwd = os.getcwd()
+    linked: dict[str, str] = {}  # a folder spelled through a link -> where it is in the input folder
+    keep_dpi = not worker_command and dpi is not None and dpi != DEFAULT_DPI
     for p in files:
-        f = directory / _relative(p, directory)
-        out = str(output_dir_for(f, directory=directory, output_dir=output_dir))
-        item_id = f.relative_to(directory).as_posix()
-        if worker_command:
-            params = {"command": worker_command, "stage": {"output_dir": out}, "input": str(f), "name": f.name, "stem": f.stem}
+        text = os.fspath(p)
+        absolute = os.path.normpath(os.path.join(cwd, text))  # os.path.abspath without a getcwd() per file
+        rel = absolute[len(prefix):] if absolute.startswith(prefix) else ""
+        if not rel or rel.startswith(".."):  # the folder was spelled through a link: compare resolved folders
+            folder, name = os.path.split(absolute)
+            folder_rel = linked.get(folder)
+            if folder_rel is None:
+                folder_rel = linked[folder] = os.path.relpath(os.path.realpath(folder), directory)
+            rel = os.path.join(folder_rel, name)
+            if rel.startswith(".."):
+                raise UsageError(f"{Path(p)} is not inside {Path(directory)}")
+            rel = os.path.normpath(rel)  # "./a.nc" is "a.nc", as a Path spells it
+        f = os.path.join(directory, rel)
+        name = os.path.basename(rel)
+        stem = _stem(name)
+        if out_root is None:
+            out = os.path.join(os.path.dirname(f), stem + OUTPUT_SUFFIX)
         else:
-            params = {"input": str(f), "output_dir": out}
-            if dpi is not None and dpi != DEFAULT_DPI:
-                params["dpi"] = int(dpi)
-        items.append(Item(item_id, inputs=(str(f),), params=params, outputs=(out,)))
+            out = os.path.join(out_root, os.path.dirname(rel), stem)
+        item_id = rel if os.sep == "/" else Path(rel).as_posix()
+        if worker_command:
+            params = {"command": worker_command, "stage": {"output_dir": out}, "input": f, "name": name, "stem": stem}
+        else:
+            params = {"input": f, "output_dir": out}
+            if keep_dpi:
+                params["dpi"] = int(dpi)  # type: ignore[arg-type]
+        items.append(Item(item_id, inputs=(f,), params=params, outputs=(out,)))
     return items
 
 
-def _relative(path: str | os.PathLike[str], directory: Path) -> str:
-    """``path`` relative to the input folder, as found there (a symlinked file is not followed out)."""
-    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(directory))
-    if rel.startswith(".."):  # the folder was spelled through a symlink: compare resolved parents
-        rel = os.path.join(os.path.relpath(os.path.realpath(os.path.dirname(os.path.abspath(path))), directory), os.path.basename(path))
-    if rel.startswith(".."):
-        raise UsageError(f"{path} is not inside {directory}")
-    return rel
+def _stem(name: str) -> str:
+    """``Path(name).stem``: the name without its last suffix (``a.tar.nc`` -> ``a.tar``; ``.x`` and ``a.`` stay)."""
+    i = name.rfind(".")
+    return name[:i] if 0 < i < len(name) - 1 else name
 
 
 def check_plan(items: Sequence[Item], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None,
@@ -173,40 +214,30 @@ def check_plan(items: Sequence[Item], *, directory: str | os.PathLike[str], outp
     reserved = [root / STATE_DIR, *(root / name for name in REPORT_FILES)]
     if state and "://" not in state and (os.sep in state or state.startswith((".", "~"))):
         reserved.append(Path(state).expanduser())
-    outputs = {it.id: it.outputs[0] for it in items}
+    # Every output resolved once (its folder once for all its siblings), kept for the layout check.
+    folders: dict[str, str] = {}
+    outs = [(it.id, validate.resolved_text(it.outputs[0], folders)) for it in items if "://" not in it.outputs[0]]
     # check_layout compares every input with every output; hand it only the inputs that can be in a
-    # relation with some output (is, contains, is inside), found through sets in one pass: O(n).
-    real = _RealPaths()
-    resolved = {real(p) for p in outputs.values()}
-    near = set(resolved).union(*(_parents(p) for p in resolved)) if resolved else set()
+    # relation with some output (is, contains, is inside), found through sets, one walk up per folder: O(n).
+    ancestors = validate.Ancestors()
+    resolved = {out for _, out in outs}
+    near = set(resolved)
+    for folder in {os.path.dirname(out) for out in resolved}:
+        near.update(ancestors.of_folder(folder))
+    below_output: dict[str, bool] = {}  # folder -> whether it is an output or inside one
 
     def suspect(path: str | os.PathLike[str]) -> bool:
-        r = real(path)
-        return r in near or any(q in resolved for q in _parents(r))
+        r = validate.resolved_text(path, folders)
+        if r in near:
+            return True
+        folder = os.path.dirname(r)
+        hit = below_output.get(folder)
+        if hit is None:
+            hit = below_output[folder] = folder != r and any(q in resolved for q in ancestors.of_folder(folder))
+        return hit
 
-    validate.check_layout(outputs, inputs=[it.inputs[0] for it in items if suspect(it.inputs[0])],
-                          reserved=[r for r in reserved if suspect(r)])
-
-
-class _RealPaths:
-    """``realpath`` with the folders' answers cached (``salvo.validate.resolved``): one ``lstat`` per path."""
-
-    def __init__(self) -> None:
-        self.folders: dict[str, str] = {}
-
-    def __call__(self, path: str | os.PathLike[str]) -> str:
-        return str(validate.resolved(path, self.folders))
-
-
-def _parents(path: str) -> list[str]:
-    """Every folder above the absolute ``path``, as strings (``Path.parents`` costs ten times more)."""
-    out, parent = [], os.path.dirname(path)
-    while True:
-        out.append(parent)
-        up = os.path.dirname(parent)
-        if up == parent:
-            return out
-        parent = up
+    validate.check_resolved_layout(outs, inputs=[it.inputs[0] for it in items if suspect(it.inputs[0])],
+                                   reserved=[r for r in reserved if suspect(r)], ancestors=ancestors)
 
 
 def unreadable_reason(path: str | os.PathLike[str]) -> str | None:

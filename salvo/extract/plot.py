@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from salvo.errors import InputError, SkipItem
+from salvo.extract import DEFAULT_DPI
 
-#: Default figure size (inches) and resolution: 1000 x 400 pixels, legible labels.
+#: Figure sizes (inches); at ``DEFAULT_DPI``, 1000 x 400 pixels, legible labels.
 SERIES_SIZE = (10.0, 4.0)
 MAP_SIZE = (6.5, 5.0)
-DEFAULT_DPI = 100
 #: A non-spatial dimension besides time with at most this many values is drawn as one line each.
 MAX_LINES = 10
 

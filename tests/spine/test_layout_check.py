@@ -42,3 +42,12 @@ def test_links_are_followed_for_the_folder_and_for_the_output_itself(tmp_path: P
     (tmp_path / "out" / "c").symlink_to(tmp_path / "in")  # an output folder that is a link to the input
     with pytest.raises(UsageError, match="is the input"):
         check_layout({"b": tmp_path / "out" / "b", "c": tmp_path / "out" / "c"}, inputs=[tmp_path / "in"])
+
+
+def test_an_output_deep_inside_another_is_found_among_many_siblings(tmp_path: Path) -> None:
+    outputs = {f"f{i}": tmp_path / "out" / f"f{i}" for i in range(1000)}
+    outputs["late"] = tmp_path / "out" / "f7" / "x" / "y" / "late"  # checked after its folders were seen clean
+    with pytest.raises(UsageError, match=r"the output of late \(.*/out/f7/x/y/late\) is inside the output of f7 \(.*/out/f7\)"):
+        check_layout(outputs)
+    outputs["late"] = tmp_path / "out" / "f7x" / "late"  # a name that only starts like another output
+    check_layout(outputs)
