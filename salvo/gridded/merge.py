@@ -4,14 +4,19 @@ The grid of every file is found by matching the ``run_status`` grid (see :func:`
 outputs of dvmdostem use ``y``/``x``, its run_status and restart files ``Y``/``X``. Every variable
 on that grid is merged, whatever its other dimensions and their order. Each merged file is read
 back before it is renamed into place: a cell taken from the re-run must hold the re-run's values,
-every other cell the salvaged ones, or the merge fails naming the file, variable and cell.
+every other cell the salvaged ones, or the merge fails naming the file, variable and cell. The
+inputs are read once: while writing, the check keeps a digest per slab of what the merged slab must
+hold (computed by its own code from the slabs in memory) and compares the read-back file with them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -287,27 +292,45 @@ def merge_file(salvaged: Path, *, rerun: Path, output: Path, take: np.ndarray, g
         with atomic_path(output) as tmp:
             if source is None and not take.any():
                 shutil.copyfile(salvaged, tmp)  # no cell to take: the bytes as they are (reflink/copy_file_range)
-            else:
+                _check_copy(tmp, salvaged, name=salvaged.name)
+                return gridded
+            with ExpectedDigests(take=take, fgrid=fgrid, gridded=gridded) as expected:
                 _write_merged(s, r, tmp, take=take, grid=grid, fgrid=fgrid, gridded=gridded, source=source,
+                              chunk_bytes=chunk_bytes, expected=expected)
+                verify_merged(tmp, salvaged=s, rerun=r, expected=expected, source=source, name=salvaged.name,
                               chunk_bytes=chunk_bytes)
-            verify_merged(tmp, salvaged=s, rerun=r, take=take, gridded=gridded, fgrid=fgrid, source=source,
-                          name=salvaged.name, chunk_bytes=chunk_bytes)
     return gridded
 
 
 def _write_merged(s: netCDF4.Dataset, r: netCDF4.Dataset, tmp: Path, *, take: np.ndarray, grid: StatusGrid,
-                  fgrid: FileGrid, gridded: list[str], source: np.ndarray | None, chunk_bytes: int) -> None:
-    """Create ``tmp`` with ``s``'s layout, off-grid variables copied raw, grid variables merged slab by slab."""
-    with create_like(s, tmp, skip_data={*gridded, SOURCE_VAR}) as dst:
-        for name in gridded:
-            sv, rv, ov = s.variables[name], r.variables[name], dst.variables[name]
-            _small_cache(s, sv), _small_cache(r, rv), _small_cache(dst, ov)
+                  fgrid: FileGrid, gridded: list[str], source: np.ndarray | None, chunk_bytes: int,
+                  expected: ExpectedDigests) -> None:
+    """Create ``tmp`` with ``s``'s layout, off-grid variables copied raw, grid variables merged slab by slab.
+
+    Each input slab is read from disk once: ``expected`` takes from the same slabs what the check
+    needs (see `ExpectedDigests`), before the merge changes the salvaged slab in place.
+    """
+    with create_like(s, tmp, skip_data=set(s.variables)) as dst:
+        for name, sv in s.variables.items():
+            ov = dst.variables[name]
+            if name == SOURCE_VAR and source is not None:
+                continue
+            if name not in gridded:  # off the grid: copied raw
+                for sl in slabs(sv, budget=chunk_bytes):
+                    values = sv[sl]
+                    expected.add_copy(name, sl, values)
+                    ov[sl] = values
+                continue
+            rv = _SlabReader(r.variables[name])
+            _small_cache(s, sv), _small_cache(r, rv.var), _small_cache(dst, ov)
+            iy, ix = sv.dimensions.index(fgrid.ydim), sv.dimensions.index(fgrid.xdim)
             cells = broadcast_cells(take, dims=sv.dimensions, ydim=fgrid.ydim, xdim=fgrid.xdim)
             for sl in slabs(sv, budget=chunk_bytes):
                 values = sv[sl]
+                expected.add_merged(name, sl, values, dims=sv.dimensions, rerun=rv)
                 where = cells[_cell_slice(cells, sl)]
                 if where.any():  # a slab with no re-run cell is the salvaged slab as it is
-                    np.copyto(values, _read_as(rv, sl, sv.dimensions), where=where)
+                    _put_cells(values, _read_as(rv, sl, sv.dimensions), where, iy=iy, ix=ix)
                 ov[sl] = values
         if source is not None:
             if SOURCE_VAR not in dst.variables:
@@ -315,51 +338,222 @@ def _write_merged(s: netCDF4.Dataset, r: netCDF4.Dataset, tmp: Path, *, take: np
             dst.variables[SOURCE_VAR][:] = source.astype(dst.variables[SOURCE_VAR].dtype)
 
 
-def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Dataset, take: np.ndarray,
-                  gridded: list[str], fgrid: FileGrid, source: np.ndarray | None, name: str,
-                  chunk_bytes: int = CHUNK_BYTES) -> None:
-    """Read the written file back: re-run values in taken cells, salvaged values everywhere else, or raise."""
+def _put_cells(values: np.ndarray, new: np.ndarray, where: np.ndarray, *, iy: int, ix: int) -> None:
+    """Copy ``new`` into ``values`` where the broadcast cell mask ``where`` is true (only those cells are touched)."""
+    if ix == iy + 1 and values.flags.c_contiguous:  # y, x side by side (every dvmdostem file): the cells' columns
+        shape = (int(np.prod(values.shape[:iy], dtype=np.int64)), -1, int(np.prod(values.shape[ix + 1:], dtype=np.int64)))
+        flat, cols = values.reshape(shape), where.reshape(-1)
+        flat[:, cols] = np.reshape(new, flat.shape)[:, cols]
+    else:
+        np.copyto(values, new, where=where)
+
+
+class _SlabReader:
+    """A variable that keeps the last slab read from it: the merge and its check share one read of each slab.
+
+    The slab is handed out read-only, so neither side can change what the other sees.
+    """
+
+    def __init__(self, var: netCDF4.Variable) -> None:
+        self.var = var
+        self.dimensions = var.dimensions
+        self.dtype = var.dtype
+        self._key: tuple | None = None
+        self._value: np.ndarray | None = None
+
+    def __getitem__(self, sl: tuple[slice, ...]) -> np.ndarray:
+        key = _slab_key(sl)
+        if key != self._key:
+            value = np.asarray(self.var[sl])
+            value.flags.writeable = False
+            self._key, self._value = key, value
+        return self._value
+
+
+# ---------------------------------------------------------------- the check
+
+#: Slabs whose digest may be in the making at a time (each holds one slab in memory).
+_IN_FLIGHT = 2
+
+
+class ExpectedDigests:
+    """The check's record, made during the write pass: a digest per slab of what the merged file must hold.
+
+    It is computed from the input slabs the write pass holds in memory (no input is read twice), by
+    code of the check's own, apart from the merge's helpers: the re-run's slab as read in its own dim
+    order, transposed here, its values put on the taken cells of a copy of the salvaged slab here.
+    Only digests are kept (20 bytes a slab), so memory does not grow with the file. Hashing runs on
+    one worker thread (numpy and hashlib release the GIL) while the main thread reads and writes;
+    only the main thread touches NetCDF files.
+    """
+
+    def __init__(self, *, take: np.ndarray, fgrid: FileGrid, gridded: list[str]) -> None:
+        self.take = take
+        self.fgrid = fgrid
+        self.gridded = set(gridded)
+        self.digests: dict[tuple[str, tuple], bytes] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="merge-check")
+        self._queue: deque[tuple[object, Future]] = deque()
+
+    def __enter__(self) -> ExpectedDigests:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def add_copy(self, vname: str, sl: tuple[slice, ...], values: np.ndarray) -> None:
+        """An off-grid slab: the merged file must hold these values as they are."""
+        values.flags.writeable = False  # hashed on the worker while the main thread writes it
+        self._record(self.submit((vname, _slab_key(sl)), _digest, values))
+
+    def add_merged(self, vname: str, sl: tuple[slice, ...], salvaged: np.ndarray, *, dims: tuple[str, ...],
+                   rerun: _SlabReader | netCDF4.Variable) -> None:
+        """A gridded slab: the salvaged values with the re-run's on the taken cells.
+
+        The re-run's slab is read (here, on the main thread) only if the slab has a taken cell;
+        ``salvaged`` is copied before this returns, or made read-only if it is the answer as it is.
+        """
+        iy, ix = dims.index(self.fgrid.ydim), dims.index(self.fgrid.xdim)
+        sub = self.take[sl[iy], sl[ix]]  # (y, x) whatever the variable's order
+        key = (vname, _slab_key(sl))
+        if not sub.any():
+            salvaged.flags.writeable = False
+            self._record(self.submit(key, _digest, salvaged))
+            return
+        raw = rerun[tuple(sl[dims.index(d)] for d in rerun.dimensions)]  # the re-run's slab in its own dim order
+        self._record(self.submit(key, _want_digest, np.array(salvaged, copy=True), raw,
+                                 [rerun.dimensions.index(d) for d in dims], iy, ix, sub))
+
+    def want(self, sl: tuple[slice, ...], salvaged: np.ndarray, *, dims: tuple[str, ...],
+             rerun: netCDF4.Variable) -> np.ndarray:
+        """What the merged slab ``sl`` (in ``dims`` order) must hold, from the inputs read again (to name a cell)."""
+        iy, ix = dims.index(self.fgrid.ydim), dims.index(self.fgrid.xdim)
+        sub = self.take[sl[iy], sl[ix]]
+        if not sub.any():
+            return salvaged
+        raw = np.asarray(rerun[tuple(sl[dims.index(d)] for d in rerun.dimensions)])
+        return _want(np.array(salvaged, copy=True), raw, [rerun.dimensions.index(d) for d in dims], iy, ix, sub)
+
+    def submit(self, tag: object, fn: Callable, *args: object) -> list[tuple[object, object]]:
+        """Run ``fn(*args)`` on the worker; return the (tag, result) pairs that had to be waited for."""
+        self._queue.append((tag, self._pool.submit(fn, *args)))
+        done = []
+        while len(self._queue) > _IN_FLIGHT:
+            tag, fut = self._queue.popleft()
+            done.append((tag, fut.result()))
+        return done
+
+    def drain(self) -> list[tuple[object, object]]:
+        """Wait for every job submitted; return their (tag, result) pairs, in order."""
+        done = [(tag, fut.result()) for tag, fut in self._queue]
+        self._queue.clear()
+        return done
+
+    def _record(self, done: list[tuple[object, object]]) -> None:
+        for key, digest in done:
+            self.digests[key] = digest
+
+
+def _want(want: np.ndarray, raw: np.ndarray, order: list[int], iy: int, ix: int, sub: np.ndarray) -> np.ndarray:
+    """Put the re-run's values (``raw``, its dims in ``order`` of the salvaged ones) on the taken cells ``sub`` of ``want``."""
+    new = np.transpose(raw, order)
+    np.moveaxis(want, (iy, ix), (-2, -1))[..., sub] = np.moveaxis(new, (iy, ix), (-2, -1))[..., sub]
+    return want
+
+
+def _want_digest(*args: object) -> bytes:
+    return _digest(_want(*args))
+
+
+def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Dataset, expected: ExpectedDigests,
+                  source: np.ndarray | None, name: str, chunk_bytes: int = CHUNK_BYTES) -> None:
+    """Read the written file once and compare it, slab by slab, with the digests taken while writing; or raise.
+
+    Every variable of the salvaged file must be there, and every slab of it must have a digest that
+    matches (a slab the write pass skipped has none). On a mismatch the inputs are read again for
+    that slab only, to name the cell: re-run values in taken cells, salvaged values everywhere else.
+    """
+    expected._record(expected.drain())
     with open_raw(path) as m:
+
+        def compare(done: list[tuple[object, object]]) -> None:
+            for (vname, sl), digest in done:
+                want = expected.digests.get((vname, _slab_key(sl)))
+                if digest != want:
+                    raise _mismatch(np.asarray(m.variables[vname][sl]), vname=vname, sl=sl, written=want is not None,
+                                    salvaged=salvaged, rerun=rerun, expected=expected, name=name)
+
         for vname, var in salvaged.variables.items():
             mv = m.variables.get(vname)
             if mv is None:
                 raise MergeVerificationError(f"Merge check failed in {name}: variable '{vname}' is missing from the merged file")
             if vname == SOURCE_VAR and source is not None:
                 continue
-            if vname not in gridded:
-                for sl in slabs(var, budget=chunk_bytes):
-                    if not _bits_equal(mv[sl], var[sl]):
-                        raise MergeVerificationError(f"Merge check failed in {name}: variable '{vname}' "
-                                                     f"differs from the salvaged file")
-                continue
             _small_cache(m, mv)
-            rv = rerun.variables[vname]
-            dims = var.dimensions
-            iy, ix = dims.index(fgrid.ydim), dims.index(fgrid.xdim)
-            order = [rv.dimensions.index(d) for d in dims]
             for sl in slabs(var, budget=chunk_bytes):
-                # Written apart from the merge's helpers: the re-run read in its own dim order, cells indexed here.
-                got, want = mv[sl], var[sl]
-                shape = [1] * len(dims)
-                shape[iy], shape[ix] = sl[iy].stop - sl[iy].start, sl[ix].stop - sl[ix].start
-                sub = take[sl[iy], sl[ix]]
-                if sub.any():
-                    new = np.transpose(rv[tuple(sl[dims.index(d)] for d in rv.dimensions)], order)
-                    np.copyto(want, new, where=(sub if iy < ix else sub.T).reshape(shape))
-                if _bits_equal(got, want):
-                    continue
-                bad = np.moveaxis(_bits_differ(got, want), (iy, ix), (-2, -1)).reshape(-1, *sub.shape).any(axis=0)
-                y, x = (int(v) for v in np.argwhere(bad)[0])
-                label = "the re-run's" if sub[y, x] else "the salvaged"
-                y, x = y + sl[iy].start, x + sl[ix].start
-                raise MergeVerificationError(
-                    f"Merge check failed in {name}: variable '{vname}' at cell (y={y}, x={x}) does not hold "
-                    f"{label} values (the merge did not merge; nothing was written to the output)")
+                compare(expected.submit((vname, sl), _digest, mv[sl]))
+        compare(expected.drain())
         if source is not None:
             got = np.asarray(m.variables[SOURCE_VAR][:])
             if not np.array_equal(got, source.astype(got.dtype)):
                 y, x = (int(v) for v in np.argwhere(got != source)[0])
                 raise MergeVerificationError(f"Merge check failed in {name}: '{SOURCE_VAR}' is wrong at cell (y={y}, x={x})")
+
+
+def _mismatch(got: np.ndarray, *, vname: str, sl: tuple[slice, ...], written: bool, salvaged: netCDF4.Dataset,
+              rerun: netCDF4.Dataset, expected: ExpectedDigests, name: str) -> MergeVerificationError:
+    """The error for a merged slab that does not hold what it must: the inputs' slab read again to name a cell."""
+    head = f"Merge check failed in {name}: variable '{vname}'"
+    tail = "(the merge did not merge; nothing was written to the output)"
+    if not written:
+        return MergeVerificationError(f"{head} was not written in full {tail}")
+    var = salvaged.variables[vname]
+    if vname not in expected.gridded:
+        return MergeVerificationError(f"{head} differs from the salvaged file")
+    dims = var.dimensions
+    want = expected.want(sl, np.asarray(var[sl]), dims=dims, rerun=rerun.variables[vname])
+    if got.shape != want.shape:
+        return MergeVerificationError(f"{head} has a slab of shape {got.shape} where {want.shape} was expected {tail}")
+    differ = _bits_differ(got, want)
+    if not differ.any():
+        return MergeVerificationError(f"{head} differs from what was checked while it was written "
+                                      f"(did an input change during the merge?) {tail}")
+    iy, ix = dims.index(expected.fgrid.ydim), dims.index(expected.fgrid.xdim)
+    sub = expected.take[sl[iy], sl[ix]]
+    bad = np.moveaxis(differ, (iy, ix), (-2, -1)).reshape(-1, *sub.shape).any(axis=0)
+    y, x = (int(v) for v in np.argwhere(bad)[0])
+    label = "the re-run's" if sub[y, x] else "the salvaged"
+    y, x = y + sl[iy].start, x + sl[ix].start
+    return MergeVerificationError(f"{head} at cell (y={y}, x={x}) does not hold {label} values {tail}")
+
+
+def _check_copy(path: Path, source: Path, *, name: str, block: int = CHUNK_BYTES) -> None:
+    """A file copied as it is must be the salvaged file byte for byte."""
+    with open(path, "rb") as got, open(source, "rb") as want:
+        while True:
+            a, b = got.read(block), want.read(block)
+            if a != b:
+                raise MergeVerificationError(f"Merge check failed in {name}: the copy differs from the salvaged file")
+            if not a:
+                return
+
+
+def _digest(values: object) -> bytes:
+    """SHA-1 of an array's dtype, shape and bytes: what is stored, bit for bit (NaNs included)."""
+    a = np.asarray(values)
+    h = hashlib.sha1(f"{a.dtype.str}{a.shape}".encode(), usedforsecurity=False)
+    if a.dtype.kind != "O":
+        h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+        return h.digest()
+    for item in a.reshape(-1):  # variable-length values: strings or arrays, each with its length
+        b = item.encode() if isinstance(item, str) else np.asarray(item).dtype.str.encode() + np.asarray(item).tobytes()
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.digest()
+
+
+def _slab_key(sl: tuple[slice, ...]) -> tuple:
+    return tuple((s.start, s.stop, s.step) for s in sl)
 
 
 def _others(dims: tuple[str, ...], iy: int, ix: int) -> list[str]:
