@@ -56,5 +56,7 @@ def split_finished(items: Sequence[Item], worker: Worker, *, options: BatchOptio
 def batch_document(outcome: BatchOutcome, *, report_dir: str | os.PathLike[str], title: str,
                    extra_reports: dict[str, str] | None = None) -> dict[str, Any]:
     """Write the batch's reports (text, JSON, HTML) and return its document: summary, items, reports."""
-    reports = {**write_reports(outcome.results, outcome.summary, folder=report_dir, title=title, logs=outcome.logs), **(extra_reports or {})}
-    return {"summary": outcome.summary.to_dict(), "items": [r.to_dict() for r in outcome.results], "reports": reports}
+    items = [r.to_dict() for r in outcome.results]  # once, for the JSON report and the document
+    reports = {**write_reports(outcome.results, outcome.summary, folder=report_dir, title=title, logs=outcome.logs, items=items),
+               **(extra_reports or {})}
+    return {"summary": outcome.summary.to_dict(), "items": items, "reports": reports}

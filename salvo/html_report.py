@@ -188,6 +188,31 @@ def _link(path: str, base: Path, label: str) -> str:
     return f'<a href="{html.escape(href)}">{html.escape(label)}</a>'
 
 
+class _Links:
+    """:func:`_link` for every row of one report: a path under ``base`` (10,000 outputs of one report
+    folder) is made relative by cutting the folder off, not by ``os.path.relpath`` each."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        absolute = os.path.abspath(base)
+        self.prefix = absolute if absolute.endswith(os.sep) else absolute + os.sep
+
+    @staticmethod
+    def name(path: str) -> str:
+        """``Path(path).name or path``, the label of an output."""
+        if os.path.normpath(path) == path:
+            return os.path.basename(path) or path
+        return Path(path).name or path
+
+    def __call__(self, path: str, label: str) -> str:
+        if len(path) > len(self.prefix) and path.startswith(self.prefix) and "://" not in path and os.path.normpath(path) == path:
+            href = path[len(self.prefix):]  # what os.path.relpath gives for a normalised path under base
+            if os.sep != "/":
+                href = "/".join(href.split(os.sep))
+            return f'<a href="{html.escape(href)}">{html.escape(label)}</a>'
+        return _link(path, self.base, label)
+
+
 def _failures(results: Sequence[ItemResult]) -> str:
     groups = group_failures(results)
     if not groups:
@@ -205,16 +230,20 @@ def _failures(results: Sequence[ItemResult]) -> str:
 
 def _items(results: Sequence[ItemResult], base: Path, logs: Mapping[str, str]) -> str:
     ordered = sorted(results, key=lambda r: (not r.status.failed, r.status is not Status.NOT_RUN, r.item_id))
+    link = _Links(base)
+    escape = html.escape
+    badges = {s: f'<span class="st" style="background:{COLOURS[s]}">{s.value}</span>' for s in Status}
     rows = []
     for r in ordered:
-        log = logs.get(r.item_id)
-        log_cell = _link(log, base, "log") if log and os.path.exists(log) else ""
-        outs = " ".join(_link(o, base, Path(o).name or o) for o in r.outputs[:5])
+        log = logs.get(r.item_id) if logs else None
+        log_cell = link(log, "log") if log and os.path.exists(log) else ""
+        outs = " ".join(link(o, link.name(o)) for o in r.outputs[:5])
         took = "resumed" if r.cached else (f"{r.duration_s:.2f} s" if r.status is not Status.NOT_RUN else "")
         mem = f"{r.peak_rss_mb:.0f}" if (r.peak_rss_mb is not None and not r.cached) else ""
+        reason = escape(r.reason[:200]) if r.reason else ""
         rows.append(
-            f'<tr><td>{html.escape(r.item_id)}</td><td><span class="st" style="background:{COLOURS[r.status]}">{r.status.value}</span></td>'
-            f"<td>{took}</td><td>{mem}</td><td>{r.attempt}</td><td>{html.escape(r.reason[:200])}</td><td>{log_cell}</td><td>{outs}</td></tr>"
+            f"<tr><td>{escape(r.item_id)}</td><td>{badges[r.status]}</td>"
+            f"<td>{took}</td><td>{mem}</td><td>{r.attempt}</td><td>{reason}</td><td>{log_cell}</td><td>{outs}</td></tr>"
         )
     return ("<table><tr><th>item</th><th>status</th><th>time</th><th>peak MiB</th><th>attempt</th><th>reason</th><th>log</th><th>outputs</th></tr>"
             + "".join(rows) + "</table>")

@@ -83,13 +83,14 @@ class ItemResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ItemResult":
         """Inverse of :meth:`to_dict`; unknown keys are ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = _NAMES if cls is ItemResult else frozenset(f.name for f in dataclasses.fields(cls))
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["status"] = Status(kwargs["status"])
         return cls(**kwargs)
 
 
 _FIELDS = dataclasses.fields(ItemResult)
+_NAMES = frozenset(f.name for f in _FIELDS)
 
 
 def signal_name(signum: int) -> str:
