@@ -191,6 +191,49 @@ def resolved_text(p: str | os.PathLike[str], folders: dict[str, str] | None = No
     return os.path.join(real, name)
 
 
+#: A folder holding at least this many of the paths resolved together is listed once for its links
+#: (one directory scan instead of an ``lstat`` per path).
+LIST_FOLDER_FROM = 64
+
+
+def resolved_texts(paths: Iterable[str | os.PathLike[str]], folders: dict[str, str] | None = None) -> list[str]:
+    """:func:`resolved_text` of each path, with one ``folders`` cache; a folder that holds many of
+    them is listed once to learn which names are links, instead of one ``lstat`` per name."""
+    folders = {} if folders is None else folders
+    split = list(map(_split, map(os.path.abspath, paths)))
+    many: dict[str, int] = {}
+    for folder, _ in split:
+        many[folder] = many.get(folder, 0) + 1
+    links: dict[str, set[str]] = {}
+    for folder, n in many.items():
+        if n >= LIST_FOLDER_FROM:
+            try:
+                with os.scandir(folder) as entries:
+                    links[folder] = {e.name for e in entries if e.is_symlink()}
+            except OSError:
+                pass  # not listed: each name is checked on its own
+    out = []
+    for folder, name in split:
+        known = links.get(folder)
+        if not name or (name in known if known is not None else os.path.islink(os.path.join(folder, name))):
+            out.append(os.path.realpath(os.path.join(folder, name)))
+            continue
+        real = folders.get(folder)
+        if real is None:
+            real = folders[folder] = os.path.realpath(folder)
+        out.append(real + name if real.endswith(os.sep) else real + os.sep + name)  # os.path.join(real, name)
+    return out
+
+
+def _split(path: str) -> tuple[str, str]:
+    """``os.path.split`` of an absolute path given as a str (without its per-call overheads)."""
+    i = path.rfind(os.sep) + 1
+    head = path[:i]
+    if head and head != os.sep * len(head):
+        head = head.rstrip(os.sep)
+    return head, path[i:]
+
+
 class Ancestors:
     """Every folder above an absolute, normalised path, cached per folder: 10,000 outputs of one
     folder walk its path once, not once each."""

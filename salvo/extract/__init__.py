@@ -216,7 +216,8 @@ def check_plan(items: Sequence[Item], *, directory: str | os.PathLike[str], outp
         reserved.append(Path(state).expanduser())
     # Every output resolved once (its folder once for all its siblings), kept for the layout check.
     folders: dict[str, str] = {}
-    outs = [(it.id, validate.resolved_text(it.outputs[0], folders)) for it in items if "://" not in it.outputs[0]]
+    local = [it for it in items if "://" not in it.outputs[0]]
+    outs = list(zip([it.id for it in local], validate.resolved_texts([it.outputs[0] for it in local], folders)))
     # check_layout compares every input with every output; hand it only the inputs that can be in a
     # relation with some output (is, contains, is inside), found through sets, one walk up per folder: O(n).
     ancestors = validate.Ancestors()
@@ -226,8 +227,7 @@ def check_plan(items: Sequence[Item], *, directory: str | os.PathLike[str], outp
         near.update(ancestors.of_folder(folder))
     below_output: dict[str, bool] = {}  # folder -> whether it is an output or inside one
 
-    def suspect(path: str | os.PathLike[str]) -> bool:
-        r = validate.resolved_text(path, folders)
+    def suspect(r: str) -> bool:
         if r in near:
             return True
         folder = os.path.dirname(r)
@@ -236,8 +236,10 @@ def check_plan(items: Sequence[Item], *, directory: str | os.PathLike[str], outp
             hit = below_output[folder] = folder != r and any(q in resolved for q in ancestors.of_folder(folder))
         return hit
 
-    validate.check_resolved_layout(outs, inputs=[it.inputs[0] for it in items if suspect(it.inputs[0])],
-                                   reserved=[r for r in reserved if suspect(r)], ancestors=ancestors)
+    inputs = [it.inputs[0] for it in items]
+    validate.check_resolved_layout(outs, inputs=[p for p, r in zip(inputs, validate.resolved_texts(inputs, folders)) if suspect(r)],
+                                   reserved=[p for p, r in zip(reserved, validate.resolved_texts(reserved, folders)) if suspect(r)],
+                                   ancestors=ancestors)
 
 
 def unreadable_reason(path: str | os.PathLike[str]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,19 @@ def test_an_output_deep_inside_another_is_found_among_many_siblings(tmp_path: Pa
         check_layout(outputs)
     outputs["late"] = tmp_path / "out" / "f7x" / "late"  # a name that only starts like another output
     check_layout(outputs)
+
+
+def test_many_paths_of_one_folder_resolve_as_each_alone_links_included(tmp_path: Path) -> None:
+    from salvo.validate import LIST_FOLDER_FROM, resolved_text, resolved_texts
+
+    (tmp_path / "in").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "alias").symlink_to(out)
+    (out / "to_input").symlink_to(tmp_path / "in")  # an output that is a link to the input
+    (out / "dangling").symlink_to(tmp_path / "nowhere")
+    (out / "plain").mkdir()
+    names = ["to_input", "dangling", "plain"] + [f"f{i}" for i in range(LIST_FOLDER_FROM)]  # listed once: many names
+    paths = [out / n for n in names] + [tmp_path / "alias" / n for n in names] + [tmp_path / "in", "/", tmp_path / "x" / ".." / "in"]
+    assert resolved_texts(paths) == [resolved_text(p) for p in paths]
+    assert resolved_texts(paths)[0] == os.path.realpath(tmp_path / "in")
