@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 
 from salvo.errors import UsageError
 from salvo.gridded import STATUS_FILL, merge_outputs, read_mask, read_merge_source, read_status, write_run_mask
-from salvo.gridded.dvmdostem import site_mask
+from salvo.gridded import merge as merge_mod
+from salvo.gridded.dvmdostem import site_mask, write_status
 from salvo.gridded.merge import MergeVerificationError, plan_chunks
 from salvo.gridded.ncschema import describe_netcdf
 
@@ -225,3 +227,113 @@ def test_netcdf3_files_merge_and_keep_their_format(tmp_path):
     assert describe_netcdf(tmp_path / "m" / "o.nc") == describe_netcdf(tmp_path / "salv" / "o.nc")
     assert describe_netcdf(tmp_path / "m" / "run_status.nc")["format"] == "NETCDF3_64BIT_OFFSET"
     assert read_merge_source(tmp_path / "m" / "run_status.nc").tolist() == [[0, 1]]
+
+
+# ---------------------------------------------------------------- the check catches what the merge got wrong
+
+
+def _after_write(monkeypatch, filename: str, change) -> None:
+    """Run ``change(ds)`` on the merged ``filename`` once it is written and closed, before the check reads it."""
+    write = merge_mod._write_merged
+
+    def write_then_change(s, r, tmp, **kwargs):
+        write(s, r, tmp, **kwargs)
+        if Path(s.filepath()).name == filename:
+            with netCDF4.Dataset(tmp, "a") as ds:
+                ds.set_auto_maskandscale(False)
+                change(ds)
+
+    monkeypatch.setattr(merge_mod, "_write_merged", write_then_change)
+
+
+def _bump(name: str, index: tuple) -> object:
+    def change(ds):
+        var = ds.variables[name]
+        var[index] = var[index] + 1
+    return change
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(("filename", "change", "message"), [
+    ("GPP_monthly_tr.nc", _bump("GPP", (1, 0, 5, 6)),
+     r"in GPP_monthly_tr.nc: variable 'GPP' at cell \(y=5, x=6\) does not hold the salvaged values"),
+    ("GPP_monthly_tr.nc", _bump("GPP", (13, 1, 3, 4)),
+     r"in GPP_monthly_tr.nc: variable 'GPP' at cell \(y=3, x=4\) does not hold the re-run's values"),
+    ("restart-tr.nc", _bump("vegc", (3, 4, 0, 2)),
+     r"in restart-tr.nc: variable 'vegc' at cell \(y=3, x=4\) does not hold the re-run's values"),
+    ("GPP_monthly_tr.nc", _bump("time", (2,)), r"in GPP_monthly_tr.nc: variable 'time' differs from the salvaged file"),
+    ("run_status.nc", _bump("merge_source", (3, 4)), r"in run_status.nc: 'merge_source' is wrong at cell \(y=3, x=4\)"),
+    ("CMTNUM_yearly_tr.nc", lambda ds: ds.renameVariable("CMTNUM", "other"),
+     r"in CMTNUM_yearly_tr.nc: variable 'CMTNUM' is missing from the merged file"),
+], ids=["salvaged-cell", "rerun-cell", "restart-on-Y-X", "off-grid", "merge-source", "missing-variable"])
+def test_a_merged_file_changed_after_the_write_is_caught(runs, monkeypatch, filename, change, message):
+    salv, rerun = _recovered(runs, fail_cells=[(3, 4)])
+    _after_write(monkeypatch, filename, change)
+    with pytest.raises(MergeVerificationError, match=message):
+        merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", **QUIET)
+    assert not (runs.root / "merged").exists()
+
+
+@pytest.mark.pure
+def test_a_rerun_left_in_its_own_dim_order_is_caught(tmp_path, monkeypatch):
+    """A merge bug: the re-run stored as (time, X, Y) is taken as if it were (time, Y, X), on a square grid."""
+    rng = np.random.default_rng(3)
+    for folder, dims, status in (("s", ("time", "Y", "X"), [[100, -100, 100]] * 3), ("r", ("time", "X", "Y"), [[0, 100, 0]] * 3)):
+        (tmp_path / folder).mkdir()
+        _status(tmp_path / folder / "run_status.nc", np.array(status))
+        _write(tmp_path / folder / "o.nc", dims, {"time": 2, "Y": 3, "X": 3}, rng.random((2, 3, 3)).astype("f4"), note=1.0)
+    merge_outputs(tmp_path / "s", rerun_dir=tmp_path / "r", output_dir=tmp_path / "good", **QUIET)  # the real merge passes
+    monkeypatch.setattr(merge_mod, "_read_as", lambda var, sl, dims: var[sl])
+    with pytest.raises(MergeVerificationError, match=r"in o.nc: variable 'v' at cell \(y=0, x=1\) does not hold the re-run's"):
+        merge_outputs(tmp_path / "s", rerun_dir=tmp_path / "r", output_dir=tmp_path / "m", **QUIET)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.pure
+def test_a_rerun_that_succeeded_nowhere_gives_the_salvaged_files_byte_for_byte(runs):
+    salv, rerun = _recovered(runs, fail_cells=[(3, 4)])
+    write_status(rerun / "run_status.nc", status=np.zeros((10, 10)))
+    report = merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", **QUIET)
+    digests = tree_digest(runs.root / "merged")
+    assert report.rerun_success == 0 and digests.pop("run_status.nc") != tree_digest(salv)["run_status.nc"]
+    assert digests == {k: v for k, v in tree_digest(salv).items() if k != "run_status.nc"}
+
+
+# ---------------------------------------------------------------- dvmdostem's own input files (../shared/fixtures)
+
+FIXTURES = Path(os.environ.get("SALVO_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures")) / "dvmdostem-imnaviat"
+
+
+@pytest.mark.pure
+@pytest.mark.skipif(not (FIXTURES / "projected-climate.nc").is_file(), reason=f"dvmdostem fixtures not found under {FIXTURES}")
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 2000])
+def test_real_dvmdostem_files_merge_and_verify(tmp_path, monkeypatch, chunk_bytes):
+    """Chunked (1, 10, 10) NETCDF4 climate, int64 coordinates, a scalar grid mapping: merged, checked, kept."""
+    names = ["projected-climate.nc", "vegetation.nc", "run-mask.nc"]
+    take = np.zeros((10, 10), dtype=bool)
+    take[[1, 4, 9], [2, 7, 0]] = True
+    for folder in ("s", "r"):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            shutil.copyfile(FIXTURES / name, tmp_path / folder / name)
+    write_status(tmp_path / "s" / "run_status.nc", status=np.where(take, -100, 100))
+    write_status(tmp_path / "r" / "run_status.nc", status=np.where(take, 100, 0))
+    with netCDF4.Dataset(tmp_path / "r" / "projected-climate.nc", "a") as ds:
+        ds.variables["tair"][:] = ds.variables["tair"][:] + 100.0
+    with netCDF4.Dataset(tmp_path / "r" / "vegetation.nc", "a") as ds:
+        ds.variables["veg_class"][:] = 99
+    merge_outputs(tmp_path / "s", rerun_dir=tmp_path / "r", output_dir=tmp_path / "m", chunk_bytes=chunk_bytes, **QUIET)
+    for name in names:
+        merged, old, new = (_open(tmp_path / d / name) for d in ("m", "s", "r"))
+        cells = xr.DataArray(take, dims=("Y", "X"))
+        for vname in merged.data_vars:
+            var = merged[vname]
+            if {"Y", "X"} <= set(var.dims):
+                xr.testing.assert_identical(var, xr.where(cells, new[vname], old[vname], keep_attrs=True).transpose(*var.dims).rename(vname))
+            else:
+                xr.testing.assert_identical(var, old[vname])
+        assert describe_netcdf(tmp_path / "m" / name) == describe_netcdf(FIXTURES / name)
+    assert _open(tmp_path / "m" / "vegetation.nc")["veg_class"].values[take].tolist() == [99, 99, 99]
+    _after_write(monkeypatch, "projected-climate.nc", _bump("precip", (700, 4, 7)))
+    with pytest.raises(MergeVerificationError, match=r"'precip' at cell \(y=4, x=7\) does not hold the re-run's values"):
+        merge_outputs(tmp_path / "s", rerun_dir=tmp_path / "r", output_dir=tmp_path / "m2", chunk_bytes=chunk_bytes, **QUIET)
