@@ -229,7 +229,8 @@ def _failures(results: Sequence[ItemResult]) -> str:
 
 
 def _items(results: Sequence[ItemResult], base: Path, logs: Mapping[str, str]) -> str:
-    ordered = sorted(results, key=lambda r: (not r.status.failed, r.status is not Status.NOT_RUN, r.item_id))
+    not_run = Status.NOT_RUN
+    ordered = sorted(results, key=lambda r: (not r.status.failed, r.status is not not_run, r.item_id))
     link = _Links(base)
     escape = html.escape
     badges = {s: f'<span class="st" style="background:{COLOURS[s]}">{s.value}</span>' for s in Status}
@@ -238,7 +239,7 @@ def _items(results: Sequence[ItemResult], base: Path, logs: Mapping[str, str]) -
         log = logs.get(r.item_id) if logs else None
         log_cell = link(log, "log") if log and os.path.exists(log) else ""
         outs = " ".join(link(o, link.name(o)) for o in r.outputs[:5])
-        took = "resumed" if r.cached else (f"{r.duration_s:.2f} s" if r.status is not Status.NOT_RUN else "")
+        took = "resumed" if r.cached else (f"{r.duration_s:.2f} s" if r.status is not not_run else "")
         mem = f"{r.peak_rss_mb:.0f}" if (r.peak_rss_mb is not None and not r.cached) else ""
         reason = escape(r.reason[:200]) if r.reason else ""
         rows.append(

@@ -35,12 +35,18 @@ class Status(str, enum.Enum):
     @property
     def ok(self) -> bool:
         """Whether the item needs no further work (it is recorded for resume)."""
-        return self in (Status.SUCCESS, Status.SKIPPED)
+        return self in _OK
 
     @property
     def failed(self) -> bool:
         """Whether the item counts as a failure of the batch (an interrupted item does: it is not done)."""
-        return self not in (Status.SUCCESS, Status.SKIPPED, Status.NOT_RUN)
+        return self not in _NOT_FAILED
+
+
+# Looked up once: ``Status.SUCCESS`` costs about a microsecond each time (an enum class attribute),
+# and a report of 10,000 items asks ``failed`` 50,000 times.
+_OK = (Status.SUCCESS, Status.SKIPPED)
+_NOT_FAILED = (Status.SUCCESS, Status.SKIPPED, Status.NOT_RUN)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import operator
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -232,7 +233,7 @@ def _json_rows(rows: list[Any] | tuple[Any, ...], level: int) -> list[str]:
     columns = []
     for k in rows[0]:
         key = _STR(k) + ": "
-        col = [d[k] for d in rows]
+        col = list(map(operator.itemgetter(k), rows))
         columns.append(_json_column(key, col, level + 1))
     head, sep, tail = "{" + inner, "," + inner, _indent(level) + "}"
     return [head + sep.join(parts) + tail for parts in zip(*columns)]
