@@ -80,7 +80,9 @@ class ItemResult:
         """A JSON-ready dict."""
         # Not dataclasses.asdict: it deep-copies every field (a third of a 2,500-item resumed run's
         # reporting); only `metrics` may nest.
-        d = {f.name: getattr(self, f.name) for f in _FIELDS}
+        d = self.__dict__.copy()  # the fields, in their order (__init__ sets them so)
+        if len(d) != len(_FIELDS):  # an attribute added or removed since: the fields alone
+            d = {f.name: getattr(self, f.name) for f in _FIELDS}
         d["status"] = self.status.value
         d["outputs"] = list(self.outputs)
         d["metrics"] = copy.deepcopy(self.metrics) if self.metrics else {}
