@@ -163,12 +163,14 @@ def plan_items(files: Sequence[str | os.PathLike[str]], *, directory: str | os.P
     directory = os.path.realpath(directory)  # what Path.resolve() gives
     out_root = None if output_dir is None else os.path.realpath(output_dir)
     prefix = directory if directory.endswith(os.sep) else directory + os.sep
+    out_prefix = None if out_root is None else out_root if out_root.endswith(os.sep) else out_root + os.sep
     cwd = os.getcwd()
+    cwd_prefix = cwd if cwd.endswith(os.sep) else cwd + os.sep
     linked: dict[str, str] = {}  # a folder spelled through a link -> where it is in the input folder
     keep_dpi = not worker_command and dpi is not None and dpi != DEFAULT_DPI
     for p in files:
         text = os.fspath(p)
-        absolute = os.path.normpath(os.path.join(cwd, text))  # os.path.abspath without a getcwd() per file
+        absolute = os.path.normpath(text if text.startswith(os.sep) else cwd_prefix + text)  # abspath, one getcwd()
         rel = absolute[len(prefix):] if absolute.startswith(prefix) else ""
         if not rel or rel.startswith(".."):  # the folder was spelled through a link: compare resolved folders
             folder, name = os.path.split(absolute)
@@ -179,13 +181,15 @@ def plan_items(files: Sequence[str | os.PathLike[str]], *, directory: str | os.P
             if rel.startswith(".."):
                 raise UsageError(f"{Path(p)} is not inside {Path(directory)}")
             rel = os.path.normpath(rel)  # "./a.nc" is "a.nc", as a Path spells it
-        f = os.path.join(directory, rel)
-        name = os.path.basename(rel)
+        # rel is normalised and relative: plain concatenation is what os.path.join gives.
+        f = prefix + rel
+        cut = rel.rfind(os.sep)
+        sub, name = (rel[:cut], rel[cut + 1:]) if cut >= 0 else ("", rel)
         stem = _stem(name)
         if out_root is None:
-            out = os.path.join(os.path.dirname(f), stem + OUTPUT_SUFFIX)
+            out = f[: len(f) - len(name)] + stem + OUTPUT_SUFFIX
         else:
-            out = os.path.join(out_root, os.path.dirname(rel), stem)
+            out = out_prefix + (sub + os.sep if sub else "") + stem
         item_id = rel if os.sep == "/" else Path(rel).as_posix()
         if worker_command:
             params = {"command": worker_command, "stage": {"output_dir": out}, "input": f, "name": name, "stem": stem}
