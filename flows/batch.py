@@ -22,7 +22,7 @@ from salvo.html_report import warm_up
 from salvo.runnames import run_name
 from salvo.report import summarize, summary_markdown, table_rows
 from salvo.options import RunOptions
-from salvo.runner import request_stop, stop_requested
+from salvo.runner import request_stop, responsive_threads, stop_requested
 from tasks.items import run_items
 from flows.settled import BatchOptions, BatchOutcome, batch_document, split_finished  # noqa: F401 - re-exported
 from tasks.records import stop_on_storage_loss
@@ -122,7 +122,7 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
     # window keeps the worker threads fed while this loop records results.
     window = workers if run.fail_fast else (2 if run.dask_address else 4) * workers
     stop = False
-    with _task_runner(run) as runner, _stop_items_if_killed():
+    with _task_runner(run) as runner, _stop_items_if_killed(), responsive_threads():
         futures: dict[Any, list[tuple[Item, str]]] = {}
         while queue or futures:
             stop = stop or stop_requested()

@@ -164,3 +164,16 @@ def test_a_preload_function_runs_once_in_the_zygote_not_per_item(tmp_path: Path,
     assert [r.status for r in results] == [Status.SUCCESS] * 3, [r.reason for r in results]
     zygote = set(parents.read_text().split())  # every item is a child of its zygote
     assert len(zygote) == 1 and warm.read_text().split() == list(zygote)
+
+
+def test_a_batch_shortens_the_gil_switch_interval_and_restores_it() -> None:
+    import sys
+
+    from salvo.runner import BATCH_SWITCH_INTERVAL_S, responsive_threads
+
+    before = sys.getswitchinterval()
+    with responsive_threads():
+        assert sys.getswitchinterval() == pytest.approx(min(before, BATCH_SWITCH_INTERVAL_S))
+        with responsive_threads(1.0):  # never made longer than it is
+            assert sys.getswitchinterval() == pytest.approx(min(before, BATCH_SWITCH_INTERVAL_S))
+    assert sys.getswitchinterval() == before
