@@ -197,20 +197,31 @@ class _Links:
         absolute = os.path.abspath(base)
         self.prefix = absolute if absolute.endswith(os.sep) else absolute + os.sep
 
-    @staticmethod
-    def name(path: str) -> str:
-        """``Path(path).name or path``, the label of an output."""
-        if os.path.normpath(path) == path:
-            return os.path.basename(path) or path
-        return Path(path).name or path
+    def output(self, path: str) -> str:
+        """The link to an output, labelled with its name (``Path(path).name or path``)."""
+        if os.path.normpath(path) != path:
+            return _link(path, self.base, Path(path).name or path)
+        label = path[path.rfind(os.sep) + 1:] or path  # os.path.basename, of a normalised path
+        return self._under_base(path, label) or _link(path, self.base, label)
 
     def __call__(self, path: str, label: str) -> str:
-        if len(path) > len(self.prefix) and path.startswith(self.prefix) and "://" not in path and os.path.normpath(path) == path:
+        return (os.path.normpath(path) == path and self._under_base(path, label)) or _link(path, self.base, label)
+
+    def _under_base(self, path: str, label: str) -> str | None:
+        if len(path) > len(self.prefix) and path.startswith(self.prefix) and "://" not in path:
             href = path[len(self.prefix):]  # what os.path.relpath gives for a normalised path under base
             if os.sep != "/":
                 href = "/".join(href.split(os.sep))
-            return f'<a href="{html.escape(href)}">{html.escape(label)}</a>'
-        return _link(path, self.base, label)
+            return f'<a href="{_escape(href)}">{_escape(label)}</a>'
+        return None
+
+
+def _escape(text: str) -> str:
+    """``html.escape``, without its five replacements for the text that needs none (a path, an id)."""
+    return html.escape(text) if _SPECIAL.search(text) else text
+
+
+_SPECIAL = re.compile("[&<>\"']")
 
 
 def _failures(results: Sequence[ItemResult]) -> str:
@@ -238,12 +249,12 @@ def _items(results: Sequence[ItemResult], base: Path, logs: Mapping[str, str]) -
     for r in ordered:
         log = logs.get(r.item_id) if logs else None
         log_cell = link(log, "log") if log and os.path.exists(log) else ""
-        outs = " ".join(link(o, link.name(o)) for o in r.outputs[:5])
+        outs = " ".join(map(link.output, r.outputs[:5]))
         took = "resumed" if r.cached else (f"{r.duration_s:.2f} s" if r.status is not not_run else "")
         mem = f"{r.peak_rss_mb:.0f}" if (r.peak_rss_mb is not None and not r.cached) else ""
         reason = escape(r.reason[:200]) if r.reason else ""
         rows.append(
-            f"<tr><td>{escape(r.item_id)}</td><td>{badges[r.status]}</td>"
+            f"<tr><td>{_escape(r.item_id)}</td><td>{badges[r.status]}</td>"
             f"<td>{took}</td><td>{mem}</td><td>{r.attempt}</td><td>{reason}</td><td>{log_cell}</td><td>{outs}</td></tr>"
         )
     return ("<table><tr><th>item</th><th>status</th><th>time</th><th>peak MiB</th><th>attempt</th><th>reason</th><th>log</th><th>outputs</th></tr>"
