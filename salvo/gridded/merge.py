@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -294,11 +292,11 @@ def merge_file(salvaged: Path, *, rerun: Path, output: Path, take: np.ndarray, g
                 shutil.copyfile(salvaged, tmp)  # no cell to take: the bytes as they are (reflink/copy_file_range)
                 _check_copy(tmp, salvaged, name=salvaged.name)
                 return gridded
-            with ExpectedDigests(take=take, fgrid=fgrid, gridded=gridded) as expected:
-                _write_merged(s, r, tmp, take=take, grid=grid, fgrid=fgrid, gridded=gridded, source=source,
-                              chunk_bytes=chunk_bytes, expected=expected)
-                verify_merged(tmp, salvaged=s, rerun=r, expected=expected, source=source, name=salvaged.name,
-                              chunk_bytes=chunk_bytes)
+            expected = ExpectedDigests(take=take, fgrid=fgrid, gridded=gridded)
+            _write_merged(s, r, tmp, take=take, grid=grid, fgrid=fgrid, gridded=gridded, source=source,
+                          chunk_bytes=chunk_bytes, expected=expected)
+            verify_merged(tmp, salvaged=s, rerun=r, expected=expected, source=source, name=salvaged.name,
+                          chunk_bytes=chunk_bytes)
     return gridded
 
 
@@ -372,9 +370,6 @@ class _SlabReader:
 
 # ---------------------------------------------------------------- the check
 
-#: Slabs whose digest may be in the making at a time (each holds one slab in memory).
-_IN_FLIGHT = 2
-
 
 class ExpectedDigests:
     """The check's record, made during the write pass: a digest per slab of what the merged file must hold.
@@ -382,9 +377,8 @@ class ExpectedDigests:
     It is computed from the input slabs the write pass holds in memory (no input is read twice), by
     code of the check's own, apart from the merge's helpers: the re-run's slab as read in its own dim
     order, transposed here, its values put on the taken cells of a copy of the salvaged slab here.
-    Only digests are kept (20 bytes a slab), so memory does not grow with the file. Hashing runs on
-    one worker thread (numpy and hashlib release the GIL) while the main thread reads and writes;
-    only the main thread touches NetCDF files.
+    Only digests are kept (20 bytes a slab), so memory does not grow with the file. (Hashing on a
+    second thread was tried: on a busy 2-core machine it cost more CPU and wall time than it saved.)
     """
 
     def __init__(self, *, take: np.ndarray, fgrid: FileGrid, gridded: list[str]) -> None:
@@ -392,77 +386,28 @@ class ExpectedDigests:
         self.fgrid = fgrid
         self.gridded = set(gridded)
         self.digests: dict[tuple[str, tuple], bytes] = {}
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="merge-check")
-        self._queue: deque[tuple[object, Future]] = deque()
-
-    def __enter__(self) -> ExpectedDigests:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def add_copy(self, vname: str, sl: tuple[slice, ...], values: np.ndarray) -> None:
         """An off-grid slab: the merged file must hold these values as they are."""
-        values.flags.writeable = False  # hashed on the worker while the main thread writes it
-        self._record(self.submit((vname, _slab_key(sl)), _digest, values))
+        self.digests[vname, _slab_key(sl)] = _digest(values)
 
     def add_merged(self, vname: str, sl: tuple[slice, ...], salvaged: np.ndarray, *, dims: tuple[str, ...],
                    rerun: _SlabReader | netCDF4.Variable) -> None:
-        """A gridded slab: the salvaged values with the re-run's on the taken cells.
-
-        The re-run's slab is read (here, on the main thread) only if the slab has a taken cell;
-        ``salvaged`` is copied before this returns, or made read-only if it is the answer as it is.
-        """
-        iy, ix = dims.index(self.fgrid.ydim), dims.index(self.fgrid.xdim)
-        sub = self.take[sl[iy], sl[ix]]  # (y, x) whatever the variable's order
-        key = (vname, _slab_key(sl))
-        if not sub.any():
-            salvaged.flags.writeable = False
-            self._record(self.submit(key, _digest, salvaged))
-            return
-        raw = rerun[tuple(sl[dims.index(d)] for d in rerun.dimensions)]  # the re-run's slab in its own dim order
-        self._record(self.submit(key, _want_digest, np.array(salvaged, copy=True), raw,
-                                 [rerun.dimensions.index(d) for d in dims], iy, ix, sub))
+        """A gridded slab: the salvaged values with the re-run's on the taken cells (``salvaged`` is not changed)."""
+        self.digests[vname, _slab_key(sl)] = _digest(self.want(sl, salvaged, dims=dims, rerun=rerun))
 
     def want(self, sl: tuple[slice, ...], salvaged: np.ndarray, *, dims: tuple[str, ...],
-             rerun: netCDF4.Variable) -> np.ndarray:
-        """What the merged slab ``sl`` (in ``dims`` order) must hold, from the inputs read again (to name a cell)."""
+             rerun: _SlabReader | netCDF4.Variable) -> np.ndarray:
+        """What the merged slab ``sl`` (in ``dims`` order) must hold; the re-run is read only if a cell is taken."""
         iy, ix = dims.index(self.fgrid.ydim), dims.index(self.fgrid.xdim)
-        sub = self.take[sl[iy], sl[ix]]
+        sub = self.take[sl[iy], sl[ix]]  # (y, x) whatever the variable's order
         if not sub.any():
             return salvaged
-        raw = np.asarray(rerun[tuple(sl[dims.index(d)] for d in rerun.dimensions)])
-        return _want(np.array(salvaged, copy=True), raw, [rerun.dimensions.index(d) for d in dims], iy, ix, sub)
-
-    def submit(self, tag: object, fn: Callable, *args: object) -> list[tuple[object, object]]:
-        """Run ``fn(*args)`` on the worker; return the (tag, result) pairs that had to be waited for."""
-        self._queue.append((tag, self._pool.submit(fn, *args)))
-        done = []
-        while len(self._queue) > _IN_FLIGHT:
-            tag, fut = self._queue.popleft()
-            done.append((tag, fut.result()))
-        return done
-
-    def drain(self) -> list[tuple[object, object]]:
-        """Wait for every job submitted; return their (tag, result) pairs, in order."""
-        done = [(tag, fut.result()) for tag, fut in self._queue]
-        self._queue.clear()
-        return done
-
-    def _record(self, done: list[tuple[object, object]]) -> None:
-        for key, digest in done:
-            self.digests[key] = digest
-
-
-def _want(want: np.ndarray, raw: np.ndarray, order: list[int], iy: int, ix: int, sub: np.ndarray) -> np.ndarray:
-    """Put the re-run's values (``raw``, its dims in ``order`` of the salvaged ones) on the taken cells ``sub`` of ``want``."""
-    new = np.transpose(raw, order)
-    np.moveaxis(want, (iy, ix), (-2, -1))[..., sub] = np.moveaxis(new, (iy, ix), (-2, -1))[..., sub]
-    return want
-
-
-def _want_digest(*args: object) -> bytes:
-    return _digest(_want(*args))
+        raw = np.asarray(rerun[tuple(sl[dims.index(d)] for d in rerun.dimensions)])  # in the re-run's own dim order
+        new = np.transpose(raw, [rerun.dimensions.index(d) for d in dims])
+        want = np.array(salvaged, copy=True)
+        np.moveaxis(want, (iy, ix), (-2, -1))[..., sub] = np.moveaxis(new, (iy, ix), (-2, -1))[..., sub]
+        return want
 
 
 def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Dataset, expected: ExpectedDigests,
@@ -473,16 +418,7 @@ def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Datas
     matches (a slab the write pass skipped has none). On a mismatch the inputs are read again for
     that slab only, to name the cell: re-run values in taken cells, salvaged values everywhere else.
     """
-    expected._record(expected.drain())
     with open_raw(path) as m:
-
-        def compare(done: list[tuple[object, object]]) -> None:
-            for (vname, sl), digest in done:
-                want = expected.digests.get((vname, _slab_key(sl)))
-                if digest != want:
-                    raise _mismatch(np.asarray(m.variables[vname][sl]), vname=vname, sl=sl, written=want is not None,
-                                    salvaged=salvaged, rerun=rerun, expected=expected, name=name)
-
         for vname, var in salvaged.variables.items():
             mv = m.variables.get(vname)
             if mv is None:
@@ -491,8 +427,11 @@ def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Datas
                 continue
             _small_cache(m, mv)
             for sl in slabs(var, budget=chunk_bytes):
-                compare(expected.submit((vname, sl), _digest, mv[sl]))
-        compare(expected.drain())
+                got = np.asarray(mv[sl])
+                want = expected.digests.get((vname, _slab_key(sl)))
+                if want is None or _digest(got) != want:
+                    raise _mismatch(got, vname=vname, sl=sl, written=want is not None, salvaged=salvaged,
+                                    rerun=rerun, expected=expected, name=name)
         if source is not None:
             got = np.asarray(m.variables[SOURCE_VAR][:])
             if not np.array_equal(got, source.astype(got.dtype)):
