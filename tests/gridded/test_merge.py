@@ -337,3 +337,13 @@ def test_real_dvmdostem_files_merge_and_verify(tmp_path, monkeypatch, chunk_byte
     _after_write(monkeypatch, "projected-climate.nc", _bump("precip", (700, 4, 7)))
     with pytest.raises(MergeVerificationError, match=r"'precip' at cell \(y=4, x=7\) does not hold the re-run's values"):
         merge_outputs(tmp_path / "s", rerun_dir=tmp_path / "r", output_dir=tmp_path / "m2", chunk_bytes=chunk_bytes, **QUIET)
+
+
+@pytest.mark.pure
+def test_slabs_hold_whole_disk_chunks_when_one_fits_the_budget():
+    """Chunks of (12, 5, 75, 93): a slab that cut one would read and decompress it once per slab."""
+    shape, disk = (24, 10, 150, 185), [12, 5, 75, 93]
+    assert plan_chunks(shape, itemsize=4, disk=disk, budget=3 << 20) == [12, 5, 75, 93]
+    assert plan_chunks(shape, itemsize=4, disk=disk, budget=8 << 20) == [12, 5, 150, 185]
+    assert plan_chunks(shape, itemsize=4, disk=disk, budget=1 << 20) == [1, 5, 150, 185]  # a chunk is over budget
+    assert plan_chunks((1020, 10, 10), itemsize=4, disk=[1, 10, 10], budget=2000) == [5, 10, 10]
