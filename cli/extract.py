@@ -98,6 +98,7 @@ def main(args: argparse.Namespace) -> int:
             print(done["message"])
             print_summary(done)
         return 0
+    _prestart(args.worker_command, checked["run"], len(plan.items) - len(plan.settled))
     doc = run_flow(
         _flow(), progress=Progress(quiet=args.json or getattr(args, "quiet", False), noun="files"),
         **where, skip_existing=args.skip_existing, resume=args.resume, run=checked["run"],
@@ -113,6 +114,18 @@ def _already_done(**where: Any) -> dict[str, Any] | None:
     from flows.extract_settled import already_done  # no Prefect import: a finished batch needs no API
 
     return already_done(**where)
+
+
+def _prestart(worker_command: str | None, run: Any, pending: int) -> None:
+    """Start the items' worker processes now, so that their imports overlap with Prefect's (local runs only)."""
+    if run.dask_address or pending <= 0:
+        return
+    from cli.server import prepare_api
+    from salvo.extract import extract_worker
+    from salvo.runner import prestart
+
+    prepare_api()  # the API's environment and the reaper first: the worker processes inherit both
+    prestart(extract_worker(worker_command), min(run.workers, pending))
 
 
 def _flow() -> Any:

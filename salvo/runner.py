@@ -176,10 +176,37 @@ def responsive_threads(interval_s: float = BATCH_SWITCH_INTERVAL_S) -> Iterator[
         sys.setswitchinterval(previous)
 
 
+#: Zygotes started ahead of a batch by :func:`prestart`, taken by the first threads that need one.
+_spare: list[_Zygote] = []
+_spare_lock = threading.Lock()
+
+
+def prestart(worker: Worker, count: int) -> None:
+    """Start ``count`` zygotes now, importing ``worker``'s modules, for a batch about to start here.
+
+    Their imports (matplotlib and netCDF4 for the plotting worker: about 1.5 s) then overlap with
+    what this process does meanwhile (importing Prefect, creating the flow run) instead of
+    following it. Call it after `salvo.procs.start_reaper`, so that they carry its token.
+    Unused ones end with this process.
+    """
+    warm: dict[str, Any] = {"kind": "warm", "preload": list(worker.preload), "sys_path": [p for p in sys.path if p]}
+    if worker.kind == "python":
+        warm["target"] = worker.target
+    with _spare_lock:
+        for _ in range(max(0, count - len(_spare))):
+            z = _Zygote()
+            z.send(warm)
+            _spare.append(z)
+
+
 def _zygote() -> _Zygote:
     z = getattr(_local, "zygote", None)
     if z is None or not z.alive():
-        z = _local.zygote = _Zygote()
+        with _spare_lock:
+            spare = [c for c in _spare if c.alive()]
+            z = spare.pop() if spare else None
+            _spare[:] = spare
+        _local.zygote = z = z or _Zygote()
     return z
 
 

@@ -3,7 +3,7 @@
 Run as ``python -m salvo.zygote``; it speaks newline-delimited JSON on stdin/stdout (see
 ``salvo.runner``). Modules imported here once are inherited by every forked child, so an item
 does not pay for interpreter start-up and imports. A worker's ``preload`` names modules to import
-here first; an entry ``"pkg.module:function"`` is imported and called once per zygote (a warm-up,
+here first (a ``{"kind": "warm"}`` request does only that, ahead of a batch); an entry ``"pkg.module:function"`` is imported and called once per zygote (a warm-up,
 for example one throwaway matplotlib drawing, whose caches every forked item then inherits). The zygote enforces the item's timeout by
 killing the child's whole process tree (SIGTERM, then SIGKILL), and kills it as well when its
 own stdin closes, which is what happens when the orchestrating process dies for any reason.
@@ -266,11 +266,13 @@ def serve() -> None:
                     _resolve(entry)()
                 except Exception as exc:  # a warm-up is an optimisation: the items still run
                     print(f"zygote: warm-up {entry} failed: {exc}", file=sys.stderr)
-        if req["kind"] == "python":
+        if req["kind"] in ("python", "warm") and req.get("target"):
             try:
                 _resolve(req["target"])  # import once here, so that every fork is warm
             except Exception as exc:  # the child will report it properly
                 print(f"zygote: cannot preload {req['target']}: {exc}", file=sys.stderr)
+        if req["kind"] == "warm":  # started ahead of its batch (salvo.runner.prestart): imports only, no answer
+            continue
         pid = os.fork()
         if pid == 0:
             _child(req)

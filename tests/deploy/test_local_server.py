@@ -169,12 +169,30 @@ def _describe(pids: set[int]) -> dict[int, tuple[str, int]]:
     return out
 
 
-def _kill_driver_mid_item(tmp_path: Path, env: dict[str, str]) -> tuple[set[int], str, dict[int, tuple[str, int]]]:
-    """Start `salvo extract` with a 120 s item, SIGKILL it once the item runs; return its processes and token."""
+def _started(driver: int, needle: str) -> bool:
+    """Whether a process below ``driver`` runs a command line containing ``needle`` (exec'd, not mid-fork)."""
+    try:
+        children = psutil.Process(driver).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return False
+    for c in children:
+        try:
+            if needle in " ".join(c.cmdline()):
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
+def _kill_driver_mid_item(tmp_path: Path, env: dict[str, str], *, also: str | None = None) -> tuple[set[int], str, dict[int, tuple[str, int]]]:
+    """Start `salvo extract` with a 120 s item, SIGKILL it once the item runs (and, with ``also``, once a
+    process with that in its command line runs too); return its processes and token."""
     cmd = subprocess.Popen([sys.executable, "-m", "cli", "extract", "--directory", str(_inputs(tmp_path / "slow")), "--worker-command", _sleeper(tmp_path)],
                            env={**env, "SLEEP_S": "120"}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         assert wait_until(lambda: _item_children(cmd.pid), timeout=240), "the item never started"
+        if also:  # Prefect may still be starting it (it was caught mid-fork) when the item already runs
+            assert wait_until(lambda: _started(cmd.pid, also), timeout=120), f"no process running {also!r}"
         token = _token_of(cmd.pid)
         assert token
         tree = {c.pid for c in psutil.Process(cmd.pid).children(recursive=True)} | set(processes_with_token(token))
@@ -192,7 +210,7 @@ def _kill_driver_mid_item(tmp_path: Path, env: dict[str, str]) -> tuple[set[int]
 def test_a_sigkilled_command_on_the_temporary_api_leaves_no_process_behind(tmp_path: Path) -> None:
     env = {k: v for k, v in child_env_for("unused").items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "home"), SALVO_LOCAL_SERVER="0")
-    tree, token, seen = _kill_driver_mid_item(tmp_path, env)
+    tree, token, seen = _kill_driver_mid_item(tmp_path, env, also="-m uvicorn")
     names = {pid: n for pid, (n, _) in seen.items()}
     assert any("uvicorn" in n for n in names.values()), f"expected the temporary API server among {names}"
     # It runs in a session of its own, so a terminal's Ctrl-C (SIGINT to the command's group) does not reach it.

@@ -177,3 +177,20 @@ def test_a_batch_shortens_the_gil_switch_interval_and_restores_it() -> None:
         with responsive_threads(1.0):  # never made longer than it is
             assert sys.getswitchinterval() == pytest.approx(min(before, BATCH_SWITCH_INTERVAL_S))
     assert sys.getswitchinterval() == before
+
+
+def test_a_prestarted_worker_process_runs_the_first_item_of_a_new_thread() -> None:
+    from salvo import runner
+
+    worker = Worker("python", "tests.spine.workers:parent_pid", preload=("json",))
+    runner.prestart(worker, 1)
+    [zygote] = runner._spare
+    got: list = []
+    thread = threading.Thread(target=lambda: got.append(run_item(Item("p", params={}), worker, timeout_s=60)))
+    thread.start()
+    thread.join(120)
+    assert got and got[0].status is Status.SUCCESS
+    assert got[0].metrics["ppid"] == zygote.proc.pid  # forked from the process started ahead of time
+    assert runner._spare == []
+    zygote.interrupt()
+    assert zygote.proc.wait(timeout=30) == 0

@@ -150,3 +150,8 @@ def hang(**_: object) -> None:
 def require_outputs(item: object, result: object) -> str:
     """Output check: an exit-0 item must have reported an output."""
     return "" if getattr(result, "outputs", None) else "no output reported"
+
+
+def parent_pid(**_: object) -> dict:
+    """Report the process this item was forked from (its zygote)."""
+    return {"metrics": {"ppid": os.getppid()}}
