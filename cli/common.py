@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from collections import Counter
@@ -325,8 +324,17 @@ def run_flow(flow: Any, *, progress: Progress | None = None, **params: Any) -> d
 
 def print_json(doc: Any) -> None:
     """The whole stdout of a --json run."""
-    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")  # one write, not one per token
+    from salvo.report import json_text
+
+    text = json_text(doc) + "\n"
     sys.stdout.flush()
+    out = getattr(sys.stdout, "buffer", None)
+    if out is not None:  # UTF-8 whatever the terminal's encoding, as the JSON report is written
+        out.write(text.encode("utf-8", "surrogateescape"))
+        out.flush()
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 def print_dry_run(args: argparse.Namespace, key: str, rows: list[dict[str, Any]], heading: str, line: Any) -> int:
