@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import errno
 import os
+import stat
 import threading
 import time
 import uuid
@@ -28,6 +30,7 @@ _CHUNK = 1 << 20
 RACY_S = 2.0
 #: Prefix of a key given to an item whose inputs cannot be read (see :func:`item_key`).
 UNHASHABLE_PREFIX = "unhashable-"
+_MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
 # Content hashes by (path, size, mtime_ns, inode): a file is read once, not once per use.
 _memo: dict[tuple[str, int, int, int], str] = {}
 _cache_lock = threading.Lock()
@@ -44,10 +47,11 @@ def _cache_path() -> Path | None:
 
 def _load_cache() -> None:
     """Load the persistent cache into ``_memo`` once (latest line per file wins)."""
+    where = (os.environ.get("SALVO_HASH_CACHE"), os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
+    if _cache_state["loaded"] and _cache_state.get("where") == where:
+        return  # the same settings as last time: no path to build again (this runs once per input)
     path = _cache_path()
-    if _cache_state["loaded"] and _cache_state["path"] == path:
-        return
-    _cache_state.update(loaded=True, path=path, fh=None, lines=0)
+    _cache_state.update(loaded=True, where=where, path=path, fh=None, lines=0)
     if path is None:
         return
     with contextlib.suppress(OSError):
@@ -94,9 +98,9 @@ def _remember(key: tuple[str, int, int, int], digest: str) -> None:
         _cache_state["path"] = None  # a cache only: go on without it
 
 
-def hash_file(path: str | os.PathLike[str]) -> str:
-    """BLAKE2b of a file's bytes (cached against its size, mtime and inode)."""
-    st = os.stat(path)
+def hash_file(path: str | os.PathLike[str], st: os.stat_result | None = None) -> str:
+    """BLAKE2b of a file's bytes (cached against its size, mtime and inode; ``st``: its stat, if known)."""
+    st = st or os.stat(path)
     memo_key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
     with _cache_lock:
         _load_cache()
@@ -117,10 +121,16 @@ def hash_file(path: str | os.PathLike[str]) -> str:
 
 def fingerprint_path(path: str | os.PathLike[str]) -> str:
     """Hash of a file's content, or of every file's relative name and content under a folder."""
-    p = Path(path)
-    if p.is_file():
-        return hash_file(p)
-    if p.is_dir():
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno in _MISSING:  # what Path.is_file and is_dir take for "not there"
+            return "missing"
+        raise
+    if stat.S_ISREG(st.st_mode):
+        return hash_file(path, st)
+    if stat.S_ISDIR(st.st_mode):
+        p = Path(path)
         h = hashlib.blake2b(digest_size=20)
         for f in sorted(q for q in p.rglob("*") if q.is_file()):
             h.update(f.relative_to(p).as_posix().encode() + b"\0" + hash_file(f).encode())

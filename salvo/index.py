@@ -60,6 +60,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from salvo.fingerprint import UNHASHABLE_PREFIX  # keys of unreadable inputs: never recorded
 from salvo.fsutil import TMP_PREFIX
 from salvo.storage import StorageError, StorageTarget
@@ -290,9 +292,9 @@ class RecordIndex:
             return
         for line in data.splitlines():
             try:
-                doc = json.loads(line)
+                doc = orjson.loads(line)  # a third of json.loads's time: an index holds a line per item
             except (ValueError, RecursionError):
-                continue  # a line cut short: its record is read on its own
+                continue  # a line cut short (or one orjson refuses, NaN say): its record is read on its own
             if isinstance(doc, dict) and isinstance(doc.get("key"), str) and isinstance(doc.get("sig"), str) and _plausible(doc.get("result")):
                 yield doc
 
