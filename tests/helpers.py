@@ -43,4 +43,6 @@ def salvo(*args: str, env: dict[str, str], cwd: str | os.PathLike[str] | None = 
 def markers(folder: str | os.PathLike[str], name: str = "*") -> list[Path]:
     """Invocation markers written by test workers (one file per run of an item)."""
     d = Path(folder)
-    return sorted(d.glob(f"{name}.*")) if d.is_dir() else []
+    # Not the hidden temporary file a worker writes a marker to before renaming it into place:
+    # pathlib's glob matches dot-files, and one read mid-write is empty.
+    return sorted(p for p in d.glob(f"{name}.*") if not p.name.startswith(".")) if d.is_dir() else []
