@@ -28,12 +28,12 @@ import os
 import socket
 import sys
 import tomllib
-import urllib.request
 from typing import Any
 
 from cli.common import RunFailed, positive_float, positive_int
 from salvo import procs
 from salvo.errors import UsageError
+from salvo.runnames import api_call
 from salvo.validate import redact
 
 #: Tag prefix of flow runs started by a `salvo` command: ``salvo-driver:HOST:PID``.
@@ -219,16 +219,6 @@ def temporary_api_in_own_session() -> None:
 
 # --------------------------------------------------------------------------- crashed runs
 
-def _api(url: str, path: str, body: dict[str, Any]) -> Any:
-    headers = {"Content-Type": "application/json"}
-    if key := os.environ.get("PREFECT_API_KEY"):
-        headers["Authorization"] = f"Bearer {key}"
-    req = urllib.request.Request(f"{url.rstrip('/')}{path}", data=json.dumps(body).encode(), method="POST", headers=headers)
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
-
-
 def _driver_gone(tag: str, started: str | None) -> bool:
     _, host, pid = tag.split(":", 2)
     if host != socket.gethostname() or not pid.isdigit():
@@ -247,18 +237,18 @@ def mark_crashed_runs(url: str) -> list[str]:
 
     Returns the ids of the flow runs marked. Plain HTTP: no Prefect import, about one request.
     """
-    runs = _api(url, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING"]}}}, "limit": 200})
+    runs = api_call(url, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING"]}}}, "limit": 200})
     marked = []
     for run in runs or []:
         tags = [t for t in run.get("tags", []) if t.startswith(f"{DRIVER_TAG}:") and t.count(":") == 2]
         if not tags or not _driver_gone(tags[0], run.get("start_time")):
             continue
         msg = f"Crashed: its driver ({tags[0].split(':', 1)[1]}) is gone (killed?); marked by the next salvo command"
-        _api(url, f"/flow_runs/{run['id']}/set_state", {"state": {"type": "CRASHED", "name": "Crashed", "message": msg}, "force": True})
-        tasks = _api(url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}},
+        api_call(url, f"/flow_runs/{run['id']}/set_state", {"state": {"type": "CRASHED", "name": "Crashed", "message": msg}, "force": True})
+        tasks = api_call(url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}},
                                                 "task_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING", "SCHEDULED"]}}}, "limit": 200})
         for task in tasks or []:
-            _api(url, f"/task_runs/{task['id']}/set_state", {"state": {"type": "CRASHED", "name": "Crashed", "message": msg}, "force": True})
+            api_call(url, f"/task_runs/{task['id']}/set_state", {"state": {"type": "CRASHED", "name": "Crashed", "message": msg}, "force": True})
         marked.append(run["id"])
     return marked
 

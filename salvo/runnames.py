@@ -37,9 +37,13 @@ def run_name(pipeline: str, parameters: dict[str, Any], when: dt.datetime) -> st
 
 
 def api_call(api_url: str, path: str, body: dict[str, Any], method: str = "POST", timeout_s: float = 10.0) -> Any:
-    """One API call; a busy server's 503 (its SQLite database locked) is tried again, as Prefect's client does."""
+    """One call to the Prefect API (JSON in and out, ``PREFECT_API_KEY`` as a bearer token when set); a busy
+    server's 503 (its SQLite database locked) is tried again, as Prefect's client does."""
+    headers = {"Content-Type": "application/json"}
+    if key := os.environ.get("PREFECT_API_KEY"):
+        headers["Authorization"] = f"Bearer {key}"
     for attempt in range(6):
-        req = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(f"{api_url.rstrip('/')}{path}", data=json.dumps(body).encode(), method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:
                 raw = resp.read()
