@@ -172,23 +172,11 @@ def dask_address(text: str, what: str = "--dask-address", *, connect_timeout: fl
     return url
 
 
-def resolved(p: str | os.PathLike[str], folders: dict[str, str] | None = None) -> Path:
+def resolved_text(p: str | os.PathLike[str], folders: dict[str, str] | None = None) -> str:
     """``realpath`` of ``p``; with a ``folders`` cache (one check's), its folder is resolved once for
     all its siblings (10,000 outputs of one folder: one walk of the folder's path, then one
     ``lstat`` each for the name itself)."""
-    return Path(resolved_text(p, folders))
-
-
-def resolved_text(p: str | os.PathLike[str], folders: dict[str, str] | None = None) -> str:
-    """:func:`resolved` as a string (no ``Path`` object per path)."""
-    text = os.path.abspath(os.fspath(p))
-    folder, name = os.path.split(text)
-    if folders is None or not name or os.path.islink(text):
-        return os.path.realpath(text)
-    real = folders.get(folder)
-    if real is None:
-        real = folders[folder] = os.path.realpath(folder)
-    return os.path.join(real, name)
+    return resolved_texts([p], folders)[0]
 
 
 #: A folder holding at least this many of the paths resolved together is listed once for its links
@@ -200,7 +188,7 @@ def resolved_texts(paths: Iterable[str | os.PathLike[str]], folders: dict[str, s
     """:func:`resolved_text` of each path, with one ``folders`` cache; a folder that holds many of
     them is listed once to learn which names are links, instead of one ``lstat`` per name."""
     folders = {} if folders is None else folders
-    split = list(map(_split, map(os.path.abspath, paths)))
+    split = [os.path.split(os.path.abspath(p)) for p in paths]
     many: dict[str, int] = {}
     for folder, _ in split:
         many[folder] = many.get(folder, 0) + 1
@@ -225,15 +213,6 @@ def resolved_texts(paths: Iterable[str | os.PathLike[str]], folders: dict[str, s
     return out
 
 
-def _split(path: str) -> tuple[str, str]:
-    """``os.path.split`` of an absolute path given as a str (without its per-call overheads)."""
-    i = path.rfind(os.sep) + 1
-    head = path[:i]
-    if head and head != os.sep * len(head):
-        head = head.rstrip(os.sep)
-    return head, path[i:]
-
-
 class Ancestors:
     """Every folder above an absolute, normalised path, cached per folder: 10,000 outputs of one
     folder walk its path once, not once each."""
@@ -248,11 +227,6 @@ class Ancestors:
             up = os.path.dirname(folder)
             chain = self._chains[folder] = (folder,) if up == folder else (folder, *self.of_folder(up))
         return chain
-
-    def of(self, path: str) -> tuple[str, ...]:
-        """Every folder strictly above ``path``, nearest first (none for the root itself)."""
-        up = os.path.dirname(path)
-        return () if up == path else self.of_folder(up)
 
 
 def _within(a: str, b: str) -> bool:
