@@ -114,22 +114,6 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def remove_stale_tmp(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete temporary siblings left in ``folder`` by an interrupted writer; return what went."""
-    removed = []
-    root = Path(folder)
-    if not root.is_dir():
-        return removed
-    for p in root.glob(f"{TMP_PREFIX}*"):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-        removed.append(p)
-    return removed
-
-
 def remove_partial(final: str | os.PathLike[str], *, seen: "PartialScan | None" = None) -> list[Path]:
     """Delete what an interrupted writer left beside ``final`` (its temporary siblings).
 

@@ -199,10 +199,8 @@ class _Links:
 
     def output(self, path: str) -> str:
         """The link to an output, labelled with its name (``Path(path).name or path``)."""
-        if os.path.normpath(path) != path:
-            return _link(path, self.base, Path(path).name or path)
-        label = path[path.rfind(os.sep) + 1:] or path  # os.path.basename, of a normalised path
-        return self._under_base(path, label) or _link(path, self.base, label)
+        name = os.path.basename(path) if os.path.normpath(path) == path else Path(path).name  # the same, for a normalised path
+        return self(path, name or path)
 
     def __call__(self, path: str, label: str) -> str:
         return (os.path.normpath(path) == path and self._under_base(path, label)) or _link(path, self.base, label)
