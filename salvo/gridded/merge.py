@@ -497,10 +497,6 @@ def _slab_key(sl: tuple[slice, ...]) -> tuple:
     return tuple((s.start, s.stop, s.step) for s in sl)
 
 
-def _others(dims: tuple[str, ...], iy: int, ix: int) -> list[str]:
-    return [d for i, d in enumerate(dims) if i not in (iy, ix)]
-
-
 def slabs(var: netCDF4.Variable, *, budget: int) -> Iterator[tuple[slice, ...]]:
     """Slices covering ``var`` in slabs of about ``budget`` bytes, cut along its leading dims on disk-chunk bounds."""
     shape = var.shape
@@ -580,11 +576,6 @@ def _bits_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _bits(np.ascontiguousarray(a)) != _bits(np.ascontiguousarray(b))
 
 
-def _bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    a, b = np.asarray(a), np.asarray(b)
-    return a.shape == b.shape and not np.any(_bits_differ(a, b))
-
-
 def _small_cache(ds: netCDF4.Dataset, var: netCDF4.Variable) -> None:
     if ds.data_model.startswith("NETCDF4") and var.chunking() != "contiguous":
         var.set_var_chunk_cache(size=_CACHE_BYTES)
@@ -609,5 +600,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _copy(src: Path, dst: Path) -> None:
+    """Carry ``src`` over as it is (a log, a file the re-run lacks), checked byte for byte before it is renamed into place."""
     with atomic_path(dst) as tmp:
         shutil.copy2(src, tmp)
+        _check_copy(tmp, src, name=src.name)
