@@ -10,6 +10,9 @@ from pathlib import Path
 
 from salvo.procs import process_alive as alive  # noqa: F401 - the tests' name for it
 
+#: Public files in the real tools' formats (../shared/fixtures beside the checkout; SALVO_FIXTURES elsewhere).
+SHARED_FIXTURES = Path(os.environ.get("SALVO_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+
 
 def child_env_for(api_url: str) -> dict[str, str]:
     """Environment for a child process (salvo, a Dask worker): this interpreter, this Prefect API."""

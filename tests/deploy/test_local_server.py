@@ -141,10 +141,7 @@ def test_ctrl_c_to_a_command_does_not_reach_the_local_server(tmp_path: Path, hom
 
 
 def _item_children(pid: int) -> list[int]:
-    try:
-        return [c.pid for c in psutil.Process(pid).children(recursive=True) if any("sleeper.py" in part for part in c.cmdline())]
-    except psutil.NoSuchProcess:
-        return []
+    return _running_below(pid, "sleeper.py")
 
 
 def _token_of(driver: int) -> str | None:
@@ -169,19 +166,20 @@ def _describe(pids: set[int]) -> dict[int, tuple[str, int]]:
     return out
 
 
-def _started(driver: int, needle: str) -> bool:
-    """Whether a process below ``driver`` runs a command line containing ``needle`` (exec'd, not mid-fork)."""
+def _running_below(driver: int, needle: str) -> list[int]:
+    """Processes below ``driver`` whose command line contains ``needle`` (exec'd, not mid-fork)."""
     try:
         children = psutil.Process(driver).children(recursive=True)
     except psutil.NoSuchProcess:
-        return False
+        return []
+    found = []
     for c in children:
         try:
             if needle in " ".join(c.cmdline()):
-                return True
+                found.append(c.pid)
         except psutil.Error:
             continue
-    return False
+    return found
 
 
 def _kill_driver_mid_item(tmp_path: Path, env: dict[str, str], *, also: str | None = None) -> tuple[set[int], str, dict[int, tuple[str, int]]]:
@@ -192,7 +190,7 @@ def _kill_driver_mid_item(tmp_path: Path, env: dict[str, str], *, also: str | No
     try:
         assert wait_until(lambda: _item_children(cmd.pid), timeout=240), "the item never started"
         if also:  # Prefect may still be starting it (it was caught mid-fork) when the item already runs
-            assert wait_until(lambda: _started(cmd.pid, also), timeout=120), f"no process running {also!r}"
+            assert wait_until(lambda: _running_below(cmd.pid, also), timeout=120), f"no process running {also!r}"
         token = _token_of(cmd.pid)
         assert token
         tree = {c.pid for c in psutil.Process(cmd.pid).children(recursive=True)} | set(processes_with_token(token))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +19,8 @@ from salvo.gridded import merge as merge_mod
 from salvo.gridded.dvmdostem import site_mask, write_status
 from salvo.gridded.merge import MergeVerificationError, plan_chunks
 from salvo.gridded.ncschema import describe_netcdf
+
+from tests.helpers import SHARED_FIXTURES
 
 from .conftest import ENABLED, tree_digest
 
@@ -301,7 +302,7 @@ def test_a_rerun_that_succeeded_nowhere_gives_the_salvaged_files_byte_for_byte(r
 
 # ---------------------------------------------------------------- dvmdostem's own input files (../shared/fixtures)
 
-FIXTURES = Path(os.environ.get("SALVO_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures")) / "dvmdostem-imnaviat"
+FIXTURES = SHARED_FIXTURES / "dvmdostem-imnaviat"
 
 
 @pytest.mark.pure

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -12,9 +11,10 @@ import pytest
 from salvo.subjects.discover import discover_bids
 from salvo.subjects.samples import make_manifest_study, write_bvec, write_dwi
 from tests.badinput import snapshot
+from tests.helpers import SHARED_FIXTURES
 
 # Resolved, as discovery resolves paths: ../shared may be a link to the shared folder.
-FIXTURES = (Path(os.environ.get("SALVO_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures")) / "bids").resolve()
+FIXTURES = (SHARED_FIXTURES / "bids").resolve()
 UKBB = FIXTURES / "genetics_ukbb"
 EEG = FIXTURES / "eeg_rest_fmri"
 needs_fixtures = pytest.mark.skipif(not UKBB.is_dir() or not EEG.is_dir(), reason=f"BIDS fixtures not found under {FIXTURES}")
