@@ -68,3 +68,26 @@ def test_a_file_reached_through_a_linked_folder_keeps_its_name_in_the_folder(tmp
     items = plan_items([tmp_path / "alias" / "sub" / "z.nc"], directory=d)
     assert [(it.id, it.inputs[0], it.outputs[0]) for it in items] == [("sub/z.nc", str(d.resolve() / "sub" / "z.nc"),
                                                                         str(d.resolve() / "sub" / "z_results"))]
+
+
+def test_a_real_bids_tree_is_planned_as_pathlib_spells_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The public BIDS fixture (../shared/fixtures): real names (``sub-32_task-rest_eeg.vhdr``,
+    ``*.nii.gz``), nested folders, ``sub-32`` beside ``sub-32_...``; read through a link and from
+    relative spellings. Its EEG recordings share a stem (``.vhdr``, ``.vmrk``, ``.dat``): planned
+    together they would write one output folder, which is refused in one line."""
+    from salvo.errors import UsageError
+    from tests.helpers import SHARED_FIXTURES
+
+    real = SHARED_FIXTURES / "bids" / "eeg_rest_fmri"
+    (tmp_path / "linked").symlink_to(real)
+    monkeypatch.chdir(tmp_path)
+    for pattern in ("*.gz", "*.vhdr"):
+        for directory, out in (("linked", None), (str(real), "outs"), ("./linked/", "./o//x")):
+            plan = plan_batch(directory, pattern=pattern, output_dir=out, recursive=True, worker_command="echo {input} {output_dir}")
+            files = discover_inputs(directory, pattern=pattern, recursive=True)
+            assert len(files) >= 6 and files == sorted(files)
+            want = _expected(files, Path(directory), None if out is None else Path(out))
+            assert [(it.id, it.inputs[0], it.outputs[0]) for it in plan.items] == want
+            assert {it.inputs[0] for it in plan.items} == {str(p.resolve()) for p in real.rglob(pattern) if p.is_file()}
+    with pytest.raises(UsageError, match=r"sub-32_task-rest_eeg\.\w+ would write the same output"):
+        plan_batch("linked", pattern="*", recursive=True, worker_command="echo {input} {output_dir}")

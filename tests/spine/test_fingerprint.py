@@ -82,3 +82,19 @@ def test_files_folders_and_missing_paths(tmp_path: Path, cache: Path) -> None:
     assert fingerprint_path(tmp_path / "absent") == "missing"
     assert fingerprint_path(d / "notes.txt" / "below-a-file") == "missing"
     assert fingerprint_path(d / "anat" / "t1.nii") == hash_file(d / "anat" / "t1.nii")
+
+
+def test_real_netcdf_inputs_hash_to_their_bytes(cache: Path) -> None:
+    """dvmdostem's public input files (../shared/fixtures): the hash is BLAKE2b of the bytes, read in
+    1 MiB blocks for a 1.9 MB file, and a read-only file is cached like any other."""
+    import hashlib
+
+    from tests.helpers import SHARED_FIXTURES
+
+    files = sorted((SHARED_FIXTURES / "dvmdostem-imnaviat").glob("*.nc"))
+    assert len(files) >= 4
+    for f in files:
+        assert fingerprint_path(f) == hashlib.blake2b(f.read_bytes(), digest_size=20).hexdigest()
+    _forget()
+    assert [fingerprint_path(f) for f in files] == [hashlib.blake2b(f.read_bytes(), digest_size=20).hexdigest() for f in files]
+    assert sum(1 for _ in cache.open()) == len(files)  # each remembered once, reused by the second pass
