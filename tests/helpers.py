@@ -10,8 +10,9 @@ from pathlib import Path
 
 from salvo.procs import process_alive as alive  # noqa: F401 - the tests' name for it
 
-#: Public files in the real tools' formats (../shared/fixtures beside the checkout; SALVO_FIXTURES elsewhere).
-SHARED_FIXTURES = Path(os.environ.get("SALVO_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+#: Public files in the real tools' formats, copied into the repository with their provenance
+#: (tests/data/PROVENANCE.md): a clone alone has everything the tests read.
+PUBLIC_FIXTURES = Path(__file__).resolve().parent / "data"
 
 
 def child_env_for(api_url: str) -> dict[str, str]:

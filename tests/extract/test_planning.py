@@ -71,14 +71,14 @@ def test_a_file_reached_through_a_linked_folder_keeps_its_name_in_the_folder(tmp
 
 
 def test_a_real_bids_tree_is_planned_as_pathlib_spells_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The public BIDS fixture (../shared/fixtures): real names (``sub-32_task-rest_eeg.vhdr``,
+    """The public BIDS fixture (tests/data, copied with their provenance): real names (``sub-32_task-rest_eeg.vhdr``,
     ``*.nii.gz``), nested folders, ``sub-32`` beside ``sub-32_...``; read through a link and from
     relative spellings. Its EEG recordings share a stem (``.vhdr``, ``.vmrk``, ``.dat``): planned
     together they would write one output folder, which is refused in one line."""
     from salvo.errors import UsageError
-    from tests.helpers import SHARED_FIXTURES
+    from tests.helpers import PUBLIC_FIXTURES
 
-    real = SHARED_FIXTURES / "bids" / "eeg_rest_fmri"
+    real = PUBLIC_FIXTURES / "bids" / "eeg_rest_fmri"
     (tmp_path / "linked").symlink_to(real)
     monkeypatch.chdir(tmp_path)
     for pattern in ("*.gz", "*.vhdr"):

@@ -20,7 +20,7 @@ from salvo.gridded.dvmdostem import site_mask, write_status
 from salvo.gridded.merge import MergeVerificationError, plan_chunks
 from salvo.gridded.ncschema import describe_netcdf
 
-from tests.helpers import SHARED_FIXTURES
+from tests.helpers import PUBLIC_FIXTURES
 
 from .conftest import ENABLED, tree_digest
 
@@ -300,13 +300,12 @@ def test_a_rerun_that_succeeded_nowhere_gives_the_salvaged_files_byte_for_byte(r
     assert digests == {k: v for k, v in tree_digest(salv).items() if k != "run_status.nc"}
 
 
-# ---------------------------------------------------------------- dvmdostem's own input files (../shared/fixtures)
+# ---------------------------------------------------------------- dvmdostem's own input files (tests/data, copied with their provenance)
 
-FIXTURES = SHARED_FIXTURES / "dvmdostem-imnaviat"
+FIXTURES = PUBLIC_FIXTURES / "dvmdostem-imnaviat"
 
 
 @pytest.mark.pure
-@pytest.mark.skipif(not (FIXTURES / "projected-climate.nc").is_file(), reason=f"dvmdostem fixtures not found under {FIXTURES}")
 @pytest.mark.parametrize("chunk_bytes", [1 << 20, 2000])
 def test_real_dvmdostem_files_merge_and_verify(tmp_path, monkeypatch, chunk_bytes):
     """Chunked (1, 10, 10) NETCDF4 climate, int64 coordinates, a scalar grid mapping: merged, checked, kept."""

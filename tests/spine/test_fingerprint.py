@@ -85,13 +85,13 @@ def test_files_folders_and_missing_paths(tmp_path: Path, cache: Path) -> None:
 
 
 def test_real_netcdf_inputs_hash_to_their_bytes(cache: Path) -> None:
-    """dvmdostem's public input files (../shared/fixtures): the hash is BLAKE2b of the bytes, read in
+    """dvmdostem's public input files (tests/data, copied with their provenance): the hash is BLAKE2b of the bytes, read in
     1 MiB blocks for a 1.9 MB file, and a read-only file is cached like any other."""
     import hashlib
 
-    from tests.helpers import SHARED_FIXTURES
+    from tests.helpers import PUBLIC_FIXTURES
 
-    files = sorted((SHARED_FIXTURES / "dvmdostem-imnaviat").glob("*.nc"))
+    files = sorted((PUBLIC_FIXTURES / "dvmdostem-imnaviat").glob("*.nc"))
     assert len(files) >= 4
     for f in files:
         assert fingerprint_path(f) == hashlib.blake2b(f.read_bytes(), digest_size=20).hexdigest()

@@ -1,4 +1,4 @@
-"""Issue 10 (subjects): real BIDS layouts (../shared/fixtures/bids) and manifests that mix NIfTI and DICOM."""
+"""Issue 10 (subjects): real BIDS layouts (tests/data/bids, copied from the BIDS examples) and manifests that mix NIfTI and DICOM."""
 
 from __future__ import annotations
 
@@ -11,16 +11,14 @@ import pytest
 from salvo.subjects.discover import discover_bids
 from salvo.subjects.samples import make_manifest_study, write_bvec, write_dwi
 from tests.badinput import snapshot
-from tests.helpers import SHARED_FIXTURES
+from tests.helpers import PUBLIC_FIXTURES
 
-# Resolved, as discovery resolves paths: ../shared may be a link to the shared folder.
-FIXTURES = (SHARED_FIXTURES / "bids").resolve()
+# Resolved, as discovery resolves paths.
+FIXTURES = (PUBLIC_FIXTURES / "bids").resolve()
 UKBB = FIXTURES / "genetics_ukbb"
 EEG = FIXTURES / "eeg_rest_fmri"
-needs_fixtures = pytest.mark.skipif(not UKBB.is_dir() or not EEG.is_dir(), reason=f"BIDS fixtures not found under {FIXTURES}")
 
 
-@needs_fixtures
 @pytest.mark.pure
 def test_ukbb_without_sessions_inherits_the_dataset_level_bval_and_bvec():
     units = discover_bids(UKBB)
@@ -30,7 +28,6 @@ def test_ukbb_without_sessions_inherits_the_dataset_level_bval_and_bvec():
         assert u.bval == str(UKBB / "dwi.bval") and u.bvec == str(UKBB / "dwi.bvec")
 
 
-@needs_fixtures
 @pytest.mark.pure
 def test_eeg_fmri_acq_entities_each_a_unit_with_their_own_sidecars_derivatives_ignored():
     units = discover_bids(EEG)
@@ -70,7 +67,6 @@ def test_mixed_layout_sessions_run_dir_entities_and_inherited_sidecars(tmp_path)
     assert by_id["sub-02_ses-pre_acq-multi_dir-PA_run-1"].bval == f"{own}.bval"
 
 
-@needs_fixtures
 def test_builtin_pipeline_on_the_placeholder_images_fails_per_subject_not_the_batch(tmp_path):
     from flows.batch import BatchFailed
     from flows.subject_batch import subject_batch
