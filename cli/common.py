@@ -120,6 +120,10 @@ def add_runner_flags(parser: Any, pipeline: str, *, timeout_unit: str = "s", wor
     _add(g, "--workers", *worker_aliases, dest="max_workers", type=positive_int, default=None, metavar="N",
          help=f"items run at once (default: {defaults.workers}, or one per CPU with {per_cpu})")
     _add(g, "--dask-address", metavar="tcp://HOST:PORT", help="run on this existing Dask cluster")
+    if "--cluster" not in getattr(g, "_option_string_actions", {}):
+        from cli.cluster import add_cluster_flags
+
+        add_cluster_flags(g)
     unit = {"s": "seconds", "m": "minutes"}.get(timeout_unit, timeout_unit)
     _add(g, "--timeout", type=duration_arg(timeout_unit), default=None, metavar="DURATION",
          help=f"per-item limit, enforced by killing the item's process tree: 90s, 15m, 2h; a bare number is in {unit} "
@@ -145,7 +149,7 @@ def _shown(seconds: float | None) -> str:
 #: The flag that sets each field of RunOptions, for error messages.
 _FLAGS = {"timeout_s": "--timeout", "workers": "--workers", "dask_address": "--dask-address", "retries": "--retries",
           "retry_delays_s": "--retry-delay", "items_per_task": "--items-per-task",
-          "kill_grace_s": "--kill-grace"}
+          "kill_grace_s": "--kill-grace", "slurm": "--cluster slurm"}
 
 
 def run_options(args: argparse.Namespace, pipeline: str, **given: Any) -> Any:
@@ -171,6 +175,9 @@ def run_options(args: argparse.Namespace, pipeline: str, **given: Any) -> Any:
               "items_per_task": getattr(args, "items_per_task", None), "kill_grace_s": getattr(args, "kill_grace", None)}
     if getattr(args, "continue_on_error", False):
         values["fail_fast"] = False
+    from cli.cluster import slurm_from_args
+
+    values["slurm"] = slurm_from_args(args)
     try:
         return RunOptions.for_pipeline(pipeline, **{**values, **given})
     except ValidationError as exc:

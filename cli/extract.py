@@ -118,7 +118,7 @@ def _already_done(**where: Any) -> dict[str, Any] | None:
 
 def _prestart(worker_command: str | None, run: Any, pending: int) -> None:
     """Start the items' worker processes now, so that their imports overlap with Prefect's (local runs only)."""
-    if run.dask_address or pending <= 0:
+    if run.on_cluster or pending <= 0:
         return
     from cli.server import prepare_api
     from salvo.extract import extract_worker

@@ -42,6 +42,14 @@ def _task_runner(run: RunOptions) -> Any:
         from prefect_dask import DaskTaskRunner
 
         return DaskTaskRunner(address=run.dask_address)
+    if run.slurm is not None:
+        from prefect_dask import DaskTaskRunner
+
+        from salvo.cluster import slurm_cluster_kwargs
+
+        # Items go to Dask workers that are SLURM jobs, submitted while items wait (at most max_jobs).
+        return DaskTaskRunner(cluster_class="dask_jobqueue.SLURMCluster", cluster_kwargs=slurm_cluster_kwargs(run.slurm),
+                              adapt_kwargs={"minimum": 0, "maximum": run.slurm.max_jobs})
     return ThreadPoolTaskRunner(max_workers=batchcore.workers(run))
 
 
@@ -120,7 +128,7 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
     workers = batchcore.workers(run)
     # Nothing queued far past the running items (a stop leaves the rest unstarted); locally a deeper
     # window keeps the worker threads fed while this loop records results.
-    window = workers if run.fail_fast else (2 if run.dask_address else 4) * workers
+    window = workers if run.fail_fast else (2 if run.on_cluster else 4) * workers
     stop = False
     with _task_runner(run) as runner, _stop_items_if_killed(), responsive_threads():
         futures: dict[Any, list[tuple[Item, str]]] = {}

@@ -36,7 +36,7 @@ def rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | 
     if k:
         stage_rerun(layout, k)
     item = Item(id=f"round-{k}-model", params={"mask": str(layout.mask), "output": str(layout.output)})
-    once = RunOptions.of(PIPELINE, run).model_copy(update={"retries": 0, "force": True, "workers": 1, "dask_address": None})
+    once = RunOptions.of(PIPELINE, run).model_copy(update={"retries": 0, "force": True, "workers": 1, "dask_address": None, "slurm": None})
     options = BatchOptions(state=str(layout.work / ".salvo"), run=once, log_dir=str(layout.work / "logs"),
                            settings={"pipeline": PIPELINE, "round": k})
     try:

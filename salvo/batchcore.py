@@ -178,7 +178,10 @@ def split_finished(items: Iterable[Item], key_of: Callable[[Item], str], read: C
 
 
 def workers(options: RunOptions) -> int:
-    """Items in flight at once: ``options.workers``; on a Dask cluster at least one per CPU here."""
+    """Items in flight at once: ``options.workers``; on a Dask cluster at least one per CPU here; on
+    SLURM one per core of the most jobs it may hold."""
+    if options.workers == 1 and options.slurm is not None:
+        return options.slurm.max_jobs * options.slurm.cores
     if options.dask_address and options.workers == 1:
         return cpu_workers()
     return options.workers
@@ -199,7 +202,7 @@ def chunk_size(n_pending: int, options: RunOptions) -> int:
         return 1
     if options.items_per_task:
         return max(1, options.items_per_task)
-    per_worker = 4 if options.dask_address else LOCAL_TASKS_PER_WORKER
+    per_worker = 4 if options.on_cluster else LOCAL_TASKS_PER_WORKER
     return max(1, min(MAX_ITEMS_PER_TASK, math.ceil(n_pending / (per_worker * workers(options)))))
 
 
