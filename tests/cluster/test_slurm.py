@@ -132,7 +132,7 @@ def test_a_job_cancelled_under_an_item_runs_the_item_once_more_elsewhere(slurm: 
     doc = json.loads(proc.stdout)
     assert doc["summary"]["succeeded"] == 3 if "succeeded" in doc["summary"] else doc["summary"]["failed"] == 0
     # Resumed: nothing runs again, in SLURM or here.
-    again, _ = _extract(tmp_path, slurm, child_env)
+    again, _ = _extract(tmp_path, slurm, child_env, slow="s01", pause=600)
     assert again.returncode == 0 and _runs(marks) == runs
 
 
