@@ -69,20 +69,61 @@ def run_recover(args: argparse.Namespace) -> int:
     from salvo.items import render_command
 
     # Every check before Prefect starts: bad input is one line and exit 2, nothing touched.
+    _from_config(args)
     timeout = check_recover(model_command=args.model_command, mask=args.mask, output=args.output,
                             work_dir=args.work_dir, max_rounds=args.max_rounds, timeout=args.timeout)
     run = run_options(args, "salvage-merge", timeout_s=timeout)
     plan_layout(args.mask, output=args.output, work=args.work_dir)
-    render_command(args.model_command, {"mask": args.mask, "output": args.output})
+    render_command(args.model_command, {"mask": args.mask, "output": args.output, "config": args.config or ""})
+    if args.cells_per_batch is not None:
+        return _recover_batches(args, run)
+    if run.slurm is not None:
+        raise UsageError("--cluster slurm runs a recovery's batches as SLURM jobs: give --cells-per-batch N too")
     from flows.salvage_merge import salvage_merge
 
     doc = run_flow(salvage_merge, progress=Progress(stream=sys.stderr, quiet=args.json), model_command=args.model_command,
                    mask=args.mask, output=args.output, max_rounds=int(args.max_rounds),
-                   work_dir=args.work_dir, full_copy=args.copy, run=run)
+                   work_dir=args.work_dir, full_copy=args.copy, run=run, config=args.config)
     if args.json:
         print_json(doc)
     else:
         print("\n".join(console_lines(doc)))
+    return 0 if doc["summary"]["ok"] else 1
+
+
+def _from_config(args: argparse.Namespace) -> None:
+    """``--config config/config.js``: dvmdostem's own configuration gives the run-mask and output folder
+    (flags given as well win), and fills the model command's ``{config}``."""
+    if args.config is None:
+        if args.mask is None or args.output is None:
+            raise UsageError("give --mask and --output, or dvmdostem's --config config/config.js")
+        return
+    from salvo.gridded.dvmconfig import config_paths, read_config
+
+    mask, output = config_paths(read_config(args.config), config=args.config)
+    args.mask, args.output = args.mask or mask, args.output or output
+
+
+def _recover_batches(args: argparse.Namespace, run: Any) -> int:
+    """``--cells-per-batch N``: the run split into batches, each recovered as an item, then merged."""
+    from cli.common import Progress, print_json, run_flow
+    from flows.recover_batches import recover_batches
+
+    for flag, value in (("--cells-per-batch", args.cells_per_batch), ("--max-queued", args.max_queued)):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1, not {value}")
+    doc = run_flow(recover_batches, progress=Progress(stream=sys.stderr, quiet=args.json), model_command=args.model_command,
+                   mask=args.mask, output=args.output, cells_per_batch=args.cells_per_batch, max_queued=args.max_queued,
+                   max_rounds=int(args.max_rounds), work_dir=args.work_dir, full_copy=args.copy, run=run,
+                   config=args.config)
+    if args.json:
+        print_json(doc)
+    else:
+        merged = doc.get("merge", {})
+        print(f"{len(doc.get('batches', []))} batches: {doc['summary'].get('succeeded', 0)} recovered, "
+              f"{doc['summary'].get('failed', 0)} failed")
+        print(f"merge: {merged['error']}" if "error" in merged else
+              f"merged into {merged['output']}: {merged['success_cells']} of {merged['enabled_cells']} cells succeeded")
     return 0 if doc["summary"]["ok"] else 1
 
 
@@ -102,8 +143,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model-command", required=True,
                    help="the model's command line; it reads the run-mask at --mask and writes --output "
                         "({mask} and {output} are filled in if present)")
-    p.add_argument("--mask", required=True, help="the run-mask the model reads (kept and restored)")
-    p.add_argument("--output", required=True, help="the folder the model writes; ends up holding the merged outputs")
+    p.add_argument("--mask", help="the run-mask the model reads (kept and restored); default: IO.runmask_file of --config")
+    p.add_argument("--output", help="the folder the model writes; ends up holding the merged outputs; "
+                                    "default: IO.output_dir of --config")
+    p.add_argument("--config", metavar="config/config.js", help="dvmdostem's own configuration: the run-mask and "
+                   "output folder come from its IO section; {config} in --model-command is filled in (per batch: the batch's copy)")
+    p.add_argument("--cells-per-batch", type=int, default=None, metavar="N",
+                   help="split the run into batches of N enabled cells (dvmdostem's scripts use 25), recover each batch as "
+                        "an item (here, on Dask or on SLURM), then merge them into --output")
+    p.add_argument("--max-queued", type=int, default=15, metavar="N",
+                   help="with --cells-per-batch: most batches running or queued at once (default: 15, as dvmdostem's scripts)")
     p.add_argument("--max-rounds", default=3, help="most re-run rounds (default: 3)")
     p.add_argument("--timeout", default=None, metavar="DURATION",
                    help="kill a model run (its whole process group) after this long: seconds, or 90s, 15m, 2h "
@@ -112,6 +161,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--copy", action="store_true",
                    help="back up each round with copies (reflinks where possible) instead of moving the output folder")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    from cli.cluster import add_cluster_flags
+
+    add_cluster_flags(p)
     p.set_defaults(func=run_recover)
 
 

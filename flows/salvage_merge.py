@@ -27,7 +27,8 @@ def salvage(layout: RecoveryLayout, k: int, full_copy: bool = False) -> dict[str
 
 
 @flow(name="rerun")
-def rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | None = None) -> dict[str, Any]:
+def rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | None = None,
+          config: str | None = None) -> dict[str, Any]:
     """Run the model (round 0: the user's mask; round k: the failed cells only) in a child process.
 
     ``run`` gives its timeout. The rounds are the retries, so the model run itself has none, and
@@ -35,7 +36,7 @@ def rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | 
     """
     if k:
         stage_rerun(layout, k)
-    item = Item(id=f"round-{k}-model", params={"mask": str(layout.mask), "output": str(layout.output)})
+    item = Item(id=f"round-{k}-model", params={"mask": str(layout.mask), "output": str(layout.output), "config": config or ""})
     once = RunOptions.of(PIPELINE, run).model_copy(update={"retries": 0, "force": True, "workers": 1, "dask_address": None, "slurm": None})
     options = BatchOptions(state=str(layout.work / ".salvo"), run=once, log_dir=str(layout.work / "logs"),
                            settings={"pipeline": PIPELINE, "round": k})
@@ -55,10 +56,12 @@ def merge(layout: RecoveryLayout, k: int) -> dict[str, Any]:
 
 @flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE))
 def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "output", max_rounds: int = 3,
-                  work_dir: str | None = None, full_copy: bool = False, run: RunOptions | None = None) -> dict[str, Any]:
+                  work_dir: str | None = None, full_copy: bool = False, run: RunOptions | None = None,
+                  config: str | None = None) -> dict[str, Any]:
     """Recover a gridded run: re-run failed cells until none is left or ``max_rounds`` re-runs were made.
 
-    ``run`` gives each model run's timeout (this pipeline's default unless given).
+    ``run`` gives each model run's timeout (this pipeline's default unless given). ``config``, dvmdostem's
+    config.js, fills the model command's ``{config}`` placeholder.
     """
     tag_current_run(PIPELINE)
     run = RunOptions.of(PIPELINE, run)
@@ -69,7 +72,7 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
     try:
         if not has_status(layout.output):
             started = time.monotonic()
-            model = rerun(layout, 0, model_command, run)
+            model = rerun(layout, 0, model_command, run, config)
             entry = {"round": 0, "step": "initial", "model": model, "ran": None, "after": None}
             rounds.append(entry)
             if model["wrote_status"]:
@@ -89,7 +92,7 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
                 break
             started = time.monotonic()
             before = salvage(layout, k, full_copy)["counts"]
-            model = rerun(layout, k, model_command, run)
+            model = rerun(layout, k, model_command, run, config)
             entry = {"round": k, "step": "rerun", "before": before, "to_rerun": before["to_rerun"], "model": model, "ran": None}
             rounds.append(entry)
             if not model["wrote_status"]:
