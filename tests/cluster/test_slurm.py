@@ -145,3 +145,46 @@ def test_an_item_that_would_outlive_its_job_is_a_timeout(slurm: Slurm, child_env
     assert item["status"] == "timeout" and item["attempt"] == 1, item
     assert len(_runs(marks)["s00"]) == 1  # a timeout is never retried
     assert not (tmp_path / "in" / "s00_results").exists()
+
+
+def test_a_gridded_run_split_across_slurm_jobs_equals_an_unsplit_run(slurm: Slurm, child_env: dict[str, str],
+                                                                     tmp_path: Path) -> None:
+    """dvmdostem's cluster workflow: a 10 x 10 real-layout run split into 4 batches with failing cells,
+    each batch recovered in a SLURM job, merged: cell for cell what one unsplit run gives."""
+    import shlex
+    import shutil
+
+    import netCDF4
+    import numpy as np
+
+    from tests.helpers import PUBLIC_FIXTURES
+
+    wrapper = tmp_path / "jobmark.py"  # notes the SLURM job each model run is in, then runs the model
+    wrapper.write_text("import os, sys\nwith open(sys.argv[1], 'a') as f:\n    f.write(os.environ.get('SLURM_JOB_ID', 'none') + '\\n')\n"
+                       "os.execv(sys.executable, [sys.executable, '-m', 'salvo.gridded.fakemodel', *sys.argv[2:]])\n")
+    marks = tmp_path / "jobs.txt"
+    model = (f"{shlex.quote(sys.executable)} {wrapper} {marks} --mask {{mask}} --output {{output}} "
+             "--fail-cells '1,1;4,6;8,3' --fail-runs 1 --seed 2")
+    for name in ("whole", "split"):
+        (tmp_path / name).mkdir()
+        shutil.copy(PUBLIC_FIXTURES / "dvmdostem-imnaviat" / "run-mask.nc", tmp_path / name / "run-mask.nc")
+    env = {**child_env, **slurm.env}
+    ref = salvo("recover", "--model-command", model, "--mask", str(tmp_path / "whole" / "run-mask.nc"), "--output",
+                str(tmp_path / "whole" / "output"), "--json", env=env, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    marks.unlink()
+    proc = salvo("recover", "--model-command", model, "--mask", str(tmp_path / "split" / "run-mask.nc"), "--output",
+                 str(tmp_path / "split" / "output"), "--cells-per-batch", "25", "--max-queued", "2", "--json",
+                 "--cluster", "slurm", "--slurm-interface", "lo", "--slurm-walltime", "00:20:00",
+                 "--slurm-config", str(_config(tmp_path)), env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert len(doc["batches"]) == 4 and doc["merge"]["success_cells"] == 100
+    for name in sorted(p.name for p in (tmp_path / "whole" / "output").glob("*.nc")):
+        with netCDF4.Dataset(tmp_path / "whole" / "output" / name) as a, netCDF4.Dataset(tmp_path / "split" / "output" / name) as b:
+            for var in a.variables:
+                assert np.array_equal(np.asarray(a.variables[var][:]), np.asarray(b.variables[var][:])), f"{name}:{var}"
+    # Every model run (4 batches, plus one re-run round in each batch holding a failing cell) was inside a SLURM job.
+    jobs = marks.read_text().split()
+    assert len(jobs) == 4 + 3 and "none" not in jobs, jobs
+    assert wait_until(lambda: not slurm.jobs(), timeout=120), f"jobs left in the queue: {slurm.jobs()}"
