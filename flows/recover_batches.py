@@ -59,7 +59,7 @@ def merge_task(batches: list[Batch], output: str) -> dict[str, Any]:
     return merge_batches(batches, output)
 
 
-@flow(name="recover-batches", flow_run_name=run_namer(PIPELINE))
+@flow(name="recover-batches", flow_run_name=run_namer("recover-batches"))
 def recover_batches(model_command: str, mask: str = "run-mask.nc", output: str = "output", cells_per_batch: int = 25,
                     max_queued: int = 15, max_rounds: int = 3, work_dir: str | None = None, full_copy: bool = False,
                     run: RunOptions | None = None, config: str | None = None) -> Any:

@@ -25,6 +25,7 @@ NAME_PARAMS: dict[str, tuple[str, ...]] = {
     "subject-batch": ("manifest", "bids_dir"),
     "job-batch": ("output_dir",),
     "salvage-merge": ("output",),
+    "recover-batches": ("output",),
 }
 
 

@@ -13,7 +13,8 @@ from cli.main import main
 from tests.helpers import salvo
 
 DEPLOYMENTS = yaml.safe_load(PREFECT_FILE.read_text())["deployments"]
-PIPELINES = {"netcdf-extract", "assembly-run", "assembly-reassemble", "subject-batch", "job-batch", "salvage-merge"}
+PIPELINES = {"netcdf-extract", "assembly-run", "assembly-reassemble", "subject-batch", "job-batch", "salvage-merge",
+             "recover-batches"}
 
 
 def _templated(deployment: dict, env: dict[str, str]) -> dict:

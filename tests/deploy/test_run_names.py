@@ -71,11 +71,13 @@ def test_every_pipeline_flow_is_named_from_parameters_it_has() -> None:
     from flows.assembly import assembly_reassemble, assembly_run
     from flows.job_batch import job_batch
     from flows.netcdf_extract import netcdf_extract
+    from flows.recover_batches import recover_batches
     from flows.salvage_merge import salvage_merge
     from flows.subject_batch import subject_batch
     from salvo.runnames import NAME_PARAMS
 
-    flows = {f.name: f for f in (assembly_reassemble, assembly_run, job_batch, netcdf_extract, salvage_merge, subject_batch)}
+    flows = {f.name: f for f in (assembly_reassemble, assembly_run, job_batch, netcdf_extract, recover_batches, salvage_merge,
+                                       subject_batch)}
     assert set(flows) == set(NAME_PARAMS)
     for name, params in NAME_PARAMS.items():
         assert set(params) <= set(inspect.signature(flows[name].fn).parameters), name
