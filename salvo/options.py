@@ -8,7 +8,6 @@ this one form), every flow takes it as one parameter (one form in the Prefect UI
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,13 +27,12 @@ FAIL_FAST_PIPELINES = frozenset({"job-batch"})
 MAX_TIMEOUT_S = 7 * 86400.0
 
 
-_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")
-
-
 def walltime_seconds(text: str) -> float:
     """A SLURM ``--time`` value in seconds: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M`` or ``D-H:M:S``."""
     text = text.strip()
     if text.isdigit():
+        if int(text) <= 0:
+            raise ValueError(f"a SLURM time limit must be positive, not {text!r}")
         return int(text) * 60.0
     days, rest = (text.split("-", 1) + [""])[:2] if "-" in text else ("0", text)
     if not days.isdigit():
