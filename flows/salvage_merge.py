@@ -15,7 +15,7 @@ from salvo.items import Item, Worker
 from salvo.options import RunOptions
 from salvo.runner import stop_requested
 from tasks.gridded import (collect_rerun, count_cells, count_ran, merge_round, note_model_run, prepare_recovery,
-                           publish_recovery, put_mask_back, resume_point, salvage_round, stage_rerun)
+                           publish_recovery, put_mask_back, resume_point, salvage_round, stage_rerun, whole_run)
 
 PIPELINE = "salvage-merge"
 
@@ -42,9 +42,14 @@ def rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | 
     try:
         result = run_batch([item], Worker("command", model_command), pipeline=f"{PIPELINE}-model", options=options).results[0]
     finally:
-        wrote = collect_rerun(layout, k) if k else has_status(layout.output)
+        if k:
+            collected = collect_rerun(layout, k)
+        else:
+            cut = whole_run(str(layout.output)) if has_status(layout.output) else []
+            collected = {"wrote": has_status(layout.output) and not cut, "cut_short": cut}
     model = {"status": result.status.value, "reason": result.reason, "duration_s": result.duration_s,
-             "exit_code": result.exit_code, "wrote_status": wrote, "item": result.to_dict()}
+             "exit_code": result.exit_code, "wrote_status": collected["wrote"], "cut_short": collected["cut_short"],
+             "item": result.to_dict()}
     if k:
         note_model_run(layout, k, model)
     return model
@@ -54,6 +59,13 @@ def rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | 
 def merge(layout: RecoveryLayout, k: int, allow_missing: list[str] | None = None) -> dict[str, Any]:
     """Merge round ``k``'s re-run into its salvaged outputs; the result becomes the output folder."""
     return merge_round(layout, k, allow_missing)
+
+
+def _left(model: dict[str, Any]) -> str:
+    """How a model run failed to leave a complete run behind."""
+    if model.get("cut_short"):
+        return "leaving files cut short: " + "; ".join(model["cut_short"])
+    return "without run_status.nc"
 
 
 def _resume(layout: RecoveryLayout, resumed: dict[str, Any], allow_missing: list[str] | None) -> dict[str, Any]:
@@ -100,7 +112,7 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
                 entry["ran"] = count_ran(layout, 0)
                 entry["after"] = count_cells(layout)
             entry["duration_s"] = round(time.monotonic() - started, 3)
-            stopped = "" if model["wrote_status"] else f"the initial run ended {model['status']} without run_status.nc"
+            stopped = "" if model["wrote_status"] else f"the initial run ended {model['status']} {_left(model)}"
         first = layout.next_round()
         for k in range(first, first + max_rounds + 1):
             if stopped or count_cells(layout)["to_rerun"] == 0:
@@ -118,7 +130,7 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
             rounds.append(entry)
             if not model["wrote_status"]:
                 entry["duration_s"] = round(time.monotonic() - started, 3)
-                stopped = f"round {k}: the model ended {model['status']} without run_status.nc"
+                stopped = f"round {k}: the model ended {model['status']} {_left(model)}"
                 break
             entry["ran"] = count_ran(layout, k)
             entry["merge"] = merge(layout, k, allow_missing)

@@ -247,6 +247,8 @@ def hdf5_implied_size(path: str | os.PathLike[str]) -> int | None:
         fmt = {2: "<H", 4: "<I", 8: "<Q"}[so]  # HDF5 is little-endian
         base = struct.unpack_from(fmt, head, fixed)[0]
         eof = struct.unpack_from(fmt, head, fixed + 2 * so)[0]  # base, free-space/extension, end of file
+        if eof == (1 << (8 * so)) - 1 or base == (1 << (8 * so)) - 1:  # HDF5's "undefined address"
+            return None
         return base + eof
 
 

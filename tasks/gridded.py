@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -14,8 +15,10 @@ from prefect.logging import get_run_logger
 
 from salvo.fsutil import atomic_write_text, remove_partial
 from salvo.html_report import REPORT_NAME
+from salvo.ncfile import cut_short
 from salvo.gridded.formats import STATUS_FILE, read_mask, read_status
 from salvo.gridded.merge import merge_outputs
+from salvo.gridded.ncschema import netcdf_under
 from salvo.gridded.recovery import (RecoveryLayout, empty_folder, finish_move, has_status, install_mask,
                                     keep_original_mask, mask_is_original, move_contents, move_into, plan_layout,
                                     note, record_step, replace_contents, restore_mask, round_info, round_step)
@@ -105,18 +108,35 @@ def stage_rerun(layout: RecoveryLayout, k: int) -> None:
 
 
 @task(**_PLAIN)
-def collect_rerun(layout: RecoveryLayout, k: int) -> bool:
-    """Put the original mask back, move the re-run's outputs into round ``k``; return whether it wrote a run_status."""
+def collect_rerun(layout: RecoveryLayout, k: int) -> dict[str, Any]:
+    """Put the original mask back, move the re-run's outputs into round ``k``.
+
+    Returns ``{"wrote": whether it left a whole run_status.nc and whole NetCDF files, "cut_short": [...]}``;
+    otherwise the output folder is put back as it was before the round.
+    """
     restore_mask(layout)
     rerun = layout.round_dir(k) / "rerun"
     move_contents(layout.output, rerun)
-    if has_status(rerun):
+    cut = cut_files(rerun) if has_status(rerun) else []
+    if has_status(rerun) and not cut:
         record_step(layout, k, "rerun-done")
-        return True
-    get_run_logger().error("Round %d: the model left no %s; the output folder is put back as it was", k, STATUS_FILE)
+        return {"wrote": True, "cut_short": []}
+    why = f"left files cut short: {'; '.join(cut)}" if cut else f"left no {STATUS_FILE}"
+    get_run_logger().error("Round %d: the model %s; the output folder is put back as it was", k, why)
     replace_contents(layout.output, source=layout.round_dir(k) / "salvaged")
     record_step(layout, k, "rerun-failed")
-    return False
+    return {"wrote": False, "cut_short": cut}
+
+
+def cut_files(folder: Path) -> list[str]:
+    """``<file> is cut short: N of M bytes`` for every NetCDF file under ``folder`` that is (headers read only)."""
+    return [str(exc) for exc in cut_short(netcdf_under(folder))]
+
+
+@task(**_PLAIN)
+def whole_run(folder: str) -> list[str]:
+    """The NetCDF files a model run left in ``folder`` that are cut short (empty: all whole)."""
+    return cut_files(Path(folder))
 
 
 @task(**_PLAIN)
