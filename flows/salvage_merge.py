@@ -9,6 +9,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.batch import BatchOptions, batch_state, run_batch, run_namer, tag_current_run
+from salvo.errors import UsageError
 from salvo.gridded.recovery import RecoveryLayout, has_status
 from salvo.gridded.report import console_lines, summarize_recovery
 from salvo.items import Item, Worker
@@ -133,7 +134,12 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
                 stopped = f"round {k}: the model ended {model['status']} {_left(model)}"
                 break
             entry["ran"] = count_ran(layout, k)
-            entry["merge"] = merge(layout, k, allow_missing)
+            try:
+                entry["merge"] = merge(layout, k, allow_missing)
+            except UsageError as exc:  # bad input (a file missing from the re-run, a cut file): output put back
+                entry["duration_s"] = round(time.monotonic() - started, 3)
+                stopped = f"round {k}: the merge refused its inputs: {exc}"
+                break
             entry["after"] = count_cells(layout)
             entry["duration_s"] = round(time.monotonic() - started, 3)
     finally:

@@ -153,7 +153,8 @@ def test_a_rerun_that_leaves_a_cut_run_status_is_not_merged_and_the_output_is_pu
 
     script = runs.root / "cutting_model.py"
     script.write_text(CUTTING_MODEL)
-    model = (f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} --mask {{mask}} --output {{output}} --years 2 --layers 3 "
+    model = (f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} --mask {{mask}} --output {{output}} "
+             f"--years 2 --layers 3 "
              f"--fail-cells '1,1' --state {runs.root / 'model-state.json'}")
     mask = runs.mask()
     state = salvage_merge(model, mask=str(mask), output=str(runs.root / "output"), max_rounds=2, return_state=True)
