@@ -228,7 +228,9 @@ def hdf5_implied_size(path: str | os.PathLike[str]) -> int | None:
                 return None
         else:
             return None
-        version = head[8] if len(head) > 8 else None
+        if len(head) <= 9:  # the signature, and not the superblock's version and sizes
+            raise CutShortError(path, size, at + 48, at_least=True)
+        version = head[8]
         if version in (0, 1):
             fixed = 24 + (4 if version == 1 else 0)  # signature .. consistency flags (v1: indexed storage K + reserved)
             if len(head) < fixed:
@@ -236,7 +238,7 @@ def hdf5_implied_size(path: str | os.PathLike[str]) -> int | None:
             so = head[13]
             need = fixed + 4 * so
         elif version in (2, 3):
-            so, fixed = head[9] if len(head) > 9 else 8, 12
+            so, fixed = head[9], 12
             need = fixed + 3 * so
         else:
             return None

@@ -138,7 +138,7 @@ def test_public_climate_file_in_each_classic_format_cut_in_header_fixed_and_reco
 def test_public_file_as_netcdf4_cut_anywhere_is_caught_from_the_superblock(tmp_path):
     src = DVM / "projected-climate.nc"
     size = src.stat().st_size
-    for n in (3, 20, 40, 100, 4096, size // 2, size - 1):
+    for n in (3, 8, 9, 10, 20, 40, 100, 4096, size // 2, size - 1):
         part = cut(src, tmp_path / f"cut-{n}.nc", n)
         with pytest.raises(CutShortError, match=rf"^{part} is cut short: {n} of (at least )?\d+ bytes$"):
             check_whole(part)
