@@ -29,7 +29,14 @@ def _merge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("salvaged_dir", help="Path to the salvaged output directory (backup from original run)")
     p.add_argument("rerun_dir", help="Path to the rerun output directory (results from re-running failed cells)")
     p.add_argument("output_dir", help="Path where merged outputs should be written")
+    _allow_missing_arg(p)
     p.add_argument("--verbose", "-v", action="store_true", help="Print detailed progress information")
+
+
+def _allow_missing_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-missing", action="append", default=[], metavar="NAME",
+                   help="a NetCDF file the re-run may lack (repeatable); without it a missing file is an error. "
+                        "The re-run's cells are then marked failed (merge_source -k), never 100")
 
 
 def run_salvage(args: argparse.Namespace) -> int:
@@ -52,7 +59,7 @@ def run_merge(args: argparse.Namespace) -> int:
     check_merge(args.salvaged_dir, args.rerun_dir, args.output_dir)
     try:
         report = merge_outputs(args.salvaged_dir, rerun_dir=args.rerun_dir, output_dir=args.output_dir,
-                               verbose=args.verbose, log=print)
+                               allow_missing=args.allow_missing, verbose=args.verbose, log=print)
     except MergeVerificationError as exc:
         raise _run_failed(str(exc)) from None
     if not args.verbose:
@@ -83,7 +90,8 @@ def run_recover(args: argparse.Namespace) -> int:
 
     doc = run_flow(salvage_merge, progress=Progress(stream=sys.stderr, quiet=args.json), model_command=args.model_command,
                    mask=args.mask, output=args.output, max_rounds=int(args.max_rounds),
-                   work_dir=args.work_dir, full_copy=args.copy, run=run, config=args.config)
+                   work_dir=args.work_dir, full_copy=args.copy, allow_missing=list(args.allow_missing), run=run,
+                   config=args.config)
     if args.json:
         print_json(doc)
     else:
@@ -160,6 +168,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--work-dir", help="where each round's backups, masks, re-runs and merges go (default: OUTPUT.recovery)")
     p.add_argument("--copy", action="store_true",
                    help="back up each round with copies (reflinks where possible) instead of moving the output folder")
+    _allow_missing_arg(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     from cli.cluster import add_cluster_flags
 

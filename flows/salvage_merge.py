@@ -9,13 +9,14 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.batch import BatchOptions, batch_state, run_batch, run_namer, tag_current_run
+from salvo.errors import UsageError
 from salvo.gridded.recovery import RecoveryLayout, has_status
 from salvo.gridded.report import console_lines, summarize_recovery
 from salvo.items import Item, Worker
 from salvo.options import RunOptions
 from salvo.runner import stop_requested
-from tasks.gridded import (collect_rerun, count_cells, count_ran, merge_round, prepare_recovery, publish_recovery,
-                           put_mask_back, salvage_round, stage_rerun)
+from tasks.gridded import (collect_rerun, count_cells, count_ran, merge_round, note_model_run, prepare_recovery,
+                           publish_recovery, put_mask_back, resume_point, salvage_round, stage_rerun, whole_run)
 
 PIPELINE = "salvage-merge"
 
@@ -43,25 +44,57 @@ def rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | 
     try:
         result = run_batch([item], Worker("command", model_command), pipeline=f"{PIPELINE}-model", options=options).results[0]
     finally:
-        wrote = collect_rerun(layout, k) if k else has_status(layout.output)
-    return {"status": result.status.value, "reason": result.reason, "duration_s": result.duration_s,
-            "exit_code": result.exit_code, "wrote_status": wrote, "item": result.to_dict()}
+        if k:
+            collected = collect_rerun(layout, k)
+        else:
+            cut = whole_run(str(layout.output)) if has_status(layout.output) else []
+            collected = {"wrote": has_status(layout.output) and not cut, "cut_short": cut}
+    model = {"status": result.status.value, "reason": result.reason, "duration_s": result.duration_s,
+             "exit_code": result.exit_code, "wrote_status": collected["wrote"], "cut_short": collected["cut_short"],
+             "item": result.to_dict()}
+    if k:
+        note_model_run(layout, k, model)
+    return model
 
 
 @flow(name="merge")
-def merge(layout: RecoveryLayout, k: int) -> dict[str, Any]:
+def merge(layout: RecoveryLayout, k: int, allow_missing: list[str] | None = None) -> dict[str, Any]:
     """Merge round ``k``'s re-run into its salvaged outputs; the result becomes the output folder."""
-    return merge_round(layout, k)
+    return merge_round(layout, k, allow_missing)
+
+
+def _left(model: dict[str, Any]) -> str:
+    """How a model run failed to leave a complete run behind."""
+    if model.get("cut_short"):
+        return "leaving files cut short: " + "; ".join(model["cut_short"])
+    return "without run_status.nc"
+
+
+def _resume(layout: RecoveryLayout, resumed: dict[str, Any], allow_missing: list[str] | None) -> dict[str, Any]:
+    """The round a killed recovery left with its re-run finished: merged from disk (or its merge moved into place)."""
+    k, info, started = resumed["round"], resumed["info"], time.monotonic()
+    before = info.get("before") or {}
+    model = {**(info.get("model") or {"status": "success", "duration_s": 0.0}), "wrote_status": True}
+    entry = {"round": k, "step": "rerun", "before": before, "to_rerun": before.get("to_rerun", ""), "model": model,
+             "resumed": "the re-run had finished before the interruption: merged from disk, not run again"}
+    entry["ran"] = count_ran(layout, k)
+    entry["merge"] = merge(layout, k, allow_missing) if resumed["merge"] else info.get("merge", {})
+    entry["after"] = count_cells(layout)
+    entry["duration_s"] = round(time.monotonic() - started, 3)
+    return entry
 
 
 @flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE))
 def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "output", max_rounds: int = 3,
-                  work_dir: str | None = None, full_copy: bool = False, run: RunOptions | None = None,
-                  config: str | None = None) -> dict[str, Any]:
+                  work_dir: str | None = None, full_copy: bool = False, allow_missing: list[str] | None = None,
+                  run: RunOptions | None = None, config: str | None = None) -> dict[str, Any]:
     """Recover a gridded run: re-run failed cells until none is left or ``max_rounds`` re-runs were made.
 
-    ``run`` gives each model run's timeout (this pipeline's default unless given). ``config``, dvmdostem's
-    config.js, fills the model command's ``{config}`` placeholder.
+    ``run`` gives each model run's timeout (this pipeline's default unless given). ``allow_missing``
+    names NetCDF files a re-run may lack (its cells are then marked failed, see `merge_outputs`).
+    A recovery whose driver was killed resumes where its journal says it stopped: a finished
+    re-run on disk is merged, never run again. ``config``, dvmdostem's config.js, fills the model
+    command's ``{config}`` placeholder.
     """
     tag_current_run(PIPELINE)
     run = RunOptions.of(PIPELINE, run)
@@ -70,6 +103,9 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
     rounds: list[dict[str, Any]] = []
     stopped = ""
     try:
+        resumed = resume_point(layout)
+        if resumed:
+            rounds.append(_resume(layout, resumed, allow_missing))
         if not has_status(layout.output):
             started = time.monotonic()
             model = rerun(layout, 0, model_command, run, config)
@@ -79,7 +115,7 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
                 entry["ran"] = count_ran(layout, 0)
                 entry["after"] = count_cells(layout)
             entry["duration_s"] = round(time.monotonic() - started, 3)
-            stopped = "" if model["wrote_status"] else f"the initial run ended {model['status']} without run_status.nc"
+            stopped = "" if model["wrote_status"] else f"the initial run ended {model['status']} {_left(model)}"
         first = layout.next_round()
         for k in range(first, first + max_rounds + 1):
             if stopped or count_cells(layout)["to_rerun"] == 0:
@@ -97,10 +133,15 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
             rounds.append(entry)
             if not model["wrote_status"]:
                 entry["duration_s"] = round(time.monotonic() - started, 3)
-                stopped = f"round {k}: the model ended {model['status']} without run_status.nc"
+                stopped = f"round {k}: the model ended {model['status']} {_left(model)}"
                 break
             entry["ran"] = count_ran(layout, k)
-            entry["merge"] = merge(layout, k)
+            try:
+                entry["merge"] = merge(layout, k, allow_missing)
+            except UsageError as exc:  # bad input (a file missing from the re-run, a cut file): output put back
+                entry["duration_s"] = round(time.monotonic() - started, 3)
+                stopped = f"round {k}: the merge refused its inputs: {exc}"
+                break
             entry["after"] = count_cells(layout)
             entry["duration_s"] = round(time.monotonic() - started, 3)
     finally:

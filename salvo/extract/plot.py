@@ -370,10 +370,16 @@ def group_paths(path: str) -> list[str]:
 def open_groups(path: str) -> Iterator[tuple[str, Any]]:
     """Each group as a dataset, times left undecoded; coordinates of parent groups are inherited.
 
-    A file that cannot be opened as NetCDF raises `InputError` (never retried).
+    A file that cannot be opened as NetCDF, or is cut short (`salvo.ncfile`), raises `InputError` (never retried).
     """
     import xarray as xr
 
+    from salvo.ncfile import CutShortError, check_whole
+
+    try:
+        check_whole(path)  # the netCDF library reads past the end of a cut classic file without a word
+    except CutShortError as exc:
+        raise InputError(str(exc)) from None
     try:
         groups = group_paths(path)
     except Exception as exc:  # netCDF4 raises OSError, RuntimeError, ValueError for bad files

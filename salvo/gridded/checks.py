@@ -12,6 +12,7 @@ from pathlib import Path
 from salvo import validate
 from salvo.errors import UsageError
 from salvo.gridded.formats import STATUS_FILE, read_mask, read_status
+from salvo.gridded.ncschema import check_whole_files, netcdf_under
 
 
 def _inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
@@ -43,8 +44,9 @@ def check_salvage(output_dir: str, backup_dir: str, *, original_mask: str, new_m
     if _inside(backup_dir, output_dir):
         raise UsageError(f"Backup directory {backup_dir} must not be inside the output directory {output_dir}")
     validate.regular_file(original_mask, "--original-mask")
-    read_mask(original_mask)
     status = validate.regular_file(run_status or Path(output_dir) / STATUS_FILE, "--run-status" if run_status else STATUS_FILE)
+    check_whole_files([original_mask, status, *netcdf_under(output_dir)])  # every cut file named, in one line
+    read_mask(original_mask)
     read_status(status)
     new_file(new_mask, "--new-mask")
     if os.path.realpath(new_mask) == os.path.realpath(original_mask):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -23,9 +23,9 @@ import netCDF4
 import numpy as np
 
 from salvo.errors import UsageError
-from salvo.fsutil import atomic_dir, atomic_path
+from salvo.fsutil import TMP_PREFIX, atomic_dir, atomic_path
 from salvo.gridded.formats import SOURCE_VAR, STATUS_FILE, STATUS_VAR, SUCCESS
-from salvo.gridded.ncschema import create_like, nc_files, open_raw
+from salvo.gridded.ncschema import check_whole_files, create_like, open_raw
 
 Log = Callable[[str], None]
 #: Bytes of one variable's slab held in memory at a time (per input; the merge holds about three).
@@ -54,6 +54,10 @@ class MergeReport:
     total_cells: int = 0
     merged: list[str] = field(default_factory=list)
     carried_over: list[str] = field(default_factory=list)
+    concatenated: list[str] = field(default_factory=list)  # fail_log.txt: the salvaged run's, then the re-run's
+    refused: list[str] = field(default_factory=list)  # files only in the re-run: not merged
+    missing: list[str] = field(default_factory=list)  # allowed with allow_missing: carried, the re-run's cells failed
+    marked_failed: int = 0  # cells the incomplete re-run would have fixed, left failed (merge_source -k)
     warnings: list[str] = field(default_factory=list)
     verified: dict[str, list[str]] = field(default_factory=dict)  # file -> gridded variables checked cell by cell
 
@@ -164,16 +168,82 @@ def classify(ds: netCDF4.Dataset, fgrid: FileGrid, grid: StatusGrid, *, name: st
 # ---------------------------------------------------------------- the merge
 
 
+#: dvmdostem's list of failed cells, one per run: the merge concatenates them
+#: (as ``scripts/chinook/batch_merge.sh`` does).
+FAIL_LOG = "fail_log.txt"
+
+
+@dataclass
+class MergePlan:
+    """What a merge will do with every entry of the two runs' folders (paths relative to them, ``/``-separated)."""
+
+    netcdf: list[str] = field(default_factory=list)  # in both runs: merged cell by cell (run_status.nc apart)
+    missing: list[str] = field(default_factory=list)  # NetCDF in the salvaged run only
+    carried: list[str] = field(default_factory=list)  # other files of the salvaged run: copied byte for byte
+    concatenated: list[str] = field(default_factory=list)  # fail_log.txt: salvaged then re-run
+    folders: list[str] = field(default_factory=list)  # sub-folders of the salvaged run, re-created
+    refused: list[str] = field(default_factory=list)  # "name: why", never carried
+    rerun_only: list[str] = field(default_factory=list)  # files only the re-run has: not merged, listed
+
+
+def _walk(root: Path) -> Iterator[tuple[str, Path]]:
+    """Every entry under ``root`` (not following links), as (relative path, path); Salvo's own temporaries left out."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(TMP_PREFIX))
+        links = [d for d in dirnames if (here / d).is_symlink()]
+        dirnames[:] = [d for d in dirnames if d not in links]
+        for name in sorted([*filenames, *links]):
+            if not name.startswith(TMP_PREFIX):
+                yield (here / name).relative_to(root).as_posix(), here / name
+        for d in dirnames:
+            yield (here / d).relative_to(root).as_posix() + "/", here / d
+
+
+def plan_merge(salvaged_dir: Path, rerun_dir: Path) -> MergePlan:
+    """Sort every entry of the salvaged run (and the re-run's extras) into merged, carried, concatenated or refused."""
+    plan = MergePlan()
+    rerun_files = {rel for rel, p in _walk(rerun_dir) if not rel.endswith("/")}
+    for rel, p in _walk(salvaged_dir):
+        if rel.endswith("/"):
+            plan.folders.append(rel.rstrip("/"))
+        elif p.is_symlink():
+            plan.refused.append(f"{rel}: a symbolic link")
+        elif not p.is_file():
+            plan.refused.append(f"{rel}: not a regular file")
+        elif rel == FAIL_LOG:
+            plan.concatenated.append(rel)
+        elif p.suffix == ".nc" and rel != STATUS_FILE:
+            (plan.netcdf if rel in rerun_files else plan.missing).append(rel)
+        elif rel != STATUS_FILE:
+            plan.carried.append(rel)
+    known = {rel for rel, _ in _walk(salvaged_dir)}
+    for rel in sorted(rerun_files - known):
+        if rel == FAIL_LOG:
+            plan.concatenated.append(rel)
+        else:
+            plan.rerun_only.append(rel)
+    return plan
+
+
 def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.PathLike[str],
                   output_dir: str | os.PathLike[str], rerun_index: int | None = None,
-                  verbose: bool = False, log: Log = print, chunk_bytes: int = CHUNK_BYTES) -> MergeReport:
+                  allow_missing: Iterable[str] = (), verbose: bool = False, log: Log = print,
+                  chunk_bytes: int = CHUNK_BYTES) -> MergeReport:
     """Write into ``output_dir`` every file of ``salvaged_dir`` with the cells the re-run got right replaced.
 
     In each variable on the run_status grid the value comes from ``rerun_dir`` where the re-run's
     run_status is 100, else from ``salvaged_dir``; everything else is copied from the salvaged
     file. ``run_status.nc`` gains ``merge_source(Y, X)``: 0 for the original run, ``rerun_index``
     (default: one more than the salvaged file's highest) for cells this re-run produced. The
-    folder appears only complete and verified.
+    folder appears only complete and verified. NetCDF files in sub-folders are merged like the
+    others, other files (sub-folders included) carried over byte for byte, ``fail_log.txt``
+    concatenated; a link or special file is refused by name before anything is written.
+
+    A NetCDF file of the salvaged run that the re-run lacks is an error before anything is written,
+    unless its name is in ``allow_missing``: then the re-run is incomplete, nothing is taken from
+    it, and its cells are marked failed: they keep the salvaged run's (failed) status and get
+    ``merge_source = -k`` (never 100), so the next round re-runs them.
     """
     salv, rerun, out = Path(salvaged_dir), Path(rerun_dir), Path(output_dir)
     for label, folder in (("Salvaged", salv), ("Rerun", rerun)):
@@ -184,9 +254,19 @@ def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.P
     if out.resolve() in (salv.resolve(), rerun.resolve()):
         raise UsageError(f"Output directory {out} must differ from the input directories")
 
+    plan = plan_merge(salv, rerun)
+    check_whole_files([salv / STATUS_FILE, rerun / STATUS_FILE, *(salv / n for n in plan.netcdf + plan.missing),
+                       *(rerun / n for n in plan.netcdf)])
+    if plan.refused:
+        raise UsageError(f"Cannot carry over from the salvaged run {salv}: {'; '.join(plan.refused)} "
+                         f"(nothing was written)")
+    allowed = set(allow_missing)
+    not_allowed = [n for n in plan.missing if n not in allowed and Path(n).name not in allowed]
+    if not_allowed:
+        raise UsageError(f"File not found in rerun: {', '.join(not_allowed)} (the merge would keep the failed "
+                         f"run's values in the re-run's cells; nothing was written; --allow-missing NAME marks "
+                         f"those cells failed instead)")
     grid = status_grid(salv / STATUS_FILE)
-    names = [p.name for p in nc_files(salv) if p.name != STATUS_FILE]
-    present = [n for n in names if (rerun / n).is_file()]
     check_compatible(salv / STATUS_FILE, rerun=rerun / STATUS_FILE, grid=grid)  # the rest: file by file, below
 
     with open_raw(salv / STATUS_FILE) as s_ds, open_raw(rerun / STATUS_FILE) as r_ds:
@@ -194,46 +274,70 @@ def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.P
         take = np.asarray(r_ds.variables[STATUS_VAR][:]) == SUCCESS
         old_source = np.asarray(s_ds.variables[SOURCE_VAR][:]) if SOURCE_VAR in s_ds.variables else None
     k = rerun_index if rerun_index is not None else (int(old_source.max()) + 1 if old_source is not None and old_source.size else 1)
-    source = np.where(take, k, 0 if old_source is None else old_source).astype("i2")
+    rerun_success = int(take.sum())
+    marked = np.zeros_like(take)
+    if plan.missing:  # an incomplete re-run: none of its cells is taken; those it would have fixed stay failed
+        marked, take = take & (s_status != SUCCESS), np.zeros_like(take)
+    source = np.where(take, k, np.where(marked, -k, 0 if old_source is None else old_source)).astype("i2")
     merged_status = np.where(take, SUCCESS, s_status)
     report = MergeReport(str(salv), str(rerun), str(out), k,
-                         salvaged_success=int((s_status == SUCCESS).sum()), rerun_success=int(take.sum()),
+                         salvaged_success=int((s_status == SUCCESS).sum()), rerun_success=rerun_success,
                          total_success=int((merged_status == SUCCESS).sum()), total_cells=int(take.size))
+    report.missing, report.marked_failed = list(plan.missing), int(marked.sum())
     if verbose:
         log(f"Salvaged run - successful cells: {report.salvaged_success}")
         log(f"Rerun - successful cells: {report.rerun_success}")
-        log(f"Found {len(names)} files to merge")
+        log(f"Found {len(plan.netcdf) + len(plan.missing)} files to merge")
 
     with atomic_dir(out) as tmp:
+        for d in plan.folders:
+            (tmp / d).mkdir(parents=True, exist_ok=True)
         report.verified[STATUS_FILE] = merge_file(salv / STATUS_FILE, rerun=rerun / STATUS_FILE, output=tmp / STATUS_FILE,
                                                   take=take, grid=grid, source=source, chunk_bytes=chunk_bytes)
-        for name in names:
-            if name not in present:
-                msg = f"File not found in rerun: {name} (carried over from the salvaged run)"
-                report.warnings.append(msg)
-                log(f"  Warning: {msg}")
-                _copy(salv / name, tmp / name)
-                report.carried_over.append(name)
-                continue
+        for name in plan.missing:
+            msg = (f"File not found in rerun: {name} (allowed: carried over from the salvaged run; the re-run's "
+                   f"{report.marked_failed} cells are marked failed, merge_source -{k})")
+            report.warnings.append(msg)
+            log(f"  Warning: {msg}")
+            _copy(salv / name, tmp / name)
+            report.carried_over.append(name)
+        for name in plan.netcdf:
             if verbose:
                 log(f"  Merging: {name}")
             report.verified[name] = merge_file(salv / name, rerun=rerun / name, output=tmp / name, take=take,
                                                grid=grid, chunk_bytes=chunk_bytes)
             report.merged.append(name)
-        for p in sorted(salv.iterdir()):
-            if p.is_file() and p.suffix != ".nc" and not p.name.startswith("."):
-                _copy(p, tmp / p.name)  # logs, configs: kept with the outputs they describe
-                report.carried_over.append(p.name)
-    for p in nc_files(rerun):
-        if not (salv / p.name).exists():
-            msg = f"File only in rerun, not merged: {p.name}"
-            report.warnings.append(msg)
-            log(f"  Warning: {msg}")
+        for name in plan.carried:
+            _copy(salv / name, tmp / name)  # logs, configs, calibration files: kept with the outputs they describe
+            report.carried_over.append(name)
+        for name in plan.concatenated:
+            _concatenate([salv / name, rerun / name], tmp / name)
+            report.concatenated.append(name)
+    for name in plan.rerun_only:
+        msg = f"File only in rerun, not merged: {name}"
+        report.refused.append(name)
+        report.warnings.append(msg)
+        log(f"  Warning: {msg}")
     if verbose:
         log("✓ Merge complete")
         log(f"  Merged: {len(report.merged)} files")
+        if report.carried_over or report.concatenated:
+            joined = ", ".join(report.concatenated) or "none"
+            log(f"  Carried over: {len(report.carried_over)} files; concatenated: {joined}")
         log(f"  Total successful cells: {report.total_success}")
     return report
+
+
+def _concatenate(parts: list[Path], dst: Path) -> None:
+    """Write the existing ``parts`` one after the other (each ending with a newline) into ``dst``, atomically."""
+    with atomic_path(dst) as tmp:
+        with open(tmp, "wb") as fh:
+            for part in parts:
+                if part.is_file():
+                    data = part.read_bytes()
+                    fh.write(data if not data or data.endswith(b"\n") else data + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def check_compatible(salvaged: Path, *, rerun: Path, grid: StatusGrid | None = None) -> tuple[FileGrid, list[str]]:

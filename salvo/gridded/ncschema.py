@@ -10,13 +10,20 @@ import netCDF4
 import numpy as np
 
 from salvo.errors import UsageError
+from salvo.ncfile import cut_short
 
 #: Compression filters we can recreate on a new variable (netCDF4 ``compression=`` names).
 _CODECS = ("zlib", "zstd", "bzip2")
 
 
 def open_raw(path: str | os.PathLike[str], mode: str = "r") -> netCDF4.Dataset:
-    """Open a NetCDF file so that values are read and written raw (no masking, scaling, chars)."""
+    """Open a NetCDF file so that values are read and written raw (no masking, scaling, chars).
+
+    A file opened for reading is first checked to be whole (`salvo.ncfile`, the header only): a file
+    cut short is a one-line `UsageError` (``bad input: <file> is cut short: N of M bytes``).
+    """
+    if mode == "r":
+        check_whole_files([path])
     try:
         ds = netCDF4.Dataset(os.fspath(path), mode)
     except OSError as exc:
@@ -24,6 +31,13 @@ def open_raw(path: str | os.PathLike[str], mode: str = "r") -> netCDF4.Dataset:
     ds.set_auto_maskandscale(False)
     ds.set_auto_chartostring(False)
     return ds
+
+
+def check_whole_files(paths) -> None:
+    """Raise one `UsageError` naming every NetCDF file among ``paths`` that is cut short (headers read only)."""
+    cut = cut_short(paths)
+    if cut:
+        raise UsageError("bad input: " + "; ".join(str(exc) for exc in cut))
 
 
 def variable_options(var: netCDF4.Variable, *, data_model: str) -> dict[str, Any]:
@@ -119,6 +133,15 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return (str(value.dtype), value.item())
     return value
+
+
+def netcdf_under(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every NetCDF file under ``folder``, sub-folders included (links not followed), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        found += [Path(dirpath) / n for n in sorted(filenames) if n.endswith(".nc") and not n.startswith(".")]
+    return found
 
 
 def nc_files(folder: Path) -> list[Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+from datetime import datetime, timezone
 import os
 import re
 import shutil
@@ -22,6 +23,9 @@ from salvo.gridded.backup import mirror_files
 from salvo.gridded.formats import STATUS_FILE, read_mask
 
 _ROUND = re.compile(r"round-(\d+)$")
+JOURNAL = "journal.json"
+#: A round's steps, in order; ``rerun-failed`` and ``merge-failed`` end a round whose output folder was put back.
+STEPS = ("salvaged", "rerun", "rerun-done", "merging", "merge-done", "merged", "rerun-failed", "merge-failed")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,11 @@ class RecoveryLayout:
     def marker(self) -> Path:
         """Present while a failed-cells mask sits at the user's mask path."""
         return self.work / "mask-swapped.json"
+
+    @property
+    def journal(self) -> Path:
+        """Each round's steps (salvaged, rerun, rerun-done, merging, merge-done, merged), written atomically."""
+        return self.work / JOURNAL
 
     def round_dir(self, k: int) -> Path:
         """Folder of round ``k``: salvaged/, run-mask-failed.nc, rerun/, merged/."""
@@ -145,4 +154,65 @@ def move_into(folder: Path, *, source: Path) -> None:
     empty_folder(folder)
     for p in sorted(source.iterdir()):
         os.rename(p, folder / p.name)
+    source.rmdir()
+
+
+# ---------------------------------------------------------------- the journal: where a recovery stopped
+
+
+def read_journal(layout: RecoveryLayout) -> dict:
+    """The journal (``{"rounds": {"k": {"step": ..., "steps": [...], ...}}}``); empty if there is none yet."""
+    try:
+        doc = json.loads(layout.journal.read_text())
+    except FileNotFoundError:
+        return {"rounds": {}}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"The recovery journal {layout.journal} cannot be read: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("rounds"), dict):
+        raise UsageError(f"The recovery journal {layout.journal} is not a salvo journal")
+    return doc
+
+
+def record_step(layout: RecoveryLayout, k: int, step: str, **info: object) -> None:
+    """Write that round ``k`` reached ``step`` (and any ``info``) atomically: a kill leaves the old or new journal."""
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}")
+    doc = read_journal(layout)
+    entry = doc["rounds"].setdefault(str(k), {"steps": []})
+    entry.update(info)
+    entry["step"] = step
+    entry["steps"].append({"step": step, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    layout.work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(layout.journal, json.dumps(doc, indent=2, default=str))
+
+
+def note(layout: RecoveryLayout, k: int, **info: object) -> None:
+    """Add ``info`` to round ``k``'s journal entry without changing its step (atomically)."""
+    doc = read_journal(layout)
+    doc["rounds"].setdefault(str(k), {"steps": []}).update(info)
+    atomic_write_text(layout.journal, json.dumps(doc, indent=2, default=str))
+
+
+def round_step(layout: RecoveryLayout, k: int) -> str | None:
+    """The last step round ``k`` reached (None: not in the journal)."""
+    return (read_journal(layout)["rounds"].get(str(k)) or {}).get("step")
+
+
+def round_info(layout: RecoveryLayout, k: int) -> dict:
+    """What the journal holds about round ``k``."""
+    return dict(read_journal(layout)["rounds"].get(str(k)) or {})
+
+
+def finish_move(folder: Path, *, source: Path) -> None:
+    """Move what is left of ``source`` into ``folder`` (renames), after a move that was cut short; remove ``source``.
+
+    The files already moved stay; those still in ``source`` replace any of the same name.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in sorted(source.iterdir()):
+        target = folder / p.name
+        if p.is_dir() and not p.is_symlink() and target.is_dir():
+            finish_move(target, source=p)
+        else:
+            os.replace(p, target)
     source.rmdir()

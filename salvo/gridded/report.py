@@ -99,6 +99,8 @@ def console_lines(doc: dict[str, Any]) -> list[str]:
             head = f"Round 0 (initial run): {ran}"
         else:
             head = f"Round {r['round']}: re-ran {r['to_rerun']} failed cells, {ran}"
+            if r.get("resumed"):
+                head += " (resumed: its finished re-run merged from disk)"
         after = r.get("after")
         if after:
             head += (f"; now {after['success']}/{after['enabled']} enabled cells succeeded, "

@@ -12,6 +12,7 @@ import numpy as np
 from salvo.errors import UsageError
 from salvo.gridded.backup import BackupReport, backup_outputs
 from salvo.gridded.formats import STATUS_FILE, STATUS_FILL, SUCCESS, read_mask, read_status, rewrite_mask
+from salvo.gridded.ncschema import check_whole_files, netcdf_under
 
 Log = Callable[[str], None]
 
@@ -94,6 +95,7 @@ def salvage_run(output_dir: str | os.PathLike[str], *, backup_dir: str | os.Path
         if out.is_dir() and Path(path).resolve().is_relative_to(out.resolve()):
             raise UsageError(f"{flag} {path} must not be inside the output directory {out} "
                              f"(the backup moves that folder away{'' if copy else '; or use --copy'})")
+    check_whole_files([original_mask, status_path, *netcdf_under(out)])  # a cut file: one line naming every one
     mask = read_mask(original_mask)
     status = read_status(status_path)
     if mask.shape != status.shape:

@@ -101,17 +101,14 @@ def test_merge_source_counts_rerun_rounds(runs):
     assert read_status(runs.root / "merged2" / "run_status.nc")[read_mask(mask) == 1].tolist() == [100] * ENABLED
 
 
-def test_file_missing_from_rerun_is_carried_over_with_a_warning(runs):
+def test_file_missing_from_rerun_is_an_error_before_anything_is_written(runs):
+    """Issue 22.3: a missing file was a warning and the merged run_status said 100 for cells it did not have."""
     salv, rerun = _recovered(runs, fail_cells=[(1, 1)])
     (rerun / "VEGC_yearly_tr.nc").unlink()
-    (salv / "notes.txt").write_text("run notes\n")
-    lines: list[str] = []
-    report = merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", log=lines.append)
-    assert report.warnings == ["File not found in rerun: VEGC_yearly_tr.nc (carried over from the salvaged run)"]
-    assert lines == ["  Warning: " + report.warnings[0]]
-    assert tree_digest(runs.root / "merged")["VEGC_yearly_tr.nc"] == tree_digest(salv)["VEGC_yearly_tr.nc"]
-    assert (runs.root / "merged" / "notes.txt").read_text() == "run notes\n"
-    assert len(report.merged) == 5
+    before = tree_digest(salv), tree_digest(rerun)
+    with pytest.raises(UsageError, match=r"File not found in rerun: VEGC_yearly_tr.nc .*--allow-missing"):
+        merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", **QUIET)
+    assert not (runs.root / "merged").exists() and (tree_digest(salv), tree_digest(rerun)) == before
 
 
 def test_different_time_dimension_is_an_error_naming_file_and_dimension(runs):
