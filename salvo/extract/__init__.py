@@ -316,11 +316,16 @@ def _known_lists(root: str | os.PathLike[str]) -> list[str]:
         return []
 
 
-def remember_resume_lists(root: str | os.PathLike[str], texts: Iterable[str], marks: Iterable[str] = ()) -> None:
+def remember_resume_lists(root: str | os.PathLike[str], texts: Iterable[str], marks: Iterable[str] = (),
+                          replaced: bool = False) -> None:
     """Remember resume lists Salvo wrote or already imported, by hash: they are not imported again
     (their files have resume records now, and an edited input must be processed again).
-    ``marks``: other tokens (the journal Salvo appends to while a batch runs, by device and inode)."""
+    ``marks``: other tokens (the journal Salvo appends to while a batch runs, by device and inode).
+    ``replaced``: the list in ``root`` is being replaced, so an earlier journal's mark is dropped
+    (its inode number may be reused by another file)."""
     known = _known_lists(root)
+    if replaced:
+        known = [k for k in known if not k.startswith("journal:")]
     known += [d for d in [*map(_digest, texts), *marks] if d not in known]
     atomic_write_text(Path(root) / STATE_DIR / WRITTEN_MARK, "".join(f"{d}\n" for d in known[-100:]))
 
@@ -331,7 +336,7 @@ def write_resume_file(root: str | os.PathLike[str], finished: Iterable[str]) -> 
     instead, a line per finished file (``salvo.extract.journal``)."""
     text = "".join(f"{i}\n" for i in finished)
     path = atomic_write_text(Path(root) / RESUME_FILE, text)
-    remember_resume_lists(root, [text])
+    remember_resume_lists(root, [text], replaced=True)
     return path
 
 

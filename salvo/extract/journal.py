@@ -11,7 +11,10 @@ the records under ``.salvo/`` are the truth; the list is the seed's convenience.
 batch the list is rewritten atomically in input order, as before.
 
 A journal Salvo is appending to is its own list, not a seed-era list to import: its
-``(device, inode)`` is remembered beside the hashes of the lists Salvo wrote (``resume_files``).
+``(device, inode)`` is remembered beside the hashes of the lists Salvo wrote (``resume_files``),
+until the list is replaced (the next journal, or the final rewrite), so that a reused inode number
+is not mistaken for it. In the one window left (after a crash, a seed run rewriting that same file
+in place) the list is not imported and its files are processed again: more work, never a stale plot.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ class ResumeJournal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".salvo-tmp-{RESUME_FILE}-{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        remember_resume_lists(root, [], marks=[journal_mark(os.fstat(fd))])  # before it has the list's name
+        # Marked before it has the list's name; an earlier journal's mark goes (its file is replaced now).
+        remember_resume_lists(root, [], marks=[journal_mark(os.fstat(fd))], replaced=True)
         os.replace(tmp, self.path)
         self.fd: int | None = fd
 

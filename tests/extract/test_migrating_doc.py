@@ -4,7 +4,9 @@ on small generated files: each exits 0 and does what the page says."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import shlex
 from pathlib import Path
 
@@ -110,12 +112,14 @@ def test_the_seed_layout_commands_run_a_seed_users_worker_unchanged(tmp_path: Pa
     data = tmp_path / "data"
     write_series_file(data / "exp_S3_000.nc", steps=6, seed=1)
     write_series_file(data / "exp_S3_001.nc", steps=1, seed=2)  # a single time step
-    (data / "exp_S3_002.nc").write_bytes(b"CDF\x01" + b"\x00" * 20)  # cut short: cannot be opened
+    (data / "exp_S3_002.nc").write_bytes(b"<html>502 Bad Gateway</html>")  # a failed download: not NetCDF
     with netCDF4.Dataset(data / "exp_S3_003.nc", "w") as nc:  # nothing the worker plots: exits 0 without a PNG
         nc.createDimension("time", 4)
         nc.createVariable("count", "i4", ("time",))[:] = [1, 2, 3, 4]
     (tmp_path / "extract_results.py").write_text(XARRAY)
     monkeypatch.chdir(tmp_path)
+    # The seed's users run `python` with their plotting libraries: here, this interpreter.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 
     code, _ = _run_code(first, capsys)
     assert code == 1

@@ -185,3 +185,44 @@ def test_seed_layout_refuses_salvos_own_layout_flags(tmp_path: Path, flags: dict
         plan_batch(str(tmp_path), cwd=str(tmp_path), seed_layout=True, **flags)
     with pytest.raises(UsageError, match="is not there"):
         plan_batch(str(tmp_path), cwd=str(tmp_path), seed_layout=True, worker_script="plots.py")
+
+
+def test_a_worker_commands_skipping_line_is_a_skip(tmp_path: Path) -> None:
+    """Issue 22.6 in Salvo's own layout: exit 0, nothing written, `Skipping.` on stdout."""
+    from flows.batch import BatchFailed
+    from flows.netcdf_extract import netcdf_extract
+    from salvo.options import RunOptions
+
+    script = tmp_path / "extract_results.py"
+    script.write_text("import sys\nif 'single' in sys.argv[1]:\n    print(sys.argv[1] + ' has only one time step. Skipping.')\n"
+                      "else:\n    print('nothing to plot')\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "single.nc").write_bytes(b"x")
+    (data / "quiet.nc").write_bytes(b"y")
+    with pytest.raises(BatchFailed) as info:
+        netcdf_extract(directory=str(data), worker_command=f"python3 {script} {{input}} {{output_dir}}", run=RunOptions(retries=0))
+    items = {i["item_id"]: i for i in info.value.summary["items"]}
+    assert items["single.nc"]["status"] == "skipped"
+    assert items["single.nc"]["reason"] == f"{data / 'single.nc'} has only one time step. Skipping."
+    assert items["quiet.nc"]["status"] == "silent_failure"  # exit 0, no plots, no skip line
+    assert not list(data.glob("*_results"))
+
+
+@pytest.mark.pure
+def test_the_journal_salvo_appends_to_is_never_imported_as_a_seed_list(tmp_path: Path) -> None:
+    from salvo.extract import resume_files
+    from salvo.extract.journal import ResumeJournal
+    from salvo.outcome import ItemResult, Status
+
+    journal = ResumeJournal(tmp_path, {"a.nc": "a.nc", "b.nc": "b.nc"}, {"a.nc": "a_results", "b.nc": "b_results"})
+    journal(ItemResult("a.nc", Status.SUCCESS))
+    journal(ItemResult("b.nc", Status.ERROR))  # a failure is not listed
+    journal(ItemResult("a.nc", Status.SUCCESS))  # listed once
+    # As a kill -9 leaves it: never rewritten at the end.
+    assert (tmp_path / "batch_resume.txt").read_text() == "a.nc\n"
+    assert resume_files(tmp_path, None, cwd=tmp_path) == []
+    (tmp_path / "batch_resume.txt").unlink()
+    (tmp_path / "batch_resume.txt").write_text("a.nc\nb.nc\n")  # the seed wrote a new list since
+    assert resume_files(tmp_path, None, cwd=tmp_path) == [tmp_path / "batch_resume.txt"]
+    journal.close()
