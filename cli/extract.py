@@ -9,7 +9,8 @@ from typing import Any
 from cli.common import Progress, add_runner_flags, print_dry_run, print_json, print_summary, run_flow, run_options
 from salvo import validate
 from salvo.errors import UsageError
-from salvo.extract import DEFAULT_DPI, extract_worker, has_existing_output, plan_batch
+from salvo.extract import DEFAULT_DPI, batch_worker, extract_worker, has_existing_output, plan_batch
+from salvo.extract.seed_layout import seed_layout_line
 
 PIPELINE = "netcdf-extract"
 #: The resolution a plot may be asked for (dots per inch).
@@ -29,6 +30,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--worker-command", help="run this command per file instead, e.g. 'python extract_results.py {input} {output_dir}'")
     p.add_argument("--state", help="where resume records live: a folder, s3:// URL or storage block (default: <output>/.salvo)")
     p.add_argument("--items-per-task", type=int, help="items one Prefect task carries (default: 1 for small batches, up to 20 for large)")
+    p.add_argument("--seed-layout", action="store_true", default=None,
+                   help="run your own extract_results.py unchanged, as the seed did: 'python extract_results.py FILE' in the current "
+                        "folder, plots in <stem>/ there (detected when a batch_resume.txt sits beside a <stem>/ with plots)")
+    p.add_argument("--worker-script", default=None,
+                   help="the seed's worker script in the current folder, with --seed-layout (default: extract_results.py)")
     p.add_argument("--dpi", default=None, help=f"resolution of the built-in plots, dots per inch (default: {DEFAULT_DPI}; figures are 10 x 4 inches)")
     add_runner_flags(p, PIPELINE)
     p.set_defaults(func=main)
@@ -79,15 +85,19 @@ def main(args: argparse.Namespace) -> int:
     """Run the batch; 0 when nothing failed, 1 when an item failed, 2 for bad usage."""
     checked = check_args(args)
     plan = plan_batch(args.directory, pattern=args.pattern, output_dir=args.output_dir, recursive=args.recursive,
-                      worker_command=args.worker_command, state=args.state, dpi=checked["dpi"], resume=args.resume)
+                      worker_command=args.worker_command, state=args.state, dpi=checked["dpi"], resume=args.resume,
+                      seed_layout=args.seed_layout, worker_script=args.worker_script)
+    if plan.seed_layout and not args.json:
+        print(seed_layout_line(plan))
     if not plan.items:
         msg = f"No files match {args.pattern!r} in {args.directory}; nothing to do."
         print_json({"summary": {"total": 0}, "items": [], "message": msg}) if args.json else print(msg)
         return 0
     if args.dry_run:
         return _dry_run(args, plan)
+    seed = dict(seed_layout=bool(plan.seed_layout), worker_script=args.worker_script)
     where = dict(directory=args.directory, pattern=args.pattern, output_dir=args.output_dir, recursive=args.recursive,
-                 worker_command=args.worker_command, state=args.state, dpi=checked["dpi"])
+                 worker_command=args.worker_command, state=args.state, dpi=checked["dpi"], **seed)
     done = None if args.force else _already_done(**where, planned=None if args.resume else plan)
     if done is not None:
         # Every file was finished by earlier runs: answer from their records, with no flow run.
@@ -98,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
             print(done["message"])
             print_summary(done)
         return 0
-    _prestart(args.worker_command, checked["run"], len(plan.items) - len(plan.settled))
+    _prestart(batch_worker(plan, args.worker_command), checked["run"], len(plan.items) - len(plan.settled))
     doc = run_flow(
         _flow(), progress=Progress(quiet=args.json or getattr(args, "quiet", False), noun="files"),
         **where, skip_existing=args.skip_existing, resume=args.resume, run=checked["run"],
@@ -116,16 +126,15 @@ def _already_done(**where: Any) -> dict[str, Any] | None:
     return already_done(**where)
 
 
-def _prestart(worker_command: str | None, run: Any, pending: int) -> None:
+def _prestart(worker: Any, run: Any, pending: int) -> None:
     """Start the items' worker processes now, so that their imports overlap with Prefect's (local runs only)."""
     if run.on_cluster or pending <= 0:
         return
     from cli.server import prepare_api
-    from salvo.extract import extract_worker
     from salvo.runner import prestart
 
     prepare_api()  # the API's environment and the reaper first: the worker processes inherit both
-    prestart(extract_worker(worker_command), min(run.workers, pending))
+    prestart(worker, min(run.workers, pending))
 
 
 def _flow() -> Any:

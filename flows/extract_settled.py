@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from flows.settled import BatchOptions, BatchOutcome, batch_document, split_finished
-from salvo.extract import STATE_DIR, Plan, extract_worker, plan_batch, report_dir, write_resume_file
+from salvo.extract import STATE_DIR, Plan, batch_worker, plan_batch, resume_entry, write_resume_file
 from salvo.items import Worker
 from salvo.report import summarize
 
@@ -20,20 +20,24 @@ TITLE = "NetCDF batch extraction summary"
 
 
 def plan_for(directory: str, pattern: str, output_dir: str | None, recursive: bool, worker_command: str | None, state: str | None,
-          dpi: int | None = None, resume: bool = False) -> tuple[Plan, Worker, BatchOptions]:
+             dpi: int | None = None, resume: bool = False, seed_layout: bool | None = False, worker_script: str | None = None,
+             workdir: str | None = None) -> tuple[Plan, Worker, BatchOptions]:
+    """Plan the batch; ``seed_layout`` None detects the seed's own layout in ``workdir`` (default: the cwd)."""
     worker_command = worker_command or None  # a deployment's empty parameter means the built-in plotter
     planned = plan_batch(directory, pattern=pattern, output_dir=output_dir, recursive=recursive, worker_command=worker_command,
-                      state=state, dpi=dpi, resume=resume)
-    return planned, extract_worker(worker_command), _options(directory, output_dir, state)
+                         state=state, dpi=dpi, resume=resume, cwd=workdir, seed_layout=seed_layout,
+                         worker_script=worker_script or None)
+    return planned, batch_worker(planned, worker_command), _options(planned, state)
 
 
-def _options(directory: str, output_dir: str | None, state: str | None) -> BatchOptions:
-    return BatchOptions(state=state or str(report_dir(directory, output_dir) / STATE_DIR), settings={"pipeline": PIPELINE})
+def _options(plan: Plan, state: str | None) -> BatchOptions:
+    return BatchOptions(state=state or str(plan.root / STATE_DIR), settings={"pipeline": PIPELINE})  # type: ignore[operator]
 
 
 def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,
                  worker_command: str | None = None, state: str | None = None, dpi: int | None = None,
-                 planned: Plan | None = None) -> dict[str, Any] | None:
+                 planned: Plan | None = None, seed_layout: bool | None = False, worker_script: str | None = None,
+                 workdir: str | None = None) -> dict[str, Any] | None:
     """The batch's reports if an earlier run finished every item, else None; no flow run needed.
 
     The command line uses this to answer a fully resumed batch without starting Prefect's API;
@@ -41,9 +45,10 @@ def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | 
     """
     t0 = time.monotonic()
     if planned is None:
-        plan, worker, options = plan_for(directory, pattern, output_dir, recursive, worker_command, state, dpi)
+        plan, worker, options = plan_for(directory, pattern, output_dir, recursive, worker_command, state, dpi,
+                                         seed_layout=seed_layout, worker_script=worker_script, workdir=workdir)
     else:
-        plan, worker, options = planned, extract_worker(worker_command or None), _options(directory, output_dir, state)
+        plan, worker, options = planned, batch_worker(planned, worker_command or None), _options(planned, state)
     if plan.settled or not plan.items:  # an unreadable input is an error to report: that needs a run
         return None
     finished, pending = split_finished(plan.items, worker, options=options)
@@ -51,7 +56,8 @@ def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | 
         return None
     results = [finished[it.id] for it in plan.items]
     summary = summarize(results, pipeline=PIPELINE, wall_time_s=time.monotonic() - t0)
-    root = report_dir(directory, output_dir)
-    resume = write_resume_file(root, [r.item_id for r in results if r.status.ok])
+    root = plan.root
+    entries = {it.id: resume_entry(it) for it in plan.items}
+    resume = write_resume_file(root, [entries[r.item_id] for r in results if r.status.ok])  # type: ignore[arg-type]
     return batch_document(BatchOutcome(results, summary), report_dir=root, title=TITLE, extra_reports={"resume": str(resume)})
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from flows.batch import BatchOptions, BatchOutcome, finish_batch, run_batch, run_namer, tag_current_run
 from flows.extract_settled import PIPELINE, TITLE, already_done, plan_for  # noqa: F401 - already_done re-exported
-from salvo.extract import Plan, has_existing_output, remember_resume_lists, report_dir, write_resume_file
+from salvo import batchcore
+from salvo.extract import Plan, has_existing_output, remember_resume_lists, resume_entry, write_resume_file
+from salvo.extract.journal import ResumeJournal
+from salvo.extract.seed_layout import mark_layout, seed_layout_line, write_links
 from salvo.fingerprint import item_key
 from salvo.items import Worker
 from salvo.options import RunOptions
@@ -33,25 +35,45 @@ def netcdf_extract(
     dpi: int | None = None,
     resume: bool = False,
     run: RunOptions | None = None,
+    seed_layout: bool | None = None,
+    worker_script: str | None = None,
+    workdir: str | None = None,
 ) -> dict[str, Any]:
     """Plot each file's time series in a child process; finished files are never redone.
 
     With ``resume``, files a seed-era ``batch_resume.txt`` lists, whose plots exist, are imported as
     finished (recorded, not run again). ``run``: timeout, workers, retries, force (unset fields:
     this pipeline's defaults).
+
+    ``seed_layout``: run the seed's own worker unchanged, ``python extract_results.py FILE`` (or
+    ``worker_script``) in ``workdir`` (default: the current folder), its plots in ``<stem>/`` there;
+    None (the default) uses that layout when the working folder shows it (see
+    ``salvo.extract.seed_layout.detect``); False never.
     """
     tag_current_run(PIPELINE)
     run = RunOptions.of(PIPELINE, run)
-    plan, worker, options = plan_for(directory, pattern, output_dir, recursive, worker_command, state, dpi, resume and not run.force)
+    plan, worker, options = plan_for(directory, pattern, output_dir, recursive, worker_command, state, dpi, resume and not run.force,
+                                     seed_layout=seed_layout, worker_script=worker_script, workdir=workdir)
     options = dataclasses.replace(options, run=run)
+    root: Path = plan.root  # type: ignore[assignment]
+    if plan.seed_layout:
+        get_run_logger().info("%s", seed_layout_line(plan))
+        mark_layout(options.state)
+        write_links(root, plan.items)
     settled = list(plan.settled)
-    _record_imported(plan, worker, options, report_dir(directory, output_dir))
+    _record_imported(plan, worker, options, root)
     done = {r.item_id for r in settled}
     settled += [ItemResult(it.id, Status.SKIPPED, reason="output exists (--skip-existing)") for it in plan.items
                 if skip_existing and it.id not in done and has_existing_output(it)]
-    options.on_result = _ResumeSaver(report_dir(directory, output_dir), [it.id for it in plan.items])
-    outcome = run_batch(plan.items, worker, pipeline=PIPELINE, options=options, settled=settled)
-    return _finish(outcome, report_dir(directory, output_dir), fail_on_error=fail_on_error)
+    journal = ResumeJournal(root, {it.id: resume_entry(it) for it in plan.items}, {it.id: it.outputs[0] for it in plan.items})
+    options.on_result = journal
+    batchcore.FINISH_LISTENERS.append(journal.on_finish)
+    try:
+        outcome = run_batch(plan.items, worker, pipeline=PIPELINE, options=options, settled=settled)
+    finally:
+        batchcore.FINISH_LISTENERS.remove(journal.on_finish)
+        journal.close()
+    return _finish(outcome, plan, fail_on_error=fail_on_error)
 
 
 def _record_imported(plan: Plan, worker: Worker, options: BatchOptions, root: Path) -> None:
@@ -67,25 +89,9 @@ def _record_imported(plan: Plan, worker: Worker, options: BatchOptions, root: Pa
         remember_resume_lists(root, [p.read_text(encoding="utf-8", errors="replace") for p in plan.resume_lists])
 
 
-class _ResumeSaver:
-    """Rewrites batch_resume.txt as files finish, as the seed did every 5 files, so that it is there
-    after a crash or Ctrl-C: every `EVERY` finished files, but not more often than every `MIN_S`
-    seconds (a rewrite is the whole file: once per 5 of 10,000 tiny items made it quadratic)."""
-
-    EVERY, MIN_S = 5, 1.0
-
-    def __init__(self, root: Path, order: list[str]) -> None:
-        self.root, self.order, self.done, self.unsaved, self.last = root, order, set(), 0, 0.0
-
-    def __call__(self, result: ItemResult) -> None:
-        self.unsaved += 1
-        if result.status.ok:
-            self.done.add(result.item_id)
-        if self.unsaved >= self.EVERY and time.monotonic() - self.last >= self.MIN_S:
-            write_resume_file(self.root, [i for i in self.order if i in self.done])
-            self.unsaved, self.last = 0, time.monotonic()
-
-
-def _finish(outcome: BatchOutcome, root: Path, *, fail_on_error: bool) -> Any:
-    resume = write_resume_file(root, [r.item_id for r in outcome.results if r.status.ok])
+def _finish(outcome: BatchOutcome, plan: Plan, *, fail_on_error: bool) -> Any:
+    """The reports, and batch_resume.txt rewritten whole (atomically, in input order)."""
+    root: Path = plan.root  # type: ignore[assignment]
+    entries = {it.id: resume_entry(it) for it in plan.items}
+    resume = write_resume_file(root, [entries[r.item_id] for r in outcome.results if r.status.ok])
     return finish_batch(outcome, pipeline=PIPELINE, report_dir=root, title=TITLE, extra_reports={"resume": str(resume)}, fail_on_error=fail_on_error, as_state=True)

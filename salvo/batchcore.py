@@ -82,6 +82,19 @@ RetryNote = Callable[[ItemResult, int, float], None]
 START_LISTENERS: list[Callable[[str], None]] = []
 
 
+#: Told ``(item, result)`` each time ``run_one`` ends in this process, after a finished result is
+#: recorded: netcdf-extract's batch_resume.txt gains the file at once. Quick, never raising.
+FINISH_LISTENERS: list[Callable[[Item, ItemResult], None]] = []
+
+
+def _announce_finish(item: Item, result: ItemResult) -> None:
+    for listener in list(FINISH_LISTENERS):
+        try:
+            listener(item, result)
+        except Exception:  # a listener must never fail an item
+            pass
+
+
 def _announce_start(item_id: str) -> None:
     for listener in list(START_LISTENERS):
         try:
@@ -125,6 +138,7 @@ def run_one(
                 records.write(key, result)
     if result.status.failed:
         clean_partials(item)
+    _announce_finish(item, result)
     return result
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from salvo import validate
 from salvo.errors import UsageError
 from salvo.fsutil import TMP_PREFIX, atomic_write_text
+from salvo.extract.journal import LINE_BREAKS, journal_mark
 from salvo.items import Item, Worker, template_fields
 from salvo.outcome import EXIT_INPUT_ERROR, ItemResult, Status
 
@@ -127,6 +128,8 @@ def check_for_output(item: Any, result: Any) -> str | None:
     return None
 
 
+#: The seed's worker prints this on stdout when it rightly skips a file (exit 0, no plots): ``skipped``.
+SEED_SKIP_MESSAGE = "Skipping."
 #: Placeholders a `--worker-command` template may use.
 COMMAND_FIELDS = {"input", "output_dir", "name", "stem"}
 BUILTIN_WORKER = Worker("python", "salvo.extract:extract_plots", verify="salvo.extract:check_for_output", version="2", preload=("xarray", "netCDF4", "cftime", "matplotlib.pyplot"))
@@ -150,6 +153,15 @@ def extract_worker(worker_command: str | None = None) -> Worker:
         raise UsageError(f"worker command not found: {program}")
     validate.command_argv(worker_command, "--worker-command")
     return Worker("python", "salvo.staged:run_staged_command", verify="salvo.extract:check_for_output")
+
+
+def batch_worker(plan: "Plan", worker_command: str | None = None) -> Worker:
+    """The worker a planned batch runs: the seed's own in its layout, else :func:`extract_worker`."""
+    if plan.seed_layout:
+        from salvo.extract.seed_layout import SEED_WORKER
+
+        return SEED_WORKER
+    return extract_worker(worker_command)
 
 
 def plan_items(files: Sequence[str | os.PathLike[str]], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None,
@@ -192,7 +204,8 @@ def plan_items(files: Sequence[str | os.PathLike[str]], *, directory: str | os.P
             out = out_prefix + (sub + os.sep if sub else "") + stem
         item_id = rel if os.sep == "/" else Path(rel).as_posix()
         if worker_command:
-            params = {"command": worker_command, "stage": {"output_dir": out}, "input": f, "name": name, "stem": stem}
+            params = {"command": worker_command, "stage": {"output_dir": out}, "input": f, "name": name, "stem": stem,
+                      "skip_message": SEED_SKIP_MESSAGE}
         else:
             params = {"input": f, "output_dir": out}
             if keep_dpi:
@@ -281,7 +294,12 @@ def unreadable_results(items: Sequence[Item]) -> list[ItemResult]:
 
 
 def has_existing_output(item: Item) -> bool:
-    """The seed's --skip-existing test: the output folder already holds PNG plots."""
+    """The seed's --skip-existing test: the output folder already holds PNG plots (in the seed
+    layout, as the seed looked: a PNG anywhere below ``<stem>/``)."""
+    if "seed" in item.params:
+        from salvo.extract.seed_layout import has_existing_plots
+
+        return has_existing_plots(item)
     return bool(png_files(item.outputs[0]))
 
 
@@ -298,19 +316,27 @@ def _known_lists(root: str | os.PathLike[str]) -> list[str]:
         return []
 
 
-def remember_resume_lists(root: str | os.PathLike[str], texts: Iterable[str]) -> None:
+def remember_resume_lists(root: str | os.PathLike[str], texts: Iterable[str], marks: Iterable[str] = (),
+                          replaced: bool = False) -> None:
     """Remember resume lists Salvo wrote or already imported, by hash: they are not imported again
-    (their files have resume records now, and an edited input must be processed again)."""
+    (their files have resume records now, and an edited input must be processed again).
+    ``marks``: other tokens (the journal Salvo appends to while a batch runs, by device and inode).
+    ``replaced``: the list in ``root`` is being replaced, so an earlier journal's mark is dropped
+    (its inode number may be reused by another file)."""
     known = _known_lists(root)
-    known += [d for d in map(_digest, texts) if d not in known]
+    if replaced:
+        known = [k for k in known if not k.startswith("journal:")]
+    known += [d for d in [*map(_digest, texts), *marks] if d not in known]
     atomic_write_text(Path(root) / STATE_DIR / WRITTEN_MARK, "".join(f"{d}\n" for d in known[-100:]))
 
 
 def write_resume_file(root: str | os.PathLike[str], finished: Iterable[str]) -> Path:
-    """Write the seed's ``batch_resume.txt``: one finished file per line, relative to the input folder."""
+    """Write the seed's ``batch_resume.txt``: one finished file per line, relative to the input folder
+    (in the seed layout: as the seed's glob spelled it). While a batch runs it is appended to
+    instead, a line per finished file (``salvo.extract.journal``)."""
     text = "".join(f"{i}\n" for i in finished)
     path = atomic_write_text(Path(root) / RESUME_FILE, text)
-    remember_resume_lists(root, [text])
+    remember_resume_lists(root, [text], replaced=True)
     return path
 
 
@@ -326,7 +352,7 @@ def resume_files(directory: str | os.PathLike[str], output_dir: str | os.PathLik
             continue
         seen.add(key)
         try:
-            if _digest(p.read_text(encoding="utf-8", errors="replace")) in written:
+            if _digest(p.read_text(encoding="utf-8", errors="replace")) in written or journal_mark(p.stat()) in written:
                 continue
         except OSError as exc:
             raise UsageError(f"cannot read {p}: {exc.strerror or exc}") from None
@@ -368,6 +394,23 @@ def seed_resume_results(items: Sequence[Item], *, directory: str | os.PathLike[s
     return list(out.values())
 
 
+def resume_entry(item: Item) -> str:
+    """The item's line in ``batch_resume.txt``: its id (relative to ``--directory``), or in the seed
+    layout the path as the seed's glob spelled it."""
+    seed = item.params.get("seed")
+    return seed["file"] if seed else item.id
+
+
+def check_names(files: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse a file whose name holds a line break: ``batch_resume.txt`` (one name a line, as the
+    seed reads it) cannot list it, and an escape would be read by the seed as another name."""
+    for f in files:
+        text = os.fspath(f)
+        if any(c in LINE_BREAKS for c in text):
+            raise UsageError(f"file name holds a line break, which batch_resume.txt (one name a line) cannot list: {text!r}; "
+                             "rename it or narrow --pattern")
+
+
 @dataclass
 class Plan:
     """A checked batch: its items and the results decided before running (unreadable inputs, seed resume)."""
@@ -375,19 +418,55 @@ class Plan:
     items: list[Item]
     settled: list[ItemResult]
     resume_lists: list[Path] = field(default_factory=list)  # the seed-era batch_resume.txt files imported
+    seed_layout: str | None = None  # why the seed's own layout is used (``python extract_results.py FILE``, ``<stem>/``)
+    root: Path | None = None  # the report folder (the working folder in the seed layout)
 
 
 def plan_batch(directory: str, *, pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,
                worker_command: str | None = None, state: str | None = None, dpi: int | None = None,
-               resume: bool = False, cwd: str | None = None) -> Plan:
-    """Discover, plan and check a batch; nothing is written. Raises `UsageError` for a bad layout."""
+               resume: bool = False, cwd: str | None = None, seed_layout: bool | None = False,
+               worker_script: str | None = None) -> Plan:
+    """Discover, plan and check a batch; nothing is written. Raises `UsageError` for a bad layout.
+
+    ``seed_layout``: True runs the seed's own worker in its layout (``salvo.extract.seed_layout``)
+    in the working folder ``cwd``; None detects it (only when no flag of Salvo's own layout is given).
+    """
+    from salvo.extract import seed_layout as seed
+
+    workdir = cwd or os.getcwd()
+    script = worker_script or seed.SEED_SCRIPT
+    own_layout = {"--worker-command": worker_command, "--output-dir": output_dir, "--recursive": recursive, "--dpi": dpi}
+    if seed_layout:
+        given = [flag for flag, value in own_layout.items() if value]
+        if given:
+            raise UsageError(f"--seed-layout runs the seed's own worker in <stem>/ of the working folder; {given[0]} does not apply")
     exclude = [output_dir] if output_dir else []
     files = discover_inputs(directory, pattern=pattern, recursive=recursive, exclude=exclude)
-    items = plan_items(files, directory=directory, output_dir=output_dir, worker_command=worker_command, dpi=dpi)
-    check_plan(items, directory=directory, output_dir=output_dir, state=state)
+    check_names(files)
+    why = None
+    if seed_layout:
+        why = "--seed-layout"
+    elif seed_layout is None and not any(own_layout.values()):
+        names = [f.name for f in files]
+        why = seed.detect(workdir, names, script=script, state=state or os.path.join(workdir, STATE_DIR))
+    if worker_script is not None and not why:
+        raise UsageError("--worker-script names the seed's worker; it applies with --seed-layout only")
+    if why:
+        seed.check_script(workdir, script)
+        seed.python_program()
+        script_path = os.path.realpath(os.path.join(workdir, script))
+        files = [f for f in files if os.path.realpath(f) != script_path]
+        items = seed.plan_seed_items([os.fspath(f) for f in files], directory=directory, workdir=workdir, script=script)
+        root = Path(workdir)
+        check_plan(items, directory=directory, output_dir=workdir, state=state)
+    else:
+        items = plan_items(files, directory=directory, output_dir=output_dir, worker_command=worker_command, dpi=dpi)
+        root = report_dir(directory, output_dir)
+        check_plan(items, directory=directory, output_dir=output_dir, state=state)
     settled = unreadable_results(items)
-    lists = resume_files(directory, output_dir, cwd) if resume else []
+    lists = resume_files(directory, root if why else output_dir, cwd) if resume else []
     if lists:
         bad = {r.item_id for r in settled}
-        settled += seed_resume_results([it for it in items if it.id not in bad], directory=directory, output_dir=output_dir, cwd=cwd)
-    return Plan(items, settled, lists)
+        settled += seed_resume_results([it for it in items if it.id not in bad], directory=directory,
+                                       output_dir=root if why else output_dir, cwd=cwd)
+    return Plan(items, settled, lists, seed_layout=why, root=root)

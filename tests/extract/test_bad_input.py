@@ -91,3 +91,30 @@ def test_output_dir_equal_to_the_input_folder_never_replaces_an_input_folder(dat
     assert str(data / "a") in err
     assert (data / "a" / "b.nc").read_bytes() == b"CDF\x01 b in a"
 
+
+
+SEED_CASES = [
+    pytest.param(["--seed-layout"], "extract_results.py is not there", False, id="seed-layout-without-its-script"),
+    pytest.param(["--seed-layout", "--output-dir", "{tmp}/out"], "--output-dir does not apply", True, id="seed-layout-with-output-dir"),
+    pytest.param(["--seed-layout", "--recursive"], "--recursive does not apply", True, id="seed-layout-with-recursive"),
+    pytest.param(["--seed-layout", "--worker-command", "python3 x.py {input} {output_dir}"], "--worker-command does not apply", True,
+                 id="seed-layout-with-worker-command"),
+    pytest.param(["--seed-layout", "--worker-script", "../x.py"], "must be a file name", True, id="worker-script-a-path"),
+    pytest.param(["--worker-script", "extract_results.py"], "--seed-layout only", True, id="worker-script-without-seed-layout"),
+]
+
+
+@pytest.mark.parametrize("args, mentions, with_script", SEED_CASES)
+def test_seed_layout_refused_up_front(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                      args: list[str], mentions: str, with_script: bool) -> None:
+    monkeypatch.chdir(tmp_path)  # the seed's working folder
+    if with_script:
+        (tmp_path / "extract_results.py").write_text("print('a seed-era worker')\n")
+    argv = ["extract", "--directory", "data", *[a.replace("{tmp}", str(tmp_path)) for a in args]]
+    assert_refused(argv, capsys, keep=[tmp_path], mentions=mentions)
+    assert not (tmp_path / ".salvo").exists() and not (tmp_path / ".salvo-seed-staging").exists()
+
+
+def test_a_file_name_with_a_line_break_is_refused(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (data / "x\ny.nc").write_bytes(b"CDF\x01 a name batch_resume.txt cannot list")
+    assert_refused(["extract", "--directory", str(data)], capsys, keep=[tmp_path], mentions="line break")

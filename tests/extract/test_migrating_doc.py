@@ -4,7 +4,9 @@ on small generated files: each exits 0 and does what the page says."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import shlex
 from pathlib import Path
 
@@ -43,7 +45,7 @@ def _run(line: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 
 def test_the_migration_pages_commands_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     blocks = examples()
-    assert list(blocks) == ["seed-flags", "worker-command", "seed-resume", "recursive"]
+    assert list(blocks) == ["seed-flags", "seed-layout", "worker-command", "seed-resume", "recursive"]
     data = tmp_path / "data"
     write_series_file(data / "exp_S4_000.nc", steps=6, seed=1)
     write_series_file(data / "exp_S4_001.nc", steps=5, seed=2)
@@ -88,3 +90,50 @@ def test_the_migration_pages_commands_run_as_written(tmp_path: Path, monkeypatch
     (line,) = blocks["recursive"]
     _run(line, capsys)
     assert (tmp_path / "plots" / "sub" / "exp_S3_003" / "tas_timeseries.png").is_file()  # the 360_day file, in a sub-folder
+
+
+def _run_code(line: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from cli.main import main
+
+    capsys.readouterr()
+    code = main(shlex.split(line)[1:])
+    return code, capsys.readouterr().out
+
+
+def test_the_seed_layout_commands_run_a_seed_users_worker_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The page's seed-layout block, with an extract_results.py written as the seed's users write
+    theirs (xarray and matplotlib, plots in <stem>/, `Skipping.` for one time step), on real files."""
+    import netCDF4
+
+    from tests.extract.seed_workers import XARRAY
+
+    first, second = examples()["seed-layout"]
+    data = tmp_path / "data"
+    write_series_file(data / "exp_S3_000.nc", steps=6, seed=1)
+    write_series_file(data / "exp_S3_001.nc", steps=1, seed=2)  # a single time step
+    (data / "exp_S3_002.nc").write_bytes(b"<html>502 Bad Gateway</html>")  # a failed download: not NetCDF
+    with netCDF4.Dataset(data / "exp_S3_003.nc", "w") as nc:  # nothing the worker plots: exits 0 without a PNG
+        nc.createDimension("time", 4)
+        nc.createVariable("count", "i4", ("time",))[:] = [1, 2, 3, 4]
+    (tmp_path / "extract_results.py").write_text(XARRAY)
+    monkeypatch.chdir(tmp_path)
+    # The seed's users run `python` with their plotting libraries: here, this interpreter.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+    code, _ = _run_code(first, capsys)
+    assert code == 1
+    report = json.loads((tmp_path / "batch_summary.json").read_text())
+    status = {i["item_id"]: i["status"] for i in report["items"]}
+    assert status == {"exp_S3_000.nc": "success", "exp_S3_001.nc": "skipped", "exp_S3_002.nc": "error", "exp_S3_003.nc": "silent_failure"}
+    assert sorted(p.name for p in (tmp_path / "exp_S3_000").iterdir()) == ["CO2.png", "GPP.png", "TAIR.png"]
+    assert not (tmp_path / "exp_S3_003").exists() and not list(data.glob("*_results"))
+    assert (tmp_path / "batch_resume.txt").read_text().splitlines() == ["data/exp_S3_000.nc", "data/exp_S3_001.nc"]
+    plots = {p.name: p.read_bytes() for p in (tmp_path / "exp_S3_000").iterdir()}
+
+    code, out = _run_code(second, capsys)
+    assert code == 1 and out.count("Seed layout (an earlier run used it here") == 1
+    report = json.loads((tmp_path / "batch_summary.json").read_text())
+    cached = {i["item_id"]: i["cached"] for i in report["items"]}
+    assert cached == {"exp_S3_000.nc": True, "exp_S3_001.nc": True, "exp_S3_002.nc": False, "exp_S3_003.nc": False}
+    assert {p.name: p.read_bytes() for p in (tmp_path / "exp_S3_000").iterdir()} == plots
