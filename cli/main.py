@@ -10,7 +10,7 @@ import sys
 from salvo.errors import UsageError
 
 #: Subcommand modules, each with `register(subparsers)`.
-COMMANDS = ["extract", "assembly", "blocks", "subjects", "jobs", "salvage", "deploy", "server", "demo"]
+COMMANDS = ["extract", "assembly", "blocks", "subjects", "jobs", "salvage", "deploy", "server", "demo", "history"]
 
 
 def _prefect_defaults() -> None:
@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     from cli.common import CliError, fail
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    from salvo.report import set_command_line
+
+    set_command_line(["salvo", *argv])  # the run report's header shows it
     args = build_parser(chosen_command(argv)).parse_args(argv)
     if not getattr(args, "verbose", False):
         # Dask's own INFO lines (scheduler, workers, client) only with --verbose.

@@ -12,6 +12,7 @@ from typing import Any
 
 from flows.settled import BatchOptions, BatchOutcome, batch_document, split_finished
 from salvo.extract import STATE_DIR, Plan, extract_worker, plan_batch, report_dir, write_resume_file
+from salvo.batchcore import log_path
 from salvo.items import Worker
 from salvo.report import summarize
 
@@ -28,7 +29,9 @@ def plan_for(directory: str, pattern: str, output_dir: str | None, recursive: bo
 
 
 def _options(directory: str, output_dir: str | None, state: str | None) -> BatchOptions:
-    return BatchOptions(state=state or str(report_dir(directory, output_dir) / STATE_DIR), settings={"pipeline": PIPELINE})
+    root = report_dir(directory, output_dir)
+    # Each file's worker output (stdout and stderr) goes to .salvo/logs/<file>.log: the report's log column.
+    return BatchOptions(state=state or str(root / STATE_DIR), settings={"pipeline": PIPELINE}, log_dir=str(root / STATE_DIR / "logs"))
 
 
 def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,
@@ -53,5 +56,6 @@ def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | 
     summary = summarize(results, pipeline=PIPELINE, wall_time_s=time.monotonic() - t0)
     root = report_dir(directory, output_dir)
     resume = write_resume_file(root, [r.item_id for r in results if r.status.ok])
-    return batch_document(BatchOutcome(results, summary), report_dir=root, title=TITLE, extra_reports={"resume": str(resume)})
+    logs = {it.id: p for it in plan.items if (p := log_path(options.log_dir, it.id))}  # earlier runs' logs, where kept
+    return batch_document(BatchOutcome(results, summary, logs), report_dir=root, title=TITLE, extra_reports={"resume": str(resume)})
 
