@@ -28,6 +28,16 @@ def steady(out: str) -> dict:
     return {"outputs": [out]}
 
 
+def flaky_generator(config: dict, samples: list[int]):
+    """An assembly generator whose chunk holding sample 0 fails once (``config['marker']``), then succeeds."""
+    import pandas as pd
+
+    if 0 in samples and not os.path.exists(config["marker"]):
+        Path(config["marker"]).write_text("failed once\n")
+        raise RuntimeError("chunk 0 fails once on purpose")
+    return pd.DataFrame([{"sample": s, "value": float(s)} for s in samples])
+
+
 if __name__ == "__main__":  # as a command: `python workers.py MARKER OUT` fails once, then succeeds
     marker, out = sys.argv[1], sys.argv[2]
     if not os.path.exists(marker):
