@@ -106,6 +106,8 @@ TRACE_COLUMNS = ("item", "attempt", "status", "exit", "signal", "start", "end", 
 SUMMARY_JSON = "batch_summary.json"
 #: A file in ``runs/`` saying the folder is Salvo's run history (a ``runs/`` folder without it is the user's).
 HISTORY_MARK = ".salvo-history"
+#: In each ``runs/<run name>/``: the run header and summary alone, what ``salvo history`` reads (not every item).
+RUN_JSON = "run.json"
 #: Set by the ``salvo`` command (cli/main.py): the command line the run header shows.
 COMMAND_LINE: list[str] = []
 
@@ -256,8 +258,8 @@ def _history_folder(folder: Path, header: Mapping[str, Any]) -> Path | None:
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", str(header["run_name"])).strip("._") or "run"
     for n in range(1, 1000):
         name = base if n == 1 else f"{base}-{n}"
-        there = root / name / SUMMARY_JSON
-        if not there.exists() or _run_id(there) == header["run_id"]:
+        there = root / name / RUN_JSON
+        if not (root / name).exists() or _run_id(there) == header["run_id"]:
             return root / name
     return None
 
@@ -276,7 +278,7 @@ def history(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
         return []
     runs = []
     for sub in root.iterdir():
-        path = sub / SUMMARY_JSON
+        path = sub / RUN_JSON
         try:
             doc = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError):
@@ -337,6 +339,7 @@ def write_reports(
         own = {name for name, _ in files.values()}
         for kind, (name, text) in files.items():
             atomic_write_text(run_dir / name, relocate_links(text, depth=2, keep=own) if kind == "html" else text)
+        atomic_write_text(run_dir / RUN_JSON, json_text({"run": head, "summary": doc["summary"]}) + "\n")
     for name in also_as:  # the same page under a seed's own name (subjects: batch_report.html)
         atomic_write_text(folder / name, page)
     return {kind: str(atomic_write_text(folder / name, text)) for kind, (name, text) in files.items()}

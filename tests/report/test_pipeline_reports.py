@@ -28,7 +28,7 @@ from salvo.report import TRACE_COLUMNS
 from salvo.subjects.samples import make_manifest_study
 from tests.extract.scripts import write_script
 from tests.jobs.conftest import sirene_small  # noqa: F401 - the jobs' session fixture
-from tests.report.browser import check_report, screenshot
+from tests.report.browser import check_report, small_screenshot
 from tests.subjects.support import fake_command, write_plan
 
 PY = shlex.quote(sys.executable)
@@ -69,7 +69,7 @@ def _check_all(folder: Path, retried: str | None, pipeline: str, name: str = "ru
     assert (own / "trace.tsv").read_text() == (folder / "trace.tsv").read_text()
     shots = os.environ.get("SALVO_DOCS_SCREENSHOTS")
     if shots:
-        screenshot(page, Path(shots) / f"report_{pipeline}.png")
+        small_screenshot(page, Path(shots) / f"report_{pipeline}.png")
 
 
 def _header(folder: Path) -> dict:
@@ -190,4 +190,4 @@ def test_gridded_report_and_trace(prefect_api, tmp_path: Path) -> None:
     assert _header(work)["pipeline"] == "salvage-merge"
     shots = os.environ.get("SALVO_DOCS_SCREENSHOTS")
     if shots:
-        screenshot(work / "run_report.html", Path(shots) / "report_gridded.png")
+        small_screenshot(work / "run_report.html", Path(shots) / "report_gridded.png")

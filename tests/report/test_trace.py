@@ -138,3 +138,35 @@ def test_values_with_tabs_newlines_quotes_and_backslashes_read_back_escaped(tmp_
     assert got["command"] == '"prog" \'x\\ty\''
     assert got["signal"] == signal_name(11) == "SIGSEGV" and pd.isna(got["exit"])
     assert got["status"] == "crashed" and got["attempt"] == 1
+
+
+def test_every_run_keeps_its_report_and_history_lists_them_newest_first(tmp_path: Path) -> None:
+    from salvo.report import history
+
+    results = [ItemResult("x", Status.SUCCESS, started="2026-12-06T10:00:00.000+00:00",
+                          ended="2026-12-06T10:00:01.000+00:00", duration_s=1.0, outputs=[str(tmp_path / "out.txt")])]
+    (tmp_path / "out.txt").write_text("x")
+    folder = tmp_path / "report"
+    for name, ended in (("batch-a", "2026-12-06T10:00:05+00:00"), ("batch-b", "2026-12-06T11:00:05+00:00")):
+        write_reports(results, summarize(results, pipeline="p"), folder=folder, title=name,
+                      header={"run_name": name, "ended": ended})
+    runs = history(folder)
+    assert [r["name"] for r in runs] == ["batch-b", "batch-a"]
+    for r in runs:
+        page = Path(r["report"]).read_text()
+        assert f"<title>{r['name']}</title>" in page and 'href="../../../out.txt"' in page  # links from runs/<name>/
+        assert Path(r["trace"]).is_file()
+    top = (folder / "run_report.html").read_text()
+    assert "<title>batch-b</title>" in top and 'href="../out.txt"' in top and 'href="runs/batch-a/run_report.html"' in top
+    # The same run name again (another run in the same second) gets a folder of its own.
+    write_reports(results, summarize(results, pipeline="p"), folder=folder, title="c", header={"run_name": "batch-b"})
+    assert sorted(r["name"] for r in history(folder)) == ["batch-a", "batch-b", "batch-b-2"]
+
+
+def test_a_runs_folder_of_the_users_own_is_left_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "report"
+    (folder / "runs").mkdir(parents=True)
+    (folder / "runs" / "mine.txt").write_text("the user's")
+    results = [ItemResult("x", Status.SUCCESS)]
+    paths = write_reports(results, summarize(results, pipeline="p"), folder=folder, title="t")
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["mine.txt"] and Path(paths["html"]).is_file()
