@@ -61,9 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     from cli.common import CliError, fail
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    from salvo.report import set_command_line
-
-    set_command_line(["salvo", *argv])  # the run report's header shows it
     args = build_parser(chosen_command(argv)).parse_args(argv)
     if not getattr(args, "verbose", False):
         # Dask's own INFO lines (scheduler, workers, client) only with --verbose.
@@ -71,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
         for name in ("distributed", "dask"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    from salvo.report import set_command_line
+
+    set_command_line(["salvo", *argv])  # the run report's header shows it
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted: finished items are kept; run the same command again to resume.", file=sys.stderr)
         return 130
+    finally:
+        set_command_line([])  # a later run in this process (a test, a server) is not this command
 
 
 if __name__ == "__main__":

@@ -229,6 +229,8 @@ def finish_batch(outcome: BatchOutcome, *, pipeline: str, report_dir: str | os.P
     returns :func:`batch_state` of the document, so a failed batch ends Failed with a one-line
     message and no traceback (``fail_on_error=False`` then always gives Completed). Without it,
     the document is returned, or ``BatchFailed`` raised (kept for flows not yet switched).
+    ``header``, ``sections``, ``also_as``, ``link_base``: the pipeline's additions to its run report
+    (see ``flows.settled.batch_document``).
     """
     doc = batch_document(outcome, report_dir=report_dir, title=title, extra_reports=extra_reports, header=header,
                          sections=sections, also_as=also_as, link_base=link_base)

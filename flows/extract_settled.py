@@ -31,7 +31,8 @@ def plan_for(directory: str, pattern: str, output_dir: str | None, recursive: bo
 def _options(directory: str, output_dir: str | None, state: str | None) -> BatchOptions:
     root = report_dir(directory, output_dir)
     # Each file's worker output (stdout and stderr) goes to .salvo/logs/<file>.log: the report's log column.
-    return BatchOptions(state=state or str(root / STATE_DIR), settings={"pipeline": PIPELINE}, log_dir=str(root / STATE_DIR / "logs"))
+    return BatchOptions(state=state or str(root / STATE_DIR), settings={"pipeline": PIPELINE},
+                        log_dir=str(root / STATE_DIR / "logs"))
 
 
 def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,
@@ -57,5 +58,6 @@ def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | 
     root = report_dir(directory, output_dir)
     resume = write_resume_file(root, [r.item_id for r in results if r.status.ok])
     logs = {it.id: p for it in plan.items if (p := log_path(options.log_dir, it.id))}  # earlier runs' logs, where kept
-    return batch_document(BatchOutcome(results, summary, logs), report_dir=root, title=TITLE, extra_reports={"resume": str(resume)})
+    return batch_document(BatchOutcome(results, summary, logs), report_dir=root, title=TITLE,
+                          extra_reports={"resume": str(resume)})
 

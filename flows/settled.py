@@ -91,8 +91,8 @@ def batch_document(outcome: BatchOutcome, *, report_dir: str | os.PathLike[str],
     ``link_base``: where the report will lie, when it is written elsewhere first (assembly: uploaded after).
     """
     items = [r.to_dict() for r in outcome.results]  # once, for the JSON report and the document
-    reports = {**write_reports(outcome.results, outcome.summary, folder=report_dir, title=title, logs=outcome.logs, items=items,
-                               header=flow_run_header(**(header or {})), sections=sections, also_as=also_as,
-                               base=link_base),
+    reports = {**write_reports(outcome.results, outcome.summary, folder=report_dir, title=title, logs=outcome.logs,
+                               items=items, header=flow_run_header(**(header or {})), sections=sections,
+                               also_as=also_as, base=link_base),
                **(extra_reports or {})}
     return {"summary": outcome.summary.to_dict(), "items": items, "reports": reports}

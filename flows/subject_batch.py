@@ -56,7 +56,8 @@ def subject_batch(
     subject_reports, sections = write_subject_reports(
         outcome.results, out_dir=out_dir, config_hash=plan.config_hash, timeout_min=timeout_minutes, summary=outcome.summary
     )
-    # One page: run_report.html with the subjects' table, logs, plots and QC gallery; batch_report.html (the seed's name) the same.
+    # One page: run_report.html with the subjects' table, logs, plots and QC gallery;
+    # batch_report.html (the seed's name) is the same page.
     doc = finish_batch(outcome, pipeline=PIPELINE, report_dir=out_dir, title=f"Subject batch: {out_dir}",
                        extra_reports={**subject_reports, "batch_report": str(Path(out_dir) / REPORT_HTML)},
                        fail_on_error=False, sections=sections, also_as=(REPORT_HTML,))

@@ -184,7 +184,8 @@ def _timeline(results: Sequence[ItemResult]) -> str:
     for row, (r, tries) in enumerate(shown):
         y = top + row * row_h
         if labels:
-            parts.append(f'<text x="{left - 6}" y="{y + row_h * 0.7:.1f}" text-anchor="end">{html.escape(_short(r.item_id, 26))}</text>')
+            label = html.escape(_short(r.item_id, 26))
+            parts.append(f'<text x="{left - 6}" y="{y + row_h * 0.7:.1f}" text-anchor="end">{label}</text>')
         for attempt, st, s, e in tries:
             a, b = (s - t0).total_seconds(), (e - t0).total_seconds()
             w = max(x(b) - x(a), 1.5)
@@ -194,7 +195,8 @@ def _timeline(results: Sequence[ItemResult]) -> str:
                          f'height="{max(row_h * 0.8, 1.5):.1f}" fill="{COLOURS[st]}" stroke="#fff" stroke-width="0.5">'
                          f'<title>{html.escape(tip)}</title></rect>')
     parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{top + plot_h + 34:.1f}" text-anchor="middle">'
-                 "seconds since the first item started (one bar per attempt; retries are bars of their own)</text></svg>")
+                 "seconds since the first item started (one bar per attempt; retries are bars of their own)"
+                 "</text></svg>")
     present = [st for st in Status if any(t[1] is st for _, tries in shown for t in tries)]
     legend = "<div class='legend'>" + "".join(
         f"<span><i style='background:{COLOURS[st]}'></i>{st.value}</span>" for st in present) + "</div>"
@@ -363,9 +365,10 @@ def _trace_table(rows: Sequence[Mapping[str, Any]], header: Mapping[str, Any]) -
             f"<td><code title='{esc(command)}'>{esc(short)}</code></td></tr>")
     more = (f"<p>Showing the first {TRACE_ROWS} of {len(rows)} attempts; "
             f"<a href='{TRACE_NAME}'>{TRACE_NAME}</a> holds them all.</p>") if len(rows) > TRACE_ROWS else ""
-    return ("<table id='trace'><tr><th>item</th><th>attempt</th><th>status</th><th>exit / signal</th><th>start (UTC)</th>"
-            "<th>time s</th><th>CPU s</th><th>CPU %</th><th>peak MiB</th><th>read</th><th>written</th>"
-            "<th>time used / limit</th><th>memory used / limit</th><th>command</th></tr>" + "".join(out) + "</table>" + more)
+    heads = ("item", "attempt", "status", "exit / signal", "start (UTC)", "time s", "CPU s", "CPU %", "peak MiB",
+             "read", "written", "time used / limit", "memory used / limit", "command")
+    head = "".join(f"<th>{h}</th>" for h in heads)
+    return f"<table id='trace'><tr>{head}</tr>" + "".join(out) + "</table>" + more
 
 
 _STATUS_VALUES = frozenset(s.value for s in Status)
@@ -403,7 +406,8 @@ def _header(header: Mapping[str, Any], summary: "Summary", files: Sequence[tuple
     rows.append(("Limits", esc(", ".join(limits))))
     if files:
         rows.append(("Files", " · ".join(f'<a href="{esc(name)}">{esc(label)}</a>' for label, name in files)))
-    return "<table id='run-header' class='header'>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f"<table id='run-header' class='header'>{body}</table>"
 
 
 def _history(runs: Sequence[Mapping[str, Any]], limit: int = 50) -> str:
@@ -418,10 +422,11 @@ def _history(runs: Sequence[Mapping[str, Any]], limit: int = 50) -> str:
         ui = str(head.get("ui_url") or "")
         ui_cell = f'<a href="{esc(ui)}">UI</a>' if ui.startswith(("http://", "https://")) else ""
         href = f"{HISTORY_DIR}/{r['name']}/{REPORT_NAME}"
-        out.append(f"<tr><td>{esc(str(head.get('ended', '')))}</td><td><a href=\"{esc(href)}\">{esc(r['name'])}</a></td>"
+        took = _num(summ.get("wall_time_s"), "{:.1f} s")
+        link = f'<a href="{esc(href)}">{esc(r["name"])}</a>'
+        out.append(f"<tr><td>{esc(str(head.get('ended', '')))}</td><td>{link}</td>"
                    f"<td>{esc(str(head.get('pipeline', '')))}</td><td>{esc(counts)}</td>"
-                   f"<td>{_num(summ.get('wall_time_s'), '{:.1f} s')}</td><td>{esc(str(head.get('exit_status', '')))}</td>"
-                   f"<td>{ui_cell}</td></tr>")
+                   f"<td>{took}</td><td>{esc(str(head.get('exit_status', '')))}</td><td>{ui_cell}</td></tr>")
     return ("<table id='history'><tr><th>ended</th><th>run</th><th>pipeline</th><th>items</th><th>wall time</th>"
             "<th>exit</th><th>UI</th></tr>" + "".join(out) + "</table>")
 

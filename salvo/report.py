@@ -332,8 +332,8 @@ def write_reports(
         links.append(("text summary", text_name))
     if run_dir is not None:
         links.append(("this run's own copy", f"{HISTORY_DIR}/{run_dir.name}/{REPORT_NAME}"))
-    page = render_run_report(results, summary, title=title, base=base or folder, sections=sections, logs=logs, header=head,
-                             trace=rows, history=past, files=links)
+    page = render_run_report(results, summary, title=title, base=base or folder, sections=sections, logs=logs,
+                             header=head, trace=rows, history=past, files=links)
     files["html"] = (REPORT_NAME, page)
     if run_dir is not None:  # the run's own copy first: the top level then says it is the latest
         own = {name for name, _ in files.values()}

@@ -314,13 +314,14 @@ _STYLE = ("<style>.subject-report table{border-collapse:collapse}"
           ".subject-report th{background:#eee}"
           ".success{color:#2e7d32}.skipped{color:#757575}.failed{color:#c62828;font-weight:bold}"
           "figure{display:inline-block;margin:4px 8px}figcaption{font-size:11px;color:#555}"
-          ".subject-images{display:inline-block;vertical-align:top;margin-right:1em}.subject-images h3{margin:4px 8px}</style>")
+          ".subject-images{display:inline-block;vertical-align:top;margin-right:1em}"
+          ".subject-images h3{margin:4px 8px}</style>")
 
 
 def _subjects_table(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> list[str]:
     esc = html.escape
-    out = ['<table id="subjects"><tr><th>#</th><th>Subject</th><th>Status</th><th>Duration</th><th>Reason</th><th>Log</th>'
-           + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr>"]
+    heads = "".join(f"<th>{h}</th>" for h in ("#", "Subject", "Status", "Duration", "Reason", "Log"))
+    out = [f'<table id="subjects"><tr>{heads}' + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr>"]
     for i, row in enumerate(rows, 1):
         css = row["status"] if row["status"] in ("success", "skipped") else "failed"
         cells = "".join(
@@ -398,7 +399,8 @@ def subject_sections(rows: Sequence[dict[str, Any]], *, config_hash: str,
     names = _metric_names(rows)
     table = (_STYLE + f"<div class='subject-report'><p>Config hash: <code>{html.escape(config_hash)}</code></p>"
              + "".join(_subjects_table(rows, names)) + "</div>")
-    sections = [Section("Subjects", table), Section("Subject durations", "".join(_durations(rows)) or "<p>No subject ran.</p>")]
+    durations = "".join(_durations(rows)) or "<p>No subject ran.</p>"
+    sections = [Section("Subjects", table), Section("Subject durations", durations)]
     plots = _metric_plots(rows, names)
     if plots:
         sections.append(Section("Metric distributions", "".join(plots)))

@@ -23,8 +23,9 @@ def chromium() -> str:
 def dump_dom(page: Path) -> str:
     """The DOM headless Chromium built from ``page`` (after parsing, as a browser shows it)."""
     with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.resolve().as_uri()],
-                              capture_output=True, text=True, timeout=180, env={**os.environ, "HOME": profile})
+        proc = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
+                               page.resolve().as_uri()], capture_output=True, text=True, timeout=180,
+                              env={**os.environ, "HOME": profile})
     assert proc.returncode == 0 and "<html" in proc.stdout, proc.stderr[-2000:]
     return proc.stdout
 
@@ -45,7 +46,7 @@ def small_screenshot(page: Path, png: Path) -> None:
     screenshot(page, png, width=1200, height=1500)
     img = Image.open(png).convert("RGB")
     img = img.resize((900, img.height * 900 // img.width), Image.LANCZOS)
-    img.quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(png, optimize=True)
+    img.quantize(colors=64, method=Image.Quantize.FASTOCTREE).save(png, optimize=True)
 
 
 class Dom(HTMLParser):
