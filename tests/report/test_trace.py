@@ -174,3 +174,13 @@ def test_a_runs_folder_of_the_users_own_is_left_alone(tmp_path: Path) -> None:
     results = [ItemResult("x", Status.SUCCESS)]
     paths = write_reports(results, summarize(results, pipeline="p"), folder=folder, title="t")
     assert sorted(p.name for p in (folder / "runs").iterdir()) == ["mine.txt"] and Path(paths["html"]).is_file()
+
+
+def test_salvo_history_of_a_folder_without_runs_and_of_no_folder(tmp_path: Path, capsys) -> None:
+    from cli.main import main
+
+    assert main(["history", str(tmp_path)]) == 0
+    assert "No runs kept" in capsys.readouterr().out
+    assert main(["history", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a folder" in err[0]
