@@ -143,6 +143,11 @@ def attempt_rows(results: Sequence[ItemResult], logs: Mapping[str, str] | None =
 
 
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_TSV_SPECIAL = re.compile(r"[\\\t\n\r]")
+
+
+def _tsv_text(value: str) -> str:
+    return value.translate(_TSV_ESCAPES) if _TSV_SPECIAL.search(value) else value
 
 
 def _tsv_value(key: str, value: Any) -> str:
@@ -151,12 +156,13 @@ def _tsv_value(key: str, value: Any) -> str:
     if key == "signal":
         return signal_name(int(value))
     if key == "outputs":
-        value = shlex.join(value)
-    elif isinstance(value, bool):
-        value = str(value).lower()
-    elif not isinstance(value, str):
-        value = str(value)
-    return value.translate(_TSV_ESCAPES)
+        return _tsv_text(shlex.join(value)) if value else ""
+    kind = type(value)
+    if kind is str:
+        return _tsv_text(value)
+    if kind is int or kind is float:
+        return str(value)
+    return _tsv_text(str(value).lower() if kind is bool else str(value))
 
 
 def trace_text(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -171,8 +177,8 @@ def trace_text(rows: Sequence[Mapping[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(TRACE_COLUMNS)
-    for row in rows:
-        writer.writerow([_tsv_value(k, row.get(k)) for k in TRACE_COLUMNS])
+    value = _tsv_value
+    writer.writerows([value(k, row.get(k)) for k in TRACE_COLUMNS] for row in rows)
     return buf.getvalue()
 
 
