@@ -10,7 +10,7 @@ import sys
 from salvo.errors import UsageError
 
 #: Subcommand modules, each with `register(subparsers)`.
-COMMANDS = ["extract", "assembly", "blocks", "subjects", "jobs", "salvage", "deploy", "server", "demo"]
+COMMANDS = ["extract", "assembly", "blocks", "subjects", "jobs", "salvage", "deploy", "server", "demo", "history"]
 
 
 def _prefect_defaults() -> None:
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
         for name in ("distributed", "dask"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    from salvo.report import set_command_line
+
+    set_command_line(["salvo", *argv])  # the run report's header shows it
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:
@@ -77,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted: finished items are kept; run the same command again to resume.", file=sys.stderr)
         return 130
+    finally:
+        set_command_line([])  # a later run in this process (a test, a server) is not this command
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ from blocks.storage import child_credentials, storage_block
 from flows.batch import BatchOptions, batch_state, finish_batch, run_batch, run_namer, tag_current_run
 from salvo.assembly.ids import experiment_folder
 from salvo.assembly.ledger import Heartbeat
-from salvo.assembly.run import chunk_items, experiment_identity, plan_assembly, storage_lost
+from salvo.assembly.run import (chunk_items, experiment_identity, plan_assembly, point_at_data_file, report_base,
+                                report_section, report_title, storage_lost)
+from salvo.html_report import Section
 from salvo.options import RunOptions
 from salvo.outcome import ItemResult
 from salvo.storage import StorageError, StorageLost, StorageTarget
@@ -85,9 +87,12 @@ def assembly_run(
     try:
         with child_credentials(root), Heartbeat(exp.target, plan.assembly_id):
             outcome = run_batch(items, worker, pipeline=RUN, options=options)
+            point_at_data_file(outcome.results, plan, exp.target)
+            base = report_base(plan, exp.target)  # links made from where the report lies once uploaded
+            section = Section(*report_section(plan, exp.target, ok=outcome.summary.ok, base=base))
             with tempfile.TemporaryDirectory(prefix="salvo-assembly-") as tmp:
-                doc = finish_batch(outcome, pipeline=RUN, report_dir=tmp, fail_on_error=False,
-                                   title=f"Assembly {plan.assembly_id} summary")
+                doc = finish_batch(outcome, pipeline=RUN, report_dir=tmp, fail_on_error=False, title=report_title(plan),
+                                   sections=[section], link_base=base)
                 doc = close_assembly(doc, plan, exp, len(items))
     except StorageError as exc:  # the storage is gone: one line, no traceback, nothing more to do
         abandon_assembly(plan, exp, str(exc))

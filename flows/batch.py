@@ -228,15 +228,20 @@ def publish_artifacts(outcome: BatchOutcome, *, pipeline: str, reports: dict[str
     create_markdown_artifact(summary_markdown(outcome.summary, reports=reports), key=f"{pipeline}-summary", description=f"{pipeline}: summary")
 
 
-def finish_batch(outcome: BatchOutcome, *, pipeline: str, report_dir: str | os.PathLike[str], title: str, extra_reports: dict[str, str] | None = None, fail_on_error: bool = True, artifacts: bool = True, as_state: bool = False) -> Any:
+def finish_batch(outcome: BatchOutcome, *, pipeline: str, report_dir: str | os.PathLike[str], title: str, extra_reports: dict[str, str] | None = None, fail_on_error: bool = True, artifacts: bool = True, as_state: bool = False,
+                 header: dict[str, Any] | None = None, sections: Sequence[Any] = (), also_as: Sequence[str] = (),
+                 link_base: str | None = None) -> Any:
     """Write the reports, publish the artifacts, and end the flow run Failed if any item failed.
 
     With ``as_state=True`` (the way to end a flow: ``return finish_batch(..., as_state=True)``) it
     returns :func:`batch_state` of the document, so a failed batch ends Failed with a one-line
     message and no traceback (``fail_on_error=False`` then always gives Completed). Without it,
     the document is returned, or ``BatchFailed`` raised (kept for flows not yet switched).
+    ``header``, ``sections``, ``also_as``, ``link_base``: the pipeline's additions to its run report
+    (see ``flows.settled.batch_document``).
     """
-    doc = batch_document(outcome, report_dir=report_dir, title=title, extra_reports=extra_reports)
+    doc = batch_document(outcome, report_dir=report_dir, title=title, extra_reports=extra_reports, header=header,
+                         sections=sections, also_as=also_as, link_base=link_base)
     if artifacts:
         publish_artifacts(outcome, pipeline=pipeline, reports=doc["reports"])
     if as_state:

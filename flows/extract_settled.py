@@ -12,6 +12,7 @@ from typing import Any
 
 from flows.settled import BatchOptions, BatchOutcome, batch_document, split_finished
 from salvo.extract import STATE_DIR, Plan, batch_worker, plan_batch, resume_entry, write_resume_file
+from salvo.batchcore import log_path
 from salvo.items import Worker
 from salvo.report import summarize
 
@@ -31,7 +32,10 @@ def plan_for(directory: str, pattern: str, output_dir: str | None, recursive: bo
 
 
 def _options(plan: Plan, state: str | None) -> BatchOptions:
-    return BatchOptions(state=state or str(plan.root / STATE_DIR), settings={"pipeline": PIPELINE})  # type: ignore[operator]
+    root = plan.root
+    # Each file's worker output (stdout and stderr) goes to .salvo/logs/<file>.log: the report's log column.
+    return BatchOptions(state=state or str(root / STATE_DIR), settings={"pipeline": PIPELINE},  # type: ignore[operator]
+                        log_dir=str(root / STATE_DIR / "logs"))  # type: ignore[operator]
 
 
 def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,
@@ -59,5 +63,7 @@ def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | 
     root = plan.root
     entries = {it.id: resume_entry(it) for it in plan.items}
     resume = write_resume_file(root, [entries[r.item_id] for r in results if r.status.ok])  # type: ignore[arg-type]
-    return batch_document(BatchOutcome(results, summary), report_dir=root, title=TITLE, extra_reports={"resume": str(resume)})
+    logs = {it.id: p for it in plan.items if (p := log_path(options.log_dir, it.id))}  # earlier runs' logs, where kept
+    return batch_document(BatchOutcome(results, summary, logs), report_dir=root, title=TITLE,
+                          extra_reports={"resume": str(resume)})
 

@@ -15,6 +15,7 @@ from salvo.gridded.report import console_lines, summarize_recovery
 from salvo.items import Item, Worker
 from salvo.options import RunOptions
 from salvo.runner import stop_requested
+from flows.settled import flow_run_header
 from tasks.gridded import (collect_rerun, count_cells, count_ran, merge_round, note_model_run, prepare_recovery,
                            publish_recovery, put_mask_back, resume_point, salvage_round, stage_rerun, whole_run)
 
@@ -150,7 +151,8 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
     doc = {"pipeline": PIPELINE, "layout": layout.to_dict(), "rounds": rounds,
            "summary": summarize_recovery(rounds, final=final, stopped=stopped, mask_in_place=mask_in_place),
            "wall_time_s": round(time.monotonic() - t0, 3)}
-    doc = publish_recovery(doc)
+    header = flow_run_header(exit_status=0 if doc["summary"].get("ok") else 1)  # the run report's header
+    doc = publish_recovery(doc, header=header)
     logger = get_run_logger()
     for line in console_lines(doc):
         logger.info(line)

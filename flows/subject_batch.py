@@ -10,6 +10,7 @@ from prefect import flow
 from flows.batch import BatchOptions, batch_state, finish_batch, run_batch, run_namer, tag_current_run
 from salvo.options import MAX_TIMEOUT_S, RunOptions
 from salvo.subjects.console import SubjectMonitor
+from salvo.subjects.report import REPORT_HTML
 from salvo.subjects.plan import build_items, build_worker, check_run_settings
 from tasks.subjects import PIPELINE, plan_subject_batch, publish_subject_summary, run_state, write_subject_reports
 
@@ -52,10 +53,14 @@ def subject_batch(
             on_result=monitor,
         )
         outcome = run_batch(build_items(plan, out_dir=out_dir, force=run.force), build_worker(plan), pipeline=PIPELINE, options=batch)
-    subject_reports = write_subject_reports(
+    subject_reports, sections = write_subject_reports(
         outcome.results, out_dir=out_dir, config_hash=plan.config_hash, timeout_min=timeout_minutes, summary=outcome.summary
     )
-    doc = finish_batch(outcome, pipeline=PIPELINE, report_dir=out_dir, title="Subject batch summary", extra_reports=subject_reports, fail_on_error=False)
+    # One page: run_report.html with the subjects' table, logs, plots and QC gallery;
+    # batch_report.html (the seed's name) is the same page.
+    doc = finish_batch(outcome, pipeline=PIPELINE, report_dir=out_dir, title=f"Subject batch: {out_dir}",
+                       extra_reports={**subject_reports, "batch_report": str(Path(out_dir) / REPORT_HTML)},
+                       fail_on_error=False, sections=sections, also_as=(REPORT_HTML,))
     doc["summary"].update(config_hash=plan.config_hash, out_dir=out_dir)
     block = monitor.finish(outcome.results)
     publish_subject_summary(monitor.lines, block, config_hash=plan.config_hash, reports=doc["reports"])

@@ -145,12 +145,15 @@ def run_one(
 def _run_with_retries(item: Item, worker: Worker, *, options: RunOptions, log_dir: str | None,
                       run: RunFn, on_retry: RetryNote | None, partials: PartialScan | None = None) -> ItemResult:
     attempt = 1
+    attempts: list[dict[str, object]] = []  # every try's figures, kept on the last one's result (the trace)
     while True:
         # Left by a run that was killed mid-item (listed once per group), or by the failed try (listed afresh).
         clean_partials(item, partials if attempt == 1 else None)
         _announce_start(item.id)
         result = run(item, worker, timeout_s=options.timeout_s, attempt=attempt, log_path=log_path(log_dir, item.id),
                      kill_grace_s=options.kill_grace_s)
+        attempts.append(result.figures())
+        result.attempts = attempts
         if not should_retry(result, attempt, options.retries):
             return result
         pause = options.delay_before(attempt + 1)

@@ -13,22 +13,30 @@ import base64
 import datetime as dt
 import html
 import io
+import json
+import math
 import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from salvo.fsutil import atomic_write_text
-from salvo.outcome import ItemResult, Status
+from salvo.outcome import ItemResult, Status, signal_name
 
 if TYPE_CHECKING:
     from salvo.report import Summary
 
 #: File name of the run report in a batch's report folder.
 REPORT_NAME = "run_report.html"
+#: File name of the trace (one row per attempt) beside the run report.
+TRACE_NAME = "trace.tsv"
+#: Folder of a report folder's past runs: ``runs/<run name>/`` holds each run's report, trace and summary.
+HISTORY_DIR = "runs"
+#: Most attempts listed in the report's trace table; ``trace.tsv`` holds them all.
+TRACE_ROWS = 2000
 #: Colours of the statuses, shared by badges, timeline bars and table cells.
 COLOURS = {
     Status.SUCCESS: "#2e7d32",
@@ -120,38 +128,83 @@ def _plt():
     return plt
 
 
+def _attempts(r: ItemResult) -> list[tuple[int, Status, dt.datetime, dt.datetime]]:
+    """(attempt, status, start, end) of each attempt of an item that ran in this run (none for the others)."""
+    if r.cached or r.status is Status.NOT_RUN:
+        return []
+    tries = r.attempts or [r.figures()]
+    out = []
+    for a in tries:
+        s, e = _parse(a.get("start")), _parse(a.get("end"))
+        if s is not None and e is not None:
+            try:
+                st = Status(a.get("status"))
+            except ValueError:
+                st = r.status
+            out.append((int(a.get("attempt") or 1), st, s, e))
+    return out
+
+
+def _nice_step(span: float, n: int = 6) -> float:
+    raw = max(span, 1e-3) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+
+
 def _timeline(results: Sequence[ItemResult]) -> str:
-    ran = [(r, _parse(r.started), _parse(r.ended)) for r in results if not r.cached and r.status is not Status.NOT_RUN]
-    ran = [(r, s, e) for r, s, e in ran if s is not None and e is not None]
+    """Every attempt of the items that ran as its own bar, on its item's row (a retried item has two
+    bars or more); an inline SVG of ``<rect>`` elements, each with a tooltip, the legend above it."""
+    ran = [(r, tries) for r in results if (tries := _attempts(r))]
     if not ran:
         return "<p>No item ran in this batch (every item was resumed from earlier runs or not started).</p>"
-    ran.sort(key=lambda x: x[1])
+    ran.sort(key=lambda x: x[1][0][2])
     shown = ran[:TIMELINE_ROWS]
-    t0 = shown[0][1]
-    plt = _plt()
-    height = min(8.0, 1.5 + 0.12 * len(shown))
-    fig, ax = plt.subplots(figsize=(9, height))
-    from matplotlib.collections import PolyCollection
+    t0 = shown[0][1][0][2]
+    t_end = max((e - t0).total_seconds() for _, tries in shown for *_, e in tries)
+    span = max(t_end, 0.001) * 1.02
+    labels = len(shown) <= 40
+    left, right, top, width = (170 if labels else 50), 20, 10, 900
+    row_h = 18 if len(shown) <= 40 else max(2.0, min(10.0, 600 / len(shown)))
+    plot_w, plot_h = width - left - right, row_h * len(shown)
+    height = top + plot_h + 45
 
-    boxes, colours = [], []
-    for row, (r, s, e) in enumerate(shown):  # one collection, not an artist per item (400 bars: 0.6 s less)
-        a, b = (s - t0).total_seconds(), (s - t0).total_seconds() + max((e - s).total_seconds(), 0.001)
-        boxes.append([(a, row - 0.4), (a, row + 0.4), (b, row + 0.4), (b, row - 0.4)])
-        colours.append(COLOURS[r.status])
-    ax.add_collection(PolyCollection(boxes, facecolors=colours, edgecolors="none"))
-    ax.set_xlim(0, max(b for (_, _), (_, _), (b, _), _ in boxes) * 1.02)
-    ax.set_ylim(-0.6, len(shown) - 0.4)
-    ax.set_xlabel("seconds since the first item started")
-    ax.set_ylabel("item (by start time)")
-    if len(shown) <= 40:
-        ax.set_yticks(range(len(shown)), [_short(r.item_id) for r, _, _ in shown], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_title("Timeline")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[st]) for st in Status if any(r.status is st for r, _, _ in shown)]
-    labels = [st.value for st in Status if any(r.status is st for r, _, _ in shown)]
-    ax.legend(handles, labels, loc="lower right", fontsize=7)
-    note = f"<p>Showing the first {len(shown)} of {len(ran)} items that ran.</p>" if len(ran) > len(shown) else ""
-    return svg_figure(fig) + note
+    def x(seconds: float) -> float:
+        return left + plot_w * seconds / span
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="{width}" height="{height:.0f}" '
+             f'viewBox="0 0 {width} {height:.0f}" font-family="sans-serif" font-size="11">',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h:.1f}" fill="#fafafa" stroke="#ccc"/>']
+    step = _nice_step(span)
+    tick = 0.0
+    while tick <= span:
+        px = x(tick)
+        parts.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{top + plot_h + 4:.1f}" stroke="#ddd"/>'
+                     f'<text x="{px:.1f}" y="{top + plot_h + 16:.1f}" text-anchor="middle">{tick:g}</text>')
+        tick = round(tick + step, 9)
+    for row, (r, tries) in enumerate(shown):
+        y = top + row * row_h
+        if labels:
+            label = html.escape(_short(r.item_id, 26))
+            parts.append(f'<text x="{left - 6}" y="{y + row_h * 0.7:.1f}" text-anchor="end">{label}</text>')
+        for attempt, st, s, e in tries:
+            a, b = (s - t0).total_seconds(), (e - t0).total_seconds()
+            w = max(x(b) - x(a), 1.5)
+            tip = f"{r.item_id} · attempt {attempt} · {st.value} · {(e - s).total_seconds():.2f} s"
+            parts.append(f'<rect class="bar" data-item="{html.escape(r.item_id)}" data-attempt="{attempt}" '
+                         f'data-status="{st.value}" x="{x(a):.1f}" y="{y + row_h * 0.1:.1f}" width="{w:.1f}" '
+                         f'height="{max(row_h * 0.8, 1.5):.1f}" fill="{COLOURS[st]}" stroke="#fff" stroke-width="0.5">'
+                         f'<title>{html.escape(tip)}</title></rect>')
+    parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{top + plot_h + 34:.1f}" text-anchor="middle">'
+                 "seconds since the first item started (one bar per attempt; retries are bars of their own)"
+                 "</text></svg>")
+    present = [st for st in Status if any(t[1] is st for _, tries in shown for t in tries)]
+    legend = "<div class='legend'>" + "".join(
+        f"<span><i style='background:{COLOURS[st]}'></i>{st.value}</span>" for st in present) + "</div>"
+    retried = sum(1 for _, tries in shown if len(tries) > 1)
+    note = f"<p>{retried} item(s) ran more than once.</p>" if retried else ""
+    if len(ran) > len(shown):
+        note += f"<p>Showing the first {len(shown)} of {len(ran)} items that ran.</p>"
+    return legend + "<div class='scroll'>" + "".join(parts) + "</div>" + note
 
 
 def _short(text: str, n: int = 40) -> str:
@@ -259,19 +312,168 @@ def _items(results: Sequence[ItemResult], base: Path, logs: Mapping[str, str]) -
             + "".join(rows) + "</table>")
 
 
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return ""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)
+
+
+def _num(value: Any, fmt: str = "{:.2f}") -> str:
+    return "" if value is None else fmt.format(value)
+
+
+def _use(used: float | None, limit: float | None, unit: str) -> str:
+    """``12.0 / 60 s (20%)``: how much of a limit an attempt used; the use alone without a limit."""
+    if used is None:
+        return ""
+    if not limit:
+        return f"{used:.1f} {unit} (no limit)"
+    pct = 100.0 * used / limit
+    cls = " class='near'" if pct >= 80 else ""
+    return f"<span{cls}>{used:.1f} / {limit:g} {unit} ({pct:.0f}%)</span>"
+
+
+def _trace_table(rows: Sequence[Mapping[str, Any]], header: Mapping[str, Any]) -> str:
+    """Every attempt (the trace's rows): exit or signal, times, CPU, memory, I/O, use of its limits, command."""
+    if not rows:
+        return "<p>No item in this batch.</p>"
+    mem_limit = header.get("memory_limit_mb")
+    esc = html.escape
+    out = []
+    for row in rows[:TRACE_ROWS]:
+        st = row.get("status", "")
+        colour = COLOURS.get(Status(st)) if st in _STATUS_VALUES else "#90a4ae"
+        sig = row.get("signal")
+        ended = f"exit {row['exit']}" if row.get("exit") is not None else (signal_name(sig) if sig else "")
+        command = str(row.get("command") or "")
+        short = command if len(command) <= 160 else command[:159] + "…"
+        start = str(row.get("start") or "")
+        out.append(
+            f"<tr><td>{_escape(str(row['item']))}</td><td>{row.get('attempt', '')}</td>"
+            f"<td><span class='st' style='background:{colour}'>{esc(st)}</span></td><td>{esc(ended)}</td>"
+            f"<td>{esc(start[11:23] if len(start) > 19 else start)}</td><td>{_num(row.get('duration_s'))}</td>"
+            f"<td>{_num(row.get('cpu_s'))}</td><td>{_num(row.get('cpu_pct'), '{:.0f}')}</td>"
+            f"<td>{_num(row.get('peak_rss_mb'), '{:.0f}')}</td><td>{_bytes(row.get('read_bytes'))}</td>"
+            f"<td>{_bytes(row.get('write_bytes'))}</td>"
+            f"<td>{_use(row.get('duration_s') if 'duration_s' in row else None, row.get('timeout_s'), 's')}</td>"
+            f"<td>{_use(row.get('peak_rss_mb'), mem_limit, 'MiB')}</td>"
+            f"<td><code title='{esc(command)}'>{esc(short)}</code></td></tr>")
+    more = (f"<p>Showing the first {TRACE_ROWS} of {len(rows)} attempts; "
+            f"<a href='{TRACE_NAME}'>{TRACE_NAME}</a> holds them all.</p>") if len(rows) > TRACE_ROWS else ""
+    heads = ("item", "attempt", "status", "exit / signal", "start (UTC)", "time s", "CPU s", "CPU %", "peak MiB",
+             "read", "written", "time used / limit", "memory used / limit", "command")
+    head = "".join(f"<th>{h}</th>" for h in heads)
+    return f"<table id='trace'><tr>{head}</tr>" + "".join(out) + "</table>" + more
+
+
+_STATUS_VALUES = frozenset(s.value for s in Status)
+
+
+def _header(header: Mapping[str, Any], summary: "Summary", files: Sequence[tuple[str, str]]) -> str:
+    """The run header: what ran, with which versions, by whom, where, when, how it ended, its UI link."""
+    esc = html.escape
+    rows: list[tuple[str, str]] = [("Run", esc(f"{header.get('run_name', '')}"))]
+    if header.get("command"):
+        rows.append(("Command", f"<code>{esc(header['command'])}</code>"))
+    if header.get("parameters"):
+        params = json.dumps(header["parameters"], default=str, sort_keys=True)
+        rows.append(("Flow parameters", f"<code>{esc(params[:4000])}</code>"))
+    versions = f"Salvo {header.get('salvo_version', '?')}"
+    versions += f", Prefect {header['prefect_version']}" if header.get("prefect_version") else ""
+    versions += f", Python {header['python_version']}" if header.get("python_version") else ""
+    rows.append(("Versions", esc(versions)))
+    rows.append(("User and host", esc(f"{header.get('user', '')} on {header.get('host', '')}")))
+    rows.append(("Working folder", f"<code>{esc(str(header.get('cwd', '')))}</code>"))
+    rows.append(("Started", esc(str(header.get("started") or "unknown"))))
+    rows.append(("Ended", esc(str(header.get("ended") or ""))))
+    code = header.get("exit_status")
+    meaning = {0: "every item finished", 1: f"{summary.failed} of {summary.total} items failed",
+               130: "interrupted (Ctrl-C)"}.get(code, "")  # type: ignore[arg-type]
+    rows.append(("Exit status", esc(f"{code} ({meaning})" if meaning else str(code))))
+    ui = str(header.get("ui_url") or "")
+    rows.append(("In the UI", f'<a href="{esc(ui)}">{esc(ui)}</a>' if ui.startswith(("http://", "https://"))
+                 else "no UI link (the run had no Prefect UI address)"))
+    limits = []
+    timeout = header.get("timeout_s")
+    limits.append(f"time {timeout:g} s per attempt" if timeout else "no time limit")
+    if header.get("memory_limit_mb"):
+        limits.append(f"memory {header['memory_limit_mb']:g} MiB")
+    rows.append(("Limits", esc(", ".join(limits))))
+    if files:
+        rows.append(("Files", " · ".join(f'<a href="{esc(name)}">{esc(label)}</a>' for label, name in files)))
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f"<table id='run-header' class='header'>{body}</table>"
+
+
+def _history(runs: Sequence[Mapping[str, Any]], limit: int = 50) -> str:
+    """Earlier runs kept in ``runs/``: when, which, counts, duration, exit status, UI link."""
+    if not runs:
+        return "<p>No earlier run of this folder is kept.</p>"
+    esc = html.escape
+    out = []
+    for r in runs[:limit]:
+        head, summ = r["run"], r["summary"]
+        counts = ", ".join(f"{k}: {v}" for k, v in (summ.get("counts") or {}).items())
+        ui = str(head.get("ui_url") or "")
+        ui_cell = f'<a href="{esc(ui)}">UI</a>' if ui.startswith(("http://", "https://")) else ""
+        href = f"{HISTORY_DIR}/{r['name']}/{REPORT_NAME}"
+        took = _num(summ.get("wall_time_s"), "{:.1f} s")
+        link = f'<a href="{esc(href)}">{esc(r["name"])}</a>'
+        out.append(f"<tr><td>{esc(str(head.get('ended', '')))}</td><td>{link}</td>"
+                   f"<td>{esc(str(head.get('pipeline', '')))}</td><td>{esc(counts)}</td>"
+                   f"<td>{took}</td><td>{esc(str(head.get('exit_status', '')))}</td><td>{ui_cell}</td></tr>")
+    return ("<table id='history'><tr><th>ended</th><th>run</th><th>pipeline</th><th>items</th><th>wall time</th>"
+            "<th>exit</th><th>UI</th></tr>" + "".join(out) + "</table>")
+
+
+_LINK = re.compile(r'(\s(?:href|src)=)(["\'])([^"\']*)\2')
+
+
+def relocate_links(page: str, *, depth: int, keep: Iterable[str] = ()) -> str:
+    """The same page for a copy ``depth`` folders below the original (``runs/<run name>/``): every
+    relative link gets ``../`` ``depth`` times, except in-page anchors, data: URIs, absolute
+    URLs and paths, and the names in ``keep`` (the files the copy has beside it)."""
+    up, kept = "../" * depth, set(keep)
+
+    def fix(m: re.Match[str]) -> str:
+        target = m.group(3)
+        if not target or target.startswith(("#", "/", "data:", "mailto:")) or "://" in target or target in kept:
+            return m.group(0)
+        return f"{m.group(1)}{m.group(2)}{up}{target}{m.group(2)}"
+
+    return _LINK.sub(fix, page)
+
+
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222;max-width:1100px}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222;max-width:1200px}
 h1{margin-bottom:.2em} .meta{color:#666} table{border-collapse:collapse;width:100%;font-size:13px;margin:.5em 0}
 th,td{border-bottom:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
 .st{color:#fff;border-radius:3px;padding:1px 6px;font-size:12px;white-space:nowrap}
 .badges .st{font-size:15px;padding:4px 10px;margin-right:6px;display:inline-block}
 pre{white-space:pre-wrap;font-size:12px;background:#f6f6f6;padding:6px} svg{max-width:100%;height:auto}
+table.header{width:auto} table.header th{color:#555;font-weight:600;white-space:nowrap;padding-right:1.5em}
+code{font-size:12px;word-break:break-all} .near{color:#c62828;font-weight:600}
+.legend{margin:.3em 0;font-size:13px} .legend span{margin-right:1em;white-space:nowrap}
+.legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-1px;border-radius:2px}
+#trace td:last-child{max-width:360px}
 """
 
 
 def render_run_report(results: Sequence[ItemResult], summary: "Summary", *, title: str, base: str | os.PathLike[str] = ".",
-                      sections: Sequence[Section] = (), logs: Mapping[str, str] | None = None) -> str:
-    """The whole report as one HTML document."""
+                      sections: Sequence[Section] = (), logs: Mapping[str, str] | None = None,
+                      header: Mapping[str, Any] | None = None, trace: Sequence[Mapping[str, Any]] | None = None,
+                      history: Sequence[Mapping[str, Any]] = (), files: Sequence[tuple[str, str]] = ()) -> str:
+    """The whole report as one HTML document.
+
+    ``header``: the run header (``salvo.report.run_header``); ``trace``: its attempt rows
+    (``salvo.report.attempt_rows``); ``history``: earlier runs kept in ``runs/``; ``files``:
+    (label, file name) of the files written beside the report, linked from the header.
+    """
     base = Path(base)
     counts = {Status(k): v for k, v in summary.counts.items()}
     badges = "".join(f'<span class="st" style="background:{COLOURS[s]}">{s.value}: {n}</span>' for s, n in counts.items())
@@ -282,6 +484,10 @@ def render_run_report(results: Sequence[ItemResult], summary: "Summary", *, titl
         f"<h1>{html.escape(title)}</h1>",
         f"<p class='meta'>{html.escape(summary.pipeline)} · generated {now} · {verdict} · wall time {summary.wall_time_s:.1f} s · "
         f"{summary.resumed} resumed from earlier runs</p>",
+    ]
+    if header is not None:
+        parts.append(_header(header, summary, files))
+    parts += [
         f"<div class='badges' id='counts'>{badges}</div>",
         "<h2>Timeline</h2>", _timeline(results),
         "<h2>Durations and memory</h2>", _distributions(results) or "<p>No item ran in this batch.</p>",
@@ -289,13 +495,19 @@ def render_run_report(results: Sequence[ItemResult], summary: "Summary", *, titl
     ]
     for s in sections:
         parts += [f"<h2>{html.escape(s.title)}</h2>", s.html]
-    parts += ["<h2>Every item</h2>", _items(results, base, logs or {}), "</body></html>"]
+    parts += ["<h2>Every item</h2>", _items(results, base, logs or {})]
+    if trace is not None:
+        parts += ["<h2 id='attempts'>Every attempt (the trace)</h2>", _trace_table(trace, header or {})]
+    if header is not None:
+        parts += ["<h2 id='earlier-runs'>Earlier runs of this folder</h2>", _history(history)]
+    parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def write_run_report(results: Sequence[ItemResult], summary: "Summary", *, folder: str | os.PathLike[str], title: str,
                      sections: Sequence[Section] = (), logs: Mapping[str, str] | None = None, name: str = REPORT_NAME) -> Path:
-    """Write the run report atomically into ``folder``; return its path."""
+    """Write the run report atomically into ``folder``; return its path (no trace, no history: see
+    ``salvo.report.write_reports`` for those)."""
     folder = Path(folder)
     doc = render_run_report(results, summary, title=title, base=folder, sections=sections, logs=logs)
     return Path(atomic_write_text(folder / name, doc))

@@ -68,6 +68,14 @@ class ItemResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     cached: bool = False  # True when the result came from an earlier batch's record
     batch_id: str = ""  # the batch that ran the item
+    # The last attempt's use of the machine (None: not measured; see docs/report.md for what each means):
+    cpu_s: float | None = None  # user + system CPU seconds of the item's process and the children it waited for
+    read_bytes: int | None = None  # bytes it had read from storage (rusage ru_inblock x 512; page-cache hits are free)
+    write_bytes: int | None = None  # bytes it sent to storage (rusage ru_oublock x 512)
+    command: str = ""  # what ran: a command's argv (shell-quoted), or a Python worker's call
+    timeout_s: float | None = None  # the limit in force (None: none)
+    #: Every attempt of this run, in order, the last one included (see :meth:`figures`); [] when it did not run here.
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def retryable(self) -> bool:
@@ -86,7 +94,21 @@ class ItemResult:
         d["status"] = self.status.value
         d["outputs"] = list(self.outputs)
         d["metrics"] = copy.deepcopy(self.metrics) if self.metrics else {}
+        d["attempts"] = [a.copy() for a in self.attempts] if self.attempts else []  # flat dicts
         return d
+
+    def figures(self) -> dict[str, Any]:
+        """This attempt as one flat, JSON-ready dict: one entry of :attr:`attempts`, one row of ``trace.tsv``."""
+        cpu_pct = None
+        if self.cpu_s is not None and self.duration_s > 0:
+            cpu_pct = round(100.0 * self.cpu_s / self.duration_s, 1)
+        return {
+            "attempt": self.attempt, "status": self.status.value, "reason": self.reason.split("\n", 1)[0][:300],
+            "exit": self.exit_code, "signal": self.signal, "start": self.started, "end": self.ended,
+            "duration_s": self.duration_s, "cpu_s": self.cpu_s, "cpu_pct": cpu_pct, "peak_rss_mb": self.peak_rss_mb,
+            "read_bytes": self.read_bytes, "write_bytes": self.write_bytes, "timeout_s": self.timeout_s,
+            "command": self.command,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ItemResult":

@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -241,6 +242,14 @@ def _request(item: Item, worker: Worker, result_path: str, stderr_path: str) -> 
     return req
 
 
+def command_text(req: dict[str, Any]) -> str:
+    """What a request runs, as the reports show it: a command's argv shell-quoted, or a Python
+    worker's call (``pkg.module:function(name=value, ...)``, values as Python writes them)."""
+    if "argv" in req:
+        return shlex.join(req["argv"])
+    return f"{req['target']}({', '.join(f'{k}={v!r}' for k, v in req.get('params', {}).items())})"
+
+
 def _run_child(req: dict[str, Any], timeout_s: float | None, z: _Zygote | None = None) -> dict[str, Any]:
     """Hand the request to this thread's zygote and wait for the child to end."""
     z = z or _zygote()
@@ -271,7 +280,7 @@ def run_item(
 ) -> ItemResult:
     """Run ``item`` in a child process in its own session; never raises for the item's faults."""
     started, t0 = _now(), time.monotonic()
-    result = ItemResult(item_id=item.id, status=Status.EXCEPTION, started=started, attempt=attempt)
+    result = ItemResult(item_id=item.id, status=Status.EXCEPTION, started=started, attempt=attempt, timeout_s=timeout_s)
     if _stop.is_set():
         result.status, result.reason = Status.NOT_RUN, "not started: the batch was interrupted"
         result.ended = result.started
@@ -290,10 +299,14 @@ def run_item(
         tail_path = str(log_path) if log_path is not None else stderr_path
         try:
             req = {**_request(item, worker, result_path, stderr_path), "grace": kill_grace_s}
+            result.command = command_text(req)
             if log_path is not None:
                 req["log_path"] = str(log_path)
             done = _run_child(req, timeout_s, z)
             result.peak_rss_mb = round(done["maxrss_kb"] / 1024, 1)
+            if "cpu_s" in done:
+                result.cpu_s = round(done["cpu_s"], 3)
+                result.read_bytes, result.write_bytes = done["inblock"] * 512, done["oublock"] * 512
             payload = {}
             if os.path.exists(result_path):
                 with open(result_path) as fh:

@@ -234,6 +234,10 @@ def _supervise(pid: int, timeout: float | None, grace: float) -> dict[str, Any]:
         "timed_out": timed_out,
         "orphaned": orphaned,
         "maxrss_kb": rusage.ru_maxrss,
+        # The item's CPU and storage I/O (its process and the children it waited for), for the reports.
+        "cpu_s": rusage.ru_utime + rusage.ru_stime,
+        "inblock": rusage.ru_inblock,
+        "oublock": rusage.ru_oublock,
     }
 
 

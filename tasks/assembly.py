@@ -18,6 +18,7 @@ from prefect.logging import get_run_logger
 from blocks.storage import SalvoStorage
 from salvo.assembly.discover import locate_experiment, output_location
 from salvo.assembly.reassemble import reassemble_to_parquet
+from salvo.html_report import HISTORY_DIR
 from salvo.assembly.run import (AssemblyPlan, begin_assembly, complete_assembly, fail_assembly,
                                 upload_reports)
 
@@ -47,7 +48,9 @@ def close_assembly(doc: dict[str, Any], plan: AssemblyPlan, exp: SalvoStorage, n
         plan_file = Path(tmp) / "assembly.json"
         plan_file.write_text(json.dumps(plan.to_dict(), indent=2, default=str), encoding="utf-8")
         local = {**doc["reports"], "assembly": str(plan_file)}
-        doc = {**doc, "reports": upload_reports(local, target, assembly_id=plan.assembly_id)}
+        html_report = doc["reports"].get("html")
+        history = str(Path(html_report).parent / HISTORY_DIR) if html_report else None
+        doc = {**doc, "reports": upload_reports(local, target, assembly_id=plan.assembly_id, history=history)}
     info = {"assembly_id": plan.assembly_id, "experiment": plan.experiment,
             "folder": plan.folder, "result_name": plan.result_name, "seed": plan.seed,
             "config_hash": plan.config_hash, "ledger": target.uri("assembly_list.csv")}

@@ -178,13 +178,13 @@ def put_mask_back(layout: RecoveryLayout) -> bool:
 
 
 @task(**_PLAIN)
-def publish_recovery(doc: dict[str, Any]) -> dict[str, Any]:
+def publish_recovery(doc: dict[str, Any], header: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write recovery.json, recovery.md and run_report.html in the work folder and publish the round table as artifacts."""
     work = doc["layout"]["work"]
     json_path = f"{work}/recovery.json"
     doc["reports"] = {"json": json_path, "markdown": f"{work}/recovery.md", "html": f"{work}/{REPORT_NAME}"}
     try:
-        doc["reports"]["html"] = str(write_recovery_report(doc))
+        doc["reports"]["html"] = str(write_recovery_report(doc, header=header))
     except Exception as exc:  # noqa: BLE001 - the recovery is done and its JSON still written; say so, loudly
         del doc["reports"]["html"]
         doc["reports"]["html_error"] = f"{type(exc).__name__}: {exc}"

@@ -17,7 +17,8 @@ from salvo.outcome import ItemResult
 from salvo.report import Summary
 from salvo.subjects.plan import SubjectPlan, plan_subjects
 from salvo.subjects.manifest import RUNS_DIR
-from salvo.subjects.report import METRICS_CSV, REPORT_HTML, subject_rows, write_html_report, write_metrics_csv
+from salvo.html_report import Section
+from salvo.subjects.report import METRICS_CSV, subject_rows, subject_sections, write_metrics_csv
 
 PIPELINE = "subject-batch"
 
@@ -55,16 +56,12 @@ def run_state(out_dir: str) -> Iterator[str]:
 @task(cache_policy=NONE, persist_result=False)
 def write_subject_reports(
     results: list[ItemResult], *, out_dir: str, config_hash: str, timeout_min: float, summary: Summary
-) -> dict[str, str]:
-    """Write ``batch_metrics.csv`` and ``batch_report.html``; return their paths."""
+) -> tuple[dict[str, str], list[Section]]:
+    """Write ``batch_metrics.csv``; return its path and the subjects' sections of the run report
+    (their table with logs and metrics, durations, metric plots, QC gallery)."""
     rows = subject_rows(results, out_dir=out_dir, timeout_min=timeout_min)
     csv_path = write_metrics_csv(rows, Path(out_dir) / METRICS_CSV)
-    counts = {"total": summary.total, **summary.counts, "failed": summary.failed}
-    html_path = write_html_report(
-        rows, Path(out_dir) / REPORT_HTML, title=f"Subject batch: {out_dir}", config_hash=config_hash, summary=counts,
-        out_dir=out_dir,
-    )
-    return {"metrics": str(csv_path), "html": str(html_path)}
+    return {"metrics": str(csv_path)}, subject_sections(rows, config_hash=config_hash, out_dir=out_dir)
 
 
 @task(cache_policy=NONE, persist_result=False)

@@ -273,11 +273,69 @@ def storage_lost(exp: StorageTarget, result: ItemResult) -> str | None:
     return None
 
 
-def upload_reports(reports: Mapping[str, str], exp: StorageTarget, *, assembly_id: str) -> dict[str, str]:
-    """Copy local report files to ``reports/<assembly_id>/`` on the storage; return their URIs."""
+def reports_folder(assembly_id: str) -> str:
+    """Where an assembly's reports lie in its experiment folder."""
+    return f"reports/{assembly_id}"
+
+
+def report_title(plan: AssemblyPlan) -> str:
+    """The run report's title: the assembly, its experiment and its seed."""
+    return f"Assembly {plan.assembly_id}: {plan.experiment}, seed {plan.seed}"
+
+
+def report_base(plan: AssemblyPlan, exp: StorageTarget) -> str | None:
+    """The folder the run report lies in once uploaded, when it is on this machine's disk: its links
+    (the data file, chunks kept for resume) are made relative to it. None on S3 (links stay URIs)."""
+    return exp.path(reports_folder(plan.assembly_id)) if exp.is_local else None
+
+
+def point_at_data_file(results: list[ItemResult], plan: AssemblyPlan, exp: StorageTarget) -> None:
+    """When every chunk succeeded, their outputs become the assembly's data file: the chunks are
+    merged into it and dropped (`complete_assembly`), so a link to a chunk would lead nowhere.
+    A failed assembly keeps its chunks for ``--resume``: their links stay."""
+    if all(r.status.ok for r in results):
+        data = exp.uri(plan.data_file)
+        for r in results:
+            r.outputs = [data]
+
+
+def report_section(plan: AssemblyPlan, exp: StorageTarget, *, ok: bool, base: str | None) -> tuple[str, str]:
+    """(title, HTML) of the run report's assembly section: experiment, seed, config, and the data file."""
+    import html
+    import os
+
+    esc = html.escape
+    data = exp.uri(plan.data_file)
+    if not ok:
+        where = ("none: a chunk failed, so the chunks are kept for <code>--resume "
+                 f"{esc(plan.assembly_id)}</code>")
+    elif base is not None:
+        rel = os.path.relpath(exp.path(plan.data_file), base).replace(os.sep, "/")
+        where = f'<a href="{esc(rel)}">{esc(plan.data_file)}</a> (<code>{esc(data)}</code>)'
+    else:
+        where = f"<code>{esc(data)}</code>"
+    rows = [("Assembly", esc(plan.assembly_id)), ("Experiment", esc(plan.experiment)),
+            ("Experiment folder", f"<code>{esc(exp.uri())}</code>"), ("Result name", esc(plan.result_name)),
+            ("Seed", f"{plan.seed}" + (" (drawn for this run)" if plan.seed_drawn else "")),
+            ("Config hash", f"<code>{esc(plan.config_hash)}</code>"), ("Data file (Parquet)", where)]
+    body = "<table id='assembly'>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    return "Assembly", body
+
+
+def upload_reports(reports: Mapping[str, str], exp: StorageTarget, *, assembly_id: str,
+                   history: str | None = None) -> dict[str, str]:
+    """Copy local report files to ``reports/<assembly_id>/`` on the storage; return their URIs.
+
+    ``history``: a local ``runs/`` folder whose files are copied below ``reports/<assembly_id>/runs/``
+    (each run's own report, trace and summary)."""
     out = {}
+    folder = reports_folder(assembly_id)
     for kind, path in reports.items():
-        rel = f"reports/{assembly_id}/{Path(path).name}"
+        rel = f"{folder}/{Path(path).name}"
         exp.write_bytes(rel, Path(path).read_bytes())
         out[kind] = exp.uri(rel)
+    if history and Path(history).is_dir():
+        root = Path(history)
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            exp.write_bytes(f"{folder}/{root.name}/{path.relative_to(root).as_posix()}", path.read_bytes())
     return out

@@ -41,7 +41,10 @@ def __getattr__(name: str) -> Any:
 #: Suffix of the per-file output folder beside the inputs (the seed's default layout).
 OUTPUT_SUFFIX = "_results"
 #: The report files Salvo (and the seed) write in the report folder; never inputs.
-REPORT_FILES = frozenset({"batch_processing_summary.txt", "batch_summary.json", "batch_resume.txt", "run_report.html"})
+REPORT_FILES = frozenset({"batch_processing_summary.txt", "batch_summary.json", "batch_resume.txt", "run_report.html",
+                          "trace.tsv"})
+#: The report folder's run history (``runs/<run name>/``, salvo.report), never entered when it is Salvo's.
+HISTORY = ("runs", ".salvo-history")
 #: The seed's resume file: one processed file per line.
 RESUME_FILE = "batch_resume.txt"
 #: Folder of resume records inside the report folder.
@@ -76,7 +79,8 @@ def _discover(directory: str | os.PathLike[str], *, pattern: str, recursive: boo
     found: list[tuple[tuple[str, ...], str]] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         # os.walk lists folders (and links to folders, never followed) apart from everything else.
-        keep = [d for d in dirnames if not _own_folder(d) and os.path.realpath(os.path.join(dirpath, d)) not in skip]
+        keep = [d for d in dirnames if not _own_folder(d) and os.path.realpath(os.path.join(dirpath, d)) not in skip
+                and not (d == HISTORY[0] and os.path.exists(os.path.join(dirpath, d, HISTORY[1])))]
         dirnames[:] = sorted(keep) if recursive else []
         parts = tuple(dirpath.split(os.sep))
         for f in fnmatch.filter(filenames, pattern):
@@ -228,7 +232,7 @@ def check_plan(items: Sequence[Item], *, directory: str | os.PathLike[str], outp
     Two inputs that would share one output folder (``a.nc`` and ``a.nc4``) are refused too.
     """
     root = report_dir(directory, output_dir)
-    reserved = [root / STATE_DIR, *(root / name for name in REPORT_FILES)]
+    reserved = [root / STATE_DIR, *(root / name for name in REPORT_FILES), root / HISTORY[0]]
     if state and "://" not in state and (os.sep in state or state.startswith((".", "~"))):
         reserved.append(Path(state).expanduser())
     # Every output resolved once (its folder once for all its siblings), kept for the layout check.

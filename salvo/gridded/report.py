@@ -12,9 +12,9 @@ import numpy as np
 
 from salvo.batchcore import log_path
 from salvo.gridded.formats import STATUS_FILE, STATUS_FILL, SUCCESS, TIMED_OUT, read_mask, read_merge_source, read_status
-from salvo.html_report import Section, svg_figure, write_run_report
+from salvo.html_report import Section, svg_figure
 from salvo.outcome import ItemResult, Status, signal_name
-from salvo.report import summarize
+from salvo.report import summarize, write_reports
 
 #: Name of the items in the HTML report's generic part: one model run per round.
 MODEL_RUNS = "salvage-merge model runs (one item per round)"
@@ -406,10 +406,14 @@ def recovery_sections(doc: dict[str, Any]) -> list[Section]:
             status_section(status_path, mask_path)]
 
 
-def write_recovery_report(doc: dict[str, Any], *, folder: str | os.PathLike[str] | None = None) -> Path:
-    """Write ``run_report.html`` for a recovery (default: in its work folder, beside recovery.json); return its path."""
+def write_recovery_report(doc: dict[str, Any], *, folder: str | os.PathLike[str] | None = None,
+                          header: dict[str, Any] | None = None) -> Path:
+    """Write ``run_report.html`` for a recovery (default: in its work folder, beside recovery.json), with
+    its ``trace.tsv``, ``batch_summary.json`` and its copy in ``runs/<run name>/``; return its path."""
     folder = Path(folder or doc["layout"]["work"])
     results = model_results(doc)
     summary = summarize(results, pipeline=MODEL_RUNS, wall_time_s=float(doc.get("wall_time_s") or 0.0))
     logs = {r.item_id: p for r in results if (p := log_path(str(Path(doc["layout"]["work"]) / "logs"), r.item_id))}
-    return write_run_report(results, summary, folder=folder, title=report_title(doc), sections=recovery_sections(doc), logs=logs)
+    paths = write_reports(results, summary, folder=folder, title=report_title(doc), sections=recovery_sections(doc),
+                          logs=logs, text_name=None, header={"pipeline": "salvage-merge", **(header or {})})
+    return Path(paths["html"])

@@ -25,7 +25,7 @@ RUNS_DIR = ".salvo-runs"
 RESERVED_IDS = (
     "logs", ".locks", ".salvo-runs", "_work", "_done.json",
     "batch_metrics.csv", "batch_report.html", "batch_processing_summary.txt", "batch_summary.json",
-    "batch_resume.txt", "run_report.html", "batch_run_report.html", "report.html",
+    "batch_resume.txt", "run_report.html", "batch_run_report.html", "report.html", "trace.tsv", "runs",
 )
 #: Prefixes of names Salvo gives to folders it creates (staging, quarantined work folders).
 RESERVED_PREFIXES = (TMP_PREFIX, "_failed-")

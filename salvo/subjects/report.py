@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from salvo.fsutil import atomic_write_text
+from salvo.html_report import Section
 from salvo.outcome import ItemResult, Status, signal_name
 from salvo.subjects.pipeline import METRIC_UNITS
 from salvo.subjects.unit import FAILED_PREFIX, LOGS_DIR, WORK_DIR, read_done, subject_dir
@@ -308,32 +309,19 @@ def _gallery(rows: Sequence[dict[str, Any]], base: Path | None) -> list[str]:
     return out
 
 
-def render_html(rows: Sequence[dict[str, Any]], *, title: str, config_hash: str, summary: dict[str, int],
-                out_dir: str | os.PathLike[str] | None = None) -> str:
-    """The whole self-contained report page (inline CSS, SVG and images, no outside references).
+_STYLE = ("<style>.subject-report table{border-collapse:collapse}"
+          ".subject-report td,.subject-report th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+          ".subject-report th{background:#eee}"
+          ".success{color:#2e7d32}.skipped{color:#757575}.failed{color:#c62828;font-weight:bold}"
+          "figure{display:inline-block;margin:4px 8px}figcaption{font-size:11px;color:#555}"
+          ".subject-images{display:inline-block;vertical-align:top;margin-right:1em}"
+          ".subject-images h3{margin:4px 8px}</style>")
 
-    With ``out_dir``, the QC images each subject's pipeline wrote are shown in a gallery.
-    """
-    names = _metric_names(rows)
+
+def _subjects_table(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> list[str]:
     esc = html.escape
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}th{background:#eee}"
-        ".success{color:#2e7d32}.skipped{color:#757575}.failed{color:#c62828;font-weight:bold}"
-        "figure{display:inline-block;margin:4px 8px}figcaption{font-size:11px;color:#555}"
-        ".subject-images{display:inline-block;vertical-align:top;margin-right:1em}.subject-images h3{margin:4px 8px}</style>",
-        "</head><body>",
-        f"<h1>{esc(title)}</h1>",
-        f"<p>Config hash: <code>{esc(config_hash)}</code></p>",
-        "<p>" + ", ".join(f"{esc(k)}: {v}" for k, v in summary.items()) + "</p>",
-        "<h2>Subjects</h2>",
-        '<table id="subjects"><tr><th>#</th><th>Subject</th><th>Status</th><th>Duration</th><th>Reason</th><th>Log</th>'
-        + "".join(f"<th>{esc(n)}</th>" for n in names)
-        + "</tr>",
-    ]
+    heads = "".join(f"<th>{h}</th>" for h in ("#", "Subject", "Status", "Duration", "Reason", "Log"))
+    out = [f'<table id="subjects"><tr>{heads}' + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr>"]
     for i, row in enumerate(rows, 1):
         css = row["status"] if row["status"] in ("success", "skipped") else "failed"
         cells = "".join(
@@ -346,28 +334,79 @@ def render_html(rows: Sequence[dict[str, Any]], *, title: str, config_hash: str,
             f'<td>{esc(row["reason"])}</td><td><a href="{esc(row["log"])}">log</a></td>{cells}</tr>'
         )
     out.append("</table>")
-    out.append("<h2>Durations</h2>")
+    return out
+
+
+def _durations(rows: Sequence[dict[str, Any]]) -> list[str]:
+    out = []
     skipped = sum(1 for r in rows if _numeric(r.get("duration_s")) is None)
     if skipped:
         out.append(f"<p>{skipped} subject{'s' if skipped != 1 else ''} did not run in this batch (skipped or not run):"
                    " not plotted; the table gives the duration of their earlier run.</p>")
     if len(rows) > skipped:
         out.append(svg_durations(rows))
-    plotted = False
-    units = {}
+    return out
+
+
+def _metric_plots(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> list[str]:
+    units: dict[str, str] = {}
     for row in rows:
         units.update(row.get("units") or {})
+    out = []
     for name in names:
         points = [(r["subject"], v) for r in rows if (v := _numeric(r["metrics"].get(name))) is not None]
         if points:
-            if not plotted:
-                out.append("<h2>Metric distributions</h2>")
-                plotted = True
             unit = units.get(name) or METRIC_UNITS.get(name)
             out.append(f'<div class="metric">{svg_distribution(name, points, unit=unit)}</div>')
+    return out
+
+
+def render_html(rows: Sequence[dict[str, Any]], *, title: str, config_hash: str, summary: dict[str, int],
+                out_dir: str | os.PathLike[str] | None = None) -> str:
+    """The subjects' own page (inline CSS, SVG and images, no outside references): their table, durations,
+    metric distributions and, with ``out_dir``, the QC images each subject's pipeline wrote.
+
+    A subject batch's ``run_report.html`` holds the same parts as sections (:func:`subject_sections`).
+    """
+    names = _metric_names(rows)
+    esc = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}</style>" + _STYLE,
+        "</head><body class='subject-report'>",
+        f"<h1>{esc(title)}</h1>",
+        f"<p>Config hash: <code>{esc(config_hash)}</code></p>",
+        "<p>" + ", ".join(f"{esc(k)}: {v}" for k, v in summary.items()) + "</p>",
+        "<h2>Subjects</h2>",
+        *_subjects_table(rows, names),
+        "<h2>Durations</h2>",
+        *_durations(rows),
+    ]
+    plots = _metric_plots(rows, names)
+    if plots:
+        out += ["<h2>Metric distributions</h2>", *plots]
     out += _gallery(rows, Path(out_dir) if out_dir is not None else None)
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def subject_sections(rows: Sequence[dict[str, Any]], *, config_hash: str,
+                     out_dir: str | os.PathLike[str]) -> list[Section]:
+    """The subject batch's parts of its one page (``run_report.html``): every subject with its log and
+    metrics, their durations, the metric distributions, and the QC gallery (images embedded)."""
+    names = _metric_names(rows)
+    table = (_STYLE + f"<div class='subject-report'><p>Config hash: <code>{html.escape(config_hash)}</code></p>"
+             + "".join(_subjects_table(rows, names)) + "</div>")
+    durations = "".join(_durations(rows)) or "<p>No subject ran.</p>"
+    sections = [Section("Subjects", table), Section("Subject durations", durations)]
+    plots = _metric_plots(rows, names)
+    if plots:
+        sections.append(Section("Metric distributions", "".join(plots)))
+    gallery = _gallery(rows, Path(out_dir))
+    sections.append(Section("QC images", "".join(gallery[1:]) if gallery else "<p>No subject wrote a QC image.</p>"))
+    return sections
 
 
 def write_html_report(

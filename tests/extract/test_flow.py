@@ -41,7 +41,8 @@ def test_external_worker_outcomes(tmp_path: Path) -> None:
     assert wait_until(lambda: not alive(hang_pid), timeout=5)
     assert elapsed < 60
     # Only the successful item published an output folder; failed ones left nothing half-written.
-    assert sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["ok_1_results"]
+    folders = [p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert sorted(folders) == ["ok_1_results", "runs"]  # runs/: the run's own report, kept
     assert not list(data.glob(".salvo-tmp*"))
     assert info.value.summary["summary"]["failed"] == 3
 

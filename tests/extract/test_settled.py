@@ -46,7 +46,8 @@ def test_a_finished_batch_is_answered_with_every_report_written(tmp_path: Path) 
     assert doc is not None
     assert doc["summary"]["total"] == doc["summary"]["resumed"] == 3 and doc["summary"]["counts"] == {"success": 3}
     assert [i["item_id"] for i in doc["items"]] == ["f0.nc", "f1.nc", "f2.nc"] and all(i["cached"] for i in doc["items"])
-    assert set(doc["reports"]) == {"text", "json", "html", "resume"} and all(os.path.isfile(p) for p in doc["reports"].values())
+    assert set(doc["reports"]) == {"text", "json", "trace", "html", "resume"}
+    assert all(os.path.isfile(p) for p in doc["reports"].values())
     assert json.loads(Path(doc["reports"]["json"]).read_text())["items"] == doc["items"]
     assert Path(doc["reports"]["resume"]).read_text() == "f0.nc\nf1.nc\nf2.nc\n"
     assert "f2.nc" in Path(doc["reports"]["html"]).read_text() and "f2.nc" in Path(doc["reports"]["text"]).read_text()
