@@ -24,23 +24,23 @@ import pyarrow.parquet as pq
 
 from blocks.storage import SalvoStorage, resolve_storage
 from salvo.assembly.discover import output_location
-from salvo.assembly.ids import experiment_folder
+from salvo.assembly.ids import experiment_folder, parse_assembly_id
 from salvo.assembly.ledger import find_assembly, read_ledger
 from salvo.errors import UsageError
-from salvo.storage import StorageTarget, check_location
+from salvo.storage import StorageTarget, check_location, parse_location
 
 __all__ = ["BatchExecutor", "create_batch_executor"]
 
 
 def _s3_location(value: str, variable: str) -> str:
     """``$SAVE_RESULT_PATH`` as the seed wrote it: ``s3://bucket/prefix`` or ``bucket/prefix``."""
-    check_location(value, f"${variable}")
-    if value.startswith(("s3://", "s3a://")):
-        return value
-    if "://" in value or value.startswith(("/", ".", "~")):
+    loc = parse_location(value, f"${variable}", block_names=False)
+    if loc.kind == "s3":
+        return loc.url
+    if loc.scheme or value.strip().startswith(("/", ".", "~")):
         raise UsageError(f"${variable} must be s3://bucket/prefix (or bucket/prefix) for "
                          f"storage_backend='s3', got {value!r}")
-    return f"s3://{value.strip('/')}"
+    return f"s3://{value.strip().strip('/')}"
 
 
 def storage_reference(backend: str, storage: str | None = None) -> str:
@@ -94,7 +94,11 @@ class BatchExecutor:
 
     def get_assembly_status(self, assembly_id: str) -> str:
         """``started``, ``completed``, ``failed`` or ``not_found``."""
-        row = find_assembly(self.experiment, assembly_id)
+        try:  # the seed looks the id up as written: anything it would not find is not_found, never an error
+            known = str(parse_assembly_id(assembly_id)) == assembly_id
+        except UsageError:
+            known = False
+        row = find_assembly(self.experiment, assembly_id) if known else None
         return row.status if row else "not_found"
 
     def sequential_reassembly(self, result_name: str, *, allow_pickle: bool = False,
