@@ -56,7 +56,8 @@ def create_main(args: argparse.Namespace) -> int:
     if args.kind == "local":
         local = parse_location(args.path, "PATH", block_names=False)
         if local.kind != "local":
-            raise UsageError(f"PATH must be a folder for a local block (use `blocks create s3` for S3), got {args.path!r}")
+            raise UsageError(f"PATH must be a folder for a local block (use `blocks create s3` for S3), "
+                             f"got {validate.redact(args.path)!r}")
         validate.output_dir(local.path, "PATH")
     else:
         if parse_location(args.url, "s3 block URL", block_names=False).kind != "s3":

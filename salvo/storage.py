@@ -2,8 +2,8 @@
 
 ``parse_location`` is the one place that decides whether a string is a local path, a ``file:`` or
 ``s3://`` URL or a saved block's name (strictly: a misspelled URL is refused, never taken for a
-relative folder). ``StorageTarget(fs, root)`` is built from such a location and gives the few operations Salvo needs with the same guarantees on
-both backends:
+relative folder). ``StorageTarget(fs, root)`` is built from such a location and gives the few
+operations Salvo needs with the same guarantees on both backends:
 
 - ``write_bytes`` / ``open_write``: a reader never sees half an object. Locally the data goes to
   a temporary sibling that is renamed into place; on S3 an object only appears once its upload

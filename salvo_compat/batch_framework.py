@@ -53,9 +53,13 @@ def storage_reference(backend: str, storage: str | None = None) -> str:
     if storage:
         return check_location(str(storage), "storage")
     if backend == "local":
-        where = (os.environ.get("SALVO_LOCAL_STORAGE") or os.environ.get("SAVE_RESULT_PATH")
-                 or "salvo-data")
-        return check_location(str(Path(where).expanduser().resolve()), "local storage")
+        variable = next((v for v in ("SALVO_LOCAL_STORAGE", "SAVE_RESULT_PATH") if os.environ.get(v)), None)
+        where = os.environ[variable] if variable else "salvo-data"
+        local = parse_location(where, f"${variable}" if variable else "local storage", block_names=False)
+        if local.kind != "local":
+            raise UsageError(f"storage_backend='local' needs a folder, but ${variable} is {local.url!r}: "
+                             "use storage_backend='s3', or set $SALVO_LOCAL_STORAGE to a folder")
+        return str(Path(local.path).resolve())
     if backend == "s3":
         for variable in ("SALVO_S3_STORAGE", "SAVE_RESULT_PATH"):
             if os.environ.get(variable):

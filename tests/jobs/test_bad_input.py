@@ -88,8 +88,8 @@ CASES = [
 
 @pytest.mark.parametrize("command", [["jobs", "batch"], ["batch"]], ids=["jobs-batch", "batch-alias"])
 @pytest.mark.parametrize(("extra", "mentions"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_refused_up_front(command: list[str], extra: list[str], mentions: str, world: dict[str, Path], capsys,
-                                       monkeypatch) -> None:
+def test_bad_input_is_refused_up_front(command: list[str], extra: list[str], mentions: str, world: dict[str, Path],
+                                       capsys, monkeypatch) -> None:
     monkeypatch.chdir(world["tmp"])
     tmp = world["tmp"]
     special = {"@csv": lambda: _csv_without_naf(tmp), "@wrongtype": lambda: _typed_wrong(tmp),
@@ -118,7 +118,8 @@ def _chained(world: dict[str, Path]) -> Path:
 def test_yaml_job_with_a_naf_code_that_does_not_exist_is_refused_at_planning(world: dict[str, Path], capsys) -> None:
     tmp = world["tmp"]
     template = tmp / "template.yaml"
-    template.write_text('niche: "{niche_name}"\nprofile: "{profile}"\nfilters:\n  naf_include: ["{naf_code}", "6902Z"]\n')
+    template.write_text('niche: "{niche_name}"\nprofile: "{profile}"\n'
+                        'filters:\n  naf_include: ["{naf_code}", "6902Z"]\n')
     err = assert_refused(["jobs", "batch", "--naf", "6920Z", "--input", str(world["sirene"]), "--output-dir",
                           str(world["out"]), "--jobs-dir", str(tmp / "jobs"), "--template", str(template)],
                          capsys, keep=[tmp], mentions="filters.naf_include[1]")

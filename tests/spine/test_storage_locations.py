@@ -114,7 +114,8 @@ def test_refused_spellings_name_the_accepted_forms(text: str, cwd: Path) -> None
     assert list(cwd.iterdir()) == []
 
 
-@pytest.mark.parametrize("text", ["s3://AKIAX:very-secret@lab/x", "s3:AKIAX:very-secret@lab", "s3//AKIAX:very-secret@lab"])
+@pytest.mark.parametrize("text", ["s3://AKIAX:very-secret@lab/x", "s3:AKIAX:very-secret@lab",
+                                  "s3//AKIAX:very-secret@lab"])
 def test_credentials_in_a_location_are_refused_and_never_echoed(text: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_location(text, "--storage")
