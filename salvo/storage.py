@@ -142,7 +142,7 @@ def parse_location(text: str | os.PathLike[str], what: str = "storage", *, block
             raise _refuse(stripped, what, why)
         return Location("s3", stripped, bucket=bucket, key=parts.path.strip("/"), scheme=scheme)
     if m["rest"].startswith("//"):
-        raise _refuse(stripped, what, f"Salvo does not read {scheme}:// locations")
+        raise _refuse(stripped, what, f"unsupported storage URL scheme {scheme}://")
     raise _refuse(stripped, what, f"{scheme}: is not a location scheme (for a local folder named so, write "
                                   f"./{stripped})")
 

@@ -96,8 +96,8 @@ REFUSED = {
     "s3://": "it names no bucket",
     "s3://minio:9000/lab": "an S3 URL holds no endpoint or port",
     "s3://lab bucket/x": "is not a bucket name",
-    "gs://lab/x": "Salvo does not read gs:// locations",
-    "https://example.org/x": "Salvo does not read https:// locations",
+    "gs://lab/x": "unsupported storage URL scheme gs://",
+    "https://example.org/x": "unsupported storage URL scheme https://",
     "lab:store": "lab: is not a location scheme (for a local folder named so, write ./lab:store)",
     "   ": "is empty",
 }
