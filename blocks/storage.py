@@ -166,12 +166,6 @@ class SalvoStorage(WritableFileSystem):
         return self.target.write_bytes(self._rel(path), content)
 
 
-def looks_like_location(text: str) -> bool:
-    """Whether ``text`` is a URL or path rather than a block name (``salvo.storage.parse_location``
-    decides; a misspelled URL is a ``UsageError``)."""
-    return parse_location(text).kind != "block"
-
-
 def resolve_storage(name_or_url: "str | Path | SalvoStorage") -> SalvoStorage:
     """A storage block from a saved block name, an ``s3://`` URL, or a local path."""
     if isinstance(name_or_url, SalvoStorage):
@@ -181,7 +175,7 @@ def resolve_storage(name_or_url: "str | Path | SalvoStorage") -> SalvoStorage:
     text = str(name_or_url).strip()
     if not text:
         raise UsageError("storage is empty: give a block name, an s3:// URL or a path")
-    if parse_location(text).kind != "block":
+    if parse_location(text).kind != "block":  # the one path/URL/block decision (salvo.storage)
         try:
             block = SalvoStorage(url=text)
         except ValueError as exc:
