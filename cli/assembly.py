@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-from pathlib import Path
 import shlex
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cli.common import Progress, RunFailed, add_runner_flags, positive_int, print_json, print_summary, run_flow, run_options
