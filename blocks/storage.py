@@ -26,7 +26,7 @@ from prefect.utilities.asyncutils import run_sync_in_worker_thread
 from pydantic import Field, SecretStr, field_validator
 
 from salvo.errors import UsageError
-from salvo.storage import StorageTarget, check_location, open_storage
+from salvo.storage import StorageTarget, open_storage, parse_location
 from salvo.validate import redact, safe_name
 
 #: The environment variable naming the default storage (a block name, s3:// URL or path).
@@ -60,19 +60,19 @@ class SalvoStorage(WritableFileSystem):
         value = str(value).strip()
         if not value:
             raise ValueError("url is empty")
-        parts = urlsplit(value)
-        if "@" in parts.netloc:
+        if "@" in urlsplit(value).netloc:
             raise ValueError("url must not embed credentials: use the credential fields")
-        if parts.scheme and parts.scheme.lower() not in ("s3", "s3a", "file"):
-            raise ValueError(f"unsupported scheme {parts.scheme!r}: use a path or s3://")
-        if not parts.scheme or parts.scheme.lower() == "file":
-            local = value[len("file://"):] if parts.scheme else value
-            return str(Path(local).expanduser().resolve())  # saved blocks must not depend on cwd
-        return value
+        try:
+            loc = parse_location(value, "url", block_names=False)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        if loc.kind == "local":
+            return str(Path(loc.path).resolve())  # saved blocks must not depend on cwd
+        return loc.url
 
     def credentials(self) -> tuple[str | None, str | None]:
         """The explicit (key, secret) of this block, or (None, None) for the standard AWS chain."""
-        if self.url.startswith(("s3://", "s3a://")):
+        if self.url.lower().startswith(("s3://", "s3a://")):
             return self._credentials()
         return None, None
 
@@ -166,12 +166,6 @@ class SalvoStorage(WritableFileSystem):
         return self.target.write_bytes(self._rel(path), content)
 
 
-def looks_like_location(text: str) -> bool:
-    """Whether ``text`` is a URL or path rather than a block name."""
-    return ("://" in text or "/" in text or text.startswith((".", "~"))
-            or Path(text).is_absolute())
-
-
 def resolve_storage(name_or_url: "str | Path | SalvoStorage") -> SalvoStorage:
     """A storage block from a saved block name, an ``s3://`` URL, or a local path."""
     if isinstance(name_or_url, SalvoStorage):
@@ -181,8 +175,7 @@ def resolve_storage(name_or_url: "str | Path | SalvoStorage") -> SalvoStorage:
     text = str(name_or_url).strip()
     if not text:
         raise UsageError("storage is empty: give a block name, an s3:// URL or a path")
-    if looks_like_location(text):
-        check_location(text)
+    if parse_location(text).kind != "block":  # the one path/URL/block decision (salvo.storage)
         try:
             block = SalvoStorage(url=text)
         except ValueError as exc:
@@ -231,7 +224,7 @@ def save_storage_block(
 ) -> SalvoStorage:
     """Create or replace the storage block ``name`` (running it twice is harmless)."""
     safe_name(name, "block name")
-    check_location(url)
+    parse_location(url, block_names=False)
     try:
         block = SalvoStorage(
             url=url, endpoint_url=endpoint_url,

@@ -7,12 +7,13 @@ import functools
 import os
 import shlex
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cli.common import Progress, RunFailed, add_runner_flags, positive_int, print_json, print_summary, run_flow, run_options
 from salvo import validate
 from salvo.errors import UsageError
-from salvo.storage import StorageError, check_location
+from salvo.storage import StorageError, check_location, parse_location
 
 EXPERIMENT_HELP = "parameter-distortion, expression-noise, response-noise, or a generator pkg.module:function"
 
@@ -237,9 +238,10 @@ def reassemble_main(args: argparse.Namespace) -> int:
         check_location(args.output, "--output")
         if not args.output.endswith(".parquet"):
             raise UsageError(f"--output {args.output!r} must end with .parquet")
-        if "://" not in args.output:
-            validate.output_dir(os.path.dirname(os.path.abspath(args.output)), "--output's folder")
-            if os.path.isdir(args.output):
+        output = parse_location(args.output, "--output", block_names=False)
+        if output.kind == "local":
+            validate.output_dir(Path(output.path).parent, "--output's folder")
+            if os.path.isdir(output.path):
                 raise UsageError(f"--output {args.output} is a folder, not a file")
     for seed in args.seeds or ():
         validate.number(seed, "--seed", minimum=0, maximum=2**32 - 1, integer=True)

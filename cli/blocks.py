@@ -8,7 +8,7 @@ from typing import Any
 
 from salvo import validate
 from salvo.errors import UsageError
-from salvo.storage import check_location
+from salvo.storage import check_no_credentials, parse_location
 
 
 def register(subparsers: Any) -> None:
@@ -54,14 +54,16 @@ def create_main(args: argparse.Namespace) -> int:
     """Save (or replace) a storage block by name."""
     validate.safe_name(args.name, "block name")  # checked before the Prefect API is asked anything
     if args.kind == "local":
-        check_location(args.path, "PATH")
-        validate.output_dir(args.path, "PATH")
+        local = parse_location(args.path, "PATH", block_names=False)
+        if local.kind != "local":
+            raise UsageError(f"PATH must be a folder for a local block (use `blocks create s3` for S3), "
+                             f"got {validate.redact(args.path)!r}")
+        validate.output_dir(local.path, "PATH")
     else:
-        check_location(args.url, "s3 block URL")
-        if not args.url.startswith("s3://"):
+        if parse_location(args.url, "s3 block URL", block_names=False).kind != "s3":
             raise UsageError(f"s3 block URL must look like s3://bucket/prefix, got {validate.redact(args.url)!r}")
         if args.endpoint_url:
-            check_location(args.endpoint_url, "--endpoint-url")
+            check_no_credentials(args.endpoint_url, "--endpoint-url")
             if not args.endpoint_url.startswith(("http://", "https://")):
                 raise UsageError(f"--endpoint-url must look like http://HOST:PORT, got {args.endpoint_url!r}")
         if args.credentials_secret:
@@ -69,7 +71,7 @@ def create_main(args: argparse.Namespace) -> int:
     from blocks.storage import save_storage_block
 
     if args.kind == "local":
-        block = save_storage_block(args.name, os.path.abspath(args.path))
+        block = save_storage_block(args.name, local.path)
     else:
         key = secret = None
         if args.credentials_from_env:

@@ -11,6 +11,7 @@ from salvo import validate
 from salvo.errors import UsageError
 from salvo.extract import DEFAULT_DPI, batch_worker, extract_worker, has_existing_output, plan_batch
 from salvo.extract.seed_layout import seed_layout_line
+from salvo.storage import parse_location
 
 PIPELINE = "netcdf-extract"
 #: The resolution a plot may be asked for (dots per inch).
@@ -40,9 +41,10 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=main)
 
 
-def _is_local(location: str) -> bool:
-    """A --state that names a folder (not an s3:// URL or a storage block's name)."""
-    return "://" not in location and (location.startswith(("/", ".", "~")) or "/" in location) or location.startswith("file://")
+def _local_state(location: str) -> str | None:
+    """The folder a --state names, or None for an s3:// URL or a storage block's name (refuses a misspelled URL)."""
+    loc = parse_location(location, "--state")
+    return loc.path if loc.kind == "local" else None
 
 
 def check_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -60,8 +62,9 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.state is not None:
         if not args.state.strip():
             raise UsageError("--state is empty")
-        if _is_local(args.state):
-            validate.output_dir(args.state.removeprefix("file://"), "--state")
+        local_state = _local_state(args.state)
+        if local_state is not None:
+            validate.output_dir(local_state, "--state")
     extract_worker(args.worker_command)  # quotes, placeholders, program
     dask_address = validate.dask_address(args.dask_address) if args.dask_address else None
     return dict(dpi=dpi, run=run_options(args, PIPELINE, dask_address=dask_address))

@@ -67,6 +67,12 @@ def create_main(args: argparse.Namespace) -> int:
     single_file = not args.batch and out.suffix in (".yaml", ".yml")
     if single_file and len(args.naf) > 1:
         raise UsageError(f"{out} is one file but {len(args.naf)} codes were given: pass a folder, or --batch")
+    if single_file:
+        if out.is_dir():
+            raise UsageError(f"OUTPUT {out} is a folder, not a .yaml file: pass a file name, or --batch")
+        validate.output_dir(out.parent, "OUTPUT's folder")
+    else:
+        validate.output_dir(out, "OUTPUT")  # an existing regular file is refused, untouched
     jobs = render_jobs(args.naf, template=args.template, profile=args.profile, jobs_dir=out.parent if single_file else out, write=not single_file)
     if single_file:
         from salvo.fsutil import atomic_write_text

@@ -1,8 +1,9 @@
 """Storage as a value: a local folder or an S3 prefix behind one fsspec interface.
 
-``StorageTarget(fs, root)`` is built from a URL (``/data/x``, ``file:///data/x`` or
-``s3://bucket/prefix``) and gives the few operations Salvo needs with the same guarantees on
-both backends:
+``parse_location`` is the one place that decides whether a string is a local path, a ``file:`` or
+``s3://`` URL or a saved block's name (strictly: a misspelled URL is refused, never taken for a
+relative folder). ``StorageTarget(fs, root)`` is built from such a location and gives the few
+operations Salvo needs with the same guarantees on both backends:
 
 - ``write_bytes`` / ``open_write``: a reader never sees half an object. Locally the data goes to
   a temporary sibling that is renamed into place; on S3 an object only appears once its upload
@@ -19,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import fsspec
 
@@ -50,18 +52,129 @@ class StorageLost(StorageError):
     """The storage stopped answering in the middle of a run: stop, keep what finished."""
 
 
-def check_location(text: str, what: str = "storage") -> str:
-    """Refuse a URL that embeds credentials (``s3://KEY:SECRET@bucket``) without echoing them.
+#: The spellings a storage location may take, named in every refusal.
+ACCEPTED_FORMS = ("a folder (/abs/dir, rel/dir, ./dir, ~/dir), file:/abs/dir, file:///abs/dir, "
+                  "file://localhost/abs/dir, s3://bucket/prefix, or a saved storage block's name")
+#: Schemes Salvo reads (any case): the local disk and S3 (``s3a`` is Hadoop's spelling of ``s3``).
+LOCAL_SCHEMES, S3_SCHEMES = ("file",), ("s3", "s3a")
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<rest>.*)$", re.DOTALL)
+_LOOKALIKE = re.compile(r"^(?P<scheme>s3a?|file)//", re.IGNORECASE)
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-    Returns ``text`` unchanged when it holds none. Credentials belong in the AWS chain or a block.
+
+@dataclass(frozen=True)
+class Location:
+    """What a location string names: a local folder, an S3 prefix, or a saved storage block.
+
+    ``path`` is the absolute local path (``~`` expanded, ``file:`` URLs percent-decoded), ``bucket`` and
+    ``key`` the S3 bucket and prefix (no slashes around it), ``name`` the block's name.
     """
-    text = str(text)
-    netloc = urlsplit(text).netloc if "://" in text else ""
-    if "@" in netloc:
+
+    kind: str  # "local", "s3" or "block"
+    text: str
+    path: str = ""
+    bucket: str = ""
+    key: str = ""
+    scheme: str = ""
+
+    @property
+    def url(self) -> str:
+        """The canonical spelling: the absolute path, ``s3://bucket/key``, or the block's name."""
+        if self.kind == "local":
+            return self.path
+        if self.kind == "s3":
+            return f"{self.scheme}://{self.bucket}" + (f"/{self.key}" if self.key else "")
+        return self.text
+
+    @property
+    def name(self) -> str:
+        """The storage block's name (for ``kind == "block"``)."""
+        return self.text if self.kind == "block" else ""
+
+
+def _refuse(text: str, what: str, why: str) -> UsageError:
+    shown = re.sub(r"[^/@]*@", "***@", redact(text))  # whatever stands before an '@' may be a secret
+    return UsageError(f"bad {what} {shown!r}: {why}; accepted: {ACCEPTED_FORMS}")
+
+
+def parse_location(text: str | os.PathLike[str], what: str = "storage", *, block_names: bool = True) -> Location:
+    """The one answer to "is this a path, a URL or a block name?", for every flag and setting.
+
+    Local paths (absolute, relative, ``~``), ``file:`` URLs as RFC 8089 spells them (``file:/abs``,
+    ``file:///abs``, ``file://localhost/abs``; percent-decoded), ``s3://bucket/prefix`` (schemes in any
+    case) and, when ``block_names``, a bare name (no ``/``, not starting with ``.`` or ``~``) that is a
+    saved block's. Everything else is a ``UsageError`` naming ``what`` and the accepted forms: another
+    ``file:`` spelling (``file:rel``, ``file://host/x``), a look-alike (``s3//x``, ``s3:/x``, ``s3:x``,
+    ``file//x``), another scheme (``gs://``), or credentials in the URL (never echoed).
+    Pure: reads no disk (``~`` is expanded from the environment) and asks no server.
+    """
+    raw = os.fspath(text) if isinstance(text, os.PathLike) else str(text)
+    stripped = raw.strip()
+    if not stripped:
+        raise UsageError(f"{what} is empty: give {ACCEPTED_FORMS}")
+    if isinstance(text, os.PathLike):  # a Path is always a local path, whatever it spells
+        return Location("local", raw, path=os.path.abspath(os.path.expanduser(raw)))
+    look = _LOOKALIKE.match(stripped)
+    if look:
+        scheme = look["scheme"].lower()
+        raise _refuse(stripped, what, f"this looks like a {scheme}:// URL with its ':' or '//' misspelled")
+    m = _SCHEME.match(stripped)
+    if m is None:
+        if stripped.startswith(("/", ".", "~")) or "/" in stripped or not block_names:
+            return Location("local", stripped, path=os.path.abspath(os.path.expanduser(stripped)))
+        return Location("block", stripped)
+    scheme = m["scheme"].lower()
+    parts = urlsplit(stripped)
+    check_no_credentials(stripped, what)
+    if parts.query or parts.fragment or "?" in stripped or "#" in stripped:
+        raise _refuse(stripped, what, "a location URL has no '?' or '#' (write them %3F and %23)")
+    if scheme in LOCAL_SCHEMES:
+        return _file_url(stripped, what, parts.netloc, m["rest"], parts.path)
+    if scheme in S3_SCHEMES:
+        if not m["rest"].startswith("//"):
+            raise _refuse(stripped, what, f"an S3 URL is {scheme}://bucket/prefix, with '//'")
+        bucket = parts.netloc
+        if not bucket:
+            raise _refuse(stripped, what, "it names no bucket")
+        if not _BUCKET.match(bucket):
+            why = ("an S3 URL holds no endpoint or port (give it with --endpoint-url or in a block)"
+                   if ":" in bucket else f"{bucket!r} is not a bucket name")
+            raise _refuse(stripped, what, why)
+        return Location("s3", stripped, bucket=bucket, key=parts.path.strip("/"), scheme=scheme)
+    if m["rest"].startswith("//"):
+        raise _refuse(stripped, what, f"unsupported storage URL scheme {scheme}://")
+    raise _refuse(stripped, what, f"{scheme}: is not a location scheme (for a local folder named so, write "
+                                  f"./{stripped})")
+
+
+def _file_url(text: str, what: str, netloc: str, rest: str, path: str) -> Location:
+    """RFC 8089: ``file:/abs``, ``file:///abs`` or ``file://localhost/abs``, percent-decoded."""
+    if rest.startswith("//") and netloc.lower() not in ("", "localhost"):
+        raise _refuse(text, what, f"file://{netloc}/... names the host {netloc!r}, not a folder here (for "
+                                  f"an absolute path write file:///{netloc}/..., for a relative one the path alone)")
+    if not path.startswith("/") or path.startswith("//"):
+        raise _refuse(text, what, "a file: URL holds an absolute path (for a relative folder write the path alone)")
+    local = unquote(path)
+    if "\0" in local:
+        raise _refuse(text, what, "it holds a NUL character")
+    return Location("local", text, path=os.path.normpath(local), scheme="file")
+
+
+def check_no_credentials(text: str, what: str) -> str:
+    """Refuse a URL that embeds credentials (``s3://KEY:SECRET@bucket``, ``http://u:p@host``) without
+    echoing them; ``text`` unchanged otherwise. Credentials belong in the AWS chain or a block."""
+    if "@" in (urlsplit(text).netloc if "://" in text else ""):
         raise UsageError(f"bad {what} {redact(text)!r}: it embeds credentials; never put them in a "
                          "URL: use the standard AWS chain (environment, ~/.aws) or a storage block "
                          "(salvo blocks create s3 ... --credentials-from-env)")
     return text
+
+
+def check_location(text: str, what: str = "storage") -> str:
+    """``text`` unchanged if it is a location :func:`parse_location` accepts; a ``UsageError`` otherwise
+    (credentials in a URL are refused without being echoed)."""
+    parse_location(str(text), what)
+    return str(text)
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
@@ -205,34 +318,26 @@ def _protocols(fs: Any) -> tuple[str, ...]:
 
 
 def open_storage(
-    url: str,
+    url: str | os.PathLike[str],
     *,
     endpoint_url: str | None = None,
     key: str | None = None,
     secret: str | None = None,
     s3_options: dict[str, Any] | None = None,
 ) -> StorageTarget:
-    """A ``StorageTarget`` for a local path or ``s3://bucket/prefix`` URL.
+    """A ``StorageTarget`` for a local path, ``file:`` URL or ``s3://bucket/prefix`` URL (see
+    :func:`parse_location`; a bare name here is a relative folder, never a block).
 
     ``s3_options`` are extra ``s3fs.S3FileSystem`` arguments (e.g. ``config_kwargs``) and
     ``retries`` (s3fs's own); they override ``S3_DEFAULTS``.
     """
-    url = check_location(str(url).strip(), "storage URL")
-    if not url:
-        raise UsageError("storage URL is empty")
-    scheme = urlsplit(url).scheme.lower()
-    if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
-        local = url[len("file://") :] if scheme == "file" else url
-        root = str(Path(local).expanduser().resolve())
+    loc = parse_location(url, "storage URL", block_names=False)
+    if loc.kind == "local":
+        root = str(Path(loc.path).resolve())
         _check_local_root(Path(root))
         fs = fsspec.filesystem("file", auto_mkdir=True)
         return StorageTarget(fs, root, root)
-    if scheme not in ("s3", "s3a"):
-        raise UsageError(f"unsupported storage URL {redact(url)!r}: use a local path or s3://bucket/prefix")
-    parts = urlsplit(url)
-    bucket, prefix = parts.netloc, parts.path.strip("/")
-    if not bucket:
-        raise UsageError(f"storage URL {url!r} has no bucket: use s3://bucket/prefix")
+    bucket, prefix = loc.bucket, loc.key
     import s3fs  # imported here: local-only users need not pay for it
 
     # No listings cache: other processes add ledger objects, and a stale listing would hide them.

@@ -69,8 +69,11 @@ def existing_dir(path: str | os.PathLike[str], what: str) -> Path:
 def output_dir(path: str | os.PathLike[str], what: str) -> Path:
     """A folder that is, or can become, an output folder: not a file, and under a writable parent."""
     p = Path(path)
-    if "://" in os.fspath(path):
-        return p
+    if not isinstance(path, os.PathLike):
+        from salvo.storage import parse_location  # the one path/URL decision (imports fsspec: on use)
+
+        if parse_location(path, what, block_names=False).scheme:  # refuses look-alikes (s3//x) itself
+            raise UsageError(f"{what} takes a folder path, not a URL: {_p(path)}")
     if p.exists() and not p.is_dir():
         raise UsageError(f"{what} is a file, not a folder: {_p(path)}")
     probe = p

@@ -24,23 +24,23 @@ import pyarrow.parquet as pq
 
 from blocks.storage import SalvoStorage, resolve_storage
 from salvo.assembly.discover import output_location
-from salvo.assembly.ids import experiment_folder
+from salvo.assembly.ids import experiment_folder, parse_assembly_id
 from salvo.assembly.ledger import find_assembly, read_ledger
 from salvo.errors import UsageError
-from salvo.storage import StorageTarget, check_location
+from salvo.storage import StorageTarget, check_location, parse_location
 
 __all__ = ["BatchExecutor", "create_batch_executor"]
 
 
 def _s3_location(value: str, variable: str) -> str:
     """``$SAVE_RESULT_PATH`` as the seed wrote it: ``s3://bucket/prefix`` or ``bucket/prefix``."""
-    check_location(value, f"${variable}")
-    if value.startswith(("s3://", "s3a://")):
-        return value
-    if "://" in value or value.startswith(("/", ".", "~")):
+    loc = parse_location(value, f"${variable}", block_names=False)
+    if loc.kind == "s3":
+        return loc.url
+    if loc.scheme or value.strip().startswith(("/", ".", "~")):
         raise UsageError(f"${variable} must be s3://bucket/prefix (or bucket/prefix) for "
                          f"storage_backend='s3', got {value!r}")
-    return f"s3://{value.strip('/')}"
+    return f"s3://{value.strip().strip('/')}"
 
 
 def storage_reference(backend: str, storage: str | None = None) -> str:
@@ -53,9 +53,13 @@ def storage_reference(backend: str, storage: str | None = None) -> str:
     if storage:
         return check_location(str(storage), "storage")
     if backend == "local":
-        where = (os.environ.get("SALVO_LOCAL_STORAGE") or os.environ.get("SAVE_RESULT_PATH")
-                 or "salvo-data")
-        return check_location(str(Path(where).expanduser().resolve()), "local storage")
+        variable = next((v for v in ("SALVO_LOCAL_STORAGE", "SAVE_RESULT_PATH") if os.environ.get(v)), None)
+        where = os.environ[variable] if variable else "salvo-data"
+        local = parse_location(where, f"${variable}" if variable else "local storage", block_names=False)
+        if local.kind != "local":
+            raise UsageError(f"storage_backend='local' needs a folder, but ${variable} is {local.url!r}: "
+                             "use storage_backend='s3', or set $SALVO_LOCAL_STORAGE to a folder")
+        return str(Path(local.path).resolve())
     if backend == "s3":
         for variable in ("SALVO_S3_STORAGE", "SAVE_RESULT_PATH"):
             if os.environ.get(variable):
@@ -94,7 +98,11 @@ class BatchExecutor:
 
     def get_assembly_status(self, assembly_id: str) -> str:
         """``started``, ``completed``, ``failed`` or ``not_found``."""
-        row = find_assembly(self.experiment, assembly_id)
+        try:  # the seed looks the id up as written: anything it would not find is not_found, never an error
+            known = str(parse_assembly_id(assembly_id)) == assembly_id
+        except UsageError:
+            known = False
+        row = find_assembly(self.experiment, assembly_id) if known else None
         return row.status if row else "not_found"
 
     def sequential_reassembly(self, result_name: str, *, allow_pickle: bool = False,

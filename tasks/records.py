@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Union
 from salvo.claims import Claim
 from salvo.index import CLAIMS_DIR, UNHASHABLE_PREFIX, RecordIndex, RecordWriteError
 from salvo.outcome import ItemResult
-from salvo.storage import StorageError, StorageLost, StorageTarget, open_storage
+from salvo.storage import StorageError, StorageLost, StorageTarget, open_storage, parse_location
 
 if TYPE_CHECKING:
     from prefect.filesystems import WritableFileSystem
@@ -49,10 +49,6 @@ for _name in ("prefect.task_runs", "prefect.flow_runs"):
 StateLocation = Union[str, os.PathLike, "WritableFileSystem"]
 
 
-def _looks_like_location(text: str) -> bool:
-    return "://" in text or "/" in text or text.startswith((".", "~")) or os.path.isabs(text)
-
-
 def _target(state: Any) -> StorageTarget:
     """The records folder of a state location."""
     if isinstance(state, StorageTarget):  # already the records folder
@@ -65,12 +61,11 @@ def _target(state: Any) -> StorageTarget:
         if base:
             return open_storage(str(base))
         raise TypeError(f"unsupported state location {type(state).__name__}")
-    text = os.fspath(state)
-    if _looks_like_location(text):
-        return open_storage(text).child("records")
+    if parse_location(state, "state").kind != "block":  # a Path is a folder, whatever it spells
+        return open_storage(state).child("records")
     from blocks import resolve_storage  # a saved storage block's name
 
-    return resolve_storage(text).target.child("records")
+    return resolve_storage(state).target.child("records")
 
 
 class RecordStore(RecordIndex):

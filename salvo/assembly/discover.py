@@ -5,11 +5,10 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import replace
-from urllib.parse import urlsplit
 
 from salvo.assembly.ledger import EVENTS, LEDGER_CSV, LedgerRow, find_assembly
 from salvo.errors import UsageError
-from salvo.storage import StorageTarget, open_storage
+from salvo.storage import StorageTarget, open_storage, parse_location
 
 _FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*_[A-Za-z0-9][A-Za-z0-9.-]*_.+$")
 
@@ -60,13 +59,12 @@ def output_location(output: str | None, *, exp: StorageTarget, result_name: str
         return exp, f"{result_name}_reassembled.parquet"
     if not output.endswith(".parquet"):
         raise UsageError(f"output {output!r} must end with .parquet")
-    parts = urlsplit(output)
-    if parts.scheme in ("s3", "s3a"):
-        parent, name = posixpath.split(f"{parts.netloc}{parts.path}")
-        if not exp.is_local and exp.root.split("/", 1)[0] == parts.netloc:
+    loc = parse_location(output, "output", block_names=False)
+    if loc.kind == "s3":
+        parent, name = posixpath.split(f"{loc.bucket}/{loc.key}")
+        if not exp.is_local and exp.root.split("/", 1)[0] == loc.bucket:
             # Same bucket as the data: keep the storage's endpoint and credentials.
             return replace(exp, root=parent, url=f"s3://{parent}"), name
         return open_storage(f"s3://{parent}"), name
-    local = output[len("file://"):] if parts.scheme == "file" else output
-    parent, name = posixpath.split(local)
+    parent, name = posixpath.split(loc.path)
     return open_storage(parent or "."), name

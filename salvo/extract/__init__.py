@@ -233,8 +233,11 @@ def check_plan(items: Sequence[Item], *, directory: str | os.PathLike[str], outp
     """
     root = report_dir(directory, output_dir)
     reserved = [root / STATE_DIR, *(root / name for name in REPORT_FILES), root / HISTORY[0]]
-    if state and "://" not in state and (os.sep in state or state.startswith((".", "~"))):
-        reserved.append(Path(state).expanduser())
+    from salvo.storage import parse_location  # the one path/URL/block decision (fsspec: imported on use)
+
+    state_location = parse_location(state, "--state") if state else None
+    if state_location is not None and state_location.kind == "local":
+        reserved.append(Path(state_location.path))
     # Every output resolved once (its folder once for all its siblings), kept for the layout check.
     folders: dict[str, str] = {}
     local = [it for it in items if "://" not in it.outputs[0]]

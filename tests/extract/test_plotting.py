@@ -47,6 +47,7 @@ def _figure(path: Path, name: str, group: str = "/"):
     raise AssertionError(f"no group {group}")
 
 
+@pytest.mark.slow  # seconds on an idle machine: make test runs it, make test-fast does not
 @pytest.mark.parametrize("calendar", CF_CALENDARS)
 def test_every_cf_calendar_is_plotted_with_date_ticks(tmp_path: Path, calendar: str) -> None:
     import matplotlib.pyplot as plt
@@ -76,6 +77,7 @@ def test_every_cf_calendar_is_plotted_with_date_ticks(tmp_path: Path, calendar: 
         ds.close()
 
 
+@pytest.mark.slow  # seconds on an idle machine: make test runs it, make test-fast does not
 def test_the_real_dvmdostem_365_day_file(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 

@@ -64,6 +64,7 @@ def test_extract_with_s3_state_stops_at_the_first_storage_error(s3_url, s3_endpo
 
 
 @pytest.mark.pure
+@pytest.mark.slow  # seconds on an idle machine: make test runs it, make test-fast does not
 def test_the_storage_check_runs_only_after_a_failure_and_names_storage_and_cause(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDSECRETLOOKING")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")

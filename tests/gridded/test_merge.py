@@ -303,6 +303,7 @@ FIXTURES = PUBLIC_FIXTURES / "dvmdostem-imnaviat"
 
 
 @pytest.mark.pure
+@pytest.mark.slow  # seconds on an idle machine: make test runs it, make test-fast does not
 @pytest.mark.parametrize("chunk_bytes", [1 << 20, 2000])
 def test_real_dvmdostem_files_merge_and_verify(tmp_path, monkeypatch, chunk_bytes):
     """Chunked (1, 10, 10) NETCDF4 climate, int64 coordinates, a scalar grid mapping: merged, checked, kept."""

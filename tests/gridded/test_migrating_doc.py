@@ -66,6 +66,7 @@ def test_the_page_has_the_examples_this_test_runs():
 
 
 @pytest.mark.pure
+@pytest.mark.slow  # seconds on an idle machine: make test runs it, make test-fast does not
 @pytest.mark.parametrize("name", ["by-hand", "by-hand-salvo"])
 def test_by_hand_example_merges_the_rerun_into_the_first_run(tmp_path, monkeypatch, name):
     site, model = _site(tmp_path / "site")

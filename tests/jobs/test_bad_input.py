@@ -77,12 +77,20 @@ CASES = [
     ("jobs-dir-is-a-file", ["--jobs-dir", "{tmp}/file.txt"], "--jobs-dir is a file"),
     ("output-would-replace-input", ["--input", "@chained", "--output-dir", "{tmp}/out"], "the input"),
     ("bad-naf", ["--naf", "69.2Z"], "malformed NAF code"),
+    ("naf-subclass-that-does-not-exist", ["--naf", "6902Z"], "69.02Z does not exist in NAF rév. 2; nearest: 69.20Z"),
+    ("naf-division-that-does-not-exist", ["--naf", "40"], "division 40 does not exist in NAF rév. 2; nearest: 39 "),
+    ("naf-section", ["--naf", "F"], "give its divisions instead: 41, 42, 43"),
+    ("output-dir-s3-lookalike", ["--output-dir", "s3//lab/salvo"], "misspelled"),
+    ("output-dir-url", ["--output-dir", "s3://lab/salvo"], "--output-dir takes a folder path, not a URL"),
+    ("jobs-dir-file-url-relative", ["--jobs-dir", "file:data/x"], "a file: URL holds an absolute path"),
 ]
 
 
 @pytest.mark.parametrize("command", [["jobs", "batch"], ["batch"]], ids=["jobs-batch", "batch-alias"])
 @pytest.mark.parametrize(("extra", "mentions"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_refused_up_front(command: list[str], extra: list[str], mentions: str, world: dict[str, Path], capsys) -> None:
+def test_bad_input_is_refused_up_front(command: list[str], extra: list[str], mentions: str, world: dict[str, Path],
+                                       capsys, monkeypatch) -> None:
+    monkeypatch.chdir(world["tmp"])
     tmp = world["tmp"]
     special = {"@csv": lambda: _csv_without_naf(tmp), "@wrongtype": lambda: _typed_wrong(tmp),
                "@chained": lambda: _chained(world)}
@@ -96,7 +104,7 @@ def test_bad_input_is_refused_up_front(command: list[str], extra: list[str], men
         else:
             rest += [flag, value]
     args = [*command, *(x for kv in argv.items() for x in kv), *rest]
-    assert_refused(args, capsys, keep=[tmp], mentions=mentions)
+    assert_refused(args, capsys, keep=[tmp], mentions=mentions)  # tmp is also the working folder
     assert not (tmp / "out" / ".salvo").exists(), "nothing may start before the checks pass"
 
 
@@ -105,3 +113,29 @@ def _chained(world: dict[str, Path]) -> Path:
     dest = world["out"] / "naf_6920Z" / "dataset.parquet"
     write_synthetic_sirene(dest, rows=100, seed=4)
     return dest
+
+
+def test_yaml_job_with_a_naf_code_that_does_not_exist_is_refused_at_planning(world: dict[str, Path], capsys) -> None:
+    tmp = world["tmp"]
+    template = tmp / "template.yaml"
+    template.write_text('niche: "{niche_name}"\nprofile: "{profile}"\n'
+                        'filters:\n  naf_include: ["{naf_code}", "6902Z"]\n')
+    err = assert_refused(["jobs", "batch", "--naf", "6920Z", "--input", str(world["sirene"]), "--output-dir",
+                          str(world["out"]), "--jobs-dir", str(tmp / "jobs"), "--template", str(template)],
+                         capsys, keep=[tmp], mentions="filters.naf_include[1]")
+    assert "69.02Z does not exist in NAF rév. 2; nearest: 69.20Z" in err
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
+def test_jobs_create_onto_an_existing_file_is_refused_and_leaves_it(batch: bool, tmp_path: Path, capsys) -> None:
+    target = tmp_path / "jobs.txt"
+    target.write_text("keep me\n")
+    argv = ["jobs", "create", str(target), "--naf", "6920Z"] + (["--batch"] if batch else [])
+    assert_refused(argv, capsys, keep=[tmp_path], mentions="OUTPUT is a file, not a folder")
+    assert target.read_text() == "keep me\n"
+
+
+def test_jobs_create_with_a_naf_code_that_does_not_exist_writes_nothing(tmp_path: Path, capsys) -> None:
+    assert_refused(["jobs", "create", str(tmp_path / "jobs"), "--naf", "6920Z", "--naf", "40", "--batch"], capsys,
+                   keep=[tmp_path], mentions="division 40 does not exist")
+    assert not (tmp_path / "jobs").exists()

@@ -42,6 +42,7 @@ def _run(tmp_path: Path, sirene: Path, name: str) -> tuple[float, int]:
     return result.peak_rss_mb, result.metrics["rows"]
 
 
+@pytest.mark.slow  # seconds on an idle machine: make test runs it, make test-fast does not
 def test_a_job_stays_under_max_ram_mb_on_an_input_larger_than_it(tmp_path: Path) -> None:
     big = write_synthetic_sirene(tmp_path / "big.parquet", rows=1_000_000, seed=7)
     small = write_synthetic_sirene(tmp_path / "small.parquet", rows=2_000, seed=7)

@@ -16,7 +16,8 @@ from salvo.claims import Claim
 from salvo.storage import open_storage
 from tests.helpers import wait_until
 
-pytestmark = pytest.mark.pure
+# Real processes contending for leases (and a moto server for S3): seconds each, so make test-fast leaves them out.
+pytestmark = [pytest.mark.pure, pytest.mark.slow]
 
 ROOT = str(Path(__file__).resolve().parents[2])
 

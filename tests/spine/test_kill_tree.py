@@ -17,6 +17,7 @@ from tests.spine.workers import marked_processes
 pytestmark = pytest.mark.pure
 
 
+@pytest.mark.slow  # seconds on an idle machine: make test runs it, make test-fast does not
 @pytest.mark.parametrize("double_fork", [False, True], ids=["setsid-grandchild", "orphaned-daemon"])
 def test_timeout_kills_a_grandchild_that_called_setsid(tmp_path: Path, double_fork: bool) -> None:
     marker = f"salvo-kill-tree-{uuid.uuid4().hex}"
