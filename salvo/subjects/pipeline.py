@@ -186,11 +186,18 @@ def snr_b0(b0: np.ndarray, mask: np.ndarray) -> float | None:
     return float(b0[mask].mean() / noise) if noise > 0 else None
 
 
-def write_fa_png(fa: np.ndarray, path: str | os.PathLike[str]) -> Path:
-    """The middle axial slice of the FA map as a grey-scale PNG (FA 0 black, 1 white; first voxel row at the bottom)."""
+def write_fa_png(fa: np.ndarray, path: str | os.PathLike[str], mask: np.ndarray | None = None) -> Path:
+    """An axial slice of the FA map as a grey-scale PNG (FA 0 black, 1 white; first voxel row at the bottom).
+
+    The slice holding the most mask voxels (the middle one without a mask, or on a tie).
+    """
     from PIL import Image
 
-    picture = np.clip(fa[:, :, fa.shape[2] // 2].T[::-1].astype(np.float64), 0.0, 1.0) * 255.0
+    z = fa.shape[2] // 2
+    if mask is not None and mask.any():
+        counts = mask.sum(axis=(0, 1))
+        z = z if counts[z] == counts.max() else int(np.argmax(counts))
+    picture = np.clip(fa[:, :, z].T[::-1].astype(np.float64), 0.0, 1.0) * 255.0
     out = Path(path)
     image = Image.fromarray(picture.round().astype(np.uint8))
     if max(image.size) < 256:  # small acquisitions: enlarge (nearest neighbour) so the gallery shows voxels
@@ -232,7 +239,7 @@ def run_pipeline(
     """Run the built-in pipeline on one image into ``work_dir``; return its scalar metrics.
 
     Writes `OUTPUT_FILES`: ``dti_FA.nii.gz``, ``dti_MD.nii.gz``, ``dti_RGB.nii.gz`` (uint8 RGB, as
-    DIPY's example saves it), ``brain_mask.nii.gz``, ``dti_FA.png`` and ``metrics.json``.
+    DIPY's example saves it), ``brain_mask.nii.gz``, ``dti_FA.png`` (the axial slice with the most brain) and ``metrics.json``.
     """
     import nibabel as nib
 
@@ -271,7 +278,7 @@ def run_pipeline(
     nib.save(nib.Nifti1Image(maps["md"], affine), str(out / "dti_MD.nii.gz"))
     nib.save(nib.Nifti1Image(np.array(255 * maps["rgb"], dtype=np.uint8), affine), str(out / "dti_RGB.nii.gz"))
     nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), str(out / "brain_mask.nii.gz"))
-    write_fa_png(maps["fa"], out / "dti_FA.png")
+    write_fa_png(maps["fa"], out / "dti_FA.png", mask)
     document = {
         "pipeline_version": pipeline_version(),
         "input": str(nifti),
