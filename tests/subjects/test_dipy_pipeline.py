@@ -64,6 +64,16 @@ def test_builtin_pipeline_on_dipy_acquisitions_writes_fa_maps_equal_to_dipys_own
         assert (folder / "dti_FA.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "batch_report.html").read_text()
     assert page.count("dti_FA.png") >= 2 and "fa_mean (ratio)" in page  # FA pictures in the gallery, FA plotted
+    # A sidecar edited in place: that subject alone runs again, and the batch says why.
+    bval = study / "sub-02" / "dwi" / "sub-02_dwi.bval"
+    bval.write_text(bval.read_text().rstrip() + "\n\n")
+    again = subject_batch(out=str(out), bids_dir=str(study), options=options)
+    items = {i["item_id"]: i for i in again["items"]}
+    assert items["sub-01"]["status"] == "skipped" and items["sub-01"]["reason"].startswith("already done")
+    assert items["sub-02"]["status"] == "success"
+    assert items["sub-02"]["reason"] == "re-run: input changed: bval (sub-02_dwi.bval)"
+    with open(out / "batch_metrics.csv", newline="") as fh:
+        assert {r["subject"]: r["reason"] for r in csv.DictReader(fh)}["sub-02"] == items["sub-02"]["reason"]
 
 
 @pytest.mark.pure
