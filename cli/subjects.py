@@ -28,7 +28,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="drop units whose id matches (BIDS; repeatable)")
     p.add_argument("--preprocessing", action="store_true", default=None, help="set the global option preprocessing")
     p.add_argument("--denoise_method", "--denoise-method", dest="denoise_method", metavar="NAME",
-                   help="set the global option denoise_method (built-in: none, gaussian, median, patch2self)")
+                   help="set the global option denoise_method (built-in: patch2self, nlmeans, mppca, none;"
+                        " csttool: patch2self, nlmeans); used with --preprocessing")
+    p.add_argument("--pipeline", choices=("builtin", "csttool"), default="builtin",
+                   help="builtin: DIPY brain mask, denoising, tensor fit, dti_FA/MD/RGB maps (default); "
+                        "csttool: the installed csttool's preprocess, track, extract, metrics"
+                        " (pip install 'salvo[csttool]')")
+    p.add_argument("--steps", metavar="LIST",
+                   help="csttool steps to run, a prefix of preprocess,track,extract,metrics (default: all four; "
+                        "extract and metrics need `csttool fetch-data` done once)")
     p.add_argument("--pipeline-command", metavar="TEMPLATE",
                    help="run this command per subject instead of the built-in pipeline; placeholders: "
                         "{id} {input} (the NIfTI image or DICOM folder) {nifti} {dicom} {bval} {bvec} {work_dir} "
@@ -46,6 +54,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         options["preprocessing"] = True
     if args.denoise_method:
         options["denoise_method"] = args.denoise_method
+    if args.steps is not None:
+        options["steps"] = [s.strip() for s in args.steps.split(",") if s.strip()]
     return options
 
 
@@ -71,7 +81,7 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
     out = str(Path(args.out).expanduser())
     params = dict(
         manifest=args.manifest, bids_dir=args.bids_dir, include=args.include, exclude=args.exclude,
-        options=_options(args), pipeline_command=args.pipeline_command,
+        options=_options(args), pipeline_command=args.pipeline_command, pipeline=args.pipeline,
     )
     plan_subjects(**params, out_dir=out)  # the manifest, the units, the command and the output layout
     return dict(params, out=out, run=run, echo=not (args.json or args.quiet))

@@ -26,13 +26,16 @@ def subject_batch(
     pipeline_command: str | None = None,
     echo: bool = False,
     run: RunOptions | None = None,
+    pipeline: str = "builtin",
 ) -> dict[str, Any]:
     """Run every subject of a manifest or BIDS folder; skip those done with the same config hash.
 
     Give ``manifest`` or ``bids_dir``: an empty string counts as not given, so a deployment can
     ship ``""`` for both and each run names its own source. A bad parameter fails the run before
     any subject starts, with a message naming the parameter. ``run``: timeout (two hours unless
-    given), workers, retries, force (re-run subjects done with the same config hash).
+    given), workers, retries, force (re-run subjects done with the same config hash and inputs).
+    ``pipeline``: ``builtin`` (DIPY: mask, denoise, tensor, FA/MD/RGB maps) or ``csttool`` (the
+    installed csttool's steps; ``options["steps"]`` picks them); ignored with ``pipeline_command``.
     """
     tag_current_run(PIPELINE)
     run = RunOptions.of(PIPELINE, run)
@@ -40,7 +43,8 @@ def subject_batch(
     check_run_settings(out=out, timeout_minutes=timeout_minutes, parallel=run.workers, retries=run.retries,
                        names={"timeout_minutes": "run.timeout_s", "parallel": "run.workers", "retries": "run.retries"})
     out_dir = str(Path(out).expanduser().resolve())
-    plan = plan_subject_batch(manifest, bids_dir, include or [], exclude or [], options or {}, pipeline_command, out_dir)
+    plan = plan_subject_batch(manifest, bids_dir, include or [], exclude or [], options or {}, pipeline_command,
+                              out_dir, pipeline)
     ids = [s.id for s in plan.subjects]
     monitor = SubjectMonitor(ids, out_dir=out_dir, config_hash=plan.config_hash, timeout_min=timeout_minutes, echo=echo)
     monitor.announce()

@@ -363,6 +363,7 @@ def _classify(
         result.reason = f"{kind}: {last}" if last else kind
     else:
         result.status, result.exit_code = Status.SUCCESS, 0
+        result.reason = str(payload.get("note") or "")  # a Python worker's word on its success (why it re-ran)
 
 
 def _verify(result: ItemResult, item: Item, worker: Worker) -> None:

@@ -32,11 +32,12 @@ def plan_subject_batch(
     options: dict[str, Any],
     pipeline_command: str | None,
     out_dir: str | None = None,
+    pipeline: str | None = None,
 ) -> SubjectPlan:
     """Load the manifest or discover the BIDS units; validate everything (output layout included) before anything runs."""
     return plan_subjects(
         manifest=manifest, bids_dir=bids_dir, include=include, exclude=exclude, options=options,
-        pipeline_command=pipeline_command, out_dir=out_dir,
+        pipeline_command=pipeline_command, out_dir=out_dir, pipeline=pipeline,
     )
 
 

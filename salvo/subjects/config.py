@@ -7,7 +7,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from salvo.subjects.pipeline import PIPELINE_VERSION
+from salvo.subjects import pipeline as builtin
+
+#: The pipelines `salvo subjects --pipeline` runs when no ``--pipeline-command`` is given.
+PIPELINES = ("builtin", "csttool")
 
 #: Placeholders a ``--pipeline-command`` template may use.
 COMMAND_FIELDS = ("id", "input", "nifti", "dicom", "bval", "bvec", "work_dir", "options")
@@ -42,15 +45,39 @@ def option_flags(options: Mapping[str, Any]) -> list[str]:
     return flags
 
 
-def pipeline_version(pipeline_command: str | None = None) -> str:
-    """``builtin-1`` for the built-in pipeline, ``command-<hash>`` for a command template."""
-    if not pipeline_command:
-        return PIPELINE_VERSION
-    return "command-" + hashlib.sha256(pipeline_command.encode()).hexdigest()[:8]
+def pipeline_version(pipeline_command: str | None = None, *, pipeline: str = "builtin") -> str:
+    """``builtin-2+dipy<version>``, ``csttool-<version>``, or ``command-<hash>`` for a command template."""
+    if pipeline_command:
+        return "command-" + hashlib.sha256(pipeline_command.encode()).hexdigest()[:8]
+    if pipeline == "csttool":
+        from salvo.subjects.csttool_pipeline import csttool_version
+
+        return f"csttool-{csttool_version() or 'missing'}"
+    return builtin.pipeline_version()
 
 
-def config_hash(options: Mapping[str, Any], *, pipeline_command: str | None = None) -> str:
-    """Eight hex digits naming what decides a subject's outputs: the pipeline and its options."""
-    doc = {"pipeline": pipeline_command or PIPELINE_VERSION, "options": dict(options)}
+def config_hash(options: Mapping[str, Any], *, pipeline_command: str | None = None, pipeline: str = "builtin") -> str:
+    """Eight hex digits naming what decides a subject's outputs: the pipeline (and its tool's version), its options."""
+    doc = {"pipeline": pipeline_command or pipeline_version(pipeline=pipeline), "options": dict(options)}
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
+def declared_outputs(
+    pipeline_command: str | None, subject_id: str, options: Mapping[str, Any], *, pipeline: str = "builtin"
+) -> list[str]:
+    """The output contract of one subject's run: the files its pipeline must write (relative to its folder).
+
+    The built-in pipeline's `salvo.subjects.pipeline.OUTPUT_FILES`; csttool's files of the steps it
+    runs (`salvo.subjects.csttool_pipeline.STEP_OUTPUTS`); nothing for a user's command, which
+    declares none. ``_done.json`` comes on top of these, written last.
+    """
+    if pipeline_command:
+        return []
+    if pipeline == "csttool":
+        from salvo.subjects.csttool_pipeline import expected_outputs, parse_steps
+
+        steps = parse_steps(options.get("steps"))
+        return expected_outputs(steps, subject_id, preprocessing=bool(options.get("preprocessing")),
+                                motion_correction=bool(options.get("perform_motion_correction")))
+    return list(builtin.OUTPUT_FILES)

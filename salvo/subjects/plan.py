@@ -9,7 +9,7 @@ from typing import Any
 
 from salvo.errors import UsageError
 from salvo.items import Item, Worker, template_fields
-from salvo.subjects.config import COMMAND_FIELDS, config_hash, merge_options, pipeline_version
+from salvo.subjects.config import COMMAND_FIELDS, PIPELINES, config_hash, merge_options, pipeline_version
 from salvo.subjects.discover import IGNORED_TOP, discover_bids
 from salvo.subjects.manifest import RESERVED_IDS, Subject, load_manifest
 from salvo.subjects.pipeline import DENOISE_METHODS
@@ -18,7 +18,8 @@ from salvo.validate import check_layout, command_argv, duration, number, output_
 #: The worker entry point that runs inside each subject's child process.
 WORKER_TARGET = "salvo.subjects.unit:process_subject"
 #: Imported once in the warm process, so that each forked subject starts fast.
-PRELOAD = ("numpy", "nibabel", "PIL.Image", "filelock", "salvo.subjects.unit")
+PRELOAD = ("numpy", "nibabel", "PIL.Image", "filelock", "salvo.subjects.unit", "dipy.reconst.dti", "dipy.segment.mask",
+           "dipy.denoise.patch2self")
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,12 @@ class SubjectPlan:
     global_options: Mapping[str, Any] = field(default_factory=dict)
     pipeline_command: str | None = None
     config_hash: str = ""
+    pipeline: str = "builtin"
 
 
-def _check_pipeline(command: str | None, options: Mapping[str, Any]) -> None:
+def _check_pipeline(command: str | None, options: Mapping[str, Any], pipeline: str = "builtin") -> None:
+    if command is not None and pipeline != "builtin":
+        raise UsageError(f"give --pipeline {pipeline} or --pipeline-command, not both")
     if command is not None:
         if not command.strip():
             raise UsageError("--pipeline-command is empty")
@@ -41,6 +45,15 @@ def _check_pipeline(command: str | None, options: Mapping[str, Any]) -> None:
             allowed = ", ".join("{" + f + "}" for f in COMMAND_FIELDS)
             raise UsageError(f"unknown placeholder {{{unknown[0]}}} in --pipeline-command (allowed: {allowed})")
         return
+    if pipeline not in PIPELINES:
+        raise UsageError(f"unknown --pipeline {pipeline!r} (pipelines: {', '.join(PIPELINES)})")
+    if pipeline == "csttool":
+        from salvo.subjects.csttool_pipeline import check_options
+
+        check_options(options)
+        return
+    if options.get("steps") is not None:
+        raise UsageError("--steps chooses csttool's steps: give it with --pipeline csttool")
     method = options.get("denoise_method")
     if method is not None and method not in DENOISE_METHODS:
         raise UsageError(f"unknown --denoise-method {method!r}: the built-in pipeline knows {', '.join(DENOISE_METHODS)}")
@@ -150,14 +163,17 @@ def plan_subjects(
     options: Mapping[str, Any] | None = None,
     pipeline_command: str | None = None,
     out_dir: str | os.PathLike[str] | None = None,
+    pipeline: str | None = None,
 ) -> SubjectPlan:
     """Load or discover the subjects (validating everything first) and fix the config hash.
 
     With ``out_dir``, also refuse an output layout that could overwrite an input (see
     `check_out_layout`). Empty strings count as absent for ``manifest``, ``bids_dir`` and
-    ``pipeline_command``.
+    ``pipeline_command``. ``pipeline``: ``builtin`` (the default) or ``csttool``, whose installation
+    (and atlas data, for the steps that need it) is checked here too.
     """
     manifest, bids_dir, pipeline_command = _given(manifest), _given(bids_dir), _given(pipeline_command)
+    pipeline = _given(pipeline) or "builtin"
     if bool(manifest) == bool(bids_dir):
         which = "both were given" if manifest else "neither was given"
         raise UsageError(f"give exactly one of manifest (--manifest) or bids_dir (--bids-dir); {which}")
@@ -169,10 +185,14 @@ def plan_subjects(
         subjects, global_options = loaded.subjects, merge_options(loaded.global_options, overrides)
     else:
         subjects, global_options = tuple(discover_bids(bids_dir, include=include, exclude=exclude)), overrides
-    _check_pipeline(pipeline_command, global_options)
+    _check_pipeline(pipeline_command, global_options, pipeline)
     for subject in subjects:
-        _check_pipeline(pipeline_command, merge_options(global_options, subject.options))
+        _check_pipeline(pipeline_command, merge_options(global_options, subject.options), pipeline)
     _check_kinds(pipeline_command, subjects)
+    if pipeline == "csttool" and not pipeline_command:
+        from salvo.subjects.csttool_pipeline import check_ready
+
+        check_ready([global_options] + [merge_options(global_options, s.options) for s in subjects if s.options])
     if out_dir is not None:
         check_out_layout(subjects, out_dir, sources=[manifest] if manifest else [])
         if bids_dir:
@@ -181,7 +201,8 @@ def plan_subjects(
         subjects=tuple(subjects),
         global_options=global_options,
         pipeline_command=pipeline_command,
-        config_hash=config_hash(global_options, pipeline_command=pipeline_command),
+        config_hash=config_hash(global_options, pipeline_command=pipeline_command, pipeline=pipeline),
+        pipeline=pipeline,
     )
 
 
@@ -191,7 +212,8 @@ def build_items(plan: SubjectPlan, *, out_dir: str, force: bool = False) -> list
     cwd = os.getcwd()
     for subject in plan.subjects:
         options = merge_options(plan.global_options, subject.options)
-        digest = config_hash(options, pipeline_command=plan.pipeline_command) if subject.options else plan.config_hash
+        digest = (config_hash(options, pipeline_command=plan.pipeline_command, pipeline=plan.pipeline)
+                  if subject.options else plan.config_hash)
         params = {
             "subject": subject.to_dict(),
             "out_dir": str(out_dir),
@@ -201,12 +223,14 @@ def build_items(plan: SubjectPlan, *, out_dir: str, force: bool = False) -> list
             "force": force,
             "exit_with_command_code": True,  # the child exits with the command's own code
             "cwd": cwd,  # a command's relative paths mean what they meant where the batch was started
+            "pipeline": plan.pipeline,
         }
-        # No `inputs`: resume goes by _done.json, so the spine need not read every image to key it.
+        # No `inputs`: resume goes by _done.json, whose key holds the inputs' content (checked in the child).
         items.append(Item(id=subject.id, params=params))
     return items
 
 
 def build_worker(plan: SubjectPlan) -> Worker:
     """The python worker that runs one subject (built-in pipeline or the user's command) in a child."""
-    return Worker(kind="python", target=WORKER_TARGET, version=pipeline_version(plan.pipeline_command), preload=PRELOAD)
+    version = pipeline_version(plan.pipeline_command, pipeline=plan.pipeline)
+    return Worker(kind="python", target=WORKER_TARGET, version=version, preload=PRELOAD)

@@ -67,7 +67,8 @@ def format_result_line(index: int, result: ItemResult, *, timeout_min: float) ->
     """``1. sub-001: Success in 15.2m`` / ``3. sub-003: Failed (TIMEOUT) - exceeded 120m limit``."""
     head = f"{index}. {result.item_id}: "
     if result.status is Status.SUCCESS:
-        return head + f"Success in {format_duration(result.duration_s)}"
+        why = f" - {result.reason}" if result.reason else ""  # a re-run says why it ran again
+        return head + f"Success in {format_duration(result.duration_s)}" + why
     if result.status is Status.SKIPPED:
         return head + "Skipped" + (f" - {result.reason}" if result.reason else "")
     if result.status is Status.NOT_RUN:
@@ -110,7 +111,7 @@ def subject_rows(results: Sequence[ItemResult], *, out_dir: str | os.PathLike[st
         done = read_done(subject_dir(out_dir, result.item_id))
         if not metrics and done and result.status is Status.SKIPPED and isinstance(done.get("metrics"), dict):
             metrics = dict(done["metrics"])
-        reason = result.reason if result.status is Status.SKIPPED else ""
+        reason = result.reason if result.status in (Status.SKIPPED, Status.SUCCESS) else ""  # success: why it re-ran
         if result.status.failed:
             reason = failure_reason(result, timeout_min=timeout_min)
         # A subject that did not run in this batch has no duration of its own here: the time it

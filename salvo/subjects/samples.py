@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-#: b-values of a small two-shell acquisition: two b0, six directions at b=1000 and at b=2000.
-DEFAULT_BVALS = (0, 0) + (1000,) * 6 + (2000,) * 6
+#: b-values of a small two-shell acquisition: two b0, eight directions at b=1000 and at b=2000 (18 volumes:
+#: DIPY 1.12's Patch2Self cannot denoise exactly 14).
+DEFAULT_BVALS = (0, 0) + (1000,) * 8 + (2000,) * 8
 
 
 def _directions(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -112,3 +113,62 @@ def make_manifest_study(
     manifest = base / "study_manifest.json"
     manifest.write_text(json.dumps({"global_options": dict(global_options or {}), "subjects": entries}, indent=2))
     return manifest
+
+
+#: DIPY's bundled acquisitions (in its wheel, so offline): name -> the file names ``get_fnames`` gives.
+DIPY_ACQUISITIONS = ("small_64D", "small_101D")
+
+
+def dipy_acquisition(name: str) -> dict[str, str]:
+    """The NIfTI image and ``.bval``/``.bvec`` of one of DIPY's bundled acquisitions (``small_64D``, ``small_101D``)."""
+    from dipy.data import get_fnames
+
+    nifti, bval, bvec = get_fnames(name=name)
+    return {"nifti": str(nifti), "bval": str(bval), "bvec": str(bvec)}
+
+
+def make_dipy_bids_study(
+    root: str | os.PathLike[str],
+    *,
+    acquisitions: Sequence[str] = DIPY_ACQUISITIONS,
+    b0_only: bool = False,
+    corrupt: bool = False,
+) -> Path:
+    """A BIDS study of DIPY's real bundled acquisitions: ``sub-01`` = the first one, ``sub-02`` the next...
+
+    ``b0_only`` adds a subject whose image is DIPY's ``S0_10slices`` (ten b0 slices, one volume, with
+    no sidecars: not a diffusion acquisition); ``corrupt`` adds one whose image is not a NIfTI file.
+    Files are copied (never linked), so a test may change them.
+    """
+    import shutil
+
+    base = Path(root)
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "dataset_description.json").write_text(json.dumps({"Name": "DIPY bundled acquisitions",
+                                                               "BIDSVersion": "1.8.0"}))
+    n = 0
+    for name in acquisitions:
+        n += 1
+        files = dipy_acquisition(name)
+        folder = base / f"sub-{n:02d}" / "dwi"
+        folder.mkdir(parents=True, exist_ok=True)
+        ext = ".nii.gz" if files["nifti"].endswith(".gz") else ".nii"
+        shutil.copyfile(files["nifti"], folder / f"sub-{n:02d}_dwi{ext}")
+        shutil.copyfile(files["bval"], folder / f"sub-{n:02d}_dwi.bval")
+        shutil.copyfile(files["bvec"], folder / f"sub-{n:02d}_dwi.bvec")
+    if b0_only:
+        from dipy.data import get_fnames
+
+        n += 1
+        folder = base / f"sub-{n:02d}" / "dwi"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(get_fnames(name="S0_10"), folder / f"sub-{n:02d}_dwi.nii.gz")
+    if corrupt:
+        n += 1
+        folder = base / f"sub-{n:02d}" / "dwi"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"sub-{n:02d}_dwi.nii.gz").write_bytes(b"this is not a NIfTI image")
+        files = dipy_acquisition(acquisitions[0])
+        shutil.copyfile(files["bval"], folder / f"sub-{n:02d}_dwi.bval")
+        shutil.copyfile(files["bvec"], folder / f"sub-{n:02d}_dwi.bvec")
+    return base

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -29,7 +30,8 @@ from salvo.errors import InputError, SkipItem
 from salvo.fsutil import TMP_PREFIX, atomic_write_text
 from salvo.items import render_command
 from salvo.outcome import EXIT_INPUT_ERROR, EXIT_SKIP
-from salvo.subjects.config import option_flags, pipeline_version
+from salvo.fingerprint import fingerprint_path, hash_json
+from salvo.subjects.config import declared_outputs, option_flags, pipeline_version
 from salvo.subjects.pipeline import run_pipeline
 
 DONE_FILE = "_done.json"
@@ -122,10 +124,49 @@ def read_done(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def is_done(folder: str | os.PathLike[str], *, config_hash: str) -> bool:
-    """Whether the folder holds a successful run made with this config hash."""
+#: The subject's input fields whose content keys its resume record (with the configuration).
+INPUT_FIELDS = ("nifti", "dicom", "bval", "bvec")
+
+
+def input_fingerprints(subject: Mapping[str, Any]) -> dict[str, str]:
+    """Content hash of each input the subject names, by field (stat-cached: an unchanged file is not read again)."""
+    return {k: fingerprint_path(p) for k in INPUT_FIELDS if (p := subject.get(k))}
+
+
+def input_hash(fingerprints: Mapping[str, str]) -> str:
+    """One digest of a subject's inputs' content (by field, so that moving the study does not re-run it)."""
+    return hash_json(dict(fingerprints))
+
+
+def rerun_reason(
+    folder: str | os.PathLike[str], *, config_hash: str, inputs: Mapping[str, str] | None = None
+) -> str | None:
+    """None when the folder holds a successful run of this configuration on these inputs; else why it must run.
+
+    ``inputs`` are the subject's `input_fingerprints`; None skips the input check (configuration only).
+    """
     done = read_done(folder)
-    return bool(done) and done.get("status") == "success" and done.get("config_hash") == config_hash
+    if not done or done.get("status") != "success":
+        return "no successful run yet" if not done else f"last run ended {done.get('status')!r}"
+    if done.get("config_hash") != config_hash:
+        return f"configuration changed (config hash {done.get('config_hash')} -> {config_hash})"
+    if inputs is None:
+        return None
+    before = done.get("input_fingerprints")
+    if not isinstance(before, dict):
+        return "its record has no input fingerprints (made by an older Salvo)"
+    changed = [k for k in INPUT_FIELDS if before.get(k) != inputs.get(k)]
+    if changed:
+        paths = done.get("input_paths") if isinstance(done.get("input_paths"), dict) else {}
+        return "input changed: " + ", ".join(
+            f"{k} ({os.path.basename(str(paths[k]).rstrip(os.sep))})" if paths.get(k) else k for k in changed
+        )
+    return None
+
+
+def is_done(folder: str | os.PathLike[str], *, config_hash: str, inputs: Mapping[str, str] | None = None) -> bool:
+    """Whether the folder holds a successful run made with this config hash (and, if given, these inputs)."""
+    return rerun_reason(folder, config_hash=config_hash, inputs=inputs) is None
 
 
 def _log(message: str) -> None:
@@ -315,6 +356,27 @@ class _Terminated(BaseException):
     """SIGTERM (a timeout or a cancelled batch) while the pipeline ran."""
 
 
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What a subject's run is: which pipeline, why it runs, and its inputs' fingerprints."""
+
+    pipeline: str = "builtin"
+    why: str = "no successful run yet"
+    inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def note(self) -> str:
+        """Said beside the success of a run that replaced an earlier success (``re-run: input changed: ...``)."""
+        return "" if self.why.startswith(("no successful run", "last run ended")) else f"re-run: {self.why}"
+
+
+def _check_declared(work: Path, names: list[str]) -> None:
+    """The pipeline's declared outputs are in the work folder, non-empty: otherwise nothing is promoted."""
+    missing = [n for n in names if not (work / n).is_file() or (work / n).stat().st_size == 0]
+    if missing:
+        raise RuntimeError(f"the pipeline did not write {', '.join(missing)}")
+
+
 def process_subject(
     *,
     subject: Mapping[str, Any],
@@ -325,27 +387,36 @@ def process_subject(
     force: bool = False,
     exit_with_command_code: bool = False,
     cwd: str | None = None,
+    pipeline: str = "builtin",
 ) -> dict[str, Any]:
     """Worker entry point: run one subject under its lock, promote its outputs, write ``_done.json`` last.
 
     While it runs, everything it prints goes to ``OUT/<id>/logs/<id>.log``. With
     ``exit_with_command_code`` (set for the batch's child processes only), a pipeline command that
     exits with code N makes this process exit with code N too, so the batch reports the real code;
-    otherwise a RuntimeError says the code.
+    otherwise a RuntimeError says the code. The subject is skipped when its ``_done.json`` records a
+    success with this config hash on inputs of the same content; otherwise the reason it runs
+    (``input changed: nifti (dwi.nii.gz)``) is logged and returned as the result's ``note``.
     """
     sid = str(subject["id"])
     out = Path(out_dir)
     folder = subject_dir(out, sid)
     with subject_lock(out, sid):
-        if not force and is_done(folder, config_hash=config_hash):
-            raise SkipItem(f"already done (config hash {config_hash})")
+        try:
+            inputs = input_fingerprints(subject)
+        except OSError as exc:
+            raise InputError(f"cannot read an input of subject {sid}: {exc}") from None
+        why = "--force" if force else rerun_reason(folder, config_hash=config_hash, inputs=inputs)
+        if why is None:
+            raise SkipItem(f"already done (config hash {config_hash}, same inputs)")
         folder.mkdir(parents=True, exist_ok=True)
         log = SubjectLog(log_path(out, sid))
         try:
             _clear_stale(out, sid, folder)
             work = folder / WORK_DIR
             work.mkdir()
-            value = _run_in_work(subject, sid, out, folder, work, config_hash, options, pipeline_command, log, cwd)
+            run = _Run(pipeline=pipeline, why=why, inputs=inputs)
+            value = _run_in_work(subject, sid, out, folder, work, config_hash, options, pipeline_command, log, cwd, run)
         except SkipItem:
             log.close()
             raise
@@ -376,17 +447,26 @@ def _run_in_work(
     pipeline_command: str | None,
     log: SubjectLog,
     cwd: str | None = None,
+    run: _Run | None = None,
 ) -> dict[str, Any]:
+    run = run or _Run()
     started = time.time()
-    _log(f"{sid}: started {_iso(started)}, config hash {config_hash}, pipeline {pipeline_version(pipeline_command)}")
-    inputs = {p: checksum_path(p) for k in ("nifti", "dicom", "bval", "bvec") if (p := subject.get(k))}
+    version = pipeline_version(pipeline_command, pipeline=run.pipeline)
+    _log(f"{sid}: started {_iso(started)}, config hash {config_hash}, pipeline {version}; runs because: {run.why}")
+    paths = {k: str(p) for k in INPUT_FIELDS if (p := subject.get(k))}
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if in_main else None
     try:
         if pipeline_command:
             metrics = run_command(pipeline_command, subject=subject, work=work, options=options, cwd=cwd)
+        elif run.pipeline == "csttool":
+            from salvo.subjects.csttool_pipeline import run_csttool
+
+            metrics = run_csttool(subject, work=work, options=options)
         elif subject.get("nifti"):
-            metrics = run_pipeline(subject["nifti"], work_dir=work, bval=subject.get("bval"), options=options)
+            metrics = run_pipeline(subject["nifti"], work_dir=work, bval=subject.get("bval"), bvec=subject.get("bvec"),
+                                   options=options)
+            _check_declared(work, declared_outputs(None, sid, options))
         else:
             raise InputError(f"subject {sid} has only a DICOM folder: the built-in pipeline reads NIfTI; use --pipeline-command")
     except SkipItem:
@@ -424,9 +504,14 @@ def _run_in_work(
         "duration_s": round(ended - started, 3),
         "timings": {"pipeline_s": round(computed - started, 3), "promotion_s": round(ended - computed, 3)},
         "config_hash": config_hash,
-        "pipeline_version": pipeline_version(pipeline_command),
+        "pipeline": "command" if pipeline_command else run.pipeline,
+        "pipeline_version": version,
         "options": dict(options),
-        "inputs": inputs,
+        "ran_because": run.why,
+        "inputs": {paths[k]: digest for k, digest in run.inputs.items()},  # BLAKE2b-160, stat-cached
+        "input_paths": paths,
+        "input_fingerprints": run.inputs,
+        "input_hash": input_hash(run.inputs),
         "outputs": outputs,
         "metrics": metrics,
         "units": units,
@@ -436,4 +521,4 @@ def _run_in_work(
     }
     atomic_write_text(folder / DONE_FILE, json.dumps(record, indent=2, default=str))
     _log(f"{sid}: success in {ended - started:.1f}s; {len(outputs)} outputs promoted to {folder}")
-    return {"outputs": [str(folder / o) for o in outputs], "metrics": metrics}
+    return {"outputs": [str(folder / o) for o in outputs], "metrics": metrics, "note": run.note}

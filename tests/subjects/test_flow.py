@@ -87,7 +87,7 @@ def _artifacts(flow_run_id):
 
 
 def test_config_hash_change_and_force_rerun_bids_units(tmp_path):
-    bids = make_bids_dataset(tmp_path / "ds114", subjects=2, shape=(6, 6, 4))
+    bids = make_bids_dataset(tmp_path / "ds114", subjects=2, shape=(8, 8, 6))
     out = tmp_path / "out"
     common = dict(out=str(out), bids_dir=str(bids), include=["sub-01*"])
     first = subject_batch(**common)
@@ -98,21 +98,21 @@ def test_config_hash_change_and_force_rerun_bids_units(tmp_path):
 
     again = subject_batch(**common)
     assert again["summary"]["counts"] == {"skipped": 2}
-    assert {i["reason"] for i in again["items"]} == {f"already done (config hash {hash_a})"}
+    assert {i["reason"] for i in again["items"]} == {f"already done (config hash {hash_a}, same inputs)"}
     with open(out / "batch_metrics.csv") as fh:
-        assert all(r["n_volumes"] == "14" for r in csv.DictReader(fh))  # metrics come from _done.json
+        assert all(r["n_volumes"] == "18" for r in csv.DictReader(fh))  # metrics come from _done.json
     # The resumed run's report: no skip time shown as a duration, the QC images still in its gallery.
     page = (out / "batch_report.html").read_text()
     assert 'class="durations"' not in page and page.count("when it ran)") == 2
     assert page.count('<img src="data:image/png;base64,') == 2
 
-    changed = subject_batch(**common, options={"preprocessing": True, "denoise_method": "median"})
+    changed = subject_batch(**common, options={"preprocessing": True, "denoise_method": "mppca"})
     hash_b = changed["summary"]["config_hash"]
     assert hash_b != hash_a and changed["summary"]["counts"] == {"success": 2}
     assert read_done(out / "sub-01_ses-test")["config_hash"] == hash_b
-    assert read_done(out / "sub-01_ses-test")["options"] == {"preprocessing": True, "denoise_method": "median"}
+    assert read_done(out / "sub-01_ses-test")["options"] == {"preprocessing": True, "denoise_method": "mppca"}
 
-    forced = subject_batch(**common, options={"preprocessing": True, "denoise_method": "median"}, run=RunOptions(force=True))
+    forced = subject_batch(**common, options={"preprocessing": True, "denoise_method": "mppca"}, run=RunOptions(force=True))
     assert forced["summary"]["counts"] == {"success": 2}
     assert read_done(out / "sub-01_ses-test")["started"] != started
     assert not (out / "sub-02_ses-test").exists()

@@ -63,7 +63,7 @@ def test_the_migration_pages_commands_run_as_written(tmp_path, monkeypatch, caps
     for sid in ("sub-001", "sub-002", "sub-003"):  # the seed's layout, logs included
         assert read_done(out / sid)["status"] == "success"
         assert f"{sid}: success in" in (out / sid / "logs" / f"{sid}.log").read_text()
-        assert (out / sid / "middle_slice.png").is_file()
+        assert (out / sid / "dti_FA.nii.gz").is_file() and (out / sid / "dti_FA.png").is_file()
         assert read_done(out / sid)["options"] == {"preprocessing": True, "denoise_method": "patch2self"}
     assert not (out / "logs").exists()
 
@@ -78,7 +78,7 @@ def test_the_migration_pages_commands_run_as_written(tmp_path, monkeypatch, caps
     lines = _run(changed, capsys)
     assert sum(": Success in " in line for line in lines) == 3
     assert read_done(out / "sub-001")["config_hash"] != first_hash
-    assert read_done(out / "sub-001")["options"]["denoise_method"] == "median"
+    assert read_done(out / "sub-001")["options"]["denoise_method"] == "nlmeans"
     assert len((out / "sub-001" / "logs" / "sub-001.log").read_text().split("config hash")) - 1 >= 2  # appended, kept
 
     # The seed's own manifest example: one NIfTI subject, one DICOM subject.

@@ -129,4 +129,5 @@ def test_a_manifest_mixing_nifti_and_dicom_runs_each_with_its_own_input(tmp_path
     assert first["rest"] == ["--denoise_method", "patch2self", "--preprocessing"]
     assert second["rest"] == ["--denoise_method", "mppca", "--preprocessing"]
     done = json.loads((out / "sub-002" / "_done.json").read_text())
-    assert list(done["inputs"]) == [str(dicoms)] and len(done["inputs"][str(dicoms)]) == 64
+    assert list(done["inputs"]) == [str(dicoms)] and len(done["inputs"][str(dicoms)]) == 40  # BLAKE2b-160 of the folder
+    assert done["input_fingerprints"] == {"dicom": done["inputs"][str(dicoms)]}

@@ -116,8 +116,8 @@ def _resumed_rows(tmp_path):
 
     for sid, took in (("sub-001", 5.0), ("sub-002", 754.0)):
         folder = tmp_path / sid
-        files = write_dwi(tmp_path / "raw" / sid / "dwi.nii.gz", shape=(6, 6, 4))
-        metrics = run_pipeline(files["nifti"], work_dir=folder, bval=files["bval"])
+        files = write_dwi(tmp_path / "raw" / sid / "dwi.nii.gz", shape=(12, 12, 6))
+        metrics = run_pipeline(files["nifti"], work_dir=folder, bval=files["bval"], bvec=files["bvec"])
         (folder / "qc").mkdir()
         (folder / "qc" / "fa.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>')
         (folder / "_done.json").write_text(json.dumps({"status": "success", "config_hash": "a1b2c3d4", "duration_s": took,
@@ -157,7 +157,7 @@ def test_plots_have_axes_with_ticks_and_units(tmp_path):
     for svg in svgs:
         assert 'class="axis"' in svg and svg.count('class="tick-label"') >= 2 and 'class="axis-label"' in svg
     assert "duration in this batch (seconds)" in svgs[0]
-    assert "mean_diffusivity (mm²/s)" in page and "snr_b0 (ratio)" in page and "b0_mean (a.u.)" in page
+    assert "md_mean (mm²/s)" in page and "fa_mean (ratio)" in page and "b0_mean (a.u.)" in page
 
 
 def test_nice_ticks_cover_the_range_with_round_steps():
@@ -175,7 +175,7 @@ def test_gallery_embeds_the_qc_images_the_pipeline_wrote(tmp_path):
     import re
 
     rows = _resumed_rows(tmp_path)
-    assert rows[0]["images"] == ["middle_slice.png", "qc/fa.svg"]  # not logs/ or _failed-*/
+    assert rows[0]["images"] == ["dti_FA.png", "qc/fa.svg"]  # not logs/ or _failed-*/
     path = write_html_report(rows, tmp_path / "batch_report.html", title="t", config_hash="h", summary={}, out_dir=tmp_path)
     page = path.read_text()
     parser = _Collector()
@@ -185,5 +185,5 @@ def test_gallery_embeds_the_qc_images_the_pipeline_wrote(tmp_path):
     assert len(sources) == 4  # two images for each subject, the skipped one included
     assert all(s.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,")) for s in sources)
     png = base64.b64decode(sources[0].split(",", 1)[1])
-    assert png == (tmp_path / "sub-001" / "middle_slice.png").read_bytes()
+    assert png == (tmp_path / "sub-001" / "dti_FA.png").read_bytes()
     assert 'data-subject="sub-002"' in page[page.index('id="gallery"'):]

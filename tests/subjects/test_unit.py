@@ -13,13 +13,15 @@ from salvo.errors import InputError, SkipItem
 from salvo.subjects.unit import (
     DONE_FILE, LOCKED_REASON, WORK_DIR, lock_path, process_subject, quarantine_if_unlocked, read_done,
 )
+from salvo.fingerprint import fingerprint_path
+from salvo.subjects.pipeline import OUTPUT_FILES, pipeline_version
 from salvo.subjects.samples import write_dwi
 from tests.subjects.support import fake_command, runs, write_plan
 
 
 @pytest.fixture
 def subject(tmp_path):
-    files = write_dwi(tmp_path / "raw" / "dwi.nii.gz", shape=(6, 6, 4), seed=5)
+    files = write_dwi(tmp_path / "raw" / "dwi.nii.gz", shape=(10, 10, 6), seed=5)
     return {"id": "sub-001", **files}
 
 
@@ -35,35 +37,39 @@ def _snapshot(folder):
 
 def test_success_promotes_outputs_and_writes_done_last(tmp_path, subject):
     out = tmp_path / "out"
-    value = _run(subject, out, options={"preprocessing": True, "denoise_method": "median"})
+    value = _run(subject, out, options={"preprocessing": True, "denoise_method": "nlmeans"})
     folder = out / "sub-001"
-    assert sorted(p.name for p in folder.iterdir()) == [DONE_FILE, "logs", "metrics.json", "middle_slice.png"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([DONE_FILE, "logs", *OUTPUT_FILES])
     log = (folder / "logs" / "sub-001.log").read_text()  # the seed's place for a subject's log
     assert "sub-001: started" in log and "sub-001: success in" in log
     done = read_done(folder)
     assert done["status"] == "success" and done["config_hash"] == "aaaa1111"
-    assert done["pipeline_version"] == "builtin-1"
+    assert done["pipeline"] == "builtin" and done["pipeline_version"] == pipeline_version()
     assert set(done["inputs"]) == {subject["nifti"], subject["bval"], subject["bvec"]}
-    assert all(len(v) == 64 for v in done["inputs"].values())
-    assert done["outputs"] == ["metrics.json", "middle_slice.png"]
+    assert all(len(v) == 40 for v in done["inputs"].values())  # BLAKE2b-160 of each input's content
+    assert done["input_fingerprints"] == {k: fingerprint_path(subject[k]) for k in ("nifti", "bval", "bvec")}
+    assert done["ran_because"] == "no successful run yet"
+    assert done["outputs"] == sorted(OUTPUT_FILES)
     assert done["duration_s"] >= done["timings"]["pipeline_s"] >= 0
     # _done.json is written after the promoted outputs: its mtime is the newest of the folder.
     assert (folder / DONE_FILE).stat().st_mtime_ns >= max(p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file())
-    assert value["metrics"]["n_volumes"] == 14
-    assert sorted(value["outputs"]) == [str(folder / "metrics.json"), str(folder / "middle_slice.png")]
+    assert value["metrics"]["n_volumes"] == 18
+    assert sorted(value["outputs"]) == [str(folder / f) for f in sorted(OUTPUT_FILES)]
 
 
 def test_same_hash_skips_force_and_new_hash_rerun(tmp_path, subject):
     out = tmp_path / "out"
     _run(subject, out)
-    with pytest.raises(SkipItem, match="already done \\(config hash aaaa1111\\)"):
+    with pytest.raises(SkipItem, match="already done \\(config hash aaaa1111, same inputs\\)"):
         _run(subject, out)
     first = read_done(out / "sub-001")["started"]
     time.sleep(1.1)
     _run(subject, out, force=True)
     assert read_done(out / "sub-001")["started"] != first
-    _run(subject, out, config_hash="bbbb2222", options={"preprocessing": True})
+    assert read_done(out / "sub-001")["ran_because"] == "--force"
+    value = _run(subject, out, config_hash="bbbb2222", options={"preprocessing": True})
     assert read_done(out / "sub-001")["config_hash"] == "bbbb2222"
+    assert value["note"] == "re-run: configuration changed (config hash aaaa1111 -> bbbb2222)"
 
 
 def test_failure_keeps_work_folder_and_leaves_good_outputs_alone(tmp_path, subject, plan_dir):
@@ -88,7 +94,7 @@ def test_failure_keeps_work_folder_and_leaves_good_outputs_alone(tmp_path, subje
     assert read_done(folder)["config_hash"] == "cccc3333"
     # The new run replaced the old outputs as a whole: nothing of the built-in run is left.
     assert "fa_mean" in json.loads((folder / "metrics.json").read_text())
-    assert not (folder / "middle_slice.png").exists()
+    assert not (folder / "dti_FA.nii.gz").exists()
 
 
 def test_command_gets_placeholders_and_option_flags(tmp_path, subject, plan_dir):
