@@ -68,6 +68,9 @@ class ItemResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     cached: bool = False  # True when the result came from an earlier batch's record
     batch_id: str = ""  # the batch that ran the item
+    #: What the item published, as its record keeps it (``salvo.contract.output_digest``); None in
+    #: records of older versions, which are then trusted while their outputs exist.
+    digest: dict[str, Any] | None = None
 
     @property
     def retryable(self) -> bool:
