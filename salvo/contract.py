@@ -329,24 +329,21 @@ def digest_problem(digest: Mapping[str, Any]) -> str | None:
     if not isinstance(files, Mapping):
         return None
     for out, rows in files.items():
-        try:
-            now = dict(_walk(out))
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                return f"output {out} vanished since it was recorded"
-            return f"output {out} cannot be read: {exc.strerror or exc}"
         for rel, size, mtime_ns, digest_hex in rows:
-            shown = rel or os.path.basename(out)
-            st = now.get(rel)
-            if st is None:
-                return f"output {shown} vanished since it was recorded"
-            if st.st_size != size:
-                return f"output {shown} changed since it was recorded"
+            path = f"{out}/{rel}" if rel else out
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    return f"output {rel or os.path.basename(out)} vanished since it was recorded"
+                return f"output {path} cannot be read: {exc.strerror or exc}"
+            if st.st_size != size or stat.S_ISDIR(st.st_mode):
+                return f"output {rel or os.path.basename(out)} changed since it was recorded"
             if st.st_mtime_ns != mtime_ns:
                 try:
-                    same = digest_hex is not None and file_hash(os.path.join(out, rel) if rel else out) == digest_hex
+                    same = digest_hex is not None and file_hash(path) == digest_hex
                 except OSError:
                     same = False
                 if not same:
-                    return f"output {shown} changed since it was recorded"
+                    return f"output {rel or os.path.basename(out)} changed since it was recorded"
     return None

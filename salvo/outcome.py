@@ -79,8 +79,8 @@ class ItemResult:
             return True
         return self.status is Status.ERROR and self.exit_code not in (EXIT_INPUT_ERROR, EXIT_DETERMINISTIC)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
+    def to_dict(self, *, digest: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict; the output digest only with ``digest`` (records keep it, reports do not)."""
         # Not dataclasses.asdict: it deep-copies every field (a third of a 2,500-item resumed run's
         # reporting); only `metrics` may nest.
         d = self.__dict__.copy()  # the fields, in their order (__init__ sets them so)
@@ -89,6 +89,8 @@ class ItemResult:
         d["status"] = self.status.value
         d["outputs"] = list(self.outputs)
         d["metrics"] = copy.deepcopy(self.metrics) if self.metrics else {}
+        if not digest or d.get("digest") is None:
+            d.pop("digest", None)
         return d
 
     @classmethod

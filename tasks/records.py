@@ -196,7 +196,7 @@ def write_record(store: RecordStore, key: str, result: ItemResult, *, holder: st
     if claim is not None and not claim.held():
         log.warning("%s: not recorded: this run lost its claim on the item to another run", result.item_id)
         return False
-    store.put(key, result.to_dict())
+    store.put(key, result.to_dict(digest=True))
     return True
 
 
