@@ -175,7 +175,7 @@ def write_object(target: StorageTarget, rel: str, data: bytes, *, exclusive: boo
         return True
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(exc.errno, f"{os.strerror(exc.errno)} at {target.uri(rel)}") from exc
+            raise OSError(exc.errno, os.strerror(exc.errno), target.uri(rel)) from exc  # names the file, not its temporary
         raise StorageError(f"storage {target.url} failed on {rel!r}: {type(exc).__name__}: {exc.strerror or exc}") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from salvo.fsutil import atomic_write_text
+from salvo.fsutil import atomic_write_text, disk_full_reason
 from salvo.html_report import Section, write_run_report
 from salvo.outcome import ItemResult, Status
 
@@ -107,11 +109,28 @@ def write_reports(
     ``items`` are the results' ``to_dict()``, when the caller has them already.
     """
     folder = Path(folder)
-    text_path = atomic_write_text(folder / text_name, summary_text(results, summary, title=title))
+    written: dict[str, str] = {}
+    with skip_on_full_disk(written, "text"):
+        written["text"] = str(atomic_write_text(folder / text_name, summary_text(results, summary, title=title)))
     doc = {"summary": summary.to_dict(), "items": [r.to_dict() for r in results] if items is None else items}
-    json_path = atomic_write_text(folder / json_name, json_text(doc) + "\n")
-    html_path = write_run_report(results, summary, folder=folder, title=title, sections=sections, logs=logs)
-    return {"text": str(text_path), "json": str(json_path), "html": str(html_path)}
+    with skip_on_full_disk(written, "json"):
+        written["json"] = str(atomic_write_text(folder / json_name, json_text(doc) + "\n"))
+    with skip_on_full_disk(written, "html"):
+        written["html"] = str(write_run_report(results, summary, folder=folder, title=title, sections=sections, logs=logs))
+    return written
+
+
+@contextlib.contextmanager
+def skip_on_full_disk(written: dict[str, str], kind: str) -> Iterator[None]:
+    """A report that cannot be written for lack of space is left out with one warning line, not a
+    traceback; the batch's own outcome stands, and the next run writes it (no half file stays)."""
+    try:
+        yield
+    except OSError as exc:
+        why = disk_full_reason(exc)
+        if why is None:
+            raise
+        logging.getLogger("salvo.report").warning("%s report not written: %s", kind, why)
 
 
 def json_text(doc: Any) -> str:

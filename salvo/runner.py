@@ -307,7 +307,8 @@ def run_item(
         except OSError as exc:
             if (full := disk_full_reason(exc)) is None:
                 raise
-            result.status, result.reason = Status.ERROR, full  # staging on a full disk: one line, no traceback
+            # Staging on a full disk: one line, no traceback, not retried (as a worker's full disk, exit 78).
+            result.status, result.reason, result.exit_code = Status.ERROR, full, EXIT_DETERMINISTIC
         except Exception as exc:  # an orchestration fault, not the item's own
             result.status = Status.EXCEPTION
             result.reason = f"{type(exc).__name__}: {exc}"
@@ -317,6 +318,8 @@ def run_item(
             result.exit_code = result.signal = None
         if result.status is Status.SUCCESS:
             _check_and_publish(result, item, worker, staging)
+        elif staging is not None and result.reason == "no space left on device":  # the worker could not say where
+            result.reason += f" writing {staging.stages[0].final}"
     finally:
         for path in (result_path, result_path + ".tmp", stderr_path):
             with contextlib.suppress(OSError):

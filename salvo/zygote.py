@@ -114,7 +114,7 @@ def _run_python(req: dict[str, Any]) -> int:
         if (full := disk_full_reason(exc)) is None:
             raise
         print(full, file=sys.stderr)
-        value, code = {"error_reason": full}, 1
+        value, code = {"error_reason": full}, EXIT_DETERMINISTIC  # a full disk stays full: not retried
     else:
         code = 0
     tmp = req["result_path"] + ".tmp"

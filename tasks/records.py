@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from salvo.claims import Claim
 from salvo.contract import digest_problem, output_digest
+from salvo.fsutil import disk_full_reason
 from salvo.index import CLAIMS_DIR, UNHASHABLE_PREFIX, RecordIndex, RecordWriteError
 from salvo.outcome import ItemResult
 from salvo.storage import StorageError, StorageLost, StorageTarget, open_storage
@@ -38,7 +39,7 @@ class _NoStorageTraceback(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
-        if isinstance(exc, (StorageError, RecordWriteError)):
+        if isinstance(exc, (StorageError, RecordWriteError)) or (exc is not None and disk_full_reason(exc)):
             record.exc_info, record.exc_text = None, None
         return True
 

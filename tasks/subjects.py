@@ -13,8 +13,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
+from salvo.index import flush_all
 from salvo.outcome import ItemResult
-from salvo.report import Summary
+from salvo.report import Summary, skip_on_full_disk
 from salvo.subjects.plan import SubjectPlan, plan_subjects
 from salvo.subjects.manifest import RUNS_DIR
 from salvo.subjects.report import METRICS_CSV, REPORT_HTML, subject_rows, write_html_report, write_metrics_csv
@@ -47,6 +48,7 @@ def run_state(out_dir: str) -> Iterator[str]:
     try:
         yield str(folder)
     finally:
+        flush_all(quiet=True)  # the index lines of this run's records, before their folder goes (not after)
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             folder.parent.rmdir()  # only when no other run is using it
@@ -58,13 +60,16 @@ def write_subject_reports(
 ) -> dict[str, str]:
     """Write ``batch_metrics.csv`` and ``batch_report.html``; return their paths."""
     rows = subject_rows(results, out_dir=out_dir, timeout_min=timeout_min)
-    csv_path = write_metrics_csv(rows, Path(out_dir) / METRICS_CSV)
+    written: dict[str, str] = {}
+    with skip_on_full_disk(written, "metrics"):  # a full disk: one warning line, the batch's outcome stands
+        written["metrics"] = str(write_metrics_csv(rows, Path(out_dir) / METRICS_CSV))
     counts = {"total": summary.total, **summary.counts, "failed": summary.failed}
-    html_path = write_html_report(
-        rows, Path(out_dir) / REPORT_HTML, title=f"Subject batch: {out_dir}", config_hash=config_hash, summary=counts,
-        out_dir=out_dir,
-    )
-    return {"metrics": str(csv_path), "html": str(html_path)}
+    with skip_on_full_disk(written, "html"):
+        written["html"] = str(write_html_report(
+            rows, Path(out_dir) / REPORT_HTML, title=f"Subject batch: {out_dir}", config_hash=config_hash, summary=counts,
+            out_dir=out_dir,
+        ))
+    return written
 
 
 @task(cache_policy=NONE, persist_result=False)

@@ -80,6 +80,30 @@ def test_subjects_on_a_full_disk_fail_one_line_each_and_finish_once_there_is_spa
     assert _visible_leftovers(out) == []
 
 
+def test_an_item_writing_to_a_full_disk_fails_in_one_line_and_leaves_nothing(tiny_disk: Path, tmp_path: Path) -> None:
+    from salvo.extract import plan_items
+    from salvo.extract import BUILTIN_WORKER
+    from salvo.runner import run_item
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(PUBLIC_FIXTURES / "dvmdostem-imnaviat" / "co2.nc", data / "co2.nc")
+    (item,) = plan_items([data / "co2.nc"], directory=data, output_dir=tiny_disk / "out")
+    filler = _fill(tiny_disk)
+    result = run_item(item, BUILTIN_WORKER, timeout_s=300)
+    assert result.status.value == "error", (result.status, result.reason, result.stderr_tail)
+    assert result.reason == f"no space left on device writing {tiny_disk / 'out' / 'co2'}", result.reason
+    assert not result.retryable, "a full disk stays full: the item is not tried again"
+    assert "Traceback" not in result.stderr_tail
+    assert _visible_leftovers(tiny_disk) == [] and not (tiny_disk / "out" / "co2").exists()
+
+    filler.unlink()
+    again = run_item(item, BUILTIN_WORKER, timeout_s=300)
+    assert again.status.value == "success", (again.reason, again.stderr_tail)
+    assert list((tiny_disk / "out" / "co2").glob("*.png"))
+    assert _visible_leftovers(tiny_disk) == []
+
+
 def test_records_on_a_full_disk_are_one_line_and_the_next_run_records_them(tiny_disk: Path, tmp_path: Path,
                                                                            child_env: dict) -> None:
     data = tmp_path / "data"
@@ -97,9 +121,11 @@ def test_records_on_a_full_disk_are_one_line_and_the_next_run_records_them(tiny_
     full = salvo(*args, env=env)
     assert "Traceback" not in full.stderr and "Traceback" not in full.stdout, full.stderr[-3000:]
     assert full.returncode == 1, full.stderr[-3000:]
-    lines = [line for line in full.stderr.splitlines() if "no space left" in line]
-    assert lines, full.stderr[-3000:]
-    assert (data / "co2_results" / "plot.png").is_file(), "the finished outputs are kept"
+    items = json.loads(full.stdout)["items"]
+    assert [i["status"] for i in items] == ["error", "error"]
+    for item in items:  # the item's claim cannot be taken: it does not run, and says why in one line
+        assert item["reason"].startswith(f"no space left on device writing {state}"), item["reason"]
+    assert not list(data.glob("*_results")), "an item ran without its claim"
 
     filler.unlink()
     again = salvo(*args, env=env)
