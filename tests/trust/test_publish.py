@@ -44,11 +44,11 @@ def test_extract_rerun_writing_only_a_log_keeps_the_good_plot(tmp_path: Path, ch
     mode.write_text("log")  # the same command again, forced: exit 0, only log.txt
     again = salvo(*args, "--force", env=child_env)
     assert again.returncode == 1, again.stderr[-2000:]
+    assert snapshot([good]) == before, "a re-run that wrote only a log replaced the good plot"
     item = json.loads(again.stdout)["items"][0]
     assert item["status"] == "silent_failure"
     assert "image" in item["reason"] and "log.txt" in item["reason"] and str(good) in item["reason"], item["reason"]
     assert ".salvo-tmp-" not in item["reason"], "the reason names the final folder, not the staging one"
-    assert snapshot([good]) == before, "a re-run that wrote only a log replaced the good plot"
     assert (tmp_path / "mode.runs").read_text().count("plot log") == 1, "the re-run really ran"
     assert not _tmp_leftovers(data)
 
