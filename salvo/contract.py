@@ -20,17 +20,15 @@ item again when an output vanished or changed.
 
 The pipelines' contracts (each declared on its worker, beside its pipeline):
 
-========================  ==============================================================  =====================================
-pipeline                  contract                                                        function
-========================  ==============================================================  =====================================
-extract (built-in)        at least one non-empty image that decodes                       ``salvo.extract:check_for_output``
-extract --worker-command  at least one non-empty file other than logs                     ``salvo.extract:check_command_output``
-subjects                  the pipeline's declared files, non-empty, plus ``_done.json``   :func:`subject_problem` (in the child)
-jobs (built-in)           dataset files whose row counts equal the job's reported rows    ``salvo.jobs.builder:verify_job``
-jobs --job-command        a dataset file; row counts equal ``build.json``'s when present  ``salvo.jobs.command:check_job_command_output``
-assembly chunks           the chunk's row count and a schema with its columns             :func:`check_assembly_chunk`
-gridded                   every expected file, variable and cell (``salvo/gridded``)      the merge's own checks
-========================  ==============================================================  =====================================
+- extract, built-in: at least one non-empty image that decodes; ``--worker-command``: at least one
+  non-empty file other than logs (both ``salvo.extract:check_for_output``);
+- subjects: the pipeline's declared files, non-empty, plus ``_done.json`` (:func:`subject_problem`,
+  checked in the subject's child on its work folder, before promotion);
+- jobs, built-in: dataset files whose row counts equal the job's reported rows
+  (``salvo.jobs.builder:verify_job``); ``--job-command``: a dataset file, with the rows of its
+  ``build.json`` when it writes one (``salvo.jobs.command:check_job_command_output``);
+- assembly chunks: the chunk's row count and named columns (:func:`check_assembly_chunk`);
+- gridded: every expected file, variable and cell, checked by ``salvo/gridded``'s merge itself.
 """
 
 from __future__ import annotations
@@ -298,7 +296,8 @@ def _walk(path: str) -> list[tuple[str, os.stat_result]]:
 
 def output_digest(paths: Iterable[str]) -> dict[str, Any]:
     """What a result published: for each local output, ``[relative name, size, mtime_ns, blake2b]``
-    of every file in it (the hash None above :data:`HASH_LIMIT`). Outputs that do not exist (a worker may list what it did not write) are left out."""
+    of every file in it (the hash None above :data:`HASH_LIMIT`). Outputs that do not exist (a
+    worker may list what it did not write) are left out."""
     files: dict[str, list[list[Any]]] = {}
     for p in paths:
         if "://" in p:

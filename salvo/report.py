@@ -116,7 +116,8 @@ def write_reports(
     with skip_on_full_disk(written, "json"):
         written["json"] = str(atomic_write_text(folder / json_name, json_text(doc) + "\n"))
     with skip_on_full_disk(written, "html"):
-        written["html"] = str(write_run_report(results, summary, folder=folder, title=title, sections=sections, logs=logs))
+        written["html"] = str(write_run_report(results, summary, folder=folder, title=title, sections=sections,
+                                               logs=logs))
     return written
 
 

@@ -66,8 +66,8 @@ def write_subject_reports(
     counts = {"total": summary.total, **summary.counts, "failed": summary.failed}
     with skip_on_full_disk(written, "html"):
         written["html"] = str(write_html_report(
-            rows, Path(out_dir) / REPORT_HTML, title=f"Subject batch: {out_dir}", config_hash=config_hash, summary=counts,
-            out_dir=out_dir,
+            rows, Path(out_dir) / REPORT_HTML, title=f"Subject batch: {out_dir}", config_hash=config_hash,
+            summary=counts, out_dir=out_dir,
         ))
     return written
 

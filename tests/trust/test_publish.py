@@ -20,7 +20,8 @@ WORKERS = Path(__file__).with_name("workers.py")
 
 
 def _command(kind: str, mode_file: Path, out: str, *extra: str) -> str:
-    return " ".join([shlex.quote(sys.executable), shlex.quote(str(WORKERS)), kind, shlex.quote(str(mode_file)), out, *extra])
+    return " ".join([shlex.quote(sys.executable), shlex.quote(str(WORKERS)), kind, shlex.quote(str(mode_file)), out,
+                     *extra])
 
 
 def _tmp_leftovers(folder: Path) -> list[str]:
