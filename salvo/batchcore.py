@@ -24,7 +24,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from salvo.fsutil import PartialScan, remove_partial
+from salvo.fsutil import PartialScan, disk_full_reason, remove_partial
+from salvo.index import RecordWriteError
 from salvo.items import Item, Worker
 from salvo.options import RunOptions, cpu_workers
 from salvo.outcome import ItemResult, Status
@@ -125,17 +126,29 @@ def run_one(
     ``partials``: folder listings taken earlier in this group, for the first try's clean-up; not
     used for an item taken over from a run that died (it may have left a partial since).
     """
-    with records.lock(key) as held:  # another batch running this item makes us wait, then reuse
-        result = records.read(key)
-        if result is not None and options.force and result.batch_id != batch_id:
-            result = None
-        if result is None:
-            seen = None if getattr(held, "took_over", None) else partials
-            result = _run_with_retries(item, worker, options=options, log_dir=log_dir, run=run, on_retry=on_retry,
-                                       partials=seen)
-            result.batch_id = batch_id
-            if result.status.ok:
-                records.write(key, result)
+    result = None
+    try:
+        with records.lock(key) as held:  # another batch running this item makes us wait, then reuse
+            result = records.read(key)
+            if result is not None and options.force and result.batch_id != batch_id:
+                result = None
+            if result is None:
+                seen = None if getattr(held, "took_over", None) else partials
+                result = _run_with_retries(item, worker, options=options, log_dir=log_dir, run=run, on_retry=on_retry,
+                                           partials=seen)
+                result.batch_id = batch_id
+                if result.status.ok:
+                    records.write(key, result)
+    except OSError as exc:  # the records' disk is full (claim or record): the item's one line, no traceback
+        why = disk_full_reason(exc)
+        if why is None:
+            raise
+        if isinstance(exc, RecordWriteError):
+            why = exc.strerror or why  # a record that could not be written: the message says where it was kept
+        elif result is not None and result.status.ok:
+            why = f"{why}; its outputs are kept, the next run records it"
+        result = result or ItemResult(item.id, Status.ERROR)
+        result.status, result.reason, result.batch_id, result.cached = Status.ERROR, why, batch_id, False
     if result.status.failed:
         clean_partials(item)
     _announce_finish(item, result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -13,6 +14,20 @@ from pathlib import Path
 
 #: Prefix of every temporary file or folder Salvo makes beside a final output.
 TMP_PREFIX = ".salvo-tmp-"
+
+
+#: errno values that mean "the disk (or the user's quota) is full".
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_reason(exc: BaseException, path: str | os.PathLike[str] | None = None) -> str | None:
+    """``no space left on device writing <path>`` for a full-disk error, else None (one line, no traceback)."""
+    while exc is not None and not (isinstance(exc, OSError) and exc.errno in DISK_FULL):
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    if exc is None:
+        return None
+    where = path if path is not None else exc.filename  # type: ignore[union-attr]
+    return f"no space left on device writing {os.fspath(where)}" if where else "no space left on device"
 
 
 def _umask() -> int:
@@ -34,8 +49,9 @@ def atomic_file(path: str | os.PathLike[str], *, exclusive: bool = False) -> Ite
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=final.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=final.parent)
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
@@ -45,9 +61,14 @@ def atomic_file(path: str | os.PathLike[str], *, exclusive: bool = False) -> Ite
             os.link(tmp, final)
         else:
             os.replace(tmp, final)
+    except OSError as exc:
+        if exc.errno in DISK_FULL and exc.filename != str(final):  # name the file, not its hidden temporary
+            raise OSError(exc.errno, os.strerror(exc.errno), str(final)) from exc
+        raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

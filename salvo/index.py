@@ -175,7 +175,8 @@ def write_object(target: StorageTarget, rel: str, data: bytes, *, exclusive: boo
         return True
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(exc.errno, f"{os.strerror(exc.errno)} at {target.uri(rel)}") from exc
+            # Named after the file, not its temporary (salvo.fsutil.disk_full_reason prints it so).
+            raise OSError(exc.errno, os.strerror(exc.errno), target.uri(rel)) from exc
         raise StorageError(f"storage {target.url} failed on {rel!r}: {type(exc).__name__}: {exc.strerror or exc}") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):

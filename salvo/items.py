@@ -32,6 +32,8 @@ class Worker:
     verify: str | None = None
     version: str = ""
     preload: tuple[str, ...] = ()
+    #: Params naming output folders the runner stages (see ``salvo.contract``); not part of the identity.
+    stage: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind == "python" and ":" not in self.target:

@@ -76,6 +76,9 @@ class ItemResult:
     timeout_s: float | None = None  # the limit in force (None: none)
     #: Every attempt of this run, in order, the last one included (see :meth:`figures`); [] when it did not run here.
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    #: What the item published, as its record keeps it (``salvo.contract.output_digest``); None in
+    #: records of older versions, which are then trusted while their outputs exist.
+    digest: dict[str, Any] | None = None
 
     @property
     def retryable(self) -> bool:
@@ -84,8 +87,8 @@ class ItemResult:
             return True
         return self.status is Status.ERROR and self.exit_code not in (EXIT_INPUT_ERROR, EXIT_DETERMINISTIC)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
+    def to_dict(self, *, digest: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict; the output digest only with ``digest`` (records keep it, reports do not)."""
         # Not dataclasses.asdict: it deep-copies every field (a third of a 2,500-item resumed run's
         # reporting); only `metrics` may nest.
         d = self.__dict__.copy()  # the fields, in their order (__init__ sets them so)
@@ -95,6 +98,8 @@ class ItemResult:
         d["outputs"] = list(self.outputs)
         d["metrics"] = copy.deepcopy(self.metrics) if self.metrics else {}
         d["attempts"] = [a.copy() for a in self.attempts] if self.attempts else []  # flat dicts
+        if not digest or d.get("digest") is None:
+            d.pop("digest", None)
         return d
 
     def figures(self) -> dict[str, Any]:

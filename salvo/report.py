@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import getpass
 import io
 import json
+import logging
 import os
 import platform
 import re
@@ -15,14 +17,14 @@ import socket
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from salvo.fsutil import atomic_write_text
+from salvo.fsutil import atomic_write_text, disk_full_reason
 from salvo.html_report import HISTORY_DIR, REPORT_NAME, TRACE_NAME, Section, relocate_links, render_run_report
 from salvo.outcome import ItemResult, Status, signal_name
 
@@ -341,14 +343,20 @@ def write_reports(
     page = render_run_report(results, summary, title=title, base=base or folder, sections=sections, logs=logs,
                              header=head, trace=rows, history=past, files=links)
     files["html"] = (REPORT_NAME, page)
+    written: dict[str, str] = {}
     if run_dir is not None:  # the run's own copy first: the top level then says it is the latest
         own = {name for name, _ in files.values()}
-        for kind, (name, text) in files.items():
-            atomic_write_text(run_dir / name, relocate_links(text, depth=2, keep=own) if kind == "html" else text)
-        atomic_write_text(run_dir / RUN_JSON, json_text({"run": head, "summary": doc["summary"]}) + "\n")
+        with skip_on_full_disk(written, "history"):
+            for kind, (name, text) in files.items():
+                atomic_write_text(run_dir / name, relocate_links(text, depth=2, keep=own) if kind == "html" else text)
+            atomic_write_text(run_dir / RUN_JSON, json_text({"run": head, "summary": doc["summary"]}) + "\n")
     for name in also_as:  # the same page under a seed's own name (subjects: batch_report.html)
-        atomic_write_text(folder / name, page)
-    return {kind: str(atomic_write_text(folder / name, text)) for kind, (name, text) in files.items()}
+        with skip_on_full_disk(written, name):
+            atomic_write_text(folder / name, page)
+    for kind, (name, text) in files.items():  # a report that finds no space is one warning line, not a traceback
+        with skip_on_full_disk(written, kind):
+            written[kind] = str(atomic_write_text(folder / name, text))
+    return written
 
 
 def json_text(doc: Any) -> str:

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from salvo.contract import Staging, stage_outputs
+from salvo.fsutil import disk_full_reason
 from salvo.items import Item, Worker, render_command
 from salvo.options import RunOptions
 from salvo.outcome import EXIT_DETERMINISTIC, EXIT_INPUT_ERROR, EXIT_SKIP, ItemResult, Status, signal_name
@@ -293,12 +295,15 @@ def run_item(
         result.stderr_tail = traceback.format_exc(limit=5)
         result.ended, result.duration_s = _now(), round(time.monotonic() - t0, 3)
         return result
+    staging: Staging | None = None
     try:
         if log_path is not None:
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         tail_path = str(log_path) if log_path is not None else stderr_path
         try:
-            req = {**_request(item, worker, result_path, stderr_path), "grace": kill_grace_s}
+            staging = stage_outputs(item, worker.stage)
+            run_as = staging.staged_item(item) if staging is not None else item
+            req = {**_request(run_as, worker, result_path, stderr_path), "grace": kill_grace_s}
             result.command = command_text(req)
             if log_path is not None:
                 req["log_path"] = str(log_path)
@@ -312,6 +317,11 @@ def run_item(
                 with open(result_path) as fh:
                     payload = json.load(fh)
             _classify(result, done, payload, _tail(tail_path), timeout_s)
+        except OSError as exc:
+            if (full := disk_full_reason(exc)) is None:
+                raise
+            # Staging on a full disk: one line, no traceback, not retried (as a worker's full disk, exit 78).
+            result.status, result.reason, result.exit_code = Status.ERROR, full, EXIT_DETERMINISTIC
         except Exception as exc:  # an orchestration fault, not the item's own
             result.status = Status.EXCEPTION
             result.reason = f"{type(exc).__name__}: {exc}"
@@ -319,12 +329,16 @@ def run_item(
         if _stop.is_set() and not result.status.ok:
             result.status, result.reason = Status.INTERRUPTED, "interrupted (Ctrl-C): the item's processes were killed"
             result.exit_code = result.signal = None
+        if result.status is Status.SUCCESS:
+            _check_and_publish(result, item, worker, staging)
+        elif staging is not None and result.reason == "no space left on device":  # the worker could not say where
+            result.reason += f" writing {staging.stages[0].final}"
     finally:
         for path in (result_path, result_path + ".tmp", stderr_path):
             with contextlib.suppress(OSError):
                 os.unlink(path)
-    if result.status is Status.SUCCESS and worker.verify:
-        _verify(result, item, worker)
+        if staging is not None:
+            staging.discard()
     result.ended = _now()
     result.duration_s = round(time.monotonic() - t0, 3)
     return result
@@ -356,14 +370,54 @@ def _classify(
         result.status, result.exit_code = Status.SKIPPED, code
         last = tail.splitlines()[-1] if tail else ""
         result.reason = payload.get("skip_reason") or last.removeprefix("skipped: ") or "skipped"
+    elif code != 0 and payload.get("error_reason"):  # the worker said why in one line (a full disk)
+        result.status, result.exit_code, result.reason = Status.ERROR, code, str(payload["error_reason"])
     elif code != 0:
         result.status, result.exit_code, result.stderr_tail = Status.ERROR, code, tail
         last = tail.splitlines()[-1] if tail else ""
         kind = {EXIT_INPUT_ERROR: "bad input", EXIT_DETERMINISTIC: "cannot run here"}.get(code, f"exit code {code}")
         result.reason = f"{kind}: {last}" if last else kind
+    elif payload.get("silent_failure"):  # a worker that checked its own outputs before publishing them
+        result.status, result.exit_code = Status.SILENT_FAILURE, 0
+        result.reason = str(payload["silent_failure"])
     else:
         result.status, result.exit_code = Status.SUCCESS, 0
         result.reason = str(payload.get("note") or "")  # a Python worker's word on its success (why it re-ran)
+
+
+def _check_and_publish(result: ItemResult, item: Item, worker: Worker, staging: Staging | None) -> None:
+    """The output contract on the staged outputs, then publication, only when it holds.
+
+    A staged folder the worker never made, or a contract that fails, makes the item a
+    ``silent_failure`` and nothing is renamed: the previous result stays as it was.
+    """
+    if staging is None:  # nothing staged: the contract checks the outputs where they are
+        if worker.verify:
+            _verify(result, item, worker)
+        return
+    problem = staging.missing()
+    if problem:
+        result.status, result.reason = Status.SILENT_FAILURE, problem
+        return
+    if worker.verify:
+        _verify(result, staging.staged_item(item), worker)
+        if result.status is not Status.SUCCESS:
+            result.reason = _final_names(result.reason, staging)
+            return
+    try:
+        staging.publish()
+    except OSError as exc:
+        result.status, result.exit_code = Status.ERROR, None
+        result.reason = disk_full_reason(exc) or f"cannot publish the outputs: {exc}"
+        return
+    result.outputs = staging.finals(result.outputs) if result.outputs else [s.final for s in staging.stages]
+
+
+def _final_names(reason: str, staging: Staging) -> str:
+    """A contract's reason speaks of the final folders, not of the temporary ones the user never sees."""
+    for s in staging.stages:
+        reason = reason.replace(s.staged, s.final).replace(s.root, os.path.dirname(s.final))
+    return reason
 
 
 def _verify(result: ItemResult, item: Item, worker: Worker) -> None:

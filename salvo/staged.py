@@ -1,8 +1,13 @@
-"""Run a user's external command so that its output folders appear only when it succeeded."""
+"""Run a user's external command as a Python worker, ending the way the command ended.
+
+The command's output folders are staged by the runner (``salvo.contract.stage_outputs``: an
+item's ``params["stage"]`` names them), so the command only ever sees temporary folders; the
+runner checks them against the pipeline's output contract and renames them into place only when
+it holds. Nothing here publishes anything.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -10,40 +15,32 @@ import sys
 from typing import Any
 
 from salvo.errors import SkipItem
-from salvo.fsutil import atomic_dir
 from salvo.items import render_command
 
 
-class _Unpublished(Exception):
-    """Leave the staging contexts without renaming anything into place."""
+def run_staged_command(*, command: str, **params: Any) -> dict[str, Any]:
+    """Run ``command`` with ``params`` (its output placeholders already pointing at staged folders).
 
-    def __init__(self, returncode: int) -> None:
-        self.returncode = returncode
-
-
-def run_staged_command(*, command: str, stage: dict[str, str], skip_message: str | None = None, **params: Any) -> dict[str, Any]:
-    """Run ``command`` with each ``stage`` placeholder pointing at a temporary folder.
-
-    On exit 0 the temporary folders are renamed into place, unless one is empty: an empty
-    folder never replaces an earlier result (the output check then reports the silent failure).
-    On any other end they are removed and the command's exit code or signal becomes this
-    process's, so the runner classifies it as the command's own. With ``skip_message``, the
-    command's stdout is passed through and, on exit 0 with nothing written, a line holding that
+    Any end but exit 0 becomes this process's own (code or signal), so the runner classifies it as
+    the command's. On exit 0 the staged folders are reported as the outputs. With ``skip_message``,
+    the command's stdout is passed through and, on exit 0 with nothing written, a line holding that
     message makes the item ``skipped`` with that line (the NetCDF seed's ``Skipping.``).
     """
-    try:
-        with contextlib.ExitStack() as stack:
-            temps = {name: str(stack.enter_context(atomic_dir(final))) for name, final in stage.items()}
-            argv = render_command(command, {**params, **temps})
-            proc, said = _run_passing_stdout(argv, skip_message) if skip_message else (subprocess.run(argv, stdin=subprocess.DEVNULL), None)
-            if proc.returncode != 0 or any(not os.listdir(t) for t in temps.values()):
-                if proc.returncode == 0 and said is not None and not any(os.listdir(t) for t in temps.values()):
-                    raise SkipItem(said)
-                raise _Unpublished(proc.returncode)
-    except _Unpublished as exc:
-        end_like(exc.returncode)
-        return {"outputs": []}
-    return {"outputs": list(stage.values())}
+    params = {**(params.pop("stage", None) or {}), **params}  # called without the runner: written in place
+    argv = render_command(command, params)
+    if skip_message:
+        proc, said = _run_passing_stdout(argv, skip_message)
+    else:
+        proc, said = subprocess.run(argv, stdin=subprocess.DEVNULL), None
+    outputs = [str(v) for k, v in params.items() if k == "output_dir"]
+    if proc.returncode == 0 and said is not None and not any(_holds_files(o) for o in outputs):
+        raise SkipItem(said)
+    end_like(proc.returncode)
+    return {"outputs": outputs}
+
+
+def _holds_files(folder: str) -> bool:
+    return os.path.isdir(folder) and bool(os.listdir(folder))
 
 
 def _run_passing_stdout(argv: list[str], message: str) -> tuple[subprocess.CompletedProcess[bytes], str | None]:

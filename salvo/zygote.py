@@ -31,6 +31,7 @@ from typing import Any
 import psutil
 
 from salvo.errors import InputError, SkipItem
+from salvo.fsutil import disk_full_reason
 from salvo.outcome import EXIT_DETERMINISTIC, EXIT_INPUT_ERROR, EXIT_SKIP
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -109,6 +110,11 @@ def _run_python(req: dict[str, Any]) -> int:
     except ImportError:  # a module missing here stays missing: deterministic, never retried
         traceback.print_exc()
         return EXIT_DETERMINISTIC
+    except OSError as exc:  # a full disk: one line naming the file, no traceback
+        if (full := disk_full_reason(exc)) is None:
+            raise
+        print(full, file=sys.stderr)
+        value, code = {"error_reason": full}, EXIT_DETERMINISTIC  # a full disk stays full: not retried
     else:
         code = 0
     tmp = req["result_path"] + ".tmp"

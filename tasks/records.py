@@ -18,6 +18,8 @@ import threading
 from typing import TYPE_CHECKING, Any, Union
 
 from salvo.claims import Claim
+from salvo.contract import digest_problem, output_digest
+from salvo.fsutil import disk_full_reason
 from salvo.index import CLAIMS_DIR, UNHASHABLE_PREFIX, RecordIndex, RecordWriteError
 from salvo.outcome import ItemResult
 from salvo.storage import StorageError, StorageLost, StorageTarget, open_storage, parse_location
@@ -37,7 +39,7 @@ class _NoStorageTraceback(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
-        if isinstance(exc, (StorageError, RecordWriteError)):
+        if isinstance(exc, (StorageError, RecordWriteError)) or (exc is not None and disk_full_reason(exc)):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -120,8 +122,20 @@ def item_lock(store: RecordStore, key: str) -> Claim:
 
 
 def _outputs_present(result: ItemResult) -> bool:
-    """A record is trusted only while the local outputs it lists still exist."""
+    """A record of an older version (no digest) is trusted only while the local outputs it lists exist."""
     return all(os.path.exists(p) for p in result.outputs if "://" not in p)
+
+
+def distrust_reason(result: ItemResult) -> str | None:
+    """Why a finished record cannot be trusted any more (``output plot.png changed since it was
+    recorded``), or None. With a digest: one stat per published file, a hash only when a stat
+    changed; without one (older records): whether the listed outputs exist."""
+    if result.digest is not None:
+        return digest_problem(result.digest)
+    if not _outputs_present(result):
+        missing = next(p for p in result.outputs if "://" not in p and not os.path.exists(p))
+        return f"output {missing} vanished since it was recorded"
+    return None
 
 
 def read_record(store: RecordStore, key: str) -> ItemResult | None:
@@ -129,6 +143,8 @@ def read_record(store: RecordStore, key: str) -> ItemResult | None:
 
     While this process holds the item's claim the record itself is read (another host may just
     have finished the item); otherwise the answer comes from the store's snapshot of its index.
+    A record whose outputs vanished or changed since it was written is not trusted: the item runs
+    again, and a warning says why (``re-run: output plot.png changed since it was recorded``).
     """
     if key.startswith(UNHASHABLE_PREFIX):
         return None
@@ -140,10 +156,24 @@ def read_record(store: RecordStore, key: str) -> ItemResult | None:
     except (ValueError, KeyError, TypeError):
         log.warning("ignoring the record of %s: its fields are not an item result", key)
         return None
-    if not result.status.ok or not _outputs_present(result):
+    if not result.status.ok:
+        return None
+    why = distrust_reason(result)
+    if why is not None:
+        _say_rerun(result.item_id, why)
         return None
     result.cached = True
     return result
+
+
+_said: set[tuple[str, str]] = set()
+
+
+def _say_rerun(item_id: str, why: str) -> None:
+    """One warning per item and reason in this process (a record is read more than once per batch)."""
+    if (item_id, why) not in _said:
+        _said.add((item_id, why))
+        log.warning("%s: re-run: %s", item_id, why)
 
 
 def write_record(store: RecordStore, key: str, result: ItemResult, *, holder: str | None = None) -> bool:
@@ -156,11 +186,13 @@ def write_record(store: RecordStore, key: str, result: ItemResult, *, holder: st
     """
     if key.startswith(UNHASHABLE_PREFIX):
         return False
+    if result.digest is None and result.status.ok:
+        result.digest = output_digest(result.outputs)  # what it published, re-checked before it is trusted
     claim = store.held_claim(key)
     if claim is not None and not claim.held():
         log.warning("%s: not recorded: this run lost its claim on the item to another run", result.item_id)
         return False
-    store.put(key, result.to_dict())
+    store.put(key, result.to_dict(digest=True))
     return True
 
 

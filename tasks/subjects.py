@@ -13,8 +13,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
+from salvo.index import flush_all
 from salvo.outcome import ItemResult
-from salvo.report import Summary
+from salvo.report import Summary, skip_on_full_disk
 from salvo.subjects.plan import SubjectPlan, plan_subjects
 from salvo.subjects.manifest import RUNS_DIR
 from salvo.html_report import Section
@@ -49,6 +50,7 @@ def run_state(out_dir: str) -> Iterator[str]:
     try:
         yield str(folder)
     finally:
+        flush_all(quiet=True)  # the index lines of this run's records, before their folder goes (not after)
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             folder.parent.rmdir()  # only when no other run is using it
@@ -61,8 +63,10 @@ def write_subject_reports(
     """Write ``batch_metrics.csv``; return its path and the subjects' sections of the run report
     (their table with logs and metrics, durations, metric plots, QC gallery)."""
     rows = subject_rows(results, out_dir=out_dir, timeout_min=timeout_min)
-    csv_path = write_metrics_csv(rows, Path(out_dir) / METRICS_CSV)
-    return {"metrics": str(csv_path)}, subject_sections(rows, config_hash=config_hash, out_dir=out_dir)
+    written: dict[str, str] = {}
+    with skip_on_full_disk(written, "metrics"):  # a full disk: one warning line, the batch's outcome stands
+        written["metrics"] = str(write_metrics_csv(rows, Path(out_dir) / METRICS_CSV))
+    return written, subject_sections(rows, config_hash=config_hash, out_dir=out_dir)
 
 
 @task(cache_policy=NONE, persist_result=False)

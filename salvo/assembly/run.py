@@ -27,6 +27,8 @@ from salvo.storage import StorageError, StorageTarget
 from salvo.validate import redact
 
 CHUNK_WORKER = "salvo.assembly.experiments:run_chunk"
+#: The chunks' output contract (row count and schema), checked by the runner after each chunk.
+CHUNK_CONTRACT = "salvo.contract:check_assembly_chunk"
 #: The seed every assembly had before seeds were drawn; an older ledger row without a recorded
 #: seed was generated with it.
 LEGACY_SEED = 42
@@ -212,7 +214,7 @@ def chunk_items(plan: AssemblyPlan, storage: StorageTarget) -> tuple[list[Item],
                   "output": f"{plan.folder}/{plan.chunk_file(index)}"}
         items.append(Item(id=f"{plan.assembly_id}/samples_{start:06d}-{stop - 1:06d}",
                           params=params))
-    return items, Worker("python", CHUNK_WORKER, preload=("salvo.assembly.experiments",))
+    return items, Worker("python", CHUNK_WORKER, verify=CHUNK_CONTRACT, preload=("salvo.assembly.experiments",))
 
 
 def merge_chunks(plan: AssemblyPlan, exp: StorageTarget, *, n_chunks: int) -> int:

@@ -123,12 +123,20 @@ def png_files(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def check_for_output(item: Any, result: Any) -> str | None:
-    """Verifier: the reason an exit-0 item is a silent failure, or None if its plots are there."""
+    """The extract output contract, run on the staged folder before it is published (``salvo.contract``):
+    the built-in worker must leave at least one non-empty image that decodes; a ``--worker-command``
+    at least one non-empty file other than logs. The reason of a silent failure, or None."""
+    from salvo.contract import decodes_as_image, folder_listing, result_files
+
     out = Path(item.outputs[0] if item.outputs else item.params["output_dir"])
     if not out.is_dir():
         return f"exited 0 but wrote no output folder {out}"
-    if not png_files(out):
-        return f"exited 0 but {out} holds no valid PNG plot"
+    if "command" in item.params:  # a --worker-command: any result file, images or not
+        if not result_files(out):
+            return f"exited 0 but {out} holds no image nor any other result file, only {folder_listing(out)}"
+        return None
+    if not any(decodes_as_image(p) for p in png_files(out)):
+        return f"exited 0 but {out} holds no valid PNG image that decodes (it holds {folder_listing(out)})"
     return None
 
 
@@ -136,7 +144,8 @@ def check_for_output(item: Any, result: Any) -> str | None:
 SEED_SKIP_MESSAGE = "Skipping."
 #: Placeholders a `--worker-command` template may use.
 COMMAND_FIELDS = {"input", "output_dir", "name", "stem"}
-BUILTIN_WORKER = Worker("python", "salvo.extract:extract_plots", verify="salvo.extract:check_for_output", version="2", preload=("xarray", "netCDF4", "cftime", "matplotlib.pyplot"))
+BUILTIN_WORKER = Worker("python", "salvo.extract:extract_plots", verify="salvo.extract:check_for_output", version="2",
+                        preload=("xarray", "netCDF4", "cftime", "matplotlib.pyplot"), stage=("output_dir",))
 
 
 def extract_worker(worker_command: str | None = None) -> Worker:

@@ -82,9 +82,9 @@ def job_worker(job_command: str | None) -> Worker:
         check_job_command(job_command)
         # Staged: the command writes next to its final folder, which appears only on success.
         return Worker("python", "salvo.jobs.command:run_job_command", verify="salvo.jobs.command:check_job_command_output",
-                      version="1", preload=("salvo.jobs.command",))
+                      version="1", preload=("salvo.jobs.command",), stage=("output_dir", "job_output_dir"))
     return Worker("python", "salvo.jobs.builder:run_job", verify="salvo.jobs.builder:verify_job",
-                  version="1", preload=("salvo.jobs.builder",))
+                  version="1", preload=("salvo.jobs.builder",), stage=("output_dir",))
 
 
 def scan_paths(output_dir: str | Path) -> tuple[Path, Path]:

@@ -180,28 +180,59 @@ def _run_job(job_file: str, *, input: str, output_dir: str, max_ram_mb: float, s
     return {"outputs": outputs + [str(final / LOGS_NAME)], "metrics": metrics}
 
 
-def check_outputs(job_file: str | Path, *, output_dir: str | Path) -> str | None:
-    """Why the job's outputs are incomplete (a reason string), or None when they are all there."""
+def count_rows(path: str | Path) -> int | None:
+    """Rows of a dataset file: Parquet from its footer, CSV by streaming it (header excluded); None if unreadable."""
+    p = Path(path)
+    try:
+        if p.suffix == ".parquet":
+            return pq.ParquetFile(p).metadata.num_rows
+        import csv
+
+        with open(p, newline="", encoding="utf-8", errors="replace") as fh:
+            header = next(csv.reader(fh), [])
+        rows = 0
+        as_text = pacsv.ConvertOptions(column_types={name: pa.string() for name in header})  # no type guessing
+        with pacsv.open_csv(p, convert_options=as_text) as reader:
+            for batch in reader:
+                rows += batch.num_rows
+        return rows
+    except (OSError, pa.ArrowInvalid):
+        return None
+
+
+def check_outputs(job_file: str | Path, *, output_dir: str | Path, reported: int | None = None) -> str | None:
+    """Why the job's outputs are incomplete (a reason string), or None when they are all there.
+
+    The jobs output contract: every dataset file the job's formats ask for, each holding the rows
+    the job reported (``reported``, else its ``build.json``).
+    """
     try:
         spec = load_job(job_file)
     except UsageError as exc:
         return str(exc)
     folder = Path(output_dir) / spec.niche
-    if "csv" in spec.formats and not (folder / CSV_NAME).is_file():
-        return f"{folder / CSV_NAME} is missing"
     if not (folder / LOGS_NAME / "build.json").is_file():
         return f"{folder / LOGS_NAME / 'build.json'} is missing"
-    expected = json.loads((folder / LOGS_NAME / "build.json").read_text(encoding="utf-8")).get("rows")
-    if "parquet" in spec.formats:
-        try:
-            got = pq.ParquetFile(folder / PARQUET_NAME).metadata.num_rows
-        except (OSError, pa.ArrowInvalid) as exc:
-            return f"{folder / PARQUET_NAME} is not readable: {exc}"
+    logged = json.loads((folder / LOGS_NAME / "build.json").read_text(encoding="utf-8")).get("rows")
+    expected = logged if reported is None else reported
+    if reported is not None and logged != reported:
+        return f"{folder / LOGS_NAME / 'build.json'} says {logged} rows, the job reported {reported}"
+    for fmt, name in (("csv", CSV_NAME), ("parquet", PARQUET_NAME)):
+        if fmt not in spec.formats:
+            continue
+        if not (folder / name).is_file():
+            return f"{folder / name} is missing"
+        got = count_rows(folder / name)
+        if got is None:
+            return f"{folder / name} is not readable"
         if got != expected:
-            return f"{folder / PARQUET_NAME} has {got} rows, the build log says {expected}"
+            return f"{folder / name} has {got} rows, the job reported {expected}"
     return None
 
 
 def verify_job(item: Any, result: Any) -> str | None:
-    """Spine verify hook: a built job whose files are missing or disagree is a silent failure."""
-    return check_outputs(item.params["job_file"], output_dir=item.params["output_dir"])
+    """Spine output contract (on the staged folder): a built job whose files are missing or disagree
+    with the rows it reported is a silent failure."""
+    reported = (getattr(result, "metrics", None) or {}).get("rows")
+    return check_outputs(item.params["job_file"], output_dir=item.params["output_dir"],
+                         reported=reported if isinstance(reported, int) else None)

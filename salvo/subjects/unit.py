@@ -26,8 +26,9 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from salvo import __version__
+from salvo.contract import subject_problem
 from salvo.errors import InputError, SkipItem
-from salvo.fsutil import TMP_PREFIX, atomic_write_text
+from salvo.fsutil import TMP_PREFIX, atomic_write_text, disk_full_reason
 from salvo.items import render_command
 from salvo.outcome import EXIT_INPUT_ERROR, EXIT_SKIP
 from salvo.fingerprint import fingerprint_path, hash_json
@@ -35,6 +36,8 @@ from salvo.subjects.config import declared_outputs, option_flags, pipeline_versi
 from salvo.subjects.pipeline import run_pipeline
 
 DONE_FILE = "_done.json"
+#: The files the built-in pipeline declares (its output contract, with _done.json: ``salvo.contract.subject_problem``).
+BUILTIN_FILES = ("middle_slice.png", "metrics.json")
 WORK_DIR = "_work"
 FAILED_PREFIX = "_failed-"
 LOCKS_DIR = ".locks"
@@ -428,7 +431,7 @@ def process_subject(
             sys.stderr.flush()
             os._exit(exc.code)  # the command's own exit code, not a generic 1
         except BaseException as exc:
-            if not isinstance(exc, (InputError, _Terminated)):
+            if not isinstance(exc, (InputError, _Terminated)) and not disk_full_reason(exc):
                 traceback.print_exc(file=sys.stderr)  # into the log; the batch gets its tail
             log.close(failed=True)
             raise
@@ -481,6 +484,9 @@ def _run_in_work(
         os.kill(os.getpid(), exc.signum)  # die the same way, so the batch reports the crash
         raise
     except BaseException as exc:
+        if isinstance(exc, OSError) and disk_full_reason(exc):
+            shutil.rmtree(work, ignore_errors=True)  # a full disk: nothing half-written is kept
+            raise
         failed = quarantine_work(folder)
         if isinstance(exc, _Terminated):
             why = "timed out or cancelled (SIGTERM)"
@@ -494,7 +500,6 @@ def _run_in_work(
     computed = time.time()
     units = read_units(work)
     outputs = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
-    promote(work, folder)
     ended = time.time()
     record = {
         "id": sid,
@@ -519,6 +524,17 @@ def _run_in_work(
         "host": socket.gethostname(),
         "salvo_version": __version__,
     }
-    atomic_write_text(folder / DONE_FILE, json.dumps(record, indent=2, default=str))
+    try:
+        # _done.json goes in with the outputs, so that both appear in one rename, after the contract held.
+        atomic_write_text(work / DONE_FILE, json.dumps(record, indent=2, default=str))
+        problem = subject_problem(work, declared=() if pipeline_command else BUILTIN_FILES)
+    except OSError as exc:
+        shutil.rmtree(work, ignore_errors=True)  # a full disk: nothing half-written is left visible
+        raise exc from None
+    if problem:
+        failed = quarantine_work(folder)
+        _log(f"subject {sid}: {problem}; nothing published" + (f", work folder kept at {failed}" if failed else ""))
+        return {"outputs": [], "metrics": metrics, "silent_failure": problem}
+    promote(work, folder)
     _log(f"{sid}: success in {ended - started:.1f}s; {len(outputs)} outputs promoted to {folder}")
     return {"outputs": [str(folder / o) for o in outputs], "metrics": metrics, "note": run.note}
