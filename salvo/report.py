@@ -359,6 +359,19 @@ def write_reports(
     return written
 
 
+@contextlib.contextmanager
+def skip_on_full_disk(written: dict[str, str], kind: str) -> Iterator[None]:
+    """A report that cannot be written for lack of space is left out with one warning line, not a
+    traceback; the batch's own outcome stands, and the next run writes it (no half file stays)."""
+    try:
+        yield
+    except OSError as exc:
+        why = disk_full_reason(exc)
+        if why is None:
+            raise
+        logging.getLogger("salvo.report").warning("%s report not written: %s", kind, why)
+
+
 def json_text(doc: Any) -> str:
     """The JSON report's and ``--json``'s text: indented by two spaces, keys in their order, any
     value JSON has no type for written as its ``str`` (``json.dumps(doc, indent=2, default=str)``).

@@ -18,7 +18,7 @@ from salvo.errors import SkipItem
 from salvo.items import render_command
 
 
-def run_staged_command(*, command: str, **params: Any) -> dict[str, Any]:
+def run_staged_command(*, command: str, skip_message: str | None = None, **params: Any) -> dict[str, Any]:
     """Run ``command`` with ``params`` (its output placeholders already pointing at staged folders).
 
     Any end but exit 0 becomes this process's own (code or signal), so the runner classifies it as
