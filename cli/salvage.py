@@ -76,14 +76,20 @@ def run_recover(args: argparse.Namespace) -> int:
     render_command(args.model_command, {"mask": args.mask, "output": args.output})
     from flows.salvage_merge import salvage_merge
 
-    doc = run_flow(salvage_merge, progress=Progress(stream=sys.stderr, quiet=args.json), model_command=args.model_command,
+    doc = run_flow(salvage_merge, progress=Progress(stream=sys.stderr, quiet=True), model_command=args.model_command,
                    mask=args.mask, output=args.output, max_rounds=int(args.max_rounds),
                    work_dir=args.work_dir, full_copy=args.copy, run=run)
     if args.json:
         print_json(doc)
     else:
-        print("\n".join(console_lines(doc)))
+        lines = console_lines(doc)
+        print("\n".join(lines if not args.quiet else [ln for ln in lines if _is_summary_line(ln)]))
     return 0 if doc["summary"]["ok"] else 1
+
+
+def _is_summary_line(line: str) -> bool:
+    """With --quiet, recover prints its closing summary and errors only, not each round."""
+    return not line.lstrip().lower().startswith("round")
 
 
 def register(subparsers: Any) -> None:
@@ -112,6 +118,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--copy", action="store_true",
                    help="back up each round with copies (reflinks where possible) instead of moving the output folder")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    from cli.common import add_runner_flags
+
+    # The shared flags, as every batch command has them. A round runs one model process (one worker);
+    # --retries gives that model run extra tries within its round (default 0: the rounds are the retries).
+    add_runner_flags(p, "salvage-merge", parallel_switch=False, dask=False)
     p.set_defaults(func=run_recover)
 
 

@@ -63,7 +63,7 @@ def test_crash_hang_and_failure_do_not_stop_the_others(tmp_path, plan_dir):
     assert not (out / "logs").exists()
     with open(out / "batch_metrics.csv") as fh:
         rows = {r["subject"]: r for r in csv.DictReader(fh)}
-    assert rows["sub-004"]["reason"] == "exceeded 0.05m limit"
+    assert rows["sub-004"]["reason"] == "exceeded 3 s limit"
     assert rows["sub-001"]["fa_mean"] != "" and rows["sub-003"]["fa_mean"] == ""
     parser = _Rows()
     parser.feed((out / "batch_report.html").read_text())
