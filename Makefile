@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: venv demo test test-fast browser bench serve install uninstall server-stop clean
+.PHONY: venv demo test test-fast browser terminal bench serve install uninstall server-stop clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,16 @@ demo: $(STAMP)
 
 ## make test: the whole suite (real Prefect API, real S3 endpoint, real Dask processes), on two pytest
 ## workers (each starts its own servers; a test file stays on one worker), as most tests wait on processes.
-test: $(STAMP) browser
+test: $(STAMP) browser terminal
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 ## A real headless browser for the report checks (Debian's chromium; installed once, as root in CI).
 browser:
 	@command -v chromium >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null; }
+
+## A real terminal for the terminal-output checks (Debian's tmux; installed once, as root in CI).
+terminal:
+	@command -v tmux >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq tmux >/dev/null; }
 
 ## make test-fast: the pure tier only (domain logic; starts no server), well under a minute on an idle machine.
 test-fast: $(STAMP)
