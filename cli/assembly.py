@@ -9,7 +9,8 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-from cli.common import Progress, RunFailed, add_output_flags, add_runner_flags, positive_int, print_json, print_summary, run_flow, run_options
+from cli.common import (Progress, RunFailed, add_output_flags, add_runner_flags, positive_int,
+                        print_json, print_summary, run_flow, run_options)
 from salvo import validate
 from salvo.errors import UsageError
 from salvo.storage import StorageError, check_location

@@ -166,7 +166,8 @@ def terminal_logging() -> None:
     """Keep Prefect's log records off the terminal unless --verbose (idempotent; Prefect must be imported)."""
     import logging
 
-    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+    known = logging.Logger.manager.loggerDict.values()
+    loggers = [logging.getLogger(), *(lg for lg in known if isinstance(lg, logging.Logger))]
     for lg in loggers:
         for h in lg.handlers:
             if type(h).__name__ == "PrefectConsoleHandler" and _ONLY_WITH_VERBOSE not in h.filters:

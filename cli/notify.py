@@ -57,8 +57,8 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="notify_command", metavar="ACTION", required=True)
     a = sub.add_parser("add", help="add a notification: --webhook URL, or --email ADDRESS --smtp HOST:PORT")
     target = a.add_mutually_exclusive_group(required=True)
-    target.add_argument("--webhook", metavar="URL", help="POST a JSON message ({\"text\": ...}: Slack, Mattermost, Teams "
-                                                         "workflows, any URL)")
+    target.add_argument("--webhook", metavar="URL",
+                        help="POST a JSON message ({\"text\": ...}: Slack, Mattermost, Teams workflows, any URL)")
     target.add_argument("--email", metavar="ADDRESS", type=_email, action="append",
                         help="send an e-mail to ADDRESS (repeatable); needs --smtp")
     a.add_argument("--smtp", metavar="HOST:PORT", type=_smtp, help="the SMTP server for --email")

@@ -308,7 +308,8 @@ def running_server(home: str | os.PathLike[str] | None = None, *, timeout_s: flo
 
 
 #: Settings that would point the server's UI at another API than its own (see `server_env`).
-_UI_URL_VARS = ("PREFECT_API_URL", "PREFECT_UI_API_URL", "PREFECT_SERVER_UI_API_URL", "PREFECT_UI_URL", "PREFECT_SERVER_UI_URL")
+_UI_URL_VARS = ("PREFECT_API_URL", "PREFECT_UI_API_URL", "PREFECT_SERVER_UI_API_URL", "PREFECT_UI_URL",
+                "PREFECT_SERVER_UI_URL")
 
 
 def server_env(home: Path, base: dict[str, str] | None = None, *, port: int | None = None) -> dict[str, str]:
@@ -354,7 +355,8 @@ def ensure_local_server(home: str | os.PathLike[str] | None = None, *, port: int
         argv = [sys.executable, "-m", "salvo.procs", "guard", str(h), "--", *prefect_command("server", "start", "--host", HOST, "--port", str(port), python=python)]
         with open(log, "ab") as out:
             proc = subprocess.Popen(argv,
-                                    env=server_env(h, env, port=port), cwd=h, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env=server_env(h, env, port=port),
+                                    cwd=h, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)  # Ctrl-C and a closed terminal do not reach it
         info = ServerInfo(pid=proc.pid, url=f"http://{HOST}:{port}/api", port=port, started=create_time(proc.pid) or time.time(), log=str(log), home=str(h))
         _write_state(h, info)  # at once, so that `salvo server stop` can stop a server still starting

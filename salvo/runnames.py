@@ -95,7 +95,7 @@ def _driver_gone(tag: str, started: str | None) -> bool:
 
 
 def mark_crashed_runs(url: str, *, by: str = "salvo") -> list[str]:
-    """Mark Crashed every RUNNING/PENDING flow run (and its unfinished task runs) whose `salvo` driver on this host is gone.
+    """Mark Crashed every RUNNING/PENDING flow run (and its unfinished task runs) whose driver here is gone.
 
     Returns the ids of the flow runs marked. Plain HTTP, about one request when nothing is to mark:
     the local server's guard calls it every few seconds (``by`` names who marked, in the message).
@@ -110,9 +110,9 @@ def mark_crashed_runs(url: str, *, by: str = "salvo") -> list[str]:
         msg = f"Crashed: its driver ({tags[0].split(':', 1)[1]}) is gone (killed?); marked by {by}"
         crashed = {"state": {"type": "CRASHED", "name": "Crashed", "message": msg}, "force": True}
         api_call(url, f"/flow_runs/{run['id']}/set_state", crashed)
+        unfinished = {"type": {"any_": ["RUNNING", "PENDING", "SCHEDULED"]}}
         tasks = api_call(url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}},
-                                                    "task_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING", "SCHEDULED"]}}},
-                                                    "limit": 200})
+                                                    "task_runs": {"state": unfinished}, "limit": 200})
         for task in tasks or []:
             api_call(url, f"/task_runs/{task['id']}/set_state", crashed)
         marked.append(run["id"])

@@ -132,8 +132,10 @@ def task_state(results: list[ItemResult]) -> State:
     not_run = [r.item_id for r in results if r.status.value == "not_run"]
     if not message and not not_run:
         ids = ", ".join(r.item_id for r in results)
-        return Completed(message=f"{len(results)} items succeeded: {ids}"[:500] if len(results) > 1 else None, data=results)
-    cut = f"{len(not_run)} not run: " + ", ".join(not_run[:10]) + (" ..." if len(not_run) > 10 else "") if not_run else ""
+        text = f"{len(results)} items succeeded: {ids}"[:500] if len(results) > 1 else None
+        return Completed(message=text, data=results)
+    more = " ..." if len(not_run) > 10 else ""
+    cut = f"{len(not_run)} not run: " + ", ".join(not_run[:10]) + more if not_run else ""
     if not message:
         return Cancelled(message=f"interrupted: {cut}"[:500], data=results)
     if len(results) == 1:
