@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: venv demo test test-fast browser slurm bench serve install uninstall server-stop clean
+.PHONY: venv demo test test-fast browser terminal slurm bench serve install uninstall server-stop clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 ## make test: the whole suite (real Prefect API, real S3 endpoint, real Dask processes), on two pytest
 ## workers (each starts its own servers; a test file stays on one worker), as most tests wait on processes.
-test: $(STAMP) browser slurm
+test: $(STAMP) browser terminal slurm
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 ## A real headless browser for the report checks (Debian's chromium; installed once, as root in CI).
@@ -33,6 +33,10 @@ browser:
 ## start and stop the daemons themselves, on 127.0.0.1: see tests/slurm.py and docs/hpc.md).
 slurm:
 	@command -v slurmctld >/dev/null || [ -x /usr/sbin/slurmctld ] || { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq slurmctld slurmd slurm-client munge >/dev/null; }
+
+## A real terminal for the terminal-output checks (Debian's tmux; installed once, as root in CI).
+terminal:
+	@command -v tmux >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq tmux >/dev/null; }
 
 ## make test-fast: the pure tier (domain logic; no Prefect API) less its slow tests: under 45 s on an idle machine.
 test-fast: $(STAMP)

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cli.common import Progress, RunFailed, add_runner_flags, positive_int, print_json, print_summary, run_flow, run_options
+from cli.common import (Progress, RunFailed, add_output_flags, add_runner_flags, positive_int,
+                        print_json, print_summary, run_flow, run_options)
 from salvo import validate
 from salvo.errors import UsageError
 from salvo.storage import StorageError, check_location, parse_location
@@ -53,12 +54,14 @@ def register(subparsers: Any) -> None:
     ls = sub.add_parser("list", help="the ledger: every assembly and its status")
     _add_location(ls)
     ls.add_argument("--json", action="store_true", help="print JSON")
+    add_output_flags(ls)
     ls.set_defaults(func=list_main)
 
     st = sub.add_parser("status", help="started, completed, failed or not_found")
     st.add_argument("assembly_id", metavar="ID", help="YYYYMMDD_HHMMSS_runNNN")
     _add_location(st)
     st.add_argument("--json", action="store_true", help="print JSON")
+    add_output_flags(st)
     st.set_defaults(func=status_main)
 
     re = sub.add_parser("reassemble", help="every completed assembly into one Parquet file")
@@ -70,6 +73,7 @@ def register(subparsers: Any) -> None:
                     help="only assemblies generated with this base seed (repeat for several)")
     _add_location(re)
     re.add_argument("--json", action="store_true", help="print JSON")
+    add_output_flags(re)
     re.set_defaults(func=reassemble_main)
 
 

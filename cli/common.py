@@ -102,7 +102,7 @@ def add_output_flags(parser: Any) -> None:
 
 
 def add_runner_flags(parser: Any, pipeline: str, *, timeout_unit: str = "s", worker_aliases: tuple[str, ...] = ("--max-workers",),
-                     parallel_switch: bool = True, output_flags: bool = True) -> None:
+                     parallel_switch: bool = True, output_flags: bool = True, dask: bool = True) -> None:
     """The flags every batch command takes, each meaning the same everywhere; :func:`run_options` reads them.
 
     ``--workers N`` (with the seed's own spelling as an alias), ``--timeout`` with units (a bare
@@ -119,7 +119,8 @@ def add_runner_flags(parser: Any, pipeline: str, *, timeout_unit: str = "s", wor
     per_cpu = "--parallel or --dask-address" if parallel_switch else "--dask-address"
     _add(g, "--workers", *worker_aliases, dest="max_workers", type=positive_int, default=None, metavar="N",
          help=f"items run at once (default: {defaults.workers}, or one per CPU with {per_cpu})")
-    _add(g, "--dask-address", metavar="tcp://HOST:PORT", help="run on this existing Dask cluster")
+    if dask:
+        _add(g, "--dask-address", metavar="tcp://HOST:PORT", help="run on this existing Dask cluster")
     if "--cluster" not in getattr(g, "_option_string_actions", {}):
         from cli.cluster import add_cluster_flags
 
@@ -138,12 +139,43 @@ def add_runner_flags(parser: Any, pipeline: str, *, timeout_unit: str = "s", wor
 
 
 def _shown(seconds: float | None) -> str:
-    if seconds is None:
-        return "no limit"
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
+    from salvo.durations import human_duration
+
+    return human_duration(seconds)
+
+
+#: How much the running command prints (`set_output`): Prefect's console lines only with --verbose;
+#: with --quiet only errors and the final summary.
+OUTPUT = {"verbose": False, "quiet": False}
+
+
+def set_output(args: argparse.Namespace) -> None:
+    """Read --verbose / --quiet / --json of the parsed command (`cli.main` calls it once)."""
+    OUTPUT["verbose"] = bool(getattr(args, "verbose", False))
+    OUTPUT["quiet"] = bool(getattr(args, "quiet", False)) or bool(getattr(args, "json", False))
+
+
+class _OnlyWithVerbose:
+    """A logging filter for Prefect's console handlers: its own records (``prefect.*``, the flow and task
+    run loggers) stay off the terminal; they still reach the API (another handler), so the UI has them."""
+
+    def filter(self, record: Any) -> bool:
+        return OUTPUT["verbose"] or not (record.name == "prefect" or record.name.startswith("prefect."))
+
+
+_ONLY_WITH_VERBOSE = _OnlyWithVerbose()
+
+
+def terminal_logging() -> None:
+    """Keep Prefect's log records off the terminal unless --verbose (idempotent; Prefect must be imported)."""
+    import logging
+
+    known = logging.Logger.manager.loggerDict.values()
+    loggers = [logging.getLogger(), *(lg for lg in known if isinstance(lg, logging.Logger))]
+    for lg in loggers:
+        for h in lg.handlers:
+            if type(h).__name__ == "PrefectConsoleHandler" and _ONLY_WITH_VERBOSE not in h.filters:
+                h.addFilter(_ONLY_WITH_VERBOSE)
 
 
 #: The flag that sets each field of RunOptions, for error messages.
@@ -195,7 +227,7 @@ class Progress:
     """
 
     def __init__(self, *, stream: TextIO | None = None, quiet: bool = False, noun: str = "items") -> None:
-        self.total, self.stream, self.quiet, self.noun = 0, stream or sys.stderr, quiet, noun
+        self.total, self.stream, self.quiet, self.noun = 0, stream or sys.stderr, quiet or OUTPUT["quiet"], noun
         self.counts: Counter[str] = Counter()
         self.ran = 0  # items that ran in this batch (not resumed): the rate counts these
         self.tty = self.stream.isatty()
@@ -304,6 +336,7 @@ def run_flow(flow: Any, *, progress: Progress | None = None, **params: Any) -> d
     from salvo.runner import stop_on_sigint, stop_requested
 
     set_progress_hook(progress)
+    terminal_logging()
     try:
         with quick_local_runs(), stop_on_sigint():  # Ctrl-C: running items killed, reports written
             state = flow(**params, return_state=True)

@@ -42,7 +42,8 @@ def _add_batch_parser(subparsers: Any, name: str, help_text: str) -> None:
     p.add_argument("--verbose", action="store_true", help="one line per job on stderr, and the Prefect logs")
     p.add_argument("--max-ram-mb", type=positive_int, default=DEFAULT_MAX_RAM_MB,
                    help=f"bound on the memory a built-in job's process grows by, >= {MIN_RAM_MB} (default: {DEFAULT_MAX_RAM_MB})")
-    p.add_argument("--continue-on-error", action="store_true", help="run every job even after a failure (exit 0)")
+    p.add_argument("--continue-on-error", action="store_true",
+                   help="run every job even after a failure (the exit code is still 1 when a job failed)")
     p.add_argument("--job-command", help="run your builder instead, e.g. 'python my_builder.py {job_file}'")
     add_runner_flags(p, PIPELINE)
     p.set_defaults(func=batch_main)
@@ -133,7 +134,7 @@ def check_batch_args(args: argparse.Namespace) -> None:
 
 
 def batch_main(args: argparse.Namespace) -> int:
-    """Run the batch: 0 all succeeded, 1 a job failed (0 with --continue-on-error), 2 bad usage."""
+    """Run the batch: 0 all succeeded, 1 a job failed (with or without --continue-on-error), 2 bad usage."""
     check_batch_args(args)
     run = run_options(args, PIPELINE)
     if args.dry_run:
@@ -151,13 +152,15 @@ def batch_main(args: argparse.Namespace) -> int:
         print_json(doc)
     else:
         print_summary(doc, noun="jobs")
-        _print_jobs(doc)
+        if not args.quiet:
+            _print_jobs(doc)
     return exit_code(doc, continue_on_error=args.continue_on_error)
 
 
-def exit_code(doc: dict[str, Any], *, continue_on_error: bool) -> int:
-    """The seed's return code: 1 when a job failed, unless --continue-on-error; else 0."""
-    return 1 if doc["summary"]["failed"] and not continue_on_error else 0
+def exit_code(doc: dict[str, Any], *, continue_on_error: bool = False) -> int:
+    """1 when a job failed, else 0: as every salvo command. ``continue_on_error`` decides whether the
+    batch goes on after a failure, not the exit code (a nightly script must see the failure)."""
+    return 1 if doc["summary"]["failed"] else 0
 
 
 def _flow() -> Any:

@@ -10,7 +10,7 @@ import sys
 from salvo.errors import UsageError
 
 #: Subcommand modules, each with `register(subparsers)`.
-COMMANDS = ["extract", "assembly", "blocks", "subjects", "jobs", "salvage", "deploy", "server", "demo", "history"]
+COMMANDS = ["extract", "assembly", "blocks", "subjects", "jobs", "salvage", "deploy", "server", "notify", "demo", "history"]
 
 
 def _prefect_defaults() -> None:
@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(chosen_command(argv)).parse_args(argv)
+    from cli.common import set_output
+
+    set_output(args)
     if not getattr(args, "verbose", False):
         # Dask's own INFO lines (scheduler, workers, client) only with --verbose.
         import logging

@@ -88,14 +88,15 @@ def run_recover(args: argparse.Namespace) -> int:
         raise UsageError("--cluster slurm runs a recovery's batches as SLURM jobs: give --cells-per-batch N too")
     from flows.salvage_merge import salvage_merge
 
-    doc = run_flow(salvage_merge, progress=Progress(stream=sys.stderr, quiet=args.json), model_command=args.model_command,
+    doc = run_flow(salvage_merge, progress=Progress(stream=sys.stderr, quiet=True), model_command=args.model_command,
                    mask=args.mask, output=args.output, max_rounds=int(args.max_rounds),
                    work_dir=args.work_dir, full_copy=args.copy, allow_missing=list(args.allow_missing), run=run,
                    config=args.config)
     if args.json:
         print_json(doc)
     else:
-        print("\n".join(console_lines(doc)))
+        lines = console_lines(doc)
+        print("\n".join(lines if not args.quiet else [ln for ln in lines if _is_summary_line(ln)]))
     return 0 if doc["summary"]["ok"] else 1
 
 
@@ -135,6 +136,11 @@ def _recover_batches(args: argparse.Namespace, run: Any) -> int:
     return 0 if doc["summary"]["ok"] else 1
 
 
+def _is_summary_line(line: str) -> bool:
+    """With --quiet, recover prints its closing summary and errors only, not each round."""
+    return not line.lstrip().lower().startswith("round")
+
+
 def register(subparsers: Any) -> None:
     """Add `salvo salvage`, `salvo merge` and `salvo recover`."""
     p = subparsers.add_parser("salvage", help="back up a partly failed gridded run and write a failed-cells mask",
@@ -170,9 +176,11 @@ def register(subparsers: Any) -> None:
                    help="back up each round with copies (reflinks where possible) instead of moving the output folder")
     _allow_missing_arg(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    from cli.cluster import add_cluster_flags
+    from cli.common import add_runner_flags
 
-    add_cluster_flags(p)
+    # The shared flags, as every batch command has them. A round runs one model process (one worker);
+    # --retries gives that model run extra tries within its round (default 0: the rounds are the retries).
+    add_runner_flags(p, "salvage-merge", parallel_switch=False, dask=False)
     p.set_defaults(func=run_recover)
 
 

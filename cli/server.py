@@ -33,11 +33,11 @@ from typing import Any
 from cli.common import RunFailed, positive_float, positive_int
 from salvo import procs
 from salvo.errors import UsageError
-from salvo.runnames import api_call
+from salvo import runnames
 from salvo.validate import redact
 
 #: Tag prefix of flow runs started by a `salvo` command: ``salvo-driver:HOST:PID``.
-DRIVER_TAG = "salvo-driver"
+DRIVER_TAG = runnames.DRIVER_TAG
 _state: dict[str, Any] = {"prepared": False, "url": None, "skip": False}
 
 
@@ -219,38 +219,13 @@ def temporary_api_in_own_session() -> None:
 
 # --------------------------------------------------------------------------- crashed runs
 
-def _driver_gone(tag: str, started: str | None) -> bool:
-    _, host, pid = tag.split(":", 2)
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another host's driver: only that host can tell
-    t = procs.create_time(int(pid))
-    if t is None:
-        return True
-    if started:  # the pid now belongs to a process started after the run: the driver is gone
-        with_tz = dt.datetime.fromisoformat(started.replace("Z", "+00:00"))
-        return t > with_tz.timestamp() + 1.0
-    return False
-
-
 def mark_crashed_runs(url: str) -> list[str]:
-    """Mark Crashed every RUNNING/PENDING flow run (and its unfinished task runs) whose `salvo` driver on this host is gone.
+    """Mark Crashed the runs whose `salvo` driver on this host is gone (`salvo.runnames.mark_crashed_runs`).
 
-    Returns the ids of the flow runs marked. Plain HTTP: no Prefect import, about one request.
+    The local server's guard does it every few seconds; a command does it once when it starts, for
+    a server Salvo did not start.
     """
-    runs = api_call(url, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING"]}}}, "limit": 200})
-    marked = []
-    for run in runs or []:
-        tags = [t for t in run.get("tags", []) if t.startswith(f"{DRIVER_TAG}:") and t.count(":") == 2]
-        if not tags or not _driver_gone(tags[0], run.get("start_time")):
-            continue
-        msg = f"Crashed: its driver ({tags[0].split(':', 1)[1]}) is gone (killed?); marked by the next salvo command"
-        api_call(url, f"/flow_runs/{run['id']}/set_state", {"state": {"type": "CRASHED", "name": "Crashed", "message": msg}, "force": True})
-        tasks = api_call(url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}},
-                                                "task_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING", "SCHEDULED"]}}}, "limit": 200})
-        for task in tasks or []:
-            api_call(url, f"/task_runs/{task['id']}/set_state", {"state": {"type": "CRASHED", "name": "Crashed", "message": msg}, "force": True})
-        marked.append(run["id"])
-    return marked
+    return runnames.mark_crashed_runs(url, by="the next salvo command")
 
 
 # --------------------------------------------------------------------------- salvo server

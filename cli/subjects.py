@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cli.common import CliError, add_runner_flags, fail, print_json, run_flow, run_options
+from cli.common import CliError, add_runner_flags, fail, print_json, print_summary, run_flow, run_options
 from salvo.errors import UsageError
 
 PIPELINE = "subject-batch"
@@ -100,4 +100,6 @@ def run_subjects(args: argparse.Namespace) -> int:
         return fail(str(exc), exc.exit_code)
     if args.json:
         print_json(doc)
+    elif args.quiet:  # the monitor's lines are off: errors and the closing summary only
+        print_summary(doc, title="BATCH COMPLETE", noun="subjects")
     return 0 if doc["summary"]["failed"] == 0 else 1

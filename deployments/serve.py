@@ -106,9 +106,51 @@ def deployable_file(prefect_file: Path = PREFECT_FILE) -> tuple[Path, list[str]]
     return Path(name), missing
 
 
+#: The automation `salvo deploy` sets up: a flow run whose heartbeats stop is marked Crashed.
+CRASH_AUTOMATION = "salvo-crashed-without-heartbeat"
+#: Seconds without a heartbeat (deployment runs send one every 30 s: prefect.yaml) before a run is Crashed.
+HEARTBEAT_GRACE_S = 90
+
+
+def ensure_crash_automation(api_url: str) -> bool:
+    """Create (once) Prefect's zombie-run automation: a flow run that sent a heartbeat and then sends
+    none for `HEARTBEAT_GRACE_S` seconds, nor ends, is set Crashed. This covers runs whose process and
+    worker died together on a server Salvo did not start (the local server's guard covers the rest).
+    Only Salvo's pipeline flows, which beat every 30 s (prefect.yaml for deployment runs, `flows` for
+    Python calls); a run that never sent a heartbeat (a `salvo` command's own) never arms it.
+    Return True if created."""
+    import datetime as dt
+
+    from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
+    from prefect.client.schemas.objects import StateType
+
+    with api_settings(api_url):
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            if client.read_automations_by_name(CRASH_AUTOMATION):
+                return False
+        trigger = EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match={"prefect.resource.id": ["prefect.flow-run.*"]}, for_each={"prefect.resource.id"},
+            # Salvo's pipelines only: other flows on the server may beat every 180 s (Prefect's default).
+            match_related={"prefect.resource.role": "flow", "prefect.resource.name": sorted(NAME_PARAMS)},
+            posture=Posture.Proactive, threshold=1, within=dt.timedelta(seconds=HEARTBEAT_GRACE_S))
+        action = ChangeFlowRunState(state=StateType.CRASHED, name="Crashed",
+                                    message=f"no heartbeat for {HEARTBEAT_GRACE_S} s: its process is gone (killed?)")
+        Automation(name=CRASH_AUTOMATION, description="salvo deploy: runs whose heartbeats stop are Crashed",
+                   trigger=trigger, actions=[action]).create()
+    return True
+
+
 def deploy_all(api_url: str, *, settings: dict[str, str], env: dict[str, str] | None = None, echo: Callable[[str], None] = print) -> int:
-    """`prefect --no-prompt deploy --all` of deployments/prefect.yaml, from the project root; return its exit code."""
+    """`prefect --no-prompt deploy --all` of deployments/prefect.yaml, from the project root, and the
+    automation that marks runs without heartbeats Crashed; return the deploy's exit code."""
     ensure_work_pool(settings["SALVO_WORK_POOL"], api_url)
+    if ensure_crash_automation(api_url):
+        echo(f"Created automation {CRASH_AUTOMATION!r}: a run without a heartbeat for {HEARTBEAT_GRACE_S} s is Crashed")
     path, missing = deployable_file()
     for entry in missing:
         echo(f"warning: {entry.split(':')[0]} does not exist; its deployment is left out")

@@ -264,9 +264,12 @@ def batch_state(doc: dict[str, Any]) -> State:
     if s.get("ok", not s["failed"]):
         return Completed(data=doc)
     exc = BatchFailed(doc)
+    # The report's path ends the message: a failure notification (`salvo notify`) quotes the message.
+    report = (doc.get("reports") or {}).get("html") or (doc.get("reports") or {}).get("text")
+    where = f"; report: {report}" if report else ""
     if s.get("counts", {}).get(Status.INTERRUPTED.value) or stop_requested():
-        return Cancelled(message=f"interrupted: {exc}", data=exc)
-    return Failed(message=str(exc), data=exc)
+        return Cancelled(message=f"interrupted: {exc}{where}", data=exc)
+    return Failed(message=f"{exc}{where}", data=exc)
 
 
 def run_namer(pipeline: str) -> Callable[[], str]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.logging import get_run_logger
+from prefect.states import Completed, Failed, State
 
 from flows.batch import BatchOptions, batch_state, run_batch, run_namer, tag_current_run
 from salvo.errors import UsageError
@@ -22,24 +23,26 @@ from tasks.gridded import (collect_rerun, count_cells, count_ran, merge_round, n
 PIPELINE = "salvage-merge"
 
 
-@flow(name="salvage")
+@flow(name="salvage", flow_run_name="round-{k}-salvage")
 def salvage(layout: RecoveryLayout, k: int, full_copy: bool = False) -> dict[str, Any]:
     """Back up the outputs into round ``k`` and write the mask of the cells to re-run."""
     return salvage_round(layout, k, full_copy)
 
 
-@flow(name="rerun")
+@flow(name="rerun", flow_run_name="round-{k}-rerun")
 def rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | None = None,
-          config: str | None = None) -> dict[str, Any]:
+          config: str | None = None) -> State:
     """Run the model (round 0: the user's mask; round k: the failed cells only) in a child process.
 
-    ``run`` gives its timeout. The rounds are the retries, so the model run itself has none, and
-    it runs here (its mask and outputs are this machine's files), never on a Dask cluster.
+    ``run`` gives its timeout, and its retries when it sets them (none otherwise: the rounds are
+    the retries), and it runs here (its mask and outputs are this machine's files), never on a Dask cluster.
     """
     if k:
         stage_rerun(layout, k)
     item = Item(id=f"round-{k}-model", params={"mask": str(layout.mask), "output": str(layout.output), "config": config or ""})
-    once = RunOptions.of(PIPELINE, run).model_copy(update={"retries": 0, "force": True, "workers": 1, "dask_address": None, "slurm": None})
+    given = RunOptions.of(PIPELINE, run)
+    retries = given.retries if "retries" in given.model_fields_set else 0
+    once = given.model_copy(update={"retries": retries, "force": True, "workers": 1, "dask_address": None, "slurm": None})
     options = BatchOptions(state=str(layout.work / ".salvo"), run=once, log_dir=str(layout.work / "logs"),
                            settings={"pipeline": PIPELINE, "round": k})
     try:
@@ -55,10 +58,18 @@ def rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | 
              "item": result.to_dict()}
     if k:
         note_model_run(layout, k, model)
-    return model
+    # The subflow's state is its model run's: a round whose model timed out or failed is red.
+    if result.status.failed:
+        return Failed(message=f"round {k}: the model ended {result.status.value}: {result.reason}"[:500], data=model)
+    return Completed(data=model)
 
 
-@flow(name="merge")
+def _rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions, config: str | None) -> dict[str, Any]:
+    """Run the `rerun` subflow; its document whatever its state."""
+    return rerun(layout, k, model_command, run, config, return_state=True).result(raise_on_failure=False)
+
+
+@flow(name="merge", flow_run_name="round-{k}-merge")
 def merge(layout: RecoveryLayout, k: int, allow_missing: list[str] | None = None) -> dict[str, Any]:
     """Merge round ``k``'s re-run into its salvaged outputs; the result becomes the output folder."""
     return merge_round(layout, k, allow_missing)
@@ -109,7 +120,7 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
             rounds.append(_resume(layout, resumed, allow_missing))
         if not has_status(layout.output):
             started = time.monotonic()
-            model = rerun(layout, 0, model_command, run, config)
+            model = _rerun(layout, 0, model_command, run, config)
             entry = {"round": 0, "step": "initial", "model": model, "ran": None, "after": None}
             rounds.append(entry)
             if model["wrote_status"]:
@@ -129,7 +140,7 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
                 break
             started = time.monotonic()
             before = salvage(layout, k, full_copy)["counts"]
-            model = rerun(layout, k, model_command, run, config)
+            model = _rerun(layout, k, model_command, run, config)
             entry = {"round": k, "step": "rerun", "before": before, "to_rerun": before["to_rerun"], "model": model, "ran": None}
             rounds.append(entry)
             if not model["wrote_status"]:

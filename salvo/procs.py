@@ -307,10 +307,25 @@ def running_server(home: str | os.PathLike[str] | None = None, *, timeout_s: flo
     return info if api_healthy(info.url, timeout_s=timeout_s) else None
 
 
-def server_env(home: Path, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of the local server: this PREFECT_HOME, no telemetry, no driver token, no client URL."""
-    env = {k: v for k, v in (base if base is not None else os.environ).items() if k not in (TOKEN_VAR, "PREFECT_API_URL")}
+#: Settings that would point the server's UI at another API than its own (see `server_env`).
+_UI_URL_VARS = ("PREFECT_API_URL", "PREFECT_UI_API_URL", "PREFECT_SERVER_UI_API_URL", "PREFECT_UI_URL",
+                "PREFECT_SERVER_UI_URL")
+
+
+def server_env(home: Path, base: dict[str, str] | None = None, *, port: int | None = None) -> dict[str, str]:
+    """Environment of the local server: this PREFECT_HOME, no telemetry, no driver token, no client URL.
+
+    With ``port``, the UI's API address is this server's own: ``prefect server start --port P``
+    serves on P, but its ``/ui-settings`` derive the UI's API URL from the *settings* (host
+    127.0.0.1, port 4200 by default), so a server moved off a taken 4200 sent its UI to whatever
+    listened on 4200.
+    """
+    env = {k: v for k, v in (base if base is not None else os.environ).items() if k not in (TOKEN_VAR, *_UI_URL_VARS)}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    if port is not None:
+        api = f"http://{HOST}:{port}/api"
+        env.update(PREFECT_SERVER_API_HOST=HOST, PREFECT_SERVER_API_PORT=str(port), PREFECT_UI_API_URL=api,
+                   PREFECT_UI_URL=api.removesuffix("/api"))
     return env
 
 
@@ -340,7 +355,8 @@ def ensure_local_server(home: str | os.PathLike[str] | None = None, *, port: int
         argv = [sys.executable, "-m", "salvo.procs", "guard", str(h), "--", *prefect_command("server", "start", "--host", HOST, "--port", str(port), python=python)]
         with open(log, "ab") as out:
             proc = subprocess.Popen(argv,
-                                    env=server_env(h, env), cwd=h, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env=server_env(h, env, port=port),
+                                    cwd=h, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)  # Ctrl-C and a closed terminal do not reach it
         info = ServerInfo(pid=proc.pid, url=f"http://{HOST}:{port}/api", port=port, started=create_time(proc.pid) or time.time(), log=str(log), home=str(h))
         _write_state(h, info)  # at once, so that `salvo server stop` can stop a server still starting
@@ -450,20 +466,24 @@ def _reap_main(token: str) -> int:
 
 
 def _name_runs_quietly(api_url: str | None) -> None:
-    """Give Salvo's new scheduled and pending runs their real names (see :mod:`salvo.runnames`); cosmetic, never fatal."""
+    """Give Salvo's new scheduled and pending runs their real names (see :mod:`salvo.runnames`), and mark
+    Crashed the running ones whose driver on this host is gone (killed by the OOM killer, say); never fatal."""
     if not api_url:
         return
-    from salvo.runnames import name_new_runs
+    from salvo.runnames import mark_crashed_runs, name_new_runs
 
     with contextlib.suppress(Exception):
         name_new_runs(api_url)
+    with contextlib.suppress(Exception):
+        mark_crashed_runs(api_url, by="the local server's guard")
 
 
 def _guard_main(home: str, argv: list[str]) -> int:
     """Run the local server ``argv`` and end it if its state file stops naming us (PREFECT_HOME deleted, say).
 
     Every two seconds it also names the server's new scheduled and pending Salvo runs, so that runs
-    created by a schedule or ``prefect deployment run`` carry their real name from the start.
+    created by a schedule or ``prefect deployment run`` carry their real name from the start, and
+    marks Crashed the running Salvo runs whose driver is gone (within seconds, with no other command).
 
     Without this, deleting a PREFECT_HOME (a temporary one, in a script) would leave its server
     running with nothing pointing at it.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -73,3 +74,47 @@ def name_new_runs(api_url: str) -> list[str]:
         api_call(api_url, f"/flow_runs/{run['id']}", {"name": name}, method="PATCH")
         named.append(name)
     return named
+
+
+#: Tag prefix of flow runs started by a `salvo` driver (a command, a Python call): ``salvo-driver:HOST:PID``.
+DRIVER_TAG = "salvo-driver"
+
+
+def _driver_gone(tag: str, started: str | None) -> bool:
+    from salvo.procs import create_time
+
+    _, host, pid = tag.split(":", 2)
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's driver: only that host can tell
+    t = create_time(int(pid))
+    if t is None:
+        return True
+    if started:  # the pid now belongs to a process started after the run: the driver is gone
+        with_tz = dt.datetime.fromisoformat(started.replace("Z", "+00:00"))
+        return t > with_tz.timestamp() + 1.0
+    return False
+
+
+def mark_crashed_runs(url: str, *, by: str = "salvo") -> list[str]:
+    """Mark Crashed every RUNNING/PENDING flow run (and its unfinished task runs) whose driver here is gone.
+
+    Returns the ids of the flow runs marked. Plain HTTP, about one request when nothing is to mark:
+    the local server's guard calls it every few seconds (``by`` names who marked, in the message).
+    """
+    runs = api_call(url, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING"]}}},
+                                               "limit": 200})
+    marked = []
+    for run in runs or []:
+        tags = [t for t in run.get("tags", []) if t.startswith(f"{DRIVER_TAG}:") and t.count(":") == 2]
+        if not tags or not _driver_gone(tags[0], run.get("start_time")):
+            continue
+        msg = f"Crashed: its driver ({tags[0].split(':', 1)[1]}) is gone (killed?); marked by {by}"
+        crashed = {"state": {"type": "CRASHED", "name": "Crashed", "message": msg}, "force": True}
+        api_call(url, f"/flow_runs/{run['id']}/set_state", crashed)
+        unfinished = {"type": {"any_": ["RUNNING", "PENDING", "SCHEDULED"]}}
+        tasks = api_call(url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}},
+                                                    "task_runs": {"state": unfinished}, "limit": 200})
+        for task in tasks or []:
+            api_call(url, f"/task_runs/{task['id']}/set_state", crashed)
+        marked.append(run["id"])
+    return marked

@@ -12,7 +12,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
-from prefect.states import Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 
 from salvo.batchcore import failure_message, run_many
 from salvo.items import Item, Worker
@@ -101,11 +101,8 @@ def run_items(
     ``run`` is the batch's run settings as the flow was given them (timeout, retries, force).
 
     Each item is retried on its own, by the rules of :mod:`salvo.batchcore` (Prefect's task
-    retries would run every item of the task again). A task of one item ends Completed, or Failed
-    with the item's outcome. A task of several (large local batches group successful items, see
-    :func:`salvo.batchcore.chunk_size`) ends Completed, and each of its failed items gets a failed
-    task run of its own (:func:`item_outcome`): the UI's red task runs are exactly the failed
-    items. Either way the state's data is the list of results.
+    retries would run every item of the task again). Its state is :func:`task_state`: Completed
+    only when every item it carries succeeded. Either way the state's data is the list of results.
     """
     logger = get_run_logger()
 
@@ -120,16 +117,34 @@ def run_items(
         if r.status.failed:
             tail = f"\n{r.stderr_tail}" if r.stderr_tail else ""
             logger.error("%s: %s: %s%s", r.item_id, r.status.value, r.reason, tail)
+    return task_state(results)
+
+
+def task_state(results: list[ItemResult]) -> State:
+    """The state of a task run carrying ``results``: green only when every item in it succeeded.
+
+    ``Completed`` when each item is ``success`` or ``skipped``; ``Failed`` naming the failed items
+    when one failed or was interrupted (a group's failed items also get a failed task run of their
+    own, named after them, :func:`item_outcome`); ``Cancelled`` when nothing failed but an item
+    never ran (Ctrl-C, a fail-fast stop). The data is the list of results either way.
+    """
     message = failure_message(results)
+    not_run = [r.item_id for r in results if r.status.value == "not_run"]
+    if not message and not not_run:
+        ids = ", ".join(r.item_id for r in results)
+        text = f"{len(results)} items succeeded: {ids}"[:500] if len(results) > 1 else None
+        return Completed(message=text, data=results)
+    more = " ..." if len(not_run) > 10 else ""
+    cut = f"{len(not_run)} not run: " + ", ".join(not_run[:10]) + more if not_run else ""
     if not message:
-        return Completed(data=results)
+        return Cancelled(message=f"interrupted: {cut}"[:500], data=results)
     if len(results) == 1:
         r = results[0]
         return Failed(message=f"{r.item_id}: {r.status.value}: {r.reason}"[:500], data=results)
     for r in results:  # each failed item of a grouped task: a red task run of its own, named after it
         if r.status.failed:
             item_outcome(r, return_state=True)
-    return Completed(message=f"{message} (each is a failed task run of its own)"[:500], data=results)
+    return Failed(message="; ".join(x for x in (message, cut) if x)[:500], data=results)
 
 
 def _outcome_name(parameters: dict[str, Any]) -> str:
@@ -140,4 +155,4 @@ def _outcome_name(parameters: dict[str, Any]) -> str:
 def item_outcome(result: ItemResult) -> State:
     """The outcome of a failed item that ran inside a task carrying several: it runs nothing, it
     shows the item as a failed task run of its own (its reason in the state's message)."""
-    return Failed(message=f"{result.item_id}: {result.status.value}: {result.reason}"[:500], data=[result])
+    return Failed(message=f"{result.item_id}: {result.status.value}: {result.reason}"[:500], data=ItemResults([result]))

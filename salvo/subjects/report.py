@@ -49,8 +49,10 @@ def format_duration(seconds: float) -> str:
 
 
 def format_minutes(minutes: float) -> str:
-    """``120m``, ``0.05m``."""
-    return f"{minutes:g}m"
+    """``2 h``, ``15 min``, ``5 s`` (never ``0.0833333m``)."""
+    from salvo.durations import human_duration
+
+    return human_duration(minutes * 60.0)
 
 
 def failure_reason(result: ItemResult, *, timeout_min: float) -> str:

@@ -352,6 +352,9 @@ class _CommandKilled(Exception):
 
 
 def _raise_on_sigterm(signum: int, frame: Any) -> None:
+    # Once: the timeout's SIGTERM reaches every process of the item (and may come twice); a second
+    # one must not cut the clean-up short with a traceback of ours in place of the pipeline's last lines.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Terminated()
 
 
@@ -434,6 +437,9 @@ def process_subject(
             if not isinstance(exc, (InputError, _Terminated)) and not disk_full_reason(exc):
                 traceback.print_exc(file=sys.stderr)  # into the log; the batch gets its tail
             log.close(failed=True)
+            if isinstance(exc, _Terminated) and exit_with_command_code:
+                sys.stderr.flush()  # the pipeline's last lines are the item's stderr tail: no traceback of ours
+                os._exit(128 + signal.SIGTERM)
             raise
         log.close()
     return value

@@ -227,6 +227,50 @@ def test_salvo_deploy_changes_or_turns_off_the_schedule_without_code(served: Ser
     assert [r for r in scheduled if r.auto_scheduled] == []  # a paused schedule keeps no upcoming run
 
 
+def _post(served: Served, path: str, body: dict[str, Any]) -> Any:
+    req = urllib.request.Request(f"{served.api_url}{path}", data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def test_a_run_whose_heartbeats_stop_is_crashed_by_the_automation_salvo_deploy_made(served: Served, tmp_path: Path) -> None:
+    """On a server Salvo did not start (no guard), Prefect's own mechanism: heartbeats and the automation
+    `salvo deploy` created. A flow process with heartbeats, killed with SIGKILL with no worker to see it."""
+    import os
+    import signal
+    import socket
+
+    from deployments.serve import CRASH_AUTOMATION, HEARTBEAT_GRACE_S
+
+    with _client(served) as client:
+        (auto,) = client.read_automations_by_name(CRASH_AUTOMATION)
+    assert auto.enabled and auto.actions[0].type == "change-flow-run-state"
+    _series_files(tmp_path / "hb", 1)
+    code = (f"from flows.netcdf_extract import netcdf_extract; netcdf_extract(directory={str(tmp_path / 'hb')!r}, "
+            f"worker_command='sleep 600')")
+    env = {**served.env, "SALVO_LOCAL_SERVER": "0"}  # the flows package sets heartbeats every 30 s
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    tag = f"salvo-driver:{socket.gethostname()}:{proc.pid}"
+    runs = lambda: _post(served, "/flow_runs/filter", {"flow_runs": {"tags": {"all_": [tag]}}})  # noqa: E731
+    try:
+        assert wait_until(lambda: [r for r in runs() if r["state"]["type"] == "RUNNING"], timeout=240, interval=0.5)
+        (run,) = runs()
+        beats = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]},
+                            "resource": {"id": [f"prefect.flow-run.{run['id']}"]}}, "limit": 5}
+        assert wait_until(lambda: _post(served, "/events/filter", beats)["events"], timeout=120, interval=1)
+        os.killpg(proc.pid, signal.SIGKILL)  # the flow's process and the item: no worker, no guard to tell
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    state = lambda: _post(served, "/flow_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})[0]["state"]  # noqa: E731
+    assert wait_until(lambda: state()["type"] == "CRASHED", timeout=HEARTBEAT_GRACE_S + 90, interval=2), state()
+    assert "heartbeat" in state()["message"]
+
+
 def test_stopping_serve_leaves_no_process(served: Served) -> None:
     pids = served.remember_processes()
     assert len(pids) >= 3  # serve, the server, the worker (and their children)

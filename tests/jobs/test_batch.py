@@ -69,7 +69,7 @@ def test_continue_on_error_runs_every_job(sirene_small: Path, tmp_path: Path) ->
     m = tmp_path / "m"
     _modes(m, {"4329A": "fail"})
     doc = _flow_doc(tmp_path, sirene_small, "6920Z", "4329A", "43", job_command=_command(m), run=RunOptions(retries=0, fail_fast=False))
-    assert exit_code(doc, continue_on_error=True) == 0 and exit_code(doc, continue_on_error=False) == 1
+    assert exit_code(doc, continue_on_error=True) == 1 and exit_code(doc, continue_on_error=False) == 1
     assert _status(doc) == {"6920Z": "success", "4329A": "error", "43": "success"}
     assert doc["summary"]["failed"] == 1
     assert (tmp_path / "out" / "naf_43" / "dataset.parquet").is_file()

@@ -55,7 +55,8 @@ def test_each_item_is_its_own_task_run_and_failures_end_without_traceback(tmp_pa
     spec = {"ok_a": "write_output", "crash": "segfault", "corrupt": "bad_input", "hung": "hang", "ok_b": "write_output"}
     state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), run=_run(timeout_s=1.5), return_state=True)
     assert state.is_failed()
-    assert state.message == "3 of 5 items failed: crash, corrupt, hung"
+    assert state.message.startswith("3 of 5 items failed: crash, corrupt, hung; report: ")
+    assert state.message.endswith("run_report.html")
     asyncio.run(APILogHandler.aflush())
     run, tasks, logs = asyncio.run(_read(state.state_details.flow_run_id))
     assert run.state.is_failed() and run.state.message == state.message
@@ -90,28 +91,38 @@ def test_resumed_items_are_counted_not_run_and_the_direct_call_raises_batch_fail
 def test_a_failed_item_of_a_grouped_task_is_a_failed_task_run_of_its_own(tmp_path: Path) -> None:
     spec = {"a": "write_output", "b": "fail", "c": "write_output", "d": "write_output"}
     state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), run=_run(retries=1, items_per_task=2), return_state=True)
-    assert state.is_failed() and state.message == "1 of 4 items failed: b"
+    assert state.is_failed() and state.message.startswith("1 of 4 items failed: b; report: ")
     _, tasks, _ = asyncio.run(_read(state.state_details.flow_run_id))
-    # The red task runs are exactly the failed items; the groups that carried them are green.
-    assert {t.name: t.state.type.value for t in tasks} == {"a (+1 more)": "COMPLETED", "b": "FAILED", "c (+1 more)": "COMPLETED"}
+    # No green task run holds a failure: the group that carried b is red and names it, b has a red run of its own.
+    assert {t.name: t.state.type.value for t in tasks} == {"a (+1 more)": "FAILED", "b": "FAILED", "c (+1 more)": "COMPLETED"}
     (b,) = [t for t in tasks if t.name == "b"]
     assert b.state.message.startswith("b: error:")
+    (group,) = [t for t in tasks if t.name == "a (+1 more)"]
+    assert group.state.message == "1 of 2 items failed: b"
+    (green,) = [t for t in tasks if t.state.is_completed()]
+    assert green.state.message == "2 items succeeded: c, d"
     assert {n: len(markers(tmp_path / "calls", n)) for n in spec} == {"a": 1, "b": 2, "c": 1, "d": 1}
 
 
 def test_a_large_local_batch_groups_items_and_every_failed_item_is_its_own_task_run(tmp_path: Path) -> None:
     spec = {f"i{n:02d}": ("fail" if n in (7, 30) else "write_output") for n in range(40)}
     state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), run=_run(retries=0), return_state=True)
-    assert state.is_failed() and state.message == "2 of 40 items failed: i07, i30"
+    assert state.is_failed() and state.message.startswith("2 of 40 items failed: i07, i30; report: ")
     # Task runs reach the API as events, a moment after the flow returns: 14 groups and 2 failed items.
     seen: list[Any] = []
     wait_until(lambda: len(seen.__setitem__(slice(None), asyncio.run(_read(state.state_details.flow_run_id))[1]) or seen) >= 16, timeout=60, interval=0.5)
     tasks = seen
     groups = [t for t in tasks if t.name not in ("i07", "i30")]
-    assert len(groups) == 14 and all(t.state.is_completed() for t in groups)  # 40 items, 3 a task (about eight tasks per worker)
+    assert len(groups) == 14  # 40 items, 3 a task (about eight tasks per worker)
     assert sum(1 for t in groups if t.name.endswith("(+2 more)")) == 13
-    assert sorted(t.name for t in tasks if not t.state.is_completed()) == ["i07", "i30"]
-    assert all(t.state.is_failed() for t in tasks if t.name in ("i07", "i30"))
+    # The two groups that carried a failure are red (naming it), as are the failures' own runs.
+    assert sorted(t.name for t in tasks if not t.state.is_completed()) == ["i06 (+2 more)", "i07", "i30", "i30 (+2 more)"]
+    assert all(t.state.is_failed() for t in tasks if not t.state.is_completed())
+    # The items the green runs carry (named in their messages) are successful ones, and every success
+    # outside them shares a red group with a failure.
+    carried = {i for t in groups if t.state.is_completed()
+               for i in (t.state.message.split(": ", 1)[1].split(", ") if t.state.message else [t.name])}
+    assert carried == set(spec) - {"i06", "i07", "i08", "i30", "i31", "i32"}
     assert all(len(markers(tmp_path / "calls", n)) == 1 for n in spec)
 
 

@@ -42,6 +42,7 @@ def main() -> None:
         sys.stderr.flush()
         ctypes.string_at(0)  # a real segmentation fault
     elif behaviour == "hang":
+        print(f"{args.id}: step 2 of 3: tracking streamlines", file=sys.stderr, flush=True)
         grandchild = subprocess.Popen(["sleep", "600"])
         (markers / f"{args.id}.pids").write_text(f"{os.getpid()} {grandchild.pid}\n")
         while True:

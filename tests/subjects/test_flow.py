@@ -60,10 +60,14 @@ def test_crash_hang_and_failure_do_not_stop_the_others(tmp_path, plan_dir):
         assert kept[1] == "logs" and (folder / "logs" / f"{sid}.log").stat().st_size > 0  # the seed's sub-XXX/logs/
     assert "sub-002: tract seeding failed" in (out / "sub-002" / "logs" / "sub-002.log").read_text()
     assert "timed out or cancelled" in (out / "sub-004" / "logs" / "sub-004.log").read_text()
+    # The timed-out subject shows the pipeline's last lines, not a traceback of Salvo's own.
+    tail = items["sub-004"]["stderr_tail"]
+    assert "sub-004: step 2 of 3: tracking streamlines" in tail, tail
+    assert "_Terminated" not in tail and "Traceback" not in tail, tail
     assert not (out / "logs").exists()
     with open(out / "batch_metrics.csv") as fh:
         rows = {r["subject"]: r for r in csv.DictReader(fh)}
-    assert rows["sub-004"]["reason"] == "exceeded 0.05m limit"
+    assert rows["sub-004"]["reason"] == "exceeded 3 s limit"
     assert rows["sub-001"]["fa_mean"] != "" and rows["sub-003"]["fa_mean"] == ""
     parser = _Rows()
     parser.feed((out / "batch_report.html").read_text())

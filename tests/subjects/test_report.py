@@ -31,13 +31,13 @@ def test_console_lines_follow_the_seed():
     assert lines == [
         "1. sub-001: Success in 15.2m",
         "2. sub-002: Success in 4.2s",
-        "3. sub-003: Failed (TIMEOUT) - exceeded 120m limit",
+        "3. sub-003: Failed (TIMEOUT) - exceeded 2 h limit",
         "4. sub-004: Failed (CRASHED) - killed by SIGSEGV",
         "5. sub-005: Failed (ERROR) - exit code 1: RuntimeError: pipeline command exited with code 3",
         "6. sub-006: Skipped - already done (config hash a1b2c3d4)",
         "7. sub-007: Skipped - locked by another run",
     ]
-    assert format_result_line(1, _results()[2], timeout_min=0.05).endswith("exceeded 0.05m limit")
+    assert format_result_line(1, _results()[2], timeout_min=0.05).endswith("exceeded 3 s limit")
     assert format_header(50, out_dir="/data/study_results", config_hash="a1b2c3d4") == [
         "Starting batch processing for 50 subjects", "Output directory: /data/study_results", "Config hash: a1b2c3d4", ""]
 
@@ -68,7 +68,7 @@ def test_metrics_csv_has_one_row_per_subject_with_done_metrics_for_skipped(tmp_p
         table = list(csv.DictReader(fh))
     assert [r["subject"] for r in table] == [f"sub-00{i}" for i in range(1, 8)]
     assert table[0]["status"] == "success" and float(table[0]["snr_b0"]) == 20.5
-    assert table[2]["reason"] == "exceeded 120m limit" and table[2]["snr_b0"] == ""
+    assert table[2]["reason"] == "exceeded 2 h limit" and table[2]["snr_b0"] == ""
     assert table[5]["snr_b0"] == "30.0" and table[5]["config_hash"] == "a1b2c3d4"
     assert float(table[1]["duration_s"]) == 4.25
 
