@@ -95,8 +95,10 @@ def test_cut_inputs_of_each_format_are_bad_input_never_retried_and_earlier_plots
 
 
 def _plots(out: Path) -> dict[str, str]:
-    """Every file of the per-input output folders (the reports and records beside them change with each run)."""
-    return {name: digest for name, digest in tree_digest(out).items() if "/" in name and not name.startswith(".")}
+    """Every file of the per-input output folders (the reports, their per-run copies in runs/ and the records
+    beside them change with each run)."""
+    return {name: digest for name, digest in tree_digest(out).items()
+            if "/" in name and not name.startswith((".", "runs/"))}
 
 
 def _layout_run(folder: Path, mask: Path) -> None:
