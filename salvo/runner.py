@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from salvo import staged
 from salvo.items import Item, Worker, render_command
 from salvo.options import RunOptions
 from salvo.outcome import EXIT_DETERMINISTIC, EXIT_INPUT_ERROR, EXIT_SKIP, ItemResult, Status, signal_name
@@ -190,7 +191,7 @@ def prestart(worker: Worker, count: int) -> None:
     Unused ones end with this process.
     """
     warm: dict[str, Any] = {"kind": "warm", "preload": list(worker.preload), "sys_path": [p for p in sys.path if p]}
-    if worker.kind == "python":
+    if worker.kind == "python" and not is_staged_command(worker):
         warm["target"] = worker.target
     with _spare_lock:
         for _ in range(max(0, count - len(_spare))):
@@ -224,7 +225,15 @@ def _tail(path: str | None, lines: int = _STDERR_TAIL_LINES) -> str:
     return "\n".join(deque(text.rstrip().splitlines(), maxlen=lines))
 
 
+def is_staged_command(worker: Worker) -> bool:
+    """Whether ``worker`` is a user's command run into staging folders (``salvo.staged``): the runner
+    then creates the folders, the zygote spawns the command itself, and the runner publishes."""
+    return worker.kind == "python" and worker.target == staged.STAGED_COMMAND
+
+
 def _request(item: Item, worker: Worker, result_path: str, stderr_path: str) -> dict[str, Any]:
+    if is_staged_command(worker):  # the argv is rendered once the staging folders exist (run_item)
+        return {"kind": "command", "stderr_path": stderr_path, "grace": KILL_GRACE_S}
     req: dict[str, Any] = {
         "kind": worker.kind,
         "target": worker.target,
@@ -253,8 +262,9 @@ def _run_child(req: dict[str, Any], timeout_s: float | None, z: _Zygote | None =
     backstop = None if timeout_s is None else timeout_s + 2 * req["grace"] + 30
     done = z.recv(timeout=backstop)
     if done is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(started["pid"], signal.SIGKILL)
+        if started.get("pid", 0) > 0:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(started["pid"], signal.SIGKILL)
         z.kill()
         raise RuntimeError("the worker supervisor stopped answering; the item was killed")
     return done
@@ -284,6 +294,7 @@ def run_item(
         result.stderr_tail = traceback.format_exc(limit=5)
         result.ended, result.duration_s = _now(), round(time.monotonic() - t0, 3)
         return result
+    temps: dict[str, str] = {}
     try:
         if log_path is not None:
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -292,10 +303,19 @@ def run_item(
             req = {**_request(item, worker, result_path, stderr_path), "grace": kill_grace_s}
             if log_path is not None:
                 req["log_path"] = str(log_path)
+            if is_staged_command(worker):
+                # The command itself is the item's process: its placeholders point at fresh staging
+                # folders, and how it ended decides whether they are published (salvo.staged).
+                temps = staged.make_stages(item.params["stage"])
+                req["argv"] = render_command(item.params["command"], {**item.params, **temps})
             done = _run_child(req, timeout_s, z)
             result.peak_rss_mb = round(done["maxrss_kb"] / 1024, 1)
             payload = {}
-            if os.path.exists(result_path):
+            if temps:
+                ended = done["exit_code"] if not (done["timed_out"] or done["orphaned"]) else -1
+                payload = {"outputs": staged.finish_stages(temps, item.params["stage"], ended)}
+                temps = {}
+            elif os.path.exists(result_path):
                 with open(result_path) as fh:
                     payload = json.load(fh)
             _classify(result, done, payload, _tail(tail_path), timeout_s)
@@ -307,6 +327,8 @@ def run_item(
             result.status, result.reason = Status.INTERRUPTED, "interrupted (Ctrl-C): the item's processes were killed"
             result.exit_code = result.signal = None
     finally:
+        if temps:  # not published: an orchestration fault before the command ended
+            staged.discard_stages(temps)
         for path in (result_path, result_path + ".tmp", stderr_path):
             with contextlib.suppress(OSError):
                 os.unlink(path)
