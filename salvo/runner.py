@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib
 import json
@@ -232,8 +233,9 @@ def is_staged_command(worker: Worker) -> bool:
 
 
 def _request(item: Item, worker: Worker, result_path: str, stderr_path: str) -> dict[str, Any]:
-    if is_staged_command(worker):  # the argv is rendered once the staging folders exist (run_item)
-        return {"kind": "command", "stderr_path": stderr_path, "grace": KILL_GRACE_S}
+    if is_staged_command(worker):  # ``item`` already points at its staging folders: the command is the item's process
+        return {"kind": "command", "argv": render_command(item.params["command"], item.params),
+                "stderr_path": stderr_path, "grace": KILL_GRACE_S}
     req: dict[str, Any] = {
         "kind": worker.kind,
         "target": worker.target,
@@ -300,14 +302,13 @@ def run_item(
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         tail_path = str(log_path) if log_path is not None else stderr_path
         try:
-            req = {**_request(item, worker, result_path, stderr_path), "grace": kill_grace_s}
+            run_as = item
+            if is_staged_command(worker):  # fresh staging folders; how the command ended decides their publication
+                temps = staged.make_stages(item.params["stage"])
+                run_as = dataclasses.replace(item, params=staged.staged_params(item.params, temps))
+            req = {**_request(run_as, worker, result_path, stderr_path), "grace": kill_grace_s}
             if log_path is not None:
                 req["log_path"] = str(log_path)
-            if is_staged_command(worker):
-                # The command itself is the item's process: its placeholders point at fresh staging
-                # folders, and how it ended decides whether they are published (salvo.staged).
-                temps = staged.make_stages(item.params["stage"])
-                req["argv"] = render_command(item.params["command"], {**item.params, **temps})
             done = _run_child(req, timeout_s, z)
             result.peak_rss_mb = round(done["maxrss_kb"] / 1024, 1)
             payload = {}

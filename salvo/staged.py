@@ -44,6 +44,11 @@ def make_stages(stage: Mapping[str, str]) -> dict[str, str]:
     return temps
 
 
+def staged_params(params: Mapping[str, Any], temps: Mapping[str, str]) -> dict[str, Any]:
+    """An item's params as its command sees them: each staged placeholder pointing at its staging folder."""
+    return {**{k: v for k, v in params.items() if k != "stage"}, **temps}
+
+
 _mode: list[int] = []
 
 
