@@ -166,3 +166,13 @@ def test_sigkill_of_the_driver_leaves_no_process_and_publishes_nothing(tmp_path:
     from salvo.fsutil import remove_partial
     remove_partial(final)
     assert _leftovers(tmp_path) == []
+
+
+def test_the_commands_stdout_and_stderr_go_to_the_items_log(tmp_path: Path, src: Path) -> None:
+    final = tmp_path / "a_results"
+    log = tmp_path / "logs" / "a.log"
+    cmd = "sh -c 'echo to-stdout; echo to-stderr >&2; cp \"$2\" \"$1/plot.png\"' sh {output_dir} {input}"
+    r = run_item(_item(cmd, final, src), WORKER, timeout_s=60, log_path=log)
+    assert r.status is Status.SUCCESS, r.reason
+    assert log.read_text().split() == ["to-stdout", "to-stderr"]
+    assert sorted(p.name for p in final.iterdir()) == ["plot.png"]
