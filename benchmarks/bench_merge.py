@@ -6,7 +6,7 @@ written once uncompressed and once zlib-compressed (level 1 with shuffle, one ti
 as a model writing step by step leaves it), each merged by:
 - salvo's ``merge_outputs`` (streamed, with its cell-by-cell check of the merged file, and
   run_status.nc's merge_source), one child process;
-- CDO, the tool climate modellers use for exactly this: ``cdo -s -f nc4 [-z zip_4] ifthenelse
+- CDO, the tool climate modellers use for exactly this: ``cdo -s -f nc4 [-z zip_1] ifthenelse
   MASK RERUN ORIG OUT`` over the 8 files, one after the other in one ``sh`` loop. MASK (1 where the
   re-run's run_status is 100) is written once beforehand, untimed.
 Runs are paired (salvo, CDO; ``SALVO_BENCH_REPEAT`` pairs, default 1, 2 with ``SALVO_BENCH_FULL=1``,
