@@ -42,9 +42,13 @@ terminal:
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "pure and not slow" -p no:cacheprovider
 
-## make bench: speed and memory against each seed's own approach; writes benchmarks/RESULTS.md.
+## make bench: speed and memory against the real peers (GNU parallel, CDO) and each seed's own approach;
+## writes benchmarks/RESULTS.md. The peers come from Debian's packages (parallel, cdo, nco).
+## SALVO_BENCH_FULL=1 adds the 10,000-item row and the slower variants.
 bench: $(STAMP)
-	@command -v parallel >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq parallel >/dev/null; }
+	@command -v parallel >/dev/null && command -v cdo >/dev/null && command -v ncks >/dev/null || { \
+	  apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get -o DPkg::Lock::Timeout=600 install -y -qq parallel cdo nco >/dev/null; }
 	PREFECT_HOME=$(CURDIR)/.prefect $(PY) -m benchmarks.run_all
 
 ## make serve: Prefect server + blocks + work pool + deployments + a worker (UI on 127.0.0.1:4200).

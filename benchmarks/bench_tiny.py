@@ -6,8 +6,11 @@ claims, timeouts that kill, per-item task runs and reports; GNU parallel's nothi
 paired (GNU parallel, Salvo, GNU parallel, Salvo, ...) so a drifting machine hits both alike;
 the table quotes medians and the ratio. Then a fully resumed re-run, against the first run.
 Salvo runs on its default set-up: the local Prefect server, started once beforehand (untimed), as a
-user's second command finds it. 10,000 items (one paired run, about 10 minutes) only with
-``SALVO_BENCH_FULL=1``, so that `make bench` stays under 15 minutes.
+user's second command finds it (its CPU is not in Salvo's figures). Each Salvo item is still its own
+claim, record, index line and outcome (successful items grouped up to 20 to a Prefect task run, each
+failed item a failed task run of its own). 10,000 items (one pair, a few minutes) only with
+``SALVO_BENCH_FULL=1``: the whole `make bench` already takes about half an hour on this shared 2-core
+machine.
 """
 
 from __future__ import annotations
@@ -103,12 +106,11 @@ def _run(env: dict[str, str]) -> str:
             + "\n".join([*(f"- {x}" for x in notes), *goals]) + "\n")
 
 
-WHY_TINY = ('on two cores the CPU is the wall time, and Salvo spends more per item: running one costs about 11.5 ms of CPU '
-            "(the command 0.9, the zygote's fork 2.0, the item's Python child and its `cp` 8.6: about 1,100 page faults, ag"
-            "ainst 180 for a shell's `mkdir` and `cp`) against about 5.5 ms for GNU parallel's shell, then its claim, recor"
-            'd and index line (about 0.8 ms), and a Prefect task run per 20 items (about 90 ms of CPU between the command a'
-            'nd the local server); start-up and the run report add about 4 s per batch. The next step: the zygote runs a st'
-            'aged command itself (exec, then rename on success) instead of forking Python for it')
+WHY_TINY = ("per item Salvo's command and zygote now spend about 3.4 ms of CPU (300 items: 4.6 CPU-s with 3.65 of them start-up; "
+            "before the zygote ran the command itself, 11.6 ms and five times the page faults), less than GNU parallel's shell, "
+            "`mkdir` and `cp`; what is left is per batch, not per item: start-up (about 3.7 CPU-s for the command, Prefect's "
+            "import and flow run), the local Prefect server's task runs (one per 20 items, outside the command's CPU) and "
+            "the end-of-batch reports; on a 2-core machine shared with other work the wall ratio also follows the load")
 WHY_RESUME = "the whole command: interpreter and imports, planning, keys from the hash cache, one index read, the reports"
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from salvo import staged
 from salvo.contract import Staging, stage_outputs
 from salvo.fsutil import disk_full_reason
 from salvo.items import Item, Worker, render_command
@@ -193,7 +194,7 @@ def prestart(worker: Worker, count: int) -> None:
     Unused ones end with this process.
     """
     warm: dict[str, Any] = {"kind": "warm", "preload": list(worker.preload), "sys_path": [p for p in sys.path if p]}
-    if worker.kind == "python":
+    if worker.kind == "python" and not is_staged_command(worker):
         warm["target"] = worker.target
     with _spare_lock:
         for _ in range(max(0, count - len(_spare))):
@@ -227,7 +228,16 @@ def _tail(path: str | None, lines: int = _STDERR_TAIL_LINES) -> str:
     return "\n".join(deque(text.rstrip().splitlines(), maxlen=lines))
 
 
+def is_staged_command(worker: Worker, item: Item | None = None) -> bool:
+    """Whether ``worker`` is a user's command run into staging folders (``salvo.staged``): the runner
+    then creates the folders, the zygote spawns the command itself, and the runner publishes."""
+    return worker.kind == "python" and worker.target == staged.STAGED_COMMAND
+
+
 def _request(item: Item, worker: Worker, result_path: str, stderr_path: str) -> dict[str, Any]:
+    if is_staged_command(worker, item):  # ``item`` points at its staging folders: the command is the item process
+        return {"kind": "command", "argv": render_command(item.params["command"], item.params),
+                "stderr_path": stderr_path, "grace": KILL_GRACE_S}
     req: dict[str, Any] = {
         "kind": worker.kind,
         "target": worker.target,
@@ -264,8 +274,9 @@ def _run_child(req: dict[str, Any], timeout_s: float | None, z: _Zygote | None =
     backstop = None if timeout_s is None else timeout_s + 2 * req["grace"] + 30
     done = z.recv(timeout=backstop)
     if done is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(started["pid"], signal.SIGKILL)
+        if started.get("pid", 0) > 0:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(started["pid"], signal.SIGKILL)
         z.kill()
         raise RuntimeError("the worker supervisor stopped answering; the item was killed")
     return done
@@ -317,6 +328,8 @@ def run_item(
                 with open(result_path) as fh:
                     payload = json.load(fh)
             _classify(result, done, payload, _tail(tail_path), timeout_s)
+            if req.get("kind") == "command" and result.status is Status.SUCCESS:
+                _skipped_as_said(result, item, staging, tail_path)
         except OSError as exc:
             if (full := disk_full_reason(exc)) is None:
                 raise
@@ -383,6 +396,24 @@ def _classify(
     else:
         result.status, result.exit_code = Status.SUCCESS, 0
         result.reason = str(payload.get("note") or "")  # a Python worker's word on its success (why it re-ran)
+
+
+def _skipped_as_said(result: ItemResult, item: Item, staging: Staging | None, log: str) -> None:
+    """A spawned command that exits 0, writes nothing and prints its skip message (the NetCDF seed's
+    ``Skipping.``, ``item.params["skip_message"]``) is ``skipped`` with that line, as
+    :func:`salvo.staged.run_staged_command` decides it for a command it runs itself."""
+    message = item.params.get("skip_message")
+    if not message or staging is None or any(os.path.isdir(s.staged) and os.listdir(s.staged) for s in staging.stages):
+        return
+    try:
+        with open(log, "rb") as fh:  # the command's stdout went to its log: its last 64 KiB are enough
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 65536))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return
+    said = next((line.strip() for line in reversed(lines) if message in line), None)
+    if said is not None:
+        result.status, result.reason = Status.SKIPPED, said
 
 
 def _check_and_publish(result: ItemResult, item: Item, worker: Worker, staging: Staging | None) -> None:

@@ -17,6 +17,10 @@ from typing import Any
 from salvo.errors import SkipItem
 from salvo.items import render_command
 
+#: The worker target of a staged external command (its resume identity: keep it unchanged). The batch
+#: runner runs it without Python when it can: the zygote spawns the command itself (``salvo.runner``).
+STAGED_COMMAND = "salvo.staged:run_staged_command"
+
 
 def run_staged_command(*, command: str, skip_message: str | None = None, **params: Any) -> dict[str, Any]:
     """Run ``command`` with ``params`` (its output placeholders already pointing at staged folders).

@@ -1,4 +1,8 @@
-"""A warm process that forks one child per item, each in its own session, and reaps it.
+"""A warm process that starts one child per item, each in its own session, and reaps it.
+
+A Python item is a fork of this process. An external command (``"kind": "command"``: a user's
+``--worker-command``, run into its staging folders by ``salvo.runner``) is spawned directly with
+``posix_spawn`` (no copy of this process, no Python per item), under the same supervision below.
 
 Run as ``python -m salvo.zygote``; it speaks newline-delimited JSON on stdin/stdout (see
 ``salvo.runner``). Modules imported here once are inherited by every forked child, so an item
@@ -126,6 +130,35 @@ def _run_python(req: dict[str, Any]) -> int:
     return code
 
 
+#: Signals the zygote ignores or handles that a spawned command must find at their defaults.
+_DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def _spawn(req: dict[str, Any]) -> int | None:
+    """Start a ``command`` request's argv directly (``posix_spawn``: no copy of this process).
+
+    The same set-up as a forked child: its own session, stdin from /dev/null, stdout and stderr to
+    the item's log, default signal handling. Returns the pid, or None if the program cannot be run
+    (the reason is then written where its stderr would have gone). A request with a ``cwd`` is
+    left to the fork path, since ``posix_spawn`` here cannot change folder.
+    """
+    log, err = req.get("log_path"), req["stderr_path"]
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0), (os.POSIX_SPAWN_OPEN, 1, log or err, flags, 0o644),
+               (os.POSIX_SPAWN_DUP2, 1, 2)]
+    env = {**os.environ, **req["env"]} if req.get("env") else os.environ
+    argv = req["argv"]
+    try:
+        return os.posix_spawnp(argv[0], argv, env, file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS)
+    except OSError as exc:
+        fd = os.open(log or err, flags, 0o644)
+        try:
+            os.write(fd, f"cannot run {argv[0]!r}: {exc.strerror}\n".encode())
+        finally:
+            os.close(fd)
+        return None
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -247,6 +280,9 @@ def _supervise(pid: int, timeout: float | None, grace: float) -> dict[str, Any]:
     }
 
 
+#: Whether ``os.posix_spawnp`` with a new session is available (Python >= 3.8 on Linux).
+_CAN_SPAWN = hasattr(os, "posix_spawnp") and hasattr(os, "POSIX_SPAWN_OPEN")
+
 #: ``"pkg.module:function"`` preload entries already called in this zygote.
 _warmed: set[str] = set()
 
@@ -283,9 +319,17 @@ def serve() -> None:
                 print(f"zygote: cannot preload {req['target']}: {exc}", file=sys.stderr)
         if req["kind"] == "warm":  # started ahead of its batch (salvo.runner.prestart): imports only, no answer
             continue
-        pid = os.fork()
-        if pid == 0:
-            _child(req)
+        if req["kind"] == "command" and not req.get("cwd") and _CAN_SPAWN:
+            pid = _spawn(req)
+            if pid is None:  # the program cannot be run: the shell's code for it, no process
+                _send({"event": "started", "pid": 0})
+                _send({"event": "done", "pid": 0, "exit_code": 127, "timed_out": False, "orphaned": False,
+                       "maxrss_kb": 0})
+                continue
+        else:
+            pid = os.fork()
+            if pid == 0:
+                _child(req)
         _send({"event": "started", "pid": pid})
         done = _supervise(pid, req.get("timeout"), req.get("grace", 3.0))
         _send(done)

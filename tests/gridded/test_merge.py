@@ -343,5 +343,5 @@ def test_slabs_hold_whole_disk_chunks_when_one_fits_the_budget():
     shape, disk = (24, 10, 150, 185), [12, 5, 75, 93]
     assert plan_chunks(shape, itemsize=4, disk=disk, budget=3 << 20) == [12, 5, 75, 93]
     assert plan_chunks(shape, itemsize=4, disk=disk, budget=8 << 20) == [12, 5, 150, 185]
-    assert plan_chunks(shape, itemsize=4, disk=disk, budget=1 << 20) == [1, 5, 150, 185]  # a chunk is over budget
+    assert plan_chunks(shape, itemsize=4, disk=disk, budget=1 << 20) == [12, 5, 75, 93]  # over budget: still whole
     assert plan_chunks((1020, 10, 10), itemsize=4, disk=[1, 10, 10], budget=2000) == [5, 10, 10]
