@@ -36,8 +36,6 @@ from salvo.subjects.config import declared_outputs, option_flags, pipeline_versi
 from salvo.subjects.pipeline import run_pipeline
 
 DONE_FILE = "_done.json"
-#: The files the built-in pipeline declares (its output contract, with _done.json: ``salvo.contract.subject_problem``).
-BUILTIN_FILES = ("middle_slice.png", "metrics.json")
 WORK_DIR = "_work"
 FAILED_PREFIX = "_failed-"
 LOCKS_DIR = ".locks"
@@ -533,7 +531,7 @@ def _run_in_work(
     try:
         # _done.json goes in with the outputs, so that both appear in one rename, after the contract held.
         atomic_write_text(work / DONE_FILE, json.dumps(record, indent=2, default=str))
-        problem = subject_problem(work, declared=() if pipeline_command else BUILTIN_FILES)
+        problem = subject_problem(work, declared=declared_outputs(pipeline_command, sid, options, pipeline=run.pipeline))
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)  # a full disk: nothing half-written is left visible
         raise exc from None
