@@ -231,23 +231,30 @@ def subject_problem(work: str | os.PathLike[str], *, declared: Sequence[str] = (
 
 
 def check_assembly_chunk(item: Any, result: Any) -> str | None:
-    """Spine contract of an assembly chunk: its object holds ``stop - start`` rows and named columns."""
+    """Spine contract of an assembly chunk: its object holds rows for exactly its samples ``[start, stop)``
+    (every one of them, no other, where the chunk has a ``sample`` column: a sample yields one row per
+    level and repetition), named columns, and the row count its worker reported."""
     import pyarrow.parquet as pq
 
     from salvo.storage import open_storage
 
     params = item.params
-    expected = int(params["stop"]) - int(params["start"])
+    wanted = set(range(int(params["start"]), int(params["stop"])))
     target = open_storage(params["storage_url"], endpoint_url=params.get("endpoint_url"))
     try:
         with target.open_read(params["output"]) as fh:
-            meta = pq.ParquetFile(fh).metadata
-            schema = meta.schema.to_arrow_schema()
-            rows = meta.num_rows
+            pf = pq.ParquetFile(fh)
+            schema, rows = pf.schema_arrow, pf.metadata.num_rows
+            samples = set(pf.read(columns=["sample"]).column("sample").to_pylist()) if "sample" in schema.names else None
     except Exception as exc:  # noqa: BLE001 - unreadable or missing: the reason says which
         return f"exited 0 but its chunk {params['output']} cannot be read: {type(exc).__name__}: {exc}"
-    if rows != expected:
-        return f"exited 0 but its chunk {params['output']} holds {rows} rows, not {expected}"
+    if wanted and rows == 0:
+        return f"exited 0 but its chunk {params['output']} holds no rows for samples {min(wanted)}-{max(wanted)}"
+    if samples is not None and samples != wanted:
+        lacking, extra = sorted(wanted - samples), sorted(samples - wanted)
+        what = f"lacks sample {lacking[0]}" + (f" and {len(lacking) - 1} more" if len(lacking) > 1 else "") if lacking \
+            else f"holds sample {extra[0]} of another chunk"
+        return f"exited 0 but its chunk {params['output']} {what}"
     if not schema.names:
         return f"exited 0 but its chunk {params['output']} has no columns"
     reported = (getattr(result, "metrics", None) or {}).get("rows")

@@ -215,7 +215,7 @@ def test_salvo_deploy_changes_or_turns_off_the_schedule_without_code(served: Ser
     proc = subprocess.run([sys.executable, "-m", "cli", "deploy", "--cron", "30 3 * * 1-5", "--timezone", "Europe/Paris", "--no-schedule"],
                           env=served.env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Deployed 6 deployment(s) to work pool 'salvo-process'" in proc.stdout
+    assert "Deployed 7 deployment(s) to work pool 'salvo-process'" in proc.stdout
     with _client(served) as client:
         nightly = [d for d in client.read_deployments() if d.schedules]
         assert sorted(d.name for d in nightly) == ["nightly", "nightly"]
