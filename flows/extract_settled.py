@@ -14,7 +14,7 @@ from flows.settled import BatchOptions, BatchOutcome, batch_document, split_fini
 from salvo.extract import STATE_DIR, Plan, batch_worker, plan_batch, resume_entry, write_resume_file
 from salvo.batchcore import log_path
 from salvo.items import Worker
-from salvo.report import summarize
+from salvo.report import skip_on_full_disk, summarize
 
 PIPELINE = "netcdf-extract"
 TITLE = "NetCDF batch extraction summary"
@@ -62,8 +62,9 @@ def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | 
     summary = summarize(results, pipeline=PIPELINE, wall_time_s=time.monotonic() - t0)
     root = plan.root
     entries = {it.id: resume_entry(it) for it in plan.items}
-    resume = write_resume_file(root, [entries[r.item_id] for r in results if r.status.ok])  # type: ignore[arg-type]
+    written: dict[str, str] = {}
+    with skip_on_full_disk(written, "resume"):  # a full disk: one warning line; the records are what counts
+        written["resume"] = str(write_resume_file(root, [entries[r.item_id] for r in results if r.status.ok]))  # type: ignore[arg-type]
     logs = {it.id: p for it in plan.items if (p := log_path(options.log_dir, it.id))}  # earlier runs' logs, where kept
-    return batch_document(BatchOutcome(results, summary, logs), report_dir=root, title=TITLE,
-                          extra_reports={"resume": str(resume)})
+    return batch_document(BatchOutcome(results, summary, logs), report_dir=root, title=TITLE, extra_reports=written)
 

@@ -18,6 +18,7 @@ from salvo.fingerprint import item_key
 from salvo.items import Worker
 from salvo.options import RunOptions
 from salvo.outcome import ItemResult, Status
+from salvo.report import skip_on_full_disk
 from tasks.records import record_store, write_record
 
 
@@ -93,5 +94,8 @@ def _finish(outcome: BatchOutcome, plan: Plan, *, fail_on_error: bool) -> Any:
     """The reports, and batch_resume.txt rewritten whole (atomically, in input order)."""
     root: Path = plan.root  # type: ignore[assignment]
     entries = {it.id: resume_entry(it) for it in plan.items}
-    resume = write_resume_file(root, [entries[r.item_id] for r in outcome.results if r.status.ok])
-    return finish_batch(outcome, pipeline=PIPELINE, report_dir=root, title=TITLE, extra_reports={"resume": str(resume)}, fail_on_error=fail_on_error, as_state=True)
+    written: dict[str, str] = {}
+    with skip_on_full_disk(written, "resume"):  # a full disk: one warning line; the records are what counts
+        written["resume"] = str(write_resume_file(root, [entries[r.item_id] for r in outcome.results if r.status.ok]))
+    return finish_batch(outcome, pipeline=PIPELINE, report_dir=root, title=TITLE, extra_reports=written,
+                        fail_on_error=fail_on_error, as_state=True)

@@ -19,6 +19,8 @@ in place) the list is not imported and its files are processed again: more work,
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -54,13 +56,19 @@ class ResumeJournal:
         self.entries, self.outputs = dict(entries), dict(outputs)
         self.listed: set[str] = set()
         self.lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd: int | None = None
         tmp = self.path.with_name(f".salvo-tmp-{RESUME_FILE}-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        # Marked before it has the list's name; an earlier journal's mark goes (its file is replaced now).
-        remember_resume_lists(root, [], marks=[journal_mark(os.fstat(fd))], replaced=True)
-        os.replace(tmp, self.path)
-        self.fd: int | None = fd
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            self.fd = fd
+            # Marked before it has the list's name; an earlier journal's mark goes (its file is replaced now).
+            remember_resume_lists(root, [], marks=[journal_mark(os.fstat(fd))], replaced=True)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            self._give_up(exc)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def __call__(self, result: ItemResult) -> None:
         self.add(result.item_id, result)
@@ -77,7 +85,24 @@ class ResumeJournal:
             if item_id in self.listed or self.fd is None:
                 return
             self.listed.add(item_id)
-            os.write(self.fd, (self.entries[item_id] + "\n").encode("utf-8", "surrogateescape"))
+            try:
+                os.write(self.fd, (self.entries[item_id] + "\n").encode("utf-8", "surrogateescape"))
+            except OSError as exc:
+                self._give_up(exc)
+
+    def _give_up(self, exc: OSError) -> None:
+        """A full disk: batch_resume.txt is the seed's courtesy list, not Salvo's record of what finished
+        (the records are): one warning line, and the batch goes on without it."""
+        from salvo.fsutil import disk_full_reason
+
+        why = disk_full_reason(exc)
+        if why is None:
+            raise exc
+        logging.getLogger("salvo.extract").warning("batch_resume.txt not kept up to date: %s", why)
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+        self.fd = None
 
     def close(self) -> None:
         with self.lock:

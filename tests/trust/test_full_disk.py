@@ -136,3 +136,32 @@ def test_records_on_a_full_disk_are_one_line_and_the_next_run_records_them(tiny_
     assert len(list(state.glob("records/*"))) >= 2, "the records were written once there was space"
     final = salvo(*args, env=env)
     assert final.returncode == 0 and all(i["cached"] for i in json.loads(final.stdout)["items"])
+
+
+def test_an_extract_output_folder_on_a_full_disk_is_one_line_each_and_finishes_with_space(tiny_disk: Path, tmp_path: Path,
+                                                                                         child_env: dict) -> None:
+    """The folder the inputs, plots, reports and batch_resume.txt live in is full: each item fails in
+    one line, the batch still ends with its JSON (batch_resume.txt and the reports are skipped with
+    a warning line, never a traceback), and with space again the same command finishes."""
+    data = tiny_disk / "data"
+    data.mkdir()
+    shutil.copy(PUBLIC_FIXTURES / "dvmdostem-imnaviat" / "run-mask.nc", data / "run-mask.nc")
+    mode = tmp_path / "mode"
+    mode.write_text("good")
+    filler = _fill(tiny_disk)
+    env = {**child_env, "SALVO_SPOOL_DIR": str(tmp_path / "spool")}
+    args = ["extract", "--directory", str(data), "--state", str(tmp_path / "state"), "--json",
+            "--worker-command", _command("plot", mode, "{output_dir}", "{input}")]
+    full = salvo(*args, env=env)
+    assert "Traceback" not in full.stderr and "Traceback" not in full.stdout, full.stderr[-3000:]
+    assert full.returncode == 1, full.stderr[-3000:]
+    (item,) = json.loads(full.stdout)["items"]
+    # The user's command itself fails to write its plot (its own exit code; its log cannot be written either).
+    assert item["status"] == "error" and len(item["reason"].splitlines()) == 1, item
+    assert _visible_leftovers(data) == [] and not (data / "run-mask_results").exists()
+
+    filler.unlink()
+    again = salvo(*args, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [i["status"] for i in json.loads(again.stdout)["items"]] == ["success"]
+    assert (data / "run-mask_results").is_dir() and (data / "batch_resume.txt").read_text().split() == ["run-mask.nc"]
