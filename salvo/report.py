@@ -47,8 +47,9 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        """True when no item failed."""
-        return self.failed == 0
+        """True when every item is done: none failed and none was left unstarted (a batch stopped by
+        Ctrl-C between two items is not green, though no item of it failed)."""
+        return self.failed == 0 and not self.counts.get(Status.NOT_RUN.value)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

@@ -136,14 +136,17 @@ def task_state(results: list[ItemResult]) -> State:
         return Completed(message=text, data=results)
     more = " ..." if len(not_run) > 10 else ""
     cut = f"{len(not_run)} not run: " + ", ".join(not_run[:10]) + more if not_run else ""
-    if not message:
-        return Cancelled(message=f"interrupted: {cut}"[:500], data=results)
-    if len(results) == 1:
+    if len(results) == 1 and message:
         r = results[0]
         return Failed(message=f"{r.item_id}: {r.status.value}: {r.reason}"[:500], data=results)
-    for r in results:  # each failed item of a grouped task: a red task run of its own, named after it
-        if r.status.failed:
+    # A group that is not green: each of its items that ran gets a task run of its own, named after it,
+    # red for a failure and green for a success, so that the items under green task runs are exactly
+    # the items that succeeded (the group itself is red or cancelled).
+    for r in results:
+        if r.status.failed or r.status.ok:
             item_outcome(r, return_state=True)
+    if not message:
+        return Cancelled(message=f"interrupted: {cut}"[:500], data=results)
     return Failed(message="; ".join(x for x in (message, cut) if x)[:500], data=results)
 
 
@@ -153,6 +156,9 @@ def _outcome_name(parameters: dict[str, Any]) -> str:
 
 @task(task_run_name=_outcome_name, cache_policy=NONE, persist_result=False, retries=0)
 def item_outcome(result: ItemResult) -> State:
-    """The outcome of a failed item that ran inside a task carrying several: it runs nothing, it
-    shows the item as a failed task run of its own (its reason in the state's message)."""
+    """The outcome of an item that ran inside a task carrying several that is not green: it runs
+    nothing, it shows the item as a task run of its own, Completed for a success, Failed with its
+    reason for a failure."""
+    if result.status.ok:
+        return Completed(message=f"{result.item_id}: {result.status.value}"[:500], data=ItemResults([result]))
     return Failed(message=f"{result.item_id}: {result.status.value}: {result.reason}"[:500], data=ItemResults([result]))

@@ -93,13 +93,15 @@ def test_a_failed_item_of_a_grouped_task_is_a_failed_task_run_of_its_own(tmp_pat
     state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), run=_run(retries=1, items_per_task=2), return_state=True)
     assert state.is_failed() and state.message.startswith("1 of 4 items failed: b; report: ")
     _, tasks, _ = asyncio.run(_read(state.state_details.flow_run_id))
-    # No green task run holds a failure: the group that carried b is red and names it, b has a red run of its own.
-    assert {t.name: t.state.type.value for t in tasks} == {"a (+1 more)": "FAILED", "b": "FAILED", "c (+1 more)": "COMPLETED"}
+    # No green task run holds a failure: the group that carried b is red and names it, b has a red run of its own,
+    # and a, which succeeded in that red group, a green run of its own.
+    assert {t.name: t.state.type.value for t in tasks} == {"a (+1 more)": "FAILED", "a": "COMPLETED", "b": "FAILED",
+                                                         "c (+1 more)": "COMPLETED"}
     (b,) = [t for t in tasks if t.name == "b"]
     assert b.state.message.startswith("b: error:")
     (group,) = [t for t in tasks if t.name == "a (+1 more)"]
     assert group.state.message == "1 of 2 items failed: b"
-    (green,) = [t for t in tasks if t.state.is_completed()]
+    (green,) = [t for t in tasks if t.state.is_completed() and t.name != "a"]
     assert green.state.message == "2 items succeeded: c, d"
     assert {n: len(markers(tmp_path / "calls", n)) for n in spec} == {"a": 1, "b": 2, "c": 1, "d": 1}
 
@@ -108,21 +110,24 @@ def test_a_large_local_batch_groups_items_and_every_failed_item_is_its_own_task_
     spec = {f"i{n:02d}": ("fail" if n in (7, 30) else "write_output") for n in range(40)}
     state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), run=_run(retries=0), return_state=True)
     assert state.is_failed() and state.message.startswith("2 of 40 items failed: i07, i30; report: ")
-    # Task runs reach the API as events, a moment after the flow returns: 14 groups and 2 failed items.
+    # Task runs reach the API as events, a moment after the flow returns: 14 groups, and a run of its own for
+    # each of the 6 items of the two red groups (2 failed, 4 succeeded).
+    own = ("i06", "i07", "i08", "i30", "i31", "i32")
     seen: list[Any] = []
-    wait_until(lambda: len(seen.__setitem__(slice(None), asyncio.run(_read(state.state_details.flow_run_id))[1]) or seen) >= 16, timeout=60, interval=0.5)
+    wait_until(lambda: len(seen.__setitem__(slice(None), asyncio.run(_read(state.state_details.flow_run_id))[1]) or seen) >= 20, timeout=60, interval=0.5)
     tasks = seen
-    groups = [t for t in tasks if t.name not in ("i07", "i30")]
+    groups = [t for t in tasks if t.name not in own]
     assert len(groups) == 14  # 40 items, 3 a task (about eight tasks per worker)
     assert sum(1 for t in groups if t.name.endswith("(+2 more)")) == 13
     # The two groups that carried a failure are red (naming it), as are the failures' own runs.
     assert sorted(t.name for t in tasks if not t.state.is_completed()) == ["i06 (+2 more)", "i07", "i30", "i30 (+2 more)"]
     assert all(t.state.is_failed() for t in tasks if not t.state.is_completed())
-    # The items the green runs carry (named in their messages) are successful ones, and every success
-    # outside them shares a red group with a failure.
+    # The items the green runs carry (named in their messages) are exactly the successful ones: the groups'
+    # and, for the successes of the red groups, their own green runs.
     carried = {i for t in groups if t.state.is_completed()
                for i in (t.state.message.split(": ", 1)[1].split(", ") if t.state.message else [t.name])}
-    assert carried == set(spec) - {"i06", "i07", "i08", "i30", "i31", "i32"}
+    assert carried == set(spec) - set(own)
+    assert {t.name for t in tasks if t.name in own and t.state.is_completed()} == {"i06", "i08", "i31", "i32"}
     assert all(len(markers(tmp_path / "calls", n)) == 1 for n in spec)
 
 
@@ -140,3 +145,15 @@ def test_batch_state() -> None:
     assert s.is_failed() and s.message == "1 of 2 items failed: b" and s.data.summary is bad
     stopped = {"summary": {"ok": False, "failed": 1, "total": 2, "failed_items": ["b"], "counts": {"success": 1, "interrupted": 1}}}
     assert batch_state(stopped).is_cancelled() and batch_state(stopped).message.startswith("interrupted: ")
+
+
+def test_a_batch_stopped_between_two_items_is_not_green() -> None:
+    """Ctrl-C between two items: none failed, but some never started; the batch is not ok and not Completed."""
+    from salvo.outcome import ItemResult, Status
+    from salvo.report import summarize
+
+    results = [ItemResult("a", Status.SUCCESS), ItemResult("b", Status.NOT_RUN, reason="not started: the batch was interrupted")]
+    summary = summarize(results, pipeline="p")
+    assert summary.failed == 0 and not summary.ok
+    state = batch_state({"summary": summary.to_dict()})
+    assert not state.is_completed()
