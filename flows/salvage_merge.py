@@ -58,15 +58,30 @@ def rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | 
              "item": result.to_dict()}
     if k:
         note_model_run(layout, k, model)
+    _MODEL_DOCS[(str(layout.work), k)] = model
     # The subflow's state is its model run's: a round whose model timed out or failed is red.
     if result.status.failed:
         return Failed(message=f"round {k}: the model ended {result.status.value}: {result.reason}"[:500], data=model)
     return Completed(data=model)
 
 
+#: The document each `rerun` subflow made in this process, by (work folder, round): its state's data
+#: is not persisted, and a state the engine read back from a busy API comes without it.
+_MODEL_DOCS: dict[tuple[str, int], dict[str, Any]] = {}
+
+
 def _rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions, config: str | None) -> dict[str, Any]:
     """Run the `rerun` subflow; its document whatever its state."""
-    return rerun(layout, k, model_command, run, config, return_state=True).result(raise_on_failure=False)
+    from prefect.exceptions import MissingResult
+
+    state = rerun(layout, k, model_command, run, config, return_state=True)
+    made = _MODEL_DOCS.pop((str(layout.work), k), None)
+    try:
+        return state.result(raise_on_failure=False)
+    except MissingResult:
+        if made is None:
+            raise
+        return made
 
 
 @flow(name="merge", flow_run_name="round-{k}-merge")
