@@ -224,9 +224,15 @@ def test_the_next_command_marks_a_killed_commands_run_crashed(tmp_path: Path, pr
     env = child_env_for(prefect_api)
     tree, token, _ = _kill_driver_mid_item(tmp_path, env)
     assert wait_until(lambda: not any(process_alive(p) for p in tree), timeout=10)
-    running = _runs(prefect_api, "RUNNING")
-    killed = [r for r in running if any(t.startswith("salvo-driver:") for t in r["tags"]) and "slow" in r["name"]]
-    assert len(killed) == 1, [r["name"] for r in running]
+    def killed_runs() -> list[dict]:
+        running = _runs(prefect_api, "RUNNING")
+        return [r for r in running if any(t.startswith("salvo-driver:") for t in r["tags"]) and "slow" in r["name"]]
+
+    # The API may show the killed run's Running state a moment after the driver died (a loaded machine).
+    wait_until(lambda: killed_runs(), timeout=30, interval=0.5)
+    killed = killed_runs()
+    slow = _post(f"{prefect_api}/flow_runs/filter", {"flow_runs": {"name": {"like_": "slow"}}, "limit": 20})
+    assert len(killed) == 1, [(r["name"], r["state"] and r["state"]["type"]) for r in slow]  # type: ignore[union-attr, index]
     nxt = salvo("extract", "--json", "--directory", str(_inputs(tmp_path / "next")), "--worker-command", _sleeper(tmp_path), env=env)
     assert nxt.returncode == 0, nxt.stderr[-2000:]
     run = _read_run(prefect_api, killed[0]["id"])
