@@ -35,9 +35,13 @@ BIG, SMALL = "01_v1_batch-bench", "02_v1_batch-bench-small"
 
 def _frame(i: int) -> pd.DataFrame:
     rng = np.random.default_rng(i)
-    data = {"sample": np.arange(ROWS, dtype=np.int64), "rep": rng.integers(0, 3, ROWS),
-            "perturbation": ["parameter_distortion"] * ROWS, "level": rng.choice([1.1, 1.5, 2.0], ROWS),
-            "seed": rng.integers(0, 2**32, ROWS)}
+    data = {
+        "sample": np.arange(ROWS, dtype=np.int64),
+        "rep": rng.integers(0, 3, ROWS),
+        "perturbation": ["parameter_distortion"] * ROWS,
+        "level": rng.choice([1.1, 1.5, 2.0], ROWS),
+        "seed": rng.integers(0, 2**32, ROWS),
+    }
     for f in ("final", "peak", "t_peak", "t_half", "auc", "o_final", "o_peak", "o_auc"):
         data[f] = rng.random(ROWS)
     return pd.DataFrame(data)
@@ -61,8 +65,9 @@ def _make(root: Path, n: int) -> None:
             record_event(exp, aid, "started", result_name=RESULT)
             with exp.open_write(data_file_name(RESULT, aid)) as fh:
                 pq.write_table(pa.Table.from_pandas(df, preserve_index=False), fh)
-            record_event(exp, aid, "completed", result_name=RESULT, n_rows=ROWS,
-                         result_file=data_file_name(RESULT, aid))
+            record_event(
+                exp, aid, "completed", result_name=RESULT, n_rows=ROWS, result_file=data_file_name(RESULT, aid)
+            )
             if folder == BIG:
                 with open(seed_dir / f"{RESULT}_{aid}.pkl", "wb") as fh:
                     pickle.dump(df, fh)
@@ -70,7 +75,8 @@ def _make(root: Path, n: int) -> None:
         publish_ledger(exp)
         if folder == BIG:
             pd.DataFrame({"assembly_id": ids, "timestamp": "", "status": "completed"}).to_csv(
-                seed_dir / "assembly_list.csv", index=False)
+                seed_dir / "assembly_list.csv", index=False
+            )
 
 
 def _child(kind: str, root: str) -> None:
@@ -105,8 +111,9 @@ def _child(kind: str, root: str) -> None:
 
 
 def _measure(kind: str, root: Path) -> dict[str, float]:
-    proc = subprocess.Popen([sys.executable, __file__, "--child", kind, str(root)],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", kind, str(root)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -126,26 +133,36 @@ def run() -> str:
         root = Path(tmp)
         _make(root, n)
         setup = time.perf_counter() - t0
-        rows = [("salvo: stream to one Parquet file", "stream", n),
-                (f"salvo: stream, {n // 10} assemblies (memory check)", "small", n // 10),
-                ("salvo: one DataFrame (reassemble_frame)", "frame", n),
-                ("seed: pickles + pandas.concat", "seed", n),
-                ("seed: pickles + pandas.concat, then to_parquet", "seed-parquet", n)]
+        rows = [
+            ("salvo: stream to one Parquet file", "stream", n),
+            (f"salvo: stream, {n // 10} assemblies (memory check)", "small", n // 10),
+            ("salvo: one DataFrame (reassemble_frame)", "frame", n),
+            ("seed: pickles + pandas.concat", "seed", n),
+            ("seed: pickles + pandas.concat, then to_parquet", "seed-parquet", n),
+        ]
         results = [(label, count, _measure(kind, root)) for label, kind, count in rows]
-    lines = [f"## Re-assembly ({n} assemblies x {ROWS:,} rows; SALVO_BENCH_SCALE={scale:g})", "",
-             f"Data written once beforehand in {setup:.0f} s (Parquet via the ledger, and pickles).",
-             "", "| variant | assemblies | rows | wall time (s) | peak RSS (MiB) |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"## Re-assembly ({n} assemblies x {ROWS:,} rows; SALVO_BENCH_SCALE={scale:g})",
+        "",
+        f"Data written once beforehand in {setup:.0f} s (Parquet via the ledger, and pickles).",
+        "",
+        "| variant | assemblies | rows | wall time (s) | peak RSS (MiB) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for label, limit, r in results:
         lines.append(f"| {label} | {limit} | {r['rows']:,} | {r['wall_s']:.1f} | {r['peak_mib']:.0f} |")
     stream, small, frame_, seed, seed_pq = (r[2] for r in results)
-    lines += ["", f"- Same end product (one Parquet file): salvo {stream['wall_s']:.1f} s / "
-              f"{stream['peak_mib']:.0f} MiB vs seed {seed_pq['wall_s']:.1f} s / {seed_pq['peak_mib']:.0f} MiB "
-              f"({seed_pq['wall_s'] / stream['wall_s']:.1f}x faster, "
-              f"{seed_pq['peak_mib'] / stream['peak_mib']:.0f}x less memory).",
-              f"- The seed's in-memory concat alone takes {seed['wall_s']:.1f} s but holds everything: "
-              f"{seed['peak_mib']:.0f} MiB, growing with every assembly.",
-              f"- Streaming memory is flat: {small['peak_mib']:.0f} MiB for {results[1][1]} assemblies, "
-              f"{stream['peak_mib']:.0f} MiB for {results[0][1]}."]
+    lines += [
+        "",
+        f"- Same end product (one Parquet file): salvo {stream['wall_s']:.1f} s / "
+        f"{stream['peak_mib']:.0f} MiB vs seed {seed_pq['wall_s']:.1f} s / {seed_pq['peak_mib']:.0f} MiB "
+        f"({seed_pq['wall_s'] / stream['wall_s']:.1f}x faster, "
+        f"{seed_pq['peak_mib'] / stream['peak_mib']:.0f}x less memory).",
+        f"- The seed's in-memory concat alone takes {seed['wall_s']:.1f} s but holds everything: "
+        f"{seed['peak_mib']:.0f} MiB, growing with every assembly.",
+        f"- Streaming memory is flat: {small['peak_mib']:.0f} MiB for {results[1][1]} assemblies, "
+        f"{stream['peak_mib']:.0f} MiB for {results[0][1]}.",
+    ]
     return "\n".join(lines)
 
 

@@ -59,7 +59,7 @@ def make_data(root: Path, *, years: int, compress: bool) -> int:
                     n = min(step, v.shape[0] - t)
                     season = np.sin(np.arange(t, t + n) * np.pi / 6).astype("f4")[:, None, None] * 10
                     noise = np.round(rng.random((n, NY, NX), dtype="f4"), 2)
-                    v[t:t + n] = field + season + noise + offset + i
+                    v[t : t + n] = field + season + noise + offset + i
     return sum(p.stat().st_size for folder in ("salvaged", "rerun") for p in (root / folder).iterdir())
 
 
@@ -78,8 +78,16 @@ def _create_compressed(path: Path, spec: object, *, ny: int, nx: int, years: int
     t = ds.createVariable("time", "f8", ("time",))
     t.setncatts({"units": "days since 1901-1-1 0:0:0", "calendar": "365_day", "long_name": "time"})
     t[:] = np.arange(nt) * (365.0 / 12)
-    v = ds.createVariable(spec.var, spec.dtype, ("time", "y", "x"), fill_value=fill_of(spec.dtype),  # type: ignore[attr-defined]
-                          compression="zlib", complevel=LEVEL, shuffle=True, chunksizes=(1, ny, nx))
+    v = ds.createVariable(
+        spec.var,
+        spec.dtype,
+        ("time", "y", "x"),
+        fill_value=fill_of(spec.dtype),  # type: ignore[attr-defined]
+        compression="zlib",
+        complevel=LEVEL,
+        shuffle=True,
+        chunksizes=(1, ny, nx),
+    )
     v.setncatts({"units": spec.units, "long_name": spec.long_name})  # type: ignore[attr-defined]
     return ds
 
@@ -100,8 +108,10 @@ def write_mask(root: Path) -> Path:
 
 def _cdo(root: Path, out: Path, compress: bool) -> list[str]:
     z = f"-z zip_{LEVEL} " if compress else ""
-    loop = (f"mkdir -p {out} && cd {root} && for f in salvaged/*_monthly_tr.nc; do n=$(basename $f); "
-            f"cdo -s -f nc4 {z}ifthenelse mask.nc rerun/$n salvaged/$n {out}/$n || exit 1; done")
+    loop = (
+        f"mkdir -p {out} && cd {root} && for f in salvaged/*_monthly_tr.nc; do n=$(basename $f); "
+        f"cdo -s -f nc4 {z}ifthenelse mask.nc rerun/$n salvaged/$n {out}/$n || exit 1; done"
+    )
     return ["sh", "-c", loop]
 
 
@@ -162,7 +172,7 @@ def check_identical(ours: Path, cdo: Path) -> int:
                 va, vb = a.variables[name], b.variables[name]
                 va.set_auto_maskandscale(False), vb.set_auto_maskandscale(False)
                 for t in range(0, va.shape[0], 120):
-                    x, y = np.asarray(va[t:t + 120]), np.asarray(vb[t:t + 120])
+                    x, y = np.asarray(va[t : t + 120]), np.asarray(vb[t : t + 120])
                     if x.shape != y.shape or not np.array_equal(x, y):
                         raise AssertionError(f"{f.name}:{name} differs between salvo's merge and CDO's at steps {t}..")
                     compared += x.size
@@ -181,7 +191,9 @@ def _one(root: Path, *, years: int, compress: bool) -> dict:
     runs: dict[str, list[tuple[float, float, float]]] = {"salvo": [], "cdo": []}
     compared = 0
     for i in range(REPEAT):
-        runs["salvo"].append(_measure([*me, "salvo", str(root / "salvaged"), str(root / "rerun"), str(root / f"ours{i}")]))
+        runs["salvo"].append(
+            _measure([*me, "salvo", str(root / "salvaged"), str(root / "rerun"), str(root / f"ours{i}")])
+        )
         runs["cdo"].append(_measure(_cdo(root, root / f"cdo{i}", compress)))
         if i == 0:
             compared = check_identical(root / "ours0", root / "cdo0")
@@ -217,32 +229,51 @@ def run() -> str:
         "| data | method | wall time (s) | runs (s) | vs CDO (wall) | CPU user+sys (s) | vs CDO (CPU) | peak RSS (MiB) |",
         "|---|---|---:|---|---:|---:|---:|---:|",
     ]
-    names = {"salvo": "salvo `merge_outputs` (streamed, checked cell by cell)",
-             "cdo": f"`cdo ifthenelse` x {FILES} files", "eager": "seed: load each file + `xr.where`"}
+    names = {
+        "salvo": "salvo `merge_outputs` (streamed, checked cell by cell)",
+        "cdo": f"`cdo ifthenelse` x {FILES} files",
+        "eager": "seed: load each file + `xr.where`",
+    }
     goals, notes = [], []
     for compress, res in results.items():
         label = f"zlib level {LEVEL}" if compress else "uncompressed"
-        med = {k: (statistics.median(w for w, _, _ in v), max(r for _, r, _ in v), statistics.median(c for _, _, c in v))
-               for k, v in res["runs"].items()}
+        med = {
+            k: (statistics.median(w for w, _, _ in v), max(r for _, r, _ in v), statistics.median(c for _, _, c in v))
+            for k, v in res["runs"].items()
+        }
         for key, (wall, rss, cpu) in med.items():
             each = ", ".join(f"{w:.1f}" for w, _, _ in res["runs"][key])
-            lines.append(f"| {label}, {res['size'] / 2**30:.2f} GiB in | {names[key]} | {wall:.1f} | {each} | "
-                         f"{wall / med['cdo'][0]:.2f}x | {cpu:.1f} | {cpu / max(med['cdo'][2], 1e-6):.2f}x | {rss:.0f} |")
-        notes.append(f"{label}: inputs {res['size'] / 2**30:.2f} GiB (both runs) written in {res['gen']:.0f} s; merged output "
-                     f"{res['out_size'] / 2**30:.2f} GiB; {res['compared']:,} merged values identical to CDO's")
+            lines.append(
+                f"| {label}, {res['size'] / 2**30:.2f} GiB in | {names[key]} | {wall:.1f} | {each} | "
+                f"{wall / med['cdo'][0]:.2f}x | {cpu:.1f} | {cpu / max(med['cdo'][2], 1e-6):.2f}x | {rss:.0f} |"
+            )
+        notes.append(
+            f"{label}: inputs {res['size'] / 2**30:.2f} GiB (both runs) written in {res['gen']:.0f} s; merged output "
+            f"{res['out_size'] / 2**30:.2f} GiB; {res['compared']:,} merged values identical to CDO's"
+        )
         ratio, mem = med["salvo"][0] / med["cdo"][0], med["salvo"][1]
-        goals.append(goal(f"merge, {label}", measured=f"{med['salvo'][0]:.1f} s, {mem:.0f} MiB",
-                          anchor=f"`cdo ifthenelse` {med['cdo'][0]:.1f} s, {med['cdo'][1]:.0f} MiB",
-                          target="<= 1.0x CDO, <= 300 MiB", met=ratio <= 1.0 and mem <= 300,
-                          miss=f"{ratio:.2f}x CDO (CPU {med['salvo'][2] / max(med['cdo'][2], 1e-6):.2f}x), {mem:.0f} MiB",
-                          why=WHY_COMPRESSED if compress else WHY_PLAIN))
+        goals.append(
+            goal(
+                f"merge, {label}",
+                measured=f"{med['salvo'][0]:.1f} s, {mem:.0f} MiB",
+                anchor=f"`cdo ifthenelse` {med['cdo'][0]:.1f} s, {med['cdo'][1]:.0f} MiB",
+                target="<= 1.0x CDO, <= 300 MiB",
+                met=ratio <= 1.0 and mem <= 300,
+                miss=f"{ratio:.2f}x CDO (CPU {med['salvo'][2] / max(med['cdo'][2], 1e-6):.2f}x), {mem:.0f} MiB",
+                why=WHY_COMPRESSED if compress else WHY_PLAIN,
+            )
+        )
     return "\n".join([*lines, "", *(f"- {n}" for n in notes), *goals]) + "\n"
 
 
-WHY_PLAIN = ("both read two runs and write one through NetCDF/HDF5; salvo also checks every merged cell (a digest per "
-             "slab taken while writing, then the closed file read back once) and merges run_status.nc, which CDO does not")
-WHY_COMPRESSED = ("the time is zlib's: decompressing both runs and compressing the merged one; salvo also reads the "
-                  "merged file back (decompressing it again) for its cell-by-cell check")
+WHY_PLAIN = (
+    "both read two runs and write one through NetCDF/HDF5; salvo also checks every merged cell (a digest per "
+    "slab taken while writing, then the closed file read back once) and merges run_status.nc, which CDO does not"
+)
+WHY_COMPRESSED = (
+    "the time is zlib's: decompressing both runs and compressing the merged one; salvo also reads the "
+    "merged file back (decompressing it again) for its cell-by-cell check"
+)
 
 
 if __name__ == "__main__":

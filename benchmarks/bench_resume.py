@@ -100,26 +100,55 @@ def run() -> str:
     finally:
         subprocess.run([sys.executable, "-m", "cli", "server", "stop"], env=env, check=False, capture_output=True)
     records = sum(1 for _ in Path(paths["state"], "records").iterdir())
-    lines = [f"## Resume: {n} items, fully finished ({machine()})", "",
-             f"Set-up (inputs, outputs, records): {setup_s:.1f} s; {records} entries in records/ (records + index/ + claims/).", "",
-             "| what (goal: whole command <= 2 s) | median s | min s | max s |", "|---|---|---|---|"]
+    lines = [
+        f"## Resume: {n} items, fully finished ({machine()})",
+        "",
+        f"Set-up (inputs, outputs, records): {setup_s:.1f} s; {records} entries in records/ (records + index/ + claims/).",
+        "",
+        "| what (goal: whole command <= 2 s) | median s | min s | max s |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {label} | {med:.2f} | {lo:.2f} | {hi:.2f} |" for label, med, lo, hi in rows]
     whole, keys = rows[0][1], rows[2][1]
-    lines += ["", goal(f"fully resumed {n:,} items", measured=f"{whole:.2f} s (keys + index alone {keys:.2f} s)", anchor="-", target="<= 2 s",
-                       met=whole <= 2.0, miss=f"{whole - 2.0:.1f} s",
-                       why="no Prefect import and no API on this path; of the CPU time left, keys + index take about half (the rows above), "
-                           "the interpreter and salvo's imports (pydantic, fsspec) about a fifth, the reports and the --json document about a fifth "
-                           "(three files of 10,000 rows, each fsynced), planning about a sixth (discovery, the layout check, one readability check "
-                           "per input)")]
+    lines += [
+        "",
+        goal(
+            f"fully resumed {n:,} items",
+            measured=f"{whole:.2f} s (keys + index alone {keys:.2f} s)",
+            anchor="-",
+            target="<= 2 s",
+            met=whole <= 2.0,
+            miss=f"{whole - 2.0:.1f} s",
+            why="no Prefect import and no API on this path; of the CPU time left, keys + index take about half (the rows above), "
+            "the interpreter and salvo's imports (pydantic, fsspec) about a fifth, the reports and the --json document about a fifth "
+            "(three files of 10,000 rows, each fsynced), planning about a sixth (discovery, the layout check, one readability check "
+            "per input)",
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _measure(paths: dict[str, str], env: dict[str, str]) -> list[tuple[str, float, float, float]]:
-    cli = [sys.executable, "-m", "cli", "extract", "--directory", paths["src"], "--output-dir", paths["out"],
-           "--state", paths["state"], "--worker-command", WORKER, "--json"]
+    cli = [
+        sys.executable,
+        "-m",
+        "cli",
+        "extract",
+        "--directory",
+        paths["src"],
+        "--output-dir",
+        paths["out"],
+        "--state",
+        paths["state"],
+        "--worker-command",
+        WORKER,
+        "--json",
+    ]
     rows = []
-    for label, extra_env in (("`salvo extract`, fully resumed", {}),
-                             ("the same, hash cache off (every input hashed again)", {"SALVO_HASH_CACHE": "off"})):
+    for label, extra_env in (
+        ("`salvo extract`, fully resumed", {}),
+        ("the same, hash cache off (every input hashed again)", {"SALVO_HASH_CACHE": "off"}),
+    ):
         walls = []
         for _ in range(3):
             m = measure(cli, env={**env, **extra_env})
@@ -129,14 +158,33 @@ def _measure(paths: dict[str, str], env: dict[str, str]) -> list[tuple[str, floa
         rows.append((label, statistics.median(walls), min(walls), max(walls)))
     inproc, keys = [], []
     for _ in range(3):
-        done = subprocess.run([sys.executable, "-c", IN_PROCESS, paths["src"], paths["out"], paths["state"], WORKER],
-                              env=env, capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", IN_PROCESS, paths["src"], paths["out"], paths["state"], WORKER],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         doc = json.loads(done.stdout.strip().splitlines()[-1])
         assert doc["done"], "the batch was not seen as fully finished"
         inproc.append(doc["s"])
         keys.append(doc["keys_s"])
-    rows.append(("resume keys + index alone (`split_finished`: hashes from the cache, one index read)", statistics.median(keys), min(keys), max(keys)))
-    rows.append(("`already_done` alone (planning, keys, index, reports; no start-up)", statistics.median(inproc), min(inproc), max(inproc)))
+    rows.append(
+        (
+            "resume keys + index alone (`split_finished`: hashes from the cache, one index read)",
+            statistics.median(keys),
+            min(keys),
+            max(keys),
+        )
+    )
+    rows.append(
+        (
+            "`already_done` alone (planning, keys, index, reports; no start-up)",
+            statistics.median(inproc),
+            min(inproc),
+            max(inproc),
+        )
+    )
     return rows
 
 

@@ -64,7 +64,9 @@ def _measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def _interleaved(contenders: dict[str, tuple[object, dict[str, str]]], src: Path, work: Path, reps: int) -> dict[str, tuple[float, float, float]]:
+def _interleaved(
+    contenders: dict[str, tuple[object, dict[str, str]]], src: Path, work: Path, reps: int
+) -> dict[str, tuple[float, float, float]]:
     """Run each contender ``reps`` times in turn (A B C A B C ...), after one uncounted round that warms
     the page cache and .pyc files: a machine whose speed drifts hits every contender alike. Medians."""
     got: dict[str, list[tuple[float, float, float]]] = {k: [] for k in contenders}
@@ -74,7 +76,10 @@ def _interleaved(contenders: dict[str, tuple[object, dict[str, str]]], src: Path
             m = _measure(argv_for(folder), env)  # type: ignore[operator]
             if i:
                 got[label].append(m)
-    return {k: (statistics.median(m[0] for m in v), statistics.median(m[1] for m in v), max(m[2] for m in v)) for k, v in got.items()}
+    return {
+        k: (statistics.median(m[0] for m in v), statistics.median(m[1] for m in v), max(m[2] for m in v))
+        for k, v in got.items()
+    }
 
 
 def run() -> str:
@@ -90,7 +95,12 @@ def run() -> str:
         env = {k: v for k, v in bench_env().items() if k not in ("PREFECT_API_URL", "PYTEST_CURRENT_TEST")}
         env["PREFECT_HOME"] = str(work / "prefect-home")
         salvo = [sys.executable, "-m", "cli", "extract", "--json", "--directory"]
-        local_env = {**env, "SALVO_LOCAL_SERVER": "1", "SALVO_SERVER_PORT": str(free_port()), "PREFECT_UI_ENABLED": "false"}
+        local_env = {
+            **env,
+            "SALVO_LOCAL_SERVER": "1",
+            "SALVO_SERVER_PORT": str(free_port()),
+            "PREFECT_UI_ENABLED": "false",
+        }
         t0 = time.monotonic()
         _measure([*salvo, str(_inputs(src, work / "first"))], local_env)  # starts the local server (untimed)
         first = time.monotonic() - t0
@@ -123,45 +133,64 @@ def run() -> str:
     for label in ("plain", "local", "ephemeral", "import", "trivial"):
         if label in got:
             wall, cpu, peak = got[label]
-            rows.append(f"| {names[label]} | {wall:.1f} | {wall - base:+.1f} s | {wall - trivial[0]:+.1f} s | {cpu:.1f} | {cpu - base_cpu:+.1f} s | {peak:.0f} |")
+            rows.append(
+                f"| {names[label]} | {wall:.1f} | {wall - base:+.1f} s | {wall - trivial[0]:+.1f} s | {cpu:.1f} | {cpu - base_cpu:+.1f} s | {peak:.0f} |"
+            )
     over_plain, over_floor = local[0] - base, local[0] - trivial[0]
-    return "\n".join([
-        f"## Start-up cost: `salvo extract` on {FILES} small files vs plain Python and Prefect's floor",
-        "",
-        f"Each contender is a fresh child process over a fresh copy of {FILES} NetCDF files (12 steps, 6x8 grid);"
-        f" median of {reps} run(s) after one warm-up round, the contenders taking turns (plain, salvo, trivial flow,"
-        " import, plain, ...). CPU time is the command's own and its children's"
-        " (the local server's is not: it is shared); wall time depends on the machine's load, CPU time less so."
-        " Peak RSS is the largest process of the tree. The temporary-API variant (SALVO_LOCAL_SERVER=0) runs only"
-        " with SALVO_BENCH_FULL=1.",
-        "",
-        *rows,
-        "",
-        goal("start-up vs Prefect's floor", measured=f"`salvo extract` {local[0]:.1f} s ({over_floor:+.1f} s)",
-             anchor=f"a trivial one-task flow on the same server {trivial[0]:.1f} s", target="<= +0.5 s",
-             met=over_floor <= 0.5, miss=f"{over_floor - 0.5:.1f} s",
-             why=f"CPU {local[1]:.1f} s against the trivial flow's {trivial[1]:.1f} s and the plain loop's {base_cpu:.1f} s. " + WHY_FLOOR),
-        goal("start-up vs plain loop", measured=f"`salvo extract` {over_plain:+.1f} s over plain Python ({base:.1f} s)",
-             anchor=f"the trivial flow {trivial[0] - base:+.1f} s over it", target="<= +1.5 s",
-             met=over_plain <= 1.5, miss=f"{over_plain - 1.5:.1f} s",
-             why=(f"`import prefect` alone costs {importp[0]:.1f} s and the trivial flow on the same server {trivial[0]:.1f} s"
-                  " in this run: Prefect's floor is most of it (the plain loop imports no Prefect); " + WHY_FLOOR)),
-        "",
-        f"The first command, which started the local server, took {first:.1f} s (untimed: the server's start is paid"
-        " once per PREFECT_HOME, not per batch; it keeps running until `salvo server stop`).",
-        "What is configured to keep this small: no heartbeat wait at the end of a CLI flow run"
-        " (`flows.heartbeat_frequency=None`), one warm zygote per worker thread so each item forks"
-        " with its imports already paid, and `--parallel` running Dask threads inside the flow's process"
-        " (one API, not one per Dask worker process; docs/deploy.md says to give an external cluster's"
-        " workers PREFECT_API_URL for the same reason), and the local server shared by every command.",
-    ])
+    return "\n".join(
+        [
+            f"## Start-up cost: `salvo extract` on {FILES} small files vs plain Python and Prefect's floor",
+            "",
+            f"Each contender is a fresh child process over a fresh copy of {FILES} NetCDF files (12 steps, 6x8 grid);"
+            f" median of {reps} run(s) after one warm-up round, the contenders taking turns (plain, salvo, trivial flow,"
+            " import, plain, ...). CPU time is the command's own and its children's"
+            " (the local server's is not: it is shared); wall time depends on the machine's load, CPU time less so."
+            " Peak RSS is the largest process of the tree. The temporary-API variant (SALVO_LOCAL_SERVER=0) runs only"
+            " with SALVO_BENCH_FULL=1.",
+            "",
+            *rows,
+            "",
+            goal(
+                "start-up vs Prefect's floor",
+                measured=f"`salvo extract` {local[0]:.1f} s ({over_floor:+.1f} s)",
+                anchor=f"a trivial one-task flow on the same server {trivial[0]:.1f} s",
+                target="<= +0.5 s",
+                met=over_floor <= 0.5,
+                miss=f"{over_floor - 0.5:.1f} s",
+                why=f"CPU {local[1]:.1f} s against the trivial flow's {trivial[1]:.1f} s and the plain loop's {base_cpu:.1f} s. "
+                + WHY_FLOOR,
+            ),
+            goal(
+                "start-up vs plain loop",
+                measured=f"`salvo extract` {over_plain:+.1f} s over plain Python ({base:.1f} s)",
+                anchor=f"the trivial flow {trivial[0] - base:+.1f} s over it",
+                target="<= +1.5 s",
+                met=over_plain <= 1.5,
+                miss=f"{over_plain - 1.5:.1f} s",
+                why=(
+                    f"`import prefect` alone costs {importp[0]:.1f} s and the trivial flow on the same server {trivial[0]:.1f} s"
+                    " in this run: Prefect's floor is most of it (the plain loop imports no Prefect); " + WHY_FLOOR
+                ),
+            ),
+            "",
+            f"The first command, which started the local server, took {first:.1f} s (untimed: the server's start is paid"
+            " once per PREFECT_HOME, not per batch; it keeps running until `salvo server stop`).",
+            "What is configured to keep this small: no heartbeat wait at the end of a CLI flow run"
+            " (`flows.heartbeat_frequency=None`), one warm zygote per worker thread so each item forks"
+            " with its imports already paid, and `--parallel` running Dask threads inside the flow's process"
+            " (one API, not one per Dask worker process; docs/deploy.md says to give an external cluster's"
+            " workers PREFECT_API_URL for the same reason), and the local server shared by every command.",
+        ]
+    )
 
 
 #: Measured reason for what Salvo adds over the trivial flow (benchmarks/PROFILE.md, issue 26's start-up).
-WHY_FLOOR = ("Salvo's CPU over the trivial flow's is the plotting worker's imports and drawing (which the plain loop pays"
-             " too) in each of its zygotes (a second one for 3 files: about +1.8 CPU-s), the run report's matplotlib"
-             " import and figures (about 0.75 CPU-s), three task runs and four artifacts; on a loaded 2-core machine the"
-             " wall gap is several times the CPU gap")
+WHY_FLOOR = (
+    "Salvo's CPU over the trivial flow's is the plotting worker's imports and drawing (which the plain loop pays"
+    " too) in each of its zygotes (a second one for 3 files: about +1.8 CPU-s), the run report's matplotlib"
+    " import and figures (about 0.75 CPU-s), three task runs and four artifacts; on a loaded 2-core machine the"
+    " wall gap is several times the CPU gap"
+)
 
 
 def _url(home: Path) -> str:

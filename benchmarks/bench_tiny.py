@@ -50,12 +50,29 @@ def _clean(folder: Path) -> None:
 
 def _gnu_parallel(folder: Path) -> list[str]:
     # The same layout Salvo writes: <stem>_results/plot.png beside each input.
-    return ["sh", "-c", f"cd {folder} && ls *.png | parallel -j2 'mkdir -p {{.}}_results && cp {{}} {{.}}_results/plot.png'"]
+    return [
+        "sh",
+        "-c",
+        f"cd {folder} && ls *.png | parallel -j2 'mkdir -p {{.}}_results && cp {{}} {{.}}_results/plot.png'",
+    ]
 
 
 def _salvo(folder: Path) -> list[str]:
-    return ["salvo", "extract", "--directory", str(folder), "--pattern", "*.png", "--workers", "2", "--retries", "0", "--quiet",
-            "--worker-command", "cp {input} {output_dir}/plot.png"]
+    return [
+        "salvo",
+        "extract",
+        "--directory",
+        str(folder),
+        "--pattern",
+        "*.png",
+        "--workers",
+        "2",
+        "--retries",
+        "0",
+        "--quiet",
+        "--worker-command",
+        "cp {input} {output_dir}/plot.png",
+    ]
 
 
 def _count(folder: Path) -> int:
@@ -84,34 +101,70 @@ def _run(env: dict[str, str]) -> str:
             gp.append(m.wall_s)
             _clean(folder)
             m = measure(_salvo(folder), env=env)
-            assert m.returncode == 0 and _count(folder) == n, f"salvo made {_count(folder)} of {n} (exit {m.returncode})"
+            assert m.returncode == 0 and _count(folder) == n, (
+                f"salvo made {_count(folder)} of {n} (exit {m.returncode})"
+            )
             sv.append(m.wall_s)
         resumed = measure(_salvo(folder), env=env)
         assert resumed.returncode == 0 and _count(folder) == n
         g, s = statistics.median(gp), statistics.median(sv)
-        rows.append(f"| {n:,} | {g:.1f} s | {s:.1f} s | **{s / g:.2f}×** | {1000 * (s - g) / n:.1f} ms | {resumed.wall_s:.2f} s |")
-        notes.append(f"{n:,} items: GNU parallel runs {', '.join(f'{x:.1f}' for x in gp)} s; Salvo runs {', '.join(f'{x:.1f}' for x in sv)} s")
+        rows.append(
+            f"| {n:,} | {g:.1f} s | {s:.1f} s | **{s / g:.2f}×** | {1000 * (s - g) / n:.1f} ms | {resumed.wall_s:.2f} s |"
+        )
+        notes.append(
+            f"{n:,} items: GNU parallel runs {', '.join(f'{x:.1f}' for x in gp)} s; Salvo runs {', '.join(f'{x:.1f}' for x in sv)} s"
+        )
         ratio = s / g
-        goals.append(goal(f"{n:,} tiny items", measured=f"{s:.1f} s", anchor=f"GNU parallel -j2 {g:.1f} s", target="<= 1.15x",
-                          met=ratio <= 1.15, miss=f"{ratio / 1.15:.1f}x ({ratio:.2f}x, {1000 * (s - 1.15 * g) / n:.0f} ms per item too many)",
-                          why=WHY_TINY))
-        goals.append(goal(f"resumed re-run of {n:,} items", measured=f"{resumed.wall_s:.2f} s", anchor="-", target="<= 2 s",
-                          met=resumed.wall_s <= 2.0, miss=f"{resumed.wall_s - 2.0:.1f} s", why=WHY_RESUME))
-    table = "\n".join([
-        "| items | GNU parallel -j2 (median) | salvo extract --workers 2 (median) | ratio (goal ≤ 1.15×) | extra per item | fully resumed re-run (goal ≤ 2 s) |",
-        "|---|---|---|---|---|---|",
-        *rows,
-    ])
-    return ("## Tiny items vs GNU parallel\n\n" + (__doc__ or "").split("\n\n", 1)[1].strip() + "\n\n" + table + "\n\n"
-            + "\n".join([*(f"- {x}" for x in notes), *goals]) + "\n")
+        goals.append(
+            goal(
+                f"{n:,} tiny items",
+                measured=f"{s:.1f} s",
+                anchor=f"GNU parallel -j2 {g:.1f} s",
+                target="<= 1.15x",
+                met=ratio <= 1.15,
+                miss=f"{ratio / 1.15:.1f}x ({ratio:.2f}x, {1000 * (s - 1.15 * g) / n:.0f} ms per item too many)",
+                why=WHY_TINY,
+            )
+        )
+        goals.append(
+            goal(
+                f"resumed re-run of {n:,} items",
+                measured=f"{resumed.wall_s:.2f} s",
+                anchor="-",
+                target="<= 2 s",
+                met=resumed.wall_s <= 2.0,
+                miss=f"{resumed.wall_s - 2.0:.1f} s",
+                why=WHY_RESUME,
+            )
+        )
+    table = "\n".join(
+        [
+            "| items | GNU parallel -j2 (median) | salvo extract --workers 2 (median) | ratio (goal ≤ 1.15×) | extra per item | fully resumed re-run (goal ≤ 2 s) |",
+            "|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+    return (
+        "## Tiny items vs GNU parallel\n\n"
+        + (__doc__ or "").split("\n\n", 1)[1].strip()
+        + "\n\n"
+        + table
+        + "\n\n"
+        + "\n".join([*(f"- {x}" for x in notes), *goals])
+        + "\n"
+    )
 
 
-WHY_TINY = ("per item Salvo's command and zygote now spend about 3.4 ms of CPU (300 items: 4.6 CPU-s with 3.65 of them start-up; "
-            "before the zygote ran the command itself, 11.6 ms and five times the page faults), less than GNU parallel's shell, "
-            "`mkdir` and `cp`; what is left is per batch, not per item: start-up (about 3.7 CPU-s for the command, Prefect's "
-            "import and flow run), the local Prefect server's task runs (one per 20 items, outside the command's CPU) and "
-            "the end-of-batch reports; on a 2-core machine shared with other work the wall ratio also follows the load")
-WHY_RESUME = "the whole command: interpreter and imports, planning, keys from the hash cache, one index read, the reports"
+WHY_TINY = (
+    "per item Salvo's command and zygote now spend about 3.4 ms of CPU (300 items: 4.6 CPU-s with 3.65 of them start-up; "
+    "before the zygote ran the command itself, 11.6 ms and five times the page faults), less than GNU parallel's shell, "
+    "`mkdir` and `cp`; what is left is per batch, not per item: start-up (about 3.7 CPU-s for the command, Prefect's "
+    "import and flow run), the local Prefect server's task runs (one per 20 items, outside the command's CPU) and "
+    "the end-of-batch reports; on a 2-core machine shared with other work the wall ratio also follows the load"
+)
+WHY_RESUME = (
+    "the whole command: interpreter and imports, planning, keys from the hash cache, one index read, the reports"
+)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ class Measured:
     returncode: int
 
 
-def measure(argv: list[str], *, env: dict[str, str] | None = None, cwd: str | os.PathLike[str] | None = None) -> Measured:
+def measure(
+    argv: list[str], *, env: dict[str, str] | None = None, cwd: str | os.PathLike[str] | None = None
+) -> Measured:
     """Run ``argv``; return its wall time and the peak RSS of it and its waited-for children."""
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
@@ -70,8 +72,12 @@ GOALS: list[dict[str, str]] = []
 def goal(what: str, *, measured: str, anchor: str, target: str, met: bool, miss: str = "", why: str = "") -> str:
     """Record one goal's verdict for RESULTS.md's summary; return it as one Markdown line."""
     verdict = "met" if met else f"missed{f' by {miss}' if miss else ''}"
-    GOALS.append({"what": what, "measured": measured, "anchor": anchor, "target": target, "verdict": verdict, "why": why})
-    return f"- **Goal ({what})**: {measured} vs {anchor}; goal {target}: **{verdict}**" + (f". {why}" if why and not met else "")
+    GOALS.append(
+        {"what": what, "measured": measured, "anchor": anchor, "target": target, "verdict": verdict, "why": why}
+    )
+    return f"- **Goal ({what})**: {measured} vs {anchor}; goal {target}: **{verdict}**" + (
+        f". {why}" if why and not met else ""
+    )
 
 
 class LocalServer:
@@ -85,11 +91,20 @@ class LocalServer:
         from salvo.procs import free_port
 
         self.env = {k: v for k, v in env.items() if k not in ("PREFECT_API_URL", "PYTEST_CURRENT_TEST")}
-        self.env.update(PREFECT_HOME=str(home), SALVO_LOCAL_SERVER="1", SALVO_SERVER_PORT=str(free_port()), PREFECT_UI_ENABLED="false")
+        self.env.update(
+            PREFECT_HOME=str(home),
+            SALVO_LOCAL_SERVER="1",
+            SALVO_SERVER_PORT=str(free_port()),
+            PREFECT_UI_ENABLED="false",
+        )
 
     def __enter__(self) -> dict[str, str]:
-        subprocess.run([sys.executable, "-m", "cli", "server", "start"], env=self.env, cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "cli", "server", "start"], env=self.env, cwd=ROOT, check=True, capture_output=True
+        )
         return self.env
 
     def __exit__(self, *exc: object) -> None:
-        subprocess.run([sys.executable, "-m", "cli", "server", "stop"], env=self.env, cwd=ROOT, check=False, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "cli", "server", "stop"], env=self.env, cwd=ROOT, check=False, capture_output=True
+        )

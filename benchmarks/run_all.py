@@ -12,7 +12,15 @@ from pathlib import Path
 from benchmarks.common import GOALS, ROOT, machine, scale
 
 #: In this order: the goals of issue 26 first, so that a run cut short by a time limit has written those.
-BENCHES = ["bench_tiny", "bench_startup", "bench_merge", "bench_resume", "bench_assembly", "bench_extract", "bench_jobs"]
+BENCHES = [
+    "bench_tiny",
+    "bench_startup",
+    "bench_merge",
+    "bench_resume",
+    "bench_assembly",
+    "bench_extract",
+    "bench_jobs",
+]
 
 
 def main() -> None:
@@ -33,7 +41,9 @@ def main() -> None:
         print(section, flush=True)
         stamp = f"_({name}: {dt.datetime.now():%Y-%m-%d %H:%M}, {machine()}, SALVO_BENCH_SCALE={scale()}, took {time.perf_counter() - t0:.0f} s)_"
         sections[name] = f"{section.strip()}\n\n{stamp}"
-        _write(results, sections, args.names, started, done=name == args.names[-1])  # after each: a cut-short run keeps its rows
+        _write(
+            results, sections, args.names, started, done=name == args.names[-1]
+        )  # after each: a cut-short run keeps its rows
     print(f"Wrote {results}")
 
 
@@ -41,18 +51,38 @@ def _write(results: Path, sections: dict[str, str], names: list[str], started: f
     """Write RESULTS.md from ``sections`` and this run's goal verdicts so far."""
     if GOALS:  # this run's verdicts replace the last ones; goals of benchmarks not run now are kept
         now = {g["what"] for g in GOALS}
-        kept = [line for line in sections.get("goals", "").splitlines()[4:] if line.startswith("| ") and line.split(" | ")[0][2:] not in now
-                and names != BENCHES]  # a full run writes every row afresh
-        sections["goals"] = "\n".join([
-            f"## Goals of issue 26 (last run: {dt.datetime.now():%Y-%m-%d %H:%M}, {machine()})", "",
-            "| goal | measured | anchor in the same run | target | verdict | why |", "|---|---|---|---|---|---|",
-            *kept, *(f"| {g['what']} | {g['measured']} | {g['anchor']} | {g['target']} | **{g['verdict']}** | {g['why'] if g['verdict'] != 'met' else ''} |"
-                     for g in GOALS)])
+        kept = [
+            line
+            for line in sections.get("goals", "").splitlines()[4:]
+            if line.startswith("| ") and line.split(" | ")[0][2:] not in now and names != BENCHES
+        ]  # a full run writes every row afresh
+        sections["goals"] = "\n".join(
+            [
+                f"## Goals of issue 26 (last run: {dt.datetime.now():%Y-%m-%d %H:%M}, {machine()})",
+                "",
+                "| goal | measured | anchor in the same run | target | verdict | why |",
+                "|---|---|---|---|---|---|",
+                *kept,
+                *(
+                    f"| {g['what']} | {g['measured']} | {g['anchor']} | {g['target']} | **{g['verdict']}** | {g['why'] if g['verdict'] != 'met' else ''} |"
+                    for g in GOALS
+                ),
+            ]
+        )
     if PROFILE.exists():
         sections["profile"] = PROFILE.read_text().strip()
-    head = ["# Benchmark results", "", "Written by `make bench`. Each section measures Salvo and its peer (GNU parallel, CDO, the seed's own approach) in the same run, on a 2-core machine shared with other work.",
-            (f"The last full `make bench` took {time.perf_counter() - started:.0f} s." if done else
-             f"The last full `make bench` was still running after {time.perf_counter() - started:.0f} s.") if names == BENCHES else ""]
+    head = [
+        "# Benchmark results",
+        "",
+        "Written by `make bench`. Each section measures Salvo and its peer (GNU parallel, CDO, the seed's own approach) in the same run, on a 2-core machine shared with other work.",
+        (
+            f"The last full `make bench` took {time.perf_counter() - started:.0f} s."
+            if done
+            else f"The last full `make bench` was still running after {time.perf_counter() - started:.0f} s."
+        )
+        if names == BENCHES
+        else "",
+    ]
     body = [f"{MARK.format(n)}\n{sections[n]}" for n in ["goals", "profile", *BENCHES] if n in sections]
     results.write_text("\n\n".join(["\n".join(head), *body]) + "\n")
 

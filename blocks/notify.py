@@ -64,8 +64,9 @@ class SalvoSmtpEmail(NotificationBlock):
 def webhook_block(url: str, name: str) -> CustomWebhookNotificationBlock:
     """Prefect's webhook block posting ``{"text": SUBJECT\\nBODY, "subject": ..., "body": ...}``: Slack,
     Mattermost and most chat webhooks read ``text``; any other receiver gets the parts too."""
-    return CustomWebhookNotificationBlock(name=name, url=url, json_data={
-        "text": "{{subject}}\n{{body}}", "subject": "{{subject}}", "body": "{{body}}"})
+    return CustomWebhookNotificationBlock(
+        name=name, url=url, json_data={"text": "{{subject}}\n{{body}}", "subject": "{{subject}}", "body": "{{body}}"}
+    )
 
 
 def describe(block: Any) -> str:

@@ -42,15 +42,19 @@ class SalvoStorage(WritableFileSystem):
 
     url: str = Field(..., description="A local folder, or s3://bucket/prefix.")
     endpoint_url: str | None = Field(
-        default=None, description="Endpoint of an S3-compatible server (MinIO, Ceph, moto...).")
+        default=None, description="Endpoint of an S3-compatible server (MinIO, Ceph, moto...)."
+    )
     aws_access_key_id: SecretStr | None = Field(
-        default=None, description="Access key id; leave empty to use the standard AWS chain.")
+        default=None, description="Access key id; leave empty to use the standard AWS chain."
+    )
     aws_secret_access_key: SecretStr | None = Field(
-        default=None, description="Secret access key; leave empty to use the standard AWS chain.")
+        default=None, description="Secret access key; leave empty to use the standard AWS chain."
+    )
     credentials_secret: str | None = Field(
         default=None,
         description="Name of a Prefect Secret block holding aws_access_key_id and "
-                    "aws_secret_access_key, used when the fields above are empty.")
+        "aws_secret_access_key, used when the fields above are empty.",
+    )
 
     _target: StorageTarget | None = None
 
@@ -83,15 +87,16 @@ class SalvoStorage(WritableFileSystem):
 
     def _credentials(self) -> tuple[str | None, str | None]:
         key = self.aws_access_key_id.get_secret_value() if self.aws_access_key_id else None
-        secret = (self.aws_secret_access_key.get_secret_value()
-                  if self.aws_secret_access_key else None)
+        secret = self.aws_secret_access_key.get_secret_value() if self.aws_secret_access_key else None
         if not (key or secret) and self.credentials_secret:
             from prefect.blocks.system import Secret
 
             value = Secret.load(self.credentials_secret, _sync=True).get()
             if not isinstance(value, dict):
-                raise UsageError(f"Secret {self.credentials_secret!r} must hold a JSON object "
-                                 "with aws_access_key_id and aws_secret_access_key")
+                raise UsageError(
+                    f"Secret {self.credentials_secret!r} must hold a JSON object "
+                    "with aws_access_key_id and aws_secret_access_key"
+                )
             key, secret = value.get("aws_access_key_id"), value.get("aws_secret_access_key")
         return key, secret
 
@@ -100,8 +105,7 @@ class SalvoStorage(WritableFileSystem):
         """The plain (Prefect-free) storage value, for domain code."""
         if self._target is None:
             key, secret = self._credentials()
-            self._target = open_storage(self.url, endpoint_url=self.endpoint_url, key=key,
-                                        secret=secret)
+            self._target = open_storage(self.url, endpoint_url=self.endpoint_url, key=key, secret=secret)
         return self._target
 
     @property
@@ -145,7 +149,7 @@ class SalvoStorage(WritableFileSystem):
 
     def _rel(self, path: str) -> str:
         full = self._resolve_path(path)
-        return full[len(self.root.rstrip("/")):].lstrip("/")
+        return full[len(self.root.rstrip("/")) :].lstrip("/")
 
     async def aread_path(self, path: str) -> bytes:
         """The bytes at ``path`` (a key relative to the root, or a full path under it)."""
@@ -186,8 +190,9 @@ def resolve_storage(name_or_url: "str | Path | SalvoStorage") -> SalvoStorage:
     try:
         return SalvoStorage.load(text, _sync=True)
     except ValueError:
-        raise UsageError(f"no storage block named {text!r} (run `salvo blocks create ...`, or "
-                         f"write ./{text} for a local folder)") from None
+        raise UsageError(
+            f"no storage block named {text!r} (run `salvo blocks create ...`, or write ./{text} for a local folder)"
+        ) from None
 
 
 def _first_error(exc: ValueError) -> str:
@@ -227,11 +232,12 @@ def save_storage_block(
     parse_location(url, block_names=False)
     try:
         block = SalvoStorage(
-            url=url, endpoint_url=endpoint_url,
+            url=url,
+            endpoint_url=endpoint_url,
             aws_access_key_id=SecretStr(aws_access_key_id) if aws_access_key_id else None,
-            aws_secret_access_key=(SecretStr(aws_secret_access_key)
-                                   if aws_secret_access_key else None),
-            credentials_secret=credentials_secret)
+            aws_secret_access_key=(SecretStr(aws_secret_access_key) if aws_secret_access_key else None),
+            credentials_secret=credentials_secret,
+        )
     except ValueError as exc:
         raise UsageError(f"bad storage block {name!r}: {_first_error(exc)}") from None
     block.save(name, overwrite=True, _sync=True)

@@ -13,8 +13,11 @@ from salvo.storage import check_no_credentials, parse_location
 
 def register(subparsers: Any) -> None:
     """Add `salvo blocks`."""
-    top = subparsers.add_parser("blocks", help="storage blocks: a local folder or an S3 prefix",
-                                description="Register Salvo's block types and save storage blocks by name.")
+    top = subparsers.add_parser(
+        "blocks",
+        help="storage blocks: a local folder or an S3 prefix",
+        description="Register Salvo's block types and save storage blocks by name.",
+    )
     sub = top.add_subparsers(dest="blocks_command", metavar="ACTION", required=True)
     reg = sub.add_parser("register", help="register the block types with the Prefect API (idempotent)")
     reg.set_defaults(func=register_main)
@@ -30,10 +33,16 @@ def register(subparsers: Any) -> None:
     s3.add_argument("url", metavar="s3://bucket/prefix")
     s3.add_argument("--endpoint-url", help="endpoint of an S3-compatible server, e.g. http://minio:9000")
     creds = s3.add_mutually_exclusive_group()
-    creds.add_argument("--credentials-from-env", action="store_true",
-                       help="store AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment in the block (masked)")
-    creds.add_argument("--credentials-secret", metavar="SECRET_BLOCK",
-                       help="name of a Prefect Secret block holding aws_access_key_id and aws_secret_access_key")
+    creds.add_argument(
+        "--credentials-from-env",
+        action="store_true",
+        help="store AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment in the block (masked)",
+    )
+    creds.add_argument(
+        "--credentials-secret",
+        metavar="SECRET_BLOCK",
+        help="name of a Prefect Secret block holding aws_access_key_id and aws_secret_access_key",
+    )
     s3.set_defaults(func=create_main)
 
     show = sub.add_parser("show", help="show a storage block (credentials masked)")
@@ -56,8 +65,10 @@ def create_main(args: argparse.Namespace) -> int:
     if args.kind == "local":
         local = parse_location(args.path, "PATH", block_names=False)
         if local.kind != "local":
-            raise UsageError(f"PATH must be a folder for a local block (use `blocks create s3` for S3), "
-                             f"got {validate.redact(args.path)!r}")
+            raise UsageError(
+                f"PATH must be a folder for a local block (use `blocks create s3` for S3), "
+                f"got {validate.redact(args.path)!r}"
+            )
         validate.output_dir(local.path, "PATH")
     else:
         if parse_location(args.url, "s3 block URL", block_names=False).kind != "s3":
@@ -78,9 +89,18 @@ def create_main(args: argparse.Namespace) -> int:
             key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
             if not (key and secret):
                 raise UsageError("--credentials-from-env needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set")
-        block = save_storage_block(args.name, args.url, endpoint_url=args.endpoint_url, aws_access_key_id=key,
-                                   aws_secret_access_key=secret, credentials_secret=args.credentials_secret)
-    print(f"Saved storage block {args.name!r}: {block.url}" + (f" (endpoint {block.endpoint_url})" if block.endpoint_url else ""))
+        block = save_storage_block(
+            args.name,
+            args.url,
+            endpoint_url=args.endpoint_url,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            credentials_secret=args.credentials_secret,
+        )
+    print(
+        f"Saved storage block {args.name!r}: {block.url}"
+        + (f" (endpoint {block.endpoint_url})" if block.endpoint_url else "")
+    )
     return 0
 
 
@@ -93,7 +113,10 @@ def show_main(args: argparse.Namespace) -> int:
     print(f"name:         {args.name}")
     print(f"url:          {block.url}")
     print(f"endpoint_url: {block.endpoint_url or '-'}")
-    given = "stored (masked)" if block.aws_secret_access_key else (
-        f"from Secret block {block.credentials_secret!r}" if block.credentials_secret else "standard AWS chain")
+    given = (
+        "stored (masked)"
+        if block.aws_secret_access_key
+        else (f"from Secret block {block.credentials_secret!r}" if block.credentials_secret else "standard AWS chain")
+    )
     print(f"credentials:  {given}")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -101,8 +100,16 @@ def add_output_flags(parser: Any) -> None:
     _add(parser, "--quiet", "-q", action="store_true", help="print only errors and the final summary")
 
 
-def add_runner_flags(parser: Any, pipeline: str, *, timeout_unit: str = "s", worker_aliases: tuple[str, ...] = ("--max-workers",),
-                     parallel_switch: bool = True, output_flags: bool = True, dask: bool = True) -> None:
+def add_runner_flags(
+    parser: Any,
+    pipeline: str,
+    *,
+    timeout_unit: str = "s",
+    worker_aliases: tuple[str, ...] = ("--max-workers",),
+    parallel_switch: bool = True,
+    output_flags: bool = True,
+    dask: bool = True,
+) -> None:
     """The flags every batch command takes, each meaning the same everywhere; :func:`run_options` reads them.
 
     ``--workers N`` (with the seed's own spelling as an alias), ``--timeout`` with units (a bare
@@ -117,8 +124,16 @@ def add_runner_flags(parser: Any, pipeline: str, *, timeout_unit: str = "s", wor
     if parallel_switch:
         _add(g, "--parallel", action="store_true", help="run items in parallel, one per CPU unless --workers says")
     per_cpu = "--parallel or --dask-address" if parallel_switch else "--dask-address"
-    _add(g, "--workers", *worker_aliases, dest="max_workers", type=positive_int, default=None, metavar="N",
-         help=f"items run at once (default: {defaults.workers}, or one per CPU with {per_cpu})")
+    _add(
+        g,
+        "--workers",
+        *worker_aliases,
+        dest="max_workers",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"items run at once (default: {defaults.workers}, or one per CPU with {per_cpu})",
+    )
     if dask:
         _add(g, "--dask-address", metavar="tcp://HOST:PORT", help="run on this existing Dask cluster")
     if "--cluster" not in getattr(g, "_option_string_actions", {}):
@@ -126,13 +141,31 @@ def add_runner_flags(parser: Any, pipeline: str, *, timeout_unit: str = "s", wor
 
         add_cluster_flags(g)
     unit = {"s": "seconds", "m": "minutes"}.get(timeout_unit, timeout_unit)
-    _add(g, "--timeout", type=duration_arg(timeout_unit), default=None, metavar="DURATION",
-         help=f"per-item limit, enforced by killing the item's process tree: 90s, 15m, 2h; a bare number is in {unit} "
-              f"(default: {_shown(defaults.timeout_s)})")
-    _add(g, "--kill-grace", type=duration_arg("s"), default=None, metavar="DURATION",
-         help=f"time a killed item gets between SIGTERM and SIGKILL to clean up (default: {_shown(defaults.kill_grace_s)})")
-    _add(g, "--retries", type=count_arg, default=None, metavar="N",
-         help=f"extra tries for outcomes that may pass (crash, error); never for timeout, skip or bad input (default: {defaults.retries})")
+    _add(
+        g,
+        "--timeout",
+        type=duration_arg(timeout_unit),
+        default=None,
+        metavar="DURATION",
+        help=f"per-item limit, enforced by killing the item's process tree: 90s, 15m, 2h; a bare number is in {unit} "
+        f"(default: {_shown(defaults.timeout_s)})",
+    )
+    _add(
+        g,
+        "--kill-grace",
+        type=duration_arg("s"),
+        default=None,
+        metavar="DURATION",
+        help=f"time a killed item gets between SIGTERM and SIGKILL to clean up (default: {_shown(defaults.kill_grace_s)})",
+    )
+    _add(
+        g,
+        "--retries",
+        type=count_arg,
+        default=None,
+        metavar="N",
+        help=f"extra tries for outcomes that may pass (crash, error); never for timeout, skip or bad input (default: {defaults.retries})",
+    )
     _add(g, "--force", action="store_true", help="redo every item, even those finished before")
     if output_flags:
         add_output_flags(g)
@@ -179,9 +212,16 @@ def terminal_logging() -> None:
 
 
 #: The flag that sets each field of RunOptions, for error messages.
-_FLAGS = {"timeout_s": "--timeout", "workers": "--workers", "dask_address": "--dask-address", "retries": "--retries",
-          "retry_delays_s": "--retry-delay", "items_per_task": "--items-per-task",
-          "kill_grace_s": "--kill-grace", "slurm": "--cluster slurm"}
+_FLAGS = {
+    "timeout_s": "--timeout",
+    "workers": "--workers",
+    "dask_address": "--dask-address",
+    "retries": "--retries",
+    "retry_delays_s": "--retry-delay",
+    "items_per_task": "--items-per-task",
+    "kill_grace_s": "--kill-grace",
+    "slurm": "--cluster slurm",
+}
 
 
 def run_options(args: argparse.Namespace, pipeline: str, **given: Any) -> Any:
@@ -202,9 +242,15 @@ def run_options(args: argparse.Namespace, pipeline: str, **given: Any) -> Any:
     workers = getattr(args, "max_workers", None)
     if workers is None and (getattr(args, "parallel", False) is True or dask):
         workers = cpu_workers()
-    values = {"timeout_s": getattr(args, "timeout", None), "workers": workers, "dask_address": dask,
-              "retries": getattr(args, "retries", None), "force": getattr(args, "force", None),
-              "items_per_task": getattr(args, "items_per_task", None), "kill_grace_s": getattr(args, "kill_grace", None)}
+    values = {
+        "timeout_s": getattr(args, "timeout", None),
+        "workers": workers,
+        "dask_address": dask,
+        "retries": getattr(args, "retries", None),
+        "force": getattr(args, "force", None),
+        "items_per_task": getattr(args, "items_per_task", None),
+        "kill_grace_s": getattr(args, "kill_grace", None),
+    }
     if getattr(args, "continue_on_error", False):
         values["fail_fast"] = False
     from cli.cluster import slurm_from_args
@@ -249,13 +295,30 @@ class Progress:
 
     def _start_bar(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress as Bar,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         console = Console(file=self.stream, stderr=self.stream is sys.stderr)
-        self._bar = Bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[counts]}"), TextColumn("{task.fields[rate]}"),
-                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                        console=console, transient=False, redirect_stdout=False, redirect_stderr=False)
+        self._bar = Bar(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
         self._task = self._bar.add_task(self.noun, total=self.total, counts="", rate="")
         self._share_console_with_prefect(console)
         self._bar.start()
@@ -388,7 +451,9 @@ def print_dry_run(args: argparse.Namespace, key: str, rows: list[dict[str, Any]]
     return 0
 
 
-def print_summary(doc: dict[str, Any], *, title: str = "BATCH PROCESSING COMPLETE", noun: str = "files", stream: TextIO | None = None) -> None:
+def print_summary(
+    doc: dict[str, Any], *, title: str = "BATCH PROCESSING COMPLETE", noun: str = "files", stream: TextIO | None = None
+) -> None:
     """The seed's closing block: counts per status, times, failures and report paths."""
     stream = stream or sys.stdout
     s = doc["summary"]

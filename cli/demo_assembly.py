@@ -16,10 +16,15 @@ def run_demo(root: Path) -> list[str]:
     from salvo.storage import open_storage
 
     storage = root / "storage"
-    params = dict(experiment="response-noise", storage=str(storage), samples=12, reps=2,
-                  chunk_size=4, run=RunOptions(workers=2, retries=0))
-    runs = [run_flow(assembly_run, progress=Progress(), **params, seed=seed)["assembly"]
-            for seed in (1, 2)]
+    params = dict(
+        experiment="response-noise",
+        storage=str(storage),
+        samples=12,
+        reps=2,
+        chunk_size=4,
+        run=RunOptions(workers=2, retries=0),
+    )
+    runs = [run_flow(assembly_run, progress=Progress(), **params, seed=seed)["assembly"] for seed in (1, 2)]
     doc = run_flow(assembly_reassemble, result_name="response_noise_results", storage=str(storage))
     exp = open_storage(str(storage)).child(runs[0]["folder"])
     status = describe_status(find_assembly(exp, runs[0]["assembly_id"]))

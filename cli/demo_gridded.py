@@ -22,9 +22,18 @@ def run_demo(root: pathlib.Path) -> list[str]:
     run[0, :2] = 0  # cells switched off in the user's mask stay off
     mask = site_mask(root / "run-mask.nc", run=run)
     output, state = root / "output", root / "model-state.json"
-    model = (f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} "
-             f"--seed 7 --fail-fraction 0.25 --fail-runs 2 --state {shlex.quote(str(state))}")
-    doc = run_flow(salvage_merge, model_command=model, mask=str(mask), output=str(output), max_rounds=3, run=RunOptions(timeout_s=120.0))
+    model = (
+        f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} "
+        f"--seed 7 --fail-fraction 0.25 --fail-runs 2 --state {shlex.quote(str(state))}"
+    )
+    doc = run_flow(
+        salvage_merge,
+        model_command=model,
+        mask=str(mask),
+        output=str(output),
+        max_rounds=3,
+        run=RunOptions(timeout_s=120.0),
+    )
     status = read_status(output / "run_status.nc")
     ok = bool(((read_mask(mask) == 0) | (status == 100)).all())
     return [

@@ -31,8 +31,9 @@ def run_demo(root: Path) -> list[str]:
     manifest.write_text(json.dumps(doc, indent=2))
     bids = make_bids_dataset(root / "ds114", subjects=2)
     manifest_out, bids_out = root / "study_results", root / "bids_results"
-    listed = run_flow(subject_batch, out=str(manifest_out), manifest=str(manifest),
-                      options={"denoise_method": "mppca"}, echo=True)
+    listed = run_flow(
+        subject_batch, out=str(manifest_out), manifest=str(manifest), options={"denoise_method": "mppca"}, echo=True
+    )
     units = run_flow(subject_batch, out=str(bids_out), bids_dir=str(bids), exclude=["sub-02_ses-retest"], echo=True)
     fa = {i["item_id"]: i.get("metrics", {}).get("fa_mean") for i in first["items"]}
     return [

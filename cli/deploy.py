@@ -43,27 +43,47 @@ def _add_schedule_flags(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add `salvo serve` and `salvo deploy`."""
-    s = subparsers.add_parser("serve", help="Prefect server + blocks + work pool + deployments + a worker, until Ctrl-C",
-                              description="Start a Prefect server on 127.0.0.1, register the storage blocks, create the work pool, "
-                                          "deploy every pipeline and start a worker; Ctrl-C stops them all.")
-    s.add_argument("--port", type=positive_int, default=DEFAULT_PORT, help=f"port of the server and UI (default: {DEFAULT_PORT})")
+    s = subparsers.add_parser(
+        "serve",
+        help="Prefect server + blocks + work pool + deployments + a worker, until Ctrl-C",
+        description="Start a Prefect server on 127.0.0.1, register the storage blocks, create the work pool, "
+        "deploy every pipeline and start a worker; Ctrl-C stops them all.",
+    )
+    s.add_argument(
+        "--port", type=positive_int, default=DEFAULT_PORT, help=f"port of the server and UI (default: {DEFAULT_PORT})"
+    )
     s.add_argument("--log-dir", help="where the server and worker logs go (default: $PREFECT_HOME/salvo-serve)")
-    s.add_argument("--startup-timeout", type=positive_float, default=180.0, help="seconds to wait for the server (default: 180)")
-    s.add_argument("--worker-limit", type=positive_int, help="most flow runs the worker runs at once (default: no limit)")
+    s.add_argument(
+        "--startup-timeout", type=positive_float, default=180.0, help="seconds to wait for the server (default: 180)"
+    )
+    s.add_argument(
+        "--worker-limit", type=positive_int, help="most flow runs the worker runs at once (default: no limit)"
+    )
     _add_schedule_flags(s)
     s.set_defaults(func=serve_main)
-    d = subparsers.add_parser("deploy", help="deploy every pipeline to the Prefect server salvo commands use",
-                              description="Create the work pool and deploy deployments/prefect.yaml to the server at PREFECT_API_URL "
-                                          "(default: the local server, started if needed).")
-    d.add_argument("--print-env", action="store_true", help="print the SALVO_* settings as shell exports, deploy nothing")
+    d = subparsers.add_parser(
+        "deploy",
+        help="deploy every pipeline to the Prefect server salvo commands use",
+        description="Create the work pool and deploy deployments/prefect.yaml to the server at PREFECT_API_URL "
+        "(default: the local server, started if needed).",
+    )
+    d.add_argument(
+        "--print-env", action="store_true", help="print the SALVO_* settings as shell exports, deploy nothing"
+    )
     _add_schedule_flags(d)
     d.set_defaults(func=deploy_main)
 
 
 def _settings(args: argparse.Namespace) -> dict[str, str]:
     o = ops()
-    settings = o.deployment_env(cron=args.cron, timezone=args.timezone, schedules_active=False if args.no_schedule else None,
-                                pool=args.pool, data=args.data, dask_address=args.dask_address)
+    settings = o.deployment_env(
+        cron=args.cron,
+        timezone=args.timezone,
+        schedules_active=False if args.no_schedule else None,
+        pool=args.pool,
+        data=args.data,
+        dask_address=args.dask_address,
+    )
     o.check_schedule(settings)
     return settings
 
@@ -85,11 +105,21 @@ def serve_main(args: argparse.Namespace) -> int:
     skip_api_setup()  # serve starts its own server; PREFECT_API_URL and the local server do not apply
     if port_in_use(args.port):
         local = read_state()
-        hint = " (the local server: `salvo server stop` stops it)" if local is not None and local.port == args.port and local.alive() else ""
+        hint = (
+            " (the local server: `salvo server stop` stops it)"
+            if local is not None and local.port == args.port and local.alive()
+            else ""
+        )
         raise UsageError(f"port {args.port} is already in use{hint}; pick another with --port")
     settings = _settings(args)
     home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
     logs = Path(args.log_dir or home / "salvo-serve").resolve()
     o = ops()
-    return o.serve(o.ServeOptions(port=args.port, logs=logs, startup_timeout_s=args.startup_timeout, worker_limit=args.worker_limit),
-                   settings, echo=lambda m: print(m, flush=True), warn=lambda m: print(m, file=sys.stderr, flush=True))
+    return o.serve(
+        o.ServeOptions(
+            port=args.port, logs=logs, startup_timeout_s=args.startup_timeout, worker_limit=args.worker_limit
+        ),
+        settings,
+        echo=lambda m: print(m, flush=True),
+        warn=lambda m: print(m, file=sys.stderr, flush=True),
+    )

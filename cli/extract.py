@@ -20,23 +20,57 @@ DPI_RANGE = (10, 1200)
 
 def register(subparsers: Any) -> None:
     """Add `salvo extract`."""
-    p = subparsers.add_parser("extract", help="plot every NetCDF file of a folder (netcdf-extract)", description="Run a plotting worker over every NetCDF file; resumable, with real timeouts.")
+    p = subparsers.add_parser(
+        "extract",
+        help="plot every NetCDF file of a folder (netcdf-extract)",
+        description="Run a plotting worker over every NetCDF file; resumable, with real timeouts.",
+    )
     p.add_argument("--pattern", default="*.nc", help="glob the file names must match (default: *.nc)")
     p.add_argument("--directory", default=".", help="folder to search (default: .)")
-    p.add_argument("--recursive", action="store_true", help="search sub-folders too (never Salvo's own *_results/, .salvo/ or --output-dir)")
+    p.add_argument(
+        "--recursive",
+        action="store_true",
+        help="search sub-folders too (never Salvo's own *_results/, .salvo/ or --output-dir)",
+    )
     p.add_argument("--output-dir", help="put each file's plots under this folder (default: <file>_results/ beside it)")
-    p.add_argument("--skip-existing", action="store_true", help="skip files whose output folder already holds PNG plots")
-    p.add_argument("--resume", action="store_true", help="resume an interrupted batch (always on); also imports a seed-era batch_resume.txt")
+    p.add_argument(
+        "--skip-existing", action="store_true", help="skip files whose output folder already holds PNG plots"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="resume an interrupted batch (always on); also imports a seed-era batch_resume.txt",
+    )
     p.add_argument("--dry-run", action="store_true", help="show what would be processed; write nothing")
-    p.add_argument("--worker-command", help="run this command per file instead, e.g. 'python extract_results.py {input} {output_dir}'")
-    p.add_argument("--state", help="where resume records live: a folder, s3:// URL or storage block (default: <output>/.salvo)")
-    p.add_argument("--items-per-task", type=int, help="items one Prefect task carries (default: 1 for small batches, up to 20 for large)")
-    p.add_argument("--seed-layout", action="store_true", default=None,
-                   help="run your own extract_results.py unchanged, as the seed did: 'python extract_results.py FILE' in the current "
-                        "folder, plots in <stem>/ there (detected when a batch_resume.txt sits beside a <stem>/ with plots)")
-    p.add_argument("--worker-script", default=None,
-                   help="the seed's worker script in the current folder, with --seed-layout (default: extract_results.py)")
-    p.add_argument("--dpi", default=None, help=f"resolution of the built-in plots, dots per inch (default: {DEFAULT_DPI}; figures are 10 x 4 inches)")
+    p.add_argument(
+        "--worker-command",
+        help="run this command per file instead, e.g. 'python extract_results.py {input} {output_dir}'",
+    )
+    p.add_argument(
+        "--state", help="where resume records live: a folder, s3:// URL or storage block (default: <output>/.salvo)"
+    )
+    p.add_argument(
+        "--items-per-task",
+        type=int,
+        help="items one Prefect task carries (default: 1 for small batches, up to 20 for large)",
+    )
+    p.add_argument(
+        "--seed-layout",
+        action="store_true",
+        default=None,
+        help="run your own extract_results.py unchanged, as the seed did: 'python extract_results.py FILE' in the current "
+        "folder, plots in <stem>/ there (detected when a batch_resume.txt sits beside a <stem>/ with plots)",
+    )
+    p.add_argument(
+        "--worker-script",
+        default=None,
+        help="the seed's worker script in the current folder, with --seed-layout (default: extract_results.py)",
+    )
+    p.add_argument(
+        "--dpi",
+        default=None,
+        help=f"resolution of the built-in plots, dots per inch (default: {DEFAULT_DPI}; figures are 10 x 4 inches)",
+    )
     add_runner_flags(p, PIPELINE)
     p.set_defaults(func=main)
 
@@ -54,7 +88,11 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
     validate.existing_dir(args.directory, "--directory")
     if args.items_per_task is not None:
         validate.number(args.items_per_task, "--items-per-task", minimum=1, integer=True)
-    dpi = None if args.dpi is None else validate.number(args.dpi, "--dpi", minimum=DPI_RANGE[0], maximum=DPI_RANGE[1], integer=True)
+    dpi = (
+        None
+        if args.dpi is None
+        else validate.number(args.dpi, "--dpi", minimum=DPI_RANGE[0], maximum=DPI_RANGE[1], integer=True)
+    )
     if dpi is not None and args.worker_command is not None:
         raise UsageError("--dpi applies to the built-in plots only, not to --worker-command")
     if args.output_dir is not None:
@@ -80,16 +118,30 @@ def _dry_run(args: argparse.Namespace, plan: Any) -> int:
         return "skip (output exists)" if args.skip_existing and has_existing_output(it) else "process"
 
     rows = [{"file": it.id, "output_dir": it.outputs[0], "action": action(it)} for it in plan.items]
-    return print_dry_run(args, "items", rows, f"Dry run: {len(rows)} file(s) match {args.pattern!r} in {args.directory}",
-                         lambda row: f"  {row['action']:<24} {row['file']} -> {row['output_dir']}")
+    return print_dry_run(
+        args,
+        "items",
+        rows,
+        f"Dry run: {len(rows)} file(s) match {args.pattern!r} in {args.directory}",
+        lambda row: f"  {row['action']:<24} {row['file']} -> {row['output_dir']}",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the batch; 0 when nothing failed, 1 when an item failed, 2 for bad usage."""
     checked = check_args(args)
-    plan = plan_batch(args.directory, pattern=args.pattern, output_dir=args.output_dir, recursive=args.recursive,
-                      worker_command=args.worker_command, state=args.state, dpi=checked["dpi"], resume=args.resume,
-                      seed_layout=args.seed_layout, worker_script=args.worker_script)
+    plan = plan_batch(
+        args.directory,
+        pattern=args.pattern,
+        output_dir=args.output_dir,
+        recursive=args.recursive,
+        worker_command=args.worker_command,
+        state=args.state,
+        dpi=checked["dpi"],
+        resume=args.resume,
+        seed_layout=args.seed_layout,
+        worker_script=args.worker_script,
+    )
     if plan.seed_layout and not args.json:
         print(seed_layout_line(plan))
     if not plan.items:
@@ -99,8 +151,16 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args, plan)
     seed = dict(seed_layout=bool(plan.seed_layout), worker_script=args.worker_script)
-    where = dict(directory=args.directory, pattern=args.pattern, output_dir=args.output_dir, recursive=args.recursive,
-                 worker_command=args.worker_command, state=args.state, dpi=checked["dpi"], **seed)
+    where = dict(
+        directory=args.directory,
+        pattern=args.pattern,
+        output_dir=args.output_dir,
+        recursive=args.recursive,
+        worker_command=args.worker_command,
+        state=args.state,
+        dpi=checked["dpi"],
+        **seed,
+    )
     done = None if args.force else _already_done(**where, planned=None if args.resume else plan)
     if done is not None:
         # Every file was finished by earlier runs: answer from their records, with no flow run.
@@ -113,8 +173,12 @@ def main(args: argparse.Namespace) -> int:
         return 0
     _prestart(batch_worker(plan, args.worker_command), checked["run"], len(plan.items) - len(plan.settled))
     doc = run_flow(
-        _flow(), progress=Progress(quiet=args.json or getattr(args, "quiet", False), noun="files"),
-        **where, skip_existing=args.skip_existing, resume=args.resume, run=checked["run"],
+        _flow(),
+        progress=Progress(quiet=args.json or getattr(args, "quiet", False), noun="files"),
+        **where,
+        skip_existing=args.skip_existing,
+        resume=args.resume,
+        run=checked["run"],
     )
     if args.json:
         print_json(doc)

@@ -11,9 +11,12 @@ from salvo.errors import UsageError
 
 def register(subparsers: Any) -> None:
     """Add `salvo history`."""
-    p = subparsers.add_parser("history", help="list the runs kept in a report folder, newest first",
-                              description="List the runs a report folder keeps in runs/<run name>/ (each with its "
-                                          "run_report.html, trace.tsv and batch_summary.json), newest first.")
+    p = subparsers.add_parser(
+        "history",
+        help="list the runs kept in a report folder, newest first",
+        description="List the runs a report folder keeps in runs/<run name>/ (each with its "
+        "run_report.html, trace.tsv and batch_summary.json), newest first.",
+    )
     p.add_argument("folder", metavar="DIR", help="a report folder (where run_report.html lies)")
     p.add_argument("--json", action="store_true", help="print the runs as JSON")
     p.set_defaults(func=main)
@@ -30,14 +33,23 @@ def rows(folder: str) -> list[dict[str, Any]]:
     out = []
     for r in history(folder):
         head, summary = r["run"], r["summary"]
-        out.append({
-            "ended": head.get("ended", ""), "started": head.get("started", ""), "run_name": r["name"],
-            "pipeline": head.get("pipeline") or summary.get("pipeline", ""), "total": summary.get("total"),
-            "counts": summary.get("counts") or {}, "failed": summary.get("failed"),
-            "duration_s": summary.get("wall_time_s"), "exit_status": head.get("exit_status"),
-            "ui_url": head.get("ui_url", ""), "command": head.get("command", ""),
-            "report": r["report"], "trace": r["trace"],
-        })
+        out.append(
+            {
+                "ended": head.get("ended", ""),
+                "started": head.get("started", ""),
+                "run_name": r["name"],
+                "pipeline": head.get("pipeline") or summary.get("pipeline", ""),
+                "total": summary.get("total"),
+                "counts": summary.get("counts") or {},
+                "failed": summary.get("failed"),
+                "duration_s": summary.get("wall_time_s"),
+                "exit_status": head.get("exit_status"),
+                "ui_url": head.get("ui_url", ""),
+                "command": head.get("command", ""),
+                "report": r["report"],
+                "trace": r["trace"],
+            }
+        )
     return out
 
 
@@ -57,6 +69,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"{'ENDED':<26} {'RUN':<40} {'PIPELINE':<16} {'DURATION':>9} {'EXIT':>4}  ITEMS / UI")
     for r in runs:
         took = f"{r['duration_s']:.1f} s" if isinstance(r["duration_s"], (int, float)) else ""
-        print(f"{str(r['ended']):<26} {r['run_name']:<40} {r['pipeline']:<16} {took:>9} {str(r['exit_status']):>4}  "
-              f"{_counts(r)}" + (f"  {r['ui_url']}" if r["ui_url"] else ""))
+        print(
+            f"{str(r['ended']):<26} {r['run_name']:<40} {r['pipeline']:<16} {took:>9} {str(r['exit_status']):>4}  "
+            f"{_counts(r)}" + (f"  {r['ui_url']}" if r["ui_url"] else "")
+        )
     return 0

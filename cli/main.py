@@ -10,7 +10,19 @@ import sys
 from salvo.errors import UsageError
 
 #: Subcommand modules, each with `register(subparsers)`.
-COMMANDS = ["extract", "assembly", "blocks", "subjects", "jobs", "salvage", "deploy", "server", "notify", "demo", "history"]
+COMMANDS = [
+    "extract",
+    "assembly",
+    "blocks",
+    "subjects",
+    "jobs",
+    "salvage",
+    "deploy",
+    "server",
+    "notify",
+    "demo",
+    "history",
+]
 
 
 def _prefect_defaults() -> None:

@@ -52,18 +52,33 @@ def _email(text: str) -> str:
 
 def register(subparsers: Any) -> None:
     """Add `salvo notify`."""
-    p = subparsers.add_parser("notify", help="notify people (webhook, e-mail) when a run fails or crashes",
-                              description=__doc__.split("\n\n")[1].replace("\n", " "))
+    p = subparsers.add_parser(
+        "notify",
+        help="notify people (webhook, e-mail) when a run fails or crashes",
+        description=__doc__.split("\n\n")[1].replace("\n", " "),
+    )
     sub = p.add_subparsers(dest="notify_command", metavar="ACTION", required=True)
     a = sub.add_parser("add", help="add a notification: --webhook URL, or --email ADDRESS --smtp HOST:PORT")
     target = a.add_mutually_exclusive_group(required=True)
-    target.add_argument("--webhook", metavar="URL",
-                        help="POST a JSON message ({\"text\": ...}: Slack, Mattermost, Teams workflows, any URL)")
-    target.add_argument("--email", metavar="ADDRESS", type=_email, action="append",
-                        help="send an e-mail to ADDRESS (repeatable); needs --smtp")
+    target.add_argument(
+        "--webhook",
+        metavar="URL",
+        help='POST a JSON message ({"text": ...}: Slack, Mattermost, Teams workflows, any URL)',
+    )
+    target.add_argument(
+        "--email",
+        metavar="ADDRESS",
+        type=_email,
+        action="append",
+        help="send an e-mail to ADDRESS (repeatable); needs --smtp",
+    )
     a.add_argument("--smtp", metavar="HOST:PORT", type=_smtp, help="the SMTP server for --email")
-    a.add_argument("--smtp-security", choices=["none", "starttls", "ssl"], default="none",
-                   help="encryption to the SMTP server (default: none)")
+    a.add_argument(
+        "--smtp-security",
+        choices=["none", "starttls", "ssl"],
+        default="none",
+        help="encryption to the SMTP server (default: none)",
+    )
     a.add_argument("--smtp-user", metavar="USER", help="SMTP login; its password is read from $SALVO_SMTP_PASSWORD")
     a.add_argument("--sender", metavar="ADDRESS", type=_email, default="salvo@localhost", help="the From: address")
     a.add_argument("--name", type=_name, help="its name (default: webhook or email)")
@@ -84,8 +99,10 @@ def _check_server() -> None:
     from cli.server import prepare_api
 
     if not prepare_api():
-        raise RunFailed("notifications need a Prefect server (Salvo's local server, or PREFECT_API_URL): "
-                        "the temporary API of one command cannot send them")
+        raise RunFailed(
+            "notifications need a Prefect server (Salvo's local server, or PREFECT_API_URL): "
+            "the temporary API of one command cannot send them"
+        )
 
 
 def add_main(args: argparse.Namespace) -> int:
@@ -108,9 +125,15 @@ def add_main(args: argparse.Namespace) -> int:
     if args.webhook:
         block: Any = webhook_block(args.webhook, full)
     else:
-        block = SalvoSmtpEmail(to=args.email, smtp_host=args.smtp[0], smtp_port=args.smtp[1], sender=args.sender,
-                               username=args.smtp_user, password=os.environ.get("SALVO_SMTP_PASSWORD") or None,
-                               security=args.smtp_security)
+        block = SalvoSmtpEmail(
+            to=args.email,
+            smtp_host=args.smtp[0],
+            smtp_port=args.smtp[1],
+            sender=args.sender,
+            username=args.smtp_user,
+            password=os.environ.get("SALVO_SMTP_PASSWORD") or None,
+            security=args.smtp_security,
+        )
     _remove(full)
     block_id = block.save(full, overwrite=True)
     create_automation(full, block_id)
@@ -126,10 +149,16 @@ def create_automation(name: str, block_id: Any) -> Any:
         expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
         match={"prefect.resource.id": "prefect.flow-run.*"},
         match_related={"prefect.resource.role": "flow", "prefect.resource.name": PIPELINE_FLOWS},
-        posture=Posture.Reactive, threshold=1, within=0,
+        posture=Posture.Reactive,
+        threshold=1,
+        within=0,
     )
-    return Automation(name=name, description="salvo notify: a Salvo run failed or crashed", trigger=trigger,
-                      actions=[SendNotification(block_document_id=block_id, subject=SUBJECT, body=BODY)]).create()
+    return Automation(
+        name=name,
+        description="salvo notify: a Salvo run failed or crashed",
+        trigger=trigger,
+        actions=[SendNotification(block_document_id=block_id, subject=SUBJECT, body=BODY)],
+    ).create()
 
 
 def _ours() -> list[tuple[str, Any, Any]]:
@@ -183,8 +212,15 @@ def list_main(args: argparse.Namespace) -> int:
     _check_server()
     from blocks.notify import describe
 
-    rows = [{"name": n, "target": describe(b) if b is not None else "(block missing)",
-             "enabled": bool(a and a.enabled), "automation": str(a.id) if a else None} for n, a, b in _ours()]
+    rows = [
+        {
+            "name": n,
+            "target": describe(b) if b is not None else "(block missing)",
+            "enabled": bool(a and a.enabled),
+            "automation": str(a.id) if a else None,
+        }
+        for n, a, b in _ours()
+    ]
     if args.json:
         from cli.common import print_json
 
@@ -217,19 +253,27 @@ def test_main(args: argparse.Namespace) -> int:
 
     chosen = [(n, b) for n, _, b in _ours() if args.name in (None, n)]
     if not chosen:
-        print("salvo: error: " + (f"no notification named {args.name}" if args.name else "no notifications")
-              + " (`salvo notify list`)", file=sys.stderr)
+        print(
+            "salvo: error: "
+            + (f"no notification named {args.name}" if args.name else "no notifications")
+            + " (`salvo notify list`)",
+            file=sys.stderr,
+        )
         return 1
     code = 0
     for name, block in chosen:
         try:
-            sent = block.notify("This is a test of Salvo's failure notifications: nothing failed.",
-                                subject=f"Salvo: test of notification {name}")
+            sent = block.notify(
+                "This is a test of Salvo's failure notifications: nothing failed.",
+                subject=f"Salvo: test of notification {name}",
+            )
             if inspect.iscoroutine(sent):
                 asyncio.run(sent)
             print(f"Sent a test message through {name}: {describe(block)}")
         except Exception as exc:  # noqa: BLE001 - one line per notification that failed
-            print(f"salvo: error: notification {name} ({describe(block)}) failed: {' '.join(str(exc).split())}",
-                  file=sys.stderr)
+            print(
+                f"salvo: error: notification {name} ({describe(block)}) failed: {' '.join(str(exc).split())}",
+                file=sys.stderr,
+            )
             code = 1
     return code

@@ -17,12 +17,17 @@ def _salvage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("output_dir", help="Path to the output directory containing run_status.nc")
     p.add_argument("backup_dir", help="Path where the backup should be created (must not exist)")
     p.add_argument("--original-mask", required=True, help="Path to the original run-mask.nc used for this run")
-    p.add_argument("--new-mask", required=True, help="Path where the new run-mask (failed cells only) should be written")
+    p.add_argument(
+        "--new-mask", required=True, help="Path where the new run-mask (failed cells only) should be written"
+    )
     p.add_argument("--run-status", help="Path to run_status.nc (default: OUTPUT_DIR/run_status.nc)")
     p.add_argument("--verbose", "-v", action="store_true", help="Print detailed progress information")
-    p.add_argument("--copy", action="store_true",
-                   help="Copy the outputs (reflinks where the filesystem can) and leave OUTPUT_DIR as it is "
-                        "(default: move OUTPUT_DIR to BACKUP_DIR and leave an empty OUTPUT_DIR for the re-run)")
+    p.add_argument(
+        "--copy",
+        action="store_true",
+        help="Copy the outputs (reflinks where the filesystem can) and leave OUTPUT_DIR as it is "
+        "(default: move OUTPUT_DIR to BACKUP_DIR and leave an empty OUTPUT_DIR for the re-run)",
+    )
 
 
 def _merge_args(p: argparse.ArgumentParser) -> None:
@@ -34,9 +39,14 @@ def _merge_args(p: argparse.ArgumentParser) -> None:
 
 
 def _allow_missing_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--allow-missing", action="append", default=[], metavar="NAME",
-                   help="a NetCDF file the re-run may lack (repeatable); without it a missing file is an error. "
-                        "The re-run's cells are then marked failed (merge_source -k), never 100")
+    p.add_argument(
+        "--allow-missing",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a NetCDF file the re-run may lack (repeatable); without it a missing file is an error. "
+        "The re-run's cells are then marked failed (merge_source -k), never 100",
+    )
 
 
 def run_salvage(args: argparse.Namespace) -> int:
@@ -44,10 +54,24 @@ def run_salvage(args: argparse.Namespace) -> int:
     from salvo.gridded.checks import check_salvage
     from salvo.gridded.salvage import salvage_run
 
-    check_salvage(args.output_dir, args.backup_dir, original_mask=args.original_mask, new_mask=args.new_mask,
-                  run_status=args.run_status, copy=args.copy)
-    salvage_run(args.output_dir, backup_dir=args.backup_dir, original_mask=args.original_mask, new_mask=args.new_mask,
-                run_status=args.run_status, copy=args.copy, verbose=args.verbose, log=print)
+    check_salvage(
+        args.output_dir,
+        args.backup_dir,
+        original_mask=args.original_mask,
+        new_mask=args.new_mask,
+        run_status=args.run_status,
+        copy=args.copy,
+    )
+    salvage_run(
+        args.output_dir,
+        backup_dir=args.backup_dir,
+        original_mask=args.original_mask,
+        new_mask=args.new_mask,
+        run_status=args.run_status,
+        copy=args.copy,
+        verbose=args.verbose,
+        log=print,
+    )
     return 0
 
 
@@ -58,12 +82,20 @@ def run_merge(args: argparse.Namespace) -> int:
 
     check_merge(args.salvaged_dir, args.rerun_dir, args.output_dir)
     try:
-        report = merge_outputs(args.salvaged_dir, rerun_dir=args.rerun_dir, output_dir=args.output_dir,
-                               allow_missing=args.allow_missing, verbose=args.verbose, log=print)
+        report = merge_outputs(
+            args.salvaged_dir,
+            rerun_dir=args.rerun_dir,
+            output_dir=args.output_dir,
+            allow_missing=args.allow_missing,
+            verbose=args.verbose,
+            log=print,
+        )
     except MergeVerificationError as exc:
         raise _run_failed(str(exc)) from None
     if not args.verbose:
-        print(f"✓ Merge complete\n  Merged: {len(report.merged)} files\n  Total successful cells: {report.total_success}")
+        print(
+            f"✓ Merge complete\n  Merged: {len(report.merged)} files\n  Total successful cells: {report.total_success}"
+        )
     return 0
 
 
@@ -77,8 +109,14 @@ def run_recover(args: argparse.Namespace) -> int:
 
     # Every check before Prefect starts: bad input is one line and exit 2, nothing touched.
     _from_config(args)
-    timeout = check_recover(model_command=args.model_command, mask=args.mask, output=args.output,
-                            work_dir=args.work_dir, max_rounds=args.max_rounds, timeout=args.timeout)
+    timeout = check_recover(
+        model_command=args.model_command,
+        mask=args.mask,
+        output=args.output,
+        work_dir=args.work_dir,
+        max_rounds=args.max_rounds,
+        timeout=args.timeout,
+    )
     run = run_options(args, "salvage-merge", timeout_s=timeout)
     plan_layout(args.mask, output=args.output, work=args.work_dir)
     render_command(args.model_command, {"mask": args.mask, "output": args.output, "config": args.config or ""})
@@ -88,10 +126,19 @@ def run_recover(args: argparse.Namespace) -> int:
         raise UsageError("--cluster slurm runs a recovery's batches as SLURM jobs: give --cells-per-batch N too")
     from flows.salvage_merge import salvage_merge
 
-    doc = run_flow(salvage_merge, progress=Progress(stream=sys.stderr, quiet=True), model_command=args.model_command,
-                   mask=args.mask, output=args.output, max_rounds=int(args.max_rounds),
-                   work_dir=args.work_dir, full_copy=args.copy, allow_missing=list(args.allow_missing), run=run,
-                   config=args.config)
+    doc = run_flow(
+        salvage_merge,
+        progress=Progress(stream=sys.stderr, quiet=True),
+        model_command=args.model_command,
+        mask=args.mask,
+        output=args.output,
+        max_rounds=int(args.max_rounds),
+        work_dir=args.work_dir,
+        full_copy=args.copy,
+        allow_missing=list(args.allow_missing),
+        run=run,
+        config=args.config,
+    )
     if args.json:
         print_json(doc)
     else:
@@ -121,18 +168,33 @@ def _recover_batches(args: argparse.Namespace, run: Any) -> int:
     for flag, value in (("--cells-per-batch", args.cells_per_batch), ("--max-queued", args.max_queued)):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1, not {value}")
-    doc = run_flow(recover_batches, progress=Progress(stream=sys.stderr, quiet=args.json), model_command=args.model_command,
-                   mask=args.mask, output=args.output, cells_per_batch=args.cells_per_batch, max_queued=args.max_queued,
-                   max_rounds=int(args.max_rounds), work_dir=args.work_dir, full_copy=args.copy, run=run,
-                   config=args.config)
+    doc = run_flow(
+        recover_batches,
+        progress=Progress(stream=sys.stderr, quiet=args.json),
+        model_command=args.model_command,
+        mask=args.mask,
+        output=args.output,
+        cells_per_batch=args.cells_per_batch,
+        max_queued=args.max_queued,
+        max_rounds=int(args.max_rounds),
+        work_dir=args.work_dir,
+        full_copy=args.copy,
+        run=run,
+        config=args.config,
+    )
     if args.json:
         print_json(doc)
     else:
         merged = doc.get("merge", {})
-        print(f"{len(doc.get('batches', []))} batches: {doc['summary'].get('succeeded', 0)} recovered, "
-              f"{doc['summary'].get('failed', 0)} failed")
-        print(f"merge: {merged['error']}" if "error" in merged else
-              f"merged into {merged['output']}: {merged['success_cells']} of {merged['enabled_cells']} cells succeeded")
+        print(
+            f"{len(doc.get('batches', []))} batches: {doc['summary'].get('succeeded', 0)} recovered, "
+            f"{doc['summary'].get('failed', 0)} failed"
+        )
+        print(
+            f"merge: {merged['error']}"
+            if "error" in merged
+            else f"merged into {merged['output']}: {merged['success_cells']} of {merged['enabled_cells']} cells succeeded"
+        )
     return 0 if doc["summary"]["ok"] else 1
 
 
@@ -143,37 +205,70 @@ def _is_summary_line(line: str) -> bool:
 
 def register(subparsers: Any) -> None:
     """Add `salvo salvage`, `salvo merge` and `salvo recover`."""
-    p = subparsers.add_parser("salvage", help="back up a partly failed gridded run and write a failed-cells mask",
-                              description=SALVAGE_HELP)
+    p = subparsers.add_parser(
+        "salvage", help="back up a partly failed gridded run and write a failed-cells mask", description=SALVAGE_HELP
+    )
     _salvage_args(p)
     p.set_defaults(func=run_salvage)
     p = subparsers.add_parser("merge", help="merge a salvaged gridded run with its re-run", description=MERGE_HELP)
     _merge_args(p)
     p.set_defaults(func=run_merge)
     p = subparsers.add_parser(
-        "recover", help="run a gridded model, re-running failed cells until all succeed (salvage-merge)",
+        "recover",
+        help="run a gridded model, re-running failed cells until all succeed (salvage-merge)",
         description="Run the model; while enabled cells failed: salvage, re-run the failed cells, merge. "
-                    "The original run-mask is always put back.")
-    p.add_argument("--model-command", required=True,
-                   help="the model's command line; it reads the run-mask at --mask and writes --output "
-                        "({mask} and {output} are filled in if present)")
-    p.add_argument("--mask", help="the run-mask the model reads (kept and restored); default: IO.runmask_file of --config")
-    p.add_argument("--output", help="the folder the model writes; ends up holding the merged outputs; "
-                                    "default: IO.output_dir of --config")
-    p.add_argument("--config", metavar="config/config.js", help="dvmdostem's own configuration: the run-mask and "
-                   "output folder come from its IO section; {config} in --model-command is filled in (per batch: the batch's copy)")
-    p.add_argument("--cells-per-batch", type=int, default=None, metavar="N",
-                   help="split the run into batches of N enabled cells (dvmdostem's scripts use 25), recover each batch as "
-                        "an item (here, on Dask or on SLURM), then merge them into --output")
-    p.add_argument("--max-queued", type=int, default=15, metavar="N",
-                   help="with --cells-per-batch: most batches running or queued at once (default: 15, as dvmdostem's scripts)")
+        "The original run-mask is always put back.",
+    )
+    p.add_argument(
+        "--model-command",
+        required=True,
+        help="the model's command line; it reads the run-mask at --mask and writes --output "
+        "({mask} and {output} are filled in if present)",
+    )
+    p.add_argument(
+        "--mask", help="the run-mask the model reads (kept and restored); default: IO.runmask_file of --config"
+    )
+    p.add_argument(
+        "--output",
+        help="the folder the model writes; ends up holding the merged outputs; default: IO.output_dir of --config",
+    )
+    p.add_argument(
+        "--config",
+        metavar="config/config.js",
+        help="dvmdostem's own configuration: the run-mask and "
+        "output folder come from its IO section; {config} in --model-command is filled in (per batch: the batch's copy)",
+    )
+    p.add_argument(
+        "--cells-per-batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split the run into batches of N enabled cells (dvmdostem's scripts use 25), recover each batch as "
+        "an item (here, on Dask or on SLURM), then merge them into --output",
+    )
+    p.add_argument(
+        "--max-queued",
+        type=int,
+        default=15,
+        metavar="N",
+        help="with --cells-per-batch: most batches running or queued at once (default: 15, as dvmdostem's scripts)",
+    )
     p.add_argument("--max-rounds", default=3, help="most re-run rounds (default: 3)")
-    p.add_argument("--timeout", default=None, metavar="DURATION",
-                   help="kill a model run (its whole process group) after this long: seconds, or 90s, 15m, 2h "
-                        f"(default: {PIPELINE_TIMEOUT_S['salvage-merge'] / 3600:g}h)")
-    p.add_argument("--work-dir", help="where each round's backups, masks, re-runs and merges go (default: OUTPUT.recovery)")
-    p.add_argument("--copy", action="store_true",
-                   help="back up each round with copies (reflinks where possible) instead of moving the output folder")
+    p.add_argument(
+        "--timeout",
+        default=None,
+        metavar="DURATION",
+        help="kill a model run (its whole process group) after this long: seconds, or 90s, 15m, 2h "
+        f"(default: {PIPELINE_TIMEOUT_S['salvage-merge'] / 3600:g}h)",
+    )
+    p.add_argument(
+        "--work-dir", help="where each round's backups, masks, re-runs and merges go (default: OUTPUT.recovery)"
+    )
+    p.add_argument(
+        "--copy",
+        action="store_true",
+        help="back up each round with copies (reflinks where possible) instead of moving the output folder",
+    )
     _allow_missing_arg(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     from cli.common import add_runner_flags

@@ -20,7 +20,6 @@ left RUNNING by a driver on this host that is gone are marked Crashed (`mark_cra
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.abc
 import importlib.machinery
 import json
@@ -42,6 +41,7 @@ _state: dict[str, Any] = {"prepared": False, "url": None, "skip": False}
 
 
 # --------------------------------------------------------------------------- which API
+
 
 def local_server_enabled() -> bool:
     """False when ``SALVO_LOCAL_SERVER`` is 0/false/no/off; unset means on, except under pytest (never leave a server behind)."""
@@ -67,8 +67,10 @@ def user_api_url() -> str | None:
 def check_api(url: str) -> None:
     """Stop with one line and exit 1 if the Prefect API at ``url`` does not answer ``/health``."""
     if not procs.api_healthy(url, timeout_s=float(os.environ.get("SALVO_API_CHECK_TIMEOUT", "5"))):
-        raise RunFailed(f"the Prefect API at {redact(url)} does not answer (GET {redact(url)}/health); "
-                        "start it, or unset PREFECT_API_URL to use Salvo's local server")
+        raise RunFailed(
+            f"the Prefect API at {redact(url)} does not answer (GET {redact(url)}/health); "
+            "start it, or unset PREFECT_API_URL to use Salvo's local server"
+        )
 
 
 def skip_api_setup() -> None:
@@ -93,14 +95,20 @@ def prepare_api(*, warn: Any = None) -> str | None:
             check_api(url)
         elif local_server_enabled():
             try:
-                info, started = procs.ensure_local_server(startup_timeout_s=float(os.environ.get("SALVO_SERVER_STARTUP_TIMEOUT", "180")))
+                info, started = procs.ensure_local_server(
+                    startup_timeout_s=float(os.environ.get("SALVO_SERVER_STARTUP_TIMEOUT", "180"))
+                )
                 url = info.url
                 os.environ["PREFECT_API_URL"] = url
                 if started:
-                    warn(f"salvo: started a local Prefect server at {info.ui} (UI; PREFECT_HOME={info.home}); "
-                         "it keeps running for later commands: `salvo server stop` stops it")
+                    warn(
+                        f"salvo: started a local Prefect server at {info.ui} (UI; PREFECT_HOME={info.home}); "
+                        "it keeps running for later commands: `salvo server stop` stops it"
+                    )
             except Exception as exc:  # noqa: BLE001 - any failure falls back, with one line
-                warn(f"salvo: warning: no local Prefect server ({' '.join(str(exc).split())}); using a temporary API for this command")
+                warn(
+                    f"salvo: warning: no local Prefect server ({' '.join(str(exc).split())}); using a temporary API for this command"
+                )
                 url = None
     procs.start_reaper()
     if url:
@@ -113,6 +121,7 @@ def prepare_api(*, warn: Any = None) -> str | None:
 
 
 # --------------------------------------------------------------------------- the import hook
+
 
 class _PrefectImportHook(importlib.abc.MetaPathFinder):
     """Runs `prepare_api` just before the first ``import prefect``, and tags flow runs just after it."""
@@ -180,13 +189,16 @@ def tag_this_driver() -> None:
             continue
         original = getattr(original, "_salvo_original", original)
         if inspect.iscoroutinefunction(original):
+
             async def create_flow_run(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
                 bound = with_tag(_original, args, kwargs)
                 return await _original(*bound.args, **bound.kwargs)
         else:
+
             def create_flow_run(*args: Any, _original: Any = original, **kwargs: Any) -> Any:  # type: ignore[misc]
                 bound = with_tag(_original, args, kwargs)
                 return _original(*bound.args, **bound.kwargs)
+
         functools.update_wrapper(create_flow_run, original)
         create_flow_run._salvo_driver_tag = tag  # type: ignore[attr-defined]
         create_flow_run._salvo_original = original  # type: ignore[attr-defined]
@@ -219,6 +231,7 @@ def temporary_api_in_own_session() -> None:
 
 # --------------------------------------------------------------------------- crashed runs
 
+
 def mark_crashed_runs(url: str) -> list[str]:
     """Mark Crashed the runs whose `salvo` driver on this host is gone (`salvo.runnames.mark_crashed_runs`).
 
@@ -230,16 +243,24 @@ def mark_crashed_runs(url: str) -> list[str]:
 
 # --------------------------------------------------------------------------- salvo server
 
+
 def register(subparsers: Any) -> None:
     """Add `salvo server start | stop | status`."""
-    p = subparsers.add_parser("server", help="the local Prefect server every salvo command uses by default: start, stop, status",
-                              description="Manage the local Prefect server of PREFECT_HOME (SQLite, 127.0.0.1) that salvo commands "
-                                          "start on first need and reuse. PREFECT_API_URL set by you always wins over it; "
-                                          "SALVO_LOCAL_SERVER=0 turns it off (each command then starts a temporary API).")
+    p = subparsers.add_parser(
+        "server",
+        help="the local Prefect server every salvo command uses by default: start, stop, status",
+        description="Manage the local Prefect server of PREFECT_HOME (SQLite, 127.0.0.1) that salvo commands "
+        "start on first need and reuse. PREFECT_API_URL set by you always wins over it; "
+        "SALVO_LOCAL_SERVER=0 turns it off (each command then starts a temporary API).",
+    )
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     s = sub.add_parser("start", help="start it (or report the one already running)")
-    s.add_argument("--port", type=positive_int, help="port (default: $SALVO_SERVER_PORT, else 4200 if free, else a free port)")
-    s.add_argument("--timeout", type=positive_float, default=180.0, help="seconds to wait for it to be healthy (default: 180)")
+    s.add_argument(
+        "--port", type=positive_int, help="port (default: $SALVO_SERVER_PORT, else 4200 if free, else a free port)"
+    )
+    s.add_argument(
+        "--timeout", type=positive_float, default=180.0, help="seconds to wait for it to be healthy (default: 180)"
+    )
     s.set_defaults(func=_start)
     st = sub.add_parser("status", help="is it running, where, with which PID and log; exit 0 if running, 1 if not")
     st.add_argument("--json", action="store_true", help="print the state as JSON")
@@ -254,10 +275,15 @@ def _describe(info: procs.ServerInfo) -> str:
 def _start(args: argparse.Namespace) -> int:
     info, started = procs.ensure_local_server(port=args.port, startup_timeout_s=args.timeout)
     if not started and args.port and info.port != args.port:
-        raise UsageError(f"a local server already runs on port {info.port}; `salvo server stop` it first to use port {args.port}")
+        raise UsageError(
+            f"a local server already runs on port {info.port}; `salvo server stop` it first to use port {args.port}"
+        )
     print(("Started" if started else "Already running:") + f" local Prefect server: {_describe(info)}")
     if user_api_url() and user_api_url() != info.url:
-        print(f"note: PREFECT_API_URL={redact(user_api_url())} is set, so salvo commands use that, not this server", file=sys.stderr)
+        print(
+            f"note: PREFECT_API_URL={redact(user_api_url())} is set, so salvo commands use that, not this server",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -267,15 +293,27 @@ def _status(args: argparse.Namespace) -> int:
     healthy = alive and procs.api_healthy(info.url)  # type: ignore[union-attr]
     user = user_api_url()
     if args.json:
-        print(json.dumps({"running": bool(healthy), "process_alive": alive, "server": info.__dict__ if info and alive else None,
-                          "user_api_url": redact(user) if user else None, "local_server_enabled": local_server_enabled()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "running": bool(healthy),
+                    "process_alive": alive,
+                    "server": info.__dict__ if info and alive else None,
+                    "user_api_url": redact(user) if user else None,
+                    "local_server_enabled": local_server_enabled(),
+                },
+                indent=2,
+            )
+        )
     elif healthy:
         print(f"Running: {_describe(info)}")  # type: ignore[arg-type]
     elif alive:
         print(f"Starting or not answering: {_describe(info)}")  # type: ignore[arg-type]
     else:
-        print(f"Not running (PREFECT_HOME {procs.prefect_home()}); the next salvo command that needs Prefect starts it"
-              + ("" if local_server_enabled() else " unless SALVO_LOCAL_SERVER=0, as it is now"))
+        print(
+            f"Not running (PREFECT_HOME {procs.prefect_home()}); the next salvo command that needs Prefect starts it"
+            + ("" if local_server_enabled() else " unless SALVO_LOCAL_SERVER=0, as it is now")
+        )
     if user and not args.json:
         print(f"PREFECT_API_URL={redact(user)} is set: salvo commands use it, not the local server")
     return 0 if healthy else 1
@@ -283,9 +321,22 @@ def _status(args: argparse.Namespace) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     info = procs.stop_local_server()
-    print(f"Stopped the local Prefect server (PID {info.pid}, {info.ui})." if info else f"No local Prefect server was running (PREFECT_HOME {procs.prefect_home()}).")
+    print(
+        f"Stopped the local Prefect server (PID {info.pid}, {info.ui})."
+        if info
+        else f"No local Prefect server was running (PREFECT_HOME {procs.prefect_home()})."
+    )
     return 0
 
 
-__all__ = ["check_api", "driver_tag", "install_hook", "local_server_enabled", "mark_crashed_runs", "prepare_api", "register",
-           "skip_api_setup", "user_api_url"]
+__all__ = [
+    "check_api",
+    "driver_tag",
+    "install_hook",
+    "local_server_enabled",
+    "mark_crashed_runs",
+    "prepare_api",
+    "register",
+    "skip_api_setup",
+    "user_api_url",
+]

@@ -19,28 +19,55 @@ Exit code: 0 all succeeded or skipped, 1 some failed, 2 bad input (checked befor
 
 def register(subparsers: Any) -> None:
     """Add ``salvo subjects`` to the ``salvo`` command."""
-    p = subparsers.add_parser("subjects", help="run a pipeline over every subject of a study (manifest or BIDS)", description=DESCRIPTION)
+    p = subparsers.add_parser(
+        "subjects", help="run a pipeline over every subject of a study (manifest or BIDS)", description=DESCRIPTION
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--manifest", metavar="FILE", help="JSON manifest with global_options and subjects")
     src.add_argument("--bids-dir", metavar="DIR", help="find sub-*/[ses-*/]dwi/*_dwi.nii[.gz] units in a BIDS dataset")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder: one sub-folder per subject, reports, logs")
-    p.add_argument("--include", action="append", default=[], metavar="GLOB", help="keep only units whose id matches (BIDS; repeatable)")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="drop units whose id matches (BIDS; repeatable)")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder: one sub-folder per subject, reports, logs"
+    )
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="keep only units whose id matches (BIDS; repeatable)",
+    )
+    p.add_argument(
+        "--exclude", action="append", default=[], metavar="GLOB", help="drop units whose id matches (BIDS; repeatable)"
+    )
     p.add_argument("--preprocessing", action="store_true", default=None, help="set the global option preprocessing")
-    p.add_argument("--denoise_method", "--denoise-method", dest="denoise_method", metavar="NAME",
-                   help="set the global option denoise_method (built-in: patch2self, nlmeans, mppca, none;"
-                        " csttool: patch2self, nlmeans); used with --preprocessing")
-    p.add_argument("--pipeline", choices=("builtin", "csttool"), default="builtin",
-                   help="builtin: DIPY brain mask, denoising, tensor fit, dti_FA/MD/RGB maps (default); "
-                        "csttool: the installed csttool's preprocess, track, extract, metrics"
-                        " (pip install 'salvo[csttool]')")
-    p.add_argument("--steps", metavar="LIST",
-                   help="csttool steps to run, a prefix of preprocess,track,extract,metrics (default: all four; "
-                        "extract and metrics need `csttool fetch-data` done once)")
-    p.add_argument("--pipeline-command", metavar="TEMPLATE",
-                   help="run this command per subject instead of the built-in pipeline; placeholders: "
-                        "{id} {input} (the NIfTI image or DICOM folder) {nifti} {dicom} {bval} {bvec} {work_dir} "
-                        "{options} (each option as --key value, the key spelled as in the manifest)")
+    p.add_argument(
+        "--denoise_method",
+        "--denoise-method",
+        dest="denoise_method",
+        metavar="NAME",
+        help="set the global option denoise_method (built-in: patch2self, nlmeans, mppca, none;"
+        " csttool: patch2self, nlmeans); used with --preprocessing",
+    )
+    p.add_argument(
+        "--pipeline",
+        choices=("builtin", "csttool"),
+        default="builtin",
+        help="builtin: DIPY brain mask, denoising, tensor fit, dti_FA/MD/RGB maps (default); "
+        "csttool: the installed csttool's preprocess, track, extract, metrics"
+        " (pip install 'salvo[csttool]')",
+    )
+    p.add_argument(
+        "--steps",
+        metavar="LIST",
+        help="csttool steps to run, a prefix of preprocess,track,extract,metrics (default: all four; "
+        "extract and metrics need `csttool fetch-data` done once)",
+    )
+    p.add_argument(
+        "--pipeline-command",
+        metavar="TEMPLATE",
+        help="run this command per subject instead of the built-in pipeline; placeholders: "
+        "{id} {input} (the NIfTI image or DICOM folder) {nifti} {dicom} {bval} {bvec} {work_dir} "
+        "{options} (each option as --key value, the key spelled as in the manifest)",
+    )
     g = p.add_argument_group("running")
     g.add_argument("--force", action="store_true", help="re-run subjects even when done with the same config hash")
     # The seed's `--parallel N` is `--workers N`; its bare --timeout is in minutes.
@@ -67,7 +94,10 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
 
     run = run_options(args, PIPELINE)
     check_run_settings(
-        out=args.out, timeout_minutes=(run.timeout_s or MAX_TIMEOUT_S) / 60.0, parallel=run.workers, retries=run.retries,
+        out=args.out,
+        timeout_minutes=(run.timeout_s or MAX_TIMEOUT_S) / 60.0,
+        parallel=run.workers,
+        retries=run.retries,
         names={"out": "--out", "timeout_minutes": "--timeout", "parallel": "--workers", "retries": "--retries"},
     )
     if args.manifest is not None:
@@ -80,8 +110,13 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
         validate.dask_address(args.dask_address)
     out = str(Path(args.out).expanduser())
     params = dict(
-        manifest=args.manifest, bids_dir=args.bids_dir, include=args.include, exclude=args.exclude,
-        options=_options(args), pipeline_command=args.pipeline_command, pipeline=args.pipeline,
+        manifest=args.manifest,
+        bids_dir=args.bids_dir,
+        include=args.include,
+        exclude=args.exclude,
+        options=_options(args),
+        pipeline_command=args.pipeline_command,
+        pipeline=args.pipeline,
     )
     plan_subjects(**params, out_dir=out)  # the manifest, the units, the command and the output layout
     return dict(params, out=out, run=run, echo=not (args.json or args.quiet))

@@ -25,9 +25,17 @@ PREFECT_FILE = ROOT / "deployments" / "prefect.yaml"
 DEFAULT_POOL = "salvo-process"
 
 
-def deployment_env(*, cron: str | None = None, timezone: str | None = None, schedules_active: bool | None = None,
-                   pool: str | None = None, data: str | None = None, dask_address: str | None = None) -> dict[str, str]:
+def deployment_env(
+    *,
+    cron: str | None = None,
+    timezone: str | None = None,
+    schedules_active: bool | None = None,
+    pool: str | None = None,
+    data: str | None = None,
+    dask_address: str | None = None,
+) -> dict[str, str]:
     """The SALVO_* variables prefect.yaml is templated with: explicit values, else the environment, else defaults."""
+
     def pick(name: str, value: Any, default: str) -> str:
         return str(value) if value is not None else os.environ.get(name, default)
 
@@ -79,7 +87,11 @@ def ensure_work_pool(name: str, api_url: str) -> bool:
 
     with api_settings(api_url), get_client(sync_client=True) as client:
         try:
-            client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template()))
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template()
+                )
+            )
         except ObjectAlreadyExists:
             return False
     return True
@@ -132,20 +144,38 @@ def ensure_crash_automation(api_url: str) -> bool:
                 return False
         trigger = EventTrigger(
             after={"prefect.flow-run.heartbeat"},
-            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
-                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
-            match={"prefect.resource.id": ["prefect.flow-run.*"]}, for_each={"prefect.resource.id"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match={"prefect.resource.id": ["prefect.flow-run.*"]},
+            for_each={"prefect.resource.id"},
             # Salvo's pipelines only: other flows on the server may beat every 180 s (Prefect's default).
             match_related={"prefect.resource.role": "flow", "prefect.resource.name": sorted(NAME_PARAMS)},
-            posture=Posture.Proactive, threshold=1, within=dt.timedelta(seconds=HEARTBEAT_GRACE_S))
-        action = ChangeFlowRunState(state=StateType.CRASHED, name="Crashed",
-                                    message=f"no heartbeat for {HEARTBEAT_GRACE_S} s: its process is gone (killed?)")
-        Automation(name=CRASH_AUTOMATION, description="salvo deploy: runs whose heartbeats stop are Crashed",
-                   trigger=trigger, actions=[action]).create()
+            posture=Posture.Proactive,
+            threshold=1,
+            within=dt.timedelta(seconds=HEARTBEAT_GRACE_S),
+        )
+        action = ChangeFlowRunState(
+            state=StateType.CRASHED,
+            name="Crashed",
+            message=f"no heartbeat for {HEARTBEAT_GRACE_S} s: its process is gone (killed?)",
+        )
+        Automation(
+            name=CRASH_AUTOMATION,
+            description="salvo deploy: runs whose heartbeats stop are Crashed",
+            trigger=trigger,
+            actions=[action],
+        ).create()
     return True
 
 
-def deploy_all(api_url: str, *, settings: dict[str, str], env: dict[str, str] | None = None, echo: Callable[[str], None] = print) -> int:
+def deploy_all(
+    api_url: str, *, settings: dict[str, str], env: dict[str, str] | None = None, echo: Callable[[str], None] = print
+) -> int:
     """`prefect --no-prompt deploy --all` of deployments/prefect.yaml, from the project root, and the
     automation that marks runs without heartbeats Crashed; return the deploy's exit code."""
     ensure_work_pool(settings["SALVO_WORK_POOL"], api_url)
@@ -154,11 +184,22 @@ def deploy_all(api_url: str, *, settings: dict[str, str], env: dict[str, str] | 
     path, missing = deployable_file()
     for entry in missing:
         echo(f"warning: {entry.split(':')[0]} does not exist; its deployment is left out")
-    child_env = {**(env or os.environ), **settings, "PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                 "DO_NOT_TRACK": "1", "COLUMNS": "200"}
+    child_env = {
+        **(env or os.environ),
+        **settings,
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "COLUMNS": "200",
+    }
     try:
-        proc = subprocess.run(prefect_command("--no-prompt", "deploy", "--all", "--prefect-file", str(path)),
-                              cwd=ROOT, env=child_env, capture_output=True, text=True)
+        proc = subprocess.run(
+            prefect_command("--no-prompt", "deploy", "--all", "--prefect-file", str(path)),
+            cwd=ROOT,
+            env=child_env,
+            capture_output=True,
+            text=True,
+        )
     finally:
         if path != PREFECT_FILE:
             path.unlink()
@@ -190,7 +231,9 @@ class ServeOptions:
     worker_limit: int | None = None
 
 
-def serve(opts: ServeOptions, settings: dict[str, str], *, echo: Callable[[str], None], warn: Callable[[str], None]) -> int:
+def serve(
+    opts: ServeOptions, settings: dict[str, str], *, echo: Callable[[str], None], warn: Callable[[str], None]
+) -> int:
     """Server, blocks, work pool, deployments and a worker, until Ctrl-C or SIGTERM; then stop them all. Return the exit code."""
     home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
     api_url = f"http://{HOST}:{opts.port}/api"
@@ -200,7 +243,13 @@ def serve(opts: ServeOptions, settings: dict[str, str], *, echo: Callable[[str],
     server_log, worker_log = opts.logs / "server.log", opts.logs / "worker.log"
     try:
         with sigterm_as_interrupt():
-            server = procs.start("server", prefect_command("server", "start", "--host", HOST, "--port", str(opts.port)), env=env, log=server_log, cwd=ROOT)
+            server = procs.start(
+                "server",
+                prefect_command("server", "start", "--host", HOST, "--port", str(opts.port)),
+                env=env,
+                log=server_log,
+                cwd=ROOT,
+            )
             took = wait_healthy(api_url, timeout_s=opts.startup_timeout_s, process=server, log=server_log)
             echo(f"Prefect server healthy after {took:.1f} s (PREFECT_HOME={home}, log: {server_log})")
             echo(f"Registered block types: {', '.join(register_storage_blocks(api_url))}")
@@ -209,10 +258,18 @@ def serve(opts: ServeOptions, settings: dict[str, str], *, echo: Callable[[str],
                 return 1
             pool = settings["SALVO_WORK_POOL"]
             limit = ["--limit", str(opts.worker_limit)] if opts.worker_limit else []
-            procs.start("worker", prefect_command("worker", "start", "--pool", pool, "--type", "process", *limit), env=env, log=worker_log, cwd=ROOT)
+            procs.start(
+                "worker",
+                prefect_command("worker", "start", "--pool", pool, "--type", "process", *limit),
+                env=env,
+                log=worker_log,
+                cwd=ROOT,
+            )
             echo(f"Worker started on pool {pool!r} (log: {worker_log})")
             echo(f"Salvo is serving. Prefect UI: http://{HOST}:{opts.port}  (API: {api_url})")
-            echo(f"Try: PREFECT_API_URL={api_url} .venv/bin/prefect deployment run 'netcdf-extract/nightly' --param directory=PATH --watch")
+            echo(
+                f"Try: PREFECT_API_URL={api_url} .venv/bin/prefect deployment run 'netcdf-extract/nightly' --param directory=PATH --watch"
+            )
             echo("Press Ctrl-C to stop the worker and the server.")
             name, code = supervise(procs, tick=lambda: _name_quietly(api_url, warn), every_s=2.0)
             warn(f"salvo serve: the {name} exited with code {code}; stopping (see {opts.logs / (name + '.log')})")

@@ -12,8 +12,16 @@ from blocks.storage import child_credentials, storage_block
 from flows.batch import BatchOptions, batch_state, finish_batch, run_batch, run_namer, tag_current_run
 from salvo.assembly.ids import experiment_folder
 from salvo.assembly.ledger import Heartbeat
-from salvo.assembly.run import (chunk_items, experiment_identity, plan_assembly, point_at_data_file, report_base,
-                                report_section, report_title, storage_lost)
+from salvo.assembly.run import (
+    chunk_items,
+    experiment_identity,
+    plan_assembly,
+    point_at_data_file,
+    report_base,
+    report_section,
+    report_title,
+    storage_lost,
+)
 from salvo.html_report import Section
 from salvo.options import RunOptions
 from salvo.outcome import ItemResult
@@ -72,9 +80,16 @@ def assembly_run(
     run = RunOptions.of(RUN, run).model_copy(update={"fail_fast": True})
     given = {"n_samples": samples, "n_reps": reps, "seed": seed}
     overrides = {**(config or {}), **{k: v for k, v in given.items() if v is not None}}
-    plan = plan_assembly(experiment, exp_number=exp_number, version=version, title=title,
-                         result_name=result_name, config_file=config_file, overrides=overrides,
-                         chunk_size=chunk_size)
+    plan = plan_assembly(
+        experiment,
+        exp_number=exp_number,
+        version=version,
+        title=title,
+        result_name=result_name,
+        config_file=config_file,
+        overrides=overrides,
+        chunk_size=chunk_size,
+    )
     root = storage_block(storage)
     exp = root.child(plan.folder)
     try:
@@ -82,8 +97,12 @@ def assembly_run(
     except StorageError as exc:
         return _lost(str(exc))
     items, worker = chunk_items(plan, root.target)
-    options = BatchOptions(state=exp.child("records"), run=run, settings={"pipeline": RUN, "assembly_id": plan.assembly_id},
-                           on_result=_StopOnStorageLoss(exp.target))
+    options = BatchOptions(
+        state=exp.child("records"),
+        run=run,
+        settings={"pipeline": RUN, "assembly_id": plan.assembly_id},
+        on_result=_StopOnStorageLoss(exp.target),
+    )
     try:
         with child_credentials(root), Heartbeat(exp.target, plan.assembly_id):
             outcome = run_batch(items, worker, pipeline=RUN, options=options)
@@ -91,13 +110,22 @@ def assembly_run(
             base = report_base(plan, exp.target)  # links made from where the report lies once uploaded
             section = Section(*report_section(plan, exp.target, ok=outcome.summary.ok, base=base))
             with tempfile.TemporaryDirectory(prefix="salvo-assembly-") as tmp:
-                doc = finish_batch(outcome, pipeline=RUN, report_dir=tmp, fail_on_error=False, title=report_title(plan),
-                                   sections=[section], link_base=base)
+                doc = finish_batch(
+                    outcome,
+                    pipeline=RUN,
+                    report_dir=tmp,
+                    fail_on_error=False,
+                    title=report_title(plan),
+                    sections=[section],
+                    link_base=base,
+                )
                 doc = close_assembly(doc, plan, exp, len(items))
     except StorageError as exc:  # the storage is gone: one line, no traceback, nothing more to do
         abandon_assembly(plan, exp, str(exc))
-        return _lost(f"assembly {plan.assembly_id} stopped, finished chunks kept (resume it with "
-                     f"--resume {plan.assembly_id} once the storage is back): {exc}")
+        return _lost(
+            f"assembly {plan.assembly_id} stopped, finished chunks kept (resume it with "
+            f"--resume {plan.assembly_id} once the storage is back): {exc}"
+        )
     except Exception as exc:
         abandon_assembly(plan, exp, f"{type(exc).__name__}: {exc}")
         raise
@@ -125,8 +153,6 @@ def assembly_reassemble(
     tag_current_run(REASSEMBLE)
     folder = None
     if experiment or title:
-        _, number, name, _ = experiment_identity(experiment or "custom:fn", exp_number=exp_number,
-                                                 title=title)
+        _, number, name, _ = experiment_identity(experiment or "custom:fn", exp_number=exp_number, title=title)
         folder = experiment_folder(number, version, name)
-    return reassemble_files(result_name, storage_block(storage), folder, output, allow_pickle,
-                            seeds)
+    return reassemble_files(result_name, storage_block(storage), folder, output, allow_pickle, seeds)

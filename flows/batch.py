@@ -9,7 +9,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 from prefect.states import Cancelled, Completed, Failed, State
@@ -48,8 +53,11 @@ def _task_runner(run: RunOptions) -> Any:
         from salvo.cluster import slurm_cluster_kwargs
 
         # Items go to Dask workers that are SLURM jobs, submitted while items wait (at most max_jobs).
-        return DaskTaskRunner(cluster_class="dask_jobqueue.SLURMCluster", cluster_kwargs=slurm_cluster_kwargs(run.slurm),
-                              adapt_kwargs={"minimum": 0, "maximum": run.slurm.max_jobs})
+        return DaskTaskRunner(
+            cluster_class="dask_jobqueue.SLURMCluster",
+            cluster_kwargs=slurm_cluster_kwargs(run.slurm),
+            adapt_kwargs={"minimum": 0, "maximum": run.slurm.max_jobs},
+        )
     return ThreadPoolTaskRunner(max_workers=batchcore.workers(run))
 
 
@@ -98,7 +106,9 @@ class _listeners:
         return bool(self.hooks)
 
 
-def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: BatchOptions, settled: Sequence[ItemResult] = ()) -> BatchOutcome:
+def run_batch(
+    items: Sequence[Item], worker: Worker, *, pipeline: str, options: BatchOptions, settled: Sequence[ItemResult] = ()
+) -> BatchOutcome:
     """Run every item not already finished; return all results in input order.
 
     ``settled`` holds results decided before running (for example "output exists"); those items
@@ -136,7 +146,9 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
             stop = stop or stop_requested()
             while queue and not stop and len(futures) < window:
                 chunk = queue.pop()
-                futures[runner.submit(run_items, {"items": [c[0] for c in chunk], "keys": [c[1] for c in chunk], **params})] = chunk
+                futures[
+                    runner.submit(run_items, {"items": [c[0] for c in chunk], "keys": [c[1] for c in chunk], **params})
+                ] = chunk
             if not futures:
                 break
             fut = next(as_completed(list(futures)))
@@ -150,7 +162,10 @@ def run_batch(items: Sequence[Item], worker: Worker, *, pipeline: str, options: 
                     on_result(r)
             progress.advance(len(chunk))
     interrupted = stop_requested()
-    results = [by_id.get(it.id) or batchcore.unfinished(it.id, interrupted=interrupted, fail_fast=run.fail_fast) for it in items]
+    results = [
+        by_id.get(it.id) or batchcore.unfinished(it.id, interrupted=interrupted, fail_fast=run.fail_fast)
+        for it in items
+    ]
     progress.advance(0, final=True)
     summary = summarize(results, pipeline=pipeline, wall_time_s=time.monotonic() - t0)
     logs = {it.id: p for it in items if (p := batchcore.log_path(options.log_dir, it.id))}
@@ -209,7 +224,11 @@ def _end_lost_task_run(future: Any, reason: str) -> None:
     from prefect.exceptions import ObjectNotFound
     from prefect.states import Crashed
 
-    why = "its Dask worker died and Dask gave up on it" if reason.startswith("KilledWorker") else "it ended without results"
+    why = (
+        "its Dask worker died and Dask gave up on it"
+        if reason.startswith("KilledWorker")
+        else "it ended without results"
+    )
     try:
         with get_client(sync_client=True) as client:
             try:
@@ -224,13 +243,31 @@ def _end_lost_task_run(future: Any, reason: str) -> None:
 
 def publish_artifacts(outcome: BatchOutcome, *, pipeline: str, reports: dict[str, str] | None = None) -> None:
     """The table of items and the markdown summary, in the Prefect UI."""
-    create_table_artifact(table_rows(outcome.results), key=f"{pipeline}-items", description=f"{pipeline}: every item and its status")
-    create_markdown_artifact(summary_markdown(outcome.summary, reports=reports), key=f"{pipeline}-summary", description=f"{pipeline}: summary")
+    create_table_artifact(
+        table_rows(outcome.results), key=f"{pipeline}-items", description=f"{pipeline}: every item and its status"
+    )
+    create_markdown_artifact(
+        summary_markdown(outcome.summary, reports=reports),
+        key=f"{pipeline}-summary",
+        description=f"{pipeline}: summary",
+    )
 
 
-def finish_batch(outcome: BatchOutcome, *, pipeline: str, report_dir: str | os.PathLike[str], title: str, extra_reports: dict[str, str] | None = None, fail_on_error: bool = True, artifacts: bool = True, as_state: bool = False,
-                 header: dict[str, Any] | None = None, sections: Sequence[Any] = (), also_as: Sequence[str] = (),
-                 link_base: str | None = None) -> Any:
+def finish_batch(
+    outcome: BatchOutcome,
+    *,
+    pipeline: str,
+    report_dir: str | os.PathLike[str],
+    title: str,
+    extra_reports: dict[str, str] | None = None,
+    fail_on_error: bool = True,
+    artifacts: bool = True,
+    as_state: bool = False,
+    header: dict[str, Any] | None = None,
+    sections: Sequence[Any] = (),
+    also_as: Sequence[str] = (),
+    link_base: str | None = None,
+) -> Any:
     """Write the reports, publish the artifacts, and end the flow run Failed if any item failed.
 
     With ``as_state=True`` (the way to end a flow: ``return finish_batch(..., as_state=True)``) it
@@ -240,8 +277,16 @@ def finish_batch(outcome: BatchOutcome, *, pipeline: str, report_dir: str | os.P
     ``header``, ``sections``, ``also_as``, ``link_base``: the pipeline's additions to its run report
     (see ``flows.settled.batch_document``).
     """
-    doc = batch_document(outcome, report_dir=report_dir, title=title, extra_reports=extra_reports, header=header,
-                         sections=sections, also_as=also_as, link_base=link_base)
+    doc = batch_document(
+        outcome,
+        report_dir=report_dir,
+        title=title,
+        extra_reports=extra_reports,
+        header=header,
+        sections=sections,
+        also_as=also_as,
+        link_base=link_base,
+    )
     if artifacts:
         publish_artifacts(outcome, pipeline=pipeline, reports=doc["reports"])
     if as_state:

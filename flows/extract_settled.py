@@ -20,28 +20,60 @@ PIPELINE = "netcdf-extract"
 TITLE = "NetCDF batch extraction summary"
 
 
-def plan_for(directory: str, pattern: str, output_dir: str | None, recursive: bool, worker_command: str | None, state: str | None,
-             dpi: int | None = None, resume: bool = False, seed_layout: bool | None = False, worker_script: str | None = None,
-             workdir: str | None = None) -> tuple[Plan, Worker, BatchOptions]:
+def plan_for(
+    directory: str,
+    pattern: str,
+    output_dir: str | None,
+    recursive: bool,
+    worker_command: str | None,
+    state: str | None,
+    dpi: int | None = None,
+    resume: bool = False,
+    seed_layout: bool | None = False,
+    worker_script: str | None = None,
+    workdir: str | None = None,
+) -> tuple[Plan, Worker, BatchOptions]:
     """Plan the batch; ``seed_layout`` None detects the seed's own layout in ``workdir`` (default: the cwd)."""
     worker_command = worker_command or None  # a deployment's empty parameter means the built-in plotter
-    planned = plan_batch(directory, pattern=pattern, output_dir=output_dir, recursive=recursive, worker_command=worker_command,
-                         state=state, dpi=dpi, resume=resume, cwd=workdir, seed_layout=seed_layout,
-                         worker_script=worker_script or None)
+    planned = plan_batch(
+        directory,
+        pattern=pattern,
+        output_dir=output_dir,
+        recursive=recursive,
+        worker_command=worker_command,
+        state=state,
+        dpi=dpi,
+        resume=resume,
+        cwd=workdir,
+        seed_layout=seed_layout,
+        worker_script=worker_script or None,
+    )
     return planned, batch_worker(planned, worker_command), _options(planned, state)
 
 
 def _options(plan: Plan, state: str | None) -> BatchOptions:
     root = plan.root
     # Each file's worker output (stdout and stderr) goes to .salvo/logs/<file>.log: the report's log column.
-    return BatchOptions(state=state or str(root / STATE_DIR), settings={"pipeline": PIPELINE},  # type: ignore[operator]
-                        log_dir=str(root / STATE_DIR / "logs"))  # type: ignore[operator]
+    return BatchOptions(
+        state=state or str(root / STATE_DIR),
+        settings={"pipeline": PIPELINE},  # type: ignore[operator]
+        log_dir=str(root / STATE_DIR / "logs"),
+    )  # type: ignore[operator]
 
 
-def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,
-                 worker_command: str | None = None, state: str | None = None, dpi: int | None = None,
-                 planned: Plan | None = None, seed_layout: bool | None = False, worker_script: str | None = None,
-                 workdir: str | None = None) -> dict[str, Any] | None:
+def already_done(
+    directory: str = ".",
+    pattern: str = "*.nc",
+    output_dir: str | None = None,
+    recursive: bool = False,
+    worker_command: str | None = None,
+    state: str | None = None,
+    dpi: int | None = None,
+    planned: Plan | None = None,
+    seed_layout: bool | None = False,
+    worker_script: str | None = None,
+    workdir: str | None = None,
+) -> dict[str, Any] | None:
     """The batch's reports if an earlier run finished every item, else None; no flow run needed.
 
     The command line uses this to answer a fully resumed batch without starting Prefect's API;
@@ -49,8 +81,18 @@ def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | 
     """
     t0 = time.monotonic()
     if planned is None:
-        plan, worker, options = plan_for(directory, pattern, output_dir, recursive, worker_command, state, dpi,
-                                         seed_layout=seed_layout, worker_script=worker_script, workdir=workdir)
+        plan, worker, options = plan_for(
+            directory,
+            pattern,
+            output_dir,
+            recursive,
+            worker_command,
+            state,
+            dpi,
+            seed_layout=seed_layout,
+            worker_script=worker_script,
+            workdir=workdir,
+        )
     else:
         plan, worker, options = planned, batch_worker(planned, worker_command or None), _options(planned, state)
     if plan.settled or not plan.items:  # an unreadable input is an error to report: that needs a run
@@ -67,4 +109,3 @@ def already_done(directory: str = ".", pattern: str = "*.nc", output_dir: str | 
         written["resume"] = str(write_resume_file(root, [entries[r.item_id] for r in results if r.status.ok]))  # type: ignore[arg-type]
     logs = {it.id: p for it in plan.items if (p := log_path(options.log_dir, it.id))}  # earlier runs' logs, where kept
     return batch_document(BatchOutcome(results, summary, logs), report_dir=root, title=TITLE, extra_reports=written)
-

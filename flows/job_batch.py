@@ -35,14 +35,27 @@ def job_batch(
     tag_current_run(PIPELINE)
     run = RunOptions.of(PIPELINE, run)
     jobs, items, worker = prepare_jobs(
-        naf, input=input, output_dir=output_dir, template=template, profile=profile, jobs_dir=jobs_dir,
-        sample=sample, max_ram_mb=max_ram_mb, job_command=job_command,
+        naf,
+        input=input,
+        output_dir=output_dir,
+        template=template,
+        profile=profile,
+        jobs_dir=jobs_dir,
+        sample=sample,
+        max_ram_mb=max_ram_mb,
+        job_command=job_command,
     )
     state = Path(output_dir) / ".salvo"
     options = BatchOptions(state=str(state), run=run, settings={"pipeline": PIPELINE}, log_dir=str(state / "logs"))
     outcome = run_batch(items, worker, pipeline=PIPELINE, options=options)
     entries, results_path = report_jobs(jobs, outcome.results, output_dir=output_dir)
-    doc = finish_batch(outcome, pipeline=PIPELINE, report_dir=output_dir, title="Job batch summary",
-                       extra_reports={"jobs": results_path}, fail_on_error=False,
-                       header={"memory_limit_mb": max_ram_mb})  # each job plans its memory for --max-ram-mb
+    doc = finish_batch(
+        outcome,
+        pipeline=PIPELINE,
+        report_dir=output_dir,
+        title="Job batch summary",
+        extra_reports={"jobs": results_path},
+        fail_on_error=False,
+        header={"memory_limit_mb": max_ram_mb},
+    )  # each job plans its memory for --max-ram-mb
     return batch_state({**doc, "jobs": entries})  # the CLI prints the per-code entries of a failed batch too

@@ -22,7 +22,6 @@ from salvo.report import skip_on_full_disk
 from tasks.records import record_store, write_record
 
 
-
 @flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE), log_prints=True)
 def netcdf_extract(
     directory: str = ".",
@@ -53,8 +52,19 @@ def netcdf_extract(
     """
     tag_current_run(PIPELINE)
     run = RunOptions.of(PIPELINE, run)
-    plan, worker, options = plan_for(directory, pattern, output_dir, recursive, worker_command, state, dpi, resume and not run.force,
-                                     seed_layout=seed_layout, worker_script=worker_script, workdir=workdir)
+    plan, worker, options = plan_for(
+        directory,
+        pattern,
+        output_dir,
+        recursive,
+        worker_command,
+        state,
+        dpi,
+        resume and not run.force,
+        seed_layout=seed_layout,
+        worker_script=worker_script,
+        workdir=workdir,
+    )
     options = dataclasses.replace(options, run=run)
     root: Path = plan.root  # type: ignore[assignment]
     if plan.seed_layout:
@@ -64,9 +74,14 @@ def netcdf_extract(
     settled = list(plan.settled)
     _record_imported(plan, worker, options, root)
     done = {r.item_id for r in settled}
-    settled += [ItemResult(it.id, Status.SKIPPED, reason="output exists (--skip-existing)") for it in plan.items
-                if skip_existing and it.id not in done and has_existing_output(it)]
-    journal = ResumeJournal(root, {it.id: resume_entry(it) for it in plan.items}, {it.id: it.outputs[0] for it in plan.items})
+    settled += [
+        ItemResult(it.id, Status.SKIPPED, reason="output exists (--skip-existing)")
+        for it in plan.items
+        if skip_existing and it.id not in done and has_existing_output(it)
+    ]
+    journal = ResumeJournal(
+        root, {it.id: resume_entry(it) for it in plan.items}, {it.id: it.outputs[0] for it in plan.items}
+    )
     options.on_result = journal
     batchcore.FINISH_LISTENERS.append(journal.on_finish)
     try:
@@ -85,7 +100,11 @@ def _record_imported(plan: Plan, worker: Worker, options: BatchOptions, root: Pa
         store = record_store(options.state)
         items = {it.id: it for it in plan.items}
         for r in imported:
-            write_record(store, item_key(items[r.item_id], worker=worker, settings=options.settings), dataclasses.replace(r, cached=False))
+            write_record(
+                store,
+                item_key(items[r.item_id], worker=worker, settings=options.settings),
+                dataclasses.replace(r, cached=False),
+            )
     if plan.resume_lists:  # imported once: an input edited later is processed again, as any other
         remember_resume_lists(root, [p.read_text(encoding="utf-8", errors="replace") for p in plan.resume_lists])
 
@@ -97,5 +116,12 @@ def _finish(outcome: BatchOutcome, plan: Plan, *, fail_on_error: bool) -> Any:
     written: dict[str, str] = {}
     with skip_on_full_disk(written, "resume"):  # a full disk: one warning line; the records are what counts
         written["resume"] = str(write_resume_file(root, [entries[r.item_id] for r in outcome.results if r.status.ok]))
-    return finish_batch(outcome, pipeline=PIPELINE, report_dir=root, title=TITLE, extra_reports=written,
-                        fail_on_error=fail_on_error, as_state=True)
+    return finish_batch(
+        outcome,
+        pipeline=PIPELINE,
+        report_dir=root,
+        title=TITLE,
+        extra_reports=written,
+        fail_on_error=fail_on_error,
+        as_state=True,
+    )

@@ -30,12 +30,28 @@ PIPELINE = "salvage-merge"
 BATCH_WORKER = Worker("command", "{argv}", verify="salvo.gridded.split:verify_batch")
 
 
-def batch_argv(batch: Batch, *, model_command: str, max_rounds: int, run: RunOptions, full_copy: bool,
-               config: str | None = None) -> list[str]:
+def batch_argv(
+    batch: Batch, *, model_command: str, max_rounds: int, run: RunOptions, full_copy: bool, config: str | None = None
+) -> list[str]:
     """The command that recovers one batch: `salvo recover` on its own run-mask and folders (and its own
     copy of dvmdostem's config.js, when one was given)."""
-    argv = [sys.executable, "-m", "cli", "recover", "--model-command", model_command, "--mask", batch.mask,
-            "--output", batch.output, "--work-dir", batch.work, "--max-rounds", str(max_rounds), "--json"]
+    argv = [
+        sys.executable,
+        "-m",
+        "cli",
+        "recover",
+        "--model-command",
+        model_command,
+        "--mask",
+        batch.mask,
+        "--output",
+        batch.output,
+        "--work-dir",
+        batch.work,
+        "--max-rounds",
+        str(max_rounds),
+        "--json",
+    ]
     if config is not None:
         argv += ["--config", str(Path(batch.mask).with_name("config.js"))]
     if run.timeout_s is not None:
@@ -47,8 +63,14 @@ def batch_run(run: RunOptions, *, max_rounds: int, max_queued: int) -> RunOption
     """How the batches run: at most ``max_queued`` at once, no retries (the rounds are the retries), each
     given the time of its model runs and merges; on SLURM, at most ``max_queued`` jobs."""
     per_batch = None if run.timeout_s is None else run.timeout_s * (max_rounds + 1) + 600.0
-    values = {**run.model_dump(exclude={"timeout_s", "retries", "workers", "fail_fast", "items_per_task", "slurm"}),
-              "timeout_s": per_batch, "retries": 0, "workers": max_queued, "fail_fast": False, "items_per_task": 1}
+    values = {
+        **run.model_dump(exclude={"timeout_s", "retries", "workers", "fail_fast", "items_per_task", "slurm"}),
+        "timeout_s": per_batch,
+        "retries": 0,
+        "workers": max_queued,
+        "fail_fast": False,
+        "items_per_task": 1,
+    }
     if run.slurm is not None:
         values["slurm"] = run.slurm.model_copy(update={"max_jobs": min(run.slurm.max_jobs, max_queued)})
     return RunOptions.model_validate(values)
@@ -60,9 +82,18 @@ def merge_task(batches: list[Batch], output: str) -> dict[str, Any]:
 
 
 @flow(name="recover-batches", flow_run_name=run_namer("recover-batches"))
-def recover_batches(model_command: str, mask: str = "run-mask.nc", output: str = "output", cells_per_batch: int = 25,
-                    max_queued: int = 15, max_rounds: int = 3, work_dir: str | None = None, full_copy: bool = False,
-                    run: RunOptions | None = None, config: str | None = None) -> Any:
+def recover_batches(
+    model_command: str,
+    mask: str = "run-mask.nc",
+    output: str = "output",
+    cells_per_batch: int = 25,
+    max_queued: int = 15,
+    max_rounds: int = 3,
+    work_dir: str | None = None,
+    full_copy: bool = False,
+    run: RunOptions | None = None,
+    config: str | None = None,
+) -> Any:
     """Split ``mask`` into batches of ``cells_per_batch`` cells, recover each (at most ``max_queued`` at
     once), merge them into ``output``. Failed when a batch still has failed cells or the merge refused."""
     tag_current_run(PIPELINE)
@@ -74,15 +105,36 @@ def recover_batches(model_command: str, mask: str = "run-mask.nc", output: str =
         doc = read_config(config)
         for b in batches:
             write_batch_config(doc, Path(b.mask).with_name("config.js"), mask=b.mask, output=b.output)
-    items = [Item(id=b.name, params={"argv": batch_argv(b, model_command=model_command, max_rounds=max_rounds, run=run,
-                                                         full_copy=full_copy, config=config)}, outputs=(b.output,))
-             for b in batches]
-    options = BatchOptions(state=str(layout.work / ".salvo"), run=batch_run(run, max_rounds=max_rounds, max_queued=max_queued),
-                           log_dir=str(layout.work / "logs"), settings={"pipeline": PIPELINE, "split": cells_per_batch})
+    items = [
+        Item(
+            id=b.name,
+            params={
+                "argv": batch_argv(
+                    b, model_command=model_command, max_rounds=max_rounds, run=run, full_copy=full_copy, config=config
+                )
+            },
+            outputs=(b.output,),
+        )
+        for b in batches
+    ]
+    options = BatchOptions(
+        state=str(layout.work / ".salvo"),
+        run=batch_run(run, max_rounds=max_rounds, max_queued=max_queued),
+        log_dir=str(layout.work / "logs"),
+        settings={"pipeline": PIPELINE, "split": cells_per_batch},
+    )
     outcome = run_batch(items, BATCH_WORKER, pipeline=PIPELINE, options=options)
-    doc = finish_batch(outcome, pipeline=PIPELINE, report_dir=str(layout.work), title=f"{PIPELINE}: {len(batches)} batches",
-                       fail_on_error=False)
-    doc["pipeline"], doc["batches"] = PIPELINE, [{"batch": b.name, "cells": len(b.cells), "output": b.output} for b in batches]
+    doc = finish_batch(
+        outcome,
+        pipeline=PIPELINE,
+        report_dir=str(layout.work),
+        title=f"{PIPELINE}: {len(batches)} batches",
+        fail_on_error=False,
+    )
+    doc["pipeline"], doc["batches"] = (
+        PIPELINE,
+        [{"batch": b.name, "cells": len(b.cells), "output": b.output} for b in batches],
+    )
     missing = [b.name for b in batches if not (Path(b.output) / STATUS_FILE).is_file()]
     if missing:
         doc["merge"] = {"error": f"not merged: {', '.join(missing[:5])} wrote no {STATUS_FILE}"}
@@ -92,7 +144,10 @@ def recover_batches(model_command: str, mask: str = "run-mask.nc", output: str =
         except UsageError as exc:
             doc["merge"] = {"error": str(exc)}
     merge_ok = "error" not in doc["merge"]
-    doc["summary"]["ok"] = merge_ok and doc["summary"]["failed"] == 0 and \
-        doc["merge"].get("success_cells") == doc["merge"].get("enabled_cells")
+    doc["summary"]["ok"] = (
+        merge_ok
+        and doc["summary"]["failed"] == 0
+        and doc["merge"].get("success_cells") == doc["merge"].get("enabled_cells")
+    )
     doc["wall_time_s"] = round(time.monotonic() - t0, 3)
     return batch_state(doc)

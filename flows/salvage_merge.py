@@ -17,8 +17,20 @@ from salvo.items import Item, Worker
 from salvo.options import RunOptions
 from salvo.runner import stop_requested
 from flows.settled import flow_run_header
-from tasks.gridded import (collect_rerun, count_cells, count_ran, merge_round, note_model_run, prepare_recovery,
-                           publish_recovery, put_mask_back, resume_point, salvage_round, stage_rerun, whole_run)
+from tasks.gridded import (
+    collect_rerun,
+    count_cells,
+    count_ran,
+    merge_round,
+    note_model_run,
+    prepare_recovery,
+    publish_recovery,
+    put_mask_back,
+    resume_point,
+    salvage_round,
+    stage_rerun,
+    whole_run,
+)
 
 PIPELINE = "salvage-merge"
 
@@ -30,8 +42,9 @@ def salvage(layout: RecoveryLayout, k: int, full_copy: bool = False) -> dict[str
 
 
 @flow(name="rerun", flow_run_name="round-{k}-rerun")
-def rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | None = None,
-          config: str | None = None) -> State:
+def rerun(
+    layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | None = None, config: str | None = None
+) -> State:
     """Run the model (round 0: the user's mask; round k: the failed cells only) in a child process.
 
     ``run`` gives its timeout, and its retries when it sets them (none otherwise: the rounds are
@@ -39,23 +52,39 @@ def rerun(layout: RecoveryLayout, k: int, model_command: str, run: RunOptions | 
     """
     if k:
         stage_rerun(layout, k)
-    item = Item(id=f"round-{k}-model", params={"mask": str(layout.mask), "output": str(layout.output), "config": config or ""})
+    item = Item(
+        id=f"round-{k}-model", params={"mask": str(layout.mask), "output": str(layout.output), "config": config or ""}
+    )
     given = RunOptions.of(PIPELINE, run)
     retries = given.retries if "retries" in given.model_fields_set else 0
-    once = given.model_copy(update={"retries": retries, "force": True, "workers": 1, "dask_address": None, "slurm": None})
-    options = BatchOptions(state=str(layout.work / ".salvo"), run=once, log_dir=str(layout.work / "logs"),
-                           settings={"pipeline": PIPELINE, "round": k})
+    once = given.model_copy(
+        update={"retries": retries, "force": True, "workers": 1, "dask_address": None, "slurm": None}
+    )
+    options = BatchOptions(
+        state=str(layout.work / ".salvo"),
+        run=once,
+        log_dir=str(layout.work / "logs"),
+        settings={"pipeline": PIPELINE, "round": k},
+    )
     try:
-        result = run_batch([item], Worker("command", model_command), pipeline=f"{PIPELINE}-model", options=options).results[0]
+        result = run_batch(
+            [item], Worker("command", model_command), pipeline=f"{PIPELINE}-model", options=options
+        ).results[0]
     finally:
         if k:
             collected = collect_rerun(layout, k)
         else:
             cut = whole_run(str(layout.output)) if has_status(layout.output) else []
             collected = {"wrote": has_status(layout.output) and not cut, "cut_short": cut}
-    model = {"status": result.status.value, "reason": result.reason, "duration_s": result.duration_s,
-             "exit_code": result.exit_code, "wrote_status": collected["wrote"], "cut_short": collected["cut_short"],
-             "item": result.to_dict()}
+    model = {
+        "status": result.status.value,
+        "reason": result.reason,
+        "duration_s": result.duration_s,
+        "exit_code": result.exit_code,
+        "wrote_status": collected["wrote"],
+        "cut_short": collected["cut_short"],
+        "item": result.to_dict(),
+    }
     if k:
         note_model_run(layout, k, model)
     _MODEL_DOCS[(str(layout.work), k)] = model
@@ -102,8 +131,14 @@ def _resume(layout: RecoveryLayout, resumed: dict[str, Any], allow_missing: list
     k, info, started = resumed["round"], resumed["info"], time.monotonic()
     before = info.get("before") or {}
     model = {**(info.get("model") or {"status": "success", "duration_s": 0.0}), "wrote_status": True}
-    entry = {"round": k, "step": "rerun", "before": before, "to_rerun": before.get("to_rerun", ""), "model": model,
-             "resumed": "the re-run had finished before the interruption: merged from disk, not run again"}
+    entry = {
+        "round": k,
+        "step": "rerun",
+        "before": before,
+        "to_rerun": before.get("to_rerun", ""),
+        "model": model,
+        "resumed": "the re-run had finished before the interruption: merged from disk, not run again",
+    }
     entry["ran"] = count_ran(layout, k)
     entry["merge"] = merge(layout, k, allow_missing) if resumed["merge"] else info.get("merge", {})
     entry["after"] = count_cells(layout)
@@ -112,9 +147,17 @@ def _resume(layout: RecoveryLayout, resumed: dict[str, Any], allow_missing: list
 
 
 @flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE))
-def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "output", max_rounds: int = 3,
-                  work_dir: str | None = None, full_copy: bool = False, allow_missing: list[str] | None = None,
-                  run: RunOptions | None = None, config: str | None = None) -> dict[str, Any]:
+def salvage_merge(
+    model_command: str,
+    mask: str = "run-mask.nc",
+    output: str = "output",
+    max_rounds: int = 3,
+    work_dir: str | None = None,
+    full_copy: bool = False,
+    allow_missing: list[str] | None = None,
+    run: RunOptions | None = None,
+    config: str | None = None,
+) -> dict[str, Any]:
     """Recover a gridded run: re-run failed cells until none is left or ``max_rounds`` re-runs were made.
 
     ``run`` gives each model run's timeout (this pipeline's default unless given). ``allow_missing``
@@ -156,7 +199,14 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
             started = time.monotonic()
             before = salvage(layout, k, full_copy)["counts"]
             model = _rerun(layout, k, model_command, run, config)
-            entry = {"round": k, "step": "rerun", "before": before, "to_rerun": before["to_rerun"], "model": model, "ran": None}
+            entry = {
+                "round": k,
+                "step": "rerun",
+                "before": before,
+                "to_rerun": before["to_rerun"],
+                "model": model,
+                "ran": None,
+            }
             rounds.append(entry)
             if not model["wrote_status"]:
                 entry["duration_s"] = round(time.monotonic() - started, 3)
@@ -174,9 +224,13 @@ def salvage_merge(model_command: str, mask: str = "run-mask.nc", output: str = "
     finally:
         mask_in_place = put_mask_back(layout)
     final = count_cells(layout) if has_status(layout.output) else None
-    doc = {"pipeline": PIPELINE, "layout": layout.to_dict(), "rounds": rounds,
-           "summary": summarize_recovery(rounds, final=final, stopped=stopped, mask_in_place=mask_in_place),
-           "wall_time_s": round(time.monotonic() - t0, 3)}
+    doc = {
+        "pipeline": PIPELINE,
+        "layout": layout.to_dict(),
+        "rounds": rounds,
+        "summary": summarize_recovery(rounds, final=final, stopped=stopped, mask_in_place=mask_in_place),
+        "wall_time_s": round(time.monotonic() - t0, 3),
+    }
     header = flow_run_header(exit_status=0 if doc["summary"].get("ok") else 1)  # the run report's header
     doc = publish_recovery(doc, header=header)
     logger = get_run_logger()

@@ -46,14 +46,20 @@ class BatchOutcome:
     logs: dict[str, str] = field(default_factory=dict)  # item id -> its log file, for the reports' links
 
 
-def split_finished(items: Sequence[Item], worker: Worker, *, options: BatchOptions) -> tuple[dict[str, ItemResult], list[tuple[Item, str]]]:
+def split_finished(
+    items: Sequence[Item], worker: Worker, *, options: BatchOptions
+) -> tuple[dict[str, ItemResult], list[tuple[Item, str]]]:
     """Results of the items an earlier run finished (by id), and the others with their keys.
 
     Needs no flow run and no API: only the records, so a caller can learn that nothing is left.
     """
     store = record_store(options.state)
-    return batchcore.split_finished(items, lambda it: item_key(it, worker=worker, settings=options.settings),
-                                    lambda key: read_record(store, key), force=options.run.force)
+    return batchcore.split_finished(
+        items,
+        lambda it: item_key(it, worker=worker, settings=options.settings),
+        lambda key: read_record(store, key),
+        force=options.run.force,
+    )
 
 
 def flow_run_header(**given: Any) -> dict[str, Any]:
@@ -68,8 +74,11 @@ def flow_run_header(**given: Any) -> dict[str, Any]:
             ctx = FlowRunContext.get()
             run = ctx.flow_run if ctx is not None else None
             if run is not None:
-                info = {"run_name": run.name, "run_id": str(run.id),
-                        "parameters": json.loads(json.dumps(run.parameters, default=str))}
+                info = {
+                    "run_name": run.name,
+                    "run_id": str(run.id),
+                    "parameters": json.loads(json.dumps(run.parameters, default=str)),
+                }
                 if run.start_time is not None:
                     info["started"] = run.start_time.isoformat(timespec="seconds")
                 from prefect.runtime import flow_run
@@ -80,10 +89,17 @@ def flow_run_header(**given: Any) -> dict[str, Any]:
     return {**info, **{k: v for k, v in given.items() if v is not None}}
 
 
-def batch_document(outcome: BatchOutcome, *, report_dir: str | os.PathLike[str], title: str,
-                   extra_reports: dict[str, str] | None = None, header: dict[str, Any] | None = None,
-                   sections: Sequence[Section] = (), also_as: Sequence[str] = (),
-                   link_base: str | None = None) -> dict[str, Any]:
+def batch_document(
+    outcome: BatchOutcome,
+    *,
+    report_dir: str | os.PathLike[str],
+    title: str,
+    extra_reports: dict[str, str] | None = None,
+    header: dict[str, Any] | None = None,
+    sections: Sequence[Section] = (),
+    also_as: Sequence[str] = (),
+    link_base: str | None = None,
+) -> dict[str, Any]:
     """Write the batch's reports (text, JSON, trace, HTML) and return its document: summary, items, reports.
 
     ``header``: what the pipeline adds to the run header (``salvo.report.run_header``), e.g. a memory limit;
@@ -91,8 +107,19 @@ def batch_document(outcome: BatchOutcome, *, report_dir: str | os.PathLike[str],
     ``link_base``: where the report will lie, when it is written elsewhere first (assembly: uploaded after).
     """
     items = [r.to_dict() for r in outcome.results]  # once, for the JSON report and the document
-    reports = {**write_reports(outcome.results, outcome.summary, folder=report_dir, title=title, logs=outcome.logs,
-                               items=items, header=flow_run_header(**(header or {})), sections=sections,
-                               also_as=also_as, base=link_base),
-               **(extra_reports or {})}
+    reports = {
+        **write_reports(
+            outcome.results,
+            outcome.summary,
+            folder=report_dir,
+            title=title,
+            logs=outcome.logs,
+            items=items,
+            header=flow_run_header(**(header or {})),
+            sections=sections,
+            also_as=also_as,
+            base=link_base,
+        ),
+        **(extra_reports or {}),
+    }
     return {"summary": outcome.summary.to_dict(), "items": items, "reports": reports}

@@ -40,11 +40,17 @@ def subject_batch(
     tag_current_run(PIPELINE)
     run = RunOptions.of(PIPELINE, run)
     timeout_minutes = (run.timeout_s or MAX_TIMEOUT_S) / 60.0  # None: no limit, so no subject ends "exceeded" it
-    check_run_settings(out=out, timeout_minutes=timeout_minutes, parallel=run.workers, retries=run.retries,
-                       names={"timeout_minutes": "run.timeout_s", "parallel": "run.workers", "retries": "run.retries"})
+    check_run_settings(
+        out=out,
+        timeout_minutes=timeout_minutes,
+        parallel=run.workers,
+        retries=run.retries,
+        names={"timeout_minutes": "run.timeout_s", "parallel": "run.workers", "retries": "run.retries"},
+    )
     out_dir = str(Path(out).expanduser().resolve())
-    plan = plan_subject_batch(manifest, bids_dir, include or [], exclude or [], options or {}, pipeline_command,
-                              out_dir, pipeline)
+    plan = plan_subject_batch(
+        manifest, bids_dir, include or [], exclude or [], options or {}, pipeline_command, out_dir, pipeline
+    )
     ids = [s.id for s in plan.subjects]
     monitor = SubjectMonitor(ids, out_dir=out_dir, config_hash=plan.config_hash, timeout_min=timeout_minutes, echo=echo)
     monitor.announce()
@@ -56,15 +62,28 @@ def subject_batch(
             log_dir=None,  # each subject logs to OUT/<id>/logs/<id>.log itself (the seed's layout)
             on_result=monitor,
         )
-        outcome = run_batch(build_items(plan, out_dir=out_dir, force=run.force), build_worker(plan), pipeline=PIPELINE, options=batch)
+        outcome = run_batch(
+            build_items(plan, out_dir=out_dir, force=run.force), build_worker(plan), pipeline=PIPELINE, options=batch
+        )
     subject_reports, sections = write_subject_reports(
-        outcome.results, out_dir=out_dir, config_hash=plan.config_hash, timeout_min=timeout_minutes, summary=outcome.summary
+        outcome.results,
+        out_dir=out_dir,
+        config_hash=plan.config_hash,
+        timeout_min=timeout_minutes,
+        summary=outcome.summary,
     )
     # One page: run_report.html with the subjects' table, logs, plots and QC gallery;
     # batch_report.html (the seed's name) is the same page.
-    doc = finish_batch(outcome, pipeline=PIPELINE, report_dir=out_dir, title=f"Subject batch: {out_dir}",
-                       extra_reports={**subject_reports, "batch_report": str(Path(out_dir) / REPORT_HTML)},
-                       fail_on_error=False, sections=sections, also_as=(REPORT_HTML,))
+    doc = finish_batch(
+        outcome,
+        pipeline=PIPELINE,
+        report_dir=out_dir,
+        title=f"Subject batch: {out_dir}",
+        extra_reports={**subject_reports, "batch_report": str(Path(out_dir) / REPORT_HTML)},
+        fail_on_error=False,
+        sections=sections,
+        also_as=(REPORT_HTML,),
+    )
     doc["summary"].update(config_hash=plan.config_hash, out_dir=out_dir)
     block = monitor.finish(outcome.results)
     publish_subject_summary(monitor.lines, block, config_hash=plan.config_hash, reports=doc["reports"])

@@ -134,8 +134,9 @@ def run_one(
                 result = None
             if result is None:
                 seen = None if getattr(held, "took_over", None) else partials
-                result = _run_with_retries(item, worker, options=options, log_dir=log_dir, run=run, on_retry=on_retry,
-                                           partials=seen)
+                result = _run_with_retries(
+                    item, worker, options=options, log_dir=log_dir, run=run, on_retry=on_retry, partials=seen
+                )
                 result.batch_id = batch_id
                 if result.status.ok:
                     records.write(key, result)
@@ -155,16 +156,30 @@ def run_one(
     return result
 
 
-def _run_with_retries(item: Item, worker: Worker, *, options: RunOptions, log_dir: str | None,
-                      run: RunFn, on_retry: RetryNote | None, partials: PartialScan | None = None) -> ItemResult:
+def _run_with_retries(
+    item: Item,
+    worker: Worker,
+    *,
+    options: RunOptions,
+    log_dir: str | None,
+    run: RunFn,
+    on_retry: RetryNote | None,
+    partials: PartialScan | None = None,
+) -> ItemResult:
     attempt = 1
     attempts: list[dict[str, object]] = []  # every try's figures, kept on the last one's result (the trace)
     while True:
         # Left by a run that was killed mid-item (listed once per group), or by the failed try (listed afresh).
         clean_partials(item, partials if attempt == 1 else None)
         _announce_start(item.id)
-        result = run(item, worker, timeout_s=options.timeout_s, attempt=attempt, log_path=log_path(log_dir, item.id),
-                     kill_grace_s=options.kill_grace_s)
+        result = run(
+            item,
+            worker,
+            timeout_s=options.timeout_s,
+            attempt=attempt,
+            log_path=log_path(log_dir, item.id),
+            kill_grace_s=options.kill_grace_s,
+        )
         attempts.append(result.figures())
         result.attempts = attempts
         if not should_retry(result, attempt, options.retries):
@@ -192,8 +207,13 @@ def run_many(pairs: Iterable[tuple[Item, str]], worker: Worker, **kwargs: object
     return results
 
 
-def split_finished(items: Iterable[Item], key_of: Callable[[Item], str], read: Callable[[str], ItemResult | None], *,
-                   force: bool = False) -> tuple[dict[str, ItemResult], list[tuple[Item, str]]]:
+def split_finished(
+    items: Iterable[Item],
+    key_of: Callable[[Item], str],
+    read: Callable[[str], ItemResult | None],
+    *,
+    force: bool = False,
+) -> tuple[dict[str, ItemResult], list[tuple[Item, str]]]:
     """Results of the items an earlier run finished (by id), and the others with their keys."""
     finished: dict[str, ItemResult] = {}
     pending = []
@@ -244,7 +264,13 @@ def chunks(seq: Sequence[T], size: int) -> list[list[T]]:
 
 def unfinished(item_id: str, *, interrupted: bool, fail_fast: bool) -> ItemResult:
     """The result of an item the batch never started."""
-    why = "the batch was interrupted" if interrupted else "the batch stopped at the first failure" if fail_fast else "the batch ended early"
+    why = (
+        "the batch was interrupted"
+        if interrupted
+        else "the batch stopped at the first failure"
+        if fail_fast
+        else "the batch ended early"
+    )
     return ItemResult(item_id, Status.NOT_RUN, reason=f"not started: {why}")
 
 

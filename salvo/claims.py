@@ -121,11 +121,17 @@ class ClaimLost(RuntimeError):
 class Claim:
     """An exclusive, leased claim on one item key; a context manager (blocks until held)."""
 
-    def __init__(self, target: StorageTarget, key: str, *, lease_s: float | None = None, poll_s: float | None = None) -> None:
+    def __init__(
+        self, target: StorageTarget, key: str, *, lease_s: float | None = None, poll_s: float | None = None
+    ) -> None:
         self.target = target  # rooted at the claims folder
         self.key = key
         self.lease_s = float(lease_s) if lease_s else lease_seconds()
-        self.poll_s = float(poll_s) if poll_s else _env_float("SALVO_CLAIM_POLL_S", min(DEFAULT_POLL_S, self.lease_s / 4), low=0.01)
+        self.poll_s = (
+            float(poll_s)
+            if poll_s
+            else _env_float("SALVO_CLAIM_POLL_S", min(DEFAULT_POLL_S, self.lease_s / 4), low=0.01)
+        )
         self.owner = uuid.uuid4().hex
         self.host = host_id()
         self.gen = 0
@@ -145,8 +151,17 @@ class Claim:
 
     def _doc(self, state: str = "held") -> bytes:
         now = time.time()
-        doc = {"owner": self.owner, "host": self.host, "pid": os.getpid(), "pid_start": _own_start_time(os.getpid()),
-               "lease_s": self.lease_s, "beat": self.beat, "expires": now + self.lease_s, "state": state, "written": now}
+        doc = {
+            "owner": self.owner,
+            "host": self.host,
+            "pid": os.getpid(),
+            "pid_start": _own_start_time(os.getpid()),
+            "lease_s": self.lease_s,
+            "beat": self.beat,
+            "expires": now + self.lease_s,
+            "state": state,
+            "written": now,
+        }
         return json.dumps(doc).encode()
 
     # ----- acquiring

@@ -16,6 +16,7 @@ from typing import Any
 from salvo.errors import UsageError
 from salvo.options import SlurmOptions
 
+
 #: Where the jobs' own output goes when no folder is given (one per user, not the working folder).
 def default_log_directory() -> str:
     return str(Path(tempfile.gettempdir()) / f"salvo-slurm-{os.getuid()}")
@@ -39,8 +40,14 @@ def slurm_options(config: str | os.PathLike[str] | None = None, **given: Any) ->
         if not isinstance(doc, dict):
             raise UsageError(f"--slurm-config: {config} must hold a mapping of settings, not {type(doc).__name__}")
         doc = doc.get("slurm", doc) if isinstance(doc.get("slurm"), dict) else doc
-        aliases = {"queue": "partition", "job_extra": "job_extra_directives", "job_extra_directives": "job_extra_directives",
-                   "max-jobs": "max_jobs", "log-directory": "log_directory", "extra": "job_extra_directives"}
+        aliases = {
+            "queue": "partition",
+            "job_extra": "job_extra_directives",
+            "job_extra_directives": "job_extra_directives",
+            "max-jobs": "max_jobs",
+            "log-directory": "log_directory",
+            "extra": "job_extra_directives",
+        }
         values = {aliases.get(k, k.replace("-", "_")): v for k, v in doc.items()}
     values.update({k: v for k, v in given.items() if v not in (None, (), [])})
     try:

@@ -85,7 +85,7 @@ class Staging:
             text = os.fspath(p)
             for s in self.stages:
                 if text == s.staged or text.startswith(s.staged + os.sep):
-                    text = s.final + text[len(s.staged):]
+                    text = s.final + text[len(s.staged) :]
                     break
                 if text == s.root:
                     text = os.path.dirname(s.final)
@@ -245,15 +245,20 @@ def check_assembly_chunk(item: Any, result: Any) -> str | None:
         with target.open_read(params["output"]) as fh:
             pf = pq.ParquetFile(fh)
             schema, rows = pf.schema_arrow, pf.metadata.num_rows
-            samples = set(pf.read(columns=["sample"]).column("sample").to_pylist()) if "sample" in schema.names else None
+            samples = (
+                set(pf.read(columns=["sample"]).column("sample").to_pylist()) if "sample" in schema.names else None
+            )
     except Exception as exc:  # noqa: BLE001 - unreadable or missing: the reason says which
         return f"exited 0 but its chunk {params['output']} cannot be read: {type(exc).__name__}: {exc}"
     if wanted and rows == 0:
         return f"exited 0 but its chunk {params['output']} holds no rows for samples {min(wanted)}-{max(wanted)}"
     if samples is not None and samples != wanted:
         lacking, extra = sorted(wanted - samples), sorted(samples - wanted)
-        what = f"lacks sample {lacking[0]}" + (f" and {len(lacking) - 1} more" if len(lacking) > 1 else "") if lacking \
+        what = (
+            f"lacks sample {lacking[0]}" + (f" and {len(lacking) - 1} more" if len(lacking) > 1 else "")
+            if lacking
             else f"holds sample {extra[0]} of another chunk"
+        )
         return f"exited 0 but its chunk {params['output']} {what}"
     if not schema.names:
         return f"exited 0 but its chunk {params['output']} has no columns"

@@ -91,13 +91,19 @@ def svg_figure(fig: object) -> str:
     fig.savefig(buf, format="svg", bbox_inches="tight")  # type: ignore[attr-defined]
     plt.close(fig)  # type: ignore[arg-type]
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def image_tag(path: str | os.PathLike[str], *, alt: str = "", width: int = 220) -> str:
     """An ``<img>`` with the image embedded (PNG, JPEG, SVG), so the report stays one file."""
     p = Path(path)
-    kind = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".svg": "image/svg+xml"}.get(p.suffix.lower(), "image/png")
+    kind = {
+        ".png": "image/png",
+        ".jpg": "image/jpeg",
+        ".jpeg": "image/jpeg",
+        ".gif": "image/gif",
+        ".svg": "image/svg+xml",
+    }.get(p.suffix.lower(), "image/png")
     data = base64.b64encode(p.read_bytes()).decode()
     return f'<img src="data:{kind};base64,{data}" alt="{html.escape(alt or p.name)}" width="{width}">'
 
@@ -171,15 +177,19 @@ def _timeline(results: Sequence[ItemResult]) -> str:
     def x(seconds: float) -> float:
         return left + plot_w * seconds / span
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="{width}" height="{height:.0f}" '
-             f'viewBox="0 0 {width} {height:.0f}" font-family="sans-serif" font-size="11">',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h:.1f}" fill="#fafafa" stroke="#ccc"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="{width}" height="{height:.0f}" '
+        f'viewBox="0 0 {width} {height:.0f}" font-family="sans-serif" font-size="11">',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h:.1f}" fill="#fafafa" stroke="#ccc"/>',
+    ]
     step = _nice_step(span)
     tick = 0.0
     while tick <= span:
         px = x(tick)
-        parts.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{top + plot_h + 4:.1f}" stroke="#ddd"/>'
-                     f'<text x="{px:.1f}" y="{top + plot_h + 16:.1f}" text-anchor="middle">{tick:g}</text>')
+        parts.append(
+            f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{top + plot_h + 4:.1f}" stroke="#ddd"/>'
+            f'<text x="{px:.1f}" y="{top + plot_h + 16:.1f}" text-anchor="middle">{tick:g}</text>'
+        )
         tick = round(tick + step, 9)
     for row, (r, tries) in enumerate(shown):
         y = top + row * row_h
@@ -190,16 +200,23 @@ def _timeline(results: Sequence[ItemResult]) -> str:
             a, b = (s - t0).total_seconds(), (e - t0).total_seconds()
             w = max(x(b) - x(a), 1.5)
             tip = f"{r.item_id} · attempt {attempt} · {st.value} · {(e - s).total_seconds():.2f} s"
-            parts.append(f'<rect class="bar" data-item="{html.escape(r.item_id)}" data-attempt="{attempt}" '
-                         f'data-status="{st.value}" x="{x(a):.1f}" y="{y + row_h * 0.1:.1f}" width="{w:.1f}" '
-                         f'height="{max(row_h * 0.8, 1.5):.1f}" fill="{COLOURS[st]}" stroke="#fff" stroke-width="0.5">'
-                         f'<title>{html.escape(tip)}</title></rect>')
-    parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{top + plot_h + 34:.1f}" text-anchor="middle">'
-                 "seconds since the first item started (one bar per attempt; retries are bars of their own)"
-                 "</text></svg>")
+            parts.append(
+                f'<rect class="bar" data-item="{html.escape(r.item_id)}" data-attempt="{attempt}" '
+                f'data-status="{st.value}" x="{x(a):.1f}" y="{y + row_h * 0.1:.1f}" width="{w:.1f}" '
+                f'height="{max(row_h * 0.8, 1.5):.1f}" fill="{COLOURS[st]}" stroke="#fff" stroke-width="0.5">'
+                f"<title>{html.escape(tip)}</title></rect>"
+            )
+    parts.append(
+        f'<text x="{left + plot_w / 2:.0f}" y="{top + plot_h + 34:.1f}" text-anchor="middle">'
+        "seconds since the first item started (one bar per attempt; retries are bars of their own)"
+        "</text></svg>"
+    )
     present = [st for st in Status if any(t[1] is st for _, tries in shown for t in tries)]
-    legend = "<div class='legend'>" + "".join(
-        f"<span><i style='background:{COLOURS[st]}'></i>{st.value}</span>" for st in present) + "</div>"
+    legend = (
+        "<div class='legend'>"
+        + "".join(f"<span><i style='background:{COLOURS[st]}'></i>{st.value}</span>" for st in present)
+        + "</div>"
+    )
     retried = sum(1 for _, tries in shown if len(tries) > 1)
     note = f"<p>{retried} item(s) ran more than once.</p>" if retried else ""
     if len(ran) > len(shown):
@@ -208,7 +225,7 @@ def _timeline(results: Sequence[ItemResult]) -> str:
 
 
 def _short(text: str, n: int = 40) -> str:
-    return text if len(text) <= n else "…" + text[-(n - 1):]
+    return text if len(text) <= n else "…" + text[-(n - 1) :]
 
 
 def _distributions(results: Sequence[ItemResult]) -> str:
@@ -252,7 +269,9 @@ class _Links:
 
     def output(self, path: str) -> str:
         """The link to an output, labelled with its name (``Path(path).name or path``)."""
-        name = os.path.basename(path) if os.path.normpath(path) == path else Path(path).name  # the same, for a normalised path
+        name = (
+            os.path.basename(path) if os.path.normpath(path) == path else Path(path).name
+        )  # the same, for a normalised path
         return self(path, name or path)
 
     def __call__(self, path: str, label: str) -> str:
@@ -260,7 +279,7 @@ class _Links:
 
     def _under_base(self, path: str, label: str) -> str | None:
         if len(path) > len(self.prefix) and path.startswith(self.prefix) and "://" not in path:
-            href = path[len(self.prefix):]  # what os.path.relpath gives for a normalised path under base
+            href = path[len(self.prefix) :]  # what os.path.relpath gives for a normalised path under base
             if os.sep != "/":
                 href = "/".join(href.split(os.sep))
             return f'<a href="{_escape(href)}">{_escape(label)}</a>'
@@ -282,7 +301,11 @@ def _failures(results: Sequence[ItemResult]) -> str:
     rows = []
     for sig, members in groups:
         ex = members[0]
-        tail = f"<details><summary>stderr (last lines)</summary><pre>{html.escape(ex.stderr_tail[-4000:])}</pre></details>" if ex.stderr_tail else ""
+        tail = (
+            f"<details><summary>stderr (last lines)</summary><pre>{html.escape(ex.stderr_tail[-4000:])}</pre></details>"
+            if ex.stderr_tail
+            else ""
+        )
         rows.append(
             f"<tr><td>{len(members)}</td><td><code>{html.escape(sig)}</code></td>"
             f"<td>{html.escape(ex.item_id)}<br><small>{html.escape(ex.reason[:500])}</small>{tail}</td></tr>"
@@ -308,8 +331,11 @@ def _items(results: Sequence[ItemResult], base: Path, logs: Mapping[str, str]) -
             f"<tr><td>{_escape(r.item_id)}</td><td>{badges[r.status]}</td>"
             f"<td>{took}</td><td>{mem}</td><td>{r.attempt}</td><td>{reason}</td><td>{log_cell}</td><td>{outs}</td></tr>"
         )
-    return ("<table><tr><th>item</th><th>status</th><th>time</th><th>peak MiB</th><th>attempt</th><th>reason</th><th>log</th><th>outputs</th></tr>"
-            + "".join(rows) + "</table>")
+    return (
+        "<table><tr><th>item</th><th>status</th><th>time</th><th>peak MiB</th><th>attempt</th><th>reason</th><th>log</th><th>outputs</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _bytes(n: int | None) -> str:
@@ -362,11 +388,32 @@ def _trace_table(rows: Sequence[Mapping[str, Any]], header: Mapping[str, Any]) -
             f"<td>{_bytes(row.get('write_bytes'))}</td>"
             f"<td>{_use(row.get('duration_s') if 'duration_s' in row else None, row.get('timeout_s'), 's')}</td>"
             f"<td>{_use(row.get('peak_rss_mb'), mem_limit, 'MiB')}</td>"
-            f"<td><code title='{esc(command)}'>{esc(short)}</code></td></tr>")
-    more = (f"<p>Showing the first {TRACE_ROWS} of {len(rows)} attempts; "
-            f"<a href='{TRACE_NAME}'>{TRACE_NAME}</a> holds them all.</p>") if len(rows) > TRACE_ROWS else ""
-    heads = ("item", "attempt", "status", "exit / signal", "start (UTC)", "time s", "CPU s", "CPU %", "peak MiB",
-             "read", "written", "time used / limit", "memory used / limit", "command")
+            f"<td><code title='{esc(command)}'>{esc(short)}</code></td></tr>"
+        )
+    more = (
+        (
+            f"<p>Showing the first {TRACE_ROWS} of {len(rows)} attempts; "
+            f"<a href='{TRACE_NAME}'>{TRACE_NAME}</a> holds them all.</p>"
+        )
+        if len(rows) > TRACE_ROWS
+        else ""
+    )
+    heads = (
+        "item",
+        "attempt",
+        "status",
+        "exit / signal",
+        "start (UTC)",
+        "time s",
+        "CPU s",
+        "CPU %",
+        "peak MiB",
+        "read",
+        "written",
+        "time used / limit",
+        "memory used / limit",
+        "command",
+    )
     head = "".join(f"<th>{h}</th>" for h in heads)
     return f"<table id='trace'><tr>{head}</tr>" + "".join(out) + "</table>" + more
 
@@ -392,12 +439,21 @@ def _header(header: Mapping[str, Any], summary: "Summary", files: Sequence[tuple
     rows.append(("Started", esc(str(header.get("started") or "unknown"))))
     rows.append(("Ended", esc(str(header.get("ended") or ""))))
     code = header.get("exit_status")
-    meaning = {0: "every item finished", 1: f"{summary.failed} of {summary.total} items failed",
-               130: "interrupted (Ctrl-C)"}.get(code, "")  # type: ignore[arg-type]
+    meaning = {
+        0: "every item finished",
+        1: f"{summary.failed} of {summary.total} items failed",
+        130: "interrupted (Ctrl-C)",
+    }.get(code, "")  # type: ignore[arg-type]
     rows.append(("Exit status", esc(f"{code} ({meaning})" if meaning else str(code))))
     ui = str(header.get("ui_url") or "")
-    rows.append(("In the UI", f'<a href="{esc(ui)}">{esc(ui)}</a>' if ui.startswith(("http://", "https://"))
-                 else "no UI link (the run had no Prefect UI address)"))
+    rows.append(
+        (
+            "In the UI",
+            f'<a href="{esc(ui)}">{esc(ui)}</a>'
+            if ui.startswith(("http://", "https://"))
+            else "no UI link (the run had no Prefect UI address)",
+        )
+    )
     limits = []
     timeout = header.get("timeout_s")
     limits.append(f"time {timeout:g} s per attempt" if timeout else "no time limit")
@@ -424,11 +480,15 @@ def _history(runs: Sequence[Mapping[str, Any]], limit: int = 50) -> str:
         href = f"{HISTORY_DIR}/{r['name']}/{REPORT_NAME}"
         took = _num(summ.get("wall_time_s"), "{:.1f} s")
         link = f'<a href="{esc(href)}">{esc(r["name"])}</a>'
-        out.append(f"<tr><td>{esc(str(head.get('ended', '')))}</td><td>{link}</td>"
-                   f"<td>{esc(str(head.get('pipeline', '')))}</td><td>{esc(counts)}</td>"
-                   f"<td>{took}</td><td>{esc(str(head.get('exit_status', '')))}</td><td>{ui_cell}</td></tr>")
-    return ("<table id='history'><tr><th>ended</th><th>run</th><th>pipeline</th><th>items</th><th>wall time</th>"
-            "<th>exit</th><th>UI</th></tr>" + "".join(out) + "</table>")
+        out.append(
+            f"<tr><td>{esc(str(head.get('ended', '')))}</td><td>{link}</td>"
+            f"<td>{esc(str(head.get('pipeline', '')))}</td><td>{esc(counts)}</td>"
+            f"<td>{took}</td><td>{esc(str(head.get('exit_status', '')))}</td><td>{ui_cell}</td></tr>"
+        )
+    return (
+        "<table id='history'><tr><th>ended</th><th>run</th><th>pipeline</th><th>items</th><th>wall time</th>"
+        "<th>exit</th><th>UI</th></tr>" + "".join(out) + "</table>"
+    )
 
 
 _LINK = re.compile(r'(\s(?:href|src)=)(["\'])([^"\']*)\2')
@@ -464,10 +524,19 @@ code{font-size:12px;word-break:break-all} .near{color:#c62828;font-weight:600}
 """
 
 
-def render_run_report(results: Sequence[ItemResult], summary: "Summary", *, title: str, base: str | os.PathLike[str] = ".",
-                      sections: Sequence[Section] = (), logs: Mapping[str, str] | None = None,
-                      header: Mapping[str, Any] | None = None, trace: Sequence[Mapping[str, Any]] | None = None,
-                      history: Sequence[Mapping[str, Any]] = (), files: Sequence[tuple[str, str]] = ()) -> str:
+def render_run_report(
+    results: Sequence[ItemResult],
+    summary: "Summary",
+    *,
+    title: str,
+    base: str | os.PathLike[str] = ".",
+    sections: Sequence[Section] = (),
+    logs: Mapping[str, str] | None = None,
+    header: Mapping[str, Any] | None = None,
+    trace: Sequence[Mapping[str, Any]] | None = None,
+    history: Sequence[Mapping[str, Any]] = (),
+    files: Sequence[tuple[str, str]] = (),
+) -> str:
     """The whole report as one HTML document.
 
     ``header``: the run header (``salvo.report.run_header``); ``trace``: its attempt rows
@@ -476,7 +545,9 @@ def render_run_report(results: Sequence[ItemResult], summary: "Summary", *, titl
     """
     base = Path(base)
     counts = {Status(k): v for k, v in summary.counts.items()}
-    badges = "".join(f'<span class="st" style="background:{COLOURS[s]}">{s.value}: {n}</span>' for s, n in counts.items())
+    badges = "".join(
+        f'<span class="st" style="background:{COLOURS[s]}">{s.value}: {n}</span>' for s, n in counts.items()
+    )
     verdict = "all items finished" if summary.ok else f"{summary.failed} of {summary.total} items failed"
     now = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     parts = [
@@ -489,9 +560,12 @@ def render_run_report(results: Sequence[ItemResult], summary: "Summary", *, titl
         parts.append(_header(header, summary, files))
     parts += [
         f"<div class='badges' id='counts'>{badges}</div>",
-        "<h2>Timeline</h2>", _timeline(results),
-        "<h2>Durations and memory</h2>", _distributions(results) or "<p>No item ran in this batch.</p>",
-        "<h2 id='failures'>Failures by error signature</h2>", _failures(results),
+        "<h2>Timeline</h2>",
+        _timeline(results),
+        "<h2>Durations and memory</h2>",
+        _distributions(results) or "<p>No item ran in this batch.</p>",
+        "<h2 id='failures'>Failures by error signature</h2>",
+        _failures(results),
     ]
     for s in sections:
         parts += [f"<h2>{html.escape(s.title)}</h2>", s.html]
@@ -504,8 +578,16 @@ def render_run_report(results: Sequence[ItemResult], summary: "Summary", *, titl
     return "\n".join(parts)
 
 
-def write_run_report(results: Sequence[ItemResult], summary: "Summary", *, folder: str | os.PathLike[str], title: str,
-                     sections: Sequence[Section] = (), logs: Mapping[str, str] | None = None, name: str = REPORT_NAME) -> Path:
+def write_run_report(
+    results: Sequence[ItemResult],
+    summary: "Summary",
+    *,
+    folder: str | os.PathLike[str],
+    title: str,
+    sections: Sequence[Section] = (),
+    logs: Mapping[str, str] | None = None,
+    name: str = REPORT_NAME,
+) -> Path:
     """Write the run report atomically into ``folder``; return its path (no trace, no history: see
     ``salvo.report.write_reports`` for those)."""
     folder = Path(folder)

@@ -177,7 +177,9 @@ def write_object(target: StorageTarget, rel: str, data: bytes, *, exclusive: boo
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             # Named after the file, not its temporary (salvo.fsutil.disk_full_reason prints it so).
             raise OSError(exc.errno, os.strerror(exc.errno), target.uri(rel)) from exc
-        raise StorageError(f"storage {target.url} failed on {rel!r}: {type(exc).__name__}: {exc.strerror or exc}") from exc
+        raise StorageError(
+            f"storage {target.url} failed on {rel!r}: {type(exc).__name__}: {exc.strerror or exc}"
+        ) from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -275,7 +277,9 @@ class RecordIndex:
         except FileNotFoundError:
             return {}
         except Exception as exc:
-            raise StorageError(f"storage {self.target.url}: could not list records: {type(exc).__name__}: {exc}") from None
+            raise StorageError(
+                f"storage {self.target.url}: could not list records: {type(exc).__name__}: {exc}"
+            ) from None
         out = {}
         for e in entries:
             name = str(e.get("name", "")).rstrip("/").rsplit("/", 1)[-1]
@@ -296,7 +300,12 @@ class RecordIndex:
                 doc = orjson.loads(line)  # a third of json.loads's time: an index holds a line per item
             except (ValueError, RecursionError):
                 continue  # a line cut short (or one orjson refuses, NaN say): its record is read on its own
-            if isinstance(doc, dict) and isinstance(doc.get("key"), str) and isinstance(doc.get("sig"), str) and _plausible(doc.get("result")):
+            if (
+                isinstance(doc, dict)
+                and isinstance(doc.get("key"), str)
+                and isinstance(doc.get("sig"), str)
+                and _plausible(doc.get("result"))
+            ):
                 yield doc
 
     def load(self) -> dict[str, dict[str, Any]]:
@@ -328,7 +337,11 @@ class RecordIndex:
         return {k: d["result"] for k, d in indexed.items()}
 
     def _compact(self, docs: list[dict[str, Any]], merged: list[str]) -> None:
-        gens = [int(n[len("compact-") :].split(".", 1)[0]) for n in merged if n.startswith("compact-") and n[len("compact-") :].split(".", 1)[0].isdigit()]
+        gens = [
+            int(n[len("compact-") :].split(".", 1)[0])
+            for n in merged
+            if n.startswith("compact-") and n[len("compact-") :].split(".", 1)[0].isdigit()
+        ]
         name = f"compact-{max(gens, default=0) + 1:012d}.jsonl"
         body = b"".join(json.dumps(d, separators=(",", ":"), default=str).encode() + b"\n" for d in docs)
         if not write_object(self.target, f"{INDEX_DIR}/{name}", body, exclusive=True):
@@ -360,11 +373,19 @@ class RecordIndex:
             try:
                 spooled = self._spool(key, data)
             except OSError as exc2:
-                return RecordWriteError(code, f"no space left to record a finished item at {where}; its outputs are kept, "
-                                              f"but the record could not be saved elsewhere either ({exc2.strerror or exc2}): it will run again")
-            return RecordWriteError(code, f"no space left to record a finished item at {where}; its outputs are kept and the "
-                                          f"record was saved to {spooled}: the next run records it (free space on the state location first)")
-        return RecordWriteError(code or errno.EIO, f"could not record a finished item at {where}: {exc}; its outputs are kept")
+                return RecordWriteError(
+                    code,
+                    f"no space left to record a finished item at {where}; its outputs are kept, "
+                    f"but the record could not be saved elsewhere either ({exc2.strerror or exc2}): it will run again",
+                )
+            return RecordWriteError(
+                code,
+                f"no space left to record a finished item at {where}; its outputs are kept and the "
+                f"record was saved to {spooled}: the next run records it (free space on the state location first)",
+            )
+        return RecordWriteError(
+            code or errno.EIO, f"could not record a finished item at {where}: {exc}; its outputs are kept"
+        )
 
     def _spool_dir(self) -> Path:
         tag = hashlib.blake2b(self.target.uri().encode(), digest_size=10).hexdigest()
@@ -419,7 +440,9 @@ class _SegmentWriter:
         sig = self._sig(key, data)
         if sig is None:
             return
-        line = json.dumps({"key": key, "sig": sig, "result": result}, separators=(",", ":"), default=str).encode() + b"\n"
+        line = (
+            json.dumps({"key": key, "sig": sig, "result": result}, separators=(",", ":"), default=str).encode() + b"\n"
+        )
         with self.lock:
             if not self.lines:
                 self.first_at = time.monotonic()

@@ -110,7 +110,7 @@ class _Reader:
             self.buf, self.buf_at = self.fh.read(max(n, _BLOCK)), self.pos
             if len(self.buf) < n:
                 raise _Truncated(end)
-        out = self.buf[self.pos - self.buf_at:end - self.buf_at]
+        out = self.buf[self.pos - self.buf_at : end - self.buf_at]
         self.pos = end
         return out
 
@@ -183,7 +183,7 @@ def _parse(r: _Reader, version: int, size: int) -> Layout:
         vname = name()
         dimids = [r.uint(count) for _ in range(r.uint(count))]
         attributes()
-        nc_type, vsize, begin = r.uint(4), r.uint(count), r.uint(offset)
+        nc_type, _vsize, begin = r.uint(4), r.uint(count), r.uint(offset)
         if nc_type not in _TYPE_SIZE or any(d >= len(dims) for d in dimids):
             raise ValueError(f"not a valid netCDF header (variable {vname!r})")
         record = bool(dimids) and dims[dimids[0]] == 0

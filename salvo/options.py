@@ -68,11 +68,18 @@ class SlurmOptions(BaseModel):
     account: str | None = Field(None, description="SLURM account (#SBATCH -A)")
     cores: int = Field(1, ge=1, le=1024, description="cores per job; one item runs per core")
     memory: str = Field("2GB", description="memory per job, as Dask spells it (2GB, 500MiB)")
-    walltime: str = Field("01:00:00", description="time limit per job (HH:MM:SS or D-HH:MM:SS); an item still running near it is a timeout")
+    walltime: str = Field(
+        "01:00:00",
+        description="time limit per job (HH:MM:SS or D-HH:MM:SS); an item still running near it is a timeout",
+    )
     max_jobs: int = Field(15, ge=1, le=10_000, description="most SLURM jobs queued or running at once")
     job_extra_directives: tuple[str, ...] = Field((), description="more #SBATCH lines, e.g. '--qos=normal'")
-    interface: str | None = Field(None, description="network interface the scheduler and workers listen on (ib0, eth0; lo on one host)")
-    log_directory: str | None = Field(None, description="folder for the jobs' slurm-*.out files (default: a temporary folder)")
+    interface: str | None = Field(
+        None, description="network interface the scheduler and workers listen on (ib0, eth0; lo on one host)"
+    )
+    log_directory: str | None = Field(
+        None, description="folder for the jobs' slurm-*.out files (default: a temporary folder)"
+    )
 
     @field_validator("walltime")
     @classmethod
@@ -104,16 +111,34 @@ class RunOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    timeout_s: float | None = Field(15 * 60.0, gt=0, le=MAX_TIMEOUT_S, description="per-item limit in seconds; the item's whole process tree is killed")
+    timeout_s: float | None = Field(
+        15 * 60.0,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description="per-item limit in seconds; the item's whole process tree is killed",
+    )
     workers: int = Field(1, ge=1, le=4096, description="items run at once; more than 1 runs them on a Dask task runner")
     dask_address: str | None = Field(None, description="run on this existing Dask cluster (tcp://host:port)")
-    retries: int = Field(2, ge=0, le=100, description="extra tries for outcomes that may pass (crash, error); never for timeout, skip or bad input")
-    retry_delays_s: tuple[float, ...] = Field((2.0, 10.0), description="seconds to wait before each retry (the last one repeats)")
+    retries: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description="extra tries for outcomes that may pass (crash, error); never for timeout, skip or bad input",
+    )
+    retry_delays_s: tuple[float, ...] = Field(
+        (2.0, 10.0), description="seconds to wait before each retry (the last one repeats)"
+    )
     force: bool = Field(False, description="redo every item, even those finished by earlier runs")
     fail_fast: bool = Field(False, description="stop starting items after the first failure")
-    items_per_task: int | None = Field(None, ge=1, le=10_000, description="items one Prefect task carries (default: chosen from the batch size)")
-    kill_grace_s: float = Field(3.0, ge=0, le=600, description="seconds a killed item gets between SIGTERM and SIGKILL, to clean up")
-    slurm: SlurmOptions | None = Field(None, description="run items in Dask workers that are SLURM jobs (--cluster slurm)")
+    items_per_task: int | None = Field(
+        None, ge=1, le=10_000, description="items one Prefect task carries (default: chosen from the batch size)"
+    )
+    kill_grace_s: float = Field(
+        3.0, ge=0, le=600, description="seconds a killed item gets between SIGTERM and SIGKILL, to clean up"
+    )
+    slurm: SlurmOptions | None = Field(
+        None, description="run items in Dask workers that are SLURM jobs (--cluster slurm)"
+    )
 
     @field_validator("retry_delays_s")
     @classmethod
@@ -158,8 +183,10 @@ class RunOptions(BaseModel):
     @classmethod
     def pipeline_defaults(cls, pipeline: str) -> dict[str, Any]:
         """Where ``pipeline`` differs from the fields' defaults: its timeout, and fail-fast for some seeds."""
-        return {"timeout_s": PIPELINE_TIMEOUT_S.get(pipeline, cls.model_fields["timeout_s"].default),
-                "fail_fast": pipeline in FAIL_FAST_PIPELINES}
+        return {
+            "timeout_s": PIPELINE_TIMEOUT_S.get(pipeline, cls.model_fields["timeout_s"].default),
+            "fail_fast": pipeline in FAIL_FAST_PIPELINES,
+        }
 
     @classmethod
     def for_pipeline(cls, pipeline: str, **given: Any) -> "RunOptions":

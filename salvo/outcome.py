@@ -108,10 +108,20 @@ class ItemResult:
         if self.cpu_s is not None and self.duration_s > 0:
             cpu_pct = round(100.0 * self.cpu_s / self.duration_s, 1)
         return {
-            "attempt": self.attempt, "status": self.status.value, "reason": self.reason.split("\n", 1)[0][:300],
-            "exit": self.exit_code, "signal": self.signal, "start": self.started, "end": self.ended,
-            "duration_s": self.duration_s, "cpu_s": self.cpu_s, "cpu_pct": cpu_pct, "peak_rss_mb": self.peak_rss_mb,
-            "read_bytes": self.read_bytes, "write_bytes": self.write_bytes, "timeout_s": self.timeout_s,
+            "attempt": self.attempt,
+            "status": self.status.value,
+            "reason": self.reason.split("\n", 1)[0][:300],
+            "exit": self.exit_code,
+            "signal": self.signal,
+            "start": self.started,
+            "end": self.ended,
+            "duration_s": self.duration_s,
+            "cpu_s": self.cpu_s,
+            "cpu_pct": cpu_pct,
+            "peak_rss_mb": self.peak_rss_mb,
+            "read_bytes": self.read_bytes,
+            "write_bytes": self.write_bytes,
+            "timeout_s": self.timeout_s,
             "command": self.command,
         }
 

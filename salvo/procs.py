@@ -50,6 +50,7 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------- small process helpers
 
+
 def free_port(host: str = HOST) -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:
@@ -112,11 +113,21 @@ class Processes:
     started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     seen: set[int] = field(default_factory=set)
 
-    def start(self, name: str, argv: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, argv: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start ``argv`` in a new session (in ``cwd``, default the project root), output appended to ``log``."""
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            proc = subprocess.Popen(argv, env=env, cwd=cwd or _PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd or _PROJECT_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.started.append((name, proc))
         return proc
 
@@ -160,7 +171,9 @@ class Processes:
         return sorted(pid for pid in pids if process_alive(pid))
 
 
-def supervise(procs: Processes, *, poll_s: float = 0.5, tick: Callable[[], None] | None = None, every_s: float = 2.0) -> tuple[str, int]:
+def supervise(
+    procs: Processes, *, poll_s: float = 0.5, tick: Callable[[], None] | None = None, every_s: float = 2.0
+) -> tuple[str, int]:
     """Wait until one of ``procs`` exits; return its (name, exit code). Calls ``tick`` every ``every_s`` meanwhile.
 
     Ctrl-C raises KeyboardInterrupt.
@@ -179,6 +192,7 @@ def supervise(procs: Processes, *, poll_s: float = 0.5, tick: Callable[[], None]
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Inside: SIGTERM raises KeyboardInterrupt, and SIGINT does even when started with SIGINT ignored."""
+
     def _raise(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -203,6 +217,7 @@ def no_interrupts() -> Iterator[None]:
 
 # --------------------------------------------------------------------------- health
 
+
 def api_healthy(api_url: str, *, timeout_s: float = 3.0) -> bool:
     """True if ``<api_url>/health`` answers ``true`` within ``timeout_s``."""
     headers = {}
@@ -216,7 +231,9 @@ def api_healthy(api_url: str, *, timeout_s: float = 3.0) -> bool:
         return False
 
 
-def wait_healthy(api_url: str, *, timeout_s: float = 180.0, process: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> float:
+def wait_healthy(
+    api_url: str, *, timeout_s: float = 180.0, process: subprocess.Popen[bytes] | None = None, log: Path | None = None
+) -> float:
     """Poll ``<api>/health`` until it answers true; return the seconds it took."""
     t0 = time.monotonic()
     delay = 0.05
@@ -232,7 +249,7 @@ def wait_healthy(api_url: str, *, timeout_s: float = 180.0, process: subprocess.
 
 
 def log_hint(log: Path | None) -> str:
-    """" (last log line: ...; see LOG)" for an error message, or ""."""
+    """ " (last log line: ...; see LOG)" for an error message, or ""."""
     if log is None or not log.exists():
         return ""
     lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
@@ -240,6 +257,7 @@ def log_hint(log: Path | None) -> str:
 
 
 # --------------------------------------------------------------------------- the local server
+
 
 def prefect_home(home: str | os.PathLike[str] | None = None) -> Path:
     """``home``, else ``$PREFECT_HOME``, else ``~/.prefect`` (Prefect's own default)."""
@@ -308,8 +326,13 @@ def running_server(home: str | os.PathLike[str] | None = None, *, timeout_s: flo
 
 
 #: Settings that would point the server's UI at another API than its own (see `server_env`).
-_UI_URL_VARS = ("PREFECT_API_URL", "PREFECT_UI_API_URL", "PREFECT_SERVER_UI_API_URL", "PREFECT_UI_URL",
-                "PREFECT_SERVER_UI_URL")
+_UI_URL_VARS = (
+    "PREFECT_API_URL",
+    "PREFECT_UI_API_URL",
+    "PREFECT_SERVER_UI_API_URL",
+    "PREFECT_UI_URL",
+    "PREFECT_SERVER_UI_URL",
+)
 
 
 def server_env(home: Path, base: dict[str, str] | None = None, *, port: int | None = None) -> dict[str, str]:
@@ -324,13 +347,23 @@ def server_env(home: Path, base: dict[str, str] | None = None, *, port: int | No
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
     if port is not None:
         api = f"http://{HOST}:{port}/api"
-        env.update(PREFECT_SERVER_API_HOST=HOST, PREFECT_SERVER_API_PORT=str(port), PREFECT_UI_API_URL=api,
-                   PREFECT_UI_URL=api.removesuffix("/api"))
+        env.update(
+            PREFECT_SERVER_API_HOST=HOST,
+            PREFECT_SERVER_API_PORT=str(port),
+            PREFECT_UI_API_URL=api,
+            PREFECT_UI_URL=api.removesuffix("/api"),
+        )
     return env
 
 
-def ensure_local_server(home: str | os.PathLike[str] | None = None, *, port: int | None = None, startup_timeout_s: float = 180.0,
-                        python: str | None = None, env: dict[str, str] | None = None) -> tuple[ServerInfo, bool]:
+def ensure_local_server(
+    home: str | os.PathLike[str] | None = None,
+    *,
+    port: int | None = None,
+    startup_timeout_s: float = 180.0,
+    python: str | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[ServerInfo, bool]:
     """The running local server of ``home``, started first if needed; and whether this call started it.
 
     Holds ``PREFECT_HOME/salvo-server.lock`` while it checks and starts, so that concurrent callers
@@ -352,13 +385,33 @@ def ensure_local_server(home: str | os.PathLike[str] | None = None, *, port: int
         elif port_in_use(port):
             raise UsageError(f"port {port} is already in use; pick another with --port or SALVO_SERVER_PORT")
         log = h / LOG_FILE
-        argv = [sys.executable, "-m", "salvo.procs", "guard", str(h), "--", *prefect_command("server", "start", "--host", HOST, "--port", str(port), python=python)]
+        argv = [
+            sys.executable,
+            "-m",
+            "salvo.procs",
+            "guard",
+            str(h),
+            "--",
+            *prefect_command("server", "start", "--host", HOST, "--port", str(port), python=python),
+        ]
         with open(log, "ab") as out:
-            proc = subprocess.Popen(argv,
-                                    env=server_env(h, env, port=port),
-                                    cwd=h, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # Ctrl-C and a closed terminal do not reach it
-        info = ServerInfo(pid=proc.pid, url=f"http://{HOST}:{port}/api", port=port, started=create_time(proc.pid) or time.time(), log=str(log), home=str(h))
+            proc = subprocess.Popen(
+                argv,
+                env=server_env(h, env, port=port),
+                cwd=h,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # Ctrl-C and a closed terminal do not reach it
+        info = ServerInfo(
+            pid=proc.pid,
+            url=f"http://{HOST}:{port}/api",
+            port=port,
+            started=create_time(proc.pid) or time.time(),
+            log=str(log),
+            home=str(h),
+        )
         _write_state(h, info)  # at once, so that `salvo server stop` can stop a server still starting
         try:
             wait_healthy(info.url, timeout_s=startup_timeout_s, process=proc, log=log)  # type: ignore[arg-type]
@@ -413,8 +466,15 @@ def start_reaper(*, python: str | None = None) -> str:
     token = uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if k != TOKEN_VAR}
     # The pipe's write end is ours alone (not inherited: close_fds, and Python's pipes are O_CLOEXEC).
-    _reaper = subprocess.Popen([python or sys.executable, "-m", "salvo.procs", "reap", token], stdin=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True, close_fds=True)
+    _reaper = subprocess.Popen(
+        [python or sys.executable, "-m", "salvo.procs", "reap", token],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+        close_fds=True,
+    )
     os.environ[TOKEN_VAR] = token
     return token
 
@@ -530,10 +590,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = [
-    "HOST", "DEFAULT_PORT", "TOKEN_VAR", "Processes", "ServerInfo", "api_healthy", "create_time", "ensure_local_server",
-    "free_port", "log_hint", "no_interrupts", "port_in_use", "prefect_command", "prefect_home", "process_alive",
-    "processes_with_token", "read_state", "running_server", "sigterm_as_interrupt", "signal_group", "start_reaper",
-    "stop_local_server", "stop_process_group", "supervise", "sweep", "wait_healthy",
+    "HOST",
+    "DEFAULT_PORT",
+    "TOKEN_VAR",
+    "Processes",
+    "ServerInfo",
+    "api_healthy",
+    "create_time",
+    "ensure_local_server",
+    "free_port",
+    "log_hint",
+    "no_interrupts",
+    "port_in_use",
+    "prefect_command",
+    "prefect_home",
+    "process_alive",
+    "processes_with_token",
+    "read_state",
+    "running_server",
+    "sigterm_as_interrupt",
+    "signal_group",
+    "start_reaper",
+    "stop_local_server",
+    "stop_process_group",
+    "supervise",
+    "sweep",
+    "wait_healthy",
 ]
 
 if __name__ == "__main__":

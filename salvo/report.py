@@ -14,7 +14,6 @@ import platform
 import re
 import shlex
 import socket
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -103,8 +102,25 @@ def summary_text(results: Sequence[ItemResult], summary: Summary, *, title: str)
 
 
 #: The columns of ``trace.tsv``, in order (docs/report.md says what each holds).
-TRACE_COLUMNS = ("item", "attempt", "status", "exit", "signal", "start", "end", "duration_s", "cpu_s", "cpu_pct",
-                 "peak_rss_mb", "read_bytes", "write_bytes", "timeout_s", "command", "log", "outputs")
+TRACE_COLUMNS = (
+    "item",
+    "attempt",
+    "status",
+    "exit",
+    "signal",
+    "start",
+    "end",
+    "duration_s",
+    "cpu_s",
+    "cpu_pct",
+    "peak_rss_mb",
+    "read_bytes",
+    "write_bytes",
+    "timeout_s",
+    "command",
+    "log",
+    "outputs",
+)
 #: The summary JSON's name in a report folder and in each ``runs/<run name>/``.
 SUMMARY_JSON = "batch_summary.json"
 #: A file in ``runs/`` saying the folder is Salvo's run history (a ``runs/`` folder without it is the user's).
@@ -294,8 +310,15 @@ def history(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
             continue
         if not isinstance(doc, dict) or not isinstance(doc.get("run"), dict):
             continue
-        runs.append({"name": sub.name, "run": doc["run"], "summary": doc.get("summary") or {},
-                     "report": str(sub / REPORT_NAME), "trace": str(sub / TRACE_NAME)})
+        runs.append(
+            {
+                "name": sub.name,
+                "run": doc["run"],
+                "summary": doc.get("summary") or {},
+                "report": str(sub / REPORT_NAME),
+                "trace": str(sub / TRACE_NAME),
+            }
+        )
     runs.sort(key=lambda r: (str(r["run"].get("ended") or ""), r["name"]), reverse=True)
     return runs
 
@@ -328,8 +351,11 @@ def write_reports(
     head = run_header(summary, results, **dict(header or {}))
     run_dir = _history_folder(folder, head) if keep_history else None
     rows = attempt_rows(results, logs)
-    doc = {"summary": summary.to_dict(), "run": head,
-           "items": [r.to_dict() for r in results] if items is None else items}
+    doc = {
+        "summary": summary.to_dict(),
+        "run": head,
+        "items": [r.to_dict() for r in results] if items is None else items,
+    }
     files: dict[str, tuple[str, str]] = {}  # kind -> (name, text)
     if text_name:
         files["text"] = (text_name, summary_text(results, summary, title=title))
@@ -341,8 +367,18 @@ def write_reports(
         links.append(("text summary", text_name))
     if run_dir is not None:
         links.append(("this run's own copy", f"{HISTORY_DIR}/{run_dir.name}/{REPORT_NAME}"))
-    page = render_run_report(results, summary, title=title, base=base or folder, sections=sections, logs=logs,
-                             header=head, trace=rows, history=past, files=links)
+    page = render_run_report(
+        results,
+        summary,
+        title=title,
+        base=base or folder,
+        sections=sections,
+        logs=logs,
+        header=head,
+        trace=rows,
+        history=past,
+        files=links,
+    )
     files["html"] = (REPORT_NAME, page)
     written: dict[str, str] = {}
     if run_dir is not None:  # the run's own copy first: the top level then says it is the latest
@@ -394,7 +430,9 @@ def _json_default(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else str(value)  # a tuple subclass (a named tuple) as json writes it
 
 
-_JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_JSON_OPTIONS = (
+    orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
 
 
 #: Longest reason shown in the UI's items table; the full text is in the logs and reports.
@@ -408,16 +446,18 @@ def table_rows(results: Sequence[ItemResult]) -> list[dict[str, Any]]:
     for r in ordered:
         first = r.reason.splitlines()[0] if r.reason else ""
         short = first if len(first) <= TABLE_REASON_CHARS else first[: TABLE_REASON_CHARS - 1] + "…"
-        rows.append({
-            "item": r.item_id,
-            "status": r.status.value,
-            "reason": short,
-            "output": r.outputs[0] if r.outputs else "",
-            "duration_s": r.duration_s,
-            "attempt": r.attempt,
-            "peak_rss_mb": r.peak_rss_mb,
-            "resumed": r.cached,
-        })
+        rows.append(
+            {
+                "item": r.item_id,
+                "status": r.status.value,
+                "reason": short,
+                "output": r.outputs[0] if r.outputs else "",
+                "duration_s": r.duration_s,
+                "attempt": r.attempt,
+                "peak_rss_mb": r.peak_rss_mb,
+                "resumed": r.cached,
+            }
+        )
     return rows
 
 

@@ -45,7 +45,9 @@ def api_call(api_url: str, path: str, body: dict[str, Any], method: str = "POST"
     if key := os.environ.get("PREFECT_API_KEY"):
         headers["Authorization"] = f"Bearer {key}"
     for attempt in range(6):
-        req = urllib.request.Request(f"{api_url.rstrip('/')}{path}", data=json.dumps(body).encode(), method=method, headers=headers)
+        req = urllib.request.Request(
+            f"{api_url.rstrip('/')}{path}", data=json.dumps(body).encode(), method=method, headers=headers
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:
                 raw = resp.read()
@@ -53,7 +55,7 @@ def api_call(api_url: str, path: str, body: dict[str, Any], method: str = "POST"
         except urllib.error.HTTPError as exc:
             if exc.code not in (429, 502, 503) or attempt == 5:
                 raise
-            time.sleep(0.5 * 2 ** attempt)
+            time.sleep(0.5 * 2**attempt)
 
 
 def name_new_runs(api_url: str) -> list[str]:
@@ -62,8 +64,14 @@ def name_new_runs(api_url: str) -> list[str]:
     A run is Salvo's when it carries the ``salvo`` tag and one pipeline's tag (every deployment
     in ``deployments/prefect.yaml`` does). Returns the names given.
     """
-    runs = api_call(api_url, "/flow_runs/filter", {"flow_runs": {"tags": {"all_": ["salvo"]},
-                                                               "state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}}, "limit": 200})
+    runs = api_call(
+        api_url,
+        "/flow_runs/filter",
+        {
+            "flow_runs": {"tags": {"all_": ["salvo"]}, "state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}},
+            "limit": 200,
+        },
+    )
     named = []
     for run in runs or []:
         pipeline = next((t for t in run.get("tags", []) if t in NAME_PARAMS), None)
@@ -101,8 +109,9 @@ def mark_crashed_runs(url: str, *, by: str = "salvo") -> list[str]:
     Returns the ids of the flow runs marked. Plain HTTP, about one request when nothing is to mark:
     the local server's guard calls it every few seconds (``by`` names who marked, in the message).
     """
-    runs = api_call(url, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING"]}}},
-                                               "limit": 200})
+    runs = api_call(
+        url, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING"]}}}, "limit": 200}
+    )
     marked = []
     for run in runs or []:
         tags = [t for t in run.get("tags", []) if t.startswith(f"{DRIVER_TAG}:") and t.count(":") == 2]
@@ -112,8 +121,11 @@ def mark_crashed_runs(url: str, *, by: str = "salvo") -> list[str]:
         crashed = {"state": {"type": "CRASHED", "name": "Crashed", "message": msg}, "force": True}
         api_call(url, f"/flow_runs/{run['id']}/set_state", crashed)
         unfinished = {"type": {"any_": ["RUNNING", "PENDING", "SCHEDULED"]}}
-        tasks = api_call(url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}},
-                                                    "task_runs": {"state": unfinished}, "limit": 200})
+        tasks = api_call(
+            url,
+            "/task_runs/filter",
+            {"flow_runs": {"id": {"any_": [run["id"]]}}, "task_runs": {"state": unfinished}, "limit": 200},
+        )
         for task in tasks or []:
             api_call(url, f"/task_runs/{task['id']}/set_state", crashed)
         marked.append(run["id"])

@@ -236,8 +236,12 @@ def is_staged_command(worker: Worker, item: Item | None = None) -> bool:
 
 def _request(item: Item, worker: Worker, result_path: str, stderr_path: str) -> dict[str, Any]:
     if is_staged_command(worker, item):  # ``item`` points at its staging folders: the command is the item process
-        return {"kind": "command", "argv": render_command(item.params["command"], item.params),
-                "stderr_path": stderr_path, "grace": KILL_GRACE_S}
+        return {
+            "kind": "command",
+            "argv": render_command(item.params["command"], item.params),
+            "stderr_path": stderr_path,
+            "grace": KILL_GRACE_S,
+        }
     req: dict[str, Any] = {
         "kind": worker.kind,
         "target": worker.target,

@@ -39,8 +39,7 @@ from salvo.validate import redact
 #: ``$AWS_MAX_ATTEMPTS`` (and ``s3_options``) override them.
 S3_DEFAULTS: dict[str, Any] = {
     "retries": 2,  # s3fs's own retries of timeouts and broken responses
-    "config_kwargs": {"connect_timeout": 5, "read_timeout": 60,
-                      "retries": {"max_attempts": 3, "mode": "standard"}},
+    "config_kwargs": {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3, "mode": "standard"}},
 }
 
 
@@ -53,8 +52,10 @@ class StorageLost(StorageError):
 
 
 #: The spellings a storage location may take, named in every refusal.
-ACCEPTED_FORMS = ("a folder (/abs/dir, rel/dir, ./dir, ~/dir), file:/abs/dir, file:///abs/dir, "
-                  "file://localhost/abs/dir, s3://bucket/prefix, or a saved storage block's name")
+ACCEPTED_FORMS = (
+    "a folder (/abs/dir, rel/dir, ./dir, ~/dir), file:/abs/dir, file:///abs/dir, "
+    "file://localhost/abs/dir, s3://bucket/prefix, or a saved storage block's name"
+)
 #: Schemes Salvo reads (any case): the local disk and S3 (``s3a`` is Hadoop's spelling of ``s3``).
 LOCAL_SCHEMES, S3_SCHEMES = ("file",), ("s3", "s3a")
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<rest>.*)$", re.DOTALL)
@@ -137,21 +138,29 @@ def parse_location(text: str | os.PathLike[str], what: str = "storage", *, block
         if not bucket:
             raise _refuse(stripped, what, "it names no bucket")
         if not _BUCKET.match(bucket):
-            why = ("an S3 URL holds no endpoint or port (give it with --endpoint-url or in a block)"
-                   if ":" in bucket else f"{bucket!r} is not a bucket name")
+            why = (
+                "an S3 URL holds no endpoint or port (give it with --endpoint-url or in a block)"
+                if ":" in bucket
+                else f"{bucket!r} is not a bucket name"
+            )
             raise _refuse(stripped, what, why)
         return Location("s3", stripped, bucket=bucket, key=parts.path.strip("/"), scheme=scheme)
     if m["rest"].startswith("//"):
         raise _refuse(stripped, what, f"unsupported storage URL scheme {scheme}://")
-    raise _refuse(stripped, what, f"{scheme}: is not a location scheme (for a local folder named so, write "
-                                  f"./{stripped})")
+    raise _refuse(
+        stripped, what, f"{scheme}: is not a location scheme (for a local folder named so, write ./{stripped})"
+    )
 
 
 def _file_url(text: str, what: str, netloc: str, rest: str, path: str) -> Location:
     """RFC 8089: ``file:/abs``, ``file:///abs`` or ``file://localhost/abs``, percent-decoded."""
     if rest.startswith("//") and netloc.lower() not in ("", "localhost"):
-        raise _refuse(text, what, f"file://{netloc}/... names the host {netloc!r}, not a folder here (for "
-                                  f"an absolute path write file:///{netloc}/..., for a relative one the path alone)")
+        raise _refuse(
+            text,
+            what,
+            f"file://{netloc}/... names the host {netloc!r}, not a folder here (for "
+            f"an absolute path write file:///{netloc}/..., for a relative one the path alone)",
+        )
     if not path.startswith("/") or path.startswith("//"):
         raise _refuse(text, what, "a file: URL holds an absolute path (for a relative folder write the path alone)")
     local = unquote(path)
@@ -164,9 +173,11 @@ def check_no_credentials(text: str, what: str) -> str:
     """Refuse a URL that embeds credentials (``s3://KEY:SECRET@bucket``, ``http://u:p@host``) without
     echoing them; ``text`` unchanged otherwise. Credentials belong in the AWS chain or a block."""
     if "@" in (urlsplit(text).netloc if "://" in text else ""):
-        raise UsageError(f"bad {what} {redact(text)!r}: it embeds credentials; never put them in a "
-                         "URL: use the standard AWS chain (environment, ~/.aws) or a storage block "
-                         "(salvo blocks create s3 ... --credentials-from-env)")
+        raise UsageError(
+            f"bad {what} {redact(text)!r}: it embeds credentials; never put them in a "
+            "URL: use the standard AWS chain (environment, ~/.aws) or a storage block "
+            "(salvo blocks create s3 ... --credentials-from-env)"
+        )
     return text
 
 

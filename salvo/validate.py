@@ -21,8 +21,22 @@ from salvo.errors import UsageError
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<cred>[^/@\s]+)@")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_DURATION = re.compile(r"^\s*(?P<num>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(?P<unit>ms|s|sec|secs|m|min|mins|h|hr|hrs|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hr": 3600, "hrs": 3600, "d": 86400}
+_DURATION = re.compile(
+    r"^\s*(?P<num>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(?P<unit>ms|s|sec|secs|m|min|mins|h|hr|hrs|d)?\s*$"
+)
+_UNIT_S = {
+    "ms": 0.001,
+    "s": 1,
+    "sec": 1,
+    "secs": 1,
+    "m": 60,
+    "min": 60,
+    "mins": 60,
+    "h": 3600,
+    "hr": 3600,
+    "hrs": 3600,
+    "d": 86400,
+}
 #: The longest duration any timeout may have: a week.
 MAX_DURATION_S = 7 * 86400.0
 
@@ -88,8 +102,15 @@ def output_dir(path: str | os.PathLike[str], what: str) -> Path:
     return p
 
 
-def number(value: float | int | str, what: str, *, minimum: float | None = None, maximum: float | None = None,
-           integer: bool = False, exclusive_minimum: bool = False) -> float | int:
+def number(
+    value: float | int | str,
+    what: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    integer: bool = False,
+    exclusive_minimum: bool = False,
+) -> float | int:
     """A finite number in range; ``integer`` asks for a whole number."""
     try:
         x = int(value) if integer and not isinstance(value, float) else float(value)
@@ -247,8 +268,12 @@ def _relation(a: str, b: str) -> str | None:
     return None
 
 
-def check_layout(outputs: Mapping[str, str | os.PathLike[str]], *, inputs: Iterable[str | os.PathLike[str]] = (),
-                 reserved: Iterable[str | os.PathLike[str]] = ()) -> None:
+def check_layout(
+    outputs: Mapping[str, str | os.PathLike[str]],
+    *,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    reserved: Iterable[str | os.PathLike[str]] = (),
+) -> None:
     """Refuse a plan whose outputs could overwrite an input, a reserved folder, or each other.
 
     ``outputs`` maps each item's name to its output folder (or file). An output that is, contains
@@ -261,8 +286,13 @@ def check_layout(outputs: Mapping[str, str | os.PathLike[str]], *, inputs: Itera
     check_resolved_layout(outs, inputs=inputs, reserved=reserved)
 
 
-def check_resolved_layout(outs: list[tuple[str, str]], *, inputs: Iterable[str | os.PathLike[str]] = (),
-                          reserved: Iterable[str | os.PathLike[str]] = (), ancestors: Ancestors | None = None) -> None:
+def check_resolved_layout(
+    outs: list[tuple[str, str]],
+    *,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    reserved: Iterable[str | os.PathLike[str]] = (),
+    ancestors: Ancestors | None = None,
+) -> None:
     """:func:`check_layout` of outputs already resolved (``(name, resolved_text(path))`` pairs, local
     paths only), for a caller that resolved them once for checks of its own."""
     ancestors = ancestors or Ancestors()
@@ -290,4 +320,6 @@ def check_resolved_layout(outs: list[tuple[str, str]], *, inputs: Iterable[str |
             for name, out in outs:
                 rel = _relation(out, other)
                 if rel:
-                    raise UsageError(f"the output of {name} ({out}) {rel} the {label} {other}; choose another output folder")
+                    raise UsageError(
+                        f"the output of {name} ({out}) {rel} the {label} {other}; choose another output folder"
+                    )

@@ -144,8 +144,11 @@ def _spawn(req: dict[str, Any]) -> int | None:
     """
     log, err = req.get("log_path"), req["stderr_path"]
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0), (os.POSIX_SPAWN_OPEN, 1, log or err, flags, 0o644),
-               (os.POSIX_SPAWN_DUP2, 1, 2)]
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, log or err, flags, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
     env = {**os.environ, **req["env"]} if req.get("env") else os.environ
     argv = req["argv"]
     try:
@@ -323,8 +326,9 @@ def serve() -> None:
             pid = _spawn(req)
             if pid is None:  # the program cannot be run: the shell's code for it, no process
                 _send({"event": "started", "pid": 0})
-                _send({"event": "done", "pid": 0, "exit_code": 127, "timed_out": False, "orphaned": False,
-                       "maxrss_kb": 0})
+                _send(
+                    {"event": "done", "pid": 0, "exit_code": 127, "timed_out": False, "orphaned": False, "maxrss_kb": 0}
+                )
                 continue
         else:
             pid = os.fork()

@@ -38,8 +38,9 @@ def _s3_location(value: str, variable: str) -> str:
     if loc.kind == "s3":
         return loc.url
     if loc.scheme or value.strip().startswith(("/", ".", "~")):
-        raise UsageError(f"${variable} must be s3://bucket/prefix (or bucket/prefix) for "
-                         f"storage_backend='s3', got {value!r}")
+        raise UsageError(
+            f"${variable} must be s3://bucket/prefix (or bucket/prefix) for storage_backend='s3', got {value!r}"
+        )
     return f"s3://{value.strip().strip('/')}"
 
 
@@ -57,25 +58,39 @@ def storage_reference(backend: str, storage: str | None = None) -> str:
         where = os.environ[variable] if variable else "salvo-data"
         local = parse_location(where, f"${variable}" if variable else "local storage", block_names=False)
         if local.kind != "local":
-            raise UsageError(f"storage_backend='local' needs a folder, but ${variable} is {local.url!r}: "
-                             "use storage_backend='s3', or set $SALVO_LOCAL_STORAGE to a folder")
+            raise UsageError(
+                f"storage_backend='local' needs a folder, but ${variable} is {local.url!r}: "
+                "use storage_backend='s3', or set $SALVO_LOCAL_STORAGE to a folder"
+            )
         return str(Path(local.path).resolve())
     if backend == "s3":
         for variable in ("SALVO_S3_STORAGE", "SAVE_RESULT_PATH"):
             if os.environ.get(variable):
                 value = os.environ[variable]
-                return (check_location(value, f"${variable}") if variable == "SALVO_S3_STORAGE"
-                        else _s3_location(value, variable))
-        raise UsageError("storage_backend='s3' needs $SAVE_RESULT_PATH (s3://bucket/prefix, as the "
-                         "seed), storage='s3://bucket/prefix' or a block name, or $SALVO_S3_STORAGE")
+                return (
+                    check_location(value, f"${variable}")
+                    if variable == "SALVO_S3_STORAGE"
+                    else _s3_location(value, variable)
+                )
+        raise UsageError(
+            "storage_backend='s3' needs $SAVE_RESULT_PATH (s3://bucket/prefix, as the "
+            "seed), storage='s3://bucket/prefix' or a block name, or $SALVO_S3_STORAGE"
+        )
     raise UsageError(f"storage_backend must be 'local' or 's3', got {backend!r}")
 
 
 class BatchExecutor:
     """One experiment folder ``{exp_number}_{version_number}_{notebook_name}`` on a storage."""
 
-    def __init__(self, notebook_name: str, exp_number: str, version_number: str,
-                 storage: SalvoStorage, *, storage_ref: str | None = None) -> None:
+    def __init__(
+        self,
+        notebook_name: str,
+        exp_number: str,
+        version_number: str,
+        storage: SalvoStorage,
+        *,
+        storage_ref: str | None = None,
+    ) -> None:
         self.notebook_name = notebook_name
         self.exp_number = str(exp_number)
         self.version_number = str(version_number)
@@ -92,8 +107,20 @@ class BatchExecutor:
     def load_assembly_list(self) -> pd.DataFrame:
         """The ledger: one row per assembly (assembly_id, timestamp, status, seed, ...)."""
         rows = [asdict(r) | {"interrupted": r.interrupted} for r in read_ledger(self.experiment)]
-        columns = ["assembly_id", "timestamp", "status", "result_name", "result_file", "n_rows",
-                   "config_hash", "experiment", "updated", "message", "seed", "interrupted"]
+        columns = [
+            "assembly_id",
+            "timestamp",
+            "status",
+            "result_name",
+            "result_file",
+            "n_rows",
+            "config_hash",
+            "experiment",
+            "updated",
+            "message",
+            "seed",
+            "interrupted",
+        ]
         return pd.DataFrame(rows, columns=None if rows else columns)
 
     def get_assembly_status(self, assembly_id: str) -> str:
@@ -105,9 +132,9 @@ class BatchExecutor:
         row = find_assembly(self.experiment, assembly_id) if known else None
         return row.status if row else "not_found"
 
-    def sequential_reassembly(self, result_name: str, *, allow_pickle: bool = False,
-                              output: str | None = None, seeds: list[int] | None = None
-                              ) -> pd.DataFrame:
+    def sequential_reassembly(
+        self, result_name: str, *, allow_pickle: bool = False, output: str | None = None, seeds: list[int] | None = None
+    ) -> pd.DataFrame:
         """Every completed assembly of ``result_name`` in one DataFrame (runs assembly-reassemble).
 
         As in the seed, nothing is left in the experiment folder: the combined file is written to
@@ -116,10 +143,16 @@ class BatchExecutor:
         from flows.assembly import assembly_reassemble
 
         def run(out: str) -> None:
-            assembly_reassemble(result_name, exp_number=self.exp_number,
-                                version=self.version_number, title=self.notebook_name,
-                                storage=self.storage_ref, output=out, allow_pickle=allow_pickle,
-                                seeds=seeds)
+            assembly_reassemble(
+                result_name,
+                exp_number=self.exp_number,
+                version=self.version_number,
+                title=self.notebook_name,
+                storage=self.storage_ref,
+                output=out,
+                allow_pickle=allow_pickle,
+                seeds=seeds,
+            )
 
         if output is None:
             with tempfile.TemporaryDirectory(prefix="salvo-reassembly-") as tmp:
@@ -135,14 +168,19 @@ class BatchExecutor:
         """Generate one more assembly into this folder (runs assembly-run); return its summary."""
         from flows.assembly import assembly_run
 
-        return assembly_run(experiment=experiment, exp_number=self.exp_number,
-                            version=self.version_number, title=self.notebook_name,
-                            storage=self.storage_ref, **params)
+        return assembly_run(
+            experiment=experiment,
+            exp_number=self.exp_number,
+            version=self.version_number,
+            title=self.notebook_name,
+            storage=self.storage_ref,
+            **params,
+        )
 
 
-def create_batch_executor(notebook_name: str, exp_number: str, version_number: str,
-                          storage_backend: str = "s3", *, storage: str | None = None) -> BatchExecutor:
+def create_batch_executor(
+    notebook_name: str, exp_number: str, version_number: str, storage_backend: str = "s3", *, storage: str | None = None
+) -> BatchExecutor:
     """The seed's entry point; ``storage`` (block name, URL or path) overrides the backend's default."""
     ref = storage_reference(storage_backend, storage)
-    return BatchExecutor(notebook_name, exp_number, version_number, resolve_storage(ref),
-                         storage_ref=ref)
+    return BatchExecutor(notebook_name, exp_number, version_number, resolve_storage(ref), storage_ref=ref)

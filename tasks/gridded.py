@@ -19,9 +19,24 @@ from salvo.ncfile import cut_short
 from salvo.gridded.formats import STATUS_FILE, read_mask, read_status
 from salvo.gridded.merge import merge_outputs
 from salvo.gridded.ncschema import netcdf_under
-from salvo.gridded.recovery import (RecoveryLayout, empty_folder, finish_move, has_status, install_mask,
-                                    keep_original_mask, mask_is_original, move_contents, move_into, plan_layout,
-                                    note, record_step, replace_contents, restore_mask, round_info, round_step)
+from salvo.gridded.recovery import (
+    RecoveryLayout,
+    empty_folder,
+    finish_move,
+    has_status,
+    install_mask,
+    keep_original_mask,
+    mask_is_original,
+    move_contents,
+    move_into,
+    plan_layout,
+    note,
+    record_step,
+    replace_contents,
+    restore_mask,
+    round_info,
+    round_step,
+)
 from salvo.gridded.report import failed_cells, recovery_markdown, round_rows, write_recovery_report
 from salvo.gridded.salvage import count_statuses, salvage_run
 
@@ -92,8 +107,15 @@ def salvage_round(layout: RecoveryLayout, k: int, copy: bool = False) -> dict[st
     """Back up the output folder into round ``k`` and write its failed-cells mask."""
     rd = layout.round_dir(k)
     rd.mkdir(parents=True, exist_ok=True)
-    report = salvage_run(layout.output, backup_dir=rd / "salvaged", original_mask=layout.original_mask,
-                         new_mask=rd / "run-mask-failed.nc", copy=copy, verbose=True, log=get_run_logger().info)
+    report = salvage_run(
+        layout.output,
+        backup_dir=rd / "salvaged",
+        original_mask=layout.original_mask,
+        new_mask=rd / "run-mask-failed.nc",
+        copy=copy,
+        verbose=True,
+        log=get_run_logger().info,
+    )
     doc = report.to_dict()
     record_step(layout, k, "salvaged", before=doc["counts"])
     return doc
@@ -148,8 +170,15 @@ def merge_round(layout: RecoveryLayout, k: int, allow_missing: list[str] | None 
     rd = layout.round_dir(k)
     record_step(layout, k, "merging")
     try:
-        report = merge_outputs(rd / "salvaged", rerun_dir=rd / "rerun", output_dir=rd / "merged", rerun_index=k,
-                               allow_missing=allow_missing or (), verbose=True, log=get_run_logger().info)
+        report = merge_outputs(
+            rd / "salvaged",
+            rerun_dir=rd / "rerun",
+            output_dir=rd / "merged",
+            rerun_index=k,
+            allow_missing=allow_missing or (),
+            verbose=True,
+            log=get_run_logger().info,
+        )
     except Exception:
         get_run_logger().error("Round %d: the merge failed; the output folder is put back as it was", k)
         replace_contents(layout.output, source=rd / "salvaged")
@@ -188,10 +217,14 @@ def publish_recovery(doc: dict[str, Any], header: dict[str, Any] | None = None) 
     except Exception as exc:  # noqa: BLE001 - the recovery is done and its JSON still written; say so, loudly
         del doc["reports"]["html"]
         doc["reports"]["html_error"] = f"{type(exc).__name__}: {exc}"
-        get_run_logger().error("The run report %s/%s could not be written: %s", work, REPORT_NAME, doc["reports"]["html_error"])
+        get_run_logger().error(
+            "The run report %s/%s could not be written: %s", work, REPORT_NAME, doc["reports"]["html_error"]
+        )
     md = recovery_markdown(doc)
     atomic_write_text(json_path, json.dumps(doc, indent=2, default=str))
     atomic_write_text(doc["reports"]["markdown"], md)
-    create_table_artifact(round_rows(doc), key="salvage-merge-rounds", description="salvage-merge: every round's statuses")
+    create_table_artifact(
+        round_rows(doc), key="salvage-merge-rounds", description="salvage-merge: every round's statuses"
+    )
     create_markdown_artifact(md, key="salvage-merge-summary", description="salvage-merge: summary")
     return doc

@@ -107,12 +107,27 @@ def run_items(
     logger = get_run_logger()
 
     def note_retry(result: ItemResult, attempt: int, delay: float) -> None:
-        logger.warning("%s: %s: %s; retry %d of %d in %g s", result.item_id, result.status.value, result.reason, attempt - 1, run.retries, delay)
+        logger.warning(
+            "%s: %s: %s; retry %d of %d in %g s",
+            result.item_id,
+            result.status.value,
+            result.reason,
+            attempt - 1,
+            run.retries,
+            delay,
+        )
 
-    results = ItemResults(run_many(
-        zip(items, keys), worker, records=PrefectRecords(_batch_store(state, batch_id)), options=run,
-        log_dir=log_dir, batch_id=batch_id, on_retry=note_retry,
-    ))
+    results = ItemResults(
+        run_many(
+            zip(items, keys),
+            worker,
+            records=PrefectRecords(_batch_store(state, batch_id)),
+            options=run,
+            log_dir=log_dir,
+            batch_id=batch_id,
+            on_retry=note_retry,
+        )
+    )
     for r in results:
         if r.status.failed:
             tail = f"\n{r.stderr_tail}" if r.stderr_tail else ""

@@ -31,12 +31,16 @@ def prepare_jobs(
 ) -> tuple[list[RenderedJob], list[Item], Worker]:
     """Render, validate and write every job file; return the jobs, their items and the worker."""
     jobs = render_jobs(naf, template=template, profile=profile, jobs_dir=jobs_dir)
-    items = job_items(jobs, input=input, output_dir=output_dir, max_ram_mb=max_ram_mb, sample=sample, job_command=job_command)
+    items = job_items(
+        jobs, input=input, output_dir=output_dir, max_ram_mb=max_ram_mb, sample=sample, job_command=job_command
+    )
     return jobs, items, job_worker(job_command)
 
 
 @task(name="report-jobs", cache_policy=NONE, persist_result=False)
-def report_jobs(jobs: list[RenderedJob], results: list[ItemResult], *, output_dir: str) -> tuple[list[dict[str, Any]], str]:
+def report_jobs(
+    jobs: list[RenderedJob], results: list[ItemResult], *, output_dir: str
+) -> tuple[list[dict[str, Any]], str]:
     """Write ``batch_results.json`` (one entry per code) and drop the shared scan once all succeeded."""
     entries = job_entries(jobs, results, output_dir=output_dir)
     path = atomic_write_text(Path(output_dir) / "batch_results.json", json.dumps(entries, indent=2))

@@ -27,8 +27,17 @@ from salvo.storage import StorageError, StorageLost, StorageTarget, open_storage
 if TYPE_CHECKING:
     from prefect.filesystems import WritableFileSystem
 
-__all__ = ["StateLocation", "RecordStore", "RecordWriteError", "StopOnStorageLoss", "record_store", "item_lock", "read_record",
-           "stop_on_storage_loss", "write_record"]
+__all__ = [
+    "StateLocation",
+    "RecordStore",
+    "RecordWriteError",
+    "StopOnStorageLoss",
+    "record_store",
+    "item_lock",
+    "read_record",
+    "stop_on_storage_loss",
+    "write_record",
+]
 
 log = logging.getLogger("salvo.records")
 
@@ -221,8 +230,10 @@ class StopOnStorageLoss:
 
     def __call__(self, result: ItemResult) -> None:
         if result.status.failed and (why := self.lost()):
-            raise StorageLost(f"stopped: no new item starts, finished items are kept (run the same command again "
-                              f"once the storage is back): {why}")
+            raise StorageLost(
+                f"stopped: no new item starts, finished items are kept (run the same command again "
+                f"once the storage is back): {why}"
+            )
 
 
 def stop_on_storage_loss(state: StateLocation) -> StopOnStorageLoss | None:

@@ -37,8 +37,14 @@ def plan_subject_batch(
 ) -> SubjectPlan:
     """Load the manifest or discover the BIDS units; validate everything (output layout included) before anything runs."""
     return plan_subjects(
-        manifest=manifest, bids_dir=bids_dir, include=include, exclude=exclude, options=options,
-        pipeline_command=pipeline_command, out_dir=out_dir, pipeline=pipeline,
+        manifest=manifest,
+        bids_dir=bids_dir,
+        include=include,
+        exclude=exclude,
+        options=options,
+        pipeline_command=pipeline_command,
+        out_dir=out_dir,
+        pipeline=pipeline,
     )
 
 
@@ -70,7 +76,9 @@ def write_subject_reports(
 
 
 @task(cache_policy=NONE, persist_result=False)
-def publish_subject_summary(lines: list[str], summary_block: list[str], *, config_hash: str, reports: dict[str, str]) -> None:
+def publish_subject_summary(
+    lines: list[str], summary_block: list[str], *, config_hash: str, reports: dict[str, str]
+) -> None:
     """The console's per-subject lines and summary, as a markdown artifact in the Prefect UI."""
     body = "\n".join([f"Config hash: {config_hash}", ""] + lines + summary_block)
     links = "\n".join(f"- {kind}: [{path}](file://{path})" for kind, path in reports.items())

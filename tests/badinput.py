@@ -36,8 +36,14 @@ def snapshot(paths: Iterable[str | os.PathLike[str]]) -> dict[str, str]:
     return out
 
 
-def assert_refused(argv: list[str], capsys: pytest.CaptureFixture[str], *, keep: Iterable[str | os.PathLike[str]] = (),
-                   mentions: str | None = None, main=None) -> str:
+def assert_refused(
+    argv: list[str],
+    capsys: pytest.CaptureFixture[str],
+    *,
+    keep: Iterable[str | os.PathLike[str]] = (),
+    mentions: str | None = None,
+    main=None,
+) -> str:
     """Run ``salvo ARGV`` in-process; assert it was refused cleanly. Returns the error line.
 
     ``main`` is the entry point (default `cli.main.main`; the seeds' aliases pass their own).

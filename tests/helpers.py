@@ -39,9 +39,13 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.05) -> bool:
     return predicate()
 
 
-def salvo(*args: str, env: dict[str, str], cwd: str | os.PathLike[str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def salvo(
+    *args: str, env: dict[str, str], cwd: str | os.PathLike[str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
     """Run `salvo ARGS` in a child process and capture its output."""
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def markers(folder: str | os.PathLike[str], name: str = "*") -> list[Path]:

@@ -58,8 +58,13 @@ class Slurm:
 
     def run(self, *argv: str, check: bool = True) -> str:
         """A SLURM client command's standard output."""
-        proc = subprocess.run([_which(argv[0]) or argv[0], *argv[1:]], env={**os.environ, **self.env}, capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            [_which(argv[0]) or argv[0], *argv[1:]],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if check and proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
         return proc.stdout
@@ -70,8 +75,13 @@ class Slurm:
 
     def stop(self) -> None:
         """Cancel every job, stop the daemons (and munged when this started it)."""
-        subprocess.run([_which("scancel") or "scancel", "--full", "-u", "root"], env={**os.environ, **self.env},
-                       capture_output=True, timeout=30, check=False)
+        subprocess.run(
+            [_which("scancel") or "scancel", "--full", "-u", "root"],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
         for pidfile in [*self.pidfiles, *([self.munged_pidfile] if self.munged_pidfile else [])]:
             _kill_pidfile(pidfile)
 
@@ -152,7 +162,9 @@ def start_slurm(base: Path, *, ready_timeout: float = 120.0) -> Slurm:
     env = {**os.environ, "SLURM_CONF": str(conf)}
     try:
         for daemon in ("slurmctld", "slurmd"):
-            subprocess.run([_which(daemon) or daemon, "-f", str(conf)], env=env, check=True, capture_output=True, timeout=60)
+            subprocess.run(
+                [_which(daemon) or daemon, "-f", str(conf)], env=env, check=True, capture_output=True, timeout=60
+            )
             cluster.pidfiles.append(base / f"{daemon}.pid")
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:

@@ -45,8 +45,11 @@ def draw_params(spec: dict[str, Any], gen: dict[str, Any], rng: np.random.Genera
 
     lo, hi = gen["stimulus_range"]
     return CascadeParams(
-        totals=uniform("ic_range"), kc=uniform("kc_range"), vmax=uniform("vmax_range"),
-        km_act=uniform("km_range"), km_deact=uniform("km_range"),
+        totals=uniform("ic_range"),
+        kc=uniform("kc_range"),
+        vmax=uniform("vmax_range"),
+        km_act=uniform("km_range"),
+        km_deact=uniform("km_range"),
         stimulus=float(rng.uniform(lo, hi)),
     )
 
@@ -67,8 +70,7 @@ def simulate(params: CascadeParams, *, t_end: float, n_points: int) -> tuple[np.
         return (act - deact).ravel()
 
     times = np.linspace(0.0, float(t_end), int(n_points))
-    sol = solve_ivp(rhs, (0.0, float(t_end)), np.zeros(n_c * n_l), t_eval=times,
-                    method="LSODA", rtol=1e-5, atol=1e-6)
+    sol = solve_ivp(rhs, (0.0, float(t_end)), np.zeros(n_c * n_l), t_eval=times, method="LSODA", rtol=1e-5, atol=1e-6)
     if not sol.success:
         raise RuntimeError(f"cascade simulation failed: {sol.message}")
     frac = np.clip(sol.y.reshape(n_c, n_l, -1), 0.0, None) / totals[:, :, None]

@@ -25,10 +25,8 @@ MAX_SEED = 2**32 - 1
 #: The three experiments of the seed: CLI name -> (exp number, seed notebook title, result name,
 #: perturbation kind, the config key holding its levels).
 EXPERIMENTS: dict[str, tuple[str, str, str, str]] = {
-    "parameter-distortion": ("01", "batch-parameter-distortion", "parameter_distortion_results",
-                             "distortion_factors"),
-    "expression-noise": ("02", "batch-expression-noise", "expression_noise_results",
-                         "noise_levels"),
+    "parameter-distortion": ("01", "batch-parameter-distortion", "parameter_distortion_results", "distortion_factors"),
+    "expression-noise": ("02", "batch-expression-noise", "expression_noise_results", "noise_levels"),
     "response-noise": ("03", "batch-response-noise", "response_noise_results", "noise_levels"),
 }
 
@@ -91,11 +89,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _num(where: str, value: Any, *, integer: bool = False, low: float | None = None,
-         low_open: bool = False, high: float | None = None) -> float:
+def _num(
+    where: str,
+    value: Any,
+    *,
+    integer: bool = False,
+    low: float | None = None,
+    low_open: bool = False,
+    high: float | None = None,
+) -> float:
     kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            integer and not float(value).is_integer()):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
         raise UsageError(f"config: {where} must be {kind}, got {value!r}")
     if low is not None and (value <= low if low_open else value < low):
         raise UsageError(f"config: {where} must be {'>' if low_open else '>='} {low:g}, got {value!r}")
@@ -121,27 +125,24 @@ def validate_config(config: Mapping[str, Any], *, experiment: str) -> dict[str, 
     cfg = merge_config(defaults, config)
     unknown = sorted(set(cfg) - set(defaults))
     if unknown:
-        raise UsageError(f"config: unknown key {unknown[0]!r} for {experiment}: "
-                         f"expected {', '.join(sorted(defaults))}")
+        raise UsageError(f"config: unknown key {unknown[0]!r} for {experiment}: expected {', '.join(sorted(defaults))}")
     for section in ("spec", "parameter_generation", "simulation"):
         if not isinstance(cfg[section], Mapping):
             raise UsageError(f"config: {section} must be a mapping, got {cfg[section]!r}")
         extra = sorted(set(cfg[section]) - set(defaults[section]))
         if extra:
-            raise UsageError(f"config: unknown key {section}.{extra[0]}: expected "
-                             f"{', '.join(sorted(defaults[section]))}")
+            raise UsageError(
+                f"config: unknown key {section}.{extra[0]}: expected {', '.join(sorted(defaults[section]))}"
+            )
     spec, gen, sim = cfg["spec"], cfg["parameter_generation"], cfg["simulation"]
     spec["n_layers"] = int(_num("spec.n_layers", spec["n_layers"], integer=True, low=1, high=10))
-    spec["n_cascades"] = int(_num("spec.n_cascades", spec["n_cascades"], integer=True, low=1,
-                                  high=20))
+    spec["n_cascades"] = int(_num("spec.n_cascades", spec["n_cascades"], integer=True, low=1, high=20))
     for key in gen:
         gen[key] = _range(f"parameter_generation.{key}", gen[key])
     if gen["stimulus_range"][1] > 1:
-        raise UsageError(f"config: parameter_generation.stimulus_range must lie in (0, 1], "
-                         f"got {gen['stimulus_range']}")
+        raise UsageError(f"config: parameter_generation.stimulus_range must lie in (0, 1], got {gen['stimulus_range']}")
     sim["t_end"] = _num("simulation.t_end", sim["t_end"], low=0, low_open=True)
-    sim["n_points"] = int(_num("simulation.n_points", sim["n_points"], integer=True, low=3,
-                               high=100_000))
+    sim["n_points"] = int(_num("simulation.n_points", sim["n_points"], integer=True, low=3, high=100_000))
     check_counts(cfg)
     level_key = EXPERIMENTS[experiment][3]
     levels = cfg[level_key]
@@ -154,8 +155,7 @@ def validate_config(config: Mapping[str, Any], *, experiment: str) -> dict[str, 
 
 def check_counts(cfg: dict[str, Any]) -> None:
     """``n_samples``, ``n_reps`` and ``seed`` of any experiment: whole numbers in their bounds."""
-    cfg["n_samples"] = int(_num("n_samples", cfg["n_samples"], integer=True, low=1,
-                                high=MAX_SAMPLES))
+    cfg["n_samples"] = int(_num("n_samples", cfg["n_samples"], integer=True, low=1, high=MAX_SAMPLES))
     cfg["n_reps"] = int(_num("n_reps", cfg["n_reps"], integer=True, low=1, high=MAX_REPS))
     cfg["seed"] = int(_num("seed", cfg["seed"], integer=True, low=0, high=MAX_SEED))
 

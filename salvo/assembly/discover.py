@@ -26,15 +26,15 @@ def find_experiments(root: StorageTarget) -> list[str]:
 
 def locate_experiment(root: StorageTarget, *, result_name: str) -> str:
     """The one experiment folder whose data files are named after ``result_name``."""
-    matches = [f for f in find_experiments(root)
-               if any(n.startswith(result_name + "_") for n in root.list(f))]
+    matches = [f for f in find_experiments(root) if any(n.startswith(result_name + "_") for n in root.list(f))]
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise UsageError(f"no experiment under {root.url} has data for {result_name!r}; "
-                         "give --experiment or --title")
-    raise UsageError(f"{result_name!r} is in several experiments ({', '.join(matches)}): choose "
-                     f"one with its three parts, e.g. {selection_flags(matches[0])}")
+        raise UsageError(f"no experiment under {root.url} has data for {result_name!r}; give --experiment or --title")
+    raise UsageError(
+        f"{result_name!r} is in several experiments ({', '.join(matches)}): choose "
+        f"one with its three parts, e.g. {selection_flags(matches[0])}"
+    )
 
 
 def selection_flags(folder: str) -> str:
@@ -52,8 +52,7 @@ def find_assembly_anywhere(root: StorageTarget, assembly_id: str) -> tuple[str, 
     return None
 
 
-def output_location(output: str | None, *, exp: StorageTarget, result_name: str
-                    ) -> tuple[StorageTarget, str]:
+def output_location(output: str | None, *, exp: StorageTarget, result_name: str) -> tuple[StorageTarget, str]:
     """Where to write a re-assembly: (storage, name). Default: beside the data, on the storage."""
     if not output:
         return exp, f"{result_name}_reassembled.parquet"

@@ -48,9 +48,12 @@ def _sample_params(config: Mapping[str, Any], sample: int) -> CascadeParams:
     return draw_params(config["spec"], config["parameter_generation"], rng)
 
 
-def _run(config: Mapping[str, Any], samples: Sequence[int], experiment: str,
-         perturb: Callable[[CascadeParams, float, np.random.Generator, Mapping[str, Any]],
-                           np.ndarray]) -> pd.DataFrame:
+def _run(
+    config: Mapping[str, Any],
+    samples: Sequence[int],
+    experiment: str,
+    perturb: Callable[[CascadeParams, float, np.random.Generator, Mapping[str, Any]], np.ndarray],
+) -> pd.DataFrame:
     cfg = validate_config(config, experiment=experiment)
     levels = cfg[EXPERIMENTS[experiment][3]]
     kind = experiment.replace("-", "_")
@@ -62,9 +65,16 @@ def _run(config: Mapping[str, Any], samples: Sequence[int], experiment: str,
             for rep in range(cfg["n_reps"]):
                 seed = _seed(cfg, int(sample), li, rep)
                 responses = perturb(params, level, np.random.default_rng(seed), cfg)
-                rows.append({"sample": int(sample), "rep": rep, "perturbation": kind,
-                             "level": float(level), "seed": seed,
-                             **extract_features(times, responses)})
+                rows.append(
+                    {
+                        "sample": int(sample),
+                        "rep": rep,
+                        "perturbation": kind,
+                        "level": float(level),
+                        "seed": seed,
+                        **extract_features(times, responses),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -73,16 +83,13 @@ def _responses(params: CascadeParams, cfg: Mapping[str, Any]) -> np.ndarray:
     return frac[:, -1, :]  # the last kinase of each cascade
 
 
-def _distort(params: CascadeParams, factor: float, rng: np.random.Generator,
-             cfg: Mapping[str, Any]) -> np.ndarray:
+def _distort(params: CascadeParams, factor: float, rng: np.random.Generator, cfg: Mapping[str, Any]) -> np.ndarray:
     span = np.log(factor)
-    draw = {k: np.exp(rng.uniform(-span, span, size=params.kc.shape))
-            for k in ("kc", "vmax", "km_act", "km_deact")}
+    draw = {k: np.exp(rng.uniform(-span, span, size=params.kc.shape)) for k in ("kc", "vmax", "km_act", "km_deact")}
     return _responses(params.scaled(**draw), cfg)
 
 
-def _express(params: CascadeParams, level: float, rng: np.random.Generator,
-             cfg: Mapping[str, Any]) -> np.ndarray:
+def _express(params: CascadeParams, level: float, rng: np.random.Generator, cfg: Mapping[str, Any]) -> np.ndarray:
     noise = np.exp(rng.normal(0.0, level, size=params.totals.shape))
     return _responses(params.scaled(totals=noise), cfg)
 
@@ -101,8 +108,7 @@ def response_noise(config: dict[str, Any], samples: list[int]) -> pd.DataFrame:
     """The simulated responses plus Gaussian noise of sd = level (clean model simulated once)."""
     last: list[Any] = [None, None]  # the current sample's params and clean responses
 
-    def noisy(params: CascadeParams, level: float, rng: np.random.Generator,
-              cfg: Mapping[str, Any]) -> np.ndarray:
+    def noisy(params: CascadeParams, level: float, rng: np.random.Generator, cfg: Mapping[str, Any]) -> np.ndarray:
         if last[0] is not params:
             last[:] = [params, _responses(params, cfg)]
         return last[1] + rng.normal(0.0, level, size=last[1].shape)

@@ -109,24 +109,28 @@ def _me() -> dict[str, Any]:
 
 def claim_assembly_id(exp: StorageTarget, *, experiment: str = "") -> AssemblyId:
     """Claim the next free run number of the experiment at ``exp``; return its new ID."""
-    taken = [int(n[3:-5]) for n in exp.list(CLAIMS) if n.startswith("run") and n.endswith(".json")
-             and n[3:-5].isdigit()]
+    taken = [
+        int(n[3:-5]) for n in exp.list(CLAIMS) if n.startswith("run") and n.endswith(".json") and n[3:-5].isdigit()
+    ]
     # Seed-era ledgers have rows but no claims: keep counting after their runs.
     taken += [parse_assembly_id(r.assembly_id).run_number for r in _read_csv_rows(exp)]
     number = max(taken, default=0) + 1
     for _ in range(MAX_CLAIM_TRIES):
         aid = make_assembly_id(number)
-        body = {"assembly_id": str(aid), "claimed": _now().isoformat(), "experiment": experiment,
-                "token": new_token(), **_me()}
+        body = {
+            "assembly_id": str(aid),
+            "claimed": _now().isoformat(),
+            "experiment": experiment,
+            "token": new_token(),
+            **_me(),
+        }
         if exp.create_exclusive(f"{CLAIMS}/run{number:03d}.json", json.dumps(body).encode()):
             return aid
         number += 1  # somebody else won this number at the same moment: take the next one
     raise RuntimeError(f"could not claim a run number in {exp.url} after {MAX_CLAIM_TRIES} tries")
 
 
-def record_event(
-    exp: StorageTarget, assembly_id: str, status: str, **details: Any
-) -> str:
+def record_event(exp: StorageTarget, assembly_id: str, status: str, **details: Any) -> str:
     """Record that ``assembly_id`` reached ``status``; return the event object's name."""
     if status not in STATUSES:
         raise UsageError(f"unknown assembly status {status!r}: use one of {', '.join(STATUSES)}")
@@ -253,9 +257,12 @@ def _read_csv_rows(exp: StorageTarget) -> list[LedgerRow]:
         data = {k: (v or "") for k, v in rec.items() if k in known}
         try:
             parse_assembly_id(data.get("assembly_id", ""))
-            data.update(n_rows=_int(data.get("n_rows")), pid=_int(data.get("pid")),
-                        seed=_int(data.get("seed")),
-                        pid_started=float(data["pid_started"]) if data.get("pid_started") else None)
+            data.update(
+                n_rows=_int(data.get("n_rows")),
+                pid=_int(data.get("pid")),
+                seed=_int(data.get("seed")),
+                pid_started=float(data["pid_started"]) if data.get("pid_started") else None,
+            )
             data.setdefault("timestamp", "")
             data.setdefault("status", "started")
             rows.append(LedgerRow(**data))

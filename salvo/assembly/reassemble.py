@@ -77,11 +77,17 @@ class ReassemblyReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {"result_name": self.result_name, "included": list(self.included),
-                "excluded": dict(self.excluded), "n_included": len(self.included),
-                "n_excluded": len(self.excluded), "rows": self.rows, "output": self.output,
-                "seeds": {aid: self.seeds.get(aid) for aid in self.included},
-                "repeated_seeds": {str(k): v for k, v in self.repeated_seeds().items()}}
+        return {
+            "result_name": self.result_name,
+            "included": list(self.included),
+            "excluded": dict(self.excluded),
+            "n_included": len(self.included),
+            "n_excluded": len(self.excluded),
+            "rows": self.rows,
+            "output": self.output,
+            "seeds": {aid: self.seeds.get(aid) for aid in self.included},
+            "repeated_seeds": {str(k): v for k, v in self.repeated_seeds().items()},
+        }
 
 
 def _reason(row: LedgerRow) -> str:
@@ -91,7 +97,10 @@ def _reason(row: LedgerRow) -> str:
 
 
 def plan_reassembly(
-    exp: StorageTarget, result_name: str, *, allow_pickle: bool = False,
+    exp: StorageTarget,
+    result_name: str,
+    *,
+    allow_pickle: bool = False,
     seeds: Iterable[int] | None = None,
 ) -> tuple[list[Part], ReassemblyReport]:
     """Which files to read for ``result_name``, in ledger order, and what is left out.
@@ -109,8 +118,9 @@ def plan_reassembly(
         if row.assembly_id in seen:
             continue  # never count an assembly twice
         if wanted is not None and row.seed not in wanted:
-            report.excluded[row.assembly_id] = (f"seed {row.seed} not selected" if row.seed is not None
-                                                else "no recorded seed")
+            report.excluded[row.assembly_id] = (
+                f"seed {row.seed} not selected" if row.seed is not None else "no recorded seed"
+            )
             continue
         if row.status != "completed":
             report.excluded[row.assembly_id] = _reason(row)
@@ -123,13 +133,15 @@ def plan_reassembly(
             if not allow_pickle:
                 raise PickleRefused(
                     f"assembly {row.assembly_id} is stored as a pickle ({pickle}); loading it can "
-                    "run code: pass --allow-pickle (allow_pickle=True) only if you trust it")
+                    "run code: pass --allow-pickle (allow_pickle=True) only if you trust it"
+                )
             part = Part(row.assembly_id, pickle if pickle in present else parquet, "pickle")
         elif not row.result_name:
             continue  # a legacy row of another result in a shared ledger
         else:
-            raise MissingData(f"assembly {row.assembly_id} is completed but its data file "
-                              f"{parquet} is missing from {exp.url}")
+            raise MissingData(
+                f"assembly {row.assembly_id} is completed but its data file {parquet} is missing from {exp.url}"
+            )
         seen.add(row.assembly_id)
         parts.append(part)
         report.seeds[row.assembly_id] = row.seed
@@ -165,8 +177,10 @@ def check_schema(part: Part, schema: pa.Schema, reference: tuple[str, pa.Schema]
         return part.assembly_id, clean
     ref_id, ref = reference
     if not clean.equals(ref):
-        raise SchemaMismatch(f"schema of assembly {part.assembly_id} ({part.rel}) differs from "
-                             f"assembly {ref_id}: {describe_difference(ref, clean)}")
+        raise SchemaMismatch(
+            f"schema of assembly {part.assembly_id} ({part.rel}) differs from "
+            f"assembly {ref_id}: {describe_difference(ref, clean)}"
+        )
     return reference
 
 
@@ -213,8 +227,7 @@ def _precheck(exp: StorageTarget, parts: list[Part]) -> None:
             reference = check_schema(part, schema, reference)
 
 
-def iter_reassembled(exp: StorageTarget, parts: list[Part], *,
-                     prefetch: int = PREFETCH) -> Iterator[pa.RecordBatch]:
+def iter_reassembled(exp: StorageTarget, parts: list[Part], *, prefetch: int = PREFETCH) -> Iterator[pa.RecordBatch]:
     """Record batches of every part in order, ``assembly_id`` added, schemas checked.
 
     Background threads read up to ``prefetch`` assemblies ahead, so reading overlaps with the
@@ -225,7 +238,8 @@ def iter_reassembled(exp: StorageTarget, parts: list[Part], *,
     queue = iter(parts)
     with ThreadPoolExecutor(max_workers=max(1, prefetch), thread_name_prefix="salvo-reassemble") as pool:
         pending: deque[tuple[Part, Future[pa.Table]]] = deque(
-            (p, pool.submit(_load, exp, p)) for p in islice(queue, max(1, prefetch)))
+            (p, pool.submit(_load, exp, p)) for p in islice(queue, max(1, prefetch))
+        )
         while pending:
             part, future = pending.popleft()
             following = next(queue, None)
@@ -239,7 +253,10 @@ def iter_reassembled(exp: StorageTarget, parts: list[Part], *,
 
 
 def reassemble_frame(
-    exp: StorageTarget, result_name: str, *, allow_pickle: bool = False,
+    exp: StorageTarget,
+    result_name: str,
+    *,
+    allow_pickle: bool = False,
     seeds: Iterable[int] | None = None,
 ) -> tuple[pd.DataFrame, ReassemblyReport]:
     """Every completed assembly of ``result_name`` as one DataFrame, and the report."""

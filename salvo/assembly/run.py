@@ -13,12 +13,26 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from salvo.assembly.config import (EXPERIMENTS, check_counts, config_hash, default_config,
-                                   load_config_file, merge_config, validate_config)
+from salvo.assembly.config import (
+    EXPERIMENTS,
+    check_counts,
+    config_hash,
+    default_config,
+    load_config_file,
+    merge_config,
+    validate_config,
+)
 from salvo.assembly.experiments import GENERATORS, load_generator
 from salvo.assembly.ids import data_file_name, experiment_folder, parse_assembly_id
-from salvo.assembly.ledger import (CLAIMS, LedgerRow, claim_assembly_id, find_assembly,
-                                   publish_ledger, record_event, started_details)
+from salvo.assembly.ledger import (
+    CLAIMS,
+    LedgerRow,
+    claim_assembly_id,
+    find_assembly,
+    publish_ledger,
+    record_event,
+    started_details,
+)
 from salvo.assembly.reassemble import Part, check_schema, parquet_writer
 from salvo.errors import UsageError
 from salvo.items import Item, Worker
@@ -80,24 +94,26 @@ class AssemblyPlan:
         return f"chunks/{self.assembly_id}/chunk_{index:05d}.parquet"
 
 
-def experiment_identity(experiment: str, *, exp_number: str | None = None,
-                        title: str | None = None, result_name: str | None = None
-                        ) -> tuple[str, str, str, str]:
+def experiment_identity(
+    experiment: str, *, exp_number: str | None = None, title: str | None = None, result_name: str | None = None
+) -> tuple[str, str, str, str]:
     """(generator, exp_number, title, result_name) of a built-in name or ``pkg.mod:fn``."""
     if experiment in EXPERIMENTS:
         number, seed_title, seed_result, _ = EXPERIMENTS[experiment]
-        return (GENERATORS[experiment], exp_number or number, title or seed_title,
-                result_name or seed_result)
+        return (GENERATORS[experiment], exp_number or number, title or seed_title, result_name or seed_result)
     if ":" not in experiment:
-        raise UsageError(f"unknown experiment {experiment!r}: use one of "
-                         f"{', '.join(EXPERIMENTS)}, or a generator 'pkg.module:function'")
+        raise UsageError(
+            f"unknown experiment {experiment!r}: use one of "
+            f"{', '.join(EXPERIMENTS)}, or a generator 'pkg.module:function'"
+        )
     fn = experiment.rsplit(":", 1)[1]
     slug = re.sub(r"[^A-Za-z0-9]+", "-", fn).strip("-").lower() or "custom"
     return experiment, exp_number or "01", title or f"batch-{slug}", result_name or f"{fn}_results"
 
 
-def _build_config(experiment: str, config_file: str | None,
-                  overrides: Mapping[str, Any] | None) -> tuple[dict[str, Any], bool]:
+def _build_config(
+    experiment: str, config_file: str | None, overrides: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], bool]:
     base = default_config(experiment) if experiment in EXPERIMENTS else dict(_CUSTOM_DEFAULTS)
     from_file = load_config_file(config_file) if config_file else {}
     explicit = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -111,8 +127,9 @@ def _build_config(experiment: str, config_file: str | None,
     return base, drawn
 
 
-def build_config(experiment: str, *, config_file: str | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_config(
+    experiment: str, *, config_file: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Defaults, then the YAML file, then explicit overrides; validated for built-ins.
 
     Without a ``seed`` in the file or the overrides, a fresh one is drawn.
@@ -133,19 +150,30 @@ def plan_assembly(
 ) -> AssemblyPlan:
     """Validate everything about a run before any storage is touched."""
     generator, number, name, result = experiment_identity(
-        experiment, exp_number=exp_number, title=title, result_name=result_name)
+        experiment, exp_number=exp_number, title=title, result_name=result_name
+    )
     load_generator(generator)  # a bad import path fails now, with one line
     config, drawn = _build_config(experiment, config_file, overrides)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise UsageError(f"chunk size must be a whole number >= 1, got {chunk_size!r}")
     n_chunks = -(-int(config["n_samples"]) // chunk_size)
     if n_chunks > MAX_CHUNKS:
-        raise UsageError(f"{config['n_samples']} samples in chunks of {chunk_size} make {n_chunks:,} "
-                         f"chunks, more than Salvo's bound of {MAX_CHUNKS:,}: give a larger "
-                         "--chunk-size")
+        raise UsageError(
+            f"{config['n_samples']} samples in chunks of {chunk_size} make {n_chunks:,} "
+            f"chunks, more than Salvo's bound of {MAX_CHUNKS:,}: give a larger "
+            "--chunk-size"
+        )
     data_file_name(result, "x")  # validates the result name
-    return AssemblyPlan(experiment, generator, experiment_folder(number, version, name), result,
-                        config, config_hash(config), chunk_size, seed_drawn=drawn)
+    return AssemblyPlan(
+        experiment,
+        generator,
+        experiment_folder(number, version, name),
+        result,
+        config,
+        config_hash(config),
+        chunk_size,
+        seed_drawn=drawn,
+    )
 
 
 def _config_difference(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> str:
@@ -167,8 +195,9 @@ def resume_plan(plan: AssemblyPlan, exp: StorageTarget, resume: str) -> tuple[As
     aid = str(parse_assembly_id(resume))
     row = find_assembly(exp, aid)
     if row is None:
-        raise UsageError(f"assembly {aid} is not in the ledger of {exp.url}: see "
-                         "`salvo assembly list` for the assemblies there")
+        raise UsageError(
+            f"assembly {aid} is not in the ledger of {exp.url}: see `salvo assembly list` for the assemblies there"
+        )
     if row.status == "completed":
         raise UsageError(f"assembly {aid} is already completed; start a new run instead")
     if row.experiment and row.experiment != plan.experiment:
@@ -178,13 +207,20 @@ def resume_plan(plan: AssemblyPlan, exp: StorageTarget, resume: str) -> tuple[As
     if plan.seed_drawn:
         plan = plan.with_seed(LEGACY_SEED if recorded is None else int(recorded))
     elif recorded is not None and int(recorded) != plan.seed:
-        raise UsageError(f"assembly {aid} was started with seed {recorded}, not {plan.seed}: "
-                         "leave out --seed to resume it with its own")
+        raise UsageError(
+            f"assembly {aid} was started with seed {recorded}, not {plan.seed}: "
+            "leave out --seed to resume it with its own"
+        )
     if row.config_hash and row.config_hash != plan.config_hash:
-        what = (_config_difference(details["config"], plan.config) if "config" in details
-                else f"hash {row.config_hash}, now {plan.config_hash}")
-        raise UsageError(f"assembly {aid} was started with another config ({what}): resume it "
-                         "with the flags and config file it was started with")
+        what = (
+            _config_difference(details["config"], plan.config)
+            if "config" in details
+            else f"hash {row.config_hash}, now {plan.config_hash}"
+        )
+        raise UsageError(
+            f"assembly {aid} was started with another config ({what}): resume it "
+            "with the flags and config file it was started with"
+        )
     return replace(plan, assembly_id=aid), row
 
 
@@ -195,10 +231,18 @@ def begin_assembly(plan: AssemblyPlan, exp: StorageTarget, *, resume: str | None
     else:
         aid = str(claim_assembly_id(exp, experiment=plan.experiment))
         planned = replace(plan, assembly_id=aid)
-    record_event(exp, planned.assembly_id, "started", result_name=plan.result_name,
-                 experiment=plan.experiment, config_hash=planned.config_hash,
-                 result_file=planned.data_file, seed=planned.seed, config=planned.config,
-                 message="resumed" if resume else "")
+    record_event(
+        exp,
+        planned.assembly_id,
+        "started",
+        result_name=plan.result_name,
+        experiment=plan.experiment,
+        config_hash=planned.config_hash,
+        result_file=planned.data_file,
+        seed=planned.seed,
+        config=planned.config,
+        message="resumed" if resume else "",
+    )
     publish_ledger(exp)
     return planned
 
@@ -209,11 +253,16 @@ def chunk_items(plan: AssemblyPlan, storage: StorageTarget) -> tuple[list[Item],
     items = []
     for index, start in enumerate(range(0, n, plan.chunk_size)):
         stop = min(n, start + plan.chunk_size)
-        params = {"generator": plan.generator, "config": plan.config, "start": start,
-                  "stop": stop, "storage_url": storage.url, "endpoint_url": storage.endpoint_url,
-                  "output": f"{plan.folder}/{plan.chunk_file(index)}"}
-        items.append(Item(id=f"{plan.assembly_id}/samples_{start:06d}-{stop - 1:06d}",
-                          params=params))
+        params = {
+            "generator": plan.generator,
+            "config": plan.config,
+            "start": start,
+            "stop": stop,
+            "storage_url": storage.url,
+            "endpoint_url": storage.endpoint_url,
+            "output": f"{plan.folder}/{plan.chunk_file(index)}",
+        }
+        items.append(Item(id=f"{plan.assembly_id}/samples_{start:06d}-{stop - 1:06d}", params=params))
     return items, Worker("python", CHUNK_WORKER, verify=CHUNK_CONTRACT, preload=("salvo.assembly.experiments",))
 
 
@@ -228,8 +277,7 @@ def merge_chunks(plan: AssemblyPlan, exp: StorageTarget, *, n_chunks: int) -> in
                 rel = plan.chunk_file(index)
                 with exp.open_read(rel) as src:
                     parquet = pq.ParquetFile(src)
-                    reference = check_schema(Part(plan.assembly_id, rel, "parquet"),
-                                             parquet.schema_arrow, reference)
+                    reference = check_schema(Part(plan.assembly_id, rel, "parquet"), parquet.schema_arrow, reference)
                     for batch in parquet.iter_batches():
                         writer = writer or parquet_writer(fh, reference[1])
                         writer.write_batch(batch.select(reference[1].names).cast(reference[1]))
@@ -245,9 +293,17 @@ def merge_chunks(plan: AssemblyPlan, exp: StorageTarget, *, n_chunks: int) -> in
 def complete_assembly(plan: AssemblyPlan, exp: StorageTarget, *, n_chunks: int) -> int:
     """Write the data file, then record ``completed``, then drop the chunks; return rows."""
     rows = merge_chunks(plan, exp, n_chunks=n_chunks)
-    record_event(exp, plan.assembly_id, "completed", result_name=plan.result_name,
-                 experiment=plan.experiment, config_hash=plan.config_hash,
-                 result_file=plan.data_file, n_rows=rows, seed=plan.seed)
+    record_event(
+        exp,
+        plan.assembly_id,
+        "completed",
+        result_name=plan.result_name,
+        experiment=plan.experiment,
+        config_hash=plan.config_hash,
+        result_file=plan.data_file,
+        n_rows=rows,
+        seed=plan.seed,
+    )
     publish_ledger(exp)
     exp.remove_tree(f"chunks/{plan.assembly_id}")  # the data file now holds every chunk
     return rows
@@ -255,9 +311,16 @@ def complete_assembly(plan: AssemblyPlan, exp: StorageTarget, *, n_chunks: int) 
 
 def fail_assembly(plan: AssemblyPlan, exp: StorageTarget, *, message: str) -> None:
     """Record ``failed`` with a one-line reason (the data file was never written)."""
-    record_event(exp, plan.assembly_id, "failed", result_name=plan.result_name,
-                 experiment=plan.experiment, config_hash=plan.config_hash, seed=plan.seed,
-                 message=" ".join(redact(message).split())[:500])
+    record_event(
+        exp,
+        plan.assembly_id,
+        "failed",
+        result_name=plan.result_name,
+        experiment=plan.experiment,
+        config_hash=plan.config_hash,
+        seed=plan.seed,
+        message=" ".join(redact(message).split())[:500],
+    )
     publish_ledger(exp)
 
 
@@ -309,23 +372,28 @@ def report_section(plan: AssemblyPlan, exp: StorageTarget, *, ok: bool, base: st
     esc = html.escape
     data = exp.uri(plan.data_file)
     if not ok:
-        where = ("none: a chunk failed, so the chunks are kept for <code>--resume "
-                 f"{esc(plan.assembly_id)}</code>")
+        where = f"none: a chunk failed, so the chunks are kept for <code>--resume {esc(plan.assembly_id)}</code>"
     elif base is not None:
         rel = os.path.relpath(exp.path(plan.data_file), base).replace(os.sep, "/")
         where = f'<a href="{esc(rel)}">{esc(plan.data_file)}</a> (<code>{esc(data)}</code>)'
     else:
         where = f"<code>{esc(data)}</code>"
-    rows = [("Assembly", esc(plan.assembly_id)), ("Experiment", esc(plan.experiment)),
-            ("Experiment folder", f"<code>{esc(exp.uri())}</code>"), ("Result name", esc(plan.result_name)),
-            ("Seed", f"{plan.seed}" + (" (drawn for this run)" if plan.seed_drawn else "")),
-            ("Config hash", f"<code>{esc(plan.config_hash)}</code>"), ("Data file (Parquet)", where)]
+    rows = [
+        ("Assembly", esc(plan.assembly_id)),
+        ("Experiment", esc(plan.experiment)),
+        ("Experiment folder", f"<code>{esc(exp.uri())}</code>"),
+        ("Result name", esc(plan.result_name)),
+        ("Seed", f"{plan.seed}" + (" (drawn for this run)" if plan.seed_drawn else "")),
+        ("Config hash", f"<code>{esc(plan.config_hash)}</code>"),
+        ("Data file (Parquet)", where),
+    ]
     body = "<table id='assembly'>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
     return "Assembly", body
 
 
-def upload_reports(reports: Mapping[str, str], exp: StorageTarget, *, assembly_id: str,
-                   history: str | None = None) -> dict[str, str]:
+def upload_reports(
+    reports: Mapping[str, str], exp: StorageTarget, *, assembly_id: str, history: str | None = None
+) -> dict[str, str]:
     """Copy local report files to ``reports/<assembly_id>/`` on the storage; return their URIs.
 
     ``history``: a local ``runs/`` folder whose files are copied below ``reports/<assembly_id>/runs/``

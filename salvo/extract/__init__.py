@@ -38,11 +38,14 @@ def __getattr__(name: str) -> Any:
 
         return getattr(plot, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 #: Suffix of the per-file output folder beside the inputs (the seed's default layout).
 OUTPUT_SUFFIX = "_results"
 #: The report files Salvo (and the seed) write in the report folder; never inputs.
-REPORT_FILES = frozenset({"batch_processing_summary.txt", "batch_summary.json", "batch_resume.txt", "run_report.html",
-                          "trace.tsv"})
+REPORT_FILES = frozenset(
+    {"batch_processing_summary.txt", "batch_summary.json", "batch_resume.txt", "run_report.html", "trace.tsv"}
+)
 #: The report folder's run history (``runs/<run name>/``, salvo.report), never entered when it is Salvo's.
 HISTORY = ("runs", ".salvo-history")
 #: The seed's resume file: one processed file per line.
@@ -58,8 +61,13 @@ def _own_folder(name: str) -> bool:
     return name.startswith((".", TMP_PREFIX)) or name.endswith(OUTPUT_SUFFIX)
 
 
-def discover_inputs(directory: str | os.PathLike[str], *, pattern: str = "*.nc", recursive: bool = False,
-                    exclude: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
+def discover_inputs(
+    directory: str | os.PathLike[str],
+    *,
+    pattern: str = "*.nc",
+    recursive: bool = False,
+    exclude: Iterable[str | os.PathLike[str]] = (),
+) -> list[Path]:
     """Entries under ``directory`` whose name matches the glob ``pattern``, sorted.
 
     Salvo's own outputs are never inputs: hidden and temporary entries, ``*_results/`` folders,
@@ -70,7 +78,9 @@ def discover_inputs(directory: str | os.PathLike[str], *, pattern: str = "*.nc",
     return [Path(f) for f in _discover(directory, pattern=pattern, recursive=recursive, exclude=exclude)]
 
 
-def _discover(directory: str | os.PathLike[str], *, pattern: str, recursive: bool, exclude: Iterable[str | os.PathLike[str]]) -> list[str]:
+def _discover(
+    directory: str | os.PathLike[str], *, pattern: str, recursive: bool, exclude: Iterable[str | os.PathLike[str]]
+) -> list[str]:
     """:func:`discover_inputs` as strings, in the same order (a ``Path`` per file costs more than the walk)."""
     root = os.fspath(Path(directory))  # spelled as before: "./d/" is "d"
     if not os.path.isdir(root):
@@ -79,8 +89,13 @@ def _discover(directory: str | os.PathLike[str], *, pattern: str, recursive: boo
     found: list[tuple[tuple[str, ...], str]] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         # os.walk lists folders (and links to folders, never followed) apart from everything else.
-        keep = [d for d in dirnames if not _own_folder(d) and os.path.realpath(os.path.join(dirpath, d)) not in skip
-                and not (d == HISTORY[0] and os.path.exists(os.path.join(dirpath, d, HISTORY[1])))]
+        keep = [
+            d
+            for d in dirnames
+            if not _own_folder(d)
+            and os.path.realpath(os.path.join(dirpath, d)) not in skip
+            and not (d == HISTORY[0] and os.path.exists(os.path.join(dirpath, d, HISTORY[1])))
+        ]
         dirnames[:] = sorted(keep) if recursive else []
         parts = tuple(dirpath.split(os.sep))
         for f in fnmatch.filter(filenames, pattern):
@@ -92,7 +107,12 @@ def _discover(directory: str | os.PathLike[str], *, pattern: str, recursive: boo
     return [f for _, f in found]
 
 
-def output_dir_for(nc_file: str | os.PathLike[str], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None) -> Path:
+def output_dir_for(
+    nc_file: str | os.PathLike[str],
+    *,
+    directory: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str] | None = None,
+) -> Path:
     """Where a file's plots go: ``<stem>_results/`` beside it, or mirrored under ``output_dir``."""
     f = Path(nc_file)
     if output_dir is None:
@@ -144,8 +164,14 @@ def check_for_output(item: Any, result: Any) -> str | None:
 SEED_SKIP_MESSAGE = "Skipping."
 #: Placeholders a `--worker-command` template may use.
 COMMAND_FIELDS = {"input", "output_dir", "name", "stem"}
-BUILTIN_WORKER = Worker("python", "salvo.extract:extract_plots", verify="salvo.extract:check_for_output", version="2",
-                        preload=("xarray", "netCDF4", "cftime", "matplotlib.pyplot"), stage=("output_dir",))
+BUILTIN_WORKER = Worker(
+    "python",
+    "salvo.extract:extract_plots",
+    verify="salvo.extract:check_for_output",
+    version="2",
+    preload=("xarray", "netCDF4", "cftime", "matplotlib.pyplot"),
+    stage=("output_dir",),
+)
 
 
 def extract_worker(worker_command: str | None = None) -> Worker:
@@ -160,7 +186,9 @@ def extract_worker(worker_command: str | None = None) -> Worker:
         raise UsageError(f"--worker-command cannot be parsed ({exc}): {worker_command!r}") from None
     unknown = sorted(set(template_fields(worker_command)) - COMMAND_FIELDS)
     if unknown:
-        raise UsageError(f"unknown placeholder {{{unknown[0]}}} in --worker-command; use {{input}}, {{output_dir}}, {{name}} or {{stem}}")
+        raise UsageError(
+            f"unknown placeholder {{{unknown[0]}}} in --worker-command; use {{input}}, {{output_dir}}, {{name}} or {{stem}}"
+        )
     program = argv[0]
     if "{" not in program and shutil.which(program) is None:
         raise UsageError(f"worker command not found: {program}")
@@ -177,8 +205,14 @@ def batch_worker(plan: "Plan", worker_command: str | None = None) -> Worker:
     return extract_worker(worker_command)
 
 
-def plan_items(files: Sequence[str | os.PathLike[str]], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None,
-               worker_command: str | None = None, dpi: int | None = None) -> list[Item]:
+def plan_items(
+    files: Sequence[str | os.PathLike[str]],
+    *,
+    directory: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str] | None = None,
+    worker_command: str | None = None,
+    dpi: int | None = None,
+) -> list[Item]:
     """One item per input file, with its output folder (absolute paths: keys do not depend on the cwd).
 
     Paths are handled as strings, each spelled exactly as ``Path`` would (``output_dir_for``):
@@ -196,7 +230,7 @@ def plan_items(files: Sequence[str | os.PathLike[str]], *, directory: str | os.P
     for p in files:
         text = os.fspath(p)
         absolute = os.path.normpath(text if text.startswith(os.sep) else cwd_prefix + text)  # abspath, one getcwd()
-        rel = absolute[len(prefix):] if absolute.startswith(prefix) else ""
+        rel = absolute[len(prefix) :] if absolute.startswith(prefix) else ""
         if not rel or rel.startswith(".."):  # the folder was spelled through a link: compare resolved folders
             folder, name = os.path.split(absolute)
             folder_rel = linked.get(folder)
@@ -209,7 +243,7 @@ def plan_items(files: Sequence[str | os.PathLike[str]], *, directory: str | os.P
         # rel is normalised and relative: plain concatenation is what os.path.join gives.
         f = prefix + rel
         cut = rel.rfind(os.sep)
-        sub, name = (rel[:cut], rel[cut + 1:]) if cut >= 0 else ("", rel)
+        sub, name = (rel[:cut], rel[cut + 1 :]) if cut >= 0 else ("", rel)
         stem = _stem(name)
         if out_root is None:
             out = f[: len(f) - len(name)] + stem + OUTPUT_SUFFIX
@@ -217,8 +251,14 @@ def plan_items(files: Sequence[str | os.PathLike[str]], *, directory: str | os.P
             out = out_prefix + (sub + os.sep if sub else "") + stem
         item_id = rel if os.sep == "/" else Path(rel).as_posix()
         if worker_command:
-            params = {"command": worker_command, "stage": {"output_dir": out}, "input": f, "name": name, "stem": stem,
-                      "skip_message": SEED_SKIP_MESSAGE}
+            params = {
+                "command": worker_command,
+                "stage": {"output_dir": out},
+                "input": f,
+                "name": name,
+                "stem": stem,
+                "skip_message": SEED_SKIP_MESSAGE,
+            }
         else:
             params = {"input": f, "output_dir": out}
             if keep_dpi:
@@ -233,8 +273,13 @@ def _stem(name: str) -> str:
     return name[:i] if 0 < i < len(name) - 1 else name
 
 
-def check_plan(items: Sequence[Item], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None,
-               state: str | None = None) -> None:
+def check_plan(
+    items: Sequence[Item],
+    *,
+    directory: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str] | None,
+    state: str | None = None,
+) -> None:
     """Refuse, with one line naming both paths, a plan where an output is, contains or is inside
     an input, a folder Salvo uses (records, reports), or another item's output.
 
@@ -270,9 +315,12 @@ def check_plan(items: Sequence[Item], *, directory: str | os.PathLike[str], outp
         return hit
 
     inputs = [it.inputs[0] for it in items]
-    validate.check_resolved_layout(outs, inputs=[p for p, r in zip(inputs, validate.resolved_texts(inputs, folders)) if suspect(r)],
-                                   reserved=[p for p, r in zip(reserved, validate.resolved_texts(reserved, folders)) if suspect(r)],
-                                   ancestors=ancestors)
+    validate.check_resolved_layout(
+        outs,
+        inputs=[p for p, r in zip(inputs, validate.resolved_texts(inputs, folders)) if suspect(r)],
+        reserved=[p for p, r in zip(reserved, validate.resolved_texts(reserved, folders)) if suspect(r)],
+        ancestors=ancestors,
+    )
 
 
 def unreadable_reason(path: str | os.PathLike[str]) -> str | None:
@@ -321,6 +369,7 @@ def has_existing_output(item: Item) -> bool:
 
 # --- the seed's batch_resume.txt ------------------------------------------------------------------
 
+
 def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
@@ -332,8 +381,9 @@ def _known_lists(root: str | os.PathLike[str]) -> list[str]:
         return []
 
 
-def remember_resume_lists(root: str | os.PathLike[str], texts: Iterable[str], marks: Iterable[str] = (),
-                          replaced: bool = False) -> None:
+def remember_resume_lists(
+    root: str | os.PathLike[str], texts: Iterable[str], marks: Iterable[str] = (), replaced: bool = False
+) -> None:
     """Remember resume lists Salvo wrote or already imported, by hash: they are not imported again
     (their files have resume records now, and an edited input must be processed again).
     ``marks``: other tokens (the journal Salvo appends to while a batch runs, by device and inode).
@@ -356,7 +406,11 @@ def write_resume_file(root: str | os.PathLike[str], finished: Iterable[str]) -> 
     return path
 
 
-def resume_files(directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None, cwd: str | os.PathLike[str] | None = None) -> list[Path]:
+def resume_files(
+    directory: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str] | None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> list[Path]:
     """Seed-era ``batch_resume.txt`` files not yet imported: in the report folder, the input folder
     or the cwd (where the seed wrote it). The list Salvo itself wrote is not one of them."""
     written = set(_known_lists(report_dir(directory, output_dir))) | set(_known_lists(directory))
@@ -385,8 +439,13 @@ def read_resume_file(path: str | os.PathLike[str]) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
-def seed_resume_results(items: Sequence[Item], *, directory: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None,
-                        cwd: str | os.PathLike[str] | None = None) -> list[ItemResult]:
+def seed_resume_results(
+    items: Sequence[Item],
+    *,
+    directory: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> list[ItemResult]:
     """Items a seed-era ``batch_resume.txt`` lists as processed AND whose plots exist: finished.
 
     The seed wrote the file in its working directory, with each file as it found it (``data/a.nc``,
@@ -405,8 +464,13 @@ def seed_resume_results(items: Sequence[Item], *, directory: str | os.PathLike[s
                 it = next((by_path[k] for k in (os.path.realpath(c) for c in cands) if k in by_path), None)
             if it is None or it.id in out or not has_existing_output(it):
                 continue
-            out[it.id] = ItemResult(it.id, Status.SUCCESS, reason=f"finished by an earlier run ({rf} lists it; its plots exist)",
-                                    outputs=list(it.outputs), cached=True)
+            out[it.id] = ItemResult(
+                it.id,
+                Status.SUCCESS,
+                reason=f"finished by an earlier run ({rf} lists it; its plots exist)",
+                outputs=list(it.outputs),
+                cached=True,
+            )
     return list(out.values())
 
 
@@ -423,8 +487,10 @@ def check_names(files: Sequence[str | os.PathLike[str]]) -> None:
     for f in files:
         text = os.fspath(f)
         if any(c in LINE_BREAKS for c in text):
-            raise UsageError(f"file name holds a line break, which batch_resume.txt (one name a line) cannot list: {text!r}; "
-                             "rename it or narrow --pattern")
+            raise UsageError(
+                f"file name holds a line break, which batch_resume.txt (one name a line) cannot list: {text!r}; "
+                "rename it or narrow --pattern"
+            )
 
 
 @dataclass
@@ -434,14 +500,26 @@ class Plan:
     items: list[Item]
     settled: list[ItemResult]
     resume_lists: list[Path] = field(default_factory=list)  # the seed-era batch_resume.txt files imported
-    seed_layout: str | None = None  # why the seed's own layout is used (``python extract_results.py FILE``, ``<stem>/``)
+    seed_layout: str | None = (
+        None  # why the seed's own layout is used (``python extract_results.py FILE``, ``<stem>/``)
+    )
     root: Path | None = None  # the report folder (the working folder in the seed layout)
 
 
-def plan_batch(directory: str, *, pattern: str = "*.nc", output_dir: str | None = None, recursive: bool = False,
-               worker_command: str | None = None, state: str | None = None, dpi: int | None = None,
-               resume: bool = False, cwd: str | None = None, seed_layout: bool | None = False,
-               worker_script: str | None = None) -> Plan:
+def plan_batch(
+    directory: str,
+    *,
+    pattern: str = "*.nc",
+    output_dir: str | None = None,
+    recursive: bool = False,
+    worker_command: str | None = None,
+    state: str | None = None,
+    dpi: int | None = None,
+    resume: bool = False,
+    cwd: str | None = None,
+    seed_layout: bool | None = False,
+    worker_script: str | None = None,
+) -> Plan:
     """Discover, plan and check a batch; nothing is written. Raises `UsageError` for a bad layout.
 
     ``seed_layout``: True runs the seed's own worker in its layout (``salvo.extract.seed_layout``)
@@ -451,11 +529,18 @@ def plan_batch(directory: str, *, pattern: str = "*.nc", output_dir: str | None 
 
     workdir = cwd or os.getcwd()
     script = worker_script or seed.SEED_SCRIPT
-    own_layout = {"--worker-command": worker_command, "--output-dir": output_dir, "--recursive": recursive, "--dpi": dpi}
+    own_layout = {
+        "--worker-command": worker_command,
+        "--output-dir": output_dir,
+        "--recursive": recursive,
+        "--dpi": dpi,
+    }
     if seed_layout:
         given = [flag for flag, value in own_layout.items() if value]
         if given:
-            raise UsageError(f"--seed-layout runs the seed's own worker in <stem>/ of the working folder; {given[0]} does not apply")
+            raise UsageError(
+                f"--seed-layout runs the seed's own worker in <stem>/ of the working folder; {given[0]} does not apply"
+            )
     exclude = [output_dir] if output_dir else []
     files = discover_inputs(directory, pattern=pattern, recursive=recursive, exclude=exclude)
     check_names(files)
@@ -483,6 +568,10 @@ def plan_batch(directory: str, *, pattern: str = "*.nc", output_dir: str | None 
     lists = resume_files(directory, root if why else output_dir, cwd) if resume else []
     if lists:
         bad = {r.item_id for r in settled}
-        settled += seed_resume_results([it for it in items if it.id not in bad], directory=directory,
-                                       output_dir=root if why else output_dir, cwd=cwd)
+        settled += seed_resume_results(
+            [it for it in items if it.id not in bad],
+            directory=directory,
+            output_dir=root if why else output_dir,
+            cwd=cwd,
+        )
     return Plan(items, settled, lists, seed_layout=why, root=root)

@@ -27,11 +27,34 @@ MAX_LINES = 10
 
 _SINCE = re.compile(r"^\s*(?P<unit>[A-Za-z]+)\s+since\s+\S", re.IGNORECASE)
 _TIME_NAMES = ("time", "month", "months", "t", "date", "year", "day")
-_SPATIAL_NAMES = {"x", "y", "lat", "lon", "latitude", "longitude", "rlat", "rlon", "nlat", "nlon", "xc", "yc", "ni", "nj"}
-_SPATIAL_STANDARD = {"latitude", "longitude", "grid_latitude", "grid_longitude", "projection_x_coordinate", "projection_y_coordinate"}
+_SPATIAL_NAMES = {
+    "x",
+    "y",
+    "lat",
+    "lon",
+    "latitude",
+    "longitude",
+    "rlat",
+    "rlon",
+    "nlat",
+    "nlon",
+    "xc",
+    "yc",
+    "ni",
+    "nj",
+}
+_SPATIAL_STANDARD = {
+    "latitude",
+    "longitude",
+    "grid_latitude",
+    "grid_longitude",
+    "projection_x_coordinate",
+    "projection_y_coordinate",
+}
 
 
 # --- the time axis -------------------------------------------------------------------------------
+
 
 def _time_score(var: Any) -> int:
     """How surely a 1-D variable is a CF time coordinate: 0 (not) to 4 (``axis: T``)."""
@@ -184,7 +207,13 @@ def date_ticks(axis: TimeAxis, lo: float, hi: float, *, max_ticks: int = 8) -> t
         if span_days >= 3 * 365:
             years = d1.year - d0.year
             step = next((s for s in _YEAR_STEPS if years / s <= max_ticks - 1), _YEAR_STEPS[-1])
-            first = math.ceil((d0.year + (0 if (d0.month, d0.day, d0.hour, d0.minute, d0.second) == (1, 1, 0, 0, 0) else 1)) / step) * step
+            first = (
+                math.ceil(
+                    (d0.year + (0 if (d0.month, d0.day, d0.hour, d0.minute, d0.second) == (1, 1, 0, 0, 0) else 1))
+                    / step
+                )
+                * step
+            )
             dates = [cftime.datetime(y, 1, 1, calendar=cal) for y in range(first, d1.year + 1, step)]
             fmt = "%Y"
         elif span_days >= 60:
@@ -209,6 +238,7 @@ def date_ticks(axis: TimeAxis, lo: float, hi: float, *, max_ticks: int = 8) -> t
 
 # --- variables -----------------------------------------------------------------------------------
 
+
 def _is_spatial(ds: Any, dim: str) -> bool:
     if dim.lower() in _SPATIAL_NAMES:
         return True
@@ -216,8 +246,11 @@ def _is_spatial(ds: Any, dim: str) -> bool:
     if coord is None:
         return False
     a = coord.attrs
-    return (str(a.get("axis", "")).upper() in ("X", "Y") or str(a.get("standard_name", "")).lower() in _SPATIAL_STANDARD
-            or str(a.get("units", "")).lower() in ("degrees_north", "degrees_east", "degree_north", "degree_east"))
+    return (
+        str(a.get("axis", "")).upper() in ("X", "Y")
+        or str(a.get("standard_name", "")).lower() in _SPATIAL_STANDARD
+        or str(a.get("units", "")).lower() in ("degrees_north", "degrees_east", "degree_north", "degree_east")
+    )
 
 
 @dataclass
@@ -278,7 +311,12 @@ def plottable(ds: Any, time_dim: str) -> list[str]:
     """Numeric data variables along ``time_dim`` (the time coordinate and bounds excluded)."""
     names = []
     for name, var in ds.data_vars.items():
-        if time_dim in var.dims and np.issubdtype(var.dtype, np.number) and var.size and not str(name).endswith(("_bnds", "_bounds")):
+        if (
+            time_dim in var.dims
+            and np.issubdtype(var.dtype, np.number)
+            and var.size
+            and not str(name).endswith(("_bnds", "_bounds"))
+        ):
             if _time_score(var) and var.ndim == 1:
                 continue  # a second time variable, not data
             names.append(str(name))
@@ -286,6 +324,7 @@ def plottable(ds: Any, time_dim: str) -> list[str]:
 
 
 # --- figures -------------------------------------------------------------------------------------
+
 
 def apply_time_axis(ax: Any, axis: TimeAxis) -> None:
     """Date ticks on ``ax`` (for any calendar), or a labelled numeric axis."""
@@ -297,7 +336,9 @@ def apply_time_axis(ax: Any, axis: TimeAxis) -> None:
         ticks, labels = date_ticks(axis, lo, hi)
         if len(ticks) >= 2:
             ax.xaxis.set_major_locator(FixedLocator(ticks))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos, _m=dict(zip(ticks, labels)): _m.get(x) or axis.date_label(x)))
+            ax.xaxis.set_major_formatter(
+                FuncFormatter(lambda x, _pos, _m=dict(zip(ticks, labels)): _m.get(x) or axis.date_label(x))
+            )
         else:  # a span shorter than one tick interval: label whatever ticks matplotlib picks
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: axis.date_label(x)))
         cal = "" if axis.calendar in ("standard", "gregorian", "proleptic_gregorian") else f", {axis.calendar} calendar"
@@ -339,13 +380,18 @@ def last_step_map_figure(ds: Any, name: str, time_dim: str, axis: TimeAxis, *, t
     except (OSError, RuntimeError) as exc:
         raise InputError(f"cannot read variable {name!r}: {exc}") from exc
     last.plot(ax=ax)
-    when = axis.date_label(float(axis.values[-1])) if axis.values.size and np.isfinite(axis.values[-1]) else "the last step"
+    when = (
+        axis.date_label(float(axis.values[-1]))
+        if axis.values.size and np.isfinite(axis.values[-1])
+        else "the last step"
+    )
     ax.set_title(f"{title_prefix}{name} at {when}", fontsize="medium")
     fig.tight_layout()
     return fig
 
 
 # --- the whole file ------------------------------------------------------------------------------
+
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_") or "_"
@@ -387,10 +433,20 @@ def open_groups(path: str) -> Iterator[tuple[str, Any]]:
     inherited: dict[str, Any] = {}
     for group in groups:
         try:
-            ds = xr.open_dataset(path, engine="netcdf4", group=None if group == "/" else group, decode_times=False, decode_timedelta=False)
+            ds = xr.open_dataset(
+                path,
+                engine="netcdf4",
+                group=None if group == "/" else group,
+                decode_times=False,
+                decode_timedelta=False,
+            )
         except Exception as exc:
             raise InputError(f"cannot read {path} (group {group}) as NetCDF: {exc}") from exc
-        extra = {n: v for n, v in inherited.items() if n not in ds.variables and v.dims[0] in ds.dims and ds.sizes[v.dims[0]] == v.size}
+        extra = {
+            n: v
+            for n, v in inherited.items()
+            if n not in ds.variables and v.dims[0] in ds.dims and ds.sizes[v.dims[0]] == v.size
+        }
         if extra:
             ds = ds.assign_coords(extra)
         for n, v in ds.variables.items():
@@ -462,5 +518,7 @@ def extract_plots(*, input: str, output_dir: str, dpi: int = DEFAULT_DPI) -> dic
         for ds in opened:
             ds.close()
     steps = max(p[1].sizes[p[2]] for p in plans)
-    return {"outputs": [output_dir], "metrics": {"plots": plots, "time_steps": int(steps), "variables": sum(len(p[4]) for p in plans)}}
-
+    return {
+        "outputs": [output_dir],
+        "metrics": {"plots": plots, "time_steps": int(steps), "variables": sum(len(p[4]) for p in plans)},
+    }

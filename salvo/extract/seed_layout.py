@@ -42,8 +42,12 @@ LINKS_FILE = "links.json"
 #: In the state folder: this batch ran in the seed layout (a later run detects it again).
 LAYOUT_MARK = "seed_layout"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SEED_WORKER = Worker("python", "salvo.extract.seed_layout:run_seed_worker", verify="salvo.extract.seed_layout:check_seed_output",
-                     version="seed-1")
+SEED_WORKER = Worker(
+    "python",
+    "salvo.extract.seed_layout:run_seed_worker",
+    verify="salvo.extract.seed_layout:check_seed_output",
+    version="seed-1",
+)
 
 
 def stem_of(name: str) -> str:
@@ -73,7 +77,9 @@ def python_program() -> str:
     """The ``python`` the seed ran its worker with: ``python`` on PATH, else ``python3``."""
     found = shutil.which("python") or shutil.which("python3")
     if found is None:
-        raise UsageError("--seed-layout runs 'python extract_results.py FILE', but neither python nor python3 is on PATH")
+        raise UsageError(
+            "--seed-layout runs 'python extract_results.py FILE', but neither python nor python3 is on PATH"
+        )
     return found
 
 
@@ -92,8 +98,13 @@ def globbed(directory: str, name_rel: str) -> str:
     return os.path.join(directory, name_rel)
 
 
-def detect(workdir: str | os.PathLike[str], names: Iterable[str], *, script: str = SEED_SCRIPT,
-           state: str | os.PathLike[str] | None = None) -> str | None:
+def detect(
+    workdir: str | os.PathLike[str],
+    names: Iterable[str],
+    *,
+    script: str = SEED_SCRIPT,
+    state: str | os.PathLike[str] | None = None,
+) -> str | None:
     """Why this working folder is in the seed layout, or None.
 
     Detected when the worker script is in the working folder and either an earlier Salvo run used
@@ -129,7 +140,9 @@ def plan_seed_items(files: Sequence[str], *, directory: str, workdir: str, scrip
         name = os.path.basename(f)
         stem = stem_of(name)
         params = {"seed": {"script": script, "file": globbed(directory, name), "workdir": wd, "stem": stem}}
-        items.append(Item(name, inputs=(os.path.join(root, name), script_path), params=params, outputs=(os.path.join(wd, stem),)))
+        items.append(
+            Item(name, inputs=(os.path.join(root, name), script_path), params=params, outputs=(os.path.join(wd, stem),))
+        )
     return items
 
 
@@ -251,5 +264,7 @@ def mark_layout(state: str | os.PathLike[str]) -> None:
 def seed_layout_line(plan: Any) -> str:
     """The one line saying the seed's layout is used, and why."""
     script = plan.items[0].params["seed"]["script"] if plan.items else SEED_SCRIPT
-    return (f"Seed layout ({plan.seed_layout}): each file runs as 'python {script} FILE' in {plan.root}, "
-            "its plots checked and published in <stem>/ there")
+    return (
+        f"Seed layout ({plan.seed_layout}): each file runs as 'python {script} FILE' in {plan.root}, "
+        "its plots checked and published in <stem>/ there"
+    )

@@ -41,8 +41,9 @@ class BackupReport:
         return dict(self.__dict__)
 
 
-def backup_outputs(output_dir: str | os.PathLike[str], *, backup_dir: str | os.PathLike[str],
-                   copy: bool = False) -> BackupReport:
+def backup_outputs(
+    output_dir: str | os.PathLike[str], *, backup_dir: str | os.PathLike[str], copy: bool = False
+) -> BackupReport:
     """Back up ``output_dir`` into the new folder ``backup_dir`` and verify it; refuse an existing one.
 
     Without ``copy``, ``output_dir`` is renamed to ``backup_dir`` and an empty ``output_dir`` (same

@@ -34,8 +34,15 @@ def new_file(path: str | os.PathLike[str], what: str) -> Path:
     return p
 
 
-def check_salvage(output_dir: str, backup_dir: str, *, original_mask: str, new_mask: str,
-                  run_status: str | None = None, copy: bool = False) -> None:
+def check_salvage(
+    output_dir: str,
+    backup_dir: str,
+    *,
+    original_mask: str,
+    new_mask: str,
+    run_status: str | None = None,
+    copy: bool = False,
+) -> None:
     """Arguments of `salvo salvage` / `pyddt-salvage`."""
     validate.existing_dir(output_dir, "Output directory")
     if Path(backup_dir).exists() or Path(backup_dir).is_symlink():
@@ -44,7 +51,9 @@ def check_salvage(output_dir: str, backup_dir: str, *, original_mask: str, new_m
     if _inside(backup_dir, output_dir):
         raise UsageError(f"Backup directory {backup_dir} must not be inside the output directory {output_dir}")
     validate.regular_file(original_mask, "--original-mask")
-    status = validate.regular_file(run_status or Path(output_dir) / STATUS_FILE, "--run-status" if run_status else STATUS_FILE)
+    status = validate.regular_file(
+        run_status or Path(output_dir) / STATUS_FILE, "--run-status" if run_status else STATUS_FILE
+    )
     check_whole_files([original_mask, status, *netcdf_under(output_dir)])  # every cut file named, in one line
     read_mask(original_mask)
     read_status(status)
@@ -53,8 +62,10 @@ def check_salvage(output_dir: str, backup_dir: str, *, original_mask: str, new_m
         raise UsageError(f"--new-mask {new_mask} must differ from --original-mask (the original is never overwritten)")
     for flag, path in (("--new-mask", new_mask), *(() if copy else (("--original-mask", original_mask),))):
         if _inside(path, output_dir):
-            raise UsageError(f"{flag} {path} must not be inside the output directory {output_dir} "
-                             f"(the backup moves that folder away{'' if copy else '; or use --copy'})")
+            raise UsageError(
+                f"{flag} {path} must not be inside the output directory {output_dir} "
+                f"(the backup moves that folder away{'' if copy else '; or use --copy'})"
+            )
 
 
 def check_merge(salvaged_dir: str, rerun_dir: str, output_dir: str) -> None:
@@ -69,8 +80,9 @@ def check_merge(salvaged_dir: str, rerun_dir: str, output_dir: str) -> None:
     validate.check_layout({"OUTPUT_DIR": output_dir}, inputs=[salvaged_dir, rerun_dir])
 
 
-def check_recover(*, model_command: str, mask: str, output: str, work_dir: str | None, max_rounds: object,
-                  timeout: object) -> float | None:
+def check_recover(
+    *, model_command: str, mask: str, output: str, work_dir: str | None, max_rounds: object, timeout: object
+) -> float | None:
     """Arguments of `salvo recover`; returns the timeout in seconds (None: no limit)."""
     validate.command_argv(model_command, "--model-command")
     validate.number(max_rounds, "--max-rounds", minimum=1, integer=True)
@@ -79,8 +91,10 @@ def check_recover(*, model_command: str, mask: str, output: str, work_dir: str |
     read_mask(mask)
     validate.output_dir(output, "--output")
     if _inside(mask, output):
-        raise UsageError(f"--mask {mask} must not be inside --output {output}: the output folder is moved "
-                         f"away and emptied between rounds")
+        raise UsageError(
+            f"--mask {mask} must not be inside --output {output}: the output folder is moved "
+            f"away and emptied between rounds"
+        )
     if work_dir is not None:
         validate.output_dir(work_dir, "--work-dir")
         if _inside(work_dir, output):

@@ -62,7 +62,9 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
-def config_paths(doc: dict[str, Any], *, config: str | os.PathLike[str], cwd: str | os.PathLike[str] = ".") -> tuple[str, str]:
+def config_paths(
+    doc: dict[str, Any], *, config: str | os.PathLike[str], cwd: str | os.PathLike[str] = "."
+) -> tuple[str, str]:
     """The run-mask and output folder the configuration names, resolved against the working folder."""
     io = doc["IO"]
     for key in ("runmask_file", "output_dir"):

@@ -32,8 +32,17 @@ JUNK = -7777
 
 #: Sizes of dvmdostem's fixed dimensions.
 NUM_PFT, NUM_PFT_PART = 10, 3
-RESTART_DIMS = {"pft": NUM_PFT, "pftpart": NUM_PFT_PART, "snowlayer": 6, "rootlayer": 10, "soillayer": 23,
-                "rocklayer": 5, "fronts": 10, "prevten": 10, "prevtwelve": 12}
+RESTART_DIMS = {
+    "pft": NUM_PFT,
+    "pftpart": NUM_PFT_PART,
+    "snowlayer": 6,
+    "rootlayer": 10,
+    "soillayer": 23,
+    "rocklayer": 5,
+    "fronts": 10,
+    "prevten": 10,
+    "prevtwelve": 12,
+}
 
 
 @dataclass(frozen=True)
@@ -57,8 +66,14 @@ class OutputSpec:
 
     def dims(self) -> tuple[str, ...]:
         """Dimensions in dvmdostem's order."""
-        return ("time", *(("pftpart",) if self.pftpart else ()), *(("pft",) if self.pft else ()),
-                *(("layer",) if self.layer else ()), "y", "x")
+        return (
+            "time",
+            *(("pftpart",) if self.pftpart else ()),
+            *(("pft",) if self.pft else ()),
+            *(("layer",) if self.layer else ()),
+            "y",
+            "x",
+        )
 
 
 #: A small output set covering every dimension layout and type the model writes.
@@ -72,9 +87,15 @@ DEFAULT_OUTPUTS = (
 
 #: Restart variables: name, type, extra dims after (Y, X).
 RESTART_VARS = (
-    ("dsr", "i4", ()), ("yrsdist", "i4", ()), ("watertab", "f8", ()),
-    ("vegcov", "f8", ("pft",)), ("ifwoody", "i4", ("pft",)), ("vegc", "f8", ("pftpart", "pft")),
-    ("TSsoil", "f8", ("soillayer",)), ("TSsnow", "f8", ("snowlayer",)), ("frontFT", "i4", ("fronts",)),
+    ("dsr", "i4", ()),
+    ("yrsdist", "i4", ()),
+    ("watertab", "f8", ()),
+    ("vegcov", "f8", ("pft",)),
+    ("ifwoody", "i4", ("pft",)),
+    ("vegc", "f8", ("pftpart", "pft")),
+    ("TSsoil", "f8", ("soillayer",)),
+    ("TSsnow", "f8", ("snowlayer",)),
+    ("frontFT", "i4", ("fronts",)),
     ("rootfrac", "f8", ("rootlayer", "pft")),
 )
 
@@ -84,8 +105,9 @@ def fill_of(dtype: str | np.dtype) -> np.generic:
     return np.dtype(dtype).type(FILL)
 
 
-def site_mask(path: str | os.PathLike[str], *, run: np.ndarray | None = None,
-              template: str | os.PathLike[str] = SITE_MASK) -> Path:
+def site_mask(
+    path: str | os.PathLike[str], *, run: np.ndarray | None = None, template: str | os.PathLike[str] = SITE_MASK
+) -> Path:
     """Write a run-mask: a copy of ``template`` (every variable and attribute) with ``run`` values if given."""
     from salvo.gridded.formats import read_mask, rewrite_mask
 
@@ -121,8 +143,16 @@ def _create(path: Path, fmt: str):
     return ds
 
 
-def create_output(path: str | os.PathLike[str], spec: OutputSpec, *, ny: int, nx: int, years: int = 2,
-                  layers: int = 4, compress: bool = False):
+def create_output(
+    path: str | os.PathLike[str],
+    spec: OutputSpec,
+    *,
+    ny: int,
+    nx: int,
+    years: int = 2,
+    layers: int = 4,
+    compress: bool = False,
+):
     """Create an output file as ModelData.cpp does and return it open, its variable not yet written."""
     nt = years * 12 if spec.monthly else years
     sizes = {"time": nt, "pftpart": NUM_PFT_PART, "pft": NUM_PFT, "layer": layers, "y": ny, "x": nx}
@@ -142,8 +172,15 @@ def create_output(path: str | os.PathLike[str], spec: OutputSpec, *, ny: int, nx
     return ds
 
 
-def write_output(path: str | os.PathLike[str], spec: OutputSpec, *, status: np.ndarray, years: int = 2,
-                 layers: int = 4, compress: bool = False) -> Path:
+def write_output(
+    path: str | os.PathLike[str],
+    spec: OutputSpec,
+    *,
+    status: np.ndarray,
+    years: int = 2,
+    layers: int = 4,
+    compress: bool = False,
+) -> Path:
     """Write one output file as ModelData.cpp does, for cells with ``status`` (100 ran, <0 junk, else fill)."""
     ny, nx = status.shape
     with create_output(path, spec, ny=ny, nx=nx, years=years, layers=layers, compress=compress) as ds:
@@ -151,7 +188,9 @@ def write_output(path: str | os.PathLike[str], spec: OutputSpec, *, status: np.n
         dims = spec.dims()
         values = cell_values(spec.var, v.shape, dims)
         fill = fill_of(spec.dtype)
-        v[:] = _cells(values, dims, ran=status == SUCCESS, junk=(status < 0) & (status != FILL), fill=fill).astype(spec.dtype)
+        v[:] = _cells(values, dims, ran=status == SUCCESS, junk=(status < 0) & (status != FILL), fill=fill).astype(
+            spec.dtype
+        )
     return Path(path)
 
 
@@ -163,13 +202,20 @@ def write_status(path: str | os.PathLike[str], *, status: np.ndarray, runtime: n
         ds.createDimension("Y", status.shape[0])
         ds.createDimension("X", status.shape[1])
         v = ds.createVariable("run_status", "i4", ("Y", "X"), fill_value=np.int32(FILL))
-        v.setncatts({"success": np.int32(SUCCESS), "masked": np.int32(MASKED), "timeout": np.int32(TIMEOUT),
-                     "fail": np.int32(FAIL)})
+        v.setncatts(
+            {
+                "success": np.int32(SUCCESS),
+                "masked": np.int32(MASKED),
+                "timeout": np.int32(TIMEOUT),
+                "fail": np.int32(FAIL),
+            }
+        )
         v[:] = status.astype("i4")
         t = ds.createVariable("total_runtime", "i4", ("Y", "X"), fill_value=np.int32(FILL))
         t.setncatts({"units": "seconds"})
-        t[:] = (np.where(status == FILL, FILL, np.where(status != MASKED, 3, 0)) if runtime is None
-                else np.asarray(runtime)).astype("i4")
+        t[:] = (
+            np.where(status == FILL, FILL, np.where(status != MASKED, 3, 0)) if runtime is None else np.asarray(runtime)
+        ).astype("i4")
     return path
 
 
@@ -186,18 +232,29 @@ def write_restart(path: str | os.PathLike[str], *, status: np.ndarray) -> Path:
             fill = fill_of(dtype)
             v = ds.createVariable(name, dtype, dims, fill_value=fill)
             values = cell_values(name, tuple(sizes[d] for d in dims), dims)
-            v[:] = _cells(values, dims, ran=status == SUCCESS, junk=(status < 0) & (status != FILL), fill=fill).astype(dtype)
+            v[:] = _cells(values, dims, ran=status == SUCCESS, junk=(status < 0) & (status != FILL), fill=fill).astype(
+                dtype
+            )
     return path
 
 
-def write_run(output: str | os.PathLike[str], *, status: np.ndarray, outputs=DEFAULT_OUTPUTS, years: int = 2,
-              layers: int = 4, compress: bool = False, restart: bool = True) -> list[Path]:
+def write_run(
+    output: str | os.PathLike[str],
+    *,
+    status: np.ndarray,
+    outputs=DEFAULT_OUTPUTS,
+    years: int = 2,
+    layers: int = 4,
+    compress: bool = False,
+    restart: bool = True,
+) -> list[Path]:
     """Write a whole ``output/`` folder for cells with ``status``, in place and with clobber, like one model run."""
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     status = np.asarray(status)
-    written = [write_output(out / s.filename, s, status=status, years=years, layers=layers, compress=compress)
-               for s in outputs]
+    written = [
+        write_output(out / s.filename, s, status=status, years=years, layers=layers, compress=compress) for s in outputs
+    ]
     if restart:
         written.append(write_restart(out / "restart-tr.nc", status=status))
     written.append(write_status(out / "run_status.nc", status=status))

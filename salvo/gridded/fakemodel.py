@@ -26,7 +26,6 @@ from salvo.gridded.dvmdostem import write_run
 from salvo.gridded.formats import FAILED, STATUS_FILL, SUCCESS, TIMED_OUT, read_mask
 
 
-
 @dataclass(frozen=True)
 class ModelSpec:
     """Sizes of the simulated outputs (dvmdostem's pft=10 and pftpart=3 are fixed)."""
@@ -54,9 +53,19 @@ def write_outputs(output: Path, *, mask: np.ndarray, status: np.ndarray, spec: M
     return write_run(output, status=status, years=spec.years, layers=spec.layers, compress=spec.compress)
 
 
-def simulate_run(mask_path: Path, *, output: Path, seed: int = 0, fail_fraction: float = 0.0,
-                 fail_cells: list[tuple[int, int]] = (), fail_runs: int = 1, state: Path | None = None,
-                 spec: ModelSpec = ModelSpec(), hang_on_run: int = 0, seconds_per_cell: float = 0.0) -> np.ndarray:
+def simulate_run(
+    mask_path: Path,
+    *,
+    output: Path,
+    seed: int = 0,
+    fail_fraction: float = 0.0,
+    fail_cells: list[tuple[int, int]] = (),
+    fail_runs: int = 1,
+    state: Path | None = None,
+    spec: ModelSpec = ModelSpec(),
+    hang_on_run: int = 0,
+    seconds_per_cell: float = 0.0,
+) -> np.ndarray:
     """Run the simulated model once over the enabled cells of ``mask_path``; return the statuses written."""
     mask = read_mask(mask_path)
     state = state or mask_path.with_name(f".{mask_path.name}.fakemodel.json")
@@ -106,9 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hang-on-run", type=int, default=0, help="the K-th invocation hangs until killed")
     p.add_argument("--seconds-per-cell", type=float, default=0.0)
     a = p.parse_args(argv)
-    status = simulate_run(a.mask, output=a.output, seed=a.seed, fail_fraction=a.fail_fraction, fail_cells=a.fail_cells,
-                          fail_runs=a.fail_runs, state=a.state, spec=ModelSpec(a.years, a.layers, a.compress),
-                          hang_on_run=a.hang_on_run, seconds_per_cell=a.seconds_per_cell)
+    status = simulate_run(
+        a.mask,
+        output=a.output,
+        seed=a.seed,
+        fail_fraction=a.fail_fraction,
+        fail_cells=a.fail_cells,
+        fail_runs=a.fail_runs,
+        state=a.state,
+        spec=ModelSpec(a.years, a.layers, a.compress),
+        hang_on_run=a.hang_on_run,
+        seconds_per_cell=a.seconds_per_cell,
+    )
     print(f"ran {int((status != 0).sum())} cells, {int((status == SUCCESS).sum())} succeeded", file=sys.stderr)
     return 0
 

@@ -56,13 +56,18 @@ def define_grid(ds, grid: Grid) -> None:
     ds.createDimension(Y, grid.ny)
     ds.createDimension(X, grid.nx)
     gm = ds.createVariable(GRID_MAPPING, "c")
-    gm.setncatts({
-        "grid_mapping_name": "albers_conical_equal_area",
-        "false_easting": 0.0, "false_northing": 0.0,
-        "latitude_of_projection_origin": 50.0, "longitude_of_central_meridian": -154.0,
-        "standard_parallel": np.array([55.0, 65.0]),
-        "semi_major_axis": 6378137.0, "inverse_flattening": 298.257222101,
-    })
+    gm.setncatts(
+        {
+            "grid_mapping_name": "albers_conical_equal_area",
+            "false_easting": 0.0,
+            "false_northing": 0.0,
+            "latitude_of_projection_origin": 50.0,
+            "longitude_of_central_meridian": -154.0,
+            "standard_parallel": np.array([55.0, 65.0]),
+            "semi_major_axis": 6378137.0,
+            "inverse_flattening": 298.257222101,
+        }
+    )
     y, x = grid.xy()
     lat, lon = grid.latlon()
     for name, dims, values, attrs in (

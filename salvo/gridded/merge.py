@@ -119,15 +119,20 @@ class FileGrid:
 def find_grid(ds: netCDF4.Dataset, grid: StatusGrid, *, name: str) -> FileGrid:
     """Match ``ds``'s dims to the status grid: ``Y``/``X`` or ``y``/``x`` (any case), else size and coordinate values."""
     found = []
-    for axis, size, coord, status_dim in (("y", grid.ny, grid.ycoord, grid.ydim), ("x", grid.nx, grid.xcoord, grid.xdim)):
+    for axis, size, coord, status_dim in (
+        ("y", grid.ny, grid.ycoord, grid.ydim),
+        ("x", grid.nx, grid.xcoord, grid.xdim),
+    ):
         by_name = [d for d in ds.dimensions if d.lower() in {axis, status_dim.lower()}]
         if len(by_name) > 1:
             raise UsageError(f"{name}: dimensions {', '.join(by_name)} could all be the grid's {axis.upper()} axis")
         if by_name:
             d = by_name[0]
             if len(ds.dimensions[d]) != size:
-                raise UsageError(f"Dimensions don't match in {name}: grid dimension '{d}' has size "
-                                 f"{len(ds.dimensions[d])}, the run_status grid has {size}")
+                raise UsageError(
+                    f"Dimensions don't match in {name}: grid dimension '{d}' has size "
+                    f"{len(ds.dimensions[d])}, the run_status grid has {size}"
+                )
             found.append(d)
             continue
         by_coord = []
@@ -137,7 +142,9 @@ def find_grid(ds: netCDF4.Dataset, grid: StatusGrid, *, name: str) -> FileGrid:
                 if len(dim) == size and values is not None and _same(values, coord):
                     by_coord.append(d)
         if len(by_coord) > 1:
-            raise UsageError(f"{name}: dimensions {', '.join(by_coord)} all match the grid's {axis.upper()} coordinates")
+            raise UsageError(
+                f"{name}: dimensions {', '.join(by_coord)} all match the grid's {axis.upper()} coordinates"
+            )
         found.append(by_coord[0] if by_coord else None)
     return FileGrid(*found)
 
@@ -156,13 +163,18 @@ def classify(ds: netCDF4.Dataset, fgrid: FileGrid, grid: StatusGrid, *, name: st
             continue
         unmatched = [d for d in dims if d not in on_grid]
         sizes = [len(ds.dimensions[d]) for d in unmatched]
-        pair = any(a != b and ((sizes[i], sizes[j]) == (grid.ny, grid.nx))
-                   for i, a in enumerate(unmatched) for j, b in enumerate(unmatched))
+        pair = any(
+            a != b and ((sizes[i], sizes[j]) == (grid.ny, grid.nx))
+            for i, a in enumerate(unmatched)
+            for j, b in enumerate(unmatched)
+        )
         partial = bool(on_grid & set(dims)) and not (len(dims) == 1 and vname.lower() == dims[0].lower())
         if pair or (partial and len(dims) > 1):
-            raise UsageError(f"{name}: variable '{vname}' has dims {dims} of the grid's size "
-                             f"({grid.ny} x {grid.nx}) that cannot be matched to the run_status grid "
-                             f"({grid.ydim}, {grid.xdim}); rename them y/x or give them the grid's coordinates")
+            raise UsageError(
+                f"{name}: variable '{vname}' has dims {dims} of the grid's size "
+                f"({grid.ny} x {grid.nx}) that cannot be matched to the run_status grid "
+                f"({grid.ydim}, {grid.xdim}); rename them y/x or give them the grid's coordinates"
+            )
         other.append(vname)
     return gridded, other
 
@@ -228,10 +240,17 @@ def plan_merge(salvaged_dir: Path, rerun_dir: Path) -> MergePlan:
     return plan
 
 
-def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.PathLike[str],
-                  output_dir: str | os.PathLike[str], rerun_index: int | None = None,
-                  allow_missing: Iterable[str] = (), verbose: bool = False, log: Log = print,
-                  chunk_bytes: int = CHUNK_BYTES) -> MergeReport:
+def merge_outputs(
+    salvaged_dir: str | os.PathLike[str],
+    *,
+    rerun_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    rerun_index: int | None = None,
+    allow_missing: Iterable[str] = (),
+    verbose: bool = False,
+    log: Log = print,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> MergeReport:
     """Write into ``output_dir`` every file of ``salvaged_dir`` with the cells the re-run got right replaced.
 
     In each variable on the run_status grid the value comes from ``rerun_dir`` where the re-run's
@@ -257,17 +276,26 @@ def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.P
         raise UsageError(f"Output directory {out} must differ from the input directories")
 
     plan = plan_merge(salv, rerun)
-    check_whole_files([salv / STATUS_FILE, rerun / STATUS_FILE, *(salv / n for n in plan.netcdf + plan.missing),
-                       *(rerun / n for n in plan.netcdf)])
+    check_whole_files(
+        [
+            salv / STATUS_FILE,
+            rerun / STATUS_FILE,
+            *(salv / n for n in plan.netcdf + plan.missing),
+            *(rerun / n for n in plan.netcdf),
+        ]
+    )
     if plan.refused:
-        raise UsageError(f"Cannot carry over from the salvaged run {salv}: {'; '.join(plan.refused)} "
-                         f"(nothing was written)")
+        raise UsageError(
+            f"Cannot carry over from the salvaged run {salv}: {'; '.join(plan.refused)} (nothing was written)"
+        )
     allowed = set(allow_missing)
     not_allowed = [n for n in plan.missing if n not in allowed and Path(n).name not in allowed]
     if not_allowed:
-        raise UsageError(f"File not found in rerun: {', '.join(not_allowed)} (the merge would keep the failed "
-                         f"run's values in the re-run's cells; nothing was written; --allow-missing NAME marks "
-                         f"those cells failed instead)")
+        raise UsageError(
+            f"File not found in rerun: {', '.join(not_allowed)} (the merge would keep the failed "
+            f"run's values in the re-run's cells; nothing was written; --allow-missing NAME marks "
+            f"those cells failed instead)"
+        )
     grid = status_grid(salv / STATUS_FILE)
     check_compatible(salv / STATUS_FILE, rerun=rerun / STATUS_FILE, grid=grid)  # the rest: file by file, below
 
@@ -275,16 +303,27 @@ def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.P
         s_status = np.asarray(s_ds.variables[STATUS_VAR][:])
         take = np.asarray(r_ds.variables[STATUS_VAR][:]) == SUCCESS
         old_source = np.asarray(s_ds.variables[SOURCE_VAR][:]) if SOURCE_VAR in s_ds.variables else None
-    k = rerun_index if rerun_index is not None else (int(old_source.max()) + 1 if old_source is not None and old_source.size else 1)
+    k = (
+        rerun_index
+        if rerun_index is not None
+        else (int(old_source.max()) + 1 if old_source is not None and old_source.size else 1)
+    )
     rerun_success = int(take.sum())
     marked = np.zeros_like(take)
     if plan.missing:  # an incomplete re-run: none of its cells is taken; those it would have fixed stay failed
         marked, take = take & (s_status != SUCCESS), np.zeros_like(take)
     source = np.where(take, k, np.where(marked, -k, 0 if old_source is None else old_source)).astype("i2")
     merged_status = np.where(take, SUCCESS, s_status)
-    report = MergeReport(str(salv), str(rerun), str(out), k,
-                         salvaged_success=int((s_status == SUCCESS).sum()), rerun_success=rerun_success,
-                         total_success=int((merged_status == SUCCESS).sum()), total_cells=int(take.size))
+    report = MergeReport(
+        str(salv),
+        str(rerun),
+        str(out),
+        k,
+        salvaged_success=int((s_status == SUCCESS).sum()),
+        rerun_success=rerun_success,
+        total_success=int((merged_status == SUCCESS).sum()),
+        total_cells=int(take.size),
+    )
     report.missing, report.marked_failed = list(plan.missing), int(marked.sum())
     if verbose:
         log(f"Salvaged run - successful cells: {report.salvaged_success}")
@@ -294,11 +333,20 @@ def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.P
     with atomic_dir(out) as tmp:
         for d in plan.folders:
             (tmp / d).mkdir(parents=True, exist_ok=True)
-        report.verified[STATUS_FILE] = merge_file(salv / STATUS_FILE, rerun=rerun / STATUS_FILE, output=tmp / STATUS_FILE,
-                                                  take=take, grid=grid, source=source, chunk_bytes=chunk_bytes)
+        report.verified[STATUS_FILE] = merge_file(
+            salv / STATUS_FILE,
+            rerun=rerun / STATUS_FILE,
+            output=tmp / STATUS_FILE,
+            take=take,
+            grid=grid,
+            source=source,
+            chunk_bytes=chunk_bytes,
+        )
         for name in plan.missing:
-            msg = (f"File not found in rerun: {name} (allowed: carried over from the salvaged run; the re-run's "
-                   f"{report.marked_failed} cells are marked failed, merge_source -{k})")
+            msg = (
+                f"File not found in rerun: {name} (allowed: carried over from the salvaged run; the re-run's "
+                f"{report.marked_failed} cells are marked failed, merge_source -{k})"
+            )
             report.warnings.append(msg)
             log(f"  Warning: {msg}")
             _copy(salv / name, tmp / name)
@@ -306,8 +354,9 @@ def merge_outputs(salvaged_dir: str | os.PathLike[str], *, rerun_dir: str | os.P
         for name in plan.netcdf:
             if verbose:
                 log(f"  Merging: {name}")
-            report.verified[name] = merge_file(salv / name, rerun=rerun / name, output=tmp / name, take=take,
-                                               grid=grid, chunk_bytes=chunk_bytes)
+            report.verified[name] = merge_file(
+                salv / name, rerun=rerun / name, output=tmp / name, take=take, grid=grid, chunk_bytes=chunk_bytes
+            )
             report.merged.append(name)
         for name in plan.carried:
             _copy(salv / name, tmp / name)  # logs, configs, calibration files: kept with the outputs they describe
@@ -351,15 +400,19 @@ def check_compatible(salvaged: Path, *, rerun: Path, grid: StatusGrid | None = N
         return _check_open(s, r, name=salvaged.name, grid=grid)
 
 
-def _check_open(s: netCDF4.Dataset, r: netCDF4.Dataset, *, name: str, grid: StatusGrid | None) -> tuple[FileGrid, list[str]]:
+def _check_open(
+    s: netCDF4.Dataset, r: netCDF4.Dataset, *, name: str, grid: StatusGrid | None
+) -> tuple[FileGrid, list[str]]:
     for dim in sorted(set(s.dimensions) | set(r.dimensions)):
         if dim not in s.dimensions or dim not in r.dimensions:
             where = "re-run" if dim not in r.dimensions else "salvaged run"
             raise UsageError(f"Dimensions don't match in {name}: dimension '{dim}' is missing from the {where}")
         a, b = len(s.dimensions[dim]), len(r.dimensions[dim])
         if a != b:
-            raise UsageError(f"Dimensions don't match in {name}: dimension '{dim}' has size {a} in the "
-                             f"salvaged run and {b} in the re-run")
+            raise UsageError(
+                f"Dimensions don't match in {name}: dimension '{dim}' has size {a} in the "
+                f"salvaged run and {b} in the re-run"
+            )
     if s.groups or r.groups:
         raise UsageError(f"{name}: NetCDF groups are not supported")
     if grid is None:
@@ -371,22 +424,36 @@ def _check_open(s: netCDF4.Dataset, r: netCDF4.Dataset, *, name: str, grid: Stat
         if vname != SOURCE_VAR and var.dimensions and _is_coordinate(vname, var, fgrid):
             o = r.variables.get(vname)
             if o is None or o.dimensions != var.dimensions or not _same(var[:], o[:]):
-                raise UsageError(f"Coordinates don't match in {name}: '{vname}' along dimension "
-                                 f"'{', '.join(var.dimensions)}' differs between the salvaged run and the re-run")
+                raise UsageError(
+                    f"Coordinates don't match in {name}: '{vname}' along dimension "
+                    f"'{', '.join(var.dimensions)}' differs between the salvaged run and the re-run"
+                )
     for vname in gridded:
         var, o = s.variables[vname], r.variables.get(vname)
         if o is None:
             raise UsageError(f"Variable '{vname}' of {name} is missing from the re-run")
         if set(o.dimensions) != set(var.dimensions) or o.dtype != var.dtype:
-            raise UsageError(f"Dimensions don't match in {name}: variable '{vname}' has dims {var.dimensions} "
-                             f"({var.dtype}) in the salvaged run and {o.dimensions} ({o.dtype}) in the re-run")
+            raise UsageError(
+                f"Dimensions don't match in {name}: variable '{vname}' has dims {var.dimensions} "
+                f"({var.dtype}) in the salvaged run and {o.dimensions} ({o.dtype}) in the re-run"
+            )
         if vname.lower() in ("lat", "lon") and not _same(var[:], o[:]):
-            raise UsageError(f"Coordinates don't match in {name}: '{vname}' differs between the salvaged run and the re-run")
+            raise UsageError(
+                f"Coordinates don't match in {name}: '{vname}' differs between the salvaged run and the re-run"
+            )
     return fgrid, gridded
 
 
-def merge_file(salvaged: Path, *, rerun: Path, output: Path, take: np.ndarray, grid: StatusGrid | None = None,
-               source: np.ndarray | None = None, chunk_bytes: int = CHUNK_BYTES) -> list[str]:
+def merge_file(
+    salvaged: Path,
+    *,
+    rerun: Path,
+    output: Path,
+    take: np.ndarray,
+    grid: StatusGrid | None = None,
+    source: np.ndarray | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> list[str]:
     """Write ``output``: ``salvaged``'s layout, re-run values where ``take`` is true, slab by slab; verify it.
 
     Raises `UsageError` if the two files do not match. Returns the gridded variables merged (and
@@ -401,16 +468,37 @@ def merge_file(salvaged: Path, *, rerun: Path, output: Path, take: np.ndarray, g
                 _check_copy(tmp, salvaged, name=salvaged.name)
                 return gridded
             expected = ExpectedDigests(take=take, fgrid=fgrid, gridded=gridded)
-            _write_merged(s, r, tmp, take=take, grid=grid, fgrid=fgrid, gridded=gridded, source=source,
-                          chunk_bytes=chunk_bytes, expected=expected)
-            verify_merged(tmp, salvaged=s, rerun=r, expected=expected, source=source, name=salvaged.name,
-                          chunk_bytes=chunk_bytes)
+            _write_merged(
+                s,
+                r,
+                tmp,
+                take=take,
+                grid=grid,
+                fgrid=fgrid,
+                gridded=gridded,
+                source=source,
+                chunk_bytes=chunk_bytes,
+                expected=expected,
+            )
+            verify_merged(
+                tmp, salvaged=s, rerun=r, expected=expected, source=source, name=salvaged.name, chunk_bytes=chunk_bytes
+            )
     return gridded
 
 
-def _write_merged(s: netCDF4.Dataset, r: netCDF4.Dataset, tmp: Path, *, take: np.ndarray, grid: StatusGrid,
-                  fgrid: FileGrid, gridded: list[str], source: np.ndarray | None, chunk_bytes: int,
-                  expected: ExpectedDigests) -> None:
+def _write_merged(
+    s: netCDF4.Dataset,
+    r: netCDF4.Dataset,
+    tmp: Path,
+    *,
+    take: np.ndarray,
+    grid: StatusGrid,
+    fgrid: FileGrid,
+    gridded: list[str],
+    source: np.ndarray | None,
+    chunk_bytes: int,
+    expected: ExpectedDigests,
+) -> None:
     """Create ``tmp`` with ``s``'s layout, off-grid variables copied raw, grid variables merged slab by slab.
 
     Each input slab is read from disk once: ``expected`` takes from the same slabs what the check
@@ -447,7 +535,11 @@ def _write_merged(s: netCDF4.Dataset, r: netCDF4.Dataset, tmp: Path, *, take: np
 def _put_cells(values: np.ndarray, new: np.ndarray, where: np.ndarray, *, iy: int, ix: int) -> None:
     """Copy ``new`` into ``values`` where the broadcast cell mask ``where`` is true (only those cells are touched)."""
     if ix == iy + 1 and values.flags.c_contiguous:  # y, x side by side (every dvmdostem file): the cells' columns
-        shape = (int(np.prod(values.shape[:iy], dtype=np.int64)), -1, int(np.prod(values.shape[ix + 1:], dtype=np.int64)))
+        shape = (
+            int(np.prod(values.shape[:iy], dtype=np.int64)),
+            -1,
+            int(np.prod(values.shape[ix + 1 :], dtype=np.int64)),
+        )
         flat, cols = values.reshape(shape), where.reshape(-1)
         flat[:, cols] = np.reshape(new, flat.shape)[:, cols]
     else:
@@ -499,13 +591,26 @@ class ExpectedDigests:
         """An off-grid slab: the merged file must hold these values as they are."""
         self.digests[vname, _slab_key(sl)] = _digest(values)
 
-    def add_merged(self, vname: str, sl: tuple[slice, ...], salvaged: np.ndarray, *, dims: tuple[str, ...],
-                   rerun: _SlabReader | netCDF4.Variable) -> None:
+    def add_merged(
+        self,
+        vname: str,
+        sl: tuple[slice, ...],
+        salvaged: np.ndarray,
+        *,
+        dims: tuple[str, ...],
+        rerun: _SlabReader | netCDF4.Variable,
+    ) -> None:
         """A gridded slab: the salvaged values with the re-run's on the taken cells (``salvaged`` is not changed)."""
         self.digests[vname, _slab_key(sl)] = _digest(self.want(sl, salvaged, dims=dims, rerun=rerun))
 
-    def want(self, sl: tuple[slice, ...], salvaged: np.ndarray, *, dims: tuple[str, ...],
-             rerun: _SlabReader | netCDF4.Variable) -> np.ndarray:
+    def want(
+        self,
+        sl: tuple[slice, ...],
+        salvaged: np.ndarray,
+        *,
+        dims: tuple[str, ...],
+        rerun: _SlabReader | netCDF4.Variable,
+    ) -> np.ndarray:
         """What the merged slab ``sl`` (in ``dims`` order) must hold; the re-run is read only if a cell is taken."""
         iy, ix = dims.index(self.fgrid.ydim), dims.index(self.fgrid.xdim)
         sub = self.take[sl[iy], sl[ix]]  # (y, x) whatever the variable's order
@@ -518,8 +623,16 @@ class ExpectedDigests:
         return want
 
 
-def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Dataset, expected: ExpectedDigests,
-                  source: np.ndarray | None, name: str, chunk_bytes: int = CHUNK_BYTES) -> None:
+def verify_merged(
+    path: Path,
+    *,
+    salvaged: netCDF4.Dataset,
+    rerun: netCDF4.Dataset,
+    expected: ExpectedDigests,
+    source: np.ndarray | None,
+    name: str,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> None:
     """Read the written file once and compare it, slab by slab, with the digests taken while writing; or raise.
 
     Every variable of the salvaged file must be there, and every slab of it must have a digest that
@@ -530,7 +643,9 @@ def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Datas
         for vname, var in salvaged.variables.items():
             mv = m.variables.get(vname)
             if mv is None:
-                raise MergeVerificationError(f"Merge check failed in {name}: variable '{vname}' is missing from the merged file")
+                raise MergeVerificationError(
+                    f"Merge check failed in {name}: variable '{vname}' is missing from the merged file"
+                )
             if vname == SOURCE_VAR and source is not None:
                 continue
             _small_cache(m, mv)
@@ -538,17 +653,36 @@ def verify_merged(path: Path, *, salvaged: netCDF4.Dataset, rerun: netCDF4.Datas
                 got = np.asarray(mv[sl])
                 want = expected.digests.get((vname, _slab_key(sl)))
                 if want is None or _digest(got) != want:
-                    raise _mismatch(got, vname=vname, sl=sl, written=want is not None, salvaged=salvaged,
-                                    rerun=rerun, expected=expected, name=name)
+                    raise _mismatch(
+                        got,
+                        vname=vname,
+                        sl=sl,
+                        written=want is not None,
+                        salvaged=salvaged,
+                        rerun=rerun,
+                        expected=expected,
+                        name=name,
+                    )
         if source is not None:
             got = np.asarray(m.variables[SOURCE_VAR][:])
             if not np.array_equal(got, source.astype(got.dtype)):
                 y, x = (int(v) for v in np.argwhere(got != source)[0])
-                raise MergeVerificationError(f"Merge check failed in {name}: '{SOURCE_VAR}' is wrong at cell (y={y}, x={x})")
+                raise MergeVerificationError(
+                    f"Merge check failed in {name}: '{SOURCE_VAR}' is wrong at cell (y={y}, x={x})"
+                )
 
 
-def _mismatch(got: np.ndarray, *, vname: str, sl: tuple[slice, ...], written: bool, salvaged: netCDF4.Dataset,
-              rerun: netCDF4.Dataset, expected: ExpectedDigests, name: str) -> MergeVerificationError:
+def _mismatch(
+    got: np.ndarray,
+    *,
+    vname: str,
+    sl: tuple[slice, ...],
+    written: bool,
+    salvaged: netCDF4.Dataset,
+    rerun: netCDF4.Dataset,
+    expected: ExpectedDigests,
+    name: str,
+) -> MergeVerificationError:
     """The error for a merged slab that does not hold what it must: the inputs' slab read again to name a cell."""
     head = f"Merge check failed in {name}: variable '{vname}'"
     tail = "(the merge did not merge; nothing was written to the output)"
@@ -563,8 +697,9 @@ def _mismatch(got: np.ndarray, *, vname: str, sl: tuple[slice, ...], written: bo
         return MergeVerificationError(f"{head} has a slab of shape {got.shape} where {want.shape} was expected {tail}")
     differ = _bits_differ(got, want)
     if not differ.any():
-        return MergeVerificationError(f"{head} differs from what was checked while it was written "
-                                      f"(did an input change during the merge?) {tail}")
+        return MergeVerificationError(
+            f"{head} differs from what was checked while it was written (did an input change during the merge?) {tail}"
+        )
     iy, ix = dims.index(expected.fgrid.ydim), dims.index(expected.fgrid.xdim)
     sub = expected.take[sl[iy], sl[ix]]
     bad = np.moveaxis(differ, (iy, ix), (-2, -1)).reshape(-1, *sub.shape).any(axis=0)
@@ -638,7 +773,7 @@ def plan_chunks(shape: tuple[int, ...], *, itemsize: int, disk: object, budget: 
     chunks = list(shape)
     outer = 1  # elements of the slab in the dims already cut
     for i in range(len(shape)):
-        rest = int(np.prod(shape[i + 1:], dtype=np.int64)) * itemsize * outer
+        rest = int(np.prod(shape[i + 1 :], dtype=np.int64)) * itemsize * outer
         if rest * shape[i] <= budget:
             break
         n = budget // max(rest, 1)  # slabs of dim i that fit

@@ -64,7 +64,9 @@ def variable_options(var: netCDF4.Variable, *, data_model: str) -> dict[str, Any
     return opts
 
 
-def create_like(src: netCDF4.Dataset, path: str | os.PathLike[str], *, skip_data: set[str] = frozenset()) -> netCDF4.Dataset:
+def create_like(
+    src: netCDF4.Dataset, path: str | os.PathLike[str], *, skip_data: set[str] = frozenset()
+) -> netCDF4.Dataset:
     """Create ``path`` with ``src``'s layout; copy every variable's data except those in ``skip_data``.
 
     The caller must write every value of the variables in ``skip_data`` (the file is not prefilled).
@@ -80,7 +82,9 @@ def create_like(src: netCDF4.Dataset, path: str | os.PathLike[str], *, skip_data
             dst.createDimension(name, None if dim.isunlimited() else len(dim))
         dst.setncatts({k: src.getncattr(k) for k in src.ncattrs()})
         for name, var in src.variables.items():
-            new = dst.createVariable(name, var.datatype, var.dimensions, **variable_options(var, data_model=src.data_model))
+            new = dst.createVariable(
+                name, var.datatype, var.dimensions, **variable_options(var, data_model=src.data_model)
+            )
             new.setncatts({k: var.getncattr(k) for k in var.ncattrs() if k != "_FillValue"})
             if name not in skip_data:
                 copy_values(var, new)

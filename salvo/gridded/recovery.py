@@ -65,8 +65,9 @@ class RecoveryLayout:
         return {"mask": str(self.mask), "output": str(self.output), "work": str(self.work)}
 
 
-def plan_layout(mask: str | os.PathLike[str], *, output: str | os.PathLike[str],
-                work: str | os.PathLike[str] | None = None) -> RecoveryLayout:
+def plan_layout(
+    mask: str | os.PathLike[str], *, output: str | os.PathLike[str], work: str | os.PathLike[str] | None = None
+) -> RecoveryLayout:
     """Check the inputs and name the folders; the work folder defaults to ``<output>.recovery`` beside it."""
     mask_p, out_p = Path(mask).absolute(), Path(output).absolute()
     if not mask_p.is_file():

@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 
 from salvo.batchcore import log_path
-from salvo.gridded.formats import STATUS_FILE, STATUS_FILL, SUCCESS, TIMED_OUT, read_mask, read_merge_source, read_status
+from salvo.gridded.formats import (
+    STATUS_FILE,
+    STATUS_FILL,
+    SUCCESS,
+    TIMED_OUT,
+    read_mask,
+    read_merge_source,
+    read_status,
+)
 from salvo.html_report import Section, svg_figure
 from salvo.outcome import ItemResult, Status, signal_name
 from salvo.report import summarize, write_reports
@@ -49,8 +57,12 @@ def ran_breakdown(ran: dict[str, Any] | None) -> dict[str, Any]:
     if not ran:
         return {"succeeded": "", "failed": "", "timed_out": "", "not_written": ""}
     timed_out = int(ran["values"].get(str(TIMED_OUT), 0))
-    return {"succeeded": ran["success"], "failed": ran["failed"] - timed_out, "timed_out": timed_out,
-            "not_written": ran["not_run"] + ran["unwritten"]}
+    return {
+        "succeeded": ran["success"],
+        "failed": ran["failed"] - timed_out,
+        "timed_out": timed_out,
+        "not_written": ran["not_run"] + ran["unwritten"],
+    }
 
 
 def model_exit(model: dict[str, Any]) -> str:
@@ -74,16 +86,22 @@ def round_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         after = r.get("after") or {}
         model = r.get("model") or {}
         ran = r.get("ran")
-        rows.append({
-            "round": r["round"], "step": r["step"],
-            "cells_run": ran["enabled"] if ran else r.get("to_rerun", ""),
-            **ran_breakdown(ran),
-            "model": model.get("status", ""), "exit": model_exit(model), "model_s": model.get("duration_s", ""),
-            "round_s": r.get("duration_s", ""),
-            "merged_files": len((r.get("merge") or {}).get("merged", [])),
-            "ok_after": after.get("success", ""), "still_failed": after.get("to_rerun", ""),
-            "statuses": _values(after) if after else "",
-        })
+        rows.append(
+            {
+                "round": r["round"],
+                "step": r["step"],
+                "cells_run": ran["enabled"] if ran else r.get("to_rerun", ""),
+                **ran_breakdown(ran),
+                "model": model.get("status", ""),
+                "exit": model_exit(model),
+                "model_s": model.get("duration_s", ""),
+                "round_s": r.get("duration_s", ""),
+                "merged_files": len((r.get("merge") or {}).get("merged", [])),
+                "ok_after": after.get("success", ""),
+                "still_failed": after.get("to_rerun", ""),
+                "statuses": _values(after) if after else "",
+            }
+        )
     return rows
 
 
@@ -103,8 +121,10 @@ def console_lines(doc: dict[str, Any]) -> list[str]:
                 head += " (resumed: its finished re-run merged from disk)"
         after = r.get("after")
         if after:
-            head += (f"; now {after['success']}/{after['enabled']} enabled cells succeeded, "
-                     f"{after['to_rerun']} to re-run [run_status {_values(after)}]")
+            head += (
+                f"; now {after['success']}/{after['enabled']} enabled cells succeeded, "
+                f"{after['to_rerun']} to re-run [run_status {_values(after)}]"
+            )
         lines.append(head)
         for w in (r.get("merge") or {}).get("warnings", []):
             lines.append(f"  Warning: {w}")
@@ -113,11 +133,15 @@ def console_lines(doc: dict[str, Any]) -> list[str]:
         lines.append(f"✓ Recovered: all {s['total']} enabled cells succeeded after {s['rounds']} re-run round(s)")
     else:
         cells = ", ".join(s["failed_items"][:10]) + (" ..." if len(s["failed_items"]) > 10 else "")
-        lines.append(f"✗ Not recovered ({s['stopped']}): {s['failed']} of {s['total']} enabled cells still failed: {cells}")
+        lines.append(
+            f"✗ Not recovered ({s['stopped']}): {s['failed']} of {s['total']} enabled cells still failed: {cells}"
+        )
     lines.append(f"  Output: {doc['layout']['output']}   Rounds and backups: {doc['layout']['work']}")
     state = "back in place" if s["mask_restored"] else "NOT in place"
-    lines.append(f"  Original run-mask {state} at {doc['layout']['mask']} "
-                 f"(a copy is kept at {doc['layout']['work']}/original-run-mask.nc)")
+    lines.append(
+        f"  Original run-mask {state} at {doc['layout']['mask']} "
+        f"(a copy is kept at {doc['layout']['work']}/original-run-mask.nc)"
+    )
     reports = doc.get("reports") or {}
     if reports.get("json"):
         lines.append(f"  Report: {reports['json']}")
@@ -139,18 +163,23 @@ def recovery_markdown(doc: dict[str, Any]) -> str:
     return "# salvage-merge\n\n" + "\n".join(f"- {line}" for line in console_lines(doc)) + "\n\n" + links + head + body
 
 
-def summarize_recovery(rounds: list[dict[str, Any]], *, final: dict[str, Any] | None, stopped: str,
-                       mask_in_place: bool) -> dict[str, Any]:
+def summarize_recovery(
+    rounds: list[dict[str, Any]], *, final: dict[str, Any] | None, stopped: str, mask_in_place: bool
+) -> dict[str, Any]:
     """The summary block of a recovery: cells left failed, rounds run, and whether it recovered."""
     final = final or {"enabled": 0, "success": 0, "to_rerun": 0, "failed_cells": []}
     ok = not stopped and final["to_rerun"] == 0 and mask_in_place
     return {
-        "pipeline": "salvage-merge", "ok": ok, "recovered": ok,
-        "total": final["enabled"], "succeeded": final["success"],
+        "pipeline": "salvage-merge",
+        "ok": ok,
+        "recovered": ok,
+        "total": final["enabled"],
+        "succeeded": final["success"],
         "failed": final["to_rerun"] if final["to_rerun"] or ok else max(1, final["enabled"] - final["success"]),
         "failed_items": [f"cell {c}" for c in final["failed_cells"]],
         "rounds": sum(1 for r in rounds if r["step"] == "rerun"),
-        "stopped": stopped, "mask_restored": mask_in_place,
+        "stopped": stopped,
+        "mask_restored": mask_in_place,
     }
 
 
@@ -190,10 +219,18 @@ def _cell(v: Any, fmt: str = "{}") -> str:
 
 #: Columns of the rounds table: key in `round_rows`, header.
 ROUND_COLUMNS = [
-    ("round", "round"), ("cells_run", "cells run"), ("succeeded", "succeeded"), ("failed", "failed"),
-    ("timed_out", "timed out"), ("not_written", "not written"), ("exit", "model exit"),
-    ("model_s", "model time (s)"), ("round_s", "round time (s)"), ("merged_files", "files merged"),
-    ("ok_after", "enabled cells OK after"), ("still_failed", "still to re-run"),
+    ("round", "round"),
+    ("cells_run", "cells run"),
+    ("succeeded", "succeeded"),
+    ("failed", "failed"),
+    ("timed_out", "timed out"),
+    ("not_written", "not written"),
+    ("exit", "model exit"),
+    ("model_s", "model time (s)"),
+    ("round_s", "round time (s)"),
+    ("merged_files", "files merged"),
+    ("ok_after", "enabled cells OK after"),
+    ("still_failed", "still to re-run"),
 ]
 
 
@@ -212,10 +249,12 @@ def rounds_section(doc: dict[str, Any]) -> Section:
             cells.append(f'<td data-col="{key}">{_cell(v, fmt)}</td>')
         body.append(f'<tr data-round="{row["round"]}">' + "".join(cells) + "</tr>")
     table = f'<table id="rounds-table"><tr>{head}</tr>' + "".join(body) + "</table>"
-    note = ("<p>Cells run: the cells enabled in the mask the model was given (round 0: your run-mask; "
-            "round k: the cells that had not succeeded). Succeeded / failed / timed out / not written: how "
-            "those cells ended in that run's own run_status.nc (not written: the -9999 fill or 0). "
-            "A dash: the model left no run_status.nc.</p>")
+    note = (
+        "<p>Cells run: the cells enabled in the mask the model was given (round 0: your run-mask; "
+        "round k: the cells that had not succeeded). Succeeded / failed / timed out / not written: how "
+        "those cells ended in that run's own run_status.nc (not written: the -9999 fill or 0). "
+        "A dash: the model left no run_status.nc.</p>"
+    )
     return Section("Rounds", table + note + f'<div id="rounds-plot">{_rounds_plot(rows)}</div>')
 
 
@@ -225,8 +264,12 @@ def _rounds_plot(rows: list[dict[str, Any]]) -> str:
     x = np.arange(len(rows))
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
     bottom = np.zeros(len(rows))
-    for key, label, colour in (("succeeded", "succeeded", "#2e7d32"), ("failed", "failed", "#c62828"),
-                               ("timed_out", "timed out", "#ef6c00"), ("not_written", "not written", "#6a1b9a")):
+    for key, label, colour in (
+        ("succeeded", "succeeded", "#2e7d32"),
+        ("failed", "failed", "#c62828"),
+        ("timed_out", "timed out", "#ef6c00"),
+        ("not_written", "not written", "#6a1b9a"),
+    ):
         values = np.array([_num(r[key]) for r in rows])
         a1.bar(x, values, bottom=bottom, color=colour, label=label, width=0.6)
         bottom += values
@@ -260,10 +303,14 @@ def _enabled(mask_path: Path | None, shape: tuple[int, ...]) -> tuple[np.ndarray
         try:
             mask = read_mask(mask_path)
         except Exception as exc:  # noqa: BLE001 - the map is still drawn, the note says why
-            return np.ones(shape, dtype=bool), f"The run-mask {mask_path} could not be read ({exc}); no cell is shown as masked."
+            return np.ones(
+                shape, dtype=bool
+            ), f"The run-mask {mask_path} could not be read ({exc}); no cell is shown as masked."
         if mask.shape == shape:
             return mask != 0, ""
-        return np.ones(shape, dtype=bool), f"The run-mask {mask_path} has shape {mask.shape}, run_status {shape}; no cell is shown as masked."
+        return np.ones(
+            shape, dtype=bool
+        ), f"The run-mask {mask_path} has shape {mask.shape}, run_status {shape}; no cell is shown as masked."
     return np.ones(shape, dtype=bool), "The original run-mask was not found; no cell is shown as masked."
 
 
@@ -277,8 +324,9 @@ def _category_map(codes: np.ndarray, categories: Sequence[tuple[str, str]], *, y
     height = float(np.clip(5.0 * ny / max(nx, 1), 2.5, 8.0))
     fig, ax = plt.subplots(figsize=(7, height))
     cmap = ListedColormap([c for _, c in categories])
-    ax.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(categories) - 0.5, interpolation="nearest", origin="upper",
-              aspect="equal")
+    ax.imshow(
+        codes, cmap=cmap, vmin=-0.5, vmax=len(categories) - 0.5, interpolation="nearest", origin="upper", aspect="equal"
+    )
     ax.set_xlabel(f"{xdim} (cell index)")
     ax.set_ylabel(f"{ydim} (cell index)")
     ax.set_title(title)
@@ -294,8 +342,10 @@ def _counts_table(codes: np.ndarray, categories: Sequence[tuple[str, str]], tabl
     for v, n in zip(values, counts):
         label, colour = categories[int(v)]
         ink = "#222" if colour in (MASKED_COLOUR, "#c0ca33", "#ffb300", "#f9a825") else "#fff"
-        rows.append(f'<tr><td><span class="st" style="background:{colour};color:{ink}">{html.escape(label)}</span></td>'
-                    f"<td>{int(n)}</td></tr>")
+        rows.append(
+            f'<tr><td><span class="st" style="background:{colour};color:{ink}">{html.escape(label)}</span></td>'
+            f"<td>{int(n)}</td></tr>"
+        )
     rows = "".join(rows)
     return f'<table id="{table_id}" style="width:auto"><tr><th>cells</th><th>count</th></tr>{rows}</table>'
 
@@ -336,14 +386,19 @@ def merge_source_section(status_path: Path, mask_path: Path | None) -> Section:
     enabled, note = _enabled(mask_path, status.shape)
     codes, cats = merge_source_categories(source, enabled)
     ydim, xdim = _grid_dims(status_path)
-    explain = ("<p>From <code>merge_source</code> in the final <code>run_status.nc</code>: 0 is the original run, "
-               "k the re-run of round k.</p>" if source is not None else
-               "<p>The final <code>run_status.nc</code> has no <code>merge_source</code>: no re-run was merged, "
-               "every cell is from the original run.</p>")
+    explain = (
+        "<p>From <code>merge_source</code> in the final <code>run_status.nc</code>: 0 is the original run, "
+        "k the re-run of round k.</p>"
+        if source is not None
+        else "<p>The final <code>run_status.nc</code> has no <code>merge_source</code>: no re-run was merged, "
+        "every cell is from the original run.</p>"
+    )
     if note:
         explain += f"<p>{html.escape(note)}</p>"
     fig = _category_map(codes, cats, ydim=ydim, xdim=xdim, title="merge_source")
-    return Section(title, explain + f'<div id="merge-source-map">{fig}</div>' + _counts_table(codes, cats, "merge-source-counts"))
+    return Section(
+        title, explain + f'<div id="merge-source-map">{fig}</div>' + _counts_table(codes, cats, "merge-source-counts")
+    )
 
 
 def status_section(status_path: Path, mask_path: Path | None) -> Section:
@@ -355,12 +410,19 @@ def status_section(status_path: Path, mask_path: Path | None) -> Section:
     enabled, note = _enabled(mask_path, status.shape)
     codes = status_categories(status, enabled)
     ydim, xdim = _grid_dims(status_path)
-    explain = ("<p>run_status values: 100 success, -100 (or another negative value) fail, -5 timeout, "
-               "-9999 never written, 0 on an enabled cell not run; masked: off in your run-mask.</p>")
+    explain = (
+        "<p>run_status values: 100 success, -100 (or another negative value) fail, -5 timeout, "
+        "-9999 never written, 0 on an enabled cell not run; masked: off in your run-mask.</p>"
+    )
     if note:
         explain += f"<p>{html.escape(note)}</p>"
     fig = _category_map(codes, STATUS_CATEGORIES, ydim=ydim, xdim=xdim, title="run_status")
-    return Section(title, explain + f'<div id="run-status-map">{fig}</div>' + _counts_table(codes, STATUS_CATEGORIES, "run-status-counts"))
+    return Section(
+        title,
+        explain
+        + f'<div id="run-status-map">{fig}</div>'
+        + _counts_table(codes, STATUS_CATEGORIES, "run-status-counts"),
+    )
 
 
 def model_results(doc: dict[str, Any]) -> list[ItemResult]:
@@ -372,8 +434,13 @@ def model_results(doc: dict[str, Any]) -> list[ItemResult]:
         if item:
             res = ItemResult.from_dict(item)
         else:
-            res = ItemResult(f"round-{r['round']}-model", Status(model.get("status", "not_run")), reason=model.get("reason", ""),
-                             exit_code=model.get("exit_code"), duration_s=float(model.get("duration_s") or 0.0))
+            res = ItemResult(
+                f"round-{r['round']}-model",
+                Status(model.get("status", "not_run")),
+                reason=model.get("reason", ""),
+                exit_code=model.get("exit_code"),
+                duration_s=float(model.get("duration_s") or 0.0),
+            )
         work = Path(doc["layout"]["work"])
         k = int(r["round"])
         if k == 0:
@@ -389,7 +456,9 @@ def report_title(doc: dict[str, Any]) -> str:
     """The report's title: the recovery's verdict in cells."""
     s = doc["summary"]
     if s["ok"]:
-        return f"salvage-merge: recovered — all {s['total']} enabled cells succeeded after {s['rounds']} re-run round(s)"
+        return (
+            f"salvage-merge: recovered — all {s['total']} enabled cells succeeded after {s['rounds']} re-run round(s)"
+        )
     why = f" ({s['stopped']})" if s.get("stopped") else ""
     return f"salvage-merge: NOT recovered{why} — {s['failed']} of {s['total']} enabled cells still failed"
 
@@ -402,18 +471,31 @@ def recovery_sections(doc: dict[str, Any]) -> list[Section]:
     original = work / "original-run-mask.nc"
     mask_path = original if original.is_file() else Path(layout["mask"])
     outcome = "<pre id='outcome'>" + html.escape("\n".join(console_lines(doc))) + "</pre>"
-    return [Section("Outcome", outcome), rounds_section(doc), merge_source_section(status_path, mask_path),
-            status_section(status_path, mask_path)]
+    return [
+        Section("Outcome", outcome),
+        rounds_section(doc),
+        merge_source_section(status_path, mask_path),
+        status_section(status_path, mask_path),
+    ]
 
 
-def write_recovery_report(doc: dict[str, Any], *, folder: str | os.PathLike[str] | None = None,
-                          header: dict[str, Any] | None = None) -> Path:
+def write_recovery_report(
+    doc: dict[str, Any], *, folder: str | os.PathLike[str] | None = None, header: dict[str, Any] | None = None
+) -> Path:
     """Write ``run_report.html`` for a recovery (default: in its work folder, beside recovery.json), with
     its ``trace.tsv``, ``batch_summary.json`` and its copy in ``runs/<run name>/``; return its path."""
     folder = Path(folder or doc["layout"]["work"])
     results = model_results(doc)
     summary = summarize(results, pipeline=MODEL_RUNS, wall_time_s=float(doc.get("wall_time_s") or 0.0))
     logs = {r.item_id: p for r in results if (p := log_path(str(Path(doc["layout"]["work"]) / "logs"), r.item_id))}
-    paths = write_reports(results, summary, folder=folder, title=report_title(doc), sections=recovery_sections(doc),
-                          logs=logs, text_name=None, header={"pipeline": "salvage-merge", **(header or {})})
+    paths = write_reports(
+        results,
+        summary,
+        folder=folder,
+        title=report_title(doc),
+        sections=recovery_sections(doc),
+        logs=logs,
+        text_name=None,
+        header={"pipeline": "salvage-merge", **(header or {})},
+    )
     return Path(paths["html"])

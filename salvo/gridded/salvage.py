@@ -49,8 +49,12 @@ class SalvageReport:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
-        return {"output_dir": self.output_dir, "backup": self.backup.to_dict(),
-                "new_mask": self.new_mask, "counts": self.counts.to_dict()}
+        return {
+            "output_dir": self.output_dir,
+            "backup": self.backup.to_dict(),
+            "new_mask": self.new_mask,
+            "counts": self.counts.to_dict(),
+        }
 
 
 def build_rerun_mask(mask: np.ndarray, *, status: np.ndarray) -> np.ndarray:
@@ -70,16 +74,26 @@ def count_statuses(mask: np.ndarray, *, status: np.ndarray) -> StatusCounts:
     values, counts = np.unique(s, return_counts=True)
     success, failed, not_run = int((s == SUCCESS).sum()), int(((s < 0) & (s != STATUS_FILL)).sum()), int((s == 0).sum())
     return StatusCounts(
-        enabled=int(s.size), success=success, failed=failed, not_run=not_run,
+        enabled=int(s.size),
+        success=success,
+        failed=failed,
+        not_run=not_run,
         unwritten=int(s.size) - success - failed - not_run,
         values={str(int(v)): int(c) for v, c in zip(values, counts)},
     )
 
 
-def salvage_run(output_dir: str | os.PathLike[str], *, backup_dir: str | os.PathLike[str],
-                original_mask: str | os.PathLike[str], new_mask: str | os.PathLike[str],
-                run_status: str | os.PathLike[str] | None = None, copy: bool = False,
-                verbose: bool = False, log: Log = print) -> SalvageReport:
+def salvage_run(
+    output_dir: str | os.PathLike[str],
+    *,
+    backup_dir: str | os.PathLike[str],
+    original_mask: str | os.PathLike[str],
+    new_mask: str | os.PathLike[str],
+    run_status: str | os.PathLike[str] | None = None,
+    copy: bool = False,
+    verbose: bool = False,
+    log: Log = print,
+) -> SalvageReport:
     """Back up ``output_dir`` and write ``new_mask`` enabling only the cells that must be re-run.
 
     By default the outputs are moved to ``backup_dir`` and ``output_dir`` is left empty for the re-run;
@@ -93,14 +107,18 @@ def salvage_run(output_dir: str | os.PathLike[str], *, backup_dir: str | os.Path
         raise UsageError(f"--new-mask {new_mask} must differ from --original-mask (the original is never overwritten)")
     for flag, path in (("--new-mask", new_mask), *(() if copy else (("--original-mask", original_mask),))):
         if out.is_dir() and Path(path).resolve().is_relative_to(out.resolve()):
-            raise UsageError(f"{flag} {path} must not be inside the output directory {out} "
-                             f"(the backup moves that folder away{'' if copy else '; or use --copy'})")
+            raise UsageError(
+                f"{flag} {path} must not be inside the output directory {out} "
+                f"(the backup moves that folder away{'' if copy else '; or use --copy'})"
+            )
     check_whole_files([original_mask, status_path, *netcdf_under(out)])  # a cut file: one line naming every one
     mask = read_mask(original_mask)
     status = read_status(status_path)
     if mask.shape != status.shape:
-        raise UsageError(f"Run-mask shape {mask.shape} ({original_mask}) does not match "
-                         f"run_status shape {status.shape} ({status_path})")
+        raise UsageError(
+            f"Run-mask shape {mask.shape} ({original_mask}) does not match "
+            f"run_status shape {status.shape} ({status_path})"
+        )
     rerun = build_rerun_mask(mask, status=status)
     counts = count_statuses(mask, status=status)
     if verbose:
@@ -117,6 +135,8 @@ def salvage_run(output_dir: str | os.PathLike[str], *, backup_dir: str | os.Path
     log(f"✓ New run-mask created at: {new_mask}")
     log(f"  Number of failed cells to re-run: {int(rerun.astype(bool).sum())}")
     if verbose:
-        log(f"  Enabled cells: {counts.enabled}, succeeded: {counts.success}, failed: {counts.failed}, "
-            f"not run: {counts.not_run}, never written: {counts.unwritten}")
+        log(
+            f"  Enabled cells: {counts.enabled}, succeeded: {counts.success}, failed: {counts.failed}, "
+            f"not run: {counts.not_run}, never written: {counts.unwritten}"
+        )
     return SalvageReport(output_dir=str(out), backup=backup, new_mask=str(new_mask), counts=counts)

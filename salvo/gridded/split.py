@@ -69,14 +69,16 @@ def split_mask(mask: str | os.PathLike[str], *, cells_per_batch: int, root: str 
     if plan_file.exists():
         old = json.loads(plan_file.read_text())
         if {k: old.get(k) for k in plan} != plan:
-            raise UsageError(f"{root_p} holds batches of another split (cells per batch {old.get('cells_per_batch')}, "
-                             f"or another run-mask): give another --work-dir, or remove it")
+            raise UsageError(
+                f"{root_p} holds batches of another split (cells per batch {old.get('cells_per_batch')}, "
+                f"or another run-mask): give another --work-dir, or remove it"
+            )
     cells = list(zip(ys.tolist(), xs.tolist()))
     batches = []
     for i in range(0, len(cells), cells_per_batch):
         number = i // cells_per_batch + 1
         folder = root_p / f"batch-{number:03d}"
-        own = tuple(cells[i:i + cells_per_batch])
+        own = tuple(cells[i : i + cells_per_batch])
         batch = Batch(number, own, str(folder / "run-mask.nc"), str(folder / "output"), str(folder / "work"))
         if not Path(batch.mask).exists():
             folder.mkdir(parents=True, exist_ok=True)
@@ -122,12 +124,17 @@ def check_complete(batches: list[Batch]) -> list[str]:
     for b in batches:
         missing = sorted(every - names[b.number])
         if missing:
-            raise UsageError(f"{b.name} lacks {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                             + f" that other batches wrote: nothing merged")
+            raise UsageError(
+                f"{b.name} lacks {missing[0]}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                + " that other batches wrote: nothing merged"
+            )
     return sorted(every)
 
 
-def merge_batches(batches: list[Batch], output: str | os.PathLike[str], *, log: Callable[[str], None] = lambda _: None) -> dict:
+def merge_batches(
+    batches: list[Batch], output: str | os.PathLike[str], *, log: Callable[[str], None] = lambda _: None
+) -> dict:
     """Join the batches' outputs into ``output`` (replaced only once the whole merge checks)."""
     from salvo.gridded.merge import merge_file, status_grid
 
@@ -155,8 +162,14 @@ def merge_batches(batches: list[Batch], output: str | os.PathLike[str], *, log: 
                     shutil.copyfile(current, part)
             log(f"merged {name} from {len(batches)} batches")
         logs = _concat_fail_logs(batches, tmp / FAIL_LOG)
-    return {"batches": len(batches), "files": names, "fail_logs": logs, "success_cells": int((status == 100).sum()),
-            "enabled_cells": int(sum(len(b.cells) for b in batches)), "output": str(out)}
+    return {
+        "batches": len(batches),
+        "files": names,
+        "fail_logs": logs,
+        "success_cells": int((status == 100).sum()),
+        "enabled_cells": int(sum(len(b.cells) for b in batches)),
+        "output": str(out),
+    }
 
 
 def _merge_status(batches: list[Batch], owned: list[np.ndarray], path: Path) -> np.ndarray:
@@ -171,8 +184,10 @@ def _merge_status(batches: list[Batch], owned: list[np.ndarray], path: Path) -> 
         for b, take in zip(batches, owned):
             with open_raw(Path(b.output) / STATUS_FILE) as ds:
                 if ds.variables[STATUS_VAR].shape != status.shape:
-                    raise UsageError(f"{b.name}: {STATUS_FILE} has shape {ds.variables[STATUS_VAR].shape}, "
-                                     f"{batches[0].name} has {status.shape}: nothing merged")
+                    raise UsageError(
+                        f"{b.name}: {STATUS_FILE} has shape {ds.variables[STATUS_VAR].shape}, "
+                        f"{batches[0].name} has {status.shape}: nothing merged"
+                    )
                 status[take] = np.asarray(ds.variables[STATUS_VAR][:])[take]
                 if runtime is not None and RUNTIME_VAR in ds.variables:
                     runtime[take] = np.asarray(ds.variables[RUNTIME_VAR][:])[take]
@@ -188,16 +203,24 @@ def _merge_status(batches: list[Batch], owned: list[np.ndarray], path: Path) -> 
                     dst.variables[RUNTIME_VAR][:] = runtime
                 if SOURCE_VAR not in dst.variables:
                     dst.createVariable(SOURCE_VAR, "i2", dims)
-                dst.variables[SOURCE_VAR].setncatts({"long_name": "round that produced the cell, in its batch",
-                                                     "comment": "0: the batch's first model run; k: its k-th re-run"})
+                dst.variables[SOURCE_VAR].setncatts(
+                    {
+                        "long_name": "round that produced the cell, in its batch",
+                        "comment": "0: the batch's first model run; k: its k-th re-run",
+                    }
+                )
                 dst.variables[SOURCE_VAR][:] = source
                 var = dst.createVariable(BATCH_VAR, "i2", dims)
-                var.setncatts({"long_name": "batch that produced the cell", "comment": "k: batch-k; 0: no batch ran it"})
+                var.setncatts(
+                    {"long_name": "batch that produced the cell", "comment": "k: batch-k; 0: no batch ran it"}
+                )
                 var[:] = which
             with open_raw(tmp) as check:  # read back what was written, cell for cell
-                if not (np.array_equal(check.variables[STATUS_VAR][:], status)
-                        and np.array_equal(check.variables[BATCH_VAR][:], which)
-                        and np.array_equal(check.variables[SOURCE_VAR][:], source)):
+                if not (
+                    np.array_equal(check.variables[STATUS_VAR][:], status)
+                    and np.array_equal(check.variables[BATCH_VAR][:], which)
+                    and np.array_equal(check.variables[SOURCE_VAR][:], source)
+                ):
                     raise OSError(f"{path.name}: the merged status did not read back as written")
     return status
 

@@ -23,7 +23,17 @@ from salvo.outcome import ItemResult
 from salvo.validate import regular_file
 
 #: Placeholders a ``--job-command`` may use.
-COMMAND_FIELDS = ("job_file", "input", "output_dir", "job_output_dir", "naf_code", "niche_name", "profile", "sample", "max_ram_mb")
+COMMAND_FIELDS = (
+    "job_file",
+    "input",
+    "output_dir",
+    "job_output_dir",
+    "naf_code",
+    "niche_name",
+    "profile",
+    "sample",
+    "max_ram_mb",
+)
 MIN_RAM_MB = 128
 
 
@@ -55,8 +65,10 @@ def render_jobs(
         rendered = render_template(text, naf=naf, profile=profile, source=source_name)
         spec = parse_job(rendered, source=f"{path} (rendered from {source_name})")
         if spec.niche in niches:
-            raise UsageError(f"{path}: field 'niche': {spec.niche!r} is also the niche of {niches[spec.niche]}; "
-                             "use {niche_name} in the template so each code has its own output folder")
+            raise UsageError(
+                f"{path}: field 'niche': {spec.niche!r} is also the niche of {niches[spec.niche]}; "
+                "use {niche_name} in the template so each code has its own output folder"
+            )
         niches[spec.niche] = path
         jobs.append(RenderedJob(naf=naf, path=path, spec=spec))
         texts.append(rendered)
@@ -72,8 +84,10 @@ def check_job_command(command: str) -> None:
     """Refuse a ``--job-command`` with an unknown placeholder before anything runs."""
     for name in template_fields(command):
         if name not in COMMAND_FIELDS:
-            raise UsageError(f"unknown placeholder {{{name}}} in --job-command; allowed: "
-                             + ", ".join("{" + f + "}" for f in COMMAND_FIELDS))
+            raise UsageError(
+                f"unknown placeholder {{{name}}} in --job-command; allowed: "
+                + ", ".join("{" + f + "}" for f in COMMAND_FIELDS)
+            )
 
 
 def job_worker(job_command: str | None) -> Worker:
@@ -81,10 +95,22 @@ def job_worker(job_command: str | None) -> Worker:
     if job_command:
         check_job_command(job_command)
         # Staged: the command writes next to its final folder, which appears only on success.
-        return Worker("python", "salvo.jobs.command:run_job_command", verify="salvo.jobs.command:check_job_command_output",
-                      version="1", preload=("salvo.jobs.command",), stage=("output_dir", "job_output_dir"))
-    return Worker("python", "salvo.jobs.builder:run_job", verify="salvo.jobs.builder:verify_job",
-                  version="1", preload=("salvo.jobs.builder",), stage=("output_dir",))
+        return Worker(
+            "python",
+            "salvo.jobs.command:run_job_command",
+            verify="salvo.jobs.command:check_job_command_output",
+            version="1",
+            preload=("salvo.jobs.command",),
+            stage=("output_dir", "job_output_dir"),
+        )
+    return Worker(
+        "python",
+        "salvo.jobs.builder:run_job",
+        verify="salvo.jobs.builder:verify_job",
+        version="1",
+        preload=("salvo.jobs.builder",),
+        stage=("output_dir",),
+    )
 
 
 def scan_paths(output_dir: str | Path) -> tuple[Path, Path]:
@@ -104,13 +130,17 @@ def job_items(
 ) -> list[Item]:
     """One spine item per job; resume keys on the job file's and the input's content."""
     if max_ram_mb < MIN_RAM_MB:
-        raise UsageError(f"--max-ram-mb {max_ram_mb} is too small: the Parquet reader alone needs about {MIN_RAM_MB} MB")
+        raise UsageError(
+            f"--max-ram-mb {max_ram_mb} is too small: the Parquet reader alone needs about {MIN_RAM_MB} MB"
+        )
     check_input(input)
     items = []
     input, output_dir = Path(input).resolve(), Path(output_dir).resolve()
     plan_file, scan_dir = scan_paths(output_dir)
-    scan_jobs = [ScanJob(j.spec.niche, j.spec.naf, j.spec.active_only, sample if sample is not None else j.spec.sample_rows)
-                 for j in jobs]
+    scan_jobs = [
+        ScanJob(j.spec.niche, j.spec.naf, j.spec.active_only, sample if sample is not None else j.spec.sample_rows)
+        for j in jobs
+    ]
     shared = not job_command and prefer_shared_scan(input, scan_jobs)
     if shared:
         write_plan(plan_file, input_path=input, jobs=scan_jobs)
@@ -120,15 +150,28 @@ def job_items(
         final = Path(output_dir) / job.spec.niche
         if job_command:
             params: dict[str, Any] = {
-                "job_file": str(job.path), "input": str(input), "output_dir": str(output_dir),
-                "job_output_dir": str(final), "naf_code": job.naf.compact, "niche_name": job.spec.niche,
-                "profile": job.spec.profile.name, "sample": "" if sample is None else str(sample),
-                "max_ram_mb": str(max_ram_mb), "command": job_command,
+                "job_file": str(job.path),
+                "input": str(input),
+                "output_dir": str(output_dir),
+                "job_output_dir": str(final),
+                "naf_code": job.naf.compact,
+                "niche_name": job.spec.niche,
+                "profile": job.spec.profile.name,
+                "sample": "" if sample is None else str(sample),
+                "max_ram_mb": str(max_ram_mb),
+                "command": job_command,
             }
         else:
             # Params key resume, so they stay the same whether or not this run shares a scan.
-            params = {"job_file": str(job.path), "input": str(input), "output_dir": str(output_dir),
-                      "max_ram_mb": max_ram_mb, "sample": sample, "plan_file": str(plan_file), "scan_dir": str(scan_dir)}
+            params = {
+                "job_file": str(job.path),
+                "input": str(input),
+                "output_dir": str(output_dir),
+                "max_ram_mb": max_ram_mb,
+                "sample": sample,
+                "plan_file": str(plan_file),
+                "scan_dir": str(scan_dir),
+            }
         items.append(Item(id=job.naf.compact, inputs=(str(job.path), str(input)), params=params, outputs=(str(final),)))
     return items
 
@@ -137,7 +180,11 @@ def job_items(
 _TYPED_COLUMNS = (
     (NAF_COLUMN, "text", lambda t: _is_text(t)),
     (ACTIVE_COLUMN, "text", lambda t: _is_text(t)),
-    (DATE_COLUMN, "a date, a timestamp or YYYY-MM-DD text", lambda t: _is_text(t) or pa.types.is_date(t) or pa.types.is_timestamp(t)),
+    (
+        DATE_COLUMN,
+        "a date, a timestamp or YYYY-MM-DD text",
+        lambda t: _is_text(t) or pa.types.is_date(t) or pa.types.is_timestamp(t),
+    ),
     (COMMUNE_COLUMN, "text (or whole numbers)", lambda t: _is_text(t) or pa.types.is_integer(t)),
     (POSTCODE_COLUMN, "text (or whole numbers)", lambda t: _is_text(t) or pa.types.is_integer(t)),
     ("trancheEffectifsEtablissement", "text (or whole numbers)", lambda t: _is_text(t) or pa.types.is_integer(t)),
@@ -182,7 +229,9 @@ def _rows_of(folder: Path) -> int | None:
         return None
 
 
-def job_entries(jobs: Sequence[RenderedJob], results: Sequence[ItemResult], *, output_dir: str | Path) -> list[dict[str, Any]]:
+def job_entries(
+    jobs: Sequence[RenderedJob], results: Sequence[ItemResult], *, output_dir: str | Path
+) -> list[dict[str, Any]]:
     """The per-code entries of ``--json``: code, status, duration, rows, outputs, error, warnings."""
     by_id = {r.item_id: r for r in results}
     output_dir = Path(output_dir).resolve()
@@ -196,19 +245,21 @@ def job_entries(jobs: Sequence[RenderedJob], results: Sequence[ItemResult], *, o
         warnings = list(r.metrics.get("warnings", []))
         if rows == 0 and not warnings:
             warnings.append(f"NAF {job.naf.dotted} matched no row")
-        entries.append({
-            "code": job.naf.compact,
-            "naf": job.naf.dotted,
-            "level": job.naf.level,
-            "status": r.status.value,
-            "duration_s": r.duration_s,
-            "rows": rows,
-            "job_file": str(job.path),
-            "output_dir": str(folder),
-            "outputs": list(r.outputs),
-            "error": r.reason if r.status.failed or r.status.value == "not_run" else "",
-            "warnings": warnings,
-            "resumed": r.cached,
-            "peak_rss_mb": r.peak_rss_mb,
-        })
+        entries.append(
+            {
+                "code": job.naf.compact,
+                "naf": job.naf.dotted,
+                "level": job.naf.level,
+                "status": r.status.value,
+                "duration_s": r.duration_s,
+                "rows": rows,
+                "job_file": str(job.path),
+                "output_dir": str(folder),
+                "outputs": list(r.outputs),
+                "error": r.reason if r.status.failed or r.status.value == "not_run" else "",
+                "warnings": warnings,
+                "resumed": r.cached,
+                "peak_rss_mb": r.peak_rss_mb,
+            }
+        )
     return entries

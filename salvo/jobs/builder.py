@@ -72,13 +72,21 @@ class _Writers:
                 w.close()
 
 
-def _source(spec: JobSpec, *, input: str, limit: int | None, plan_file: str | None, scan_dir: str | None, max_ram_mb: float):
+def _source(
+    spec: JobSpec, *, input: str, limit: int | None, plan_file: str | None, scan_dir: str | None, max_ram_mb: float
+):
     """(dataset, filter, how) for this job: its share of the shared scan when planned, else the input."""
     if plan_file and scan_dir and Path(plan_file).is_file():
         planned_input, jobs = read_plan(plan_file)
         # Use the scan only if it dealt this job exactly its rows (the job file may have been edited).
-        planned = [j for j in jobs if j.niche == spec.niche and j.naf == spec.naf and j.active_only == spec.active_only
-                   and (j.limit is None or (limit is not None and j.limit >= limit))]
+        planned = [
+            j
+            for j in jobs
+            if j.niche == spec.niche
+            and j.naf == spec.naf
+            and j.active_only == spec.active_only
+            and (j.limit is None or (limit is not None and j.limit >= limit))
+        ]
         if planned_input == str(Path(input).resolve()) and planned:
             folder, _ = ensure_scan(plan_file, cache_dir=scan_dir, max_ram_mb=max_ram_mb)
             return open_dataset(folder / f"{spec.niche}.parquet"), None, "shared scan"
@@ -102,16 +110,31 @@ def run_job(
     """
     with lean_allocation():
         try:
-            return _run_job(job_file, input=input, output_dir=output_dir, max_ram_mb=max_ram_mb, sample=sample,
-                            plan_file=plan_file, scan_dir=scan_dir)
+            return _run_job(
+                job_file,
+                input=input,
+                output_dir=output_dir,
+                max_ram_mb=max_ram_mb,
+                sample=sample,
+                plan_file=plan_file,
+                scan_dir=scan_dir,
+            )
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             # The same input fails the same way on every try: bad input (exit 65), never retried.
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise InputError(f"{input}: cannot be read as SIRENE establishments: {first}") from None
 
 
-def _run_job(job_file: str, *, input: str, output_dir: str, max_ram_mb: float, sample: int | None,
-             plan_file: str | None, scan_dir: str | None) -> dict[str, Any]:
+def _run_job(
+    job_file: str,
+    *,
+    input: str,
+    output_dir: str,
+    max_ram_mb: float,
+    sample: int | None,
+    plan_file: str | None,
+    scan_dir: str | None,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         spec = load_job(job_file)
@@ -121,7 +144,9 @@ def _run_job(job_file: str, *, input: str, output_dir: str, max_ram_mb: float, s
         raise InputError(f"input {input} does not exist")
     check_columns(open_dataset(input), [NAF_COLUMN, ACTIVE_COLUMN, *(spec.profile.columns or ())], source=input)
     limit = sample if sample is not None else spec.sample_rows
-    dataset, expr, how = _source(spec, input=input, limit=limit, plan_file=plan_file, scan_dir=scan_dir, max_ram_mb=max_ram_mb)
+    dataset, expr, how = _source(
+        spec, input=input, limit=limit, plan_file=plan_file, scan_dir=scan_dir, max_ram_mb=max_ram_mb
+    )
     read, keep = _columns(spec, dataset.schema)
     batch_rows = plan_batches(dataset, columns=read, max_ram_mb=max_ram_mb)
     final = Path(output_dir) / spec.niche
@@ -144,7 +169,9 @@ def _run_job(job_file: str, *, input: str, output_dir: str, max_ram_mb: float, s
             rest = buffer.flush()
             if rest is None and rows == 0:
                 # Still write files with the right header and schema, so downstream readers work.
-                empty = pa.RecordBatch.from_pylist([], schema=pa.schema([plain_schema(dataset.schema).field(c) for c in read]))
+                empty = pa.RecordBatch.from_pylist(
+                    [], schema=pa.schema([plain_schema(dataset.schema).field(c) for c in read])
+                )
                 rest = pa.Table.from_batches([add_derived(empty, names=spec.profile.derived).select(keep)])
             if rest is not None:
                 writers.write(rest)
@@ -153,7 +180,9 @@ def _run_job(job_file: str, *, input: str, output_dir: str, max_ram_mb: float, s
         warnings = []
         if rows == 0:
             codes = ", ".join(c.dotted for c in spec.naf)
-            warnings.append(f"NAF {codes} matched no row" + (" (active establishments only)" if spec.active_only else ""))
+            warnings.append(
+                f"NAF {codes} matched no row" + (" (active establishments only)" if spec.active_only else "")
+            )
         metrics = {
             "niche": spec.niche,
             "rows": rows,
@@ -234,5 +263,8 @@ def verify_job(item: Any, result: Any) -> str | None:
     """Spine output contract (on the staged folder): a built job whose files are missing or disagree
     with the rows it reported is a silent failure."""
     reported = (getattr(result, "metrics", None) or {}).get("rows")
-    return check_outputs(item.params["job_file"], output_dir=item.params["output_dir"],
-                         reported=reported if isinstance(reported, int) else None)
+    return check_outputs(
+        item.params["job_file"],
+        output_dir=item.params["output_dir"],
+        reported=reported if isinstance(reported, int) else None,
+    )

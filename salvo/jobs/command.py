@@ -51,8 +51,10 @@ def check_job_command_output(item: Any, result: Any) -> str | None:
         return f"--job-command exited 0 but wrote nothing to {folder} (nor to {{output_dir}}/{folder.name})"
     data = [f for f in result_files(folder) if f.endswith(DATASET_SUFFIXES)]
     if not data:
-        return (f"--job-command exited 0 but {folder} holds no dataset file (.csv or .parquet), "
-                f"only {folder_listing(folder)}")
+        return (
+            f"--job-command exited 0 but {folder} holds no dataset file (.csv or .parquet), "
+            f"only {folder_listing(folder)}"
+        )
     expected = _reported_rows(folder)
     if expected is not None:
         from salvo.jobs.builder import count_rows

@@ -129,19 +129,22 @@ def _unknown(code: str, naf: NafCode) -> UsageError:
     table = nomenclature()
     level = "sub-class" if naf.level == "subclass" else naf.level
     near = ", ".join(f"{c} ({table[c].title})" for c in nearest_codes(naf))
-    return UsageError(f"unknown NAF code {code!r}: {level} {naf.dotted} does not exist in NAF rév. 2; "
-                      f"nearest: {near}")
+    return UsageError(f"unknown NAF code {code!r}: {level} {naf.dotted} does not exist in NAF rév. 2; nearest: {near}")
 
 
 def _section(code: str) -> UsageError:
     letter = code.strip().upper()
     entry = nomenclature().get(letter)
     if entry is None:
-        return UsageError(f"unknown NAF code {code!r}: NAF rév. 2 has sections A to U only, and a filter "
-                          "takes a division (43), group (43.2), class (43.29) or sub-class (43.29A)")
+        return UsageError(
+            f"unknown NAF code {code!r}: NAF rév. 2 has sections A to U only, and a filter "
+            "takes a division (43), group (43.2), class (43.29) or sub-class (43.29A)"
+        )
     divisions = [c for c, e in nomenclature().items() if e.level == "division" and e.section == letter]
-    return UsageError(f"NAF code {code!r} is section {letter} ({entry.title}), which a filter does not "
-                      f"take: give its divisions instead: {', '.join(divisions)}")
+    return UsageError(
+        f"NAF code {code!r} is section {letter} ({entry.title}), which a filter does not "
+        f"take: give its divisions instead: {', '.join(divisions)}"
+    )
 
 
 def parse_naf(code: str) -> NafCode:

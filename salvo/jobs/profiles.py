@@ -74,6 +74,4 @@ def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise UsageError(
-            f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}"
-        ) from None
+        raise UsageError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}") from None

@@ -21,7 +21,16 @@ from filelock import FileLock
 
 from salvo.fsutil import atomic_dir, atomic_write_text
 from salvo.jobs.naf import NafCode, parse_naf
-from salvo.jobs.stream import ACTIVE_COLUMN, BatchMasks, Coalescer, iter_batches, naf_expression, open_dataset, plain_schema, plan_batches
+from salvo.jobs.stream import (
+    ACTIVE_COLUMN,
+    BatchMasks,
+    Coalescer,
+    iter_batches,
+    naf_expression,
+    open_dataset,
+    plain_schema,
+    plan_batches,
+)
 
 COMPLETE = "_COMPLETE.json"
 
@@ -85,7 +94,9 @@ def prefer_shared_scan(input_path: str | Path, jobs: list[ScanJob]) -> bool:
 
 
 def _scan_key(input_path: str, jobs: list[ScanJob]) -> str:
-    desc = json.dumps([input_fingerprint(input_path), [[j.niche, [c.compact for c in j.naf], j.active_only, j.limit] for j in jobs]])
+    desc = json.dumps(
+        [input_fingerprint(input_path), [[j.niche, [c.compact for c in j.naf], j.active_only, j.limit] for j in jobs]]
+    )
     return hashlib.sha256(desc.encode()).hexdigest()[:16]
 
 
@@ -101,7 +112,11 @@ def _run_scan(input_path: str, jobs: list[ScanJob], dest: Path, *, max_ram_mb: f
     # Scratch files read once: no compression or dictionaries, which made writing them the bottleneck.
     writers = {
         j.niche: pq.ParquetWriter(
-            dest / f"{j.niche}.parquet", plain_schema(dataset.schema), compression="none", use_dictionary=False, write_statistics=False
+            dest / f"{j.niche}.parquet",
+            plain_schema(dataset.schema),
+            compression="none",
+            use_dictionary=False,
+            write_statistics=False,
         )
         for j in jobs
     }

@@ -137,8 +137,12 @@ def csv_header(path: str | Path) -> list[str]:
 
 def _csv_convert(columns: Iterable[str], include: Sequence[str] | None = None) -> pacsv.ConvertOptions:
     # Every column as text, empty fields as empty strings: exactly what INSEE's file holds.
-    return pacsv.ConvertOptions(column_types={n: pa.string() for n in columns}, strings_can_be_null=False,
-                                quoted_strings_can_be_null=False, include_columns=list(include) if include is not None else None)
+    return pacsv.ConvertOptions(
+        column_types={n: pa.string() for n in columns},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+        include_columns=list(include) if include is not None else None,
+    )
 
 
 def open_dataset(path: str | Path) -> ds.Dataset:
@@ -164,9 +168,11 @@ def _csv_batches(path: str, *, columns: Sequence[str], batch_rows: int) -> Itera
     """Stream a CSV file in blocks of about ``batch_rows`` lines, decoding only ``columns``."""
     block = int(min(64 << 20, max(1 << 16, batch_rows * _csv_row_bytes(path))))
     try:
-        reader = pacsv.open_csv(pa.input_stream(path, compression="detect"),
-                                read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
-                                convert_options=_csv_convert(columns, include=columns))
+        reader = pacsv.open_csv(
+            pa.input_stream(path, compression="detect"),
+            read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
+            convert_options=_csv_convert(columns, include=columns),
+        )
         for batch in reader:
             yield batch
     except pa.ArrowInvalid as exc:
@@ -262,7 +268,11 @@ def read_cost(dataset: ds.Dataset, columns: Sequence[str] | None, *, sample_rows
             pf = pq.ParquetFile(path, memory_map=False, pre_buffer=False, buffer_size=1 << 16)
             if pf.metadata.num_rows == 0:
                 continue
-            batch = next(pf.iter_batches(batch_size=sample_rows, columns=list(columns) if columns is not None else None, use_threads=False))
+            batch = next(
+                pf.iter_batches(
+                    batch_size=sample_rows, columns=list(columns) if columns is not None else None, use_threads=False
+                )
+            )
             raw = 0.0
         after = _rss_mb()
         per_row = max(16.0, 1.25 * batch.nbytes / max(batch.num_rows, 1) + raw)
@@ -298,9 +308,13 @@ def plan_batches(dataset: ds.Dataset, *, columns: Sequence[str] | None, max_ram_
     rows = batch_rows_for(max_ram_mb, bytes_per_row=cost.bytes_per_row / share, reserve_mb=cost.reader_mb)
     if rows == 0:
         n = len(dataset.schema.names) if columns is None else len(columns)
-        need = (cost.reader_mb + FIXED_MB + COPIES_PER_BATCH * MIN_BATCH_ROWS * cost.bytes_per_row / share / 2**20) / TARGET_SHARE
-        raise InputError(f"--max-ram-mb {max_ram_mb:g} is too small for this input: reading its {n} columns takes about "
-                         f"{cost.reader_mb:.0f} MB before any row is kept; give at least {need:.0f}")
+        need = (
+            cost.reader_mb + FIXED_MB + COPIES_PER_BATCH * MIN_BATCH_ROWS * cost.bytes_per_row / share / 2**20
+        ) / TARGET_SHARE
+        raise InputError(
+            f"--max-ram-mb {max_ram_mb:g} is too small for this input: reading its {n} columns takes about "
+            f"{cost.reader_mb:.0f} MB before any row is kept; give at least {need:.0f}"
+        )
     return rows
 
 

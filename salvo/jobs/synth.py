@@ -22,25 +22,99 @@ from salvo.fsutil import atomic_path
 
 # Real NAF rév. 2 subclasses, roughly from most to least frequent in the real SIRENE stock.
 NAF_SUBCLASSES = (
-    "68.20B", "70.10Z", "94.99Z", "68.20A", "47.91B", "86.90D", "70.22Z", "56.10A", "43.21A",
-    "01.11Z", "96.02A", "85.59A", "62.01Z", "43.32A", "49.32Z", "41.20A", "43.99C", "45.20A",
-    "69.20Z", "74.90B", "86.21Z", "56.30Z", "47.11B", "66.22Z", "43.22A", "43.31Z", "43.34Z",
-    "81.21Z", "71.12B", "62.02A", "73.11Z", "96.09Z", "64.20Z", "10.71C", "43.29A", "93.12Z",
-    "90.01Z", "85.59B", "55.10Z", "47.71Z", "68.31Z", "74.10Z", "43.11Z", "43.12A", "43.22B",
-    "43.29B", "43.32B", "43.33Z", "43.39Z", "43.91A", "43.91B", "69.10Z", "71.11Z", "56.10C",
-    "01.21Z", "10.13B", "47.30Z", "82.99Z", "88.10A", "95.11Z", "99.00Z", "02.20Z", "35.11Z",
+    "68.20B",
+    "70.10Z",
+    "94.99Z",
+    "68.20A",
+    "47.91B",
+    "86.90D",
+    "70.22Z",
+    "56.10A",
+    "43.21A",
+    "01.11Z",
+    "96.02A",
+    "85.59A",
+    "62.01Z",
+    "43.32A",
+    "49.32Z",
+    "41.20A",
+    "43.99C",
+    "45.20A",
+    "69.20Z",
+    "74.90B",
+    "86.21Z",
+    "56.30Z",
+    "47.11B",
+    "66.22Z",
+    "43.22A",
+    "43.31Z",
+    "43.34Z",
+    "81.21Z",
+    "71.12B",
+    "62.02A",
+    "73.11Z",
+    "96.09Z",
+    "64.20Z",
+    "10.71C",
+    "43.29A",
+    "93.12Z",
+    "90.01Z",
+    "85.59B",
+    "55.10Z",
+    "47.71Z",
+    "68.31Z",
+    "74.10Z",
+    "43.11Z",
+    "43.12A",
+    "43.22B",
+    "43.29B",
+    "43.32B",
+    "43.33Z",
+    "43.39Z",
+    "43.91A",
+    "43.91B",
+    "69.10Z",
+    "71.11Z",
+    "56.10C",
+    "01.21Z",
+    "10.13B",
+    "47.30Z",
+    "82.99Z",
+    "88.10A",
+    "95.11Z",
+    "99.00Z",
+    "02.20Z",
+    "35.11Z",
 )
 # (code postal, commune, code commune INSEE)
 COMMUNES = (
-    ("75001", "PARIS 1", "75101"), ("75015", "PARIS 15", "75115"), ("13001", "MARSEILLE 1", "13201"),
-    ("69003", "LYON 3EME", "69383"), ("31000", "TOULOUSE", "31555"), ("06000", "NICE", "06088"),
-    ("44000", "NANTES", "44109"), ("67000", "STRASBOURG", "67482"), ("34000", "MONTPELLIER", "34172"),
-    ("33000", "BORDEAUX", "33063"), ("59000", "LILLE", "59350"), ("35000", "RENNES", "35238"),
-    ("51100", "REIMS", "51454"), ("76600", "LE HAVRE", "76351"), ("42000", "SAINT-ETIENNE", "42218"),
-    ("83000", "TOULON", "83137"), ("38000", "GRENOBLE", "38185"), ("21000", "DIJON", "21231"),
-    ("49000", "ANGERS", "49007"), ("20000", "AJACCIO", "2A004"), ("97400", "SAINT-DENIS", "97411"),
-    ("97200", "FORT-DE-FRANCE", "97209"), ("29200", "BREST", "29019"), ("87000", "LIMOGES", "87085"),
-    ("20200", "BASTIA", "2B033"), ("97600", "MAMOUDZOU", "97611"), ("01000", "BOURG-EN-BRESSE", "01053"),
+    ("75001", "PARIS 1", "75101"),
+    ("75015", "PARIS 15", "75115"),
+    ("13001", "MARSEILLE 1", "13201"),
+    ("69003", "LYON 3EME", "69383"),
+    ("31000", "TOULOUSE", "31555"),
+    ("06000", "NICE", "06088"),
+    ("44000", "NANTES", "44109"),
+    ("67000", "STRASBOURG", "67482"),
+    ("34000", "MONTPELLIER", "34172"),
+    ("33000", "BORDEAUX", "33063"),
+    ("59000", "LILLE", "59350"),
+    ("35000", "RENNES", "35238"),
+    ("51100", "REIMS", "51454"),
+    ("76600", "LE HAVRE", "76351"),
+    ("42000", "SAINT-ETIENNE", "42218"),
+    ("83000", "TOULON", "83137"),
+    ("38000", "GRENOBLE", "38185"),
+    ("21000", "DIJON", "21231"),
+    ("49000", "ANGERS", "49007"),
+    ("20000", "AJACCIO", "2A004"),
+    ("97400", "SAINT-DENIS", "97411"),
+    ("97200", "FORT-DE-FRANCE", "97209"),
+    ("29200", "BREST", "29019"),
+    ("87000", "LIMOGES", "87085"),
+    ("20200", "BASTIA", "2B033"),
+    ("97600", "MAMOUDZOU", "97611"),
+    ("01000", "BOURG-EN-BRESSE", "01053"),
 )
 #: NAFRev1 codes (older rows): same dotted look, other meanings; divisions 74 and 70 exist in rév. 2 too.
 NAF_REV1_CODES = ("74.1A", "70.2A", "52.4C", "55.3A", "45.2B")
@@ -52,27 +126,29 @@ EFFECTIF_BANDS = ("NN", "00", "01", "02", "03", "11", "12", "21", "22", "31", "3
 _BAND_WEIGHTS = (40, 25, 15, 7, 5, 3, 2, 1, 0.6, 0.3, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02)
 ENSEIGNES = ("", "", "", "CHEZ MARIE", "LE FOURNIL", "CABINET CONSEIL", "BATI PLUS", "GARAGE DU CENTRE")
 
-SCHEMA = pa.schema([
-    ("siren", pa.string()),
-    ("nic", pa.string()),
-    ("siret", pa.string()),
-    ("statutDiffusionEtablissement", pa.string()),
-    ("dateCreationEtablissement", pa.date32()),
-    ("trancheEffectifsEtablissement", pa.string()),
-    ("anneeEffectifsEtablissement", pa.string()),
-    ("dateDernierTraitementEtablissement", pa.timestamp("s")),
-    ("etablissementSiege", pa.bool_()),
-    ("nombrePeriodesEtablissement", pa.int16()),
-    ("denominationUsuelleEtablissement", pa.string()),
-    ("enseigne1Etablissement", pa.string()),
-    ("codePostalEtablissement", pa.string()),
-    ("libelleCommuneEtablissement", pa.string()),
-    ("codeCommuneEtablissement", pa.string()),
-    ("activitePrincipaleEtablissement", pa.string()),
-    ("nomenclatureActivitePrincipaleEtablissement", pa.string()),
-    ("caractereEmployeurEtablissement", pa.string()),
-    ("etatAdministratifEtablissement", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("siren", pa.string()),
+        ("nic", pa.string()),
+        ("siret", pa.string()),
+        ("statutDiffusionEtablissement", pa.string()),
+        ("dateCreationEtablissement", pa.date32()),
+        ("trancheEffectifsEtablissement", pa.string()),
+        ("anneeEffectifsEtablissement", pa.string()),
+        ("dateDernierTraitementEtablissement", pa.timestamp("s")),
+        ("etablissementSiege", pa.bool_()),
+        ("nombrePeriodesEtablissement", pa.int16()),
+        ("denominationUsuelleEtablissement", pa.string()),
+        ("enseigne1Etablissement", pa.string()),
+        ("codePostalEtablissement", pa.string()),
+        ("libelleCommuneEtablissement", pa.string()),
+        ("codeCommuneEtablissement", pa.string()),
+        ("activitePrincipaleEtablissement", pa.string()),
+        ("nomenclatureActivitePrincipaleEtablissement", pa.string()),
+        ("caractereEmployeurEtablissement", pa.string()),
+        ("etatAdministratifEtablissement", pa.string()),
+    ]
+)
 
 
 def naf_weights(*, skew: float = 1.1) -> np.ndarray:
@@ -105,27 +181,32 @@ def make_chunk(rows: int, *, rng: np.random.Generator, active_share: float = 0.6
     band_arr = _pick(EFFECTIF_BANDS, band)
     ens = _pick(ENSEIGNES, rng.integers(0, len(ENSEIGNES), rows))
     ens = pc.if_else(pc.equal(ens, ""), pa.scalar(None, pa.string()), ens)
-    return pa.Table.from_arrays([
-        siren,
-        nic,
-        pc.binary_join_element_wise(siren, nic, ""),
-        pa.array(np.full(rows, "O", dtype=object), pa.string()),
-        pc.if_else(pa.array(no_date), pa.scalar(None, pa.date32()), pa.array(created, pa.int32()).cast(pa.date32())),
-        pc.if_else(pc.equal(band_arr, "NN"), pa.scalar(None, pa.string()), band_arr),
-        pc.if_else(pc.equal(band_arr, "NN"), pa.scalar(None, pa.string()), pa.scalar("2022")),
-        pa.array(rng.integers(1_600_000_000, 1_730_000_000, rows), pa.int64()).cast(pa.timestamp("s")),
-        pa.array(rng.random(rows) < 0.7),
-        pa.array(rng.integers(1, 6, rows).astype("int16")),
-        pa.nulls(rows, pa.string()),
-        ens,
-        _pick(tuple(c[0] for c in COMMUNES), commune),
-        _pick(tuple(c[1] for c in COMMUNES), commune),
-        _pick(tuple(c[2] for c in COMMUNES), commune),
-        naf_arr,
-        pa.array(np.where(rev1, "NAFRev1", "NAFRev2").astype(object), pa.string()),
-        pa.array(np.where(band > 1, "O", "N").astype(object), pa.string()),
-        pa.array(np.where(active, "A", "F").astype(object), pa.string()),
-    ], schema=SCHEMA)
+    return pa.Table.from_arrays(
+        [
+            siren,
+            nic,
+            pc.binary_join_element_wise(siren, nic, ""),
+            pa.array(np.full(rows, "O", dtype=object), pa.string()),
+            pc.if_else(
+                pa.array(no_date), pa.scalar(None, pa.date32()), pa.array(created, pa.int32()).cast(pa.date32())
+            ),
+            pc.if_else(pc.equal(band_arr, "NN"), pa.scalar(None, pa.string()), band_arr),
+            pc.if_else(pc.equal(band_arr, "NN"), pa.scalar(None, pa.string()), pa.scalar("2022")),
+            pa.array(rng.integers(1_600_000_000, 1_730_000_000, rows), pa.int64()).cast(pa.timestamp("s")),
+            pa.array(rng.random(rows) < 0.7),
+            pa.array(rng.integers(1, 6, rows).astype("int16")),
+            pa.nulls(rows, pa.string()),
+            ens,
+            _pick(tuple(c[0] for c in COMMUNES), commune),
+            _pick(tuple(c[1] for c in COMMUNES), commune),
+            _pick(tuple(c[2] for c in COMMUNES), commune),
+            naf_arr,
+            pa.array(np.where(rev1, "NAFRev1", "NAFRev2").astype(object), pa.string()),
+            pa.array(np.where(band > 1, "O", "N").astype(object), pa.string()),
+            pa.array(np.where(active, "A", "F").astype(object), pa.string()),
+        ],
+        schema=SCHEMA,
+    )
 
 
 def as_text(table: pa.Table) -> pa.Table:
@@ -148,8 +229,9 @@ def as_text(table: pa.Table) -> pa.Table:
 
 def _typed_with_timestamps(table: pa.Table) -> pa.Table:
     i = table.schema.get_field_index("dateCreationEtablissement")
-    return table.set_column(i, pa.field("dateCreationEtablissement", pa.timestamp("ms")),
-                            table.column(i).cast(pa.timestamp("ms")))
+    return table.set_column(
+        i, pa.field("dateCreationEtablissement", pa.timestamp("ms")), table.column(i).cast(pa.timestamp("ms"))
+    )
 
 
 def write_synthetic_sirene(
@@ -177,7 +259,9 @@ def write_synthetic_sirene(
     with atomic_path(final) as tmp, open(tmp, "wb") as sink:
         if layout == "csv":
             sink.write((",".join(schema.names) + "\n").encode())  # INSEE's header is not quoted
-            writer = pacsv.CSVWriter(sink, schema, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))
+            writer = pacsv.CSVWriter(
+                sink, schema, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none")
+            )
         else:
             writer = pq.ParquetWriter(sink, schema, compression="snappy")
         with writer:

@@ -38,7 +38,9 @@ def check_template(text: str, *, source: str = "template") -> list[tuple[str, st
     try:
         parts = list(string.Formatter().parse(text))
     except ValueError as exc:
-        raise UsageError(f"{source}: invalid braces in template ({exc}); write {{{{ and }}}} for literal braces") from None
+        raise UsageError(
+            f"{source}: invalid braces in template ({exc}); write {{{{ and }}}} for literal braces"
+        ) from None
     pieces = []
     for literal, field, spec, conversion in parts:
         if field is None:
@@ -46,8 +48,7 @@ def check_template(text: str, *, source: str = "template") -> list[tuple[str, st
             continue
         if field not in PLACEHOLDERS:
             raise UsageError(
-                f"{source}: unknown placeholder {{{field}}}; allowed: "
-                + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+                f"{source}: unknown placeholder {{{field}}}; allowed: " + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
             )
         if spec or conversion:
             raise UsageError(f"{source}: placeholder {{{field}}} may not carry a format spec or conversion")

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 
 
-def write_series_file(path: str | os.PathLike[str], *, steps: int, seed: int = 0, ny: int = 6, nx: int = 8, time_name: str = "time") -> Path:
+def write_series_file(
+    path: str | os.PathLike[str], *, steps: int, seed: int = 0, ny: int = 6, nx: int = 8, time_name: str = "time"
+) -> Path:
     """One file with ``steps`` steps of a few (time, lat, lon) and (time,) variables."""
     import xarray as xr
 
@@ -23,11 +25,23 @@ def write_series_file(path: str | os.PathLike[str], *, steps: int, seed: int = 0
     trend = np.linspace(0, 2, steps)[:, None, None]
     ds = xr.Dataset(
         {
-            "GPP": ((time_name, "lat", "lon"), (5 + trend + rng.normal(0, 1, (steps, ny, nx))).astype("float32"), {"units": "g m-2"}),
-            "TAIR": ((time_name, "lat", "lon"), (rng.normal(-5, 10, (steps, ny, nx))).astype("float32"), {"units": "degC"}),
+            "GPP": (
+                (time_name, "lat", "lon"),
+                (5 + trend + rng.normal(0, 1, (steps, ny, nx))).astype("float32"),
+                {"units": "g m-2"},
+            ),
+            "TAIR": (
+                (time_name, "lat", "lon"),
+                (rng.normal(-5, 10, (steps, ny, nx))).astype("float32"),
+                {"units": "degC"},
+            ),
             "CO2": ((time_name,), np.linspace(370, 410, steps), {"units": "ppm"}),
         },
-        coords={time_name: t, "lat": ("lat", lat, {"units": "degrees_north"}), "lon": ("lon", lon, {"units": "degrees_east"})},
+        coords={
+            time_name: t,
+            "lat": ("lat", lat, {"units": "degrees_north"}),
+            "lon": ("lon", lon, {"units": "degrees_east"}),
+        },
     )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -36,12 +50,33 @@ def write_series_file(path: str | os.PathLike[str], *, steps: int, seed: int = 0
 
 
 #: Every calendar CF defines (CF 1.11, section 4.4.1).
-CF_CALENDARS = ("standard", "gregorian", "proleptic_gregorian", "noleap", "365_day", "360_day", "all_leap", "366_day", "julian")
+CF_CALENDARS = (
+    "standard",
+    "gregorian",
+    "proleptic_gregorian",
+    "noleap",
+    "365_day",
+    "360_day",
+    "all_leap",
+    "366_day",
+    "julian",
+)
 
 
-def write_cf_file(path: str | os.PathLike[str], *, calendar: str = "standard", steps: int = 24, start_year: int = 2000,
-                  time_name: str = "time", time_attrs: dict[str, str] | None = None, levels: int = 0,
-                  group: str | None = None, ny: int = 4, nx: int = 5, seed: int = 0) -> Path:
+def write_cf_file(
+    path: str | os.PathLike[str],
+    *,
+    calendar: str = "standard",
+    steps: int = 24,
+    start_year: int = 2000,
+    time_name: str = "time",
+    time_attrs: dict[str, str] | None = None,
+    levels: int = 0,
+    group: str | None = None,
+    ny: int = 4,
+    nx: int = 5,
+    seed: int = 0,
+) -> Path:
     """A CF file like climate model output: monthly steps in ``calendar``, a ``(time, lat, lon)``
     variable (``(time, level, lat, lon)`` with ``levels``) and a ``(time,)`` series.
 
@@ -65,7 +100,9 @@ def write_cf_file(path: str | os.PathLike[str], *, calendar: str = "standard", s
         nc.createDimension("lon", nx)
         t = nc.createVariable(time_name, "f8", (time_name,))
         attrs = {"axis": "T", "standard_name": "time"} if time_attrs is None else dict(time_attrs)
-        t.setncatts({"units": units, "calendar": calendar, **attrs} if "units" not in attrs else {"calendar": calendar, **attrs})
+        t.setncatts(
+            {"units": units, "calendar": calendar, **attrs} if "units" not in attrs else {"calendar": calendar, **attrs}
+        )
         t[:] = times
         lat = nc.createVariable("lat", "f4", ("lat",))
         lat.setncatts({"units": "degrees_north", "standard_name": "latitude"})
@@ -82,7 +119,12 @@ def write_cf_file(path: str | os.PathLike[str], *, calendar: str = "standard", s
             lev[:] = np.linspace(1000, 500, levels)
             v = where.createVariable("ta", "f4", (time_name, "level", "lat", "lon"), fill_value=-9999.0)
             v.setncatts({"units": "K", "long_name": "air temperature"})
-            v[:] = 270 + 10 * season[:, None, None, None] - 5 * np.arange(levels)[None, :, None, None] + rng.normal(0, 1, (steps, levels, ny, nx))
+            v[:] = (
+                270
+                + 10 * season[:, None, None, None]
+                - 5 * np.arange(levels)[None, :, None, None]
+                + rng.normal(0, 1, (steps, levels, ny, nx))
+            )
         else:
             v = where.createVariable("tas", "f4", (time_name, "lat", "lon"), fill_value=-9999.0)
             v.setncatts({"units": "K", "long_name": "near-surface air temperature"})
@@ -95,7 +137,9 @@ def write_cf_file(path: str | os.PathLike[str], *, calendar: str = "standard", s
     return out
 
 
-def make_netcdf_samples(folder: str | os.PathLike[str], *, count: int = 36, seed: int = 0, max_steps: int = 120) -> list[Path]:
+def make_netcdf_samples(
+    folder: str | os.PathLike[str], *, count: int = 36, seed: int = 0, max_steps: int = 120
+) -> list[Path]:
     """``count`` files with 1 to ``max_steps`` steps, plus a ``noleap`` calendar file, one corrupt
     and one single-step file."""
     rng = np.random.default_rng(seed)
@@ -105,7 +149,9 @@ def make_netcdf_samples(folder: str | os.PathLike[str], *, count: int = 36, seed
         steps = int(rng.integers(2, max_steps + 1))
         kind = "S4" if i % 3 == 0 else "S3"
         time_name = "month" if i % 7 == 3 else "time"
-        files.append(write_series_file(root / f"exp_{kind}_{i:03d}.nc", steps=steps, seed=seed + i, time_name=time_name))
+        files.append(
+            write_series_file(root / f"exp_{kind}_{i:03d}.nc", steps=steps, seed=seed + i, time_name=time_name)
+        )
     files.append(write_series_file(root / "exp_S3_single_step.nc", steps=1, seed=seed))
     # Climate model output: a non-standard calendar (xarray decodes it to cftime dates).
     files.append(write_cf_file(root / "exp_S3_noleap.nc", calendar="noleap", steps=36, seed=seed))

@@ -16,7 +16,9 @@ PIPELINES = ("builtin", "csttool")
 COMMAND_FIELDS = ("id", "input", "nifti", "dicom", "bval", "bvec", "work_dir", "options")
 
 
-def merge_options(global_options: Mapping[str, Any], subject_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def merge_options(
+    global_options: Mapping[str, Any], subject_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Global options overridden by a subject's own options."""
     merged = dict(global_options)
     merged.update(subject_options or {})
@@ -78,6 +80,10 @@ def declared_outputs(
         from salvo.subjects.csttool_pipeline import expected_outputs, parse_steps
 
         steps = parse_steps(options.get("steps"))
-        return expected_outputs(steps, subject_id, preprocessing=bool(options.get("preprocessing")),
-                                motion_correction=bool(options.get("perform_motion_correction")))
+        return expected_outputs(
+            steps,
+            subject_id,
+            preprocessing=bool(options.get("preprocessing")),
+            motion_correction=bool(options.get("perform_motion_correction")),
+        )
     return list(builtin.OUTPUT_FILES)

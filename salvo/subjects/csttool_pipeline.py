@@ -45,11 +45,27 @@ STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
 DENOISE_METHODS = ("patch2self", "nlmeans")
 #: The seed's option keys each csttool step accepts; a key becomes its flag with dashes (``fa_thr`` -> ``--fa-thr``).
 STEP_OPTIONS: dict[str, tuple[str, ...]] = {
-    "preprocess": ("coil_count", "denoise_method", "save_visualizations", "perform_motion_correction", "unring",
-                   "target_voxel_size", "verbose"),
+    "preprocess": (
+        "coil_count",
+        "denoise_method",
+        "save_visualizations",
+        "perform_motion_correction",
+        "unring",
+        "target_voxel_size",
+        "verbose",
+    ),
     "track": ("fa_thr", "seed_density", "step_size", "sh_order", "rng_seed", "use_brain_mask_stop", "verbose"),
-    "extract": ("dilate_brainstem", "dilate_motor", "min_length", "max_length", "extraction_method",
-                "fast_registration", "save_visualizations", "skip_coordinate_validation", "verbose"),
+    "extract": (
+        "dilate_brainstem",
+        "dilate_motor",
+        "min_length",
+        "max_length",
+        "extraction_method",
+        "fast_registration",
+        "save_visualizations",
+        "skip_coordinate_validation",
+        "verbose",
+    ),
     "metrics": ("space", "generate_pdf", "verbose"),
 }
 #: Options the batch itself reads: ``preprocessing`` (csttool run's ``--preprocess``: off means the input goes to
@@ -121,8 +137,10 @@ def check_options(options: Mapping[str, Any], *, subject: str | None = None) -> 
 def check_ready(option_sets: Sequence[Mapping[str, Any]]) -> None:
     """Up front: csttool installed, and its atlas fetched when any subject runs ``extract`` or ``metrics``."""
     if csttool_version() is None or csttool_executable() is None:
-        raise UsageError("--pipeline csttool: csttool is not installed in this environment;"
-                         " install it with: pip install 'salvo[csttool]'")
+        raise UsageError(
+            "--pipeline csttool: csttool is not installed in this environment;"
+            " install it with: pip install 'salvo[csttool]'"
+        )
     steps = {step for options in option_sets for step in check_options(options)}
     needing = [s for s in ATLAS_STEPS if s in steps]
     if needing and not atlas_installed():
@@ -185,8 +203,10 @@ def _check_input(subject: Mapping[str, Any]) -> None:
 
     sid = subject["id"]
     if not subject.get("nifti"):
-        raise InputError(f"subject {sid} has only a DICOM folder: the csttool pipeline reads NIfTI"
-                         " (convert with `csttool import` first)")
+        raise InputError(
+            f"subject {sid} has only a DICOM folder: the csttool pipeline reads NIfTI"
+            " (convert with `csttool import` first)"
+        )
     if not subject.get("bval") or not subject.get("bvec"):
         raise InputError(f"subject {sid} has no .bval/.bvec: csttool needs both")
     try:
@@ -205,8 +225,16 @@ def _run_step(argv: list[str], *, cwd: Path) -> tuple[int, str]:
     """Run one csttool command, its output (stdout and stderr) copied to this process's stderr (the log)."""
     print("running: " + " ".join(argv), file=sys.stderr, flush=True)
     env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, errors="replace", env=env)
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        env=env,
+    )
     tail: collections.deque[str] = collections.deque(maxlen=5)
     failures: collections.deque[str] = collections.deque(maxlen=1)
     assert proc.stdout is not None
@@ -247,15 +275,35 @@ def run_csttool(subject: Mapping[str, Any], *, work: Path, options: Mapping[str,
             elif step == "track":
                 argv = [exe, "track", "--nifti", str(data), "--subject-id", sid, "--out", str(work / "tracking")]
             elif step == "extract":
-                argv = [exe, "extract", "--tractogram", str(work / f"tracking/tractograms/{sid}_whole_brain.trk"),
-                        "--fa", str(work / f"tracking/scalar_maps/{sid}_fa.nii.gz"), "--subject-id", sid,
-                        "--out", str(work / "extraction")]
+                argv = [
+                    exe,
+                    "extract",
+                    "--tractogram",
+                    str(work / f"tracking/tractograms/{sid}_whole_brain.trk"),
+                    "--fa",
+                    str(work / f"tracking/scalar_maps/{sid}_fa.nii.gz"),
+                    "--subject-id",
+                    sid,
+                    "--out",
+                    str(work / "extraction"),
+                ]
             else:
-                argv = [exe, "metrics", "--cst-left", str(work / f"extraction/trk/{sid}_cst_left.trk"),
-                        "--cst-right", str(work / f"extraction/trk/{sid}_cst_right.trk"),
-                        "--fa", str(work / f"tracking/scalar_maps/{sid}_fa.nii.gz"),
-                        "--md", str(work / f"tracking/scalar_maps/{sid}_md.nii.gz"),
-                        "--subject-id", sid, "--out", str(work / "metrics")]
+                argv = [
+                    exe,
+                    "metrics",
+                    "--cst-left",
+                    str(work / f"extraction/trk/{sid}_cst_left.trk"),
+                    "--cst-right",
+                    str(work / f"extraction/trk/{sid}_cst_right.trk"),
+                    "--fa",
+                    str(work / f"tracking/scalar_maps/{sid}_fa.nii.gz"),
+                    "--md",
+                    str(work / f"tracking/scalar_maps/{sid}_md.nii.gz"),
+                    "--subject-id",
+                    sid,
+                    "--out",
+                    str(work / "metrics"),
+                ]
             code, last = _run_step(argv + _flags(step, options), cwd=work)
             if code < 0:
                 raise StepFailed(f"csttool {step} killed by signal {-code}")
@@ -264,8 +312,9 @@ def run_csttool(subject: Mapping[str, Any], *, work: Path, options: Mapping[str,
             expected = [_name(g, sid, mc) for g in STEP_OUTPUTS[step]]
             missing = _missing(work, expected)
             if missing:
-                raise StepFailed(f"csttool {step} exited 0 but did not write {', '.join(missing)}"
-                                 + (f" ({last})" if last else ""))
+                raise StepFailed(
+                    f"csttool {step} exited 0 but did not write {', '.join(missing)}" + (f" ({last})" if last else "")
+                )
             if step == "preprocess":
                 data = work / expected[0]
     finally:
@@ -288,7 +337,15 @@ def _metrics(work: Path, sid: str) -> dict[str, Any]:
     if isinstance(count, int):
         out["n_streamlines"] = count
     units = {"fa_mean": "ratio", "md_mean": "mm²/s", "n_streamlines": "streamlines"}
-    (work / "metrics.json").write_text(json.dumps(
-        {"pipeline": PIPELINE_NAME, "csttool_version": csttool_version(), "metrics": out,
-         "units": {k: v for k, v in units.items() if k in out}}, indent=2))
+    (work / "metrics.json").write_text(
+        json.dumps(
+            {
+                "pipeline": PIPELINE_NAME,
+                "csttool_version": csttool_version(),
+                "metrics": out,
+                "units": {k: v for k, v in units.items() if k in out},
+            },
+            indent=2,
+        )
+    )
     return out

@@ -109,7 +109,9 @@ def _matches(unit_id: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(unit_id, p) or fnmatch.fnmatchcase(subject, p) for p in patterns)
 
 
-def filter_units(units: Sequence[Subject], *, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Subject]:
+def filter_units(
+    units: Sequence[Subject], *, include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> list[Subject]:
     """Keep units whose id (or its ``sub-XX`` part) matches an include glob and no exclude glob."""
     kept = []
     for unit in units:

@@ -23,9 +23,21 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 RUNS_DIR = ".salvo-runs"
 #: Names Salvo itself uses inside the output folder (and inside each subject folder): never a subject id.
 RESERVED_IDS = (
-    "logs", ".locks", ".salvo-runs", "_work", "_done.json",
-    "batch_metrics.csv", "batch_report.html", "batch_processing_summary.txt", "batch_summary.json",
-    "batch_resume.txt", "run_report.html", "batch_run_report.html", "report.html", "trace.tsv", "runs",
+    "logs",
+    ".locks",
+    ".salvo-runs",
+    "_work",
+    "_done.json",
+    "batch_metrics.csv",
+    "batch_report.html",
+    "batch_processing_summary.txt",
+    "batch_summary.json",
+    "batch_resume.txt",
+    "run_report.html",
+    "batch_run_report.html",
+    "report.html",
+    "trace.tsv",
+    "runs",
 )
 #: Prefixes of names Salvo gives to folders it creates (staging, quarantined work folders).
 RESERVED_PREFIXES = (TMP_PREFIX, "_failed-")

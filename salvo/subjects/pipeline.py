@@ -23,12 +23,24 @@ PIPELINE_NAME = "builtin"
 PIPELINE_REVISION = "builtin-2"
 #: The files the built-in pipeline writes into a subject's folder (its output contract; `_done.json` comes last).
 OUTPUT_FILES = (
-    "dti_FA.nii.gz", "dti_MD.nii.gz", "dti_RGB.nii.gz", "brain_mask.nii.gz", "dti_FA.png", "metrics.json",
+    "dti_FA.nii.gz",
+    "dti_MD.nii.gz",
+    "dti_RGB.nii.gz",
+    "brain_mask.nii.gz",
+    "dti_FA.png",
+    "metrics.json",
 )
 #: Units of the metrics the built-in pipeline writes (shown on the report's plot axes).
 METRIC_UNITS = {
-    "fa_mean": "ratio", "md_mean": "mm²/s", "snr_b0": "ratio", "n_volumes": "volumes", "n_b0": "volumes",
-    "n_shells": "shells", "mask_fraction": "fraction of voxels", "b0_mean": "a.u.", "denoise_residual_std": "a.u.",
+    "fa_mean": "ratio",
+    "md_mean": "mm²/s",
+    "snr_b0": "ratio",
+    "n_volumes": "volumes",
+    "n_b0": "volumes",
+    "n_shells": "shells",
+    "mask_fraction": "fraction of voxels",
+    "b0_mean": "a.u.",
+    "denoise_residual_std": "a.u.",
 }
 #: The seed's names for DIPY's denoisers (csttool's ``--denoise_method`` values, plus DIPY's MP-PCA).
 DENOISE_METHODS = ("patch2self", "nlmeans", "mppca", "none")
@@ -110,7 +122,11 @@ def brain_mask(data: np.ndarray, b0s_mask: np.ndarray) -> np.ndarray:
 
 
 def denoise(
-    data: np.ndarray, *, method: str, bvals: np.ndarray | None = None, mask: np.ndarray | None = None,
+    data: np.ndarray,
+    *,
+    method: str,
+    bvals: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
     coils: int = DEFAULT_COILS,
 ) -> np.ndarray:
     """Denoise a 4D image with DIPY: ``patch2self`` (needs ``bvals``), ``nlmeans``, ``mppca`` or ``none``.
@@ -133,11 +149,20 @@ def denoise(
         state = np.random.get_state()
         np.random.seed(PATCH2SELF_SEED)
         try:
-            out = patch2self(data, bvals, model="ols", shift_intensity=True, clip_negative_vals=False,
-                             b0_threshold=B0_THRESHOLD, verbose=False)
+            out = patch2self(
+                data,
+                bvals,
+                model="ols",
+                shift_intensity=True,
+                clip_negative_vals=False,
+                b0_threshold=B0_THRESHOLD,
+                verbose=False,
+            )
         except ValueError as exc:  # e.g. DIPY 1.12 cannot split exactly 14 volumes into its chunks
-            raise InputError(f"DIPY's Patch2Self cannot denoise this image ({data.shape[-1]} volumes: {exc});"
-                             " use --denoise_method nlmeans or mppca") from None
+            raise InputError(
+                f"DIPY's Patch2Self cannot denoise this image ({data.shape[-1]} volumes: {exc});"
+                " use --denoise_method nlmeans or mppca"
+            ) from None
         finally:
             np.random.set_state(state)
         return np.asarray(out, dtype=np.float32)
@@ -146,14 +171,18 @@ def denoise(
         from dipy.denoise.noise_estimate import estimate_sigma
 
         sigma = estimate_sigma(data, N=coils)
-        return np.asarray(nlmeans(data, sigma=sigma, mask=mask, patch_radius=1, block_radius=2, rician=False,
-                                  num_threads=1), dtype=np.float32)
+        return np.asarray(
+            nlmeans(data, sigma=sigma, mask=mask, patch_radius=1, block_radius=2, rician=False, num_threads=1),
+            dtype=np.float32,
+        )
     if method == "mppca":
         from dipy.denoise.localpca import mppca
 
         if min(data.shape[:3]) < 5:
-            raise InputError(f"MP-PCA needs at least 5 voxels along each axis (its 5x5x5 patches); the image is "
-                             f"{'x'.join(str(n) for n in data.shape[:3])}")
+            raise InputError(
+                f"MP-PCA needs at least 5 voxels along each axis (its 5x5x5 patches); the image is "
+                f"{'x'.join(str(n) for n in data.shape[:3])}"
+            )
         with np.errstate(invalid="ignore", divide="ignore"):
             out = np.asarray(mppca(data, mask=mask, patch_radius=2), dtype=np.float32)
         # Mask voxels within the patch radius of the image's edge are in no patch: DIPY leaves them NaN.

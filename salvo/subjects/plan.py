@@ -18,8 +18,16 @@ from salvo.validate import check_layout, command_argv, duration, number, output_
 #: The worker entry point that runs inside each subject's child process.
 WORKER_TARGET = "salvo.subjects.unit:process_subject"
 #: Imported once in the warm process, so that each forked subject starts fast.
-PRELOAD = ("numpy", "nibabel", "PIL.Image", "filelock", "salvo.subjects.unit", "dipy.reconst.dti", "dipy.segment.mask",
-           "dipy.denoise.patch2self")
+PRELOAD = (
+    "numpy",
+    "nibabel",
+    "PIL.Image",
+    "filelock",
+    "salvo.subjects.unit",
+    "dipy.reconst.dti",
+    "dipy.segment.mask",
+    "dipy.denoise.patch2self",
+)
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,9 @@ def _check_pipeline(command: str | None, options: Mapping[str, Any], pipeline: s
         raise UsageError("--steps chooses csttool's steps: give it with --pipeline csttool")
     method = options.get("denoise_method")
     if method is not None and method not in DENOISE_METHODS:
-        raise UsageError(f"unknown --denoise-method {method!r}: the built-in pipeline knows {', '.join(DENOISE_METHODS)}")
+        raise UsageError(
+            f"unknown --denoise-method {method!r}: the built-in pipeline knows {', '.join(DENOISE_METHODS)}"
+        )
 
 
 def _check_kinds(command: str | None, subjects: Sequence[Subject]) -> None:
@@ -89,7 +99,13 @@ def check_run_settings(
     (the CLI passes its flags; the flow keeps its parameter names). Returns (timeout in minutes,
     parallel, retries).
     """
-    n = {"out": "out", "timeout_minutes": "timeout_minutes", "parallel": "parallel", "retries": "retries", **(names or {})}
+    n = {
+        "out": "out",
+        "timeout_minutes": "timeout_minutes",
+        "parallel": "parallel",
+        "retries": "retries",
+        **(names or {}),
+    }
     if out is None or not str(out).strip():
         raise UsageError(f"{n['out']} is required: the folder that receives one sub-folder per subject")
     output_dir(os.path.expanduser(str(out)), n["out"])
@@ -212,8 +228,11 @@ def build_items(plan: SubjectPlan, *, out_dir: str, force: bool = False) -> list
     cwd = os.getcwd()
     for subject in plan.subjects:
         options = merge_options(plan.global_options, subject.options)
-        digest = (config_hash(options, pipeline_command=plan.pipeline_command, pipeline=plan.pipeline)
-                  if subject.options else plan.config_hash)
+        digest = (
+            config_hash(options, pipeline_command=plan.pipeline_command, pipeline=plan.pipeline)
+            if subject.options
+            else plan.config_hash
+        )
         params = {
             "subject": subject.to_dict(),
             "out_dir": str(out_dir),

@@ -22,7 +22,13 @@ METRICS_CSV = "batch_metrics.csv"
 REPORT_HTML = "batch_report.html"
 _COLOURS = {"success": "#2e7d32", "skipped": "#757575", "timeout": "#ef6c00", "crashed": "#c62828"}
 #: QC images shown in the report's gallery, embedded so that the page stays one self-contained file.
-IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".svg": "image/svg+xml"}
+IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+}
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_GALLERY_BYTES = 50 * 1024 * 1024
 MAX_IMAGES_PER_SUBJECT = 12
@@ -80,7 +86,12 @@ def format_result_line(index: int, result: ItemResult, *, timeout_min: float) ->
 
 def format_header(n: int, *, out_dir: str | os.PathLike[str], config_hash: str) -> list[str]:
     """The lines printed before the first subject finishes."""
-    return [f"Starting batch processing for {n} subjects", f"Output directory: {out_dir}", f"Config hash: {config_hash}", ""]
+    return [
+        f"Starting batch processing for {n} subjects",
+        f"Output directory: {out_dir}",
+        f"Config hash: {config_hash}",
+        "",
+    ]
 
 
 def format_summary(results: Sequence[ItemResult], *, out_dir: str | os.PathLike[str]) -> list[str]:
@@ -105,7 +116,9 @@ def format_summary(results: Sequence[ItemResult], *, out_dir: str | os.PathLike[
     return lines
 
 
-def subject_rows(results: Sequence[ItemResult], *, out_dir: str | os.PathLike[str], timeout_min: float) -> list[dict[str, Any]]:
+def subject_rows(
+    results: Sequence[ItemResult], *, out_dir: str | os.PathLike[str], timeout_min: float
+) -> list[dict[str, Any]]:
     """One row per subject; a subject skipped as already done carries the metrics of its ``_done.json``."""
     rows = []
     for result in results:
@@ -200,8 +213,12 @@ def _x_axis(parts: list[str], *, x0: float, x1: float, y: float, lo: float, hi: 
     for t in nice_ticks(lo, hi):
         x = x0 + (x1 - x0) * (t - lo) / span
         parts.append(f'<line class="tick" x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{y + 4}" stroke="#333"/>')
-        parts.append(f'<text class="tick-label" x="{x:.1f}" y="{y + 15}" font-size="10" text-anchor="middle">{_tick_label(t)}</text>')
-    parts.append(f'<text class="axis-label" x="{(x0 + x1) / 2:.1f}" y="{y + 30}" font-size="11" text-anchor="middle">{html.escape(label)}</text>')
+        parts.append(
+            f'<text class="tick-label" x="{x:.1f}" y="{y + 15}" font-size="10" text-anchor="middle">{_tick_label(t)}</text>'
+        )
+    parts.append(
+        f'<text class="axis-label" x="{(x0 + x1) / 2:.1f}" y="{y + 30}" font-size="11" text-anchor="middle">{html.escape(label)}</text>'
+    )
 
 
 def svg_durations(rows: Sequence[dict[str, Any]]) -> str:
@@ -214,7 +231,9 @@ def svg_durations(rows: Sequence[dict[str, Any]]) -> str:
     axis_max = max(nice_ticks(0, longest / scale)[-1], longest / scale)
     axis_y = 8 + bar_h * len(ran)
     height = axis_y + 40
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="durations" width="{label_w + width + 70}" height="{height}" role="img">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="durations" width="{label_w + width + 70}" height="{height}" role="img">'
+    ]
     parts.append(f"<title>Duration of each subject that ran in this batch ({'min' if minutes else 's'})</title>")
     for i, row in enumerate(ran):
         y = 4 + i * bar_h
@@ -226,10 +245,19 @@ def svg_durations(rows: Sequence[dict[str, Any]]) -> str:
             f'<rect x="{label_w}" y="{y + 2}" width="{w:.1f}" height="{bar_h - 4}" fill="{colour}">'
             f"<title>{name}: {row['status']}, {format_duration(row['duration_s'])}</title></rect>"
         )
-        parts.append(f'<text x="{label_w + w + 4:.1f}" y="{y + 12}" font-size="10">{format_duration(row["duration_s"])}</text>')
+        parts.append(
+            f'<text x="{label_w + w + 4:.1f}" y="{y + 12}" font-size="10">{format_duration(row["duration_s"])}</text>'
+        )
     parts.append(f'<line class="axis" x1="{label_w}" y1="2" x2="{label_w}" y2="{axis_y}" stroke="#333"/>')
-    _x_axis(parts, x0=label_w, x1=label_w + width, y=axis_y, lo=0.0, hi=axis_max,
-            label=f"duration in this batch ({'minutes' if minutes else 'seconds'})")
+    _x_axis(
+        parts,
+        x0=label_w,
+        x1=label_w + width,
+        y=axis_y,
+        lo=0.0,
+        hi=axis_max,
+        label=f"duration in this batch ({'minutes' if minutes else 'seconds'})",
+    )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -249,7 +277,9 @@ def svg_distribution(name: str, points: Sequence[tuple[str, float]], *, unit: st
     ticks = nice_ticks(lo, hi)
     lo, hi = min([lo, *ticks]), max([hi, *ticks])
     span = hi - lo
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="distribution" width="{width}" height="{height}" role="img">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="distribution" width="{width}" height="{height}" role="img">'
+    ]
     parts.append(f"<title>{html.escape(metric_label(name, unit))}: one dot per subject</title>")
     for i, (subject, value) in enumerate(points):
         x = pad + (width - 2 * pad) * (value - lo) / span
@@ -303,22 +333,30 @@ def _gallery(rows: Sequence[dict[str, Any]], base: Path | None) -> list[str]:
             )
         left_out += [f"{row['subject']}/{rel}" for rel in images[MAX_IMAGES_PER_SUBJECT:]]
         if figures:
-            out.append(f'<section class="subject-images" data-subject="{esc(row["subject"])}"><h3>{esc(row["subject"])}</h3>'
-                       + "".join(figures) + "</section>")
+            out.append(
+                f'<section class="subject-images" data-subject="{esc(row["subject"])}"><h3>{esc(row["subject"])}</h3>'
+                + "".join(figures)
+                + "</section>"
+            )
     out.append("</div>")
     if left_out:
-        out.append(f"<p>Not embedded (size limits): {esc(', '.join(left_out[:50]))}"
-                   + (f" and {len(left_out) - 50} more" if len(left_out) > 50 else "") + "</p>")
+        out.append(
+            f"<p>Not embedded (size limits): {esc(', '.join(left_out[:50]))}"
+            + (f" and {len(left_out) - 50} more" if len(left_out) > 50 else "")
+            + "</p>"
+        )
     return out
 
 
-_STYLE = ("<style>.subject-report table{border-collapse:collapse}"
-          ".subject-report td,.subject-report th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
-          ".subject-report th{background:#eee}"
-          ".success{color:#2e7d32}.skipped{color:#757575}.failed{color:#c62828;font-weight:bold}"
-          "figure{display:inline-block;margin:4px 8px}figcaption{font-size:11px;color:#555}"
-          ".subject-images{display:inline-block;vertical-align:top;margin-right:1em}"
-          ".subject-images h3{margin:4px 8px}</style>")
+_STYLE = (
+    "<style>.subject-report table{border-collapse:collapse}"
+    ".subject-report td,.subject-report th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+    ".subject-report th{background:#eee}"
+    ".success{color:#2e7d32}.skipped{color:#757575}.failed{color:#c62828;font-weight:bold}"
+    "figure{display:inline-block;margin:4px 8px}figcaption{font-size:11px;color:#555}"
+    ".subject-images{display:inline-block;vertical-align:top;margin-right:1em}"
+    ".subject-images h3{margin:4px 8px}</style>"
+)
 
 
 def _subjects_table(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> list[str]:
@@ -344,8 +382,10 @@ def _durations(rows: Sequence[dict[str, Any]]) -> list[str]:
     out = []
     skipped = sum(1 for r in rows if _numeric(r.get("duration_s")) is None)
     if skipped:
-        out.append(f"<p>{skipped} subject{'s' if skipped != 1 else ''} did not run in this batch (skipped or not run):"
-                   " not plotted; the table gives the duration of their earlier run.</p>")
+        out.append(
+            f"<p>{skipped} subject{'s' if skipped != 1 else ''} did not run in this batch (skipped or not run):"
+            " not plotted; the table gives the duration of their earlier run.</p>"
+        )
     if len(rows) > skipped:
         out.append(svg_durations(rows))
     return out
@@ -364,8 +404,14 @@ def _metric_plots(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> list[
     return out
 
 
-def render_html(rows: Sequence[dict[str, Any]], *, title: str, config_hash: str, summary: dict[str, int],
-                out_dir: str | os.PathLike[str] | None = None) -> str:
+def render_html(
+    rows: Sequence[dict[str, Any]],
+    *,
+    title: str,
+    config_hash: str,
+    summary: dict[str, int],
+    out_dir: str | os.PathLike[str] | None = None,
+) -> str:
     """The subjects' own page (inline CSS, SVG and images, no outside references): their table, durations,
     metric distributions and, with ``out_dir``, the QC images each subject's pipeline wrote.
 
@@ -395,13 +441,18 @@ def render_html(rows: Sequence[dict[str, Any]], *, title: str, config_hash: str,
     return "\n".join(out)
 
 
-def subject_sections(rows: Sequence[dict[str, Any]], *, config_hash: str,
-                     out_dir: str | os.PathLike[str]) -> list[Section]:
+def subject_sections(
+    rows: Sequence[dict[str, Any]], *, config_hash: str, out_dir: str | os.PathLike[str]
+) -> list[Section]:
     """The subject batch's parts of its one page (``run_report.html``): every subject with its log and
     metrics, their durations, the metric distributions, and the QC gallery (images embedded)."""
     names = _metric_names(rows)
-    table = (_STYLE + f"<div class='subject-report'><p>Config hash: <code>{html.escape(config_hash)}</code></p>"
-             + "".join(_subjects_table(rows, names)) + "</div>")
+    table = (
+        _STYLE
+        + f"<div class='subject-report'><p>Config hash: <code>{html.escape(config_hash)}</code></p>"
+        + "".join(_subjects_table(rows, names))
+        + "</div>"
+    )
     durations = "".join(_durations(rows)) or "<p>No subject ran.</p>"
     sections = [Section("Subjects", table), Section("Subject durations", durations)]
     plots = _metric_plots(rows, names)
@@ -413,8 +464,15 @@ def subject_sections(rows: Sequence[dict[str, Any]], *, config_hash: str,
 
 
 def write_html_report(
-    rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], *, title: str, config_hash: str, summary: dict[str, int],
+    rows: Sequence[dict[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    config_hash: str,
+    summary: dict[str, int],
     out_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write ``batch_report.html`` atomically (with ``out_dir``, its QC gallery too)."""
-    return atomic_write_text(path, render_html(rows, title=title, config_hash=config_hash, summary=summary, out_dir=out_dir))
+    return atomic_write_text(
+        path, render_html(rows, title=title, config_hash=config_hash, summary=summary, out_dir=out_dir)
+    )

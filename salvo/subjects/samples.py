@@ -74,7 +74,9 @@ def make_bids_dataset(
     base = Path(root)
     base.mkdir(parents=True, exist_ok=True)
     (base / "dataset_description.json").write_text(json.dumps({"Name": "synthetic ds114", "BIDSVersion": "1.8.0"}))
-    (base / "participants.tsv").write_text("participant_id\n" + "".join(f"sub-{i:02d}\n" for i in range(1, subjects + 1)))
+    (base / "participants.tsv").write_text(
+        "participant_id\n" + "".join(f"sub-{i:02d}\n" for i in range(1, subjects + 1))
+    )
     (base / "dwi.bval").write_text(" ".join(str(v) for v in DEFAULT_BVALS) + "\n")
     write_bvec(base / "dwi.bvec", len(DEFAULT_BVALS))
     seed = 0
@@ -89,7 +91,11 @@ def make_bids_dataset(
             anat.mkdir(parents=True, exist_ok=True)
             (anat / f"{stem}_T1w.nii.gz").write_bytes(b"not a dwi image")
     # Places discovery must ignore: derivatives, sourcedata and hidden folders shaped like subjects.
-    for ignored in ("derivatives/dtifit/sub-01/ses-test/dwi", "sourcedata/sub-01/ses-test/dwi", ".heudiconv/sub-01/dwi"):
+    for ignored in (
+        "derivatives/dtifit/sub-01/ses-test/dwi",
+        "sourcedata/sub-01/ses-test/dwi",
+        ".heudiconv/sub-01/dwi",
+    ):
         (base / ignored).mkdir(parents=True, exist_ok=True)
         (base / ignored / "sub-01_ses-test_dwi.nii.gz").write_bytes(b"ignored")
     (base / "sub-99.tmp").write_text("a file named like a subject")
@@ -144,8 +150,9 @@ def make_dipy_bids_study(
 
     base = Path(root)
     base.mkdir(parents=True, exist_ok=True)
-    (base / "dataset_description.json").write_text(json.dumps({"Name": "DIPY bundled acquisitions",
-                                                               "BIDSVersion": "1.8.0"}))
+    (base / "dataset_description.json").write_text(
+        json.dumps({"Name": "DIPY bundled acquisitions", "BIDSVersion": "1.8.0"})
+    )
     n = 0
     for name in acquisitions:
         n += 1

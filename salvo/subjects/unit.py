@@ -306,14 +306,22 @@ def run_command(
     works as typed), or in ``work`` when no ``cwd`` is given.
     """
     params = {k: subject.get(k) or "" for k in ("id", "nifti", "dicom", "bval", "bvec")}
-    params.update(input=subject.get("nifti") or subject.get("dicom") or "", work_dir=str(work), options=option_flags(options))
+    params.update(
+        input=subject.get("nifti") or subject.get("dicom") or "", work_dir=str(work), options=option_flags(options)
+    )
     argv = render_command(template, params)
     for name in ("input", "nifti", "dicom", "bval", "bvec"):
         if "{" + name + "}" in template and not params[name]:
             raise InputError(f"subject {subject['id']} has no {name}, but the pipeline command uses {{{name}}}")
     print("running: " + " ".join(argv), file=sys.stderr, flush=True)
     try:
-        proc = subprocess.Popen(argv, cwd=cwd if cwd and os.path.isdir(cwd) else work, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd if cwd and os.path.isdir(cwd) else work,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     except OSError as exc:
         raise InputError(f"cannot start pipeline command {argv[0]!r}: {exc}") from None
     tail: collections.deque[str] = collections.deque(maxlen=5)
@@ -471,11 +479,14 @@ def _run_in_work(
 
             metrics = run_csttool(subject, work=work, options=options)
         elif subject.get("nifti"):
-            metrics = run_pipeline(subject["nifti"], work_dir=work, bval=subject.get("bval"), bvec=subject.get("bvec"),
-                                   options=options)
+            metrics = run_pipeline(
+                subject["nifti"], work_dir=work, bval=subject.get("bval"), bvec=subject.get("bvec"), options=options
+            )
             _check_declared(work, declared_outputs(None, sid, options))
         else:
-            raise InputError(f"subject {sid} has only a DICOM folder: the built-in pipeline reads NIfTI; use --pipeline-command")
+            raise InputError(
+                f"subject {sid} has only a DICOM folder: the built-in pipeline reads NIfTI; use --pipeline-command"
+            )
     except SkipItem:
         shutil.rmtree(work, ignore_errors=True)  # the command chose to skip: nothing failed
         raise
@@ -531,7 +542,9 @@ def _run_in_work(
     try:
         # _done.json goes in with the outputs, so that both appear in one rename, after the contract held.
         atomic_write_text(work / DONE_FILE, json.dumps(record, indent=2, default=str))
-        problem = subject_problem(work, declared=declared_outputs(pipeline_command, sid, options, pipeline=run.pipeline))
+        problem = subject_problem(
+            work, declared=declared_outputs(pipeline_command, sid, options, pipeline=run.pipeline)
+        )
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)  # a full disk: nothing half-written is left visible
         raise exc from None

@@ -39,8 +39,11 @@ def claim_and_complete(url: str, endpoint: str | None, go: str) -> dict[str, Any
 
 def tiny_generator(config: dict[str, Any], samples: list[int]) -> pd.DataFrame:
     """A user generator: a deterministic row per sample and repetition."""
-    rows = [{"sample": s, "rep": r, "value": float(s * 10 + r + config.get("offset", 0))}
-            for s in samples for r in range(int(config.get("n_reps", 1)))]
+    rows = [
+        {"sample": s, "rep": r, "value": float(s * 10 + r + config.get("offset", 0))}
+        for s in samples
+        for r in range(int(config.get("n_reps", 1)))
+    ]
     return pd.DataFrame(rows)
 
 
@@ -77,8 +80,9 @@ def seeded_generator(config: dict[str, Any], samples: list[int]) -> pd.DataFrame
 
     if config.get("fail_flag") and config["fail_sample"] in samples and Path(config["fail_flag"]).exists():
         raise RuntimeError(f"sample {config['fail_sample']} failed on purpose")
-    return pd.DataFrame([{"sample": s, "draw": float(np.random.default_rng([int(config["seed"]), s]).random())}
-                         for s in samples])
+    return pd.DataFrame(
+        [{"sample": s, "draw": float(np.random.default_rng([int(config["seed"]), s]).random())} for s in samples]
+    )
 
 
 def not_a_frame(config: dict[str, Any], samples: list[int]) -> list[int]:

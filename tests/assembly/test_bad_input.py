@@ -67,19 +67,70 @@ CASES = {
     "negative retries": (lambda w: run(w, "--retries", "-1"), "retries"),
     "zero chunk size": (lambda w: run(w, "--chunk-size", "0"), None),
     "storage path is a file": (lambda w: ["assembly", "run", GEN, "--storage", w["tmp"] + "/file.txt"], "is a file"),
-    "storage path under a file": (lambda w: ["assembly", "list", "--storage", w["tmp"] + "/file.txt/x"], "under a file"),
-    "unknown experiment": (lambda w: ["assembly", "run", "no-such-thing", "--storage", w["store"]], "unknown experiment"),
-    "generator that does not import": (lambda w: ["assembly", "run", "nope.mod:fn", "--storage", w["store"]], "cannot import"),
+    "storage path under a file": (
+        lambda w: ["assembly", "list", "--storage", w["tmp"] + "/file.txt/x"],
+        "under a file",
+    ),
+    "unknown experiment": (
+        lambda w: ["assembly", "run", "no-such-thing", "--storage", w["store"]],
+        "unknown experiment",
+    ),
+    "generator that does not import": (
+        lambda w: ["assembly", "run", "nope.mod:fn", "--storage", w["store"]],
+        "cannot import",
+    ),
     "result name with a slash": (lambda w: run(w, "--result-name", "../x"), "result name"),
     "refused pickle": (lambda w: ["assembly", "reassemble", "old_results", "--storage", w["store"]], "--allow-pickle"),
-    "output not parquet": (lambda w: ["assembly", "reassemble", "tiny_generator_results", "--storage", w["store"], "--output", w["tmp"] + "/o.csv"], ".parquet"),
-    "output is a folder": (lambda w: ["assembly", "reassemble", "tiny_generator_results", "--storage", w["store"], "--output", w["tmp"] + "/folder.parquet"], None),
-    "secret in --storage": (lambda w: ["assembly", "run", GEN, "--storage", f"s3://AKIAX:{SECRET}@bucket/p"], "embeds credentials"),
-    "secret in blocks create s3": (lambda w: ["blocks", "create", "s3", "lab", f"s3://AKIAX:{SECRET}@bucket/p"], "embeds credentials"),
-    "secret in --output": (lambda w: ["assembly", "reassemble", "r", "--storage", w["store"], "--output", f"s3://AKIAX:{SECRET}@b/o.parquet"], "embeds credentials"),
+    "output not parquet": (
+        lambda w: [
+            "assembly",
+            "reassemble",
+            "tiny_generator_results",
+            "--storage",
+            w["store"],
+            "--output",
+            w["tmp"] + "/o.csv",
+        ],
+        ".parquet",
+    ),
+    "output is a folder": (
+        lambda w: [
+            "assembly",
+            "reassemble",
+            "tiny_generator_results",
+            "--storage",
+            w["store"],
+            "--output",
+            w["tmp"] + "/folder.parquet",
+        ],
+        None,
+    ),
+    "secret in --storage": (
+        lambda w: ["assembly", "run", GEN, "--storage", f"s3://AKIAX:{SECRET}@bucket/p"],
+        "embeds credentials",
+    ),
+    "secret in blocks create s3": (
+        lambda w: ["blocks", "create", "s3", "lab", f"s3://AKIAX:{SECRET}@bucket/p"],
+        "embeds credentials",
+    ),
+    "secret in --output": (
+        lambda w: [
+            "assembly",
+            "reassemble",
+            "r",
+            "--storage",
+            w["store"],
+            "--output",
+            f"s3://AKIAX:{SECRET}@b/o.parquet",
+        ],
+        "embeds credentials",
+    ),
     "bad status id": (lambda w: ["assembly", "status", "bad-id", "--storage", w["store"]], "bad assembly id"),
     "s3 block with a non-s3 url": (lambda w: ["blocks", "create", "s3", "lab", "gs://bucket/p"], "s3://"),
-    "bad endpoint url": (lambda w: ["blocks", "create", "s3", "lab", "s3://bucket/p", "--endpoint-url", "minio:9000"], "--endpoint-url"),
+    "bad endpoint url": (
+        lambda w: ["blocks", "create", "s3", "lab", "s3://bucket/p", "--endpoint-url", "minio:9000"],
+        "--endpoint-url",
+    ),
 }
 
 

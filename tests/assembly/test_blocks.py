@@ -81,8 +81,13 @@ class TestSecrets:
     KEY, SECRET = "AKIATESTKEY0001", "very-secret-value-42"
 
     def test_saved_block_masks_credentials(self, s3_url, s3_endpoint):
-        block = save_storage_block("assembly-secret", s3_url, endpoint_url=s3_endpoint,
-                                   aws_access_key_id=self.KEY, aws_secret_access_key=self.SECRET)
+        block = save_storage_block(
+            "assembly-secret",
+            s3_url,
+            endpoint_url=s3_endpoint,
+            aws_access_key_id=self.KEY,
+            aws_secret_access_key=self.SECRET,
+        )
         assert self.SECRET not in repr(block) and self.KEY not in repr(block)
         assert self.SECRET not in str(block.model_dump())
         loaded = SalvoStorage.load("assembly-secret", _sync=True)
@@ -90,11 +95,14 @@ class TestSecrets:
         assert loaded.aws_secret_access_key.get_secret_value() == self.SECRET
 
     @pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG], ids=["info", "debug"])
-    def test_failures_never_show_credentials(self, level, caplog, capsys, aws_credentials,
-                                             monkeypatch):
+    def test_failures_never_show_credentials(self, level, caplog, capsys, aws_credentials, monkeypatch):
         monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # fail fast: nothing listens there
-        block = SalvoStorage(url="s3://bucket/x", endpoint_url="http://127.0.0.1:9",
-                             aws_access_key_id=self.KEY, aws_secret_access_key=self.SECRET)
+        block = SalvoStorage(
+            url="s3://bucket/x",
+            endpoint_url="http://127.0.0.1:9",
+            aws_access_key_id=self.KEY,
+            aws_secret_access_key=self.SECRET,
+        )
         block.target.fs.retries = 1
 
         @flow
@@ -105,8 +113,7 @@ class TestSecrets:
         state = write_something(return_state=True)
         assert state.is_failed()
         err = state.result(raise_on_failure=False)
-        seen = " ".join([str(err), repr(err), state.message or "", caplog.text,
-                         *capsys.readouterr()])
+        seen = " ".join([str(err), repr(err), state.message or "", caplog.text, *capsys.readouterr()])
         assert "s3://bucket/x" in seen  # the error names the storage...
         assert self.SECRET not in seen  # ...never its secret, at any log level
         if level >= logging.INFO:

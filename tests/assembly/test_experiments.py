@@ -34,8 +34,9 @@ class TestExperiments:
     def test_chunks_give_the_same_rows_as_one_run(self, experiment):
         cfg = small(experiment)
         whole = generate_frame(experiment, cfg, [0, 1, 2, 3])
-        parts = pd.concat([generate_frame(experiment, cfg, [0, 1]),
-                           generate_frame(experiment, cfg, [2, 3])], ignore_index=True)
+        parts = pd.concat(
+            [generate_frame(experiment, cfg, [0, 1]), generate_frame(experiment, cfg, [2, 3])], ignore_index=True
+        )
         pd.testing.assert_frame_equal(whole, parts)  # so a resumed run equals an uninterrupted one
 
     def test_seed_changes_the_data(self, experiment):
@@ -76,18 +77,21 @@ def test_cascade_active_fractions_stay_between_zero_and_one():
     assert frac[:, :, -1].max() > 0.0  # the stimulus does switch the cascade on
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"n_samples": 0}, "n_samples must be >= 1"),
-    ({"n_reps": 1.5}, "n_reps must be an integer"),
-    ({"spec": {"n_layers": "two"}}, "spec.n_layers must be an integer"),
-    ({"parameter_generation": {"ic_range": [1000, 200]}}, "ic_range must be \\[low, high\\] with low <= high"),
-    ({"parameter_generation": {"ic_range": [0, 200]}}, "ic_range\\[0\\] must be > 0"),
-    ({"parameter_generation": {"ic_range": 5}}, "ic_range must be \\[low, high\\]"),
-    ({"distortion_factors": [0.5]}, "distortion_factors\\[0\\] must be >= 1"),
-    ({"distortion_factors": []}, "must be a non-empty list"),
-    ({"spec": {"n_layer": 2}}, "unknown key spec.n_layer"),
-    ({"noise": 1}, "unknown key 'noise'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"n_samples": 0}, "n_samples must be >= 1"),
+        ({"n_reps": 1.5}, "n_reps must be an integer"),
+        ({"spec": {"n_layers": "two"}}, "spec.n_layers must be an integer"),
+        ({"parameter_generation": {"ic_range": [1000, 200]}}, "ic_range must be \\[low, high\\] with low <= high"),
+        ({"parameter_generation": {"ic_range": [0, 200]}}, "ic_range\\[0\\] must be > 0"),
+        ({"parameter_generation": {"ic_range": 5}}, "ic_range must be \\[low, high\\]"),
+        ({"distortion_factors": [0.5]}, "distortion_factors\\[0\\] must be >= 1"),
+        ({"distortion_factors": []}, "must be a non-empty list"),
+        ({"spec": {"n_layer": 2}}, "unknown key spec.n_layer"),
+        ({"noise": 1}, "unknown key 'noise'"),
+    ],
+)
 def test_bad_config_values_are_one_line_errors(override, message):
     with pytest.raises(UsageError, match=message) as info:
         validate_config(override, experiment="parameter-distortion")
@@ -124,10 +128,8 @@ def test_user_generators_by_import_path():
 
 def test_plan_uses_the_seed_names():
     plan = plan_assembly("parameter-distortion", overrides={"n_samples": 5})
-    assert (plan.folder, plan.result_name) == ("01_v1_batch-parameter-distortion",
-                                               "parameter_distortion_results")
+    assert (plan.folder, plan.result_name) == ("01_v1_batch-parameter-distortion", "parameter_distortion_results")
     custom = plan_assembly("tests.assembly.helpers:tiny_generator", version="v2")
-    assert (custom.folder, custom.result_name) == ("01_v2_batch-tiny-generator",
-                                                   "tiny_generator_results")
+    assert (custom.folder, custom.result_name) == ("01_v2_batch-tiny-generator", "tiny_generator_results")
     with pytest.raises(UsageError, match="unknown experiment"):
         plan_assembly("no-such-experiment")

@@ -18,8 +18,7 @@ from blocks import save_storage_block
 from cli.main import main as salvo_main
 from flows.assembly import assembly_reassemble, assembly_run
 from flows.batch_framework import create_batch_executor
-from salvo.assembly.ledger import (claim_assembly_id, describe_status, find_assembly, read_ledger,
-                                   record_event)
+from salvo.assembly.ledger import claim_assembly_id, describe_status, find_assembly, read_ledger, record_event
 from salvo.options import RunOptions
 from salvo.storage import open_storage
 from tests.fixtures_s3 import start_moto_server
@@ -68,15 +67,23 @@ class TestAssemblyFlows:
         flag.touch()
         cfg = {"calls": str(calls), "fail_flag": str(flag), "fail_sample": 2}
         gen = "tests.assembly.helpers:counting_generator"
-        state = assembly_run(experiment=gen, storage=ref, samples=4, chunk_size=2, run=RunOptions(retries=0),
-                             config=cfg, return_state=True)
+        state = assembly_run(
+            experiment=gen,
+            storage=ref,
+            samples=4,
+            chunk_size=2,
+            run=RunOptions(retries=0),
+            config=cfg,
+            return_state=True,
+        )
         assert state.is_failed()
         aid = state.result(raise_on_failure=False).doc["assembly"]["assembly_id"]
         exp = exp_target(storage_location, "01_v1_batch-counting-generator")
         assert find_assembly(exp, aid).status == "failed"
         flag.unlink()
-        doc = assembly_run(experiment=gen, storage=ref, samples=4, chunk_size=2, run=RunOptions(retries=0),
-                           config=cfg, assembly_id=aid)
+        doc = assembly_run(
+            experiment=gen, storage=ref, samples=4, chunk_size=2, run=RunOptions(retries=0), config=cfg, assembly_id=aid
+        )
         assert doc["assembly"] == {**doc["assembly"], "assembly_id": aid, "status": "completed", "rows": 4}
         assert doc["summary"]["resumed"] == 1
         assert sorted(calls.read_text().split()) == ["0", "2", "2"]  # only chunk 2-3 ran twice
@@ -88,10 +95,28 @@ def test_killed_run_stays_started_and_is_left_out(tmp_path, child_env):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"gate: {gate}\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "assembly", "run", "tests.assembly.helpers:gated_generator",
-         "--storage", str(store), "--config", str(cfg), "--samples", "2", "--retries", "0"],
-        cwd=ROOT, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "assembly",
+            "run",
+            "tests.assembly.helpers:gated_generator",
+            "--storage",
+            str(store),
+            "--config",
+            str(cfg),
+            "--samples",
+            "2",
+            "--retries",
+            "0",
+        ],
+        cwd=ROOT,
+        env=child_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     exp = open_storage(str(store)).child("01_v1_batch-gated-generator")
     try:
         assert wait_until(lambda: bool(exp.list("ledger/events")), timeout=120)
@@ -101,8 +126,12 @@ def test_killed_run_stays_started_and_is_left_out(tmp_path, child_env):
     [killed] = read_ledger(exp)
     assert killed.status == "started"
     assert describe_status(killed).startswith("started (interrupted")
-    done = assembly_run(experiment="tests.assembly.helpers:gated_generator", storage=str(store),
-                        samples=2, config={"gate": str(tmp_path / "cfg.yaml")})
+    done = assembly_run(
+        experiment="tests.assembly.helpers:gated_generator",
+        storage=str(store),
+        samples=2,
+        config={"gate": str(tmp_path / "cfg.yaml")},
+    )
     report = assembly_reassemble("gated_generator_results", storage=str(store))
     assert report["included"] == [done["assembly"]["assembly_id"]]
     assert report["excluded"] == {killed.assembly_id: "started (interrupted)"}
@@ -117,9 +146,28 @@ def test_s3_going_away_mid_run_fails_cleanly(s3_url, s3_endpoint, tmp_path, chil
     cfg.write_text(f"gate: {gate}\n")
     env = {**child_env, "AWS_MAX_ATTEMPTS": "1"}  # fail fast once the endpoint is gone
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "assembly", "run", "tests.assembly.helpers:gated_generator",
-         "--storage", name, "--config", str(cfg), "--samples", "2", "--retries", "0"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "assembly",
+            "run",
+            "tests.assembly.helpers:gated_generator",
+            "--storage",
+            name,
+            "--config",
+            str(cfg),
+            "--samples",
+            "2",
+            "--retries",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     exp = open_storage(s3_url, endpoint_url=s3_endpoint).child("01_v1_batch-gated-generator")
     try:  # the run is working (its 'started' row is published) when S3 goes away
         assert wait_until(lambda: exp.exists("assembly_list.csv"), timeout=120)
@@ -154,10 +202,10 @@ def test_seed_api_runs_unchanged(storage_location):
 def test_cli_status_list_and_pickle_policy(tmp_path, capsys):
     store = tmp_path / "store"
     exp = open_storage(str(store)).child("01_v1_batch-old")
-    exp.write_bytes("assembly_list.csv", b"assembly_id,timestamp,status\n"
-                                         b"20240101_120000_run001,2024-01-01 12:00:00,completed\n")
-    exp.write_bytes("old_results_20240101_120000_run001.pkl",
-                    _pickled())
+    exp.write_bytes(
+        "assembly_list.csv", b"assembly_id,timestamp,status\n20240101_120000_run001,2024-01-01 12:00:00,completed\n"
+    )
+    exp.write_bytes("old_results_20240101_120000_run001.pkl", _pickled())
     args = ["assembly", "reassemble", "old_results", "--storage", str(store)]
     assert salvo_main(args) == 2
     err = capsys.readouterr().err
@@ -172,8 +220,20 @@ def test_cli_status_list_and_pickle_policy(tmp_path, capsys):
     assert salvo_main(["assembly", "list", "--storage", str(store)]) == 0
     assert "20240101_120000_run001" in capsys.readouterr().out
     assert salvo_main(["assembly", "status", "bad-id", "--storage", str(store)]) == 2
-    assert salvo_main(["assembly", "run", "parameter-distortion", "--storage", str(store),
-                       "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert (
+        salvo_main(
+            [
+                "assembly",
+                "run",
+                "parameter-distortion",
+                "--storage",
+                str(store),
+                "--config",
+                str(tmp_path / "missing.yaml"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_cli_blocks_create_twice_then_run_on_it(tmp_path, s3_url, s3_endpoint, capsys):
@@ -205,8 +265,7 @@ def test_block_credentials_reach_workers_but_never_logs_or_artifacts(s3_url, s3_
 
     key, secret = "AKIAFLOWKEY000001", "flow-secret-value-987"
     name = f"creds-{uuid.uuid4().hex[:6]}"
-    save_storage_block(name, s3_url, endpoint_url=s3_endpoint, aws_access_key_id=key,
-                       aws_secret_access_key=secret)
+    save_storage_block(name, s3_url, endpoint_url=s3_endpoint, aws_access_key_id=key, aws_secret_access_key=secret)
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(var)  # only the block's own credentials can reach S3 now
     state = assembly_run(experiment=TINY, storage=name, samples=2, return_state=True)
@@ -219,8 +278,9 @@ def test_block_credentials_reach_workers_but_never_logs_or_artifacts(s3_url, s3_
         logs = client.read_logs(log_filter=LogFilter(flow_run_id={"any_": [run_id]}))
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(), flow_run_filter=runs)
         run = client.read_flow_run(run_id)
-    seen = " ".join([*(log.message for log in logs), *(str(a.data) for a in artifacts),
-                     str(run.parameters), str(state.result())])
+    seen = " ".join(
+        [*(log.message for log in logs), *(str(a.data) for a in artifacts), str(run.parameters), str(state.result())]
+    )
     assert artifacts and logs and "completed" in seen
     assert secret not in seen and key not in seen
 
@@ -241,6 +301,7 @@ def test_reassemble_runs_as_a_subflow(tmp_path):
     state = nightly(return_state=True)
     assert state.result()["included"] == ids and state.result()["rows"] == 5
     with get_client(sync_client=True) as client:
-        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id={"any_": [state.state_details.flow_run_id]}))
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [state.state_details.flow_run_id]})
+        )
     assert len(children) == 1 and children[0].state.is_completed()

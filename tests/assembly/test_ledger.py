@@ -14,10 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from salvo.assembly.ids import (AssemblyId, data_file_name, experiment_folder, make_assembly_id,
-                                parse_assembly_id)
-from salvo.assembly.ledger import (LEDGER_CSV, claim_assembly_id, describe_status, find_assembly,
-                                   latest_events, publish_ledger, read_ledger, record_event)
+from salvo.assembly.ids import AssemblyId, data_file_name, experiment_folder, make_assembly_id, parse_assembly_id
+from salvo.assembly.ledger import (
+    LEDGER_CSV,
+    claim_assembly_id,
+    describe_status,
+    find_assembly,
+    latest_events,
+    publish_ledger,
+    read_ledger,
+    record_event,
+)
 from salvo.errors import UsageError
 from salvo.storage import open_storage
 from tests.helpers import wait_until
@@ -46,13 +53,15 @@ class TestLedger:
         aid = str(claim_assembly_id(exp))
         record_event(exp, aid, "started", result_name="r", config_hash="abc")
         assert [r.status for r in read_ledger(exp)] == ["started"]
-        record_event(exp, aid, "completed", result_name="r", n_rows=7, config_hash="abc",
-                     result_file=data_file_name("r", aid))
+        record_event(
+            exp, aid, "completed", result_name="r", n_rows=7, config_hash="abc", result_file=data_file_name("r", aid)
+        )
         rows = publish_ledger(exp)
         assert [(r.assembly_id, r.status, r.n_rows) for r in rows] == [(aid, "completed", 7)]
         on_disk = _csv_rows(exp)
         assert [(r["assembly_id"], r["status"], r["n_rows"], r["result_file"]) for r in on_disk] == [
-            (aid, "completed", "7", f"r_{aid}.parquet")]
+            (aid, "completed", "7", f"r_{aid}.parquet")
+        ]
 
     def test_completed_wins_over_a_later_event(self, exp):
         aid = str(claim_assembly_id(exp))
@@ -80,20 +89,18 @@ class TestLedger:
         assert read_ledger(exp)[0].status == "completed"
 
     def test_seed_era_rows_without_events_are_kept(self, exp):
-        exp.write_bytes(LEDGER_CSV, b"assembly_id,timestamp,status\n"
-                                    b"20240101_120000_run001,2024-01-01 12:00:00,completed\n")
+        exp.write_bytes(
+            LEDGER_CSV, b"assembly_id,timestamp,status\n20240101_120000_run001,2024-01-01 12:00:00,completed\n"
+        )
         aid = str(claim_assembly_id(exp))
         record_event(exp, aid, "started")
         rows = publish_ledger(exp)
-        assert [(r.assembly_id, r.status) for r in rows] == [
-            ("20240101_120000_run001", "completed"), (aid, "started")]
+        assert [(r.assembly_id, r.status) for r in rows] == [("20240101_120000_run001", "completed"), (aid, "started")]
 
     def test_two_processes_at_the_same_moment(self, exp, storage_location, tmp_path):
         go = tmp_path / "go"
-        cmd = [sys.executable, "-m", "tests.assembly.helpers", "claim", exp.url,
-               storage_location.endpoint_url or ""]
-        procs = [subprocess.Popen([*cmd, str(go)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+        cmd = [sys.executable, "-m", "tests.assembly.helpers", "claim", exp.url, storage_location.endpoint_url or ""]
+        procs = [subprocess.Popen([*cmd, str(go)], cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)]
         ready = lambda: len(list(tmp_path.glob("go.ready.*"))) == 2  # noqa: E731
         assert wait_until(ready, timeout=120)
         go.touch()  # both are already polling for this file: they claim at the same moment
@@ -117,8 +124,7 @@ class TestLedger:
             print(aid, flush=True)
             time.sleep(600)
         """)
-        proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         aid = proc.stdout.readline().strip()
         row = find_assembly(exp, aid)
         assert describe_status(row) == "started"  # alive: running, not interrupted
@@ -151,14 +157,15 @@ def test_experiment_folder_follows_the_seed():
 
 
 def test_latest_events_prefers_completed_then_time():
-    names = ["20250101_000000_run001.started.20250101T000000000000.a.json",
-             "20250101_000000_run001.completed.20250101T000100000000.b.json",
-             "20250101_000000_run001.failed.20250101T000200000000.c.json",
-             "20250101_000000_run002.started.20250101T000000000000.d.json",
-             "20250101_000000_run002.failed.20250101T000300000000.e.json",
-             "not-an-event.txt"]
-    assert latest_events(names) == {
-        "20250101_000000_run001": names[1], "20250101_000000_run002": names[4]}
+    names = [
+        "20250101_000000_run001.started.20250101T000000000000.a.json",
+        "20250101_000000_run001.completed.20250101T000100000000.b.json",
+        "20250101_000000_run001.failed.20250101T000200000000.c.json",
+        "20250101_000000_run002.started.20250101T000000000000.d.json",
+        "20250101_000000_run002.failed.20250101T000300000000.e.json",
+        "not-an-event.txt",
+    ]
+    assert latest_events(names) == {"20250101_000000_run001": names[1], "20250101_000000_run002": names[4]}
 
 
 class TestHeartbeat:

@@ -70,9 +70,23 @@ def test_resume_hint_works_as_printed(tmp_path, child_env):
     flag.touch()
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"fail_flag: {flag}\nfail_sample: 1\n")
-    first = salvo("assembly", "run", "tests.assembly.helpers:seeded_generator", "--storage", str(store),
-                  "--samples", "3", "--chunk-size", "1", "--config", str(cfg), "--retries", "0",
-                  env=child_env, cwd=ROOT)
+    first = salvo(
+        "assembly",
+        "run",
+        "tests.assembly.helpers:seeded_generator",
+        "--storage",
+        str(store),
+        "--samples",
+        "3",
+        "--chunk-size",
+        "1",
+        "--config",
+        str(cfg),
+        "--retries",
+        "0",
+        env=child_env,
+        cwd=ROOT,
+    )
     assert first.returncode == 1, first.stderr[-2000:]
     [hint] = [line for line in first.stdout.splitlines() if line.startswith("Resume it with: ")]
     argv = shlex.split(hint.removeprefix("Resume it with: "))
@@ -88,18 +102,39 @@ def test_resume_hint_works_as_printed(tmp_path, child_env):
 def test_ambiguity_error_suggests_flags_that_work(tmp_path, child_env):
     store = tmp_path / "store"
     for version in ("v1", "v2"):
-        made = salvo("assembly", "run", "tests.assembly.helpers:tiny_generator", "--storage", str(store),
-                     "--samples", "2", "--version", version, env=child_env, cwd=ROOT)
+        made = salvo(
+            "assembly",
+            "run",
+            "tests.assembly.helpers:tiny_generator",
+            "--storage",
+            str(store),
+            "--samples",
+            "2",
+            "--version",
+            version,
+            env=child_env,
+            cwd=ROOT,
+        )
         assert made.returncode == 0, made.stderr[-2000:]
-    refused = salvo("assembly", "reassemble", "tiny_generator_results", "--storage", str(store),
-                    env=child_env, cwd=ROOT)
+    refused = salvo(
+        "assembly", "reassemble", "tiny_generator_results", "--storage", str(store), env=child_env, cwd=ROOT
+    )
     assert refused.returncode == 2
     err = refused.stderr.strip()
     assert len(err.splitlines()) == 1 and "several experiments" in err
     flags = shlex.split(err.split("e.g. ", 1)[1])
     assert flags[:2] == ["--exp-number", "01"] and "--title" in flags  # never --version alone
-    done = salvo("assembly", "reassemble", "tiny_generator_results", "--storage", str(store), *flags,
-                 "--json", env=child_env, cwd=ROOT)
+    done = salvo(
+        "assembly",
+        "reassemble",
+        "tiny_generator_results",
+        "--storage",
+        str(store),
+        *flags,
+        "--json",
+        env=child_env,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"n_included": 1' in done.stdout
 
@@ -121,11 +156,16 @@ def test_assembly_layers_do_not_leak():
     assert not [m for m in tasks if m == "flows" or m.startswith("flows.")]
     source = (ROOT / "tasks" / "assembly.py").read_text()
     assert "SALVO_STORAGE" not in source and "os.environ" not in source
-    assert "blocks.storage" in _imports(ROOT / "cli" / "assembly.py") or \
-        "blocks.storage" in (ROOT / "cli" / "assembly.py").read_text()
+    assert (
+        "blocks.storage" in _imports(ROOT / "cli" / "assembly.py")
+        or "blocks.storage" in (ROOT / "cli" / "assembly.py").read_text()
+    )
     assert "tasks.assembly" not in (ROOT / "cli" / "assembly.py").read_text()
     for path in (ROOT / "flows" / "batch_framework.py", ROOT / "salvo_compat" / "batch_framework.py"):
         tree = ast.parse(path.read_text())
-        private = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("_")
-                   and not n.attr.startswith("__")]
+        private = [
+            n.attr
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and n.attr.startswith("_") and not n.attr.startswith("__")
+        ]
         assert private == [], f"{path.name} reads private attributes {private}"

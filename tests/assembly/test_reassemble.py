@@ -9,8 +9,13 @@ import pytest
 
 from salvo.assembly.ids import data_file_name
 from salvo.assembly.ledger import LEDGER_CSV, claim_assembly_id, record_event
-from salvo.assembly.reassemble import (MissingData, PickleRefused, SchemaMismatch, reassemble_frame,
-                                       reassemble_to_parquet)
+from salvo.assembly.reassemble import (
+    MissingData,
+    PickleRefused,
+    SchemaMismatch,
+    reassemble_frame,
+    reassemble_to_parquet,
+)
 from salvo.errors import UsageError
 from salvo.storage import open_storage
 
@@ -24,8 +29,13 @@ def exp(storage_location):
 
 
 def frame(n: int, offset: int = 0) -> pd.DataFrame:
-    return pd.DataFrame({"sample": range(offset, offset + n), "value": [float(i) for i in range(n)],
-                         "label": [f"s{i}" for i in range(n)]})
+    return pd.DataFrame(
+        {
+            "sample": range(offset, offset + n),
+            "value": [float(i) for i in range(n)],
+            "label": [f"s{i}" for i in range(n)],
+        }
+    )
 
 
 def add_assembly(exp, data: pd.DataFrame | None, *, status: str = "completed") -> str:
@@ -35,8 +45,9 @@ def add_assembly(exp, data: pd.DataFrame | None, *, status: str = "completed") -
     if status == "completed":
         with exp.open_write(data_file_name(RESULT, aid)) as fh:
             pq.write_table(pa.Table.from_pandas(data, preserve_index=False), fh)
-        record_event(exp, aid, "completed", result_name=RESULT, n_rows=len(data),
-                     result_file=data_file_name(RESULT, aid))
+        record_event(
+            exp, aid, "completed", result_name=RESULT, n_rows=len(data), result_file=data_file_name(RESULT, aid)
+        )
     elif status == "failed":
         record_event(exp, aid, "failed", result_name=RESULT, message="chunk 3 failed")
     return aid
@@ -48,8 +59,7 @@ def expected(parts: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
 
 class TestReassembly:
     def test_streams_completed_assemblies_into_one_file(self, exp):
-        parts = [(add_assembly(exp, frame(5, 0)), frame(5, 0)),
-                 (add_assembly(exp, frame(3, 100)), frame(3, 100))]
+        parts = [(add_assembly(exp, frame(5, 0)), frame(5, 0)), (add_assembly(exp, frame(3, 100)), frame(3, 100))]
         report = reassemble_to_parquet(exp, RESULT, out=exp, out_rel="all.parquet")
         with exp.open_read("all.parquet") as fh:
             got = pq.read_table(fh).to_pandas()
@@ -88,8 +98,9 @@ class TestReassembly:
             reassemble_frame(exp, RESULT)
 
     def test_pickles_refused_unless_allowed(self, exp):
-        exp.write_bytes(LEDGER_CSV, b"assembly_id,timestamp,status\n"
-                                    b"20240101_120000_run001,2024-01-01 12:00:00,completed\n")
+        exp.write_bytes(
+            LEDGER_CSV, b"assembly_id,timestamp,status\n20240101_120000_run001,2024-01-01 12:00:00,completed\n"
+        )
         old = frame(3)
         exp.write_bytes(f"{RESULT}_20240101_120000_run001.pkl", _pickle(old))
         new = add_assembly(exp, frame(3, 10))

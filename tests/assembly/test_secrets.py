@@ -26,12 +26,16 @@ def _files_text(root: Path) -> str:
     return "\n".join(text)
 
 
-@pytest.mark.parametrize("argv", [
-    ["assembly", "run", "tests.assembly.helpers:tiny_generator", "--storage", URL, "--samples", "2"],
-    ["assembly", "reassemble", "tiny_generator_results", "--storage", URL],
-    ["assembly", "list", "--storage", URL],
-    ["blocks", "create", "s3", "leaky", URL],
-], ids=["run", "reassemble", "list", "blocks-create"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["assembly", "run", "tests.assembly.helpers:tiny_generator", "--storage", URL, "--samples", "2"],
+        ["assembly", "reassemble", "tiny_generator_results", "--storage", URL],
+        ["assembly", "list", "--storage", URL],
+        ["blocks", "create", "s3", "leaky", URL],
+    ],
+    ids=["run", "reassemble", "list", "blocks-create"],
+)
 def test_secret_in_a_storage_url_is_refused_and_never_echoed(argv, tmp_path, child_env):
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, LogFilter
@@ -46,11 +50,11 @@ def test_secret_in_a_storage_url_is_refused_and_never_echoed(argv, tmp_path, chi
     assert "s3://***@lab-bucket/salvo" in err  # the URL is named, redacted
     seen = proc.stdout + proc.stderr + _files_text(work)
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            start_time={"after_": since}), limit=200)
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time={"after_": since}), limit=200)
         logs = client.read_logs(log_filter=LogFilter(timestamp={"after_": since}), limit=200)
-    seen += " ".join([*(str(r.parameters) + str(r.state and r.state.message) for r in runs),
-                      *(log.message for log in logs)])
+    seen += " ".join(
+        [*(str(r.parameters) + str(r.state and r.state.message) for r in runs), *(log.message for log in logs)]
+    )
     assert SECRET not in seen and KEY not in seen
 
 

@@ -62,8 +62,7 @@ def test_nightly_runs_add_new_samples_and_record_their_seeds(tmp_path, capsys):
     assert len(data) == 9 and data.groupby("sample")["draw"].nunique().tolist() == [3, 3, 3]
     assert doc["seeds"] == {r.assembly_id: r.seed for r in rows} and doc["repeated_seeds"] == {}
     # A seed filter keeps only that assembly; the listing shows every seed.
-    one = assembly_reassemble(RESULT, storage=str(store), output=str(tmp_path / "one.parquet"),
-                              seeds=[1234])
+    one = assembly_reassemble(RESULT, storage=str(store), output=str(tmp_path / "one.parquet"), seeds=[1234])
     assert one["included"] == [rows[2].assembly_id]
     assert set(pd.read_parquet(tmp_path / "one.parquet")["assembly_id"]) == {rows[2].assembly_id}
     capsys.readouterr()
@@ -90,14 +89,14 @@ def test_resumed_assembly_reuses_its_recorded_seed(tmp_path):
     assert failed.status == "failed" and failed.seed is not None
     flag.unlink()
     with pytest.raises(UsageError, match=f"started with seed {failed.seed}"):
-        _run(store, config=cfg, chunk_size=1, seed=(failed.seed + 1) % 2**32,
-             assembly_id=failed.assembly_id)
+        _run(store, config=cfg, chunk_size=1, seed=(failed.seed + 1) % 2**32, assembly_id=failed.assembly_id)
     doc = _run(store, config=cfg, chunk_size=1, assembly_id=failed.assembly_id)
     assert doc["assembly"]["seed"] == failed.seed and doc["summary"]["resumed"] == 2
     [done] = read_ledger(exp)
     assert (done.assembly_id, done.status, done.seed) == (failed.assembly_id, "completed", failed.seed)
     with exp.open_read(done.result_file) as fh:
         data = pq.read_table(fh).to_pandas()
-    expected = pd.DataFrame([{"sample": s, "draw": float(np.random.default_rng([failed.seed, s]).random())}
-                             for s in range(3)])
+    expected = pd.DataFrame(
+        [{"sample": s, "draw": float(np.random.default_rng([failed.seed, s]).random())} for s in range(3)]
+    )
     pd.testing.assert_frame_equal(data[["sample", "draw"]], expected)

@@ -25,16 +25,38 @@ EXIT_WITHIN_S = 120
 
 
 def test_storage_lost_mid_run_stops_scheduling_keeps_finished_chunks_and_says_one_line(
-        s3_url, s3_endpoint, s3_proxy, tmp_path, child_env):
+    s3_url, s3_endpoint, s3_proxy, tmp_path, child_env
+):
     name = f"lossy-{uuid.uuid4().hex[:6]}"
     save_storage_block(name, s3_url, endpoint_url=s3_proxy.url)
     calls, gate = tmp_path / "calls.txt", tmp_path / "gate"
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"calls: {calls}\ngate: {gate}\ngate_from: 2\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "assembly", "run", GEN, "--storage", name, "--config", str(cfg),
-         "--samples", "6", "--chunk-size", "1", "--retries", "0"],
-        cwd=ROOT, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "assembly",
+            "run",
+            GEN,
+            "--storage",
+            name,
+            "--config",
+            str(cfg),
+            "--samples",
+            "6",
+            "--chunk-size",
+            "1",
+            "--retries",
+            "0",
+        ],
+        cwd=ROOT,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     exp = open_storage(s3_url, endpoint_url=s3_endpoint).child(FOLDER)  # moto itself, not the proxy
     try:
         # Chunks 0 and 1 are written; chunk 2 is running (waiting at the gate) when S3 goes away.

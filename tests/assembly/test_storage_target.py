@@ -67,8 +67,7 @@ def test_unsupported_scheme_is_a_usage_error():
 
 def test_s3_errors_never_show_the_secret(s3_endpoint):
     secret = "sEcReT-value-123456"
-    target = open_storage("s3://no-such-bucket-xyz/p", endpoint_url=s3_endpoint,
-                          key="AKIAEXAMPLEKEY", secret=secret)
+    target = open_storage("s3://no-such-bucket-xyz/p", endpoint_url=s3_endpoint, key="AKIAEXAMPLEKEY", secret=secret)
     with pytest.raises((StorageError, FileNotFoundError)) as info:
         target.write_bytes("f.bin", b"x")
     assert secret not in str(info.value)

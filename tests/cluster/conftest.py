@@ -31,8 +31,14 @@ def cluster_env(api_url: str) -> dict[str, str]:
     return child_env_for(api_url)
 
 
-def start_cluster(api_url: str, base: Path, *, workers: tuple[str, ...] = ("cw-1", "cw-2"), nthreads: int = 2,
-                  extra_env: dict[str, str] | None = None) -> Cluster:
+def start_cluster(
+    api_url: str,
+    base: Path,
+    *,
+    workers: tuple[str, ...] = ("cw-1", "cw-2"),
+    nthreads: int = 2,
+    extra_env: dict[str, str] | None = None,
+) -> Cluster:
     """Start `dask scheduler` and one `dask worker` process per name (no nanny: a killed worker stays
     dead) on free ports of 127.0.0.1; return once every worker is connected. The caller stops it
     with ``cluster.processes.stop()``."""
@@ -43,13 +49,35 @@ def start_cluster(api_url: str, base: Path, *, workers: tuple[str, ...] = ("cw-1
     dask = [str(Path(sys.executable).parent / "dask")]
     procs = Processes()
     try:
-        procs.start("scheduler", [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(info)],
-                    env=env, log=base / "scheduler.log")
-        assert wait_until(lambda: info.exists() and info.stat().st_size > 0, timeout=READY_TIMEOUT_S, interval=0.1), (base / "scheduler.log").read_text()
+        procs.start(
+            "scheduler",
+            [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(info)],
+            env=env,
+            log=base / "scheduler.log",
+        )
+        assert wait_until(lambda: info.exists() and info.stat().st_size > 0, timeout=READY_TIMEOUT_S, interval=0.1), (
+            base / "scheduler.log"
+        ).read_text()
         address = json.loads(info.read_text())["address"]
         for name in workers:
-            procs.start(name, [*dask, "worker", address, "--name", name, "--nthreads", str(nthreads), "--no-nanny", "--no-dashboard",
-                               "--local-directory", str(base / name)], env=env, log=base / f"{name}.log")
+            procs.start(
+                name,
+                [
+                    *dask,
+                    "worker",
+                    address,
+                    "--name",
+                    name,
+                    "--nthreads",
+                    str(nthreads),
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--local-directory",
+                    str(base / name),
+                ],
+                env=env,
+                log=base / f"{name}.log",
+            )
         with Client(address, timeout=READY_TIMEOUT_S) as client:
             client.wait_for_workers(len(workers), timeout=READY_TIMEOUT_S)
             pids = client.run(os.getpid)

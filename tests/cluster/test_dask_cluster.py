@@ -33,16 +33,24 @@ def test_netcdf_extract_runs_its_items_on_the_cluster_workers(dask_cluster: Clus
 
     files = [write_series_file(tmp_path / "in" / f"c{i}.nc", steps=3, seed=i, ny=2, nx=2) for i in range(4)]
     marks = tmp_path / "markers"
-    state = netcdf_extract(directory=str(tmp_path / "in"), run=RunOptions(dask_address=dask_cluster.address, retries=0), return_state=True,
-                           worker_command=f"{sys.executable} {MARKER_WORKER} {{input}} {{output_dir}} {marks} 0.5")
+    state = netcdf_extract(
+        directory=str(tmp_path / "in"),
+        run=RunOptions(dask_address=dask_cluster.address, retries=0),
+        return_state=True,
+        worker_command=f"{sys.executable} {MARKER_WORKER} {{input}} {{output_dir}} {marks} 0.5",
+    )
     doc = state.result()
     assert doc["summary"]["total"] == 4 and doc["summary"]["failed"] == 0
     ran_on = _ran_on(marks, dask_cluster)
-    assert len(markers(marks)) == len(files) and sorted(ran_on) == sorted(f.stem for f in files)  # once each, on the cluster
+    assert len(markers(marks)) == len(files) and sorted(ran_on) == sorted(
+        f.stem for f in files
+    )  # once each, on the cluster
     assert all((f.parent / f"{f.stem}_results" / f"{f.stem}.png").is_file() for f in files)
     # The Dask workers reported their task runs to the flow's API (not to an API of their own).
     with get_client(sync_client=True) as client:
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
     assert sorted(t.name for t in tasks) == sorted(f.name for f in files)
     assert all(t.state.is_completed() for t in tasks)
 
@@ -53,8 +61,12 @@ def test_subject_batch_runs_its_subjects_on_the_cluster_workers(dask_cluster: Cl
 
     manifest = make_manifest_study(tmp_path / "study", subjects=3, shape=(4, 4, 3))
     marks = tmp_path / "markers"
-    doc = subject_batch(out=str(tmp_path / "out"), manifest=str(manifest), run=RunOptions(dask_address=dask_cluster.address, retries=0),
-                        pipeline_command=f"{sys.executable} {MARKER_WORKER} {{id}} {{work_dir}} {marks}")
+    doc = subject_batch(
+        out=str(tmp_path / "out"),
+        manifest=str(manifest),
+        run=RunOptions(dask_address=dask_cluster.address, retries=0),
+        pipeline_command=f"{sys.executable} {MARKER_WORKER} {{id}} {{work_dir}} {marks}",
+    )
     assert doc["summary"]["total"] == 3 and doc["summary"]["failed"] == 0
     assert len(markers(marks)) == 3 and sorted(_ran_on(marks, dask_cluster)) == ["sub-001", "sub-002", "sub-003"]
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(why_not() is not None, reason=str(why_not()))
 
 #: A `--worker-command`: a marker per run (item, SLURM job), an optional sleep on the first run of
 #: one item, then a real 1x1 PNG in {output_dir}.
-WORKER = r'''
+WORKER = r"""
 import json, os, struct, sys, time, zlib
 from pathlib import Path
 src, out, marks, slow, pause = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], float(sys.argv[5])
@@ -39,7 +39,7 @@ def chunk(kind, data):
 png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b"")
 out.mkdir(parents=True, exist_ok=True)
 (out / f"{src.stem}.png").write_bytes(png)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -59,23 +59,51 @@ def _inputs(folder: Path, n: int) -> list[Path]:
     return files
 
 
-def _extract(tmp_path: Path, slurm: Slurm, child_env: dict[str, str], *flags: str, slow: str = "-", pause: float = 0.0,
-             timeout: float = 600) -> tuple[object, Path]:
+def _extract(
+    tmp_path: Path,
+    slurm: Slurm,
+    child_env: dict[str, str],
+    *flags: str,
+    slow: str = "-",
+    pause: float = 0.0,
+    timeout: float = 600,
+) -> tuple[object, Path]:
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     marks = tmp_path / "marks"
-    proc = salvo("extract", "--directory", str(tmp_path / "in"), "--retries", "1", "--items-per-task", "1", "--json",
-                 "--worker-command", f"{sys.executable} {worker} {{input}} {{output_dir}} {marks} {slow} {pause}",
-                 "--cluster", "slurm", "--slurm-interface", "lo", "--slurm-max-jobs", "2",
-                 "--slurm-config", str(_config(tmp_path)), *flags, env={**child_env, **slurm.env}, timeout=timeout)
+    proc = salvo(
+        "extract",
+        "--directory",
+        str(tmp_path / "in"),
+        "--retries",
+        "1",
+        "--items-per-task",
+        "1",
+        "--json",
+        "--worker-command",
+        f"{sys.executable} {worker} {{input}} {{output_dir}} {marks} {slow} {pause}",
+        "--cluster",
+        "slurm",
+        "--slurm-interface",
+        "lo",
+        "--slurm-max-jobs",
+        "2",
+        "--slurm-config",
+        str(_config(tmp_path)),
+        *flags,
+        env={**child_env, **slurm.env},
+        timeout=timeout,
+    )
     return proc, marks
 
 
 def _config(tmp_path: Path) -> Path:
     """Settings from a YAML file, as a lab keeps them; flags override them."""
     conf = tmp_path / "slurm.yaml"
-    conf.write_text(f"slurm:\n  partition: debug\n  memory: 1GB\n  walltime: '00:10:00'\n  log_directory: {tmp_path / 'joblogs'}\n"
-                    "  job_extra_directives: ['--comment=salvo-test']\n")
+    conf.write_text(
+        f"slurm:\n  partition: debug\n  memory: 1GB\n  walltime: '00:10:00'\n  log_directory: {tmp_path / 'joblogs'}\n"
+        "  job_extra_directives: ['--comment=salvo-test']\n"
+    )
     return conf
 
 
@@ -106,8 +134,9 @@ def test_items_run_inside_slurm_jobs(slurm: Slurm, child_env: dict[str, str], tm
     assert wait_until(lambda: not slurm.jobs(), timeout=120), f"jobs left in the queue: {slurm.jobs()}"
 
 
-def test_a_job_cancelled_under_an_item_runs_the_item_once_more_elsewhere(slurm: Slurm, child_env: dict[str, str],
-                                                                          tmp_path: Path) -> None:
+def test_a_job_cancelled_under_an_item_runs_the_item_once_more_elsewhere(
+    slurm: Slurm, child_env: dict[str, str], tmp_path: Path
+) -> None:
     import threading
 
     files = _inputs(tmp_path / "in", 3)
@@ -136,7 +165,9 @@ def test_a_job_cancelled_under_an_item_runs_the_item_once_more_elsewhere(slurm: 
     assert again.returncode == 0 and _runs(marks) == runs
 
 
-def test_an_item_that_would_outlive_its_job_is_a_timeout(slurm: Slurm, child_env: dict[str, str], tmp_path: Path) -> None:
+def test_an_item_that_would_outlive_its_job_is_a_timeout(
+    slurm: Slurm, child_env: dict[str, str], tmp_path: Path
+) -> None:
     _inputs(tmp_path / "in", 1)
     proc, marks = _extract(tmp_path, slurm, child_env, "--slurm-walltime", "1", slow="s00", pause=600)
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -147,8 +178,9 @@ def test_an_item_that_would_outlive_its_job_is_a_timeout(slurm: Slurm, child_env
     assert not (tmp_path / "in" / "s00_results").exists()
 
 
-def test_a_gridded_run_split_across_slurm_jobs_equals_an_unsplit_run(slurm: Slurm, child_env: dict[str, str],
-                                                                     tmp_path: Path) -> None:
+def test_a_gridded_run_split_across_slurm_jobs_equals_an_unsplit_run(
+    slurm: Slurm, child_env: dict[str, str], tmp_path: Path
+) -> None:
     """dvmdostem's cluster workflow: a 10 x 10 real-layout run split into 4 batches with failing cells,
     each batch recovered in a SLURM job, merged: cell for cell what one unsplit run gives."""
     import shlex
@@ -160,28 +192,65 @@ def test_a_gridded_run_split_across_slurm_jobs_equals_an_unsplit_run(slurm: Slur
     from tests.helpers import PUBLIC_FIXTURES
 
     wrapper = tmp_path / "jobmark.py"  # notes the SLURM job each model run is in, then runs the model
-    wrapper.write_text("import os, sys\nwith open(sys.argv[1], 'a') as f:\n    f.write(os.environ.get('SLURM_JOB_ID', 'none') + '\\n')\n"
-                       "os.execv(sys.executable, [sys.executable, '-m', 'salvo.gridded.fakemodel', *sys.argv[2:]])\n")
+    wrapper.write_text(
+        "import os, sys\nwith open(sys.argv[1], 'a') as f:\n    f.write(os.environ.get('SLURM_JOB_ID', 'none') + '\\n')\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'salvo.gridded.fakemodel', *sys.argv[2:]])\n"
+    )
     marks = tmp_path / "jobs.txt"
-    model = (f"{shlex.quote(sys.executable)} {wrapper} {marks} --mask {{mask}} --output {{output}} "
-             "--fail-cells '1,1;4,6;8,3' --fail-runs 1 --seed 2")
+    model = (
+        f"{shlex.quote(sys.executable)} {wrapper} {marks} --mask {{mask}} --output {{output}} "
+        "--fail-cells '1,1;4,6;8,3' --fail-runs 1 --seed 2"
+    )
     for name in ("whole", "split"):
         (tmp_path / name).mkdir()
         shutil.copy(PUBLIC_FIXTURES / "dvmdostem-imnaviat" / "run-mask.nc", tmp_path / name / "run-mask.nc")
     env = {**child_env, **slurm.env}
-    ref = salvo("recover", "--model-command", model, "--mask", str(tmp_path / "whole" / "run-mask.nc"), "--output",
-                str(tmp_path / "whole" / "output"), "--json", env=env, timeout=600)
+    ref = salvo(
+        "recover",
+        "--model-command",
+        model,
+        "--mask",
+        str(tmp_path / "whole" / "run-mask.nc"),
+        "--output",
+        str(tmp_path / "whole" / "output"),
+        "--json",
+        env=env,
+        timeout=600,
+    )
     assert ref.returncode == 0, ref.stderr[-2000:]
     marks.unlink()
-    proc = salvo("recover", "--model-command", model, "--mask", str(tmp_path / "split" / "run-mask.nc"), "--output",
-                 str(tmp_path / "split" / "output"), "--cells-per-batch", "25", "--max-queued", "2", "--json",
-                 "--cluster", "slurm", "--slurm-interface", "lo", "--slurm-walltime", "00:20:00",
-                 "--slurm-config", str(_config(tmp_path)), env=env, timeout=900)
+    proc = salvo(
+        "recover",
+        "--model-command",
+        model,
+        "--mask",
+        str(tmp_path / "split" / "run-mask.nc"),
+        "--output",
+        str(tmp_path / "split" / "output"),
+        "--cells-per-batch",
+        "25",
+        "--max-queued",
+        "2",
+        "--json",
+        "--cluster",
+        "slurm",
+        "--slurm-interface",
+        "lo",
+        "--slurm-walltime",
+        "00:20:00",
+        "--slurm-config",
+        str(_config(tmp_path)),
+        env=env,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
     assert len(doc["batches"]) == 4 and doc["merge"]["success_cells"] == 100
     for name in sorted(p.name for p in (tmp_path / "whole" / "output").glob("*.nc")):
-        with netCDF4.Dataset(tmp_path / "whole" / "output" / name) as a, netCDF4.Dataset(tmp_path / "split" / "output" / name) as b:
+        with (
+            netCDF4.Dataset(tmp_path / "whole" / "output" / name) as a,
+            netCDF4.Dataset(tmp_path / "split" / "output" / name) as b,
+        ):
             for var in a.variables:
                 assert np.array_equal(np.asarray(a.variables[var][:]), np.asarray(b.variables[var][:])), f"{name}:{var}"
     # Every model run (4 batches, plus one re-run round in each batch holding a failing cell) was inside a SLURM job.

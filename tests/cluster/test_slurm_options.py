@@ -14,8 +14,10 @@ from tests.helpers import salvo
 pytestmark = pytest.mark.pure
 
 
-@pytest.mark.parametrize("text, seconds", [("30", 1800), ("5:30", 330), ("01:00:00", 3600), ("2-0", 172800),
-                                           ("1-12:30", 131400), ("1-00:00:10", 86410)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("30", 1800), ("5:30", 330), ("01:00:00", 3600), ("2-0", 172800), ("1-12:30", 131400), ("1-00:00:10", 86410)],
+)
 def test_slurm_time_limits_as_sbatch_spells_them(text: str, seconds: float) -> None:
     assert walltime_seconds(text) == seconds
 
@@ -36,8 +38,10 @@ def test_an_item_never_outlives_its_job() -> None:
 
 def test_yaml_then_flags_then_what_dask_jobqueue_gets(tmp_path: Path) -> None:
     conf = tmp_path / "slurm.yaml"
-    conf.write_text("slurm:\n  queue: t1standard\n  account: proj\n  cores: 4\n  walltime: '08:00:00'\n"
-                    "  job_extra: ['#SBATCH --qos=normal']\n")
+    conf.write_text(
+        "slurm:\n  queue: t1standard\n  account: proj\n  cores: 4\n  walltime: '08:00:00'\n"
+        "  job_extra: ['#SBATCH --qos=normal']\n"
+    )
     opts = slurm_options(conf, cores=2, memory="8GB")
     assert (opts.partition, opts.account, opts.cores, opts.memory) == ("t1standard", "proj", 2, "8GB")
     assert opts.job_extra_directives == ("--qos=normal",)
@@ -68,11 +72,27 @@ def test_slurm_flags_without_the_cluster_and_a_split_recovery_are_exit_2(tmp_pat
 
     (tmp_path / "in").mkdir()
     shutil.copy(PUBLIC_FIXTURES / "dvmdostem-imnaviat" / "run-mask.nc", tmp_path / "m.nc")
-    for args, words in ((["extract", "--directory", str(tmp_path / "in"), "--slurm-partition", "debug"], "need --cluster slurm"),
-                        (["extract", "--directory", str(tmp_path / "in"), "--cluster", "slurm", "--slurm-walltime", "1h"],
-                         "--slurm-walltime"),
-                        (["recover", "--model-command", "true", "--mask", str(tmp_path / "m.nc"), "--output", str(tmp_path / "o"),
-                          "--cluster", "slurm"], "give --cells-per-batch")):
+    for args, words in (
+        (["extract", "--directory", str(tmp_path / "in"), "--slurm-partition", "debug"], "need --cluster slurm"),
+        (
+            ["extract", "--directory", str(tmp_path / "in"), "--cluster", "slurm", "--slurm-walltime", "1h"],
+            "--slurm-walltime",
+        ),
+        (
+            [
+                "recover",
+                "--model-command",
+                "true",
+                "--mask",
+                str(tmp_path / "m.nc"),
+                "--output",
+                str(tmp_path / "o"),
+                "--cluster",
+                "slurm",
+            ],
+            "give --cells-per-batch",
+        ),
+    ):
         proc = salvo(*args, env={"PATH": "/usr/bin:/bin"})
         assert proc.returncode == 2, (args, proc.stderr)
         assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

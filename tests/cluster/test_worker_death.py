@@ -29,7 +29,7 @@ SLOW = "w03"
 
 #: The `--worker-command`: a marker per invocation (item, pid, ancestors' pids); the SLOW item
 #: sleeps on its first run only (it is killed there); then a PNG in {output_dir}.
-WORKER = '''
+WORKER = """
 import json, os, sys, time
 from pathlib import Path
 src, out, marks, slow = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
@@ -46,7 +46,7 @@ tmp.rename(marks / f"{src.stem}.{os.getpid()}.{time.monotonic_ns()}")
 time.sleep(300 if (src.stem == slow and first) else 0.2)
 out.mkdir(parents=True, exist_ok=True)
 (out / f"{src.stem}.png").write_bytes(b"\\x89PNG\\r\\n\\x1a\\n" + src.read_bytes()[:64])
-'''
+"""
 
 
 #: Far longer than the test may take: an item runs again only because its claim's holder is seen dead.
@@ -119,13 +119,39 @@ def _batch_with_a_killed_worker(cluster: Cluster, child_env: dict[str, str], tmp
     script = tmp_path / "slow_worker.py"
     script.write_text(WORKER)
     marks, out = tmp_path / "markers", tmp_path / "out"
-    argv = [sys.executable, "-m", "cli", "extract", "--directory", str(src), "--output-dir", str(out), "--state", str(tmp_path / "state"),
-            "--dask-address", cluster.address, "--items-per-task", "1", "--retries", "0", "--json",
-            "--worker-command", f"{sys.executable} {script} {{input}} {{output_dir}} {marks} {SLOW}"]
-    proc = subprocess.Popen(argv, env={**child_env, "SALVO_LEASE_S": LEASE_S}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "cli",
+        "extract",
+        "--directory",
+        str(src),
+        "--output-dir",
+        str(out),
+        "--state",
+        str(tmp_path / "state"),
+        "--dask-address",
+        cluster.address,
+        "--items-per-task",
+        "1",
+        "--retries",
+        "0",
+        "--json",
+        "--worker-command",
+        f"{sys.executable} {script} {{input}} {{output_dir}} {marks} {SLOW}",
+    ]
+    proc = subprocess.Popen(
+        argv,
+        env={**child_env, "SALVO_LEASE_S": LEASE_S},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        assert wait_until(lambda: any(d["item"] == SLOW for d in _marks(marks)), timeout=600, interval=0.2), "the slow item never started"
+        assert wait_until(lambda: any(d["item"] == SLOW for d in _marks(marks)), timeout=600, interval=0.2), (
+            "the slow item never started"
+        )
         (first,) = [d for d in _marks(marks) if d["item"] == SLOW]
         victim = _worker_of(first, cluster)
         os.kill(victim, signal.SIGKILL)
@@ -136,9 +162,17 @@ def _batch_with_a_killed_worker(cluster: Cluster, child_env: dict[str, str], tmp
             proc.wait(timeout=30)
     # The killed run did not outlive its worker: its zygote saw its stdin close and killed it.
     assert wait_until(lambda: not alive(first["pid"]), timeout=30)
-    return Killed(returncode=proc.returncode, doc=json.loads(out_text), stderr=err, label=label, out=out,
-                  runs={s: [d for d in _marks(marks) if d["item"] == s] for s in stems}, first=first, victim=victim,
-                  survivor=next(p for p in cluster.worker_pids.values() if p != victim))
+    return Killed(
+        returncode=proc.returncode,
+        doc=json.loads(out_text),
+        stderr=err,
+        label=label,
+        out=out,
+        runs={s: [d for d in _marks(marks) if d["item"] == s] for s in stems},
+        first=first,
+        victim=victim,
+        survivor=next(p for p in cluster.worker_pids.values() if p != victim),
+    )
 
 
 def _states(task_run_id: object) -> list[tuple[str, str]]:
@@ -149,7 +183,8 @@ def _states(task_run_id: object) -> list[tuple[str, str]]:
 
 
 def test_a_killed_dask_workers_item_runs_once_more_elsewhere_and_no_task_run_stays_running(
-        make_cluster: Callable[[int], Cluster], child_env: dict[str, str], tmp_path: Path) -> None:
+    make_cluster: Callable[[int], Cluster], child_env: dict[str, str], tmp_path: Path
+) -> None:
     cluster = make_cluster(3)  # Dask's default: a task may lose up to 3 workers
     k = _batch_with_a_killed_worker(cluster, child_env, tmp_path)
 
@@ -174,7 +209,8 @@ def test_a_killed_dask_workers_item_runs_once_more_elsewhere_and_no_task_run_sta
 
 
 def test_a_task_dask_gives_up_on_fails_its_item_and_its_task_run_does_not_stay_running(
-        make_cluster: Callable[[int], Cluster], child_env: dict[str, str], tmp_path: Path) -> None:
+    make_cluster: Callable[[int], Cluster], child_env: dict[str, str], tmp_path: Path
+) -> None:
     cluster = make_cluster(0)  # the first lost worker is one too many: Dask raises KilledWorker
     k = _batch_with_a_killed_worker(cluster, child_env, tmp_path)
 
@@ -197,7 +233,9 @@ def test_a_task_dask_gives_up_on_fails_its_item_and_its_task_run_does_not_stay_r
     assert all("Dask worker died" in (t.state.message or "") for t in tasks if t.name in crashed)
     # A failed item that never started (queued on the dead worker) has no task run at all.
     assert not {t.name for t in tasks} & (set(failed) - set(crashed))
-    assert sorted(t.name for t in tasks if t.state.is_completed()) == sorted(f"{s}.nc" for s in k.runs if f"{s}.nc" not in failed)
+    assert sorted(t.name for t in tasks if t.state.is_completed()) == sorted(
+        f"{s}.nc" for s in k.runs if f"{s}.nc" not in failed
+    )
 
 
 @pytest.mark.pure
@@ -210,9 +248,10 @@ def test_a_claim_held_by_a_zombie_process_is_free_at_once(tmp_path: Path, monkey
     proc, *_ = _holder(str(tmp_path / "state"), "z" * 40, tmp_path, SALVO_LEASE_S=LEASE_S)
     try:
         proc.send_signal(signal.SIGKILL)
-        assert wait_until(lambda: Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", timeout=30)
+        assert wait_until(
+            lambda: Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", timeout=30
+        )
         with item_lock(record_store(str(tmp_path / "state")), "z" * 40) as claim:  # not after the 600 s lease
             assert "gone" in (claim.took_over or "")
     finally:
         proc.wait()
-

@@ -40,7 +40,14 @@ class Served:
 
     def prefect(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run the `prefect` CLI against this server."""
-        return subprocess.run([sys.executable, "-m", "prefect", *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "prefect", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def remember_processes(self) -> set[int]:
         """Pids of serve and everything below it (and of extra processes), remembered once seen."""
@@ -50,7 +57,11 @@ class Served:
 
     def worker_pid(self) -> int:
         """The pid of the Prefect worker `salvo serve` started."""
-        found = [c.pid for c in psutil.Process(self.process.pid).children() if "worker" in c.cmdline() and "start" in c.cmdline()]
+        found = [
+            c.pid
+            for c in psutil.Process(self.process.pid).children()
+            if "worker" in c.cmdline() and "start" in c.cmdline()
+        ]
         assert len(found) == 1, found
         return found[0]
 
@@ -120,10 +131,32 @@ def start_served(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, 
     port = free_port()
     env = {**serve_env(base / "home"), **(extra_env or {})}
     # One flow run at a time per worker: two concurrent runs then need two workers.
-    argv = [sys.executable, "-m", "cli", "serve", "--port", str(port), "--data", str(base / "data"), "--log-dir", str(base / "logs"), "--worker-limit", "1"]
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "cli",
+        "serve",
+        "--port",
+        str(port),
+        "--data",
+        str(base / "data"),
+        "--log-dir",
+        str(base / "logs"),
+        "--worker-limit",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     api_url = f"http://127.0.0.1:{port}/api"
-    s = Served(api_url=api_url, process=proc, env={**env, "PREFECT_API_URL": api_url}, home=base / "home", data=base / "data", logs=base / "logs")
+    s = Served(
+        api_url=api_url,
+        process=proc,
+        env={**env, "PREFECT_API_URL": api_url},
+        home=base / "home",
+        data=base / "data",
+        logs=base / "logs",
+    )
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -133,9 +166,13 @@ def start_served(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, 
             try:
                 line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"salvo serve not ready after {STARTUP_TIMEOUT_S:.0f} s:\n" + "\n".join(s.lines)) from None
+                raise AssertionError(
+                    f"salvo serve not ready after {STARTUP_TIMEOUT_S:.0f} s:\n" + "\n".join(s.lines)
+                ) from None
             if line is None:
-                raise AssertionError(f"salvo serve exited with {proc.wait()}:\n" + "\n".join(s.lines) + _logs(base / "logs"))
+                raise AssertionError(
+                    f"salvo serve exited with {proc.wait()}:\n" + "\n".join(s.lines) + _logs(base / "logs")
+                )
             s.lines.append(line)
         threading.Thread(target=_collect, args=(lines, s.lines), daemon=True).start()
         s.remember_processes()
@@ -151,4 +188,7 @@ def _collect(source: queue.Queue[str | None], sink: list[str]) -> None:
 
 
 def _logs(folder: Path) -> str:
-    return "".join(f"\n--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-20:]) for p in sorted(folder.glob("*.log")))
+    return "".join(
+        f"\n--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-20:])
+        for p in sorted(folder.glob("*.log"))
+    )

@@ -33,8 +33,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _local_env(home: Path) -> dict[str, str]:
     """A user's environment: no PREFECT_API_URL, the local server on, a private PREFECT_HOME and port."""
-    env = {k: v for k, v in child_env_for("unused").items() if not k.startswith("PREFECT_") and k != "PYTEST_CURRENT_TEST"}
-    env.update(PREFECT_HOME=str(home), SALVO_LOCAL_SERVER="1", SALVO_SERVER_PORT=str(free_port()), PREFECT_UI_ENABLED="false")
+    env = {
+        k: v for k, v in child_env_for("unused").items() if not k.startswith("PREFECT_") and k != "PYTEST_CURRENT_TEST"
+    }
+    env.update(
+        PREFECT_HOME=str(home), SALVO_LOCAL_SERVER="1", SALVO_SERVER_PORT=str(free_port()), PREFECT_UI_ENABLED="false"
+    )
     return env
 
 
@@ -48,12 +52,14 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 def _sleeper(tmp_path: Path) -> str:
     script = tmp_path / "sleeper.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import os, sys, time
         time.sleep(float(os.environ.get("SLEEP_S", "0")))
         os.makedirs(sys.argv[2], exist_ok=True)
         open(os.path.join(sys.argv[2], "plot.png"), "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + b"\\x00" * 32)
-    """))
+    """)
+    )
     return f"{sys.executable} {script} {{input}} {{output_dir}}"
 
 
@@ -73,14 +79,20 @@ def test_the_second_command_reuses_the_background_server_and_server_stop_stops_i
     assert "started a local Prefect server" in first.stderr
     assert json.loads(first.stdout)["summary"]["ok"] is True
 
-    second = salvo("extract", "--json", "--directory", str(_inputs(tmp_path / "b")), "--worker-command", worker, env=env)
+    second = salvo(
+        "extract", "--json", "--directory", str(_inputs(tmp_path / "b")), "--worker-command", worker, env=env
+    )
     assert second.returncode == 0, second.stderr[-2000:]
     again = read_state(home)
     assert again is not None and (again.pid, again.url) == (info.pid, info.url)
     assert "started a local Prefect server" not in second.stderr
     # Both runs are in that server's database (so in its UI).
-    with urllib.request.urlopen(urllib.request.Request(f"{info.url}/flow_runs/count", data=b"{}", method="POST",
-                                                       headers={"Content-Type": "application/json"}), timeout=10) as resp:
+    with urllib.request.urlopen(
+        urllib.request.Request(
+            f"{info.url}/flow_runs/count", data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+        ),
+        timeout=10,
+    ) as resp:
         assert int(resp.read()) >= 2
 
     status = salvo("server", "status", "--json", env=env)
@@ -109,15 +121,24 @@ def test_deleting_prefect_home_ends_its_local_server(tmp_path: Path, home: Path)
 def test_two_commands_starting_at_once_share_one_server(tmp_path: Path, home: Path) -> None:
     env = _local_env(home)
     argv = [sys.executable, "-m", "cli", "server", "start", "--timeout", "240"]
-    procs = [subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     info = read_state(home)
     assert info is not None
     assert sorted(o[0].split()[0] for o in outs) == ["Already", "Started"]  # one started it, the other found it
     assert all(f"PID {info.pid}" in o[0] for o in outs)
-    servers = [p for p in psutil.process_iter(["cmdline", "environ"]) if "server" in (p.info["cmdline"] or []) and "start" in (p.info["cmdline"] or [])
-               and "salvo.procs" not in (p.info["cmdline"] or []) and (p.info["environ"] or {}).get("PREFECT_HOME") == str(home)]
+    servers = [
+        p
+        for p in psutil.process_iter(["cmdline", "environ"])
+        if "server" in (p.info["cmdline"] or [])
+        and "start" in (p.info["cmdline"] or [])
+        and "salvo.procs" not in (p.info["cmdline"] or [])
+        and (p.info["environ"] or {}).get("PREFECT_HOME") == str(home)
+    ]
     assert [p.ppid() for p in servers] == [info.pid]  # one server, under the guard the state file names
 
 
@@ -127,8 +148,23 @@ def test_ctrl_c_to_a_command_does_not_reach_the_local_server(tmp_path: Path, hom
     assert start.returncode == 0, start.stderr
     info = read_state(home)
     assert info is not None
-    cmd = subprocess.Popen([sys.executable, "-m", "cli", "extract", "--directory", str(_inputs(tmp_path / "in")), "--worker-command", _sleeper(tmp_path)],
-                           env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "extract",
+            "--directory",
+            str(_inputs(tmp_path / "in")),
+            "--worker-command",
+            _sleeper(tmp_path),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         assert wait_until(lambda: _item_children(cmd.pid), timeout=180), "the item never started"
         os.killpg(cmd.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: SIGINT to the foreground group
@@ -182,11 +218,28 @@ def _running_below(driver: int, needle: str) -> list[int]:
     return found
 
 
-def _kill_driver_mid_item(tmp_path: Path, env: dict[str, str], *, also: str | None = None) -> tuple[set[int], str, dict[int, tuple[str, int]]]:
+def _kill_driver_mid_item(
+    tmp_path: Path, env: dict[str, str], *, also: str | None = None
+) -> tuple[set[int], str, dict[int, tuple[str, int]]]:
     """Start `salvo extract` with a 120 s item, SIGKILL it once the item runs (and, with ``also``, once a
     process with that in its command line runs too); return its processes and token."""
-    cmd = subprocess.Popen([sys.executable, "-m", "cli", "extract", "--directory", str(_inputs(tmp_path / "slow")), "--worker-command", _sleeper(tmp_path)],
-                           env={**env, "SLEEP_S": "120"}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "extract",
+            "--directory",
+            str(_inputs(tmp_path / "slow")),
+            "--worker-command",
+            _sleeper(tmp_path),
+        ],
+        env={**env, "SLEEP_S": "120"},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         assert wait_until(lambda: _item_children(cmd.pid), timeout=240), "the item never started"
         if also:  # Prefect may still be starting it (it was caught mid-fork) when the item already runs
@@ -215,8 +268,9 @@ def test_a_sigkilled_command_on_the_temporary_api_leaves_no_process_behind(tmp_p
     assert all(sid == pid for pid, (n, sid) in seen.items() if "uvicorn" in n), seen
     assert any("salvo.zygote" in n for n in names.values()), names
     t0 = time.monotonic()
-    assert wait_until(lambda: not any(process_alive(p) for p in tree) and not processes_with_token(token), timeout=10), \
-        {pid: names.get(pid) for pid in tree if process_alive(pid)}
+    assert wait_until(
+        lambda: not any(process_alive(p) for p in tree) and not processes_with_token(token), timeout=10
+    ), {pid: names.get(pid) for pid in tree if process_alive(pid)}
     print(f"all {len(tree)} processes of the killed command gone {time.monotonic() - t0:.1f} s after SIGKILL")
 
 
@@ -224,6 +278,7 @@ def test_the_next_command_marks_a_killed_commands_run_crashed(tmp_path: Path, pr
     env = child_env_for(prefect_api)
     tree, token, _ = _kill_driver_mid_item(tmp_path, env)
     assert wait_until(lambda: not any(process_alive(p) for p in tree), timeout=10)
+
     def killed_runs() -> list[dict]:
         running = _runs(prefect_api, "RUNNING")
         return [r for r in running if any(t.startswith("salvo-driver:") for t in r["tags"]) and "slow" in r["name"]]
@@ -233,7 +288,15 @@ def test_the_next_command_marks_a_killed_commands_run_crashed(tmp_path: Path, pr
     killed = killed_runs()
     slow = _post(f"{prefect_api}/flow_runs/filter", {"flow_runs": {"name": {"like_": "slow"}}, "limit": 20})
     assert len(killed) == 1, [(r["name"], r["state"] and r["state"]["type"]) for r in slow]  # type: ignore[union-attr, index]
-    nxt = salvo("extract", "--json", "--directory", str(_inputs(tmp_path / "next")), "--worker-command", _sleeper(tmp_path), env=env)
+    nxt = salvo(
+        "extract",
+        "--json",
+        "--directory",
+        str(_inputs(tmp_path / "next")),
+        "--worker-command",
+        _sleeper(tmp_path),
+        env=env,
+    )
     assert nxt.returncode == 0, nxt.stderr[-2000:]
     run = _read_run(prefect_api, killed[0]["id"])
     assert run["state"]["type"] == "CRASHED", run["state"]
@@ -241,7 +304,10 @@ def test_the_next_command_marks_a_killed_commands_run_crashed(tmp_path: Path, pr
     # The driver tag is on the flow run only: a task run with a tag costs an API call for Prefect's
     # tag concurrency slots, one per item. (The next command's run: it ended normally, so its task
     # runs have reached the API; the killed one's may not have.)
-    nxt_run = _post(f"{prefect_api}/flow_runs/filter", {"flow_runs": {"name": {"like_": "-next-"}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1})
+    nxt_run = _post(
+        f"{prefect_api}/flow_runs/filter",
+        {"flow_runs": {"name": {"like_": "-next-"}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1},
+    )
     assert nxt_run and any(t.startswith("salvo-driver:") for t in nxt_run[0]["tags"]), nxt_run  # type: ignore[index, arg-type]
     tasks = lambda: _post(f"{prefect_api}/task_runs/filter", {"flow_runs": {"id": {"any_": [nxt_run[0]["id"]]}}})  # type: ignore[index]  # noqa: E731
     assert wait_until(lambda: tasks(), timeout=60), "the next command's task run was never recorded"
@@ -258,7 +324,9 @@ def test_an_unreachable_prefect_api_is_one_line_and_exit_1(tmp_path: Path) -> No
 
 
 def _post(url: str, body: dict) -> object:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 

@@ -28,12 +28,17 @@ def test_a_flow_called_from_python_without_network_sends_no_telemetry(tmp_path: 
     (tmp_path / "run.py").write_text(SCRIPT)
     import os
 
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "SALVO_")) and k not in ("DO_NOT_TRACK", "PYTEST_CURRENT_TEST")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "SALVO_")) and k not in ("DO_NOT_TRACK", "PYTEST_CURRENT_TEST")
+    }
     env.update(PREFECT_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
     # A network namespace with only loopback (up): no DNS, no route out, as on a closed network.
     shell = f"ip link set lo up && exec {sys.executable} {tmp_path / 'run.py'} {tmp_path / 'd'}"
-    proc = subprocess.run(["unshare", "-n", "sh", "-c", shell], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        ["unshare", "-n", "sh", "-c", shell], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "STATE COMPLETED" in out, out[-3000:]
     assert "telemetry" not in out.lower(), out[-3000:]

@@ -13,8 +13,15 @@ from cli.main import main
 from tests.helpers import salvo
 
 DEPLOYMENTS = yaml.safe_load(PREFECT_FILE.read_text())["deployments"]
-PIPELINES = {"netcdf-extract", "assembly-run", "assembly-reassemble", "subject-batch", "job-batch", "salvage-merge",
-             "recover-batches"}
+PIPELINES = {
+    "netcdf-extract",
+    "assembly-run",
+    "assembly-reassemble",
+    "subject-batch",
+    "job-batch",
+    "salvage-merge",
+    "recover-batches",
+}
 
 
 def _templated(deployment: dict, env: dict[str, str]) -> dict:
@@ -65,7 +72,9 @@ def test_nightly_schedules_are_settings_with_defaults() -> None:
     changed = deployment_env(cron="30 3 * * 1-5", timezone="Europe/Paris", schedules_active=False)
     for d in DEPLOYMENTS:
         if d.get("schedules"):
-            assert _templated(d, changed)["schedules"] == [{"cron": "30 3 * * 1-5", "timezone": "Europe/Paris", "active": "false"}]
+            assert _templated(d, changed)["schedules"] == [
+                {"cron": "30 3 * * 1-5", "timezone": "Europe/Paris", "active": "false"}
+            ]
 
 
 def test_environment_variables_override_the_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -89,7 +98,9 @@ def test_a_deployment_whose_flow_file_is_absent_is_left_out(tmp_path: Path) -> N
     path, missing = deployable_file(src)
     try:
         assert missing == ["flows/not_there.py:nothing"]
-        assert [d["entrypoint"] for d in yaml.safe_load(path.read_text())["deployments"]] == [d["entrypoint"] for d in DEPLOYMENTS]
+        assert [d["entrypoint"] for d in yaml.safe_load(path.read_text())["deployments"]] == [
+            d["entrypoint"] for d in DEPLOYMENTS
+        ]
     finally:
         path.unlink()
 
@@ -97,7 +108,11 @@ def test_a_deployment_whose_flow_file_is_absent_is_left_out(tmp_path: Path) -> N
 def test_print_env_shows_the_settings_prefect_deploy_needs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["deploy", "--print-env", "--cron", "15 1 * * *", "--no-schedule", "--data", str(tmp_path)]) == 0
     lines = set(capsys.readouterr().out.splitlines())
-    assert {"export SALVO_NIGHTLY_CRON='15 1 * * *'", "export SALVO_SCHEDULES_ACTIVE=false", f"export SALVO_DATA={tmp_path.resolve()}"} <= lines
+    assert {
+        "export SALVO_NIGHTLY_CRON='15 1 * * *'",
+        "export SALVO_SCHEDULES_ACTIVE=false",
+        f"export SALVO_DATA={tmp_path.resolve()}",
+    } <= lines
 
 
 def test_a_bad_cron_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -128,7 +143,9 @@ def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None
 def test_a_bad_timezone_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["deploy", "--print-env", "--timezone", "Mars/Olympus_Mons"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("salvo: error: bad --cron/--timezone '0 2 * * *' 'Mars/Olympus_Mons'") and err.count("\n") == 1
+    assert (
+        err.startswith("salvo: error: bad --cron/--timezone '0 2 * * *' 'Mars/Olympus_Mons'") and err.count("\n") == 1
+    )
 
 
 def test_the_subject_batch_deployment_takes_either_a_manifest_or_a_bids_dir() -> None:

@@ -19,7 +19,10 @@ pytestmark = pytest.mark.pure
 
 def test_sweep_ends_every_process_carrying_the_token_and_no_other(tmp_path: Path) -> None:
     token = "t" + os.urandom(6).hex()
-    mine = [subprocess.Popen(["sleep", "120"], env={**os.environ, procs.TOKEN_VAR: token}, start_new_session=True) for _ in range(2)]
+    mine = [
+        subprocess.Popen(["sleep", "120"], env={**os.environ, procs.TOKEN_VAR: token}, start_new_session=True)
+        for _ in range(2)
+    ]
     other = subprocess.Popen(["sleep", "120"], env={**os.environ, procs.TOKEN_VAR: "someone-else"})
     try:
         assert sorted(procs.processes_with_token(token)) == sorted(p.pid for p in mine)
@@ -42,7 +45,12 @@ def test_the_reaper_ends_the_drivers_processes_when_the_driver_is_killed(tmp_pat
         "print(p.pid, flush=True)\n"
         "time.sleep(120)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", driver],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
     child = int(proc.stdout.readline())  # type: ignore[union-attr]
     assert procs.process_alive(child)
     proc.kill()
@@ -53,19 +61,25 @@ def test_the_reaper_ends_the_drivers_processes_when_the_driver_is_killed(tmp_pat
 def test_a_local_server_that_cannot_start_is_one_line_naming_its_log_and_leaves_no_state(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
         procs.ensure_local_server(tmp_path / "home", port=procs.free_port(), startup_timeout_s=30, python="/bin/false")
-    assert "exited with code 1" in str(err.value) and "salvo-server.log" in str(err.value) and "\n" not in str(err.value)
+    assert (
+        "exited with code 1" in str(err.value) and "salvo-server.log" in str(err.value) and "\n" not in str(err.value)
+    )
     assert procs.read_state(tmp_path / "home") is None
     assert procs.stop_local_server(tmp_path / "home") is None
 
 
-def test_the_user_api_url_comes_from_the_environment_else_the_active_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_user_api_url_comes_from_the_environment_else_the_active_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cli.server import user_api_url
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.delenv("PREFECT_PROFILE", raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     assert user_api_url() is None
-    (tmp_path / "profiles.toml").write_text('active = "lab"\n[profiles.lab]\nPREFECT_API_URL = "http://lab:4200/api/"\n[profiles.ephemeral]\n')
+    (tmp_path / "profiles.toml").write_text(
+        'active = "lab"\n[profiles.lab]\nPREFECT_API_URL = "http://lab:4200/api/"\n[profiles.ephemeral]\n'
+    )
     assert user_api_url() == "http://lab:4200/api"
     monkeypatch.setenv("PREFECT_PROFILE", "ephemeral")
     assert user_api_url() is None

@@ -20,12 +20,15 @@ from tests.helpers import wait_until
 
 
 @pytest.mark.pure
-@pytest.mark.parametrize(("pipeline", "params", "label"), [
-    ("netcdf-extract", {"directory": "/data/netcdf/"}, "netcdf"),
-    ("subject-batch", {"manifest": None, "bids_dir": "/studies/ds001"}, "ds001"),
-    ("subject-batch", {"manifest": "/studies/m.csv", "bids_dir": "/studies/ds001"}, "m.csv"),
-    ("job-batch", {}, ""),
-])
+@pytest.mark.parametrize(
+    ("pipeline", "params", "label"),
+    [
+        ("netcdf-extract", {"directory": "/data/netcdf/"}, "netcdf"),
+        ("subject-batch", {"manifest": None, "bids_dir": "/studies/ds001"}, "ds001"),
+        ("subject-batch", {"manifest": "/studies/m.csv", "bids_dir": "/studies/ds001"}, "m.csv"),
+        ("job-batch", {}, ""),
+    ],
+)
 def test_a_run_name_is_pipeline_input_and_time(pipeline: str, params: dict[str, Any], label: str) -> None:
     when = dt.datetime(2026, 12, 3, 2, 0, tzinfo=dt.timezone.utc)
     local = when.astimezone().strftime("%Y%m%d-%H%M%S")
@@ -51,14 +54,29 @@ def test_the_local_server_names_a_scheduled_salvo_run_before_it_starts(local_ser
     flow = _api(local_server, "/flows/", {"name": "netcdf-extract"})
     when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=3)
     scheduled = {"type": "SCHEDULED", "state_details": {"scheduled_time": when.isoformat()}}
-    ours = _api(local_server, "/flow_runs/", {"flow_id": flow["id"], "name": "marble-dachshund", "tags": ["salvo", "netcdf-extract", "nightly"],
-                                             "parameters": {"directory": "/data/netcdf"}, "state": scheduled})
-    other = _api(local_server, "/flow_runs/", {"flow_id": flow["id"], "name": "crimson-otter", "tags": ["someone-else"], "state": scheduled})
+    ours = _api(
+        local_server,
+        "/flow_runs/",
+        {
+            "flow_id": flow["id"],
+            "name": "marble-dachshund",
+            "tags": ["salvo", "netcdf-extract", "nightly"],
+            "parameters": {"directory": "/data/netcdf"},
+            "state": scheduled,
+        },
+    )
+    other = _api(
+        local_server,
+        "/flow_runs/",
+        {"flow_id": flow["id"], "name": "crimson-otter", "tags": ["someone-else"], "state": scheduled},
+    )
 
     def name(run_id: str) -> str:
         return _api(local_server, f"/flow_runs/{run_id}", method="GET")["name"]
 
-    assert wait_until(lambda: name(ours["id"]).startswith("netcdf-extract-netcdf-"), timeout=60, interval=0.5), name(ours["id"])
+    assert wait_until(lambda: name(ours["id"]).startswith("netcdf-extract-netcdf-"), timeout=60, interval=0.5), name(
+        ours["id"]
+    )
     assert name(ours["id"]).endswith(when.astimezone().strftime("%Y%m%d-%H%M%S"))  # named after when it will run
     assert name(other["id"]) == "crimson-otter"  # not a Salvo run: left alone
 
@@ -76,8 +94,18 @@ def test_every_pipeline_flow_is_named_from_parameters_it_has() -> None:
     from flows.subject_batch import subject_batch
     from salvo.runnames import NAME_PARAMS
 
-    flows = {f.name: f for f in (assembly_reassemble, assembly_run, job_batch, netcdf_extract, recover_batches, salvage_merge,
-                                       subject_batch)}
+    flows = {
+        f.name: f
+        for f in (
+            assembly_reassemble,
+            assembly_run,
+            job_batch,
+            netcdf_extract,
+            recover_batches,
+            salvage_merge,
+            subject_batch,
+        )
+    }
     assert set(flows) == set(NAME_PARAMS)
     for name, params in NAME_PARAMS.items():
         assert set(params) <= set(inspect.signature(flows[name].fn).parameters), name

@@ -14,7 +14,9 @@ from tests.deploy.conftest import MARKER_WORKER
 from tests.helpers import markers
 
 
-def test_netcdf_extract_resumes_from_records_on_s3(s3_endpoint: str, s3_url: str, s3_fs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_netcdf_extract_resumes_from_records_on_s3(
+    s3_endpoint: str, s3_url: str, s3_fs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
     import sys
 
     from flows.netcdf_extract import netcdf_extract
@@ -23,8 +25,12 @@ def test_netcdf_extract_resumes_from_records_on_s3(s3_endpoint: str, s3_url: str
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     files = [write_series_file(tmp_path / "in" / f"s3_{i}.nc", steps=3 + i, seed=i, ny=2, nx=3) for i in range(3)]
     marks = tmp_path / "markers"
-    params = {"directory": str(tmp_path / "in"), "state": s3_url, "run": RunOptions(retries=0),
-              "worker_command": f"{sys.executable} {MARKER_WORKER} {{input}} {{output_dir}} {marks}"}
+    params = {
+        "directory": str(tmp_path / "in"),
+        "state": s3_url,
+        "run": RunOptions(retries=0),
+        "worker_command": f"{sys.executable} {MARKER_WORKER} {{input}} {{output_dir}} {marks}",
+    }
 
     first = netcdf_extract(**params)
     second = netcdf_extract(**params)
@@ -38,6 +44,9 @@ def test_netcdf_extract_resumes_from_records_on_s3(s3_endpoint: str, s3_url: str
     # One record object per item directly under records/ (records/index/ and records/claims/ are not records).
     records = [p for p in s3_fs.find(bucket_path) if not p.endswith("/") and p.rsplit("/", 2)[-2] == "records"]
     items = plan_items(files, directory=tmp_path / "in", worker_command=params["worker_command"])
-    keys = {item_key(it, worker=extract_worker(params["worker_command"]), settings={"pipeline": "netcdf-extract"}) for it in items}
+    keys = {
+        item_key(it, worker=extract_worker(params["worker_command"]), settings={"pipeline": "netcdf-extract"})
+        for it in items
+    }
     assert {r.rsplit("/", 1)[1] for r in records} == keys  # one record per item, named by its content key
     assert not list((tmp_path / "in").glob(".salvo/records/*"))  # nothing fell back to the local folder

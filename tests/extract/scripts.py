@@ -1,6 +1,6 @@
 """A stand-in for a user's own `extract_results.py`: `ok_*`, `slow_*`, `silent_*`, `hang_*`, `segv_*` inputs."""
 
-EXTRACT = r'''
+EXTRACT = r"""
 import os, sys, time, pathlib
 inp, out, counter = sys.argv[1], sys.argv[2], sys.argv[3]
 mode = pathlib.Path(inp).name.split("_")[0]  # the file name says how to behave
@@ -16,7 +16,7 @@ if mode == "segv":
     import ctypes; ctypes.string_at(0)
 pathlib.Path(out).mkdir(parents=True, exist_ok=True)
 (pathlib.Path(out) / "plot.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 64)
-'''
+"""
 
 
 def write_script(folder) -> str:

@@ -8,7 +8,7 @@ and exit 0 without plots, and fail with a traceback (exit 1) on a file they cann
 #: Standard library only; behaves by the file's first bytes: GOOD, ONESTEP, NOPLOTS, anything else
 #: (corrupt). Each run leaves a marker `<name>.<pid>` in $CALLS holding its working folder and
 #: whether `<stem>/` already existed there when it started. NO_PLOTS=1 makes every run write no PNG.
-STDLIB = r'''
+STDLIB = r"""
 import os, sys
 from pathlib import Path
 
@@ -35,10 +35,10 @@ if data.startswith(b"NOPLOTS") or os.environ.get("NO_PLOTS") == "1":
 Path(stem, "maps", "GPP.png").write_bytes(b"\x89PNG\r\n\x1a\n" + data * 8)
 Path(stem, "summary.png").write_bytes(b"\x89PNG\r\n\x1a\n" + stem.encode() * 8)
 print(f"Saved plots to {stem}/")
-'''
+"""
 
 #: A real plotting worker on real NetCDF files: xarray and matplotlib, as the seed's users have.
-XARRAY = r'''
+XARRAY = r"""
 import os, sys
 import matplotlib
 matplotlib.use("Agg")
@@ -60,4 +60,4 @@ for name, var in ds.data_vars.items():
         fig.savefig(os.path.join(stem, f"{name}.png"))
         plt.close(fig)
 print("done")
-'''
+"""

@@ -76,7 +76,10 @@ def test_json_is_alone_on_stdout_and_exit_1_on_failure(tmp_path: Path, child_env
 def _start(data: Path, cmd: str, env: dict, tmp_path: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "cli", "extract", "--directory", str(data), "--worker-command", cmd],
-        env={**env, "SLOW_SECONDS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**env, "SLOW_SECONDS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

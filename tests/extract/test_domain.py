@@ -20,7 +20,12 @@ from salvo.samples.netcdf import write_series_file
         (xr.Dataset({"v": ("time", [1.0, 2.0])}), "time"),
         (xr.Dataset({"v": ("t2", [1.0, 2.0])}, coords={"t2": ("t2", [0, 1], {"axis": "T"})}), "t2"),
         (xr.Dataset({"v": ("when", [1.0, 2.0])}, coords={"when": pd.date_range("2000", periods=2)}), "when"),
-        (xr.Dataset({"v": ("step", [1.0, 2.0])}, coords={"step": ("step", [0, 1], {"units": "days since 2000-01-01"})}), "step"),
+        (
+            xr.Dataset(
+                {"v": ("step", [1.0, 2.0])}, coords={"step": ("step", [0, 1], {"units": "days since 2000-01-01"})}
+            ),
+            "step",
+        ),
         (xr.Dataset({"v": ("month", [1.0, 2.0])}), "month"),
         (xr.Dataset({"v": (("y", "x"), np.zeros((2, 2)))}), None),
     ],
@@ -35,7 +40,9 @@ def test_discover_inputs_pattern_recursion_and_hidden(tmp_path: Path) -> None:
         (tmp_path / rel).write_bytes(b"x")
     assert [p.name for p in discover_inputs(tmp_path)] == ["a_S4_1.nc", "b_S3_1.nc"]
     assert [p.name for p in discover_inputs(tmp_path, pattern="*_S4_*")] == ["a_S4_1.nc"]
-    assert [p.relative_to(tmp_path).as_posix() for p in discover_inputs(tmp_path, pattern="*_S4_*", recursive=True)] == ["a_S4_1.nc", "sub/c_S4_2.nc"]
+    assert [
+        p.relative_to(tmp_path).as_posix() for p in discover_inputs(tmp_path, pattern="*_S4_*", recursive=True)
+    ] == ["a_S4_1.nc", "sub/c_S4_2.nc"]
     with pytest.raises(UsageError, match="does not exist"):
         discover_inputs(tmp_path / "nope")
 
@@ -51,7 +58,13 @@ def test_extract_plots_writes_series_and_maps(tmp_path: Path) -> None:
     out = tmp_path / "a_results"
     got = extract_plots(input=str(f), output_dir=str(out))
     names = sorted(p.name for p in png_files(out))
-    assert names == ["CO2_timeseries.png", "GPP_last_step_map.png", "GPP_timeseries.png", "TAIR_last_step_map.png", "TAIR_timeseries.png"]
+    assert names == [
+        "CO2_timeseries.png",
+        "GPP_last_step_map.png",
+        "GPP_timeseries.png",
+        "TAIR_last_step_map.png",
+        "TAIR_timeseries.png",
+    ]
     assert got["metrics"] == {"plots": 5, "time_steps": 12, "variables": 3}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".salvo-tmp")]
 

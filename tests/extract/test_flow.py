@@ -27,7 +27,11 @@ def test_external_worker_outcomes(tmp_path: Path) -> None:
         (data / name).write_bytes(name.encode())
     t0 = time.monotonic()
     with pytest.raises(BatchFailed) as info:
-        netcdf_extract(directory=str(data), worker_command=command(write_script(tmp_path), str(counter)), run=RunOptions(timeout_s=2, retries=1, workers=2))
+        netcdf_extract(
+            directory=str(data),
+            worker_command=command(write_script(tmp_path), str(counter)),
+            run=RunOptions(timeout_s=2, retries=1, workers=2),
+        )
     elapsed = time.monotonic() - t0
     items = _by_id(info.value.summary)
     assert items["ok_1.nc"]["status"] == "success"
@@ -56,7 +60,12 @@ def test_builtin_worker_statuses_resume_edit_and_force(tmp_path: Path) -> None:
     out = tmp_path / "plots"
     first = netcdf_extract(directory=str(data), output_dir=str(out), fail_on_error=False, run=RunOptions(retries=0))
     items = _by_id(first)
-    assert {k: v["status"] for k, v in items.items()} == {"corrupt.nc": "error", "good_a.nc": "success", "good_b.nc": "success", "single.nc": "skipped"}
+    assert {k: v["status"] for k, v in items.items()} == {
+        "corrupt.nc": "error",
+        "good_a.nc": "success",
+        "good_b.nc": "success",
+        "single.nc": "skipped",
+    }
     assert items["single.nc"]["reason"] == "only 1 time step"
     assert "cannot read" in items["corrupt.nc"]["reason"]
     assert (out / "good_a").is_dir() and not (out / "corrupt").exists()
@@ -70,12 +79,18 @@ def test_builtin_worker_statuses_resume_edit_and_force(tmp_path: Path) -> None:
     assert (out / "good_a" / "GPP_timeseries.png").stat().st_mtime_ns == mtime
 
     write_series_file(data / "good_b.nc", steps=9, seed=3)  # edited content: processed again
-    third = _by_id(netcdf_extract(directory=str(data), output_dir=str(out), fail_on_error=False, run=RunOptions(retries=0)))
+    third = _by_id(
+        netcdf_extract(directory=str(data), output_dir=str(out), fail_on_error=False, run=RunOptions(retries=0))
+    )
     assert third["good_b.nc"]["status"] == "success" and not third["good_b.nc"]["cached"]
     assert third["good_b.nc"]["metrics"]["time_steps"] == 9
     assert third["good_a.nc"]["cached"]
 
-    forced = _by_id(netcdf_extract(directory=str(data), output_dir=str(out), fail_on_error=False, run=RunOptions(retries=0, force=True)))
+    forced = _by_id(
+        netcdf_extract(
+            directory=str(data), output_dir=str(out), fail_on_error=False, run=RunOptions(retries=0, force=True)
+        )
+    )
     assert not any(v["cached"] for v in forced.values())
     assert (out / "good_a" / "GPP_timeseries.png").stat().st_mtime_ns != mtime
 
@@ -98,7 +113,9 @@ def test_skip_existing_does_not_run_the_worker(tmp_path: Path) -> None:
         (data / name).write_bytes(name.encode())
     (data / "ok_1_results").mkdir()
     (data / "ok_1_results" / "old.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"1" * 32)
-    doc = netcdf_extract(directory=str(data), worker_command=command(write_script(tmp_path), str(counter)), skip_existing=True)
+    doc = netcdf_extract(
+        directory=str(data), worker_command=command(write_script(tmp_path), str(counter)), skip_existing=True
+    )
     items = _by_id(doc)
     assert items["ok_1.nc"]["status"] == "skipped" and "output exists" in items["ok_1.nc"]["reason"]
     assert items["ok_2.nc"]["status"] == "success"

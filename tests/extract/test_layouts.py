@@ -17,7 +17,11 @@ from tests.helpers import markers
 
 
 def _inputs(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.blake2b(p.read_bytes()).hexdigest() for p in folder.rglob("*.nc") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.blake2b(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*.nc")
+        if p.is_file()
+    }
 
 
 def _ids(doc: dict) -> list[str]:
@@ -51,7 +55,9 @@ def test_mirrored_layout_that_would_nest_outputs_is_refused_before_running(tmp_p
     cmd = command(write_script(tmp_path), str(tmp_path / "calls"))
     for out in (tmp_path / "out", data):  # a separate output folder, and the input folder itself
         with pytest.raises(UsageError, match="ok_a"):
-            netcdf_extract(directory=str(data), recursive=True, output_dir=str(out), worker_command=cmd, run=RunOptions(retries=0))
+            netcdf_extract(
+                directory=str(data), recursive=True, output_dir=str(out), worker_command=cmd, run=RunOptions(retries=0)
+            )
         assert _inputs(data) == before
     assert not markers(tmp_path / "calls")  # nothing ran
     assert not (tmp_path / "out").exists()
@@ -59,17 +65,33 @@ def test_mirrored_layout_that_would_nest_outputs_is_refused_before_running(tmp_p
 
 @pytest.mark.parametrize("recursive", [False, True])
 @pytest.mark.parametrize("inside", ["output-dir", "beside"])
-def test_outputs_inside_the_input_folder_are_never_inputs_on_the_next_run(tmp_path: Path, recursive: bool, inside: str) -> None:
+def test_outputs_inside_the_input_folder_are_never_inputs_on_the_next_run(
+    tmp_path: Path, recursive: bool, inside: str
+) -> None:
     data = tmp_path / "data"
     (data / "sub").mkdir(parents=True)
     for name in ("ok_1.nc", "ok_2.nc", "sub/ok_3.nc"):
         (data / name).write_bytes(name.encode())
     cmd = command(write_script(tmp_path), str(tmp_path / "calls"))
     out = str(data / "plots") if inside == "output-dir" else None
-    first = netcdf_extract(directory=str(data), pattern="*", recursive=recursive, output_dir=out, worker_command=cmd, run=RunOptions(retries=0))
+    first = netcdf_extract(
+        directory=str(data),
+        pattern="*",
+        recursive=recursive,
+        output_dir=out,
+        worker_command=cmd,
+        run=RunOptions(retries=0),
+    )
     expected = ["ok_1.nc", "ok_2.nc"] + (["sub/ok_3.nc"] if recursive else [])
     assert _ids(first) == expected
-    second = netcdf_extract(directory=str(data), pattern="*", recursive=recursive, output_dir=out, worker_command=cmd, run=RunOptions(retries=0))
+    second = netcdf_extract(
+        directory=str(data),
+        pattern="*",
+        recursive=recursive,
+        output_dir=out,
+        worker_command=cmd,
+        run=RunOptions(retries=0),
+    )
     assert _ids(second) == expected  # not plot.png, not the reports, not .salvo/ records
     assert all(i["cached"] for i in second["items"])
 
@@ -94,7 +116,11 @@ def test_an_unreadable_input_is_its_own_error_and_the_others_succeed(tmp_path: P
     cmd = command(write_script(tmp_path), str(tmp_path / "calls"))
     doc = netcdf_extract(directory=str(data), worker_command=cmd, run=RunOptions(retries=2), fail_on_error=False)
     items = {i["item_id"]: i for i in doc["items"]}
-    assert {k: v["status"] for k, v in items.items()} == {"ok_1.nc": "success", "ok_2.nc": "success", "ok_bad.nc": "error"}
+    assert {k: v["status"] for k, v in items.items()} == {
+        "ok_1.nc": "success",
+        "ok_2.nc": "success",
+        "ok_bad.nc": "error",
+    }
     assert "cannot read" in items["ok_bad.nc"]["reason"] and items["ok_bad.nc"]["attempt"] == 1
     assert not markers(tmp_path / "calls", "ok_bad.nc*")  # never handed to the worker
     assert doc["summary"]["failed"] == 1

@@ -43,7 +43,9 @@ def _run(line: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     return code, out.out
 
 
-def test_the_migration_pages_commands_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_migration_pages_commands_run_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     blocks = examples()
     assert list(blocks) == ["seed-flags", "seed-layout", "worker-command", "seed-resume", "recursive"]
     data = tmp_path / "data"
@@ -61,7 +63,11 @@ def test_the_migration_pages_commands_run_as_written(tmp_path: Path, monkeypatch
     s4_plot = data / "exp_S4_000_results" / "GPP_timeseries.png"
     mtime = s4_plot.stat().st_mtime_ns
     _run(third, capsys)
-    assert sorted(p.name for p in data.glob("*_results")) == ["exp_S3_002_results", "exp_S4_000_results", "exp_S4_001_results"]
+    assert sorted(p.name for p in data.glob("*_results")) == [
+        "exp_S3_002_results",
+        "exp_S4_000_results",
+        "exp_S4_001_results",
+    ]
     assert s4_plot.stat().st_mtime_ns == mtime  # finished files were not plotted again
     assert (data / "exp_S3_002_results" / "tas_timeseries.png").is_file()  # the noleap file
     for line in (skip, resume):
@@ -89,7 +95,9 @@ def test_the_migration_pages_commands_run_as_written(tmp_path: Path, monkeypatch
 
     (line,) = blocks["recursive"]
     _run(line, capsys)
-    assert (tmp_path / "plots" / "sub" / "exp_S3_003" / "tas_timeseries.png").is_file()  # the 360_day file, in a sub-folder
+    assert (
+        tmp_path / "plots" / "sub" / "exp_S3_003" / "tas_timeseries.png"
+    ).is_file()  # the 360_day file, in a sub-folder
 
 
 def _run_code(line: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -100,8 +108,9 @@ def _run_code(line: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
-def test_the_seed_layout_commands_run_a_seed_users_worker_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_seed_layout_commands_run_a_seed_users_worker_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The page's seed-layout block, with an extract_results.py written as the seed's users write
     theirs (xarray and matplotlib, plots in <stem>/, `Skipping.` for one time step), on real files."""
     import netCDF4
@@ -125,7 +134,12 @@ def test_the_seed_layout_commands_run_a_seed_users_worker_unchanged(tmp_path: Pa
     assert code == 1
     report = json.loads((tmp_path / "batch_summary.json").read_text())
     status = {i["item_id"]: i["status"] for i in report["items"]}
-    assert status == {"exp_S3_000.nc": "success", "exp_S3_001.nc": "skipped", "exp_S3_002.nc": "error", "exp_S3_003.nc": "silent_failure"}
+    assert status == {
+        "exp_S3_000.nc": "success",
+        "exp_S3_001.nc": "skipped",
+        "exp_S3_002.nc": "error",
+        "exp_S3_003.nc": "silent_failure",
+    }
     assert sorted(p.name for p in (tmp_path / "exp_S3_000").iterdir()) == ["CO2.png", "GPP.png", "TAIR.png"]
     assert not (tmp_path / "exp_S3_003").exists() and not list(data.glob("*_results"))
     assert (tmp_path / "batch_resume.txt").read_text().splitlines() == ["data/exp_S3_000.nc", "data/exp_S3_001.nc"]

@@ -40,12 +40,16 @@ def _expected(files: list[Path], directory: Path, output_dir: Path | None) -> li
 
 @pytest.mark.parametrize("spelling", ["d", "d/", "./d", "{root}/d", "{root}//d/", "alias", "{root}/alias/"])
 @pytest.mark.parametrize("out", [None, "o", "{root}/o2/", "./o3//x"])
-def test_items_are_spelled_as_pathlib_spells_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: str, out: str | None) -> None:
+def test_items_are_spelled_as_pathlib_spells_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: str, out: str | None
+) -> None:
     monkeypatch.chdir(tmp_path)
     _tree(tmp_path)
     directory = spelling.format(root=tmp_path)
     output_dir = None if out is None else out.format(root=tmp_path)
-    plan = plan_batch(directory, pattern="*", output_dir=output_dir, recursive=True, worker_command="echo {input} {output_dir}")
+    plan = plan_batch(
+        directory, pattern="*", output_dir=output_dir, recursive=True, worker_command="echo {input} {output_dir}"
+    )
     files = discover_inputs(directory, pattern="*", recursive=True)
     want = _expected(files, Path(directory), None if output_dir is None else Path(output_dir))
     assert [(it.id, it.inputs[0], it.outputs[0]) for it in plan.items] == want
@@ -66,8 +70,9 @@ def test_discovery_sorts_as_paths_do_not_as_strings(tmp_path: Path) -> None:
 def test_a_file_reached_through_a_linked_folder_keeps_its_name_in_the_folder(tmp_path: Path) -> None:
     d = _tree(tmp_path)
     items = plan_items([tmp_path / "alias" / "sub" / "z.nc"], directory=d)
-    assert [(it.id, it.inputs[0], it.outputs[0]) for it in items] == [("sub/z.nc", str(d.resolve() / "sub" / "z.nc"),
-                                                                        str(d.resolve() / "sub" / "z_results"))]
+    assert [(it.id, it.inputs[0], it.outputs[0]) for it in items] == [
+        ("sub/z.nc", str(d.resolve() / "sub" / "z.nc"), str(d.resolve() / "sub" / "z_results"))
+    ]
 
 
 def test_a_real_bids_tree_is_planned_as_pathlib_spells_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,7 +88,9 @@ def test_a_real_bids_tree_is_planned_as_pathlib_spells_it(tmp_path: Path, monkey
     monkeypatch.chdir(tmp_path)
     for pattern in ("*.gz", "*.vhdr"):
         for directory, out in (("linked", None), (str(real), "outs"), ("./linked/", "./o//x")):
-            plan = plan_batch(directory, pattern=pattern, output_dir=out, recursive=True, worker_command="echo {input} {output_dir}")
+            plan = plan_batch(
+                directory, pattern=pattern, output_dir=out, recursive=True, worker_command="echo {input} {output_dir}"
+            )
             files = discover_inputs(directory, pattern=pattern, recursive=True)
             assert len(files) >= 6 and files == sorted(files)
             want = _expected(files, Path(directory), None if out is None else Path(out))

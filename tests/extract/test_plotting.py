@@ -17,8 +17,15 @@ import xarray as xr
 
 from salvo.errors import InputError
 from salvo.extract import png_files
-from salvo.extract.plot import (DEFAULT_DPI, extract_plots, find_time, open_groups, reduction_for, time_axis,
-                                timeseries_figure)
+from salvo.extract.plot import (
+    DEFAULT_DPI,
+    extract_plots,
+    find_time,
+    open_groups,
+    reduction_for,
+    time_axis,
+    timeseries_figure,
+)
 from salvo.samples.netcdf import CF_CALENDARS, write_cf_file
 
 pytestmark = pytest.mark.pure
@@ -71,7 +78,9 @@ def test_every_cf_calendar_is_plotted_with_date_ticks(tmp_path: Path, calendar: 
         assert labels == sorted(labels)
         assert calendar in fig.axes[0].get_xlabel() or calendar in ("standard", "gregorian", "proleptic_gregorian")
         line = fig.axes[0].get_lines()[0]
-        assert len(line.get_xdata()) == 24 and np.isfinite(line.get_ydata()).all()  # the fill value is masked, not drawn
+        assert (
+            len(line.get_xdata()) == 24 and np.isfinite(line.get_ydata()).all()
+        )  # the fill value is masked, not drawn
     finally:
         plt.close(fig)
         ds.close()
@@ -85,7 +94,8 @@ def test_the_real_dvmdostem_365_day_file(tmp_path: Path) -> None:
     got = extract_plots(input=str(FIXTURE), output_dir=str(out), dpi=50)
     assert got["metrics"]["time_steps"] == 1020 and got["metrics"]["variables"] == 4
     assert sorted(p.name for p in png_files(out)) == sorted(
-        f"{v}_{kind}.png" for v in ("tair", "precip", "nirr", "vapor_press") for kind in ("timeseries", "last_step_map"))
+        f"{v}_{kind}.png" for v in ("tair", "precip", "nirr", "vapor_press") for kind in ("timeseries", "last_step_map")
+    )
     assert _png_size(out / "tair_timeseries.png") == (500, 200)  # --dpi 50
     fig, ds = _figure(FIXTURE, "tair")
     try:
@@ -114,7 +124,9 @@ def test_time_axis_found_by_cf_rules_not_by_name(tmp_path: Path, time_name: str,
     if "units" not in attrs:
         attrs = {**attrs, "units": "days since 2000-01-01"}
     if attrs["units"].startswith("hours"):
-        f = write_cf_file(tmp_path / "a.nc", calendar="noleap", time_name=time_name, time_attrs={"units": "days since 2000-01-01"})
+        f = write_cf_file(
+            tmp_path / "a.nc", calendar="noleap", time_name=time_name, time_attrs={"units": "days since 2000-01-01"}
+        )
         with xr.open_dataset(f, decode_times=False) as ds:  # re-express in hours: only the units say it is time
             ds = ds.load()
         ds[time_name] = ds[time_name] * 24
@@ -145,7 +157,11 @@ def test_variables_in_groups_are_plotted_with_the_parent_time(tmp_path: Path) ->
     f = write_cf_file(tmp_path / "g.nc", calendar="360_day", group="model/atmos")
     out = tmp_path / "out"
     got = extract_plots(input=str(f), output_dir=str(out))
-    assert sorted(p.name for p in png_files(out)) == ["model.atmos.co2_timeseries.png", "model.atmos.tas_last_step_map.png", "model.atmos.tas_timeseries.png"]
+    assert sorted(p.name for p in png_files(out)) == [
+        "model.atmos.co2_timeseries.png",
+        "model.atmos.tas_last_step_map.png",
+        "model.atmos.tas_timeseries.png",
+    ]
     assert got["metrics"]["variables"] == 2
 
 
@@ -157,7 +173,12 @@ def test_an_extra_dimension_gives_one_line_per_level_never_a_heatmap(tmp_path: P
     try:
         ax = fig.axes[0]
         assert len(ax.get_lines()) == 4 and not ax.collections and not ax.images  # lines, no mesh
-        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["level=1000", "level=833.333", "level=666.667", "level=500"]
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+            "level=1000",
+            "level=833.333",
+            "level=666.667",
+            "level=500",
+        ]
         assert "one line per level" in ax.get_title()
         assert all(YEAR_MONTH.match(t) for t in _tick_labels(fig))
     finally:
@@ -165,11 +186,17 @@ def test_an_extra_dimension_gives_one_line_per_level_never_a_heatmap(tmp_path: P
         ds.close()
     out = tmp_path / "out"
     extract_plots(input=str(f), output_dir=str(out))
-    assert sorted(p.name for p in png_files(out)) == ["co2_timeseries.png", "ta_timeseries.png"]  # no map of a 4-D variable
+    assert sorted(p.name for p in png_files(out)) == [
+        "co2_timeseries.png",
+        "ta_timeseries.png",
+    ]  # no map of a 4-D variable
 
 
 def test_many_values_along_an_extra_dimension_are_averaged_with_a_note() -> None:
-    ds = xr.Dataset({"v": (("time", "station"), np.ones((3, 40)))}, coords={"time": ("time", [0, 1, 2], {"units": "days since 2000-01-01"})})
+    ds = xr.Dataset(
+        {"v": (("time", "station"), np.ones((3, 40)))},
+        coords={"time": ("time", [0, 1, 2], {"units": "days since 2000-01-01"})},
+    )
     red = reduction_for(ds, ds["v"], "time")
     assert red.lines is None and red.averaged_extra == ["station"]
     assert "averaged over station" in red.note()
@@ -179,7 +206,10 @@ def test_many_values_along_an_extra_dimension_are_averaged_with_a_note() -> None
 
 
 def test_undecodable_units_fall_back_to_a_labelled_numeric_axis(tmp_path: Path) -> None:
-    ds = xr.Dataset({"v": ("time", np.arange(5.0))}, coords={"time": ("time", np.arange(5.0), {"units": "months since 2000-01-01", "calendar": "noleap"})})
+    ds = xr.Dataset(
+        {"v": ("time", np.arange(5.0))},
+        coords={"time": ("time", np.arange(5.0), {"units": "months since 2000-01-01", "calendar": "noleap"})},
+    )
     f = tmp_path / "m.nc"
     ds.to_netcdf(f)
     out = tmp_path / "out"
@@ -222,7 +252,9 @@ def test_a_dvmdostem_output_on_lowercase_y_x_with_pfts_and_fill_values(tmp_path:
     try:
         ax = fig.axes[0]
         assert len(ax.get_lines()) == 10 and "one line per pft" in ax.get_title()
-        assert [float(v) for v in (line.get_ydata()[0] for line in ax.get_lines())] == [float(i) for i in range(10)]  # fill values not averaged in
+        assert [float(v) for v in (line.get_ydata()[0] for line in ax.get_lines())] == [
+            float(i) for i in range(10)
+        ]  # fill values not averaged in
         assert all(YEAR_MONTH.match(t) for t in _tick_labels(fig)) and _tick_labels(fig)[0].startswith("1901")
     finally:
         plt.close(fig)

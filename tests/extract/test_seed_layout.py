@@ -52,7 +52,11 @@ def test_a_seed_worker_runs_unchanged_staged_checked_and_resumed(tmp_path: Path,
     assert proc.returncode == 1, proc.stderr
     items = _items(proc)
     assert {k: v["status"] for k, v in items.items()} == {
-        "exp_S3_good.nc": "success", "exp_S3_single.nc": "skipped", "exp_S3_corrupt.nc": "error", "exp_S3_empty.nc": "silent_failure"}
+        "exp_S3_good.nc": "success",
+        "exp_S3_single.nc": "skipped",
+        "exp_S3_corrupt.nc": "error",
+        "exp_S3_empty.nc": "silent_failure",
+    }
     assert items["exp_S3_single.nc"]["reason"] == "data/exp_S3_single.nc has only one time step. Skipping."
     assert "exp_S3_empty/ holds no valid PNG" in items["exp_S3_empty.nc"]["reason"]
     assert "not a NetCDF file" in items["exp_S3_corrupt.nc"]["reason"]
@@ -79,8 +83,18 @@ def test_a_seed_worker_runs_unchanged_staged_checked_and_resumed(tmp_path: Path,
     assert _tree(work / "exp_S3_good") == good
 
     # --force, and this time the worker exits 0 without a PNG: the earlier <stem>/ stays byte for byte.
-    forced = salvo("extract", "--directory", "data", "--seed-layout", "--force", "--pattern", "*good*", "--json",
-                   env={**env, "NO_PLOTS": "1"}, cwd=work)
+    forced = salvo(
+        "extract",
+        "--directory",
+        "data",
+        "--seed-layout",
+        "--force",
+        "--pattern",
+        "*good*",
+        "--json",
+        env={**env, "NO_PLOTS": "1"},
+        cwd=work,
+    )
     assert forced.returncode == 1, forced.stderr
     item = _items(forced)["exp_S3_good.nc"]
     assert item["status"] == "silent_failure" and "the earlier one is kept" in item["reason"]
@@ -107,8 +121,12 @@ def test_the_seed_layout_is_detected_and_said_in_one_line(tmp_path: Path, child_
     # Detected again by a later run, from the state Salvo kept, and --skip-existing looks in <stem>/.
     (work / "batch_resume.txt").unlink()
     proc = salvo("extract", "--directory", "data", env={**child_env, "CALLS": str(calls)}, cwd=work)
-    assert [line for line in proc.stdout.splitlines() if line.startswith("Seed layout (an earlier run used it here")], proc.stdout
-    assert "exp_S3_good.nc success (cached)" in proc.stdout or "Resumed from earlier runs: 2" in proc.stdout, proc.stdout
+    assert [line for line in proc.stdout.splitlines() if line.startswith("Seed layout (an earlier run used it here")], (
+        proc.stdout
+    )
+    assert "exp_S3_good.nc success (cached)" in proc.stdout or "Resumed from earlier runs: 2" in proc.stdout, (
+        proc.stdout
+    )
     assert not markers(calls, "exp_S3_good.nc") and not list((work / "data").glob("*_results"))
 
 
@@ -118,10 +136,21 @@ def test_skip_existing_looks_where_the_seed_looked(tmp_path: Path, child_env: di
     (work / "exp_S3_good" / "deep" / "er" / "old.png").write_bytes(PNG + b"old")  # a sub-folder's PNG counts
     (work / "exp_S3_empty").mkdir()
     (work / "exp_S3_empty" / "notes.txt").write_text("no plot")  # a folder without a PNG does not
-    proc = salvo("extract", "--directory", "data", "--seed-layout", "--skip-existing", "--json",
-                 env={**child_env, "CALLS": str(calls)}, cwd=work)
+    proc = salvo(
+        "extract",
+        "--directory",
+        "data",
+        "--seed-layout",
+        "--skip-existing",
+        "--json",
+        env={**child_env, "CALLS": str(calls)},
+        cwd=work,
+    )
     items = _items(proc)
-    assert items["exp_S3_good.nc"]["status"] == "skipped" and items["exp_S3_good.nc"]["reason"] == "output exists (--skip-existing)"
+    assert (
+        items["exp_S3_good.nc"]["status"] == "skipped"
+        and items["exp_S3_good.nc"]["reason"] == "output exists (--skip-existing)"
+    )
     assert not markers(calls, "exp_S3_good.nc") and markers(calls, "exp_S3_empty.nc")
 
 
@@ -132,8 +161,14 @@ def test_batch_resume_lists_every_finished_file_after_kill_9(tmp_path: Path, chi
     for i in range(14):
         (work / "data" / f"f{i:02d}.nc").write_bytes(b"GOOD")
     env = {**child_env, "CALLS": str(calls), "HANG_ON": "f12.nc"}
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "extract", "--directory", "data", "--seed-layout", "--workers", "1"],
-                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "extract", "--directory", "data", "--seed-layout", "--workers", "1"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert wait_until(lambda: bool(markers(calls, "f12.nc")), timeout=180), "the 13th file never started"
     finally:
@@ -169,15 +204,21 @@ def test_detection_needs_the_script_and_a_stem_folder_with_plots(tmp_path: Path)
     assert detect(tmp_path, ["a.nc"]) == f"batch_resume.txt and a/ with plots in {tmp_path}"
     (tmp_path / "a.nc").write_bytes(b"GOOD")
     assert plan_batch(str(tmp_path), cwd=str(tmp_path), seed_layout=None).seed_layout
-    assert plan_batch(str(tmp_path), cwd=str(tmp_path), seed_layout=None, output_dir=str(tmp_path / "o")).seed_layout is None
+    assert (
+        plan_batch(str(tmp_path), cwd=str(tmp_path), seed_layout=None, output_dir=str(tmp_path / "o")).seed_layout
+        is None
+    )
 
 
 @pytest.mark.pure
-@pytest.mark.parametrize("flags, message", [
-    (dict(worker_command="python3 x.py {input} {output_dir}"), "--worker-command does not apply"),
-    (dict(recursive=True), "--recursive does not apply"),
-    (dict(dpi=80), "--dpi does not apply"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (dict(worker_command="python3 x.py {input} {output_dir}"), "--worker-command does not apply"),
+        (dict(recursive=True), "--recursive does not apply"),
+        (dict(dpi=80), "--dpi does not apply"),
+    ],
+)
 def test_seed_layout_refuses_salvos_own_layout_flags(tmp_path: Path, flags: dict, message: str) -> None:
     (tmp_path / "extract_results.py").write_text(STDLIB)
     (tmp_path / "a.nc").write_bytes(b"GOOD")
@@ -194,14 +235,18 @@ def test_a_worker_commands_skipping_line_is_a_skip(tmp_path: Path) -> None:
     from salvo.options import RunOptions
 
     script = tmp_path / "extract_results.py"
-    script.write_text("import sys\nif 'single' in sys.argv[1]:\n    print(sys.argv[1] + ' has only one time step. Skipping.')\n"
-                      "else:\n    print('nothing to plot')\n")
+    script.write_text(
+        "import sys\nif 'single' in sys.argv[1]:\n    print(sys.argv[1] + ' has only one time step. Skipping.')\n"
+        "else:\n    print('nothing to plot')\n"
+    )
     data = tmp_path / "data"
     data.mkdir()
     (data / "single.nc").write_bytes(b"x")
     (data / "quiet.nc").write_bytes(b"y")
     with pytest.raises(BatchFailed) as info:
-        netcdf_extract(directory=str(data), worker_command=f"python3 {script} {{input}} {{output_dir}}", run=RunOptions(retries=0))
+        netcdf_extract(
+            directory=str(data), worker_command=f"python3 {script} {{input}} {{output_dir}}", run=RunOptions(retries=0)
+        )
     items = {i["item_id"]: i for i in info.value.summary["items"]}
     assert items["single.nc"]["status"] == "skipped"
     assert items["single.nc"]["reason"] == f"{data / 'single.nc'} has only one time step. Skipping."

@@ -52,7 +52,10 @@ def test_seed_batch_resume_is_imported_with_resume(tmp_path: Path, monkeypatch: 
         assert items[f"ok_{i}.nc"]["cached"] and "batch_resume.txt" in items[f"ok_{i}.nc"]["reason"]
         assert (data / f"ok_{i}_results" / "plot.png").read_bytes() == OLD_PLOT
         assert (data / f"ok_{i}_results" / "plot.png").stat().st_mtime_ns == mtimes[i]
-    assert sorted(m.name.split(".nc")[0] for m in markers(calls)) == ["ok_3", "ok_4"]  # listed without plots, not listed
+    assert sorted(m.name.split(".nc")[0] for m in markers(calls)) == [
+        "ok_3",
+        "ok_4",
+    ]  # listed without plots, not listed
     assert doc["summary"]["resumed"] == 2
 
     # Imported for good: a later run, even without --resume, does not run them either.
@@ -72,7 +75,11 @@ def test_without_resume_the_seed_list_is_not_read(tmp_path: Path, monkeypatch: p
     data = _seed_era(tmp_path)
     monkeypatch.chdir(tmp_path)
     calls = tmp_path / "calls"
-    doc = netcdf_extract(directory=str(data), worker_command=command(write_script(_tools(tmp_path)), str(calls)), run=RunOptions(retries=0))
+    doc = netcdf_extract(
+        directory=str(data),
+        worker_command=command(write_script(_tools(tmp_path)), str(calls)),
+        run=RunOptions(retries=0),
+    )
     assert not any(i["cached"] for i in doc["items"])
     assert len(markers(calls)) == 4
 
@@ -106,10 +113,17 @@ def test_batch_resume_txt_is_saved_every_5_files_and_survives_a_kill(tmp_path: P
     (data / "slow_9.nc").write_bytes(b"9")  # sorts last, and is still running when we kill the batch
     calls = tmp_path / "calls"
     cmd = command(write_script(_tools(tmp_path)), str(calls))
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "extract", "--directory", str(data), "--worker-command", cmd],
-                            env={**child_env, "SLOW_SECONDS": "120"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "extract", "--directory", str(data), "--worker-command", cmd],
+        env={**child_env, "SLOW_SECONDS": "120"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        assert wait_until(lambda: bool(markers(calls, "slow_9.nc*")), timeout=180), "the batch never reached its 6th file"
+        assert wait_until(lambda: bool(markers(calls, "slow_9.nc*")), timeout=180), (
+            "the batch never reached its 6th file"
+        )
         resume = data / "batch_resume.txt"
         assert wait_until(resume.exists, timeout=10)
         os.kill(proc.pid, signal.SIGKILL)

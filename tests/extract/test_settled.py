@@ -45,7 +45,9 @@ def test_a_finished_batch_is_answered_with_every_report_written(tmp_path: Path) 
     doc = already_done(directory=str(src), worker_command=WORKER)
     assert doc is not None
     assert doc["summary"]["total"] == doc["summary"]["resumed"] == 3 and doc["summary"]["counts"] == {"success": 3}
-    assert [i["item_id"] for i in doc["items"]] == ["f0.nc", "f1.nc", "f2.nc"] and all(i["cached"] for i in doc["items"])
+    assert [i["item_id"] for i in doc["items"]] == ["f0.nc", "f1.nc", "f2.nc"] and all(
+        i["cached"] for i in doc["items"]
+    )
     assert set(doc["reports"]) == {"text", "json", "trace", "html", "resume"}
     assert all(os.path.isfile(p) for p in doc["reports"].values())
     assert json.loads(Path(doc["reports"]["json"]).read_text())["items"] == doc["items"]
@@ -65,10 +67,17 @@ def test_a_finished_item_whose_output_is_gone_runs_again(tmp_path: Path, lost: s
 
 def test_the_answer_imports_neither_prefect_nor_the_plotting_stack(tmp_path: Path) -> None:
     src = _finished_batch(tmp_path)
-    code = ("import sys\nfrom flows.extract_settled import already_done\n"
-            f"assert already_done(directory={str(src)!r}, worker_command={WORKER!r}) is not None\n"
-            "print(sorted(m for m in ('prefect', 'numpy', 'matplotlib', 'xarray') if m in sys.modules))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    code = (
+        "import sys\nfrom flows.extract_settled import already_done\n"
+        f"assert already_done(directory={str(src)!r}, worker_command={WORKER!r}) is not None\n"
+        "print(sorted(m for m in ('prefect', 'numpy', 'matplotlib', 'xarray') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -6,7 +6,14 @@ import asyncio
 from pathlib import Path
 
 from prefect import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
+)
 
 from flows.netcdf_extract import netcdf_extract
 from salvo.options import RunOptions
@@ -16,9 +23,14 @@ from salvo.samples.netcdf import write_series_file
 async def _read(flow_run_id):
     async with get_client() as client:
         run = await client.read_flow_run(flow_run_id)
-        tasks = await client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
+        tasks = await client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id]))
+        )
         keys = ["netcdf-extract-items", "netcdf-extract-summary", "netcdf-extract-progress"]
-        arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)), flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        arts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+        )
         return run, tasks, arts
 
 

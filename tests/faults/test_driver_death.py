@@ -38,7 +38,7 @@ import pytest
 
 from tests.extract.scripts import command as extract_command
 from tests.extract.scripts import write_script
-from tests.helpers import alive, child_env_for, wait_until
+from tests.helpers import child_env_for, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The product aims at 5 s from the signal to the last process gone; allowed more on a loaded machine.
@@ -78,13 +78,22 @@ def _count(folder: Path) -> dict[str, int]:
 
 # --------------------------------------------------------------------------- extract
 
+
 def _extract_argv(tmp: Path) -> list[str]:
     data = tmp / "data"
     if not data.exists():
         data.mkdir()
         for i in range(N_ITEMS):
             (data / f"slow_{i}.nc").write_text(str(i))
-    return ["extract", "--directory", str(data), "--retries", "0", "--worker-command", extract_command(write_script(tmp), str(tmp / "calls"))]
+    return [
+        "extract",
+        "--directory",
+        str(data),
+        "--retries",
+        "0",
+        "--worker-command",
+        extract_command(write_script(tmp), str(tmp / "calls")),
+    ]
 
 
 EXTRACT = Case(
@@ -112,10 +121,24 @@ def _jobs_argv(tmp: Path) -> list[str]:
         marks.mkdir()
         (marks / "mode.json").write_text("{}")
     # The built-in builder, behind a wrapper that sleeps first while FAULT_SLEEP_S is set.
-    cmd = (f"{shlex.quote(sys.executable)} -c \"import os,time; time.sleep(float(os.environ.get('FAULT_SLEEP_S','0')))\" "
-           f"&& {shlex.quote(sys.executable)} {JOB_WORKER} {marks} {{naf_code}} {{job_file}} {{input}} {{output_dir}}")
-    argv = ["jobs", "batch", "--input", str(sirene), "--output-dir", str(tmp / "out"), "--jobs-dir", str(tmp / "jobs"),
-            "--retries", "0", "--job-command", f"sh -c {shlex.quote(cmd)}"]
+    cmd = (
+        f"{shlex.quote(sys.executable)} -c \"import os,time; time.sleep(float(os.environ.get('FAULT_SLEEP_S','0')))\" "
+        f"&& {shlex.quote(sys.executable)} {JOB_WORKER} {marks} {{naf_code}} {{job_file}} {{input}} {{output_dir}}"
+    )
+    argv = [
+        "jobs",
+        "batch",
+        "--input",
+        str(sirene),
+        "--output-dir",
+        str(tmp / "out"),
+        "--jobs-dir",
+        str(tmp / "jobs"),
+        "--retries",
+        "0",
+        "--job-command",
+        f"sh -c {shlex.quote(cmd)}",
+    ]
     for c in NAF:
         argv += ["--naf", c]
     return argv
@@ -137,6 +160,7 @@ JOBS = Case(
 
 # --------------------------------------------------------------------------- subjects
 
+
 def _subjects_argv(tmp: Path) -> list[str]:
     from salvo.subjects.samples import make_manifest_study
     from tests.subjects.support import fake_command, write_plan
@@ -147,8 +171,17 @@ def _subjects_argv(tmp: Path) -> list[str]:
     plan = tmp / "plan" / "plan.json"
     if not plan.exists():
         write_plan(tmp / "plan", {})
-    return ["subjects", "--manifest", str(manifest), "--out", str(tmp / "out"), "--retries", "0",
-            "--pipeline-command", fake_command(plan)]
+    return [
+        "subjects",
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(tmp / "out"),
+        "--retries",
+        "0",
+        "--pipeline-command",
+        fake_command(plan),
+    ]
 
 
 def _subjects_env(tmp: Path, slow: bool) -> dict[str, str]:
@@ -160,7 +193,11 @@ def _subjects_env(tmp: Path, slow: bool) -> dict[str, str]:
 
 def _subjects_runs(tmp: Path) -> dict[str, int]:
     folder = tmp / "plan" / "markers"
-    return {p.name.removesuffix(".runs"): len(p.read_text().splitlines()) for p in folder.glob("*.runs")} if folder.is_dir() else {}
+    return (
+        {p.name.removesuffix(".runs"): len(p.read_text().splitlines()) for p in folder.glob("*.runs")}
+        if folder.is_dir()
+        else {}
+    )
 
 
 def _subjects_finished(tmp: Path) -> set[str]:
@@ -181,15 +218,29 @@ SUBJECTS = Case(
 
 # --------------------------------------------------------------------------- assembly run
 
+
 def _assembly_argv(tmp: Path) -> list[str]:
     cfg = tmp / "cfg.yaml"
     cfg.write_text(f"calls: {tmp / 'calls'}\n")
-    return ["assembly", "run", "tests.faults.workers:slow_generator", "--storage", str(tmp / "store"), "--config", str(cfg),
-            "--samples", str(N_ITEMS), "--chunk-size", "1", "--retries", "0"]
+    return [
+        "assembly",
+        "run",
+        "tests.faults.workers:slow_generator",
+        "--storage",
+        str(tmp / "store"),
+        "--config",
+        str(cfg),
+        "--samples",
+        str(N_ITEMS),
+        "--chunk-size",
+        "1",
+        "--retries",
+        "0",
+    ]
 
 
 def _assembly_id(tmp: Path) -> str:
-    [aid] = [p.name for p in (tmp / "store").glob(f"*/chunks/*")]
+    [aid] = [p.name for p in (tmp / "store").glob("*/chunks/*")]
     return aid
 
 
@@ -229,9 +280,21 @@ def _recover_argv(tmp: Path) -> list[str]:
         run = np.ones((3, 3), dtype="i4")
         run[0, 0] = 0
         write_run_mask(mask, run=run)
-    model = (f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} --years 2 --layers 3 "
-             f"--state {tmp / 'model-state.json'} --fail-cells '{';'.join(FAIL_CELLS)}' --fail-runs 1 --hang-on-run 2")
-    return ["recover", "--model-command", model, "--mask", str(mask), "--output", str(tmp / "output"), "--max-rounds", "3"]
+    model = (
+        f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} --years 2 --layers 3 "
+        f"--state {tmp / 'model-state.json'} --fail-cells '{';'.join(FAIL_CELLS)}' --fail-runs 1 --hang-on-run 2"
+    )
+    return [
+        "recover",
+        "--model-command",
+        model,
+        "--mask",
+        str(mask),
+        "--output",
+        str(tmp / "output"),
+        "--max-rounds",
+        "3",
+    ]
 
 
 def _recover_state(tmp: Path) -> dict:
@@ -259,17 +322,26 @@ CASES = {"extract": EXTRACT, "jobs": JOBS, "subjects": SUBJECTS, "assembly": ASS
 #: (pipeline, signal) pairs not already tested elsewhere (see the module's docstring).
 COMBOS = [
     ("extract", "SIGTERM"),
-    ("jobs", "SIGTERM"), ("jobs", "SIGINT"),
-    ("subjects", "SIGTERM"), ("subjects", "SIGINT"),
-    ("assembly", "SIGKILL"), ("assembly", "SIGTERM"), ("assembly", "SIGINT"),
-    ("recover", "SIGKILL"), ("recover", "SIGTERM"), ("recover", "SIGINT"),
+    ("jobs", "SIGTERM"),
+    ("jobs", "SIGINT"),
+    ("subjects", "SIGTERM"),
+    ("subjects", "SIGINT"),
+    ("assembly", "SIGKILL"),
+    ("assembly", "SIGTERM"),
+    ("assembly", "SIGINT"),
+    ("recover", "SIGKILL"),
+    ("recover", "SIGTERM"),
+    ("recover", "SIGINT"),
 ]
 
 
 # --------------------------------------------------------------------------- the API
 
+
 def _post(api: str, path: str, body: dict) -> object:
-    req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{api}{path}", data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
@@ -304,8 +376,15 @@ def test_the_driver_dies_mid_batch(pipeline: str, sig: str, tmp_path: Path, pref
     case = CASES[pipeline]
     env = child_env_for(prefect_api)
     argv = case.argv(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "cli", *argv], cwd=ROOT, env={**env, **case.env(tmp_path, True)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", *argv],
+        cwd=ROOT,
+        env={**env, **case.env(tmp_path, True)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     tree: set[int] = set()
 
     def one_done_one_running() -> bool:
@@ -335,8 +414,10 @@ def test_the_driver_dies_mid_batch(pipeline: str, sig: str, tmp_path: Path, pref
     gone = wait_until(lambda: not _live(tree), timeout=5)
     left_at_5s = _live(tree)
     assert gone or wait_until(lambda: not _live(tree), timeout=GONE_WITHIN_S - 5), _live(tree)
-    print(f"{pipeline} {sig}: driver exited {exited:.1f} s, all {len(tree)} processes gone {time.monotonic() - t0:.1f} s after the signal"
-          + (f"; still alive at 5 s: {left_at_5s}" if left_at_5s else ""))
+    print(
+        f"{pipeline} {sig}: driver exited {exited:.1f} s, all {len(tree)} processes gone {time.monotonic() - t0:.1f} s after the signal"
+        + (f"; still alive at 5 s: {left_at_5s}" if left_at_5s else "")
+    )
     [run] = [r for r in _driver_runs(prefect_api, proc.pid) if r.get("parent_task_run_id") is None]
 
     if sig == "SIGINT":
@@ -350,8 +431,14 @@ def test_the_driver_dies_mid_batch(pipeline: str, sig: str, tmp_path: Path, pref
 
     # The next run (same command) resumes: finished items are not run again, the rest run once more.
     again_argv = case.resume_argv(tmp_path) if case.resume_argv else argv
-    again = subprocess.run([sys.executable, "-m", "cli", *again_argv], cwd=ROOT, env={**env, **case.env(tmp_path, False)},
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-m", "cli", *again_argv],
+        cwd=ROOT,
+        env={**env, **case.env(tmp_path, False)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     with urllib.request.urlopen(f"{prefect_api}/flow_runs/{run['id']}", timeout=30) as resp:
         state = json.loads(resp.read())["state"]

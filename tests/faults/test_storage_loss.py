@@ -32,9 +32,27 @@ def test_extract_with_s3_state_stops_at_the_first_storage_error(s3_url, s3_endpo
         (data / f"slow_{i}.nc").write_text(str(i))
     env = {**child_env_for(prefect_api), "AWS_ENDPOINT_URL": s3_proxy.url, "SLOW_SECONDS": "1.5"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "extract", "--directory", str(data), "--state", s3_url, "--retries", "0",
-         "--worker-command", command(write_script(tmp_path), str(calls))],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "extract",
+            "--directory",
+            str(data),
+            "--state",
+            s3_url,
+            "--retries",
+            "0",
+            "--worker-command",
+            command(write_script(tmp_path), str(calls)),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         # Two items finished and recorded, the third running, when S3 goes away.
         assert wait_until(lambda: len(markers(calls)) >= 3, timeout=180), proc.stderr
@@ -71,7 +89,9 @@ def test_the_storage_check_runs_only_after_a_failure_and_names_storage_and_cause
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     assert stop_on_storage_loss(str(tmp_path)) is None  # a local folder: nothing to watch
     assert isinstance(stop_on_storage_loss("s3://some-bucket/study"), StopOnStorageLoss)
-    gone = StopOnStorageLoss(open_storage("s3://some-bucket/study", endpoint_url=f"http://127.0.0.1:{free_port()}").child("records"))
+    gone = StopOnStorageLoss(
+        open_storage("s3://some-bucket/study", endpoint_url=f"http://127.0.0.1:{free_port()}").child("records")
+    )
     gone(ItemResult("a", Status.SUCCESS))  # a finished item: no request at all
     with pytest.raises(StorageLost) as lost:
         gone(ItemResult("b", Status.EXCEPTION, reason="StorageError: ..."))

@@ -53,5 +53,8 @@ def runs(tmp_path: Path) -> Runs:
 
 def tree_digest(folder: Path) -> dict[str, str]:
     """Content hash of every file under ``folder`` (to prove inputs were not modified)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }

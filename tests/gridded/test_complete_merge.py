@@ -56,8 +56,9 @@ def test_allow_missing_marks_the_reruns_cells_failed_never_100(runs, capsys):
     for y, x in ((1, 1), (4, 5)):
         assert status[y, x] == salvaged_status[y, x] != 100 and source[y, x] == -1
         # nothing of the incomplete re-run is taken: every file holds the salvaged values in those cells
-        assert np.array_equal(_values(out / "GPP_monthly_tr.nc", "GPP")[..., y, x],
-                              _values(salv / "GPP_monthly_tr.nc", "GPP")[..., y, x])
+        assert np.array_equal(
+            _values(out / "GPP_monthly_tr.nc", "GPP")[..., y, x], _values(salv / "GPP_monthly_tr.nc", "GPP")[..., y, x]
+        )
     assert int((source == 0).sum()) == source.size - 2
     assert tree_digest(out)["VEGC_yearly_tr.nc"] == tree_digest(salv)["VEGC_yearly_tr.nc"]
     # the recovery counts those cells as still to re-run
@@ -70,7 +71,8 @@ def test_fail_logs_are_concatenated_as_batch_merge_does(runs):
     (rerun / "fail_log.txt").write_text("cell 2,2 failed: timeout\n")
     report = merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", **QUIET)
     assert (runs.root / "merged" / "fail_log.txt").read_text() == (
-        "cell 1,1 failed: run -100\ncell 2,2 failed: timeout\ncell 2,2 failed: timeout\n")
+        "cell 1,1 failed: run -100\ncell 2,2 failed: timeout\ncell 2,2 failed: timeout\n"
+    )
     assert report.concatenated == ["fail_log.txt"]
 
 

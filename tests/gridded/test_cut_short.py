@@ -51,8 +51,11 @@ def _cut_points(path: Path) -> dict[str, int]:
     layout = classic_layout(path)
     fixed = [v for v in layout.variables if not v.record and v.data_bytes][-1]
     first_record = min(v.begin for v in layout.variables if v.record)
-    return {"header": layout.header_size // 2, "fixed": fixed.begin + fixed.data_bytes // 2,
-            "record": first_record + (layout.data_end - first_record) * 2 // 3}
+    return {
+        "header": layout.header_size // 2,
+        "fixed": fixed.begin + fixed.data_bytes // 2,
+        "record": first_record + (layout.data_end - first_record) * 2 // 3,
+    }
 
 
 def test_cut_inputs_of_each_format_are_bad_input_never_retried_and_earlier_plots_stay(tmp_path, child_env):
@@ -80,8 +83,18 @@ def test_cut_inputs_of_each_format_are_bad_input_never_retried_and_earlier_plots
     cut(short, data / "nc4-half.nc", half)
     expected["nc4-half.nc"] = half
 
-    again = salvo("extract", "--directory", str(data), "--output-dir", str(out), "--retries", "2", "--json",
-                  env=child_env, timeout=600)
+    again = salvo(
+        "extract",
+        "--directory",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--retries",
+        "2",
+        "--json",
+        env=child_env,
+        timeout=600,
+    )
     assert again.returncode == 1, again.stderr[-2000:]
     doc = json.loads(again.stdout)
     items = {Path(r["item_id"]).name: r for r in doc["items"]}
@@ -97,8 +110,9 @@ def test_cut_inputs_of_each_format_are_bad_input_never_retried_and_earlier_plots
 def _plots(out: Path) -> dict[str, str]:
     """Every file of the per-input output folders (the reports, their per-run copies in runs/ and the records
     beside them change with each run)."""
-    return {name: digest for name, digest in tree_digest(out).items()
-            if "/" in name and not name.startswith((".", "runs/"))}
+    return {
+        name: digest for name, digest in tree_digest(out).items() if "/" in name and not name.startswith((".", "runs/"))
+    }
 
 
 def _layout_run(folder: Path, mask: Path) -> None:
@@ -122,8 +136,17 @@ def test_salvage_and_merge_refuse_a_cut_run_status_and_output_naming_both(tmp_pa
     cut(gpp, tmp_path / "g.nc", n_gpp).replace(gpp)
     before = tree_digest(tmp_path)
 
-    code = salvo_main(["salvage", str(tmp_path / "output"), str(tmp_path / "backup"), "--original-mask", str(mask),
-                       "--new-mask", str(tmp_path / "failed.nc")])
+    code = salvo_main(
+        [
+            "salvage",
+            str(tmp_path / "output"),
+            str(tmp_path / "backup"),
+            "--original-mask",
+            str(mask),
+            "--new-mask",
+            str(tmp_path / "failed.nc"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert f"bad input: {status} is cut short: {n_status} of " in err and f"{gpp} is cut short: {n_gpp} of " in err
@@ -135,7 +158,7 @@ def test_salvage_and_merge_refuse_a_cut_run_status_and_output_naming_both(tmp_pa
     assert tree_digest(tmp_path) == before and not (tmp_path / "backup").exists()
 
 
-CUTTING_MODEL = '''
+CUTTING_MODEL = """
 import os, subprocess, sys
 from pathlib import Path
 args = sys.argv[1:]
@@ -147,7 +170,7 @@ count.write_text(str(n))
 if n == 2:  # the re-run is killed while writing its run_status.nc: a classic file, cut
     status = output / "run_status.nc"
     os.truncate(status, status.stat().st_size // 2)
-'''
+"""
 
 
 def test_a_rerun_that_leaves_a_cut_run_status_is_not_merged_and_the_output_is_put_back(runs):
@@ -155,9 +178,11 @@ def test_a_rerun_that_leaves_a_cut_run_status_is_not_merged_and_the_output_is_pu
 
     script = runs.root / "cutting_model.py"
     script.write_text(CUTTING_MODEL)
-    model = (f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} --mask {{mask}} --output {{output}} "
-             f"--years 2 --layers 3 "
-             f"--fail-cells '1,1' --state {runs.root / 'model-state.json'}")
+    model = (
+        f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} --mask {{mask}} --output {{output}} "
+        f"--years 2 --layers 3 "
+        f"--fail-cells '1,1' --state {runs.root / 'model-state.json'}"
+    )
     mask = runs.mask()
     state = salvage_merge(model, mask=str(mask), output=str(runs.root / "output"), max_rounds=2, return_state=True)
     assert state.is_failed()

@@ -24,8 +24,13 @@ from cli.main import main as salvo_main
 from salvo.gridded import merge_outputs, read_mask, read_merge_source, read_status, salvage_run
 from salvo.gridded.dvmdostem import site_mask
 from salvo.gridded.fakemodel import failure_kind
-from salvo.gridded.report import (merge_source_section, recovery_markdown, status_categories, status_section,
-                                  write_recovery_report)
+from salvo.gridded.report import (
+    merge_source_section,
+    recovery_markdown,
+    status_categories,
+    status_section,
+    write_recovery_report,
+)
 
 from .conftest import ENABLED, Runs
 
@@ -108,7 +113,11 @@ def _expected_status_legend(status: np.ndarray, mask: np.ndarray) -> set[str]:
     on = mask != 0
     found = set()
     for v in np.unique(status[on]).tolist():
-        found.add({100: "success", -5: "timeout", -9999: "never written", 0: "not run"}.get(v, "fail" if v < 0 else "never written"))
+        found.add(
+            {100: "success", -5: "timeout", -9999: "never written", 0: "not run"}.get(
+                v, "fail" if v < 0 else "never written"
+            )
+        )
     if (~on).any():
         found.add("masked")
     return found
@@ -119,16 +128,28 @@ def _expected_status_legend(status: np.ndarray, mask: np.ndarray) -> set[str]:
 
 def _model(root: Path, **opts) -> str:
     extra = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in opts.items())
-    return (f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} "
-            f"--years 2 --layers 3 --state {root / 'model-state.json'} {extra}")
+    return (
+        f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} "
+        f"--years 2 --layers 3 --state {root / 'model-state.json'} {extra}"
+    )
 
 
 def _recover(root: Path, *args: str, **model) -> tuple[int, str, dict]:
     runs = Runs(root)
     out = io.StringIO()
     with redirect_stdout(out):
-        code = salvo_main(["recover", "--model-command", _model(root, **model), "--mask", str(runs.mask()),
-                           "--output", str(root / "output"), *args])
+        code = salvo_main(
+            [
+                "recover",
+                "--model-command",
+                _model(root, **model),
+                "--mask",
+                str(runs.mask()),
+                "--output",
+                str(root / "output"),
+                *args,
+            ]
+        )
     doc = json.loads((root / "output.recovery" / "recovery.json").read_text())
     return code, out.getvalue(), doc
 
@@ -148,7 +169,9 @@ def not_recovered(prefect_api, tmp_path_factory):
     root = tmp_path_factory.mktemp("not-recovered")
     cells = [(1, 1), (1, 2), (1, 3)]
     assert {failure_kind(y, x, seed=0) for y, x in cells} == {-9999, -5, -100}
-    code, out, doc = _recover(root, "--max-rounds", "1", fail_cells="'" + ";".join(f"{y},{x}" for y, x in cells) + "'", fail_runs=-1)
+    code, out, doc = _recover(
+        root, "--max-rounds", "1", fail_cells="'" + ";".join(f"{y},{x}" for y, x in cells) + "'", fail_runs=-1
+    )
     assert code == 1, out
     return root, out, doc
 
@@ -162,7 +185,11 @@ def test_recover_writes_the_run_report_and_prints_its_path(two_rounds):
     parsed = _Report(page)
     for title in SECTIONS:
         assert title in parsed.h2
-    assert parsed.h2.index("Rounds") < parsed.h2.index("Where each cell came from (merge_source)") < parsed.h2.index("Final run_status")
+    assert (
+        parsed.h2.index("Rounds")
+        < parsed.h2.index("Where each cell came from (merge_source)")
+        < parsed.h2.index("Final run_status")
+    )
     assert {"Timeline", "Every item"} <= set(parsed.h2)  # the generic parts are there too
     assert page.count("<svg") >= 4 and "salvage-merge: recovered" in page
     md = (root / "output.recovery" / "recovery.md").read_text()
@@ -184,7 +211,10 @@ def test_rounds_table_matches_the_recovery_json_and_the_files(two_rounds):
         assert sum(int(row[k]) for k in ("succeeded", "failed", "timed_out", "not_written")) == int(row["cells_run"])
         assert row["exit"] == f"{model['status']} (exit {model['exit_code']})"
         assert float(row["model_s"]) == pytest.approx(model["duration_s"], abs=0.006)
-        assert float(row["round_s"]) == pytest.approx(r["duration_s"], abs=0.006) and r["duration_s"] >= model["duration_s"]
+        assert (
+            float(row["round_s"]) == pytest.approx(r["duration_s"], abs=0.006)
+            and r["duration_s"] >= model["duration_s"]
+        )
         assert int(row["ok_after"]) == r["after"]["success"] and int(row["still_failed"]) == r["after"]["to_rerun"]
     # ... and the JSON's counts are those of the files each model run wrote
     work = root / "output.recovery"
@@ -212,8 +242,12 @@ def test_merge_source_map_shows_which_round_each_cell_came_from(two_rounds):
     assert legend == {"original run", "round 2", "masked (not run)"} == _expected_source_legend(source, mask)
     labels = _texts(svg)
     assert "X (cell index)" in labels and "Y (cell index)" in labels
-    counts = dict(re.findall(r'>([a-z0-9 ()]+)</span></td><td>(\d+)</td>',
-                             page[page.index('id="merge-source-counts"'):].split("</table>")[0]))
+    counts = dict(
+        re.findall(
+            r">([a-z0-9 ()]+)</span></td><td>(\d+)</td>",
+            page[page.index('id="merge-source-counts"') :].split("</table>")[0],
+        )
+    )
     assert int(counts["round 2"]) == int((source == 2).sum()) == len(doc["rounds"][0]["after"]["failed_cells"])
     assert int(counts["masked (not run)"]) == int((mask == 0).sum())
     assert int(counts["original run"]) == ENABLED - int(counts["round 2"])
@@ -228,7 +262,11 @@ def test_status_map_of_a_recovery_that_gave_up(not_recovered):
     status = read_status(root / "output" / "run_status.nc")
     mask = read_mask(root / "run-mask.nc")
     svg = _svg_in(page, "run-status-map")
-    assert _legend(svg) == {"success", "fail", "timeout", "never written", "masked"} == _expected_status_legend(status, mask)
+    assert (
+        _legend(svg)
+        == {"success", "fail", "timeout", "never written", "masked"}
+        == _expected_status_legend(status, mask)
+    )
     assert "X (cell index)" in _texts(svg) and "Y (cell index)" in _texts(svg)
     # nothing the re-run produced was merged: every enabled cell is the original run's
     assert _legend(_svg_in(page, "merge-source-map")) == {"original run", "masked (not run)"}
@@ -243,7 +281,9 @@ def test_summary_artifact_links_the_run_report(two_rounds):
 
     root, _, _ = two_rounds
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["salvage-merge-summary"])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["salvage-merge-summary"]))
+        )
     link = f"- html: `{root / 'output.recovery' / 'run_report.html'}`"
     assert any(link in str(a.data) for a in found)
 
@@ -263,7 +303,9 @@ def test_merge_source_map_of_a_salvage_and_merge_done_by_hand(tmp_path):
     runs = Runs(tmp_path)
     mask = runs.mask()
     runs.run(mask, "output", fail_cells=[(2, 3), (5, 5)])
-    salvage_run(tmp_path / "output", backup_dir=tmp_path / "salvaged", original_mask=mask, new_mask=tmp_path / "failed.nc")
+    salvage_run(
+        tmp_path / "output", backup_dir=tmp_path / "salvaged", original_mask=mask, new_mask=tmp_path / "failed.nc"
+    )
     runs.run(tmp_path / "failed.nc", "rerun")
     merge_outputs(tmp_path / "salvaged", rerun_dir=tmp_path / "rerun", output_dir=tmp_path / "merged", rerun_index=1)
     merged = tmp_path / "merged" / "run_status.nc"
@@ -295,18 +337,54 @@ def test_report_of_a_model_that_left_no_run_status(tmp_path):
     mask = site_mask(tmp_path / "run-mask.nc")
     work = tmp_path / "output.recovery"
     work.mkdir()
-    doc = {"pipeline": "salvage-merge", "wall_time_s": 9.5,
-           "layout": {"mask": str(mask), "output": str(tmp_path / "output"), "work": str(work)},
-           "rounds": [{"round": 0, "step": "initial", "ran": None, "after": None, "duration_s": 8.0,
-                       "model": {"status": "timeout", "reason": "killed after 8 s", "duration_s": 8.0, "exit_code": None,
-                                 "wrote_status": False}}],
-           "summary": {"ok": False, "total": 0, "failed": 1, "failed_items": [], "rounds": 0, "mask_restored": True,
-                       "stopped": "the initial run ended timeout without run_status.nc"}}
+    doc = {
+        "pipeline": "salvage-merge",
+        "wall_time_s": 9.5,
+        "layout": {"mask": str(mask), "output": str(tmp_path / "output"), "work": str(work)},
+        "rounds": [
+            {
+                "round": 0,
+                "step": "initial",
+                "ran": None,
+                "after": None,
+                "duration_s": 8.0,
+                "model": {
+                    "status": "timeout",
+                    "reason": "killed after 8 s",
+                    "duration_s": 8.0,
+                    "exit_code": None,
+                    "wrote_status": False,
+                },
+            }
+        ],
+        "summary": {
+            "ok": False,
+            "total": 0,
+            "failed": 1,
+            "failed_items": [],
+            "rounds": 0,
+            "mask_restored": True,
+            "stopped": "the initial run ended timeout without run_status.nc",
+        },
+    }
     page = write_recovery_report(doc).read_text()
     parsed = _Report(page)
     assert set(SECTIONS) <= set(parsed.h2)
-    assert parsed.rows == [{"round": "0 (initial)", "cells_run": "—", "succeeded": "—", "failed": "—", "timed_out": "—",
-                            "not_written": "—", "exit": "timeout (killed)", "model_s": "8.00", "round_s": "8.00",
-                            "merged_files": "0", "ok_after": "—", "still_failed": "—"}]
+    assert parsed.rows == [
+        {
+            "round": "0 (initial)",
+            "cells_run": "—",
+            "succeeded": "—",
+            "failed": "—",
+            "timed_out": "—",
+            "not_written": "—",
+            "exit": "timeout (killed)",
+            "model_s": "8.00",
+            "round_s": "8.00",
+            "merged_files": "0",
+            "ok_after": "—",
+            "still_failed": "—",
+        }
+    ]
     assert page.count("No run_status.nc in the output folder") == 2
     assert "NOT recovered (the initial run ended timeout without run_status.nc)" in page

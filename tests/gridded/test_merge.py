@@ -55,8 +55,11 @@ def test_recovered_run_equals_a_run_that_never_failed(runs):
         header["vars"].pop("merge_source", None)
         assert header == describe_netcdf(salv / f.name), f.name
     assert report.total_success == ENABLED and report.rerun_success == ENABLED - report.salvaged_success > 0
-    assert lines[:3] == [f"Salvaged run - successful cells: {report.salvaged_success}",
-                         f"Rerun - successful cells: {report.rerun_success}", "Found 6 files to merge"]
+    assert lines[:3] == [
+        f"Salvaged run - successful cells: {report.salvaged_success}",
+        f"Rerun - successful cells: {report.rerun_success}",
+        "Found 6 files to merge",
+    ]
     assert "  Merging: restart-tr.nc" in lines and "  Merging: GPP_monthly_tr.nc" in lines
     assert lines[-3:] == ["✓ Merge complete", "  Merged: 6 files", f"  Total successful cells: {ENABLED}"]
     assert report.verified["GPP_monthly_tr.nc"] == ["GPP"] and "vegc" in report.verified["restart-tr.nc"]
@@ -68,7 +71,9 @@ def test_restart_files_are_merged_across_their_own_dim_order(runs):
     merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", **QUIET)
     merged, old, new = (_open(d / "restart-tr.nc") for d in (runs.root / "merged", salv, rerun))
     assert merged["vegcov"].dims == ("Y", "X", "pft")
-    assert old["vegcov"][2, 3].values.tolist() == [-7777.0] * 10 or old["vegcov"][2, 3].values.tolist() == [-9999.0] * 10
+    assert (
+        old["vegcov"][2, 3].values.tolist() == [-7777.0] * 10 or old["vegcov"][2, 3].values.tolist() == [-9999.0] * 10
+    )
     xr.testing.assert_identical(merged["vegcov"][2, 3], new["vegcov"][2, 3])
     xr.testing.assert_identical(merged["TSsoil"][1, 1], old["TSsoil"][1, 1])
 
@@ -94,7 +99,9 @@ def test_merge_source_counts_rerun_rounds(runs):
     merge_outputs(runs.root / "salvaged", rerun_dir=runs.root / "rerun1", output_dir=runs.root / "merged1", **QUIET)
     second = site_mask(runs.root / "m2.nc", run=(np.arange(100).reshape(10, 10) == 22).astype("i8"))
     runs.run(second, "rerun2")
-    report = merge_outputs(runs.root / "merged1", rerun_dir=runs.root / "rerun2", output_dir=runs.root / "merged2", **QUIET)
+    report = merge_outputs(
+        runs.root / "merged1", rerun_dir=runs.root / "rerun2", output_dir=runs.root / "merged2", **QUIET
+    )
     source = read_merge_source(runs.root / "merged2" / "run_status.nc")
     assert report.rerun_index == 2
     assert source[1, 1] == 1 and source[2, 2] == 2 and int(source.sum()) == 3
@@ -132,7 +139,9 @@ def test_different_coordinates_are_an_error_naming_the_dimension(runs):
     salv, rerun = _recovered(runs, fail_cells=[(1, 1)])
     with netCDF4.Dataset(rerun / "GPP_monthly_tr.nc", "a") as ds:
         ds.variables["time"][0] = -1.0
-    with pytest.raises(UsageError, match=r"Coordinates don't match in GPP_monthly_tr.nc: 'time' along dimension 'time'"):
+    with pytest.raises(
+        UsageError, match=r"Coordinates don't match in GPP_monthly_tr.nc: 'time' along dimension 'time'"
+    ):
         merge_outputs(salv, rerun_dir=rerun, output_dir=runs.root / "merged", **QUIET)
 
 
@@ -183,8 +192,16 @@ def cases(draw):
     rerun_dims = tuple(draw(st.permutations(list(salv_dims))))
     dtype = draw(st.sampled_from(["i2", "i4", "f4", "f8"]))
     statuses = draw(st.lists(st.sampled_from([100, 0, -5, -100, STATUS_FILL]), min_size=ny * nx, max_size=ny * nx))
-    return ny, nx, salv_dims, rerun_dims, np.dtype(dtype), np.array(statuses).reshape(ny, nx), \
-        draw(st.integers(0, 2**32 - 1)), draw(st.sampled_from([8, 64, 1 << 20]))
+    return (
+        ny,
+        nx,
+        salv_dims,
+        rerun_dims,
+        np.dtype(dtype),
+        np.array(statuses).reshape(ny, nx),
+        draw(st.integers(0, 2**32 - 1)),
+        draw(st.sampled_from([8, 64, 1 << 20])),
+    )
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -205,7 +222,9 @@ def test_merged_is_rerun_where_it_succeeded_and_salvaged_elsewhere(case):
         merge_outputs(salv, rerun_dir=rerun, output_dir=root / "merged", chunk_bytes=chunk_bytes, **QUIET)
         s, r = _open(salv / "out.nc"), _open(rerun / "out.nc")
         took = xr.DataArray(rerun_status == 100, dims=("Y", "X"))
-        expected = s.assign(v=xr.where(took, r["v"], s["v"]).transpose(*salv_dims).astype(dtype).assign_attrs(s["v"].attrs))
+        expected = s.assign(
+            v=xr.where(took, r["v"], s["v"]).transpose(*salv_dims).astype(dtype).assign_attrs(s["v"].attrs)
+        )
         xr.testing.assert_identical(_open(root / "merged" / "out.nc"), expected)
         assert describe_netcdf(root / "merged" / "out.nc") == describe_netcdf(salv / "out.nc")
         shutil.rmtree(root / "merged")
@@ -248,22 +267,47 @@ def _bump(name: str, index: tuple) -> object:
     def change(ds):
         var = ds.variables[name]
         var[index] = var[index] + 1
+
     return change
 
 
 @pytest.mark.pure
-@pytest.mark.parametrize(("filename", "change", "message"), [
-    ("GPP_monthly_tr.nc", _bump("GPP", (1, 0, 5, 6)),
-     r"in GPP_monthly_tr.nc: variable 'GPP' at cell \(y=5, x=6\) does not hold the salvaged values"),
-    ("GPP_monthly_tr.nc", _bump("GPP", (13, 1, 3, 4)),
-     r"in GPP_monthly_tr.nc: variable 'GPP' at cell \(y=3, x=4\) does not hold the re-run's values"),
-    ("restart-tr.nc", _bump("vegc", (3, 4, 0, 2)),
-     r"in restart-tr.nc: variable 'vegc' at cell \(y=3, x=4\) does not hold the re-run's values"),
-    ("GPP_monthly_tr.nc", _bump("time", (2,)), r"in GPP_monthly_tr.nc: variable 'time' differs from the salvaged file"),
-    ("run_status.nc", _bump("merge_source", (3, 4)), r"in run_status.nc: 'merge_source' is wrong at cell \(y=3, x=4\)"),
-    ("CMTNUM_yearly_tr.nc", lambda ds: ds.renameVariable("CMTNUM", "other"),
-     r"in CMTNUM_yearly_tr.nc: variable 'CMTNUM' is missing from the merged file"),
-], ids=["salvaged-cell", "rerun-cell", "restart-on-Y-X", "off-grid", "merge-source", "missing-variable"])
+@pytest.mark.parametrize(
+    ("filename", "change", "message"),
+    [
+        (
+            "GPP_monthly_tr.nc",
+            _bump("GPP", (1, 0, 5, 6)),
+            r"in GPP_monthly_tr.nc: variable 'GPP' at cell \(y=5, x=6\) does not hold the salvaged values",
+        ),
+        (
+            "GPP_monthly_tr.nc",
+            _bump("GPP", (13, 1, 3, 4)),
+            r"in GPP_monthly_tr.nc: variable 'GPP' at cell \(y=3, x=4\) does not hold the re-run's values",
+        ),
+        (
+            "restart-tr.nc",
+            _bump("vegc", (3, 4, 0, 2)),
+            r"in restart-tr.nc: variable 'vegc' at cell \(y=3, x=4\) does not hold the re-run's values",
+        ),
+        (
+            "GPP_monthly_tr.nc",
+            _bump("time", (2,)),
+            r"in GPP_monthly_tr.nc: variable 'time' differs from the salvaged file",
+        ),
+        (
+            "run_status.nc",
+            _bump("merge_source", (3, 4)),
+            r"in run_status.nc: 'merge_source' is wrong at cell \(y=3, x=4\)",
+        ),
+        (
+            "CMTNUM_yearly_tr.nc",
+            lambda ds: ds.renameVariable("CMTNUM", "other"),
+            r"in CMTNUM_yearly_tr.nc: variable 'CMTNUM' is missing from the merged file",
+        ),
+    ],
+    ids=["salvaged-cell", "rerun-cell", "restart-on-Y-X", "off-grid", "merge-source", "missing-variable"],
+)
 def test_a_merged_file_changed_after_the_write_is_caught(runs, monkeypatch, filename, change, message):
     salv, rerun = _recovered(runs, fail_cells=[(3, 4)])
     _after_write(monkeypatch, filename, change)
@@ -276,13 +320,22 @@ def test_a_merged_file_changed_after_the_write_is_caught(runs, monkeypatch, file
 def test_a_rerun_left_in_its_own_dim_order_is_caught(tmp_path, monkeypatch):
     """A merge bug: the re-run stored as (time, X, Y) is taken as if it were (time, Y, X), on a square grid."""
     rng = np.random.default_rng(3)
-    for folder, dims, status in (("s", ("time", "Y", "X"), [[100, -100, 100]] * 3), ("r", ("time", "X", "Y"), [[0, 100, 0]] * 3)):
+    for folder, dims, status in (
+        ("s", ("time", "Y", "X"), [[100, -100, 100]] * 3),
+        ("r", ("time", "X", "Y"), [[0, 100, 0]] * 3),
+    ):
         (tmp_path / folder).mkdir()
         _status(tmp_path / folder / "run_status.nc", np.array(status))
-        _write(tmp_path / folder / "o.nc", dims, {"time": 2, "Y": 3, "X": 3}, rng.random((2, 3, 3)).astype("f4"), note=1.0)
-    merge_outputs(tmp_path / "s", rerun_dir=tmp_path / "r", output_dir=tmp_path / "good", **QUIET)  # the real merge passes
+        _write(
+            tmp_path / folder / "o.nc", dims, {"time": 2, "Y": 3, "X": 3}, rng.random((2, 3, 3)).astype("f4"), note=1.0
+        )
+    merge_outputs(
+        tmp_path / "s", rerun_dir=tmp_path / "r", output_dir=tmp_path / "good", **QUIET
+    )  # the real merge passes
     monkeypatch.setattr(merge_mod, "_read_as", lambda var, sl, dims: var[sl])
-    with pytest.raises(MergeVerificationError, match=r"in o.nc: variable 'v' at cell \(y=0, x=1\) does not hold the re-run's"):
+    with pytest.raises(
+        MergeVerificationError, match=r"in o.nc: variable 'v' at cell \(y=0, x=1\) does not hold the re-run's"
+    ):
         merge_outputs(tmp_path / "s", rerun_dir=tmp_path / "r", output_dir=tmp_path / "m", **QUIET)
     assert not (tmp_path / "m").exists()
 
@@ -327,14 +380,20 @@ def test_real_dvmdostem_files_merge_and_verify(tmp_path, monkeypatch, chunk_byte
         for vname in merged.data_vars:
             var = merged[vname]
             if {"Y", "X"} <= set(var.dims):
-                xr.testing.assert_identical(var, xr.where(cells, new[vname], old[vname], keep_attrs=True).transpose(*var.dims).rename(vname))
+                xr.testing.assert_identical(
+                    var, xr.where(cells, new[vname], old[vname], keep_attrs=True).transpose(*var.dims).rename(vname)
+                )
             else:
                 xr.testing.assert_identical(var, old[vname])
         assert describe_netcdf(tmp_path / "m" / name) == describe_netcdf(FIXTURES / name)
     assert _open(tmp_path / "m" / "vegetation.nc")["veg_class"].values[take].tolist() == [99, 99, 99]
     _after_write(monkeypatch, "projected-climate.nc", _bump("precip", (700, 4, 7)))
-    with pytest.raises(MergeVerificationError, match=r"'precip' at cell \(y=4, x=7\) does not hold the re-run's values"):
-        merge_outputs(tmp_path / "s", rerun_dir=tmp_path / "r", output_dir=tmp_path / "m2", chunk_bytes=chunk_bytes, **QUIET)
+    with pytest.raises(
+        MergeVerificationError, match=r"'precip' at cell \(y=4, x=7\) does not hold the re-run's values"
+    ):
+        merge_outputs(
+            tmp_path / "s", rerun_dir=tmp_path / "r", output_dir=tmp_path / "m2", chunk_bytes=chunk_bytes, **QUIET
+        )
 
 
 @pytest.mark.pure

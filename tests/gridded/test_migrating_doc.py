@@ -30,8 +30,9 @@ def examples() -> dict[str, list[str]]:
     """Each ``<!-- example: NAME -->`` bash block of the page, as its command lines."""
     text = DOC.read_text()
     found = re.findall(r"<!-- example: ([\w-]+) -->\n```bash\n(.*?)```", text, flags=re.S)
-    return {name: [line for line in body.splitlines() if line.strip() and not line.startswith("#")]
-            for name, body in found}
+    return {
+        name: [line for line in body.splitlines() if line.strip() and not line.startswith("#")] for name, body in found
+    }
 
 
 def _site(root: Path) -> tuple[Path, str]:
@@ -41,8 +42,10 @@ def _site(root: Path) -> tuple[Path, str]:
     run[0, 0] = 0
     site_mask(root / "run-mask.nc", run=run)
     cells = ";".join(f"{y},{x}" for y, x in FAILING)
-    model = (f"{sys.executable} -m salvo.gridded.fakemodel --mask {root / 'run-mask.nc'} --output {root / 'output'} "
-             f"--fail-cells {cells} --state {root / 'model-state.json'} --years 2 --layers 3")
+    model = (
+        f"{sys.executable} -m salvo.gridded.fakemodel --mask {root / 'run-mask.nc'} --output {root / 'output'} "
+        f"--fail-cells {cells} --state {root / 'model-state.json'} --years 2 --layers 3"
+    )
     return root, model
 
 
@@ -84,9 +87,13 @@ def test_by_hand_example_merges_the_rerun_into_the_first_run(tmp_path, monkeypat
     source = read_merge_source(site / "merged" / "run_status.nc")
     assert sorted(zip(*map(list, np.nonzero(source == 1)))) == FAILING
     clean, _ = _site(tmp_path / "clean")
-    simulate_run(clean / "run-mask.nc", output=clean / "output", spec=ModelSpec(years=2, layers=3), state=clean / "s.json")
+    simulate_run(
+        clean / "run-mask.nc", output=clean / "output", spec=ModelSpec(years=2, layers=3), state=clean / "s.json"
+    )
     for f in sorted((clean / "output").glob("*.nc")):
-        got = xr.open_dataset(site / "merged" / f.name, decode_cf=False).load().drop_vars("merge_source", errors="ignore")
+        got = (
+            xr.open_dataset(site / "merged" / f.name, decode_cf=False).load().drop_vars("merge_source", errors="ignore")
+        )
         xr.testing.assert_identical(got, xr.open_dataset(f, decode_cf=False).load())
 
 

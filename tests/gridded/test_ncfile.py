@@ -25,9 +25,12 @@ SPECS = {
     "one-record-var-bytes": ({"t": None, "x": 3}, {"a": ("i1", ("t", "x"))}, 5, 0),
     "one-record-var-shorts": ({"t": None, "x": 3}, {"a": ("i2", ("t", "x")), "f": ("f4", ("x",))}, 7, 0),
     "one-record-var-floats": ({"t": None, "x": 3}, {"f": ("f4", ("x",)), "a": ("f4", ("t", "x"))}, 4, 0),
-    "several-record-vars": ({"t": None, "x": 3, "y": 2},
-                            {"a": ("i1", ("t", "x")), "b": ("f8", ("t", "y", "x")), "c": ("S1", ("t",)),
-                             "f": ("i4", ("x",))}, 4, 0),
+    "several-record-vars": (
+        {"t": None, "x": 3, "y": 2},
+        {"a": ("i1", ("t", "x")), "b": ("f8", ("t", "y", "x")), "c": ("S1", ("t",)), "f": ("i4", ("x",))},
+        4,
+        0,
+    ),
     "zero-records": ({"t": None, "x": 3}, {"a": ("i1", ("t", "x")), "f": ("i4", ("x",))}, 0, 0),
     "record-var-alone": ({"t": None}, {"a": ("f8", ("t",))}, 3, 0),
     "no-variables": ({"t": None, "x": 3}, {}, 0, 2),
@@ -72,8 +75,9 @@ def test_implied_size_is_the_size_netcdf4_wrote(tmp_path, fmt, name):
 
 
 @pytest.mark.parametrize("fmt", CLASSIC_FORMATS)
-@pytest.mark.parametrize("name", ["fixed-odd-sizes", "several-record-vars", "one-record-var-bytes", "zero-records",
-                                  "header-over-8-KiB"])
+@pytest.mark.parametrize(
+    "name", ["fixed-odd-sizes", "several-record-vars", "one-record-var-bytes", "zero-records", "header-over-8-KiB"]
+)
 def test_every_cut_that_loses_a_byte_of_the_header_or_data_is_caught(tmp_path, fmt, name):
     path = _write(tmp_path / "whole.nc", fmt, SPECS[name])
     whole = path.read_bytes()
@@ -127,8 +131,12 @@ def test_public_climate_file_in_each_classic_format_cut_in_header_fixed_and_reco
     assert layout.implied_size == path.stat().st_size and layout.numrecs == 1020
     fixed = [v for v in layout.variables if not v.record and v.data_bytes]
     records = layout.data_end - min(v.begin for v in layout.variables if v.record)
-    points = {"header": layout.header_size // 2, "fixed data": fixed[-1].begin + fixed[-1].data_bytes // 2,
-              "record data": layout.data_end - records // 3, "last byte": layout.data_end - 1}
+    points = {
+        "header": layout.header_size // 2,
+        "fixed data": fixed[-1].begin + fixed[-1].data_bytes // 2,
+        "record data": layout.data_end - records // 3,
+        "last byte": layout.data_end - 1,
+    }
     for where, n in points.items():
         part = cut(path, tmp_path / f"{where.replace(' ', '-')}.nc", n)
         with pytest.raises(CutShortError, match=rf"^{part} is cut short: {n} of (at least )?\d+ bytes$"):

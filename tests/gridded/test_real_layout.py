@@ -81,15 +81,23 @@ def _grid_file(path, dims, sizes, values, coords=None, fmt="NETCDF4"):
 
 def test_grid_is_found_by_coordinate_values_when_names_differ(tmp_path):
     ys, xs = np.array([5.0, 6.0, 7.0]), np.array([1.0, 2.0])
-    for folder, status, val in (("s", [[100, -100], [100, 100], [0, 100]], 1.0), ("r", [[0, 100], [0, 0], [0, 0]], 2.0)):
+    for folder, status, val in (
+        ("s", [[100, -100], [100, 100], [0, 100]], 1.0),
+        ("r", [[0, 100], [0, 0], [0, 0]], 2.0),
+    ):
         (tmp_path / folder).mkdir()
         with netCDF4.Dataset(tmp_path / folder / "run_status.nc", "w") as ds:
             ds.createDimension("Y", 3), ds.createDimension("X", 2)
             ds.createVariable("y", "f8", ("Y",))[:] = ys
             ds.createVariable("x", "f8", ("X",))[:] = xs
             ds.createVariable("run_status", "i4", ("Y", "X"), fill_value=FILL)[:] = np.array(status)
-        _grid_file(tmp_path / folder / "o.nc", ("time", "easting", "northing"), {"time": 2, "easting": 2, "northing": 3},
-                   np.full((2, 2, 3), val), coords={"northing": ys, "easting": xs})
+        _grid_file(
+            tmp_path / folder / "o.nc",
+            ("time", "easting", "northing"),
+            {"time": 2, "easting": 2, "northing": 3},
+            np.full((2, 2, 3), val),
+            coords={"northing": ys, "easting": xs},
+        )
     report = merge_outputs(tmp_path / "s", rerun_dir=tmp_path / "r", output_dir=tmp_path / "m", log=print)
     got = _open(tmp_path / "m" / "o.nc")["v"].values
     assert got[:, 1, 0].tolist() == [2.0, 2.0]  # cell (y=0, x=1) from the re-run
@@ -113,8 +121,9 @@ def test_a_merge_that_did_not_merge_fails_loudly_and_writes_nothing(runs, capsys
     status = runs.run(mask, "salvaged", fail_cells=[(3, 3)])
     _rerun_of(runs, status, mask)
     # A merge bug: the re-run's values are never used (what the y/x mismatch did).
-    monkeypatch.setattr(merge_mod, "_read_as",
-                        lambda var, sl, dims: np.full([s.stop - s.start for s in sl], -9999, dtype=var.dtype))
+    monkeypatch.setattr(
+        merge_mod, "_read_as", lambda var, sl, dims: np.full([s.stop - s.start for s in sl], -9999, dtype=var.dtype)
+    )
     with pytest.raises(MergeVerificationError, match=r"in run_status.nc: variable 'run_status' at cell \(y=3, x=3\)"):
         merge_outputs(runs.root / "salvaged", rerun_dir=runs.root / "rerun", output_dir=runs.root / "merged", log=print)
     assert not (runs.root / "merged").exists()
@@ -154,8 +163,14 @@ def test_backup_survives_the_model_clobbering_the_old_output_paths(runs, copy):
     first = {n: _open(runs.root / "output" / n) for n in (s.filename for s in DEFAULT_OUTPUTS)}
     names = sorted(p.name for p in (runs.root / "output").iterdir())
     before = tree_digest(runs.root / "output")
-    salvage_run(runs.root / "output", backup_dir=runs.root / "backup", original_mask=mask,
-                new_mask=runs.root / "failed.nc", copy=copy, log=print)
+    salvage_run(
+        runs.root / "output",
+        backup_dir=runs.root / "backup",
+        original_mask=mask,
+        new_mask=runs.root / "failed.nc",
+        copy=copy,
+        log=print,
+    )
     assert tree_digest(runs.root / "backup") == before
     _clobber_in_place(runs.root / "output", names)  # the model starts its re-run in the same output/
     assert tree_digest(runs.root / "backup") == before

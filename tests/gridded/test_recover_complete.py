@@ -14,7 +14,7 @@ from .conftest import ENABLED, tree_digest
 
 #: The simulated model, except that its second run does not write VEGC_yearly_tr.nc (a model whose
 #: output list changed between runs, or that lost one file).
-LOSING_MODEL = '''
+LOSING_MODEL = """
 import subprocess, sys
 from pathlib import Path
 args = sys.argv[1:]
@@ -25,20 +25,23 @@ n = int(count.read_text()) + 1 if count.exists() else 1
 count.write_text(str(n))
 if n == 2:
     (output / "VEGC_yearly_tr.nc").unlink()
-'''
+"""
 
 
 def _model(runs) -> str:
     script = runs.root / "losing_model.py"
     script.write_text(LOSING_MODEL)
-    return (f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} --mask {{mask}} --output {{output}} "
-            f"--years 2 --layers 3 --fail-cells '1,1;2,2' --fail-runs 1 --state {runs.root / 'model-state.json'}")
+    return (
+        f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} --mask {{mask}} --output {{output}} "
+        f"--years 2 --layers 3 --fail-cells '1,1;2,2' --fail-runs 1 --state {runs.root / 'model-state.json'}"
+    )
 
 
 def test_a_rerun_missing_a_file_stops_the_recovery_with_the_output_put_back(runs):
     mask = runs.mask()
-    state = salvage_merge(_model(runs), mask=str(mask), output=str(runs.root / "output"), max_rounds=2,
-                          return_state=True)
+    state = salvage_merge(
+        _model(runs), mask=str(mask), output=str(runs.root / "output"), max_rounds=2, return_state=True
+    )
     assert state.is_failed()
     doc = state.result(raise_on_failure=False).doc
     work = runs.root / "output.recovery"
@@ -51,9 +54,22 @@ def test_a_rerun_missing_a_file_stops_the_recovery_with_the_output_put_back(runs
 
 def test_allow_missing_marks_the_cells_failed_and_the_next_round_recovers_them(runs, capsys):
     mask = runs.mask()
-    code = salvo_main(["recover", "--model-command", _model(runs), "--mask", str(mask),
-                       "--output", str(runs.root / "output"), "--max-rounds", "3",
-                       "--allow-missing", "VEGC_yearly_tr.nc", "--json"])
+    code = salvo_main(
+        [
+            "recover",
+            "--model-command",
+            _model(runs),
+            "--mask",
+            str(mask),
+            "--output",
+            str(runs.root / "output"),
+            "--max-rounds",
+            "3",
+            "--allow-missing",
+            "VEGC_yearly_tr.nc",
+            "--json",
+        ]
+    )
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and doc["summary"]["ok"]
     first = doc["rounds"][1]

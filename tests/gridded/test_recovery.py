@@ -7,8 +7,15 @@ import pytest
 
 from salvo.errors import UsageError
 from salvo.gridded import read_mask, write_run_mask
-from salvo.gridded.recovery import (install_mask, keep_original_mask, mask_is_original, move_contents, plan_layout,
-                                    replace_contents, restore_mask)
+from salvo.gridded.recovery import (
+    install_mask,
+    keep_original_mask,
+    mask_is_original,
+    move_contents,
+    plan_layout,
+    replace_contents,
+    restore_mask,
+)
 
 from .conftest import tree_digest
 

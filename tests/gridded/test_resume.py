@@ -39,10 +39,25 @@ def test_kill_9_during_the_merge_then_recover_merges_the_finished_rerun_without_
     mask = runs.mask()
     original = mask.read_bytes()
     state = runs.root / "model-state.json"
-    model = (f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} "
-             f"--years 400 --layers 3 --fail-cells '1,1;2,2' --fail-runs 1 --state {state}")
-    args = [sys.executable, "-m", "cli", "recover", "--model-command", model, "--mask", str(mask),
-            "--output", str(runs.root / "output"), "--max-rounds", "3", "--json"]
+    model = (
+        f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} "
+        f"--years 400 --layers 3 --fail-cells '1,1;2,2' --fail-runs 1 --state {state}"
+    )
+    args = [
+        sys.executable,
+        "-m",
+        "cli",
+        "recover",
+        "--model-command",
+        model,
+        "--mask",
+        str(mask),
+        "--output",
+        str(runs.root / "output"),
+        "--max-rounds",
+        "3",
+        "--json",
+    ]
     work = runs.root / "output.recovery"
     proc = subprocess.Popen(args, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

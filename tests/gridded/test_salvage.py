@@ -11,17 +11,37 @@ import pytest
 import xarray as xr
 
 from salvo.errors import UsageError
-from salvo.gridded import (STATUS_FILL, backup_outputs, build_rerun_mask, count_statuses, read_mask, read_status,
-                           rewrite_mask, salvage_run, verify_backup, write_run_status)
+from salvo.gridded import (
+    STATUS_FILL,
+    backup_outputs,
+    build_rerun_mask,
+    count_statuses,
+    read_mask,
+    read_status,
+    rewrite_mask,
+    salvage_run,
+    verify_backup,
+    write_run_status,
+)
 from salvo.gridded.ncschema import describe_netcdf
 
 from .conftest import ENABLED, tree_digest
 
 
-@pytest.mark.parametrize(("enabled", "status", "rerun"), [
-    (1, 100, 0), (1, -100, 1), (1, -5, 1), (1, 0, 1), (1, STATUS_FILL, 1),
-    (0, -100, 0), (0, 0, 0), (0, STATUS_FILL, 0), (0, 100, 0),
-])
+@pytest.mark.parametrize(
+    ("enabled", "status", "rerun"),
+    [
+        (1, 100, 0),
+        (1, -100, 1),
+        (1, -5, 1),
+        (1, 0, 1),
+        (1, STATUS_FILL, 1),
+        (0, -100, 0),
+        (0, 0, 0),
+        (0, STATUS_FILL, 0),
+        (0, 100, 0),
+    ],
+)
 def test_rerun_mask_takes_enabled_cells_that_did_not_succeed(enabled, status, rerun):
     mask = np.array([[enabled, 1]])
     got = build_rerun_mask(mask, status=np.array([[status, 100]]))
@@ -60,7 +80,9 @@ def _foreign_mask(path, fmt):
         for name, dims in (("y", ("Y",)), ("x", ("X",)), ("lat", ("Y", "X")), ("lon", ("Y", "X"))):
             v = ds.createVariable(name, "f8", dims, **opts)
             v.units = "m" if len(dims) == 1 else "degrees"
-            v[:] = np.arange(np.prod([3 if d == "Y" else 4 for d in dims])).reshape([3 if d == "Y" else 4 for d in dims])
+            v[:] = np.arange(np.prod([3 if d == "Y" else 4 for d in dims])).reshape(
+                [3 if d == "Y" else 4 for d in dims]
+            )
         run = ds.createVariable("run", "i8" if fmt == "NETCDF4" else "i2", ("Y", "X"), fill_value=-1, **opts)
         run.setncatts({"grid_mapping": "albers_conical_equal_area", "note": "1 = run"})
         run[:] = np.ones((3, 4))
@@ -87,13 +109,24 @@ def test_salvage_backs_up_and_writes_mask_of_failed_cells(runs):
     status = runs.run(mask, "output", seed=3, fail_cells=[(1, 1), (2, 3), (3, 4)])
     before = tree_digest(runs.root / "output")
     lines: list[str] = []
-    report = salvage_run(runs.root / "output", backup_dir=runs.root / "backup", original_mask=mask,
-                         new_mask=runs.root / "failed.nc", verbose=True, log=lines.append)
+    report = salvage_run(
+        runs.root / "output",
+        backup_dir=runs.root / "backup",
+        original_mask=mask,
+        new_mask=runs.root / "failed.nc",
+        verbose=True,
+        log=lines.append,
+    )
     assert tree_digest(runs.root / "backup") == before
     assert (runs.root / "output").is_dir() and not any((runs.root / "output").iterdir())  # empty for the re-run
-    assert read_mask(runs.root / "failed.nc").tolist() == ((read_mask(mask) == 1) & (status != 100)).astype(int).tolist()
-    assert lines[:3] == [f"Salvaging run from: {runs.root / 'output'}", f"Creating backup at: {runs.root / 'backup'}",
-                         f"✓ Backup created at: {runs.root / 'backup'}"]
+    assert (
+        read_mask(runs.root / "failed.nc").tolist() == ((read_mask(mask) == 1) & (status != 100)).astype(int).tolist()
+    )
+    assert lines[:3] == [
+        f"Salvaging run from: {runs.root / 'output'}",
+        f"Creating backup at: {runs.root / 'backup'}",
+        f"✓ Backup created at: {runs.root / 'backup'}",
+    ]
     assert f"✓ New run-mask created at: {runs.root / 'failed.nc'}" in lines
     assert "  Number of failed cells to re-run: 3" in lines
     assert report.counts.to_rerun == 3 and report.backup.files == 7 and report.backup.methods == {"move": 7}
@@ -104,8 +137,13 @@ def test_salvage_refuses_an_existing_backup_and_writes_nothing(runs):
     runs.run(mask, "output", fail_cells=[(1, 1)])
     (runs.root / "backup").mkdir()
     with pytest.raises(UsageError, match="Backup directory already exists"):
-        salvage_run(runs.root / "output", backup_dir=runs.root / "backup", original_mask=mask,
-                    new_mask=runs.root / "failed.nc", log=lambda _: None)
+        salvage_run(
+            runs.root / "output",
+            backup_dir=runs.root / "backup",
+            original_mask=mask,
+            new_mask=runs.root / "failed.nc",
+            log=lambda _: None,
+        )
     assert not (runs.root / "failed.nc").exists() and not any((runs.root / "backup").iterdir())
 
 
@@ -113,8 +151,13 @@ def test_salvage_rejects_a_mask_of_another_shape_before_backing_up(runs):
     runs.run(runs.mask(), "output")
     other = runs.mask("other.nc", shape=(3, 3))
     with pytest.raises(UsageError, match=r"Run-mask shape \(3, 3\) .* does not match run_status shape \(10, 10\)"):
-        salvage_run(runs.root / "output", backup_dir=runs.root / "backup", original_mask=other,
-                    new_mask=runs.root / "failed.nc", log=lambda _: None)
+        salvage_run(
+            runs.root / "output",
+            backup_dir=runs.root / "backup",
+            original_mask=other,
+            new_mask=runs.root / "failed.nc",
+            log=lambda _: None,
+        )
     assert not (runs.root / "backup").exists()
 
 
@@ -122,8 +165,14 @@ def test_salvage_reads_run_status_from_the_given_path(runs):
     mask = runs.mask()
     runs.run(mask, "output")
     write_run_status(runs.root / "elsewhere.nc", status=np.where(read_mask(mask) == 1, STATUS_FILL, 0))
-    report = salvage_run(runs.root / "output", backup_dir=runs.root / "b", original_mask=mask,
-                         new_mask=runs.root / "failed.nc", run_status=runs.root / "elsewhere.nc", log=lambda _: None)
+    report = salvage_run(
+        runs.root / "output",
+        backup_dir=runs.root / "b",
+        original_mask=mask,
+        new_mask=runs.root / "failed.nc",
+        run_status=runs.root / "elsewhere.nc",
+        log=lambda _: None,
+    )
     assert report.counts.unwritten == ENABLED and read_mask(runs.root / "failed.nc").sum() == ENABLED
 
 

@@ -28,8 +28,10 @@ FAILING = [(0, 1), (2, 7), (5, 5), (9, 0), (9, 9)]
 
 def _model(extra: str = "") -> str:
     cells = ";".join(f"{y},{x}" for y, x in FAILING)
-    return (f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} "
-            f"--fail-cells '{cells}' --fail-runs 1 --seed 4 {extra}")
+    return (
+        f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} "
+        f"--fail-cells '{cells}' --fail-runs 1 --seed 4 {extra}"
+    )
 
 
 @pytest.mark.pure
@@ -54,8 +56,10 @@ def test_the_public_run_mask_splits_into_batches_of_its_enabled_cells(tmp_path: 
 
 @pytest.mark.pure
 def test_dvmdostems_config_js_comments_and_paths() -> None:
-    text = '{\n  // dvmdostem config\n  "IO": {\n    "runmask_file": "input/run-mask.nc", // the mask\n' \
-           '    "output_dir": "output/",\n    "url": "http://example.org/a" /* kept */\n  }\n}\n'
+    text = (
+        '{\n  // dvmdostem config\n  "IO": {\n    "runmask_file": "input/run-mask.nc", // the mask\n'
+        '    "output_dir": "output/",\n    "url": "http://example.org/a" /* kept */\n  }\n}\n'
+    )
     doc = json.loads(strip_comments(text))
     assert doc["IO"]["url"] == "http://example.org/a"
     assert config_paths(doc, config="c.js", cwd="/run") == ("/run/input/run-mask.nc", "/run/output")
@@ -81,16 +85,42 @@ def _values(folder: Path) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def test_a_split_run_recovered_and_merged_equals_an_unsplit_run_cell_for_cell(child_env: dict[str, str], tmp_path: Path) -> None:
+def test_a_split_run_recovered_and_merged_equals_an_unsplit_run_cell_for_cell(
+    child_env: dict[str, str], tmp_path: Path
+) -> None:
     whole, split = tmp_path / "whole", tmp_path / "split"
     for site in (whole, split):
         site.mkdir()
         shutil.copy(SITE, site / "run-mask.nc")
-    ref = salvo("recover", "--model-command", _model(), "--mask", str(whole / "run-mask.nc"), "--output", str(whole / "output"),
-                "--json", env=child_env, timeout=600)
+    ref = salvo(
+        "recover",
+        "--model-command",
+        _model(),
+        "--mask",
+        str(whole / "run-mask.nc"),
+        "--output",
+        str(whole / "output"),
+        "--json",
+        env=child_env,
+        timeout=600,
+    )
     assert ref.returncode == 0, ref.stderr[-2000:]
-    proc = salvo("recover", "--model-command", _model(), "--mask", str(split / "run-mask.nc"), "--output", str(split / "output"),
-                 "--cells-per-batch", "25", "--max-queued", "2", "--json", env=child_env, timeout=900)
+    proc = salvo(
+        "recover",
+        "--model-command",
+        _model(),
+        "--mask",
+        str(split / "run-mask.nc"),
+        "--output",
+        str(split / "output"),
+        "--cells-per-batch",
+        "25",
+        "--max-queued",
+        "2",
+        "--json",
+        env=child_env,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
     assert len(doc["batches"]) == 4 and doc["summary"]["failed"] == 0
@@ -111,17 +141,44 @@ def test_a_split_run_recovered_and_merged_equals_an_unsplit_run_cell_for_cell(ch
     assert all(source[y, x] == 1 for y, x in FAILING)  # re-run once in its batch
     assert int((source == 1).sum()) == len(FAILING)
     # Resumed: every batch is recorded; nothing is run again and the merged output is the same.
-    again = salvo("recover", "--model-command", _model(), "--mask", str(split / "run-mask.nc"), "--output",
-                  str(split / "output"), "--cells-per-batch", "25", "--json", env=child_env, timeout=600)
+    again = salvo(
+        "recover",
+        "--model-command",
+        _model(),
+        "--mask",
+        str(split / "run-mask.nc"),
+        "--output",
+        str(split / "output"),
+        "--cells-per-batch",
+        "25",
+        "--json",
+        env=child_env,
+        timeout=600,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert all(item["cached"] for item in json.loads(again.stdout)["items"])
 
 
-def test_a_batch_whose_cells_keep_failing_is_merged_as_failed_and_the_run_exits_1(child_env: dict[str, str], tmp_path: Path) -> None:
+def test_a_batch_whose_cells_keep_failing_is_merged_as_failed_and_the_run_exits_1(
+    child_env: dict[str, str], tmp_path: Path
+) -> None:
     shutil.copy(SITE, tmp_path / "run-mask.nc")
-    proc = salvo("recover", "--model-command", _model().replace("--fail-runs 1", "--fail-runs -1"), "--mask",
-                 str(tmp_path / "run-mask.nc"), "--output", str(tmp_path / "output"), "--cells-per-batch", "50",
-                 "--max-rounds", "1", "--json", env=child_env, timeout=900)
+    proc = salvo(
+        "recover",
+        "--model-command",
+        _model().replace("--fail-runs 1", "--fail-runs -1"),
+        "--mask",
+        str(tmp_path / "run-mask.nc"),
+        "--output",
+        str(tmp_path / "output"),
+        "--cells-per-batch",
+        "50",
+        "--max-rounds",
+        "1",
+        "--json",
+        env=child_env,
+        timeout=900,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
     assert doc["merge"]["success_cells"] == 100 - len(FAILING)
@@ -130,17 +187,33 @@ def test_a_batch_whose_cells_keep_failing_is_merged_as_failed_and_the_run_exits_
     assert all(status[y, x] != 100 for y, x in FAILING)
 
 
-def test_dvmdostems_config_gives_mask_and_output_and_each_batch_its_own_copy(child_env: dict[str, str], tmp_path: Path) -> None:
+def test_dvmdostems_config_gives_mask_and_output_and_each_batch_its_own_copy(
+    child_env: dict[str, str], tmp_path: Path
+) -> None:
     (tmp_path / "input").mkdir()
     shutil.copy(SITE, tmp_path / "input" / "run-mask.nc")
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.js").write_text(
-        '{\n  // as dvmdostem ships it, with comments\n  "IO": {"runmask_file": "input/run-mask.nc", "output_dir": "output/"}\n}\n')
-    model = (f"{shlex.quote(sys.executable)} -c \"import json,subprocess,sys; io=json.load(open(sys.argv[1]))['IO']; "
-             f"sys.exit(subprocess.call([sys.executable, '-m', 'salvo.gridded.fakemodel', '--mask', io['runmask_file'], "
-             f"'--output', io['output_dir']]))\" {{config}}")
-    proc = salvo("recover", "--model-command", model, "--config", "config/config.js", "--cells-per-batch", "40", "--json",
-                 env=child_env, cwd=tmp_path, timeout=900)
+        '{\n  // as dvmdostem ships it, with comments\n  "IO": {"runmask_file": "input/run-mask.nc", "output_dir": "output/"}\n}\n'
+    )
+    model = (
+        f"{shlex.quote(sys.executable)} -c \"import json,subprocess,sys; io=json.load(open(sys.argv[1]))['IO']; "
+        f"sys.exit(subprocess.call([sys.executable, '-m', 'salvo.gridded.fakemodel', '--mask', io['runmask_file'], "
+        f"'--output', io['output_dir']]))\" {{config}}"
+    )
+    proc = salvo(
+        "recover",
+        "--model-command",
+        model,
+        "--config",
+        "config/config.js",
+        "--cells-per-batch",
+        "40",
+        "--json",
+        env=child_env,
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
     assert len(doc["batches"]) == 3 and doc["merge"]["success_cells"] == 100

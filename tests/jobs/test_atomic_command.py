@@ -22,17 +22,37 @@ WRITER = Path(__file__).with_name("slow_writer.py")
 
 def _args(tmp_path: Path, sirene: Path, mode: str) -> list[str]:
     command = f"{shlex.quote(sys.executable)} {WRITER} {mode} {tmp_path / 'marker'} {{job_output_dir}}"
-    return ["jobs", "batch", "--naf", "6920Z", "--input", str(sirene), "--output-dir", str(tmp_path / "out"),
-            "--jobs-dir", str(tmp_path / "jobs"), "--json", "--job-command", command]
+    return [
+        "jobs",
+        "batch",
+        "--naf",
+        "6920Z",
+        "--input",
+        str(sirene),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--jobs-dir",
+        str(tmp_path / "jobs"),
+        "--json",
+        "--job-command",
+        command,
+    ]
 
 
 def _leftovers(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.name.startswith(".salvo-tmp-"))
 
 
-def test_a_sigkill_mid_job_leaves_no_half_written_folder(sirene_small: Path, tmp_path: Path, child_env: dict[str, str]) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "cli", *_args(tmp_path, sirene_small, "hang")], env=child_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+def test_a_sigkill_mid_job_leaves_no_half_written_folder(
+    sirene_small: Path, tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", *_args(tmp_path, sirene_small, "hang")],
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         assert wait_until(lambda: (tmp_path / "marker").exists(), timeout=180), "the job command never started"
         staged = Path((tmp_path / "marker").read_text())
@@ -53,7 +73,9 @@ def test_a_sigkill_mid_job_leaves_no_half_written_folder(sirene_small: Path, tmp
     assert wait_until(lambda: not _leftovers(out), timeout=60), _leftovers(out)
 
 
-def test_a_failed_command_keeps_the_earlier_good_folder(sirene_small: Path, tmp_path: Path, child_env: dict[str, str]) -> None:
+def test_a_failed_command_keeps_the_earlier_good_folder(
+    sirene_small: Path, tmp_path: Path, child_env: dict[str, str]
+) -> None:
     first = salvo(*_args(tmp_path, sirene_small, "ok"), env=child_env)
     assert first.returncode == 0, first.stderr[-2000:]
     good = tmp_path / "out" / "naf_6920Z"
@@ -66,7 +88,9 @@ def test_a_failed_command_keeps_the_earlier_good_folder(sirene_small: Path, tmp_
     assert not _leftovers(tmp_path / "out")
 
 
-def test_exit_0_with_nothing_written_is_a_silent_failure(sirene_small: Path, tmp_path: Path, child_env: dict[str, str]) -> None:
+def test_exit_0_with_nothing_written_is_a_silent_failure(
+    sirene_small: Path, tmp_path: Path, child_env: dict[str, str]
+) -> None:
     args = _args(tmp_path, sirene_small, "ok")
     args[-1] = "true {job_output_dir}"
     proc = salvo(*args, env=child_env)

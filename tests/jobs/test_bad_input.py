@@ -36,7 +36,10 @@ def _typed_wrong(tmp: Path) -> Path:
     src = write_synthetic_sirene(tmp / "wrong.parquet", rows=100, seed=4)
     t = pq.read_table(src)
     i = t.schema.get_field_index("codeCommuneEtablissement")
-    pq.write_table(t.set_column(i, pa.field("codeCommuneEtablissement", pa.float32()), pa.array([1.0] * t.num_rows, pa.float32())), src)
+    pq.write_table(
+        t.set_column(i, pa.field("codeCommuneEtablissement", pa.float32()), pa.array([1.0] * t.num_rows, pa.float32())),
+        src,
+    )
     return src
 
 
@@ -88,13 +91,22 @@ CASES = [
 
 @pytest.mark.parametrize("command", [["jobs", "batch"], ["batch"]], ids=["jobs-batch", "batch-alias"])
 @pytest.mark.parametrize(("extra", "mentions"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_refused_up_front(command: list[str], extra: list[str], mentions: str, world: dict[str, Path],
-                                       capsys, monkeypatch) -> None:
+def test_bad_input_is_refused_up_front(
+    command: list[str], extra: list[str], mentions: str, world: dict[str, Path], capsys, monkeypatch
+) -> None:
     monkeypatch.chdir(world["tmp"])
     tmp = world["tmp"]
-    special = {"@csv": lambda: _csv_without_naf(tmp), "@wrongtype": lambda: _typed_wrong(tmp),
-               "@chained": lambda: _chained(world)}
-    argv = {"--naf": "6920Z", "--input": str(world["sirene"]), "--output-dir": str(world["out"]), "--jobs-dir": str(tmp / "jobs")}
+    special = {
+        "@csv": lambda: _csv_without_naf(tmp),
+        "@wrongtype": lambda: _typed_wrong(tmp),
+        "@chained": lambda: _chained(world),
+    }
+    argv = {
+        "--naf": "6920Z",
+        "--input": str(world["sirene"]),
+        "--output-dir": str(world["out"]),
+        "--jobs-dir": str(tmp / "jobs"),
+    }
     rest = []
     for i in range(0, len(extra), 2):
         flag, value = extra[i], extra[i + 1]
@@ -118,11 +130,28 @@ def _chained(world: dict[str, Path]) -> Path:
 def test_yaml_job_with_a_naf_code_that_does_not_exist_is_refused_at_planning(world: dict[str, Path], capsys) -> None:
     tmp = world["tmp"]
     template = tmp / "template.yaml"
-    template.write_text('niche: "{niche_name}"\nprofile: "{profile}"\n'
-                        'filters:\n  naf_include: ["{naf_code}", "6902Z"]\n')
-    err = assert_refused(["jobs", "batch", "--naf", "6920Z", "--input", str(world["sirene"]), "--output-dir",
-                          str(world["out"]), "--jobs-dir", str(tmp / "jobs"), "--template", str(template)],
-                         capsys, keep=[tmp], mentions="filters.naf_include[1]")
+    template.write_text(
+        'niche: "{niche_name}"\nprofile: "{profile}"\nfilters:\n  naf_include: ["{naf_code}", "6902Z"]\n'
+    )
+    err = assert_refused(
+        [
+            "jobs",
+            "batch",
+            "--naf",
+            "6920Z",
+            "--input",
+            str(world["sirene"]),
+            "--output-dir",
+            str(world["out"]),
+            "--jobs-dir",
+            str(tmp / "jobs"),
+            "--template",
+            str(template),
+        ],
+        capsys,
+        keep=[tmp],
+        mentions="filters.naf_include[1]",
+    )
     assert "69.02Z does not exist in NAF rév. 2; nearest: 69.20Z" in err
 
 
@@ -136,6 +165,10 @@ def test_jobs_create_onto_an_existing_file_is_refused_and_leaves_it(batch: bool,
 
 
 def test_jobs_create_with_a_naf_code_that_does_not_exist_writes_nothing(tmp_path: Path, capsys) -> None:
-    assert_refused(["jobs", "create", str(tmp_path / "jobs"), "--naf", "6920Z", "--naf", "40", "--batch"], capsys,
-                   keep=[tmp_path], mentions="division 40 does not exist")
+    assert_refused(
+        ["jobs", "create", str(tmp_path / "jobs"), "--naf", "6920Z", "--naf", "40", "--batch"],
+        capsys,
+        keep=[tmp_path],
+        mentions="division 40 does not exist",
+    )
     assert not (tmp_path / "jobs").exists()

@@ -35,12 +35,29 @@ def _modes(marker_dir: Path, modes: dict[str, str]) -> None:
 
 def _flow_doc(tmp_path: Path, sirene: Path, *codes: str, run: RunOptions = RunOptions(retries=0), **params) -> dict:
     """Run the job-batch flow as the CLI does (a real flow run), without capturing Prefect's console."""
-    return run_flow(job_batch, naf=list(codes), input=str(sirene), output_dir=str(tmp_path / "out"),
-                    jobs_dir=str(tmp_path / "jobs"), run=run, **params)
+    return run_flow(
+        job_batch,
+        naf=list(codes),
+        input=str(sirene),
+        output_dir=str(tmp_path / "out"),
+        jobs_dir=str(tmp_path / "jobs"),
+        run=run,
+        **params,
+    )
 
 
 def _base(tmp_path: Path, sirene: Path, *codes: str) -> list[str]:
-    args = ["jobs", "batch", "--input", str(sirene), "--output-dir", str(tmp_path / "out"), "--jobs-dir", str(tmp_path / "jobs"), "--json"]
+    args = [
+        "jobs",
+        "batch",
+        "--input",
+        str(sirene),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--jobs-dir",
+        str(tmp_path / "jobs"),
+        "--json",
+    ]
     for c in codes:
         args += ["--naf", c]
     return args
@@ -68,7 +85,15 @@ def test_fail_fast_stops_at_the_first_failure(sirene_small: Path, tmp_path: Path
 def test_continue_on_error_runs_every_job(sirene_small: Path, tmp_path: Path) -> None:
     m = tmp_path / "m"
     _modes(m, {"4329A": "fail"})
-    doc = _flow_doc(tmp_path, sirene_small, "6920Z", "4329A", "43", job_command=_command(m), run=RunOptions(retries=0, fail_fast=False))
+    doc = _flow_doc(
+        tmp_path,
+        sirene_small,
+        "6920Z",
+        "4329A",
+        "43",
+        job_command=_command(m),
+        run=RunOptions(retries=0, fail_fast=False),
+    )
     assert exit_code(doc, continue_on_error=True) == 1 and exit_code(doc, continue_on_error=False) == 1
     assert _status(doc) == {"6920Z": "success", "4329A": "error", "43": "success"}
     assert doc["summary"]["failed"] == 1
@@ -105,11 +130,19 @@ def test_json_is_valid_and_alone_on_stdout(sirene_small: Path, tmp_path: Path, c
     assert sorted(Path(p).name for p in entries["6920Z"]["outputs"]) == ["dataset.csv", "dataset.parquet", "logs"]
 
 
-def test_a_killed_batch_resumes_without_redoing_finished_jobs(sirene_small: Path, tmp_path: Path, child_env: dict[str, str]) -> None:
+def test_a_killed_batch_resumes_without_redoing_finished_jobs(
+    sirene_small: Path, tmp_path: Path, child_env: dict[str, str]
+) -> None:
     m = tmp_path / "m"
     _modes(m, {"43": "hang"})
     args = _base(tmp_path, sirene_small, "6920Z", "4329A", "43", "01.11Z") + ["--job-command", _command(m)]
-    proc = subprocess.Popen([sys.executable, "-m", "cli", *args], env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", *args],
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         assert wait_until(lambda: (m / "43.grandchild").exists(), timeout=180), "the batch never reached the third job"
     finally:
@@ -122,7 +155,10 @@ def test_a_killed_batch_resumes_without_redoing_finished_jobs(sirene_small: Path
     assert again.returncode == 0, again.stderr[-2000:]
     doc = json.loads(again.stdout)
     assert {e["code"]: (e["status"], e["resumed"]) for e in doc["jobs"]} == {
-        "6920Z": ("success", True), "4329A": ("success", True), "43": ("success", False), "0111Z": ("success", False),
+        "6920Z": ("success", True),
+        "4329A": ("success", True),
+        "43": ("success", False),
+        "0111Z": ("success", False),
     }
     assert len(markers(m, "6920Z")) == 1 and len(markers(m, "4329A")) == 1
 
@@ -159,8 +195,20 @@ def test_resume_follows_job_file_input_and_outputs(tmp_path: Path) -> None:
         (["--naf", "6920Z", "--template", "/nonexistent/t.yaml"], "cannot read job template"),
     ],
 )
-def test_bad_usage_exits_2_with_one_line(extra: list[str], message: str, sirene_small: Path, tmp_path: Path, capsys) -> None:
-    args = ["jobs", "batch", "--input", str(sirene_small), "--output-dir", str(tmp_path / "out"), "--jobs-dir", str(tmp_path / "jobs"), *extra]
+def test_bad_usage_exits_2_with_one_line(
+    extra: list[str], message: str, sirene_small: Path, tmp_path: Path, capsys
+) -> None:
+    args = [
+        "jobs",
+        "batch",
+        "--input",
+        str(sirene_small),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--jobs-dir",
+        str(tmp_path / "jobs"),
+        *extra,
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
@@ -168,23 +216,44 @@ def test_bad_usage_exits_2_with_one_line(extra: list[str], message: str, sirene_
 
 
 def test_missing_or_foreign_input_exits_2(tmp_path: Path, capsys) -> None:
-    assert main(["batch", "--naf", "43", "--input", str(tmp_path / "no.parquet"), "--output-dir", str(tmp_path / "o")]) == 2
+    assert (
+        main(["batch", "--naf", "43", "--input", str(tmp_path / "no.parquet"), "--output-dir", str(tmp_path / "o")])
+        == 2
+    )
     assert "no such file" in capsys.readouterr().err
     (tmp_path / "t.parquet").write_text("siren;nic\n")
-    assert main(["batch", "--naf", "43", "--input", str(tmp_path / "t.parquet"), "--output-dir", str(tmp_path / "o")]) == 2
+    assert (
+        main(["batch", "--naf", "43", "--input", str(tmp_path / "t.parquet"), "--output-dir", str(tmp_path / "o")]) == 2
+    )
     assert "not a Parquet file" in capsys.readouterr().err
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"siren": ["1"]}), tmp_path / "other.parquet")
-    assert main(["batch", "--naf", "43", "--input", str(tmp_path / "other.parquet"), "--output-dir", str(tmp_path / "o")]) == 2
+    assert (
+        main(["batch", "--naf", "43", "--input", str(tmp_path / "other.parquet"), "--output-dir", str(tmp_path / "o")])
+        == 2
+    )
     assert "'activitePrincipaleEtablissement' is missing" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
 def test_dry_run_renders_and_validates_only(sirene_small: Path, tmp_path: Path, capsys) -> None:
-    args = ["batch", "--naf", "6920Z", "--naf", "43", "--input", str(sirene_small), "--output-dir", str(tmp_path / "out"),
-            "--jobs-dir", str(tmp_path / "jobs"), "--dry-run", "--json"]
+    args = [
+        "batch",
+        "--naf",
+        "6920Z",
+        "--naf",
+        "43",
+        "--input",
+        str(sirene_small),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--jobs-dir",
+        str(tmp_path / "jobs"),
+        "--dry-run",
+        "--json",
+    ]
     assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [j["status"] for j in doc["jobs"]] == ["rendered", "rendered"]
@@ -193,7 +262,10 @@ def test_dry_run_renders_and_validates_only(sirene_small: Path, tmp_path: Path, 
 
 
 def test_create_writes_job_files(tmp_path: Path, capsys) -> None:
-    assert main(["jobs", "create", str(tmp_path / "j"), "--naf", "6920Z", "--naf", "43.2", "--batch", "--profile", "deep"]) == 0
+    assert (
+        main(["jobs", "create", str(tmp_path / "j"), "--naf", "6920Z", "--naf", "43.2", "--batch", "--profile", "deep"])
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "j").iterdir()) == ["naf_432.yaml", "naf_6920Z.yaml"]
     assert 'profile: "deep"' in (tmp_path / "j" / "naf_432.yaml").read_text()
     assert main(["jobs", "create", str(tmp_path / "one.yaml"), "--naf", "4329A"]) == 0

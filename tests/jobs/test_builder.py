@@ -25,7 +25,9 @@ def _expected_sirets(path: Path, code: str, *, active_only: bool = True) -> list
     table = pq.read_table(path)
     keep = [
         naf.matches(v) and (not active_only or a == "A")
-        for v, a in zip(table["activitePrincipaleEtablissement"].to_pylist(), table["etatAdministratifEtablissement"].to_pylist())
+        for v, a in zip(
+            table["activitePrincipaleEtablissement"].to_pylist(), table["etatAdministratifEtablissement"].to_pylist()
+        )
     ]
     return table.filter(pa.array(keep))["siret"].to_pylist()
 
@@ -75,7 +77,9 @@ def test_derived_columns_are_computed_from_their_inputs(sirene_small: Path, tmp_
 
 
 def test_sample_keeps_the_first_rows(sirene_small: Path, tmp_path: Path) -> None:
-    res = run_job(str(_job(tmp_path, "43", "deep")), input=str(sirene_small), output_dir=str(tmp_path / "out"), sample=7)
+    res = run_job(
+        str(_job(tmp_path, "43", "deep")), input=str(sirene_small), output_dir=str(tmp_path / "out"), sample=7
+    )
     got = pq.read_table(tmp_path / "out" / "naf_43" / "dataset.parquet")["siret"].to_pylist()
     assert got == _expected_sirets(sirene_small, "43")[:7] and res["metrics"]["rows"] == 7
 
@@ -91,22 +95,40 @@ def test_a_code_matching_nothing_is_a_warning_with_empty_files(sirene_small: Pat
 
 
 @pytest.mark.parametrize("sample", [None, 5])
-def test_shared_scan_gives_the_same_rows_as_direct_scans(sample: int | None, sirene_small: Path, tmp_path: Path) -> None:
+def test_shared_scan_gives_the_same_rows_as_direct_scans(
+    sample: int | None, sirene_small: Path, tmp_path: Path
+) -> None:
     codes = ["6920Z", "43", "43.29A", "01.11Z"]
     jobs = render_jobs(codes, template=None, profile="deep", jobs_dir=tmp_path / "jobs")
     plan, cache = tmp_path / "scan" / "plan.json", tmp_path / "scan" / "cache"
-    write_plan(plan, input_path=sirene_small, jobs=[ScanJob(j.spec.niche, j.spec.naf, j.spec.active_only, sample) for j in jobs])
+    write_plan(
+        plan,
+        input_path=sirene_small,
+        jobs=[ScanJob(j.spec.niche, j.spec.naf, j.spec.active_only, sample) for j in jobs],
+    )
     for job in jobs:
-        shared = run_job(str(job.path), input=str(sirene_small), output_dir=str(tmp_path / "shared"), plan_file=str(plan),
-                         scan_dir=str(cache), sample=sample)
+        shared = run_job(
+            str(job.path),
+            input=str(sirene_small),
+            output_dir=str(tmp_path / "shared"),
+            plan_file=str(plan),
+            scan_dir=str(cache),
+            sample=sample,
+        )
         direct = run_job(str(job.path), input=str(sirene_small), output_dir=str(tmp_path / "direct"), sample=sample)
         assert (shared["metrics"]["source"], direct["metrics"]["source"]) == ("shared scan", "direct scan")
         a = pq.read_table(tmp_path / "shared" / job.spec.niche / "dataset.parquet").drop_columns(["age_annees"])
         b = pq.read_table(tmp_path / "direct" / job.spec.niche / "dataset.parquet").drop_columns(["age_annees"])
         assert a.equals(b) and a.num_rows > 0
     # A job asking for more rows than the plan dealt it reads the input itself instead.
-    more = run_job(str(jobs[1].path), input=str(sirene_small), output_dir=str(tmp_path / "more"), plan_file=str(plan),
-                   scan_dir=str(cache), sample=None if sample is None else sample + 1)
+    more = run_job(
+        str(jobs[1].path),
+        input=str(sirene_small),
+        output_dir=str(tmp_path / "more"),
+        plan_file=str(plan),
+        scan_dir=str(cache),
+        sample=None if sample is None else sample + 1,
+    )
     assert more["metrics"]["source"] == ("shared scan" if sample is None else "direct scan")
     folder, counts = ensure_scan(plan, cache_dir=cache, max_ram_mb=256)
     assert sorted(p.name for p in folder.glob("*.parquet")) == sorted(f"{j.spec.niche}.parquet" for j in jobs)

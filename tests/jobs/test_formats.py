@@ -28,8 +28,10 @@ LAYOUTS = {"csv": "in.csv", "text": "in_text.parquet", "typed": "in_typed.parque
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("layouts")
-    return {layout: write_synthetic_sirene(root / name, rows=6_000, seed=11, row_group_rows=1_500, layout=layout)
-            for layout, name in LAYOUTS.items()}
+    return {
+        layout: write_synthetic_sirene(root / name, rows=6_000, seed=11, row_group_rows=1_500, layout=layout)
+        for layout, name in LAYOUTS.items()
+    }
 
 
 def _rows(path: Path) -> list[dict]:
@@ -50,9 +52,13 @@ def _date(value) -> dt.date | None:
 
 
 def _expected(path: Path, prefix: str, *, active_only: bool = True) -> list[dict]:
-    return [r for r in _rows(path) if r["nomenclatureActivitePrincipaleEtablissement"] == "NAFRev2"
-            and (r["activitePrincipaleEtablissement"] or "").startswith(prefix)
-            and (r["etatAdministratifEtablissement"] == "A" or not active_only)]
+    return [
+        r
+        for r in _rows(path)
+        if r["nomenclatureActivitePrincipaleEtablissement"] == "NAFRev2"
+        and (r["activitePrincipaleEtablissement"] or "").startswith(prefix)
+        and (r["etatAdministratifEtablissement"] == "A" or not active_only)
+    ]
 
 
 def _departement(commune: str) -> str | None:
@@ -124,7 +130,18 @@ def test_a_column_of_the_wrong_type_is_refused_up_front(tmp_path: Path, capsys) 
     i = table.schema.get_field_index("dateCreationEtablissement")
     table = table.set_column(i, pa.field("dateCreationEtablissement", pa.float64()), pa.array([1.5] * table.num_rows))
     pq.write_table(table, src)
-    args = ["jobs", "batch", "--naf", "68", "--profile", "standard", "--input", str(src), "--output-dir", str(tmp_path / "o")]
+    args = [
+        "jobs",
+        "batch",
+        "--naf",
+        "68",
+        "--profile",
+        "standard",
+        "--input",
+        str(src),
+        "--output-dir",
+        str(tmp_path / "o"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "'dateCreationEtablissement'" in err and "double" in err and "\n" not in err
@@ -147,8 +164,14 @@ def test_the_help_states_the_parsers_real_defaults(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     real = root.parse_args(["jobs", "batch", "--naf", "43", "--input", "x", "--output-dir", "o"])
     run = run_options(real, "job-batch")  # what the command runs with: flags not given take the pipeline's defaults
-    for flag, value in (("--retries", run.retries), ("--max-workers", run.workers), ("--max-ram-mb", real.max_ram_mb),
-                        ("--timeout", run.timeout_s), ("--jobs-dir", real.jobs_dir), ("--profile", real.profile)):
+    for flag, value in (
+        ("--retries", run.retries),
+        ("--max-workers", run.workers),
+        ("--max-ram-mb", real.max_ram_mb),
+        ("--timeout", run.timeout_s),
+        ("--jobs-dir", real.jobs_dir),
+        ("--profile", real.profile),
+    ):
         m = re.search(re.escape(flag) + r"(?:(?! --).)*?\(default: ([^,)]+)", text)
         assert m, f"{flag} states no default"
         stated = m.group(1).strip()

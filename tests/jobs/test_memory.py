@@ -50,10 +50,15 @@ def test_a_job_stays_under_max_ram_mb_on_an_input_larger_than_it(tmp_path: Path)
     _run(tmp_path, small, "warm-up")  # the zygote has imported and preloaded everything from here on
     baseline, _ = _run(tmp_path, small, "small")
     peak, rows = _run(tmp_path, big, "big")
-    expected = pq.read_table(big, columns=["activitePrincipaleEtablissement", "etatAdministratifEtablissement"],
-                             filters=[("activitePrincipaleEtablissement", "==", "68.20B"), ("etatAdministratifEtablissement", "==", "A")]).num_rows
+    expected = pq.read_table(
+        big,
+        columns=["activitePrincipaleEtablissement", "etatAdministratifEtablissement"],
+        filters=[("activitePrincipaleEtablissement", "==", "68.20B"), ("etatAdministratifEtablissement", "==", "A")],
+    ).num_rows
     assert rows == expected > 100_000
-    print(f"\nmax-ram-mb {BOUND_MB}: baseline {baseline:.1f} MiB, peak {peak:.1f} MiB, growth {peak - baseline:.1f} MiB")
+    print(
+        f"\nmax-ram-mb {BOUND_MB}: baseline {baseline:.1f} MiB, peak {peak:.1f} MiB, growth {peak - baseline:.1f} MiB"
+    )
     assert peak - baseline < BOUND_MB, f"peak RSS grew by {peak - baseline:.0f} MiB over the {BOUND_MB} MiB bound"
 
 

@@ -19,7 +19,7 @@ from tests.helpers import salvo
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "migrating" / "job-batch.md"
 
-MY_BUILDER = '''
+MY_BUILDER = """
 import sys
 from pathlib import Path
 
@@ -28,7 +28,7 @@ niche = next(line.split(":", 1)[1].strip().strip('"') for line in open(job_file)
 folder = Path(output_dir) / niche
 folder.mkdir(parents=True, exist_ok=True)
 (folder / "dataset.csv").write_text("built by my_builder from " + input_path + "\\n")
-'''
+"""
 
 
 def _blocks(lang: str) -> list[str]:
@@ -90,7 +90,9 @@ def test_every_command_on_the_page_runs(command: str, workdir: Path, child_env: 
 def test_the_python_example_runs(workdir: Path, child_env: dict[str, str]) -> None:
     (code,) = _blocks("python")
     script = code + "\nimport json\nprint(json.dumps([e['status'] for e in summary['jobs']]))\n"
-    proc = subprocess.run([sys.executable, "-c", script], env=child_env, cwd=workdir, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=child_env, cwd=workdir, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["success", "success"]
     assert (workdir / "out" / "batch_results" / "naf_4329A" / "dataset.parquet").is_file()

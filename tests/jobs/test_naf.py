@@ -33,7 +33,9 @@ def test_accepted_forms_normalise(text: str, level: str, compact: str, dotted: s
     assert (naf.level, naf.compact, naf.dotted, naf.niche_name) == (level, compact, dotted, f"naf_{compact}")
 
 
-@pytest.mark.parametrize("bad", ["", "4", "43.", "43.2A", "69.2Z", "6920ZZ", "ABCDE", "43..2", "00", "43-29A", "43.29A1"])
+@pytest.mark.parametrize(
+    "bad", ["", "4", "43.", "43.2A", "69.2Z", "6920ZZ", "ABCDE", "43..2", "00", "43-29A", "43.29A1"]
+)
 def test_malformed_code_is_an_error_naming_it(bad: str) -> None:
     with pytest.raises(UsageError, match="malformed NAF code") as info:
         parse_naf(bad)

@@ -18,8 +18,15 @@ def test_an_unparseable_date_column_fails_once_with_one_line(tmp_path: Path) -> 
     for cells in rows:
         cells[i] = "le 14 mars"
     src.write_text("\n".join([lines[0], *(",".join(c) for c in rows)]) + "\n")
-    doc = run_flow(job_batch, naf=["68", "43"], input=str(src), output_dir=str(tmp_path / "out"),
-                   jobs_dir=str(tmp_path / "jobs"), profile="standard", run=RunOptions(retries=2, fail_fast=False))
+    doc = run_flow(
+        job_batch,
+        naf=["68", "43"],
+        input=str(src),
+        output_dir=str(tmp_path / "out"),
+        jobs_dir=str(tmp_path / "jobs"),
+        profile="standard",
+        run=RunOptions(retries=2, fail_fast=False),
+    )
     for item in doc["items"]:
         assert item["status"] == "error" and item["exit_code"] == 65, item
         assert item["attempt"] == 1, "a deterministic input error was retried"

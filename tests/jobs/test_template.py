@@ -17,8 +17,16 @@ NAF = parse_naf("43.2")
 
 @pytest.mark.parametrize(
     "field",
-    ["{naf_code.__class__}", "{naf_code.__class__.__mro__}", "{0}", "{}", "{naf_code[0]}", "{profile.upper}",
-     "{niche_name.__init__.__globals__}", "{__builtins__}"],
+    [
+        "{naf_code.__class__}",
+        "{naf_code.__class__.__mro__}",
+        "{0}",
+        "{}",
+        "{naf_code[0]}",
+        "{profile.upper}",
+        "{niche_name.__init__.__globals__}",
+        "{__builtins__}",
+    ],
 )
 def test_format_string_injection_is_refused(field: str) -> None:
     with pytest.raises(UsageError, match="unknown placeholder") as info:
@@ -53,7 +61,12 @@ def test_default_template_is_shipped_and_renders_a_valid_job(tmp_path: Path) -> 
     text = render_template(default_template_path().read_text(), naf=parse_naf("6920Z"), profile="standard")
     (tmp_path / "j.yaml").write_text(text)
     spec = load_job(tmp_path / "j.yaml")
-    assert (spec.niche, spec.profile.name, [c.dotted for c in spec.naf], spec.active_only) == ("naf_6920Z", "standard", ["69.20Z"], True)
+    assert (spec.niche, spec.profile.name, [c.dotted for c in spec.naf], spec.active_only) == (
+        "naf_6920Z",
+        "standard",
+        ["69.20Z"],
+        True,
+    )
     assert spec.sample_rows == 100_000
 
 

@@ -44,16 +44,41 @@ def _batch(tmp_path: Path) -> list[str]:
     return stems
 
 
-def _start(host: str, tmp_path: Path, child_env: dict[str, str], state: str, extra: dict[str, str], pause: float) -> subprocess.Popen[str]:
+def _start(
+    host: str, tmp_path: Path, child_env: dict[str, str], state: str, extra: dict[str, str], pause: float
+) -> subprocess.Popen[str]:
     home = tmp_path / host
     (home / "tmp").mkdir(parents=True)
     (home / "prefect").mkdir()
-    env = {**child_env, **extra, "TMPDIR": str(home / "tmp"), "PREFECT_HOME": str(home / "prefect"),
-           "SALVO_HOST_ID": host, "SALVO_LEASE_S": str(LEASE_S), "SALVO_CLAIM_POLL_S": "0.2"}
-    argv = [sys.executable, "-m", "cli", "extract", "--directory", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
-            "--state", state, "--retries", "0", "--json",
-            "--worker-command", f"{sys.executable} {MARKER_WORKER} {{input}} {{output_dir}} {tmp_path / 'markers'} {pause}"]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    env = {
+        **child_env,
+        **extra,
+        "TMPDIR": str(home / "tmp"),
+        "PREFECT_HOME": str(home / "prefect"),
+        "SALVO_HOST_ID": host,
+        "SALVO_LEASE_S": str(LEASE_S),
+        "SALVO_CLAIM_POLL_S": "0.2",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "cli",
+        "extract",
+        "--directory",
+        str(tmp_path / "in"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--state",
+        state,
+        "--retries",
+        "0",
+        "--json",
+        "--worker-command",
+        f"{sys.executable} {MARKER_WORKER} {{input}} {{output_dir}} {tmp_path / 'markers'} {pause}",
+    ]
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def _runs(tmp_path: Path, stems: list[str], hosts: dict[str, int]) -> dict[str, dict[str, int]]:
@@ -97,7 +122,9 @@ def test_two_hosts_run_each_item_exactly_once(shared_state, tmp_path: Path, chil
     assert all(len(list((tmp_path / "out" / s).glob("*.png"))) == 1 for s in stems)
 
 
-def test_a_killed_hosts_item_runs_again_once_after_its_lease(shared_state, tmp_path: Path, child_env: dict[str, str]) -> None:  # noqa: ANN001
+def test_a_killed_hosts_item_runs_again_once_after_its_lease(
+    shared_state, tmp_path: Path, child_env: dict[str, str]
+) -> None:  # noqa: ANN001
     state, extra = shared_state
     stems = _batch(tmp_path)
     a = _start("host-a", tmp_path, child_env, state, extra, pause=0.4)

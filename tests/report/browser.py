@@ -10,8 +10,16 @@ import urllib.parse
 from html.parser import HTMLParser
 from pathlib import Path
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium() -> str:
@@ -23,9 +31,13 @@ def chromium() -> str:
 def dump_dom(page: Path) -> str:
     """The DOM headless Chromium built from ``page`` (after parsing, as a browser shows it)."""
     with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
-                               page.resolve().as_uri()], capture_output=True, text=True, timeout=180,
-                              env={**os.environ, "HOME": profile})
+        proc = subprocess.run(
+            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.resolve().as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, "HOME": profile},
+        )
     assert proc.returncode == 0 and "<html" in proc.stdout, proc.stderr[-2000:]
     return proc.stdout
 
@@ -33,9 +45,21 @@ def dump_dom(page: Path) -> str:
 def screenshot(page: Path, png: Path, *, width: int = 1200, height: int = 1600) -> None:
     """A PNG of ``page`` as headless Chromium draws it."""
     with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--hide-scrollbars",
-                               f"--window-size={width},{height}", f"--screenshot={png}", page.resolve().as_uri()],
-                              capture_output=True, text=True, timeout=180, env={**os.environ, "HOME": profile})
+        proc = subprocess.run(
+            [
+                chromium(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--hide-scrollbars",
+                f"--window-size={width},{height}",
+                f"--screenshot={png}",
+                page.resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, "HOME": profile},
+        )
     assert png.exists(), proc.stderr[-2000:]
 
 

@@ -26,17 +26,58 @@ class Level(enum.IntEnum):
 
 
 Pair = collections.namedtuple("Pair", "a b")
-SCALARS = ["", "é 日本", "\n\t\"\\/", 0, -7, 1.5, -0.0, 1e300, True, False, None, Colour.RED, Level.HIGH, Path("/a/b"),
-           dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.timezone.utc), Pair(1, "x")]
+SCALARS = [
+    "",
+    "é 日本",
+    '\n\t"\\/',
+    0,
+    -7,
+    1.5,
+    -0.0,
+    1e300,
+    True,
+    False,
+    None,
+    Colour.RED,
+    Level.HIGH,
+    Path("/a/b"),
+    dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.timezone.utc),
+    Pair(1, "x"),
+]
 
 
 def _docs() -> list[object]:
-    results = [ItemResult(f"f{i}.nc", [Status.SUCCESS, Status.ERROR][i % 2], reason="x" * i, exit_code=i % 3 or None, duration_s=i / 7,
-                          peak_rss_mb=None if i % 2 else 1.5 * i, outputs=[f"/out/f{i}"] * (i % 3), metrics={"m": [i, {"n": None}]} if i % 4 == 0 else {},
-                          cached=bool(i % 2)) for i in range(12)]
-    return [*SCALARS, [], {}, [[]], [{}], {"a": []}, SCALARS, {str(i): v for i, v in enumerate(SCALARS)},
-            {1: "int key", 1.5: "float key", True: "bool key", None: "none key"}, ("a", ("b",)),
-            {"summary": {"total": 12}, "items": [r.to_dict() for r in results], "reports": {"json": "/out/batch_summary.json"}}]
+    results = [
+        ItemResult(
+            f"f{i}.nc",
+            [Status.SUCCESS, Status.ERROR][i % 2],
+            reason="x" * i,
+            exit_code=i % 3 or None,
+            duration_s=i / 7,
+            peak_rss_mb=None if i % 2 else 1.5 * i,
+            outputs=[f"/out/f{i}"] * (i % 3),
+            metrics={"m": [i, {"n": None}]} if i % 4 == 0 else {},
+            cached=bool(i % 2),
+        )
+        for i in range(12)
+    ]
+    return [
+        *SCALARS,
+        [],
+        {},
+        [[]],
+        [{}],
+        {"a": []},
+        SCALARS,
+        {str(i): v for i, v in enumerate(SCALARS)},
+        {1: "int key", 1.5: "float key", True: "bool key", None: "none key"},  # noqa: F601 (the bool key on purpose)
+        ("a", ("b",)),
+        {
+            "summary": {"total": 12},
+            "items": [r.to_dict() for r in results],
+            "reports": {"json": "/out/batch_summary.json"},
+        },
+    ]
 
 
 @pytest.mark.parametrize("doc", _docs())
@@ -45,7 +86,11 @@ def test_the_same_document_as_json_dumps(doc: object) -> None:
 
 
 def test_indented_as_json_dumps_indents() -> None:
-    doc = {"summary": {"total": 2, "failed": 0}, "items": [{"id": "a", "outputs": []}, {"id": "b", "outputs": ["/x"]}], "e": {}}
+    doc = {
+        "summary": {"total": 2, "failed": 0},
+        "items": [{"id": "a", "outputs": []}, {"id": "b", "outputs": ["/x"]}],
+        "e": {},
+    }
     assert json_text(doc) == json.dumps(doc, indent=2)
 
 

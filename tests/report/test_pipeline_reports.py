@@ -82,8 +82,9 @@ def test_extract_report_trace_and_history_of_two_runs(tmp_path: Path) -> None:
     for name in ("ok_1.nc", "ok_2.nc", "ok_3.nc"):
         (data / name).write_bytes(name.encode())
     script = write_script(tmp_path)
-    command = (f"{PY} {FLAKY} {tmp_path / 'm'} {{input}} ok_2.nc "
-               f"{PY} {script} {{input}} {{output_dir}} {tmp_path / 'calls'}")
+    command = (
+        f"{PY} {FLAKY} {tmp_path / 'm'} {{input}} ok_2.nc {PY} {script} {{input}} {{output_dir}} {tmp_path / 'calls'}"
+    )
     code, out = _salvo("extract", "--directory", str(data), "--worker-command", command, "--retries", "1")
     assert code == 0, out
     _check_trace(data, "ok_2.nc")
@@ -122,11 +123,28 @@ def test_jobs_report(sirene_small: Path, tmp_path: Path) -> None:  # noqa: F811
     m.mkdir()
     (m / "mode.json").write_text("{}")
     worker = shlex.quote(str(Path(__file__).parents[1] / "jobs" / "cmd_worker.py"))
-    command = (f"{PY} {FLAKY} {m} {{naf_code}} 6920Z "
-               f"{PY} {worker} {m} {{naf_code}} {{job_file}} {{input}} {{output_dir}}")
+    command = (
+        f"{PY} {FLAKY} {m} {{naf_code}} 6920Z {PY} {worker} {m} {{naf_code}} {{job_file}} {{input}} {{output_dir}}"
+    )
     out_dir = tmp_path / "out"
-    code, out = _salvo("jobs", "batch", "--naf", "6920Z", "--naf", "43", "--input", str(sirene_small), "--output-dir",
-                       str(out_dir), "--jobs-dir", str(tmp_path / "jobs"), "--retries", "1", "--job-command", command)
+    code, out = _salvo(
+        "jobs",
+        "batch",
+        "--naf",
+        "6920Z",
+        "--naf",
+        "43",
+        "--input",
+        str(sirene_small),
+        "--output-dir",
+        str(out_dir),
+        "--jobs-dir",
+        str(tmp_path / "jobs"),
+        "--retries",
+        "1",
+        "--job-command",
+        command,
+    )
     assert code == 0, out
     _check_trace(out_dir, "6920Z")
     _check_all(out_dir, "6920Z", "jobs")
@@ -139,8 +157,9 @@ def test_subjects_one_page_with_gallery_logs_trace(tmp_path: Path, plan_dir: Pat
     plan = write_plan(plan_dir, {})
     command = f"{PY} {FLAKY} {tmp_path / 'm'} {{id}} sub-002 " + fake_command(plan)
     out = tmp_path / "out"
-    code, text = _salvo("subjects", "--manifest", str(manifest), "--out", str(out), "--pipeline-command", command,
-                        "--retries", "1")
+    code, text = _salvo(
+        "subjects", "--manifest", str(manifest), "--out", str(out), "--pipeline-command", command, "--retries", "1"
+    )
     assert code == 0, text
     _check_trace(out, "sub-002")
     _check_all(out, "sub-002", "subjects")
@@ -159,9 +178,16 @@ def test_assembly_report_links_the_final_parquet(tmp_path: Path) -> None:
     from flows.assembly import assembly_run
 
     store = tmp_path / "store"
-    doc = run_flow(assembly_run, experiment="tests.report.workers:flaky_generator", storage=str(store), samples=4,
-                   chunk_size=2, seed=7, config={"marker": str(tmp_path / "chunk0.failed")},
-                   run=RunOptions(retries=1, retry_delays_s=(0.0,)))
+    doc = run_flow(
+        assembly_run,
+        experiment="tests.report.workers:flaky_generator",
+        storage=str(store),
+        samples=4,
+        chunk_size=2,
+        seed=7,
+        config={"marker": str(tmp_path / "chunk0.failed")},
+        run=RunOptions(retries=1, retry_delays_s=(0.0,)),
+    )
     info = doc["assembly"]
     assert info["status"] == "completed"
     folder = Path(doc["reports"]["html"]).parent

@@ -43,13 +43,16 @@ class DictRecords:
 
 def _run(items: list[Item], worker: Worker, tmp: Path, **run: object) -> list[ItemResult]:
     options = RunOptions(retries=1, retry_delays_s=(0.0,), timeout_s=60, **run)
-    return [run_one(it, it.id, worker, records=DictRecords(), options=options, log_dir=str(tmp / "logs"))
-            for it in items]
+    return [
+        run_one(it, it.id, worker, records=DictRecords(), options=options, log_dir=str(tmp / "logs")) for it in items
+    ]
 
 
 def _flaky_items(tmp: Path) -> list[Item]:
-    return [Item("flaky-a", params={"marker": str(tmp / "a.failed"), "out": str(tmp / "out" / "a.bin")}),
-            Item("steady-b", params={"marker": str(tmp / "b.failed"), "out": str(tmp / "out" / "b.bin"), "size": 10})]
+    return [
+        Item("flaky-a", params={"marker": str(tmp / "a.failed"), "out": str(tmp / "out" / "a.bin")}),
+        Item("steady-b", params={"marker": str(tmp / "b.failed"), "out": str(tmp / "out" / "b.bin"), "size": 10}),
+    ]
 
 
 def test_a_retried_item_keeps_both_attempts_with_their_figures(tmp_path: Path) -> None:
@@ -131,14 +134,22 @@ def test_a_command_workers_trace_names_its_exact_argv(tmp_path: Path) -> None:
 
 def test_values_with_tabs_newlines_quotes_and_backslashes_read_back_escaped(tmp_path: Path) -> None:
     nasty = 'a\tb\nc\r"d" \\e'
-    r = ItemResult(nasty, Status.CRASHED, signal=11, started="2026-12-06T10:00:00.000+00:00",
-                   ended="2026-12-06T10:00:02.000+00:00", duration_s=2.0, command='"prog" \'x\ty\'', outputs=[nasty])
+    r = ItemResult(
+        nasty,
+        Status.CRASHED,
+        signal=11,
+        started="2026-12-06T10:00:00.000+00:00",
+        ended="2026-12-06T10:00:02.000+00:00",
+        duration_s=2.0,
+        command="\"prog\" 'x\ty'",
+        outputs=[nasty],
+    )
     path = tmp_path / "trace.tsv"
     path.write_text(trace_text(attempt_rows([r])))
     assert len(path.read_text().splitlines()) == 2  # no value spills onto another line
     got = pd.read_csv(path, sep="\t").iloc[0]
     assert got["item"] == 'a\\tb\\nc\\r"d" \\\\e'
-    assert got["command"] == '"prog" \'x\\ty\''
+    assert got["command"] == "\"prog\" 'x\\ty'"
     assert got["signal"] == signal_name(11) == "SIGSEGV" and pd.isna(got["exit"])
     assert got["status"] == "crashed" and got["attempt"] == 1
 
@@ -146,13 +157,26 @@ def test_values_with_tabs_newlines_quotes_and_backslashes_read_back_escaped(tmp_
 def test_every_run_keeps_its_report_and_history_lists_them_newest_first(tmp_path: Path) -> None:
     from salvo.report import history
 
-    results = [ItemResult("x", Status.SUCCESS, started="2026-12-06T10:00:00.000+00:00",
-                          ended="2026-12-06T10:00:01.000+00:00", duration_s=1.0, outputs=[str(tmp_path / "out.txt")])]
+    results = [
+        ItemResult(
+            "x",
+            Status.SUCCESS,
+            started="2026-12-06T10:00:00.000+00:00",
+            ended="2026-12-06T10:00:01.000+00:00",
+            duration_s=1.0,
+            outputs=[str(tmp_path / "out.txt")],
+        )
+    ]
     (tmp_path / "out.txt").write_text("x")
     folder = tmp_path / "report"
     for name, ended in (("batch-a", "2026-12-06T10:00:05+00:00"), ("batch-b", "2026-12-06T11:00:05+00:00")):
-        write_reports(results, summarize(results, pipeline="p"), folder=folder, title=name,
-                      header={"run_name": name, "ended": ended})
+        write_reports(
+            results,
+            summarize(results, pipeline="p"),
+            folder=folder,
+            title=name,
+            header={"run_name": name, "ended": ended},
+        )
     runs = history(folder)
     assert [r["name"] for r in runs] == ["batch-b", "batch-a"]
     for r in runs:

@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 from prefect import flow, get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId
+from prefect.client.schemas.filters import (
+    LogFilter,
+    LogFilterFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
+)
 from prefect.logging.handlers import APILogHandler
 
 from flows.batch import BatchFailed, BatchOptions, batch_state, finish_batch, run_batch
@@ -46,14 +51,22 @@ def _items(tmp_path: Path, spec: dict[str, str]) -> list[Item]:
 async def _read(flow_run_id: Any) -> tuple[Any, list[Any], list[Any]]:
     async with get_client() as client:
         run = await client.read_flow_run(flow_run_id)
-        tasks = await client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
+        tasks = await client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id]))
+        )
         logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
         return run, tasks, logs
 
 
 def test_each_item_is_its_own_task_run_and_failures_end_without_traceback(tmp_path: Path) -> None:
     spec = {"ok_a": "write_output", "crash": "segfault", "corrupt": "bad_input", "hung": "hang", "ok_b": "write_output"}
-    state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), run=_run(timeout_s=1.5), return_state=True)
+    state = spine_flow(
+        _items(tmp_path, spec),
+        str(tmp_path / "state"),
+        str(tmp_path / "reports"),
+        run=_run(timeout_s=1.5),
+        return_state=True,
+    )
     assert state.is_failed()
     assert state.message.startswith("3 of 5 items failed: crash, corrupt, hung; report: ")
     assert state.message.endswith("run_report.html")
@@ -61,9 +74,17 @@ def test_each_item_is_its_own_task_run_and_failures_end_without_traceback(tmp_pa
     run, tasks, logs = asyncio.run(_read(state.state_details.flow_run_id))
     assert run.state.is_failed() and run.state.message == state.message
     by_name = {t.name: t.state.type.value for t in tasks}
-    assert by_name == {"ok_a": "COMPLETED", "ok_b": "COMPLETED", "crash": "FAILED", "corrupt": "FAILED", "hung": "FAILED"}
+    assert by_name == {
+        "ok_a": "COMPLETED",
+        "ok_b": "COMPLETED",
+        "crash": "FAILED",
+        "corrupt": "FAILED",
+        "hung": "FAILED",
+    }
     failed_msgs = {t.name: t.state.message for t in tasks if t.state.is_failed()}
-    assert failed_msgs["hung"].startswith("hung: timeout:") and failed_msgs["corrupt"].startswith("corrupt: error: bad input")
+    assert failed_msgs["hung"].startswith("hung: timeout:") and failed_msgs["corrupt"].startswith(
+        "corrupt: error: bad input"
+    )
     # Retries follow the rules item by item: only the crash ran again, nothing else did.
     counts = {name: len(markers(tmp_path / "calls", name)) for name in spec}
     assert counts == {"ok_a": 1, "crash": 3, "corrupt": 1, "hung": 1, "ok_b": 1}
@@ -90,13 +111,23 @@ def test_resumed_items_are_counted_not_run_and_the_direct_call_raises_batch_fail
 
 def test_a_failed_item_of_a_grouped_task_is_a_failed_task_run_of_its_own(tmp_path: Path) -> None:
     spec = {"a": "write_output", "b": "fail", "c": "write_output", "d": "write_output"}
-    state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), run=_run(retries=1, items_per_task=2), return_state=True)
+    state = spine_flow(
+        _items(tmp_path, spec),
+        str(tmp_path / "state"),
+        str(tmp_path / "reports"),
+        run=_run(retries=1, items_per_task=2),
+        return_state=True,
+    )
     assert state.is_failed() and state.message.startswith("1 of 4 items failed: b; report: ")
     _, tasks, _ = asyncio.run(_read(state.state_details.flow_run_id))
     # No green task run holds a failure: the group that carried b is red and names it, b has a red run of its own,
     # and a, which succeeded in that red group, a green run of its own.
-    assert {t.name: t.state.type.value for t in tasks} == {"a (+1 more)": "FAILED", "a": "COMPLETED", "b": "FAILED",
-                                                         "c (+1 more)": "COMPLETED"}
+    assert {t.name: t.state.type.value for t in tasks} == {
+        "a (+1 more)": "FAILED",
+        "a": "COMPLETED",
+        "b": "FAILED",
+        "c (+1 more)": "COMPLETED",
+    }
     (b,) = [t for t in tasks if t.name == "b"]
     assert b.state.message.startswith("b: error:")
     (group,) = [t for t in tasks if t.name == "a (+1 more)"]
@@ -108,31 +139,54 @@ def test_a_failed_item_of_a_grouped_task_is_a_failed_task_run_of_its_own(tmp_pat
 
 def test_a_large_local_batch_groups_items_and_every_failed_item_is_its_own_task_run(tmp_path: Path) -> None:
     spec = {f"i{n:02d}": ("fail" if n in (7, 30) else "write_output") for n in range(40)}
-    state = spine_flow(_items(tmp_path, spec), str(tmp_path / "state"), str(tmp_path / "reports"), run=_run(retries=0), return_state=True)
+    state = spine_flow(
+        _items(tmp_path, spec),
+        str(tmp_path / "state"),
+        str(tmp_path / "reports"),
+        run=_run(retries=0),
+        return_state=True,
+    )
     assert state.is_failed() and state.message.startswith("2 of 40 items failed: i07, i30; report: ")
     # Task runs reach the API as events, a moment after the flow returns: 14 groups, and a run of its own for
     # each of the 6 items of the two red groups (2 failed, 4 succeeded).
     own = ("i06", "i07", "i08", "i30", "i31", "i32")
     seen: list[Any] = []
-    wait_until(lambda: len(seen.__setitem__(slice(None), asyncio.run(_read(state.state_details.flow_run_id))[1]) or seen) >= 20, timeout=60, interval=0.5)
+    wait_until(
+        lambda: (
+            len(seen.__setitem__(slice(None), asyncio.run(_read(state.state_details.flow_run_id))[1]) or seen) >= 20
+        ),
+        timeout=60,
+        interval=0.5,
+    )
     tasks = seen
     groups = [t for t in tasks if t.name not in own]
     assert len(groups) == 14  # 40 items, 3 a task (about eight tasks per worker)
     assert sum(1 for t in groups if t.name.endswith("(+2 more)")) == 13
     # The two groups that carried a failure are red (naming it), as are the failures' own runs.
-    assert sorted(t.name for t in tasks if not t.state.is_completed()) == ["i06 (+2 more)", "i07", "i30", "i30 (+2 more)"]
+    assert sorted(t.name for t in tasks if not t.state.is_completed()) == [
+        "i06 (+2 more)",
+        "i07",
+        "i30",
+        "i30 (+2 more)",
+    ]
     assert all(t.state.is_failed() for t in tasks if not t.state.is_completed())
     # The items the green runs carry (named in their messages) are exactly the successful ones: the groups'
     # and, for the successes of the red groups, their own green runs.
-    carried = {i for t in groups if t.state.is_completed()
-               for i in (t.state.message.split(": ", 1)[1].split(", ") if t.state.message else [t.name])}
+    carried = {
+        i
+        for t in groups
+        if t.state.is_completed()
+        for i in (t.state.message.split(": ", 1)[1].split(", ") if t.state.message else [t.name])
+    }
     assert carried == set(spec) - set(own)
     assert {t.name for t in tasks if t.name in own and t.state.is_completed()} == {"i06", "i08", "i31", "i32"}
     assert all(len(markers(tmp_path / "calls", n)) == 1 for n in spec)
 
 
 def test_a_clean_batch_completes_with_its_document(tmp_path: Path) -> None:
-    state = spine_flow(_items(tmp_path, {"x": "write_output"}), str(tmp_path / "state"), str(tmp_path / "reports"), return_state=True)
+    state = spine_flow(
+        _items(tmp_path, {"x": "write_output"}), str(tmp_path / "state"), str(tmp_path / "reports"), return_state=True
+    )
     assert state.is_completed()
     assert state.result()["summary"]["ok"] is True
 
@@ -140,10 +194,20 @@ def test_a_clean_batch_completes_with_its_document(tmp_path: Path) -> None:
 def test_batch_state() -> None:
     ok = {"summary": {"ok": True, "failed": 0, "total": 2, "failed_items": [], "counts": {"success": 2}}}
     assert batch_state(ok).is_completed() and batch_state(ok).data == ok
-    bad = {"summary": {"ok": False, "failed": 1, "total": 2, "failed_items": ["b"], "counts": {"success": 1, "error": 1}}}
+    bad = {
+        "summary": {"ok": False, "failed": 1, "total": 2, "failed_items": ["b"], "counts": {"success": 1, "error": 1}}
+    }
     s = batch_state(bad)
     assert s.is_failed() and s.message == "1 of 2 items failed: b" and s.data.summary is bad
-    stopped = {"summary": {"ok": False, "failed": 1, "total": 2, "failed_items": ["b"], "counts": {"success": 1, "interrupted": 1}}}
+    stopped = {
+        "summary": {
+            "ok": False,
+            "failed": 1,
+            "total": 2,
+            "failed_items": ["b"],
+            "counts": {"success": 1, "interrupted": 1},
+        }
+    }
     assert batch_state(stopped).is_cancelled() and batch_state(stopped).message.startswith("interrupted: ")
 
 
@@ -152,7 +216,10 @@ def test_a_batch_stopped_between_two_items_is_not_green() -> None:
     from salvo.outcome import ItemResult, Status
     from salvo.report import summarize
 
-    results = [ItemResult("a", Status.SUCCESS), ItemResult("b", Status.NOT_RUN, reason="not started: the batch was interrupted")]
+    results = [
+        ItemResult("a", Status.SUCCESS),
+        ItemResult("b", Status.NOT_RUN, reason="not started: the batch was interrupted"),
+    ]
     summary = summarize(results, pipeline="p")
     assert summary.failed == 0 and not summary.ok
     state = batch_state({"summary": summary.to_dict()})

@@ -20,9 +20,24 @@ def _start(tmp_path: Path, env: dict[str, str], names: list[str]) -> tuple[subpr
     data.mkdir()
     for name in names:
         (data / name).write_bytes(name.encode())
-    argv = [sys.executable, "-m", "cli", "extract", "--directory", str(data), "--parallel", "--max-workers", "2",
-            "--retries", "2", "--worker-command", command(write_script(tmp_path), str(calls))]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "cli",
+        "extract",
+        "--directory",
+        str(data),
+        "--parallel",
+        "--max-workers",
+        "2",
+        "--retries",
+        "2",
+        "--worker-command",
+        command(write_script(tmp_path), str(calls)),
+    ]
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     return proc, data, calls
 
 

@@ -80,9 +80,12 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("behaviour", "extra", "worker", "timeout", "status", "runs"), CASES, ids=[c[0] for c in CASES])
-def test_each_outcome_runs_as_often_as_the_rules_say(tmp_path: Path, behaviour: str, extra: dict, worker: Worker,
-                                                     timeout: float, status: Status, runs: int) -> None:
+@pytest.mark.parametrize(
+    ("behaviour", "extra", "worker", "timeout", "status", "runs"), CASES, ids=[c[0] for c in CASES]
+)
+def test_each_outcome_runs_as_often_as_the_rules_say(
+    tmp_path: Path, behaviour: str, extra: dict, worker: Worker, timeout: float, status: Status, runs: int
+) -> None:
     if behaviour == "write_output":
         extra = {"out_dir": str(tmp_path / "out")}
     item = _item(tmp_path, behaviour, behaviour, **extra)
@@ -108,7 +111,9 @@ def test_a_command_saying_bad_input_is_not_retried(tmp_path: Path) -> None:
 
 
 def test_a_transient_failure_passes_on_retry(tmp_path: Path) -> None:
-    item = _item(tmp_path, "flaky", "flaky", state_file=str(tmp_path / "n"), fail_times=1, out_dir=str(tmp_path / "out"))
+    item = _item(
+        tmp_path, "flaky", "flaky", state_file=str(tmp_path / "n"), fail_times=1, out_dir=str(tmp_path / "out")
+    )
     r = run_one(item, "k", COUNTED, records=DictRecords(), options=RunOptions(timeout_s=30, **FAST_RETRY))
     assert (r.status, r.attempt) == (Status.SUCCESS, 2)
     assert len(markers(tmp_path / "calls", "flaky")) == 2
@@ -124,8 +129,13 @@ def test_retrying_one_item_never_runs_the_others_again(tmp_path: Path) -> None:
         _item(tmp_path, "ok2", "write_output", out_dir=out),
     ]
     notes: list[tuple[str, int, float]] = []
-    results = run_many([(it, it.id) for it in items], COUNTED, records=DictRecords(),
-                       options=RunOptions(timeout_s=1.0, retries=2, retry_delays_s=(0.0, 0.1)), on_retry=lambda r, a, d: notes.append((r.item_id, a, d)))
+    results = run_many(
+        [(it, it.id) for it in items],
+        COUNTED,
+        records=DictRecords(),
+        options=RunOptions(timeout_s=1.0, retries=2, retry_delays_s=(0.0, 0.1)),
+        on_retry=lambda r, a, d: notes.append((r.item_id, a, d)),
+    )
     assert [r.status for r in results] == [Status.SUCCESS, Status.CRASHED, Status.TIMEOUT, Status.ERROR, Status.SUCCESS]
     counts = {it.id: len(markers(tmp_path / "calls", it.id)) for it in items}
     assert counts == {"ok": 1, "crash": 3, "hung": 1, "corrupt": 1, "ok2": 1}
@@ -139,7 +149,9 @@ def test_records_are_reused_and_force_redoes_only_other_batches(tmp_path: Path) 
     again = run_one(item, "k", COUNTED, records=records, options=RunOptions(timeout_s=30), batch_id="b2")
     assert not first.cached and again.cached and again.batch_id == "b1"
     assert len(markers(tmp_path / "calls", "a")) == 1
-    same_batch = run_one(item, "k", COUNTED, records=records, options=RunOptions(timeout_s=30, force=True), batch_id="b1")
+    same_batch = run_one(
+        item, "k", COUNTED, records=records, options=RunOptions(timeout_s=30, force=True), batch_id="b1"
+    )
     assert same_batch.cached and len(markers(tmp_path / "calls", "a")) == 1  # a retry of this batch keeps it
     forced = run_one(item, "k", COUNTED, records=records, options=RunOptions(timeout_s=30, force=True), batch_id="b3")
     assert not forced.cached and forced.batch_id == "b3"
@@ -151,7 +163,9 @@ def test_failed_items_are_never_recorded_and_partial_outputs_are_removed(tmp_pat
     partial = tmp_path / f".salvo-tmp-{final.name}-abc123"
     partial.mkdir()
     (partial / "half.png").write_bytes(b"half")
-    item = Item("f", params={"counter_dir": str(tmp_path / "calls"), "name": "f", "behaviour": "fail"}, outputs=(str(final),))
+    item = Item(
+        "f", params={"counter_dir": str(tmp_path / "calls"), "name": "f", "behaviour": "fail"}, outputs=(str(final),)
+    )
     records = DictRecords()
     r = run_one(item, "k", COUNTED, records=records, options=RunOptions(timeout_s=30, retries=0))
     assert r.status is Status.ERROR
@@ -170,14 +184,31 @@ class TakeoverRecords(DictRecords):
         def held():
             if key == self.key:
                 self.on_takeover()  # the dead run's partial appears after the group listed the folder
-            yield type("Held", (), {"took_over": "its process 1234 on this host is gone" if key == self.key else None})()
+            yield type(
+                "Held", (), {"took_over": "its process 1234 on this host is gone" if key == self.key else None}
+            )()
+
         return held()
 
 
 def _group(tmp_path: Path, names: list[str]) -> list[tuple[Item, str]]:
     out = {n: str(tmp_path / f"{n}_results") for n in names}
-    return [(Item(n, params={"counter_dir": str(tmp_path / "calls"), "name": n, "behaviour": "write_output", "out_dir": out[n]},
-                  outputs=(out[n],)), n) for n in names]
+    return [
+        (
+            Item(
+                n,
+                params={
+                    "counter_dir": str(tmp_path / "calls"),
+                    "name": n,
+                    "behaviour": "write_output",
+                    "out_dir": out[n],
+                },
+                outputs=(out[n],),
+            ),
+            n,
+        )
+        for n in names
+    ]
 
 
 def test_a_group_lists_its_output_folder_once_and_removes_every_earlier_partial(tmp_path: Path, monkeypatch) -> None:
@@ -189,8 +220,12 @@ def test_a_group_lists_its_output_folder_once_and_removes_every_earlier_partial(
     for n in ("a", "c"):  # left by an earlier run killed mid-item
         (tmp_path / f".salvo-tmp-{n}_results-dead{n}").mkdir()
     (tmp_path / ".salvo-tmp-zz_results-other").mkdir()  # another item's, not in this group
-    results = run_many(_group(tmp_path, ["a", "b", "c", "d"]), COUNTED, records=DictRecords(),
-                       options=RunOptions(timeout_s=30, retries=0))
+    results = run_many(
+        _group(tmp_path, ["a", "b", "c", "d"]),
+        COUNTED,
+        records=DictRecords(),
+        options=RunOptions(timeout_s=30, retries=0),
+    )
     assert [r.status for r in results] == [Status.SUCCESS] * 4
     assert sorted(p.name for p in tmp_path.glob(".salvo-tmp-*")) == [".salvo-tmp-zz_results-other"]
     assert listings == [tmp_path]  # one listing for four items
@@ -199,7 +234,9 @@ def test_a_group_lists_its_output_folder_once_and_removes_every_earlier_partial(
 def test_an_item_taken_over_from_a_dead_run_is_cleaned_with_a_fresh_listing(tmp_path: Path) -> None:
     late = tmp_path / ".salvo-tmp-c_results-died"
     records = TakeoverRecords("c", on_takeover=lambda: late.mkdir())
-    results = run_many(_group(tmp_path, ["a", "b", "c"]), COUNTED, records=records, options=RunOptions(timeout_s=30, retries=0))
+    results = run_many(
+        _group(tmp_path, ["a", "b", "c"]), COUNTED, records=records, options=RunOptions(timeout_s=30, retries=0)
+    )
     assert [r.status for r in results] == [Status.SUCCESS] * 3
     assert not late.exists()
 
@@ -215,8 +252,13 @@ def test_a_failed_try_s_partial_is_removed_before_the_next_try(tmp_path: Path) -
             return ItemResult(item.id, Status.CRASHED, attempt=attempt)
         return ItemResult(item.id, Status.SUCCESS, attempt=attempt)
 
-    [r] = run_many([(Item("x", params={}, outputs=(str(final),)), "x")], COUNTED, records=DictRecords(),
-                   options=RunOptions(timeout_s=30, retries=1, retry_delays_s=(0.0,)), run=run)
+    [r] = run_many(
+        [(Item("x", params={}, outputs=(str(final),)), "x")],
+        COUNTED,
+        records=DictRecords(),
+        options=RunOptions(timeout_s=30, retries=1, retry_delays_s=(0.0,)),
+        run=run,
+    )
     assert r.status is Status.SUCCESS and r.attempt == 2
     assert seen_before_try == [[], []]
 
@@ -248,7 +290,10 @@ def test_no_retry_once_the_batch_is_stopped() -> None:
     assert not should_retry(ItemResult("x", Status.CRASHED), 1, 2)
 
 
-@pytest.mark.parametrize(("delays", "attempt", "expected"), [((2.0, 10.0), 1, 2.0), ((2.0, 10.0), 2, 10.0), ((2.0, 10.0), 5, 10.0), ((), 1, 0.0)])
+@pytest.mark.parametrize(
+    ("delays", "attempt", "expected"),
+    [((2.0, 10.0), 1, 2.0), ((2.0, 10.0), 2, 10.0), ((2.0, 10.0), 5, 10.0), ((), 1, 0.0)],
+)
 def test_retry_delays_repeat_the_last(delays: tuple, attempt: int, expected: float) -> None:
     assert RunOptions(retries=9, retry_delays_s=delays).delay_before(attempt + 1) == expected
 
@@ -305,10 +350,22 @@ def test_summarize_counts_failures_resumed_and_time_of_items_that_ran() -> None:
 
 def test_stop_kills_the_running_item_and_starts_no_other(tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
-    items = [Item("hung", params={"pid_file": str(pid_file), "with_grandchild": True}), Item("next", params={"pid_file": str(tmp_path / "p2")})]
+    items = [
+        Item("hung", params={"pid_file": str(pid_file), "with_grandchild": True}),
+        Item("next", params={"pid_file": str(tmp_path / "p2")}),
+    ]
     out: list[list[ItemResult]] = []
     worker = Worker("python", "tests.spine.workers:sleep_forever")
-    th = threading.Thread(target=lambda: out.append(run_many([(it, it.id) for it in items], worker, records=DictRecords(), options=RunOptions(timeout_s=600, **FAST_RETRY))))
+    th = threading.Thread(
+        target=lambda: out.append(
+            run_many(
+                [(it, it.id) for it in items],
+                worker,
+                records=DictRecords(),
+                options=RunOptions(timeout_s=600, **FAST_RETRY),
+            )
+        )
+    )
     th.start()
     assert wait_until(pid_file.exists, timeout=30)
     time.sleep(0.2)
@@ -317,7 +374,7 @@ def test_stop_kills_the_running_item_and_starts_no_other(tmp_path: Path) -> None
     th.join(timeout=30)
     assert not th.is_alive() and time.monotonic() - t0 < 5
     assert stop_requested()
-    (hung, nxt), = out
+    ((hung, nxt),) = out
     assert hung.status is Status.INTERRUPTED and hung.attempt == 1
     assert nxt.status is Status.NOT_RUN and "interrupted" in nxt.reason
     pids = [int(p) for p in pid_file.read_text().split()]
@@ -331,5 +388,7 @@ def test_pure_modules_do_not_import_prefect() -> None:
     import sys
 
     code = "import sys, salvo.batchcore, salvo.runner, salvo.zygote; print(any(m == 'prefect' or m.startswith('prefect.') for m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.getcwd(), check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=os.getcwd(), check=True
+    ).stdout
     assert out.strip() == "False"

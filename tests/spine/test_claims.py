@@ -69,8 +69,12 @@ def _location(storage_location) -> tuple[str, str]:  # noqa: ANN001
 def test_two_processes_never_hold_the_same_claim_at_once(storage_location, tmp_path: Path) -> None:  # noqa: ANN001
     url, endpoint = _location(storage_location)
     log = tmp_path / "log"
-    procs = [subprocess.Popen([sys.executable, "-c", CONTENDER, url, endpoint, str(log), who], env=_env(SALVO_CLAIM_POLL_S="0.05"))
-             for who in ("A", "B")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONTENDER, url, endpoint, str(log), who], env=_env(SALVO_CLAIM_POLL_S="0.05")
+        )
+        for who in ("A", "B")
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     events: dict[str, list[tuple[float, str, str]]] = {}
     for line in log.read_text().splitlines():
@@ -90,12 +94,16 @@ def test_two_processes_never_hold_the_same_claim_at_once(storage_location, tmp_p
 
 def _holder(state: str, key: str, tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], Path, Path, Path]:
     ready, go, verdict = tmp_path / "ready", tmp_path / "go", tmp_path / "verdict"
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, state, key, str(ready), str(go), str(verdict)], env=_env(**env))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, state, key, str(ready), str(go), str(verdict)], env=_env(**env)
+    )
     assert wait_until(ready.exists, timeout=60)
     return proc, ready, go, verdict
 
 
-def test_a_dead_hosts_claim_is_taken_over_after_its_lease(storage_location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_a_dead_hosts_claim_is_taken_over_after_its_lease(
+    storage_location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
     from tasks.records import item_lock, read_record, record_store
 
     if storage_location.endpoint_url:
@@ -127,7 +135,9 @@ def test_on_one_host_a_dead_processs_claim_is_free_at_once(tmp_path: Path, monke
     assert time.monotonic() - t0 < 30  # not the 60 s lease
 
 
-def test_a_host_that_lost_its_lease_does_not_record_over_the_new_holder(storage_location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_a_host_that_lost_its_lease_does_not_record_over_the_new_holder(
+    storage_location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
     from salvo.outcome import ItemResult, Status
     from tasks.records import item_lock, read_record, record_store, write_record
 
@@ -136,7 +146,9 @@ def test_a_host_that_lost_its_lease_does_not_record_over_the_new_holder(storage_
     lease, key = 2.0, "e" * 40
     out = tmp_path / "out.txt"
     out.write_text("x")
-    proc, _ready, go, verdict = _holder(storage_location.url, key, tmp_path, SALVO_LEASE_S=str(lease), SALVO_HOST_ID="host-a")
+    proc, _ready, go, verdict = _holder(
+        storage_location.url, key, tmp_path, SALVO_LEASE_S=str(lease), SALVO_HOST_ID="host-a"
+    )
     proc.send_signal(signal.SIGSTOP)  # the host freezes (a long GC pause, a VM migration, a cut link)
     try:
         monkeypatch.setenv("SALVO_HOST_ID", "host-b")
@@ -158,7 +170,9 @@ def test_a_claim_is_renewed_while_held(tmp_path: Path) -> None:
     target = open_storage(str(tmp_path / "s")).child("claims")
     with Claim(target, "r", lease_s=0.9) as claim:
         first = (tmp_path / "s" / "claims" / "r" / f"{claim.gen:012d}").read_bytes()
-        assert wait_until(lambda: (tmp_path / "s" / "claims" / "r" / f"{claim.gen:012d}").read_bytes() != first, timeout=10)
+        assert wait_until(
+            lambda: (tmp_path / "s" / "claims" / "r" / f"{claim.gen:012d}").read_bytes() != first, timeout=10
+        )
         time.sleep(1.5)  # longer than the lease: still held, because it is renewed
         assert claim.held()
         other = Claim(target, "r", lease_s=0.9)

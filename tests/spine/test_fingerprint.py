@@ -96,5 +96,7 @@ def test_real_netcdf_inputs_hash_to_their_bytes(cache: Path) -> None:
     for f in files:
         assert fingerprint_path(f) == hashlib.blake2b(f.read_bytes(), digest_size=20).hexdigest()
     _forget()
-    assert [fingerprint_path(f) for f in files] == [hashlib.blake2b(f.read_bytes(), digest_size=20).hexdigest() for f in files]
+    assert [fingerprint_path(f) for f in files] == [
+        hashlib.blake2b(f.read_bytes(), digest_size=20).hexdigest() for f in files
+    ]
     assert sum(1 for _ in cache.open()) == len(files)  # each remembered once, reused by the second pass

@@ -13,17 +13,35 @@ from tests.deploy.conftest import MARKER_WORKER
 from tests.helpers import markers, salvo, wait_until
 
 
-def test_sigkill_mid_batch_then_resume_loses_nothing_and_repeats_nothing(tmp_path: Path, child_env: dict[str, str]) -> None:
+def test_sigkill_mid_batch_then_resume_loses_nothing_and_repeats_nothing(
+    tmp_path: Path, child_env: dict[str, str]
+) -> None:
     src = tmp_path / "in"
     src.mkdir()
     stems = [f"k{i:02d}" for i in range(30)]
     for s in stems:
         (src / f"{s}.nc").write_bytes(s.encode() * 8)
     marks, out, state = tmp_path / "markers", tmp_path / "out", tmp_path / "state"
-    argv = ["extract", "--directory", str(src), "--output-dir", str(out), "--state", str(state), "--retries", "0",
-            "--worker-command", f"{sys.executable} {MARKER_WORKER} {{input}} {{output_dir}} {marks} 0.3"]
-    proc = subprocess.Popen([sys.executable, "-m", "cli", *argv], env=child_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    argv = [
+        "extract",
+        "--directory",
+        str(src),
+        "--output-dir",
+        str(out),
+        "--state",
+        str(state),
+        "--retries",
+        "0",
+        "--worker-command",
+        f"{sys.executable} {MARKER_WORKER} {{input}} {{output_dir}} {marks} 0.3",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", *argv],
+        env=child_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         assert wait_until(lambda: len(markers(marks)) >= 8, timeout=180), "the batch did not get going"
     finally:

@@ -15,19 +15,27 @@ pytestmark = pytest.mark.pure
 
 def test_separate_outputs_beside_the_inputs_pass(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
-    check_layout({f"f{i}": tmp_path / "out" / f"f{i}" for i in range(1000)}, inputs=[tmp_path / "in"], reserved=[tmp_path / "out" / ".salvo"])
+    check_layout(
+        {f"f{i}": tmp_path / "out" / f"f{i}" for i in range(1000)},
+        inputs=[tmp_path / "in"],
+        reserved=[tmp_path / "out" / ".salvo"],
+    )
 
 
-@pytest.mark.parametrize(("outputs", "inputs", "reserved", "says"), [
-    ({"a": "out/a", "b": "out/a"}, [], [], "would write the same output"),
-    ({"a": "out/a", "b": "out/a/b"}, [], [], "is inside the output of a"),
-    ({"a": "in"}, ["in"], [], "is the input"),
-    ({"a": "in/sub"}, ["in"], [], "is inside the input"),
-    ({"a": "."}, ["in"], [], "contains the input"),
-    ({"a": "out/logs"}, [], ["out/logs"], "is the folder Salvo uses"),
-])
-def test_overlapping_layouts_are_refused_naming_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outputs: dict, inputs: list,
-                                                      reserved: list, says: str) -> None:
+@pytest.mark.parametrize(
+    ("outputs", "inputs", "reserved", "says"),
+    [
+        ({"a": "out/a", "b": "out/a"}, [], [], "would write the same output"),
+        ({"a": "out/a", "b": "out/a/b"}, [], [], "is inside the output of a"),
+        ({"a": "in"}, ["in"], [], "is the input"),
+        ({"a": "in/sub"}, ["in"], [], "is inside the input"),
+        ({"a": "."}, ["in"], [], "contains the input"),
+        ({"a": "out/logs"}, [], ["out/logs"], "is the folder Salvo uses"),
+    ],
+)
+def test_overlapping_layouts_are_refused_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outputs: dict, inputs: list, reserved: list, says: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "in").mkdir()
     with pytest.raises(UsageError, match=says):
@@ -48,7 +56,9 @@ def test_links_are_followed_for_the_folder_and_for_the_output_itself(tmp_path: P
 def test_an_output_deep_inside_another_is_found_among_many_siblings(tmp_path: Path) -> None:
     outputs = {f"f{i}": tmp_path / "out" / f"f{i}" for i in range(1000)}
     outputs["late"] = tmp_path / "out" / "f7" / "x" / "y" / "late"  # checked after its folders were seen clean
-    with pytest.raises(UsageError, match=r"the output of late \(.*/out/f7/x/y/late\) is inside the output of f7 \(.*/out/f7\)"):
+    with pytest.raises(
+        UsageError, match=r"the output of late \(.*/out/f7/x/y/late\) is inside the output of f7 \(.*/out/f7\)"
+    ):
         check_layout(outputs)
     outputs["late"] = tmp_path / "out" / "f7x" / "late"  # a name that only starts like another output
     check_layout(outputs)
@@ -65,6 +75,10 @@ def test_many_paths_of_one_folder_resolve_as_each_alone_links_included(tmp_path:
     (out / "dangling").symlink_to(tmp_path / "nowhere")
     (out / "plain").mkdir()
     names = ["to_input", "dangling", "plain"] + [f"f{i}" for i in range(LIST_FOLDER_FROM)]  # listed once: many names
-    paths = [out / n for n in names] + [tmp_path / "alias" / n for n in names] + [tmp_path / "in", "/", tmp_path / "x" / ".." / "in"]
+    paths = (
+        [out / n for n in names]
+        + [tmp_path / "alias" / n for n in names]
+        + [tmp_path / "in", "/", tmp_path / "x" / ".." / "in"]
+    )
     assert resolved_texts(paths) == [resolved_text(p) for p in paths]
     assert resolved_texts(paths)[0] == os.path.realpath(tmp_path / "in")

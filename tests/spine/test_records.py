@@ -43,8 +43,13 @@ def hostile_payload(marker: Path) -> bytes:
 
 def prefect_pickle_record(payload: bytes, key: str) -> bytes:
     """A Prefect result record that names the pickle serializer (what Prefect's reader would unpickle)."""
-    meta = {"storage_key": key, "expiration": None, "prefect_version": "3.8.8", "storage_block_id": None,
-            "serializer": {"type": "pickle", "picklelib": "pickle", "picklelib_version": None}}
+    meta = {
+        "storage_key": key,
+        "expiration": None,
+        "prefect_version": "3.8.8",
+        "storage_block_id": None,
+        "serializer": {"type": "pickle", "picklelib": "pickle", "picklelib_version": None},
+    }
     return json.dumps({"metadata": meta, "result": base64.b64encode(payload).decode()}).encode()
 
 
@@ -64,8 +69,14 @@ def test_records_are_read_as_plain_json_only(tmp_path: Path) -> None:
     assert decode_record(encode_record("k", good)) == good
     legacy = {"metadata": {"serializer": {"type": "json", "object_decoder": "os.system"}}, "result": json.dumps(good)}
     assert decode_record(json.dumps(legacy).encode()) == good  # earlier Salvo records, read as data
-    for bad in (payload, prefect_pickle_record(payload, "k"), b'{"format": "salvo-record", "res', b"", b"[1, 2]",
-                json.dumps({"format": "salvo-record", "result": {"status": 1}}).encode()):
+    for bad in (
+        payload,
+        prefect_pickle_record(payload, "k"),
+        b'{"format": "salvo-record", "res',
+        b"",
+        b"[1, 2]",
+        json.dumps({"format": "salvo-record", "result": {"status": 1}}).encode(),
+    ):
         assert decode_record(bad) is None
     assert not marker.exists()
 
@@ -100,7 +111,9 @@ def _get(location, rel: str, s3_fs) -> bytes:  # noqa: ANN001
     return s3_fs.cat(location.url.removeprefix("s3://") + "/" + rel)
 
 
-def test_a_hostile_record_is_never_run_and_its_item_runs_again(storage_location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request) -> None:  # noqa: ANN001
+def test_a_hostile_record_is_never_run_and_its_item_runs_again(
+    storage_location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request
+) -> None:  # noqa: ANN001
     from flows.netcdf_extract import netcdf_extract
 
     s3_fs = None
@@ -110,7 +123,12 @@ def test_a_hostile_record_is_never_run_and_its_item_runs_again(storage_location,
     files = [write_series_file(tmp_path / "in" / f"h{i}.nc", steps=3, seed=i, ny=2, nx=3) for i in range(3)]
     marks, pwned = tmp_path / "markers", tmp_path / "PWNED"
     command = f"{sys.executable} {MARKER_WORKER} {{input}} {{output_dir}} {marks}"
-    params = {"directory": str(tmp_path / "in"), "state": storage_location.url, "run": RunOptions(retries=0), "worker_command": command}
+    params = {
+        "directory": str(tmp_path / "in"),
+        "state": storage_location.url,
+        "run": RunOptions(retries=0),
+        "worker_command": command,
+    }
     items = plan_items(files, directory=tmp_path / "in", worker_command=command)
     keys = [item_key(it, worker=extract_worker(command), settings={"pipeline": "netcdf-extract"}) for it in items]
     payload = hostile_payload(pwned)

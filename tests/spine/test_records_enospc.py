@@ -42,14 +42,18 @@ FILL_WORKER = textwrap.dedent(
 def tiny_disk(tmp_path: Path):  # noqa: ANN201
     where = tmp_path / "tiny"
     where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     yield where
     subprocess.run(["umount", "-l", str(where)], check=False)
 
 
-def test_a_full_disk_while_recording_keeps_outputs_and_the_next_run_records_them(tiny_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_while_recording_keeps_outputs_and_the_next_run_records_them(
+    tiny_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flows.netcdf_extract import netcdf_extract
 
     monkeypatch.setenv("SALVO_SPOOL_DIR", str(tmp_path / "spool"))
@@ -58,8 +62,14 @@ def test_a_full_disk_while_recording_keeps_outputs_and_the_next_run_records_them
     script.write_text(FILL_WORKER)
     marks, state = tmp_path / "markers", tiny_disk / "state"
     command = f"{sys.executable} {script} {{input}} {{output_dir}} {marks} {tiny_disk} e0"
-    params = {"directory": str(tmp_path / "in"), "output_dir": str(tmp_path / "out"), "state": str(state), "run": RunOptions(retries=0),
-              "worker_command": command, "fail_on_error": False}
+    params = {
+        "directory": str(tmp_path / "in"),
+        "output_dir": str(tmp_path / "out"),
+        "state": str(state),
+        "run": RunOptions(retries=0),
+        "worker_command": command,
+        "fail_on_error": False,
+    }
 
     first = netcdf_extract(**params)
 

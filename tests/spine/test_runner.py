@@ -138,7 +138,10 @@ def test_log_file_gets_the_output(tmp_path: Path) -> None:
 
 
 def test_render_command_is_argv_not_shell() -> None:
-    argv = render_command("tool --in {input} {options} --name={name}", {"input": "a b.nc; rm -rf /", "options": ["--x", "1 2"], "name": "n"})
+    argv = render_command(
+        "tool --in {input} {options} --name={name}",
+        {"input": "a b.nc; rm -rf /", "options": ["--x", "1 2"], "name": "n"},
+    )
     assert argv == ["tool", "--in", "a b.nc; rm -rf /", "--x", "1 2", "--name=n"]
     with pytest.raises(UsageError, match="unknown placeholder"):
         render_command("tool {nope}", {})
@@ -152,7 +155,9 @@ def warm_once() -> None:
         fh.write(f"{os.getpid()}\n")
 
 
-def test_a_preload_function_runs_once_in_the_zygote_not_per_item(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_preload_function_runs_once_in_the_zygote_not_per_item(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     warm, parents = tmp_path / "warm", tmp_path / "parents"
     monkeypatch.setenv("SALVO_TEST_WARM_FILE", str(warm))
     worker = Worker("command", f"sh -c 'echo $PPID >> {parents}'", preload=("tests.spine.test_runner:warm_once",))

@@ -114,8 +114,9 @@ def test_refused_spellings_name_the_accepted_forms(text: str, cwd: Path) -> None
     assert list(cwd.iterdir()) == []
 
 
-@pytest.mark.parametrize("text", ["s3://AKIAX:very-secret@lab/x", "s3:AKIAX:very-secret@lab",
-                                  "s3//AKIAX:very-secret@lab"])
+@pytest.mark.parametrize(
+    "text", ["s3://AKIAX:very-secret@lab/x", "s3:AKIAX:very-secret@lab", "s3//AKIAX:very-secret@lab"]
+)
 def test_credentials_in_a_location_are_refused_and_never_echoed(text: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_location(text, "--storage")
@@ -127,8 +128,9 @@ def test_open_storage_writes_where_the_file_url_says(tmp_path: Path, monkeypatch
     work, dest = tmp_path / "work", tmp_path / "dest dir"
     work.mkdir()
     monkeypatch.chdir(work)
-    for i, url in enumerate([f"file:{dest}", f"file://{dest}", f"file://localhost{dest}",
-                             "file://" + str(dest).replace(" ", "%20")]):
+    for i, url in enumerate(
+        [f"file:{dest}", f"file://{dest}", f"file://localhost{dest}", "file://" + str(dest).replace(" ", "%20")]
+    ):
         target = open_storage(url)
         target.write_bytes(f"f{i}", b"x")
         assert (dest / f"f{i}").read_bytes() == b"x", url
@@ -155,8 +157,15 @@ def world(cwd: Path) -> Path:
 # command line -> the flag whose location is refused; {bad} is the spelling under test
 COMMANDS = {
     "extract --state": ["extract", "--directory", "in", "--output-dir", "out", "--state", "{bad}"],
-    "assembly run --storage": ["assembly", "run", "tests.assembly.helpers:tiny_generator", "--samples", "2",
-                               "--storage", "{bad}"],
+    "assembly run --storage": [
+        "assembly",
+        "run",
+        "tests.assembly.helpers:tiny_generator",
+        "--samples",
+        "2",
+        "--storage",
+        "{bad}",
+    ],
     "assembly reassemble --output": ["assembly", "reassemble", "r", "--storage", "./store", "--output", "{bad}"],
     "extract --output-dir": ["extract", "--directory", "in", "--output-dir", "{bad}"],
     "blocks create local": ["blocks", "create", "local", "lab", "{bad}"],
@@ -167,8 +176,9 @@ BAD = ["file:data/x", "file://data/x", "s3//lab/salvo", "s3:/lab/salvo", "S3:lab
 
 @pytest.mark.parametrize("bad", BAD)
 @pytest.mark.parametrize("command", list(COMMANDS))
-def test_every_location_flag_refuses_a_bad_spelling_before_anything_runs(command: str, bad: str, world: Path,
-                                                                        capsys) -> None:
+def test_every_location_flag_refuses_a_bad_spelling_before_anything_runs(
+    command: str, bad: str, world: Path, capsys
+) -> None:
     argv = [bad if a == "{bad}" else a for a in COMMANDS[command]]
     if command == "assembly reassemble --output" and "." not in bad.rsplit("/", 1)[-1]:
         argv[-1] = bad + ".parquet"

@@ -34,7 +34,13 @@ PNG = bytes.fromhex(
 
 
 def _item(command: str, final: Path, src: Path) -> Item:
-    params = {"command": command, "stage": {"output_dir": str(final)}, "input": str(src), "name": src.name, "stem": src.stem}
+    params = {
+        "command": command,
+        "stage": {"output_dir": str(final)},
+        "input": str(src),
+        "name": src.name,
+        "stem": src.stem,
+    }
     return Item(src.name, inputs=(str(src),), params=params, outputs=(str(final),))
 
 
@@ -51,7 +57,7 @@ def src(tmp_path: Path) -> Path:
 
 def test_the_command_is_the_zygotes_own_child_and_its_folder_is_published(tmp_path: Path, src: Path) -> None:
     final = tmp_path / "a_results"
-    cmd = "sh -c 'cp \"$1\" \"$2/plot.png\" && echo $PPID > \"$2/ppid\" && echo \"$2\" > \"$2/stage\"' sh {input} {output_dir}"
+    cmd = 'sh -c \'cp "$1" "$2/plot.png" && echo $PPID > "$2/ppid" && echo "$2" > "$2/stage"\' sh {input} {output_dir}'
     r = run_item(_item(cmd, final, src), WORKER, timeout_s=60)
     assert r.status is Status.SUCCESS, r.reason
     assert r.outputs == [str(final)]
@@ -59,8 +65,9 @@ def test_the_command_is_the_zygotes_own_child_and_its_folder_is_published(tmp_pa
     # The shell's parent is the zygote itself: no Python process stood between them.
     assert int((final / "ppid").read_text()) == runner._zygote().proc.pid
     stage = Path((final / "stage").read_text().strip())
-    assert stage != final and stage.relative_to(tmp_path).parts[0].startswith(f"{TMP_PREFIX}a_results-"), \
+    assert stage != final and stage.relative_to(tmp_path).parts[0].startswith(f"{TMP_PREFIX}a_results-"), (
         "it wrote into a staging folder beside the final one"
+    )
     assert not stage.exists() and _leftovers(tmp_path) == []
     mask = os.umask(0)
     os.umask(mask)
@@ -104,7 +111,7 @@ def test_a_command_killed_by_a_signal_is_crashed(tmp_path: Path, src: Path) -> N
 def test_the_command_gets_default_signal_handling(tmp_path: Path, src: Path) -> None:
     """The zygote ignores SIGINT; the command it spawns must not inherit that."""
     final = tmp_path / "a_results"
-    cmd = "sh -c 'grep -E \"^SigIgn\" /proc/self/status > \"$1/sigign\"; cp \"$2\" \"$1/plot.png\"' sh {output_dir} {input}"
+    cmd = 'sh -c \'grep -E "^SigIgn" /proc/self/status > "$1/sigign"; cp "$2" "$1/plot.png"\' sh {output_dir} {input}'
     r = run_item(_item(cmd, final, src), WORKER, timeout_s=60)
     assert r.status is Status.SUCCESS, r.reason
     ignored = int((final / "sigign").read_text().split()[1], 16)
@@ -130,8 +137,10 @@ def test_a_timeout_kills_the_commands_whole_tree_and_publishes_nothing(tmp_path:
 def _sleepers(marker: str, pids: Path) -> str:
     """A command that starts a sleeper in its group and one in a new session (both carrying ``marker``
     in their environment), writes their pids, then a partial output, and waits."""
-    return (f"sh -c 'env M={marker} sleep 300 & a=$!; env M={marker} setsid sleep 301 & echo $a $! > {pids}.tmp; "
-            f"mv {pids}.tmp {pids}; touch \"$1/partial\"; wait' sh {{output_dir}}")
+    return (
+        f"sh -c 'env M={marker} sleep 300 & a=$!; env M={marker} setsid sleep 301 & echo $a $! > {pids}.tmp; "
+        f'mv {pids}.tmp {pids}; touch "$1/partial"; wait\' sh {{output_dir}}'
+    )
 
 
 def test_sigkill_of_the_driver_leaves_no_process_and_publishes_nothing(tmp_path: Path, src: Path) -> None:
@@ -139,7 +148,8 @@ def test_sigkill_of_the_driver_leaves_no_process_and_publishes_nothing(tmp_path:
     final = tmp_path / "a_results"
     pids = tmp_path / "pids"
     driver = tmp_path / "driver.py"
-    driver.write_text(textwrap.dedent(f"""
+    driver.write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
         from pathlib import Path
@@ -147,7 +157,8 @@ def test_sigkill_of_the_driver_leaves_no_process_and_publishes_nothing(tmp_path:
         from tests.spine.test_zygote_exec import WORKER, _item, _sleepers
         run_item(_item(_sleepers({marker!r}, Path({str(pids)!r})), Path({str(final)!r}), Path({str(src)!r})), WORKER,
                  timeout_s=600)
-    """))
+    """)
+    )
     proc = subprocess.Popen([sys.executable, str(driver)])
     try:
         assert wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2, timeout=60)
@@ -165,6 +176,7 @@ def test_sigkill_of_the_driver_leaves_no_process_and_publishes_nothing(tmp_path:
     assert not final.exists(), "nothing is published by a run that was killed"
     # Its staging folder stays until the next run's clean-up of partial outputs removes it.
     from salvo.fsutil import remove_partial
+
     remove_partial(final)
     assert _leftovers(tmp_path) == []
 
@@ -172,7 +184,7 @@ def test_sigkill_of_the_driver_leaves_no_process_and_publishes_nothing(tmp_path:
 def test_the_commands_stdout_and_stderr_go_to_the_items_log(tmp_path: Path, src: Path) -> None:
     final = tmp_path / "a_results"
     log = tmp_path / "logs" / "a.log"
-    cmd = "sh -c 'echo to-stdout; echo to-stderr >&2; cp \"$2\" \"$1/plot.png\"' sh {output_dir} {input}"
+    cmd = 'sh -c \'echo to-stdout; echo to-stderr >&2; cp "$2" "$1/plot.png"\' sh {output_dir} {input}'
     r = run_item(_item(cmd, final, src), WORKER, timeout_s=60, log_path=log)
     assert r.status is Status.SUCCESS, r.reason
     assert log.read_text().split() == ["to-stdout", "to-stderr"]

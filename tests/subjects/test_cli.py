@@ -18,11 +18,18 @@ from tests.subjects.support import fake_command, runs, write_plan
 
 def test_bad_manifest_exits_2_with_every_problem_on_one_line(tmp_path, capsys):
     bad = tmp_path / "m.json"
-    bad.write_text(json.dumps({"subjects": [{"id": "/abs", "nifti": "missing.nii.gz"}, {"id": "sub-2", "dicom": "nope", "x": 1}]}))
+    bad.write_text(
+        json.dumps({"subjects": [{"id": "/abs", "nifti": "missing.nii.gz"}, {"id": "sub-2", "dicom": "nope", "x": 1}]})
+    )
     assert main(["subjects", "--manifest", str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    for fragment in ("'/abs' is not a safe folder name", "nifti file not found", "dicom folder not found", "unknown key 'x'"):
+    for fragment in (
+        "'/abs' is not a safe folder name",
+        "nifti file not found",
+        "dicom folder not found",
+        "unknown key 'x'",
+    ):
         assert fragment in err
     assert not (tmp_path / "out").exists()
 
@@ -43,11 +50,28 @@ def test_other_bad_inputs_exit_2(tmp_path, capsys):
 
 
 def test_console_lines_and_exit_1_when_a_subject_fails(tmp_path, plan_dir, capsys):
-    manifest = make_manifest_study(tmp_path / "study", subjects=2, global_options={"preprocessing": True}, shape=(4, 4, 3))
+    manifest = make_manifest_study(
+        tmp_path / "study", subjects=2, global_options={"preprocessing": True}, shape=(4, 4, 3)
+    )
     plan = write_plan(plan_dir, {"sub-002": "fail"})
     out = tmp_path / "out"
-    code = main(["subjects", "--manifest", str(manifest), "--out", str(out), "--denoise-method", "patch2self",
-                 "--pipeline-command", fake_command(plan), "--timeout", "1", "--retries", "0"])
+    code = main(
+        [
+            "subjects",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out),
+            "--denoise-method",
+            "patch2self",
+            "--pipeline-command",
+            fake_command(plan),
+            "--timeout",
+            "1",
+            "--retries",
+            "0",
+        ]
+    )
     assert code == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[:3] == ["Starting batch processing for 2 subjects", f"Output directory: {out}", lines[2]]
@@ -55,22 +79,43 @@ def test_console_lines_and_exit_1_when_a_subject_fails(tmp_path, plan_dir, capsy
     assert any(line.startswith("1. sub-001: Success in ") for line in lines)
     # The command's own exit code (3) is the subject's, with the command's last stderr line.
     assert "2. sub-002: Failed (ERROR) - exit code 3: sub-002: tract seeding failed" in lines
-    tail = lines[lines.index("BATCH PROCESSING COMPLETE"):]
+    tail = lines[lines.index("BATCH PROCESSING COMPLETE") :]
     assert tail[2:6] == ["Total:      2", "Success:    1", "Failed:     1 (sub-002)", "Skipped:    0"]
     assert tail[-2:] == [f"Main metrics: {out}/batch_metrics.csv", f"Batch Report: {out}/batch_report.html"]
     # Global options from the manifest and the command line both reach the command as flags.
     # Options are spelled as the seed's tool expects them: --denoise_method, underscores kept.
     assert (out / "sub-001" / "result.txt").read_text() == "sub-001 --denoise_method patch2self --preprocessing\n"
 
-    assert main(["subjects", "--manifest", str(manifest), "--out", str(out), "--denoise-method", "patch2self",
-                 "--pipeline-command", fake_command(write_plan(plan_dir, {})), "--json"]) == 0
+    assert (
+        main(
+            [
+                "subjects",
+                "--manifest",
+                str(manifest),
+                "--out",
+                str(out),
+                "--denoise-method",
+                "patch2self",
+                "--pipeline-command",
+                fake_command(write_plan(plan_dir, {})),
+                "--json",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert {i["item_id"]: i["status"] for i in doc["items"]} == {"sub-001": "skipped", "sub-002": "success"}
     assert runs(plan, "sub-001") == 1 and runs(plan, "sub-002") == 2
 
 
 def _start(args, env):
-    return subprocess.Popen([sys.executable, "-m", "cli", "subjects", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", "subjects", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_two_batches_at_once_process_each_subject_exactly_once(tmp_path, plan_dir, child_env):
@@ -78,7 +123,15 @@ def test_two_batches_at_once_process_each_subject_exactly_once(tmp_path, plan_di
     release = tmp_path / "release"
     # Whichever batch takes sub-001 first holds it until the other batch has finished.
     plan = write_plan(plan_dir, {"sub-001": f"wait:{release}"})
-    args = ["--manifest", str(manifest), "--out", str(tmp_path / "out"), "--pipeline-command", fake_command(plan), "--json"]
+    args = [
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(tmp_path / "out"),
+        "--pipeline-command",
+        fake_command(plan),
+        "--json",
+    ]
     batches = [_start(args, child_env), _start(args, child_env)]
     try:
         assert wait_until(lambda: any(b.poll() is not None for b in batches), timeout=120)

@@ -38,8 +38,24 @@ def test_atlas_steps_are_refused_up_front_without_fetch_data(tmp_path, env):
 def test_csttool_preprocess_and_track_per_subject_with_an_error_and_a_resume(tmp_path, env):
     study = make_dipy_bids_study(tmp_path / "study", acquisitions=("small_64D", "small_101D"), corrupt=True)
     out = tmp_path / "out"
-    args = ["--bids-dir", str(study), "--out", str(out), "--pipeline", "csttool", "--steps", "preprocess,track",
-            "--preprocessing", "--denoise_method", "patch2self", "--retries", "0", "--workers", "2", "--json"]
+    args = [
+        "--bids-dir",
+        str(study),
+        "--out",
+        str(out),
+        "--pipeline",
+        "csttool",
+        "--steps",
+        "preprocess,track",
+        "--preprocessing",
+        "--denoise_method",
+        "patch2self",
+        "--retries",
+        "0",
+        "--workers",
+        "2",
+        "--json",
+    ]
     first = _salvo(args, env)
     assert first.returncode == 1, first.stderr[-2000:]
     doc = json.loads(first.stdout)
@@ -69,12 +85,15 @@ def test_csttool_preprocess_and_track_per_subject_with_an_error_and_a_resume(tmp
 
 
 @pytest.mark.pure
-@pytest.mark.parametrize(("options", "says"), [
-    ({"fa_threshold": 0.2}, "option 'fa_threshold' is not one csttool takes"),
-    ({"denoise_method": "mppca"}, "csttool knows patch2self, nlmeans"),
-    ({"steps": ["track"]}, "each csttool step feeds the next"),
-    ({"steps": ["preprocess", "tract"]}, "unknown csttool step 'tract'"),
-])
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"fa_threshold": 0.2}, "option 'fa_threshold' is not one csttool takes"),
+        ({"denoise_method": "mppca"}, "csttool knows patch2self, nlmeans"),
+        ({"steps": ["track"]}, "each csttool step feeds the next"),
+        ({"steps": ["preprocess", "tract"]}, "unknown csttool step 'tract'"),
+    ],
+)
 def test_options_csttool_does_not_take_are_refused_before_anything_runs(tmp_path, options, says):
     from salvo.errors import UsageError
     from salvo.subjects.plan import plan_subjects
@@ -94,8 +113,10 @@ def test_steps_are_csttools_and_options_reach_it_spelled_as_it_expects(tmp_path)
     assert _flags("preprocess", opts) == ["--coil-count", "8", "--denoise-method", "nlmeans", "--unring"]
     assert _flags("track", opts) == ["--fa-thr", "0.25"]
     assert expected_outputs(("preprocess", "track"), "sub-01", preprocessing=False) == [
-        "tracking/tractograms/sub-01_whole_brain.trk", "tracking/scalar_maps/sub-01_fa.nii.gz",
-        "tracking/scalar_maps/sub-01_md.nii.gz"]
+        "tracking/tractograms/sub-01_whole_brain.trk",
+        "tracking/scalar_maps/sub-01_fa.nii.gz",
+        "tracking/scalar_maps/sub-01_md.nii.gz",
+    ]
     with pytest.raises(UsageError, match="--steps chooses csttool's steps"):
         study = make_dipy_bids_study(tmp_path / "study", acquisitions=("small_101D",))
         plan_subjects(bids_dir=str(study), options={"steps": ["preprocess"]})

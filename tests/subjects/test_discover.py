@@ -17,9 +17,12 @@ def ds114(tmp_path_factory):
 def test_one_unit_per_session(ds114):
     units = discover_bids(ds114)
     assert [u.id for u in units] == [
-        "sub-01_ses-retest", "sub-01_ses-test",
-        "sub-02_ses-retest", "sub-02_ses-test",
-        "sub-03_ses-retest", "sub-03_ses-test",
+        "sub-01_ses-retest",
+        "sub-01_ses-test",
+        "sub-02_ses-retest",
+        "sub-02_ses-test",
+        "sub-03_ses-retest",
+        "sub-03_ses-test",
     ]
     first = units[1]
     assert first.nifti == str(ds114 / "sub-01" / "ses-test" / "dwi" / "sub-01_ses-test_dwi.nii.gz")
@@ -39,11 +42,20 @@ def test_derivatives_sourcedata_and_hidden_folders_are_ignored(ds114):
 
 def test_include_and_exclude_globs(ds114):
     assert [u.id for u in discover_bids(ds114, include=["*ses-test"])] == [
-        "sub-01_ses-test", "sub-02_ses-test", "sub-03_ses-test"]
+        "sub-01_ses-test",
+        "sub-02_ses-test",
+        "sub-03_ses-test",
+    ]
     assert [u.id for u in discover_bids(ds114, include=["sub-0*"], exclude=["sub-02"])] == [
-        "sub-01_ses-retest", "sub-01_ses-test", "sub-03_ses-retest", "sub-03_ses-test"]
+        "sub-01_ses-retest",
+        "sub-01_ses-test",
+        "sub-03_ses-retest",
+        "sub-03_ses-test",
+    ]
     assert [u.id for u in discover_bids(ds114, exclude=["*_ses-retest", "sub-03*"])] == [
-        "sub-01_ses-test", "sub-02_ses-test"]
+        "sub-01_ses-test",
+        "sub-02_ses-test",
+    ]
 
 
 def test_nearest_sidecar_wins_and_sessionless_layout(tmp_path):
@@ -59,7 +71,11 @@ def test_nearest_sidecar_wins_and_sessionless_layout(tmp_path):
 
 def test_several_runs_in_a_session_are_separate_units(tmp_path):
     for run in (1, 2):
-        write_dwi(tmp_path / "sub-01" / "ses-a" / "dwi" / f"sub-01_ses-a_run-{run}_dwi.nii.gz", shape=(4, 4, 3), bvals=(0, 1000, 1000))
+        write_dwi(
+            tmp_path / "sub-01" / "ses-a" / "dwi" / f"sub-01_ses-a_run-{run}_dwi.nii.gz",
+            shape=(4, 4, 3),
+            bvals=(0, 1000, 1000),
+        )
     assert [u.id for u in discover_bids(tmp_path)] == ["sub-01_ses-a_run-1", "sub-01_ses-a_run-2"]
 
 

@@ -35,7 +35,10 @@ def test_crash_hang_and_failure_do_not_stop_the_others(tmp_path, plan_dir):
     plan = write_plan(plan_dir, {"sub-002": "fail", "sub-003": "segv", "sub-004": "hang"})
     out = tmp_path / "out"
     state = subject_batch(
-        out=str(out), manifest=str(manifest), pipeline_command=fake_command(plan), run=RunOptions(timeout_s=3.0, workers=2, retries=0),
+        out=str(out),
+        manifest=str(manifest),
+        pipeline_command=fake_command(plan),
+        run=RunOptions(timeout_s=3.0, workers=2, retries=0),
         return_state=True,
     )
     assert state.is_failed()
@@ -43,7 +46,12 @@ def test_crash_hang_and_failure_do_not_stop_the_others(tmp_path, plan_dir):
     assert isinstance(err, BatchFailed)
     items = _by_id(err.summary)
     assert {k: v["status"] for k, v in items.items()} == {
-        "sub-001": "success", "sub-002": "error", "sub-003": "crashed", "sub-004": "timeout", "sub-005": "success"}
+        "sub-001": "success",
+        "sub-002": "error",
+        "sub-003": "crashed",
+        "sub-004": "timeout",
+        "sub-005": "success",
+    }
     assert items["sub-002"]["reason"] == "exit code 3: sub-002: tract seeding failed"
     assert items["sub-002"]["exit_code"] == 3  # the command's own code, not squashed to 1
     assert items["sub-003"]["reason"] == "killed by SIGSEGV"
@@ -78,7 +86,9 @@ def test_crash_hang_and_failure_do_not_stop_the_others(tmp_path, plan_dir):
     assert "3. sub-003: Failed (CRASHED) - killed by SIGSEGV" in report
     assert "Failed:     3 (sub-002, sub-003, sub-004)" in report and str(out / "batch_report.html") in report
     # Every subject is in the items table (its order is the spine's: failures first, issue 14).
-    assert sorted(row["item"] for row in json.loads(artifacts["subject-batch-items"].data)) == [f"sub-00{i}" for i in range(1, 6)]
+    assert sorted(row["item"] for row in json.loads(artifacts["subject-batch-items"].data)) == [
+        f"sub-00{i}" for i in range(1, 6)
+    ]
 
 
 def _artifacts(flow_run_id):
@@ -86,7 +96,9 @@ def _artifacts(flow_run_id):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     return {a.key: a for a in found}
 
 
@@ -116,7 +128,9 @@ def test_config_hash_change_and_force_rerun_bids_units(tmp_path):
     assert read_done(out / "sub-01_ses-test")["config_hash"] == hash_b
     assert read_done(out / "sub-01_ses-test")["options"] == {"preprocessing": True, "denoise_method": "mppca"}
 
-    forced = subject_batch(**common, options={"preprocessing": True, "denoise_method": "mppca"}, run=RunOptions(force=True))
+    forced = subject_batch(
+        **common, options={"preprocessing": True, "denoise_method": "mppca"}, run=RunOptions(force=True)
+    )
     assert forced["summary"]["counts"] == {"success": 2}
     assert read_done(out / "sub-01_ses-test")["started"] != started
     assert not (out / "sub-02_ses-test").exists()
@@ -134,7 +148,9 @@ def test_either_source_with_empty_strings_as_absent_and_bad_parameters_named(tmp
     manifest = make_manifest_study(tmp_path / "study", subjects=1, shape=(4, 4, 3))
     bids = make_bids_dataset(tmp_path / "bids", subjects=1, sessions=(), shape=(4, 4, 3))
     # What a deployment sends: its shipped "" defaults beside the one source this run names.
-    a = subject_batch(out=str(tmp_path / "a"), manifest=str(manifest), bids_dir="", pipeline_command="", run={"dask_address": ""})
+    a = subject_batch(
+        out=str(tmp_path / "a"), manifest=str(manifest), bids_dir="", pipeline_command="", run={"dask_address": ""}
+    )
     assert a["summary"]["counts"] == {"success": 1}
     b = subject_batch(out=str(tmp_path / "b"), manifest="", bids_dir=str(bids))
     assert [i["item_id"] for i in b["items"]] == ["sub-01"]

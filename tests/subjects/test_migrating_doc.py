@@ -55,7 +55,11 @@ def test_the_migration_pages_commands_run_as_written(tmp_path, monkeypatch, caps
     manifest_cmd, bids_cmd = blocks["seed-commands"]
     lines = _run(manifest_cmd, capsys)
     assert lines[:2] == ["Starting batch processing for 3 subjects", f"Output directory: {tmp_path / 'study_results'}"]
-    assert [line.split(": Success in ")[0] for line in lines if ": Success in " in line] == ["1. sub-001", "2. sub-002", "3. sub-003"]
+    assert [line.split(": Success in ")[0] for line in lines if ": Success in " in line] == [
+        "1. sub-001",
+        "2. sub-002",
+        "3. sub-003",
+    ]
     assert "BATCH PROCESSING COMPLETE" in lines
     out = tmp_path / "study_results"
     for name in ("batch_metrics.csv", "batch_report.html"):
@@ -68,7 +72,10 @@ def test_the_migration_pages_commands_run_as_written(tmp_path, monkeypatch, caps
     assert not (out / "logs").exists()
 
     _run(bids_cmd, capsys)
-    assert sorted(p.name for p in (tmp_path / "bids_results").iterdir() if p.name.startswith("sub-")) == ["sub-01", "sub-03"]
+    assert sorted(p.name for p in (tmp_path / "bids_results").iterdir() if p.name.startswith("sub-")) == [
+        "sub-01",
+        "sub-03",
+    ]
 
     same, changed = blocks["resume"]
     assert same == manifest_cmd
@@ -84,10 +91,17 @@ def test_the_migration_pages_commands_run_as_written(tmp_path, monkeypatch, caps
     # The seed's own manifest example: one NIfTI subject, one DICOM subject.
     (tmp_path / "raw" / "sub-002" / "dicoms").mkdir(parents=True)
     (tmp_path / "raw" / "sub-002" / "dicoms" / "IM0001.dcm").write_bytes(b"\0" * 128 + b"DICM")
-    (tmp_path / "mixed_manifest.json").write_text(json.dumps({
-        "global_options": {"preprocessing": True},
-        "subjects": [{"id": "sub-001", "nifti": "raw/sub-001/dwi.nii.gz"}, {"id": "sub-002", "dicom": "raw/sub-002/dicoms/"}],
-    }))
+    (tmp_path / "mixed_manifest.json").write_text(
+        json.dumps(
+            {
+                "global_options": {"preprocessing": True},
+                "subjects": [
+                    {"id": "sub-001", "nifti": "raw/sub-001/dwi.nii.gz"},
+                    {"id": "sub-002", "dicom": "raw/sub-002/dicoms/"},
+                ],
+            }
+        )
+    )
     (tmp_path / "my_pipeline.py").write_text(MY_PIPELINE)
     (own,) = blocks["own-tool"]
     _run(own + " --denoise_method patch2self", capsys)

@@ -16,7 +16,12 @@ pytestmark = pytest.mark.pure  # no Prefect server, no flow
 
 def test_find_shells_groups_nearby_bvalues():
     shells = find_shells(np.array([0, 5, 995, 1000, 1005, 2000, 1990, 3000]))
-    assert shells == [{"bval": 0, "count": 2}, {"bval": 1000, "count": 3}, {"bval": 2000, "count": 2}, {"bval": 3000, "count": 1}]
+    assert shells == [
+        {"bval": 0, "count": 2},
+        {"bval": 1000, "count": 3},
+        {"bval": 2000, "count": 2},
+        {"bval": 3000, "count": 1},
+    ]
 
 
 @pytest.mark.parametrize("method", ["patch2self", "nlmeans", "mppca"])
@@ -38,8 +43,13 @@ def test_denoisers_reduce_noise_on_a_smooth_image(method):
 
 def test_run_pipeline_writes_maps_metrics_and_png(tmp_path):
     files = write_dwi(tmp_path / "in" / "dwi.nii.gz", shape=(12, 12, 6), seed=3)
-    metrics = run_pipeline(files["nifti"], work_dir=tmp_path / "w", bval=files["bval"], bvec=files["bvec"],
-                           options={"preprocessing": True, "denoise_method": "nlmeans"})
+    metrics = run_pipeline(
+        files["nifti"],
+        work_dir=tmp_path / "w",
+        bval=files["bval"],
+        bvec=files["bvec"],
+        options={"preprocessing": True, "denoise_method": "nlmeans"},
+    )
     doc = json.loads((tmp_path / "w" / "metrics.json").read_text())
     assert sorted(p.name for p in (tmp_path / "w").iterdir()) == sorted(OUTPUT_FILES)
     assert doc["shells"] == [{"bval": 0, "count": 2}, {"bval": 1000, "count": 8}, {"bval": 2000, "count": 8}]
@@ -74,9 +84,28 @@ def test_run_pipeline_rejects_a_file_that_is_not_nifti(tmp_path):
 
 
 def test_option_flags():
-    flags = option_flags({"preprocessing": True, "denoise_method": "patch2self", "skip": False, "none": None, "shells": [1000, 2000], "n": 3})
+    flags = option_flags(
+        {
+            "preprocessing": True,
+            "denoise_method": "patch2self",
+            "skip": False,
+            "none": None,
+            "shells": [1000, 2000],
+            "n": 3,
+        }
+    )
     # Keys are spelled as written (the seed's --denoise_method), never turned into dashes.
-    assert flags == ["--denoise_method", "patch2self", "--n", "3", "--preprocessing", "--shells", "1000", "--shells", "2000"]
+    assert flags == [
+        "--denoise_method",
+        "patch2self",
+        "--n",
+        "3",
+        "--preprocessing",
+        "--shells",
+        "1000",
+        "--shells",
+        "2000",
+    ]
     assert option_flags({"denoise-method": "x"}) == ["--denoise-method", "x"]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -51,15 +50,27 @@ def test_mixed_layout_sessions_run_dir_entities_and_inherited_sidecars(tmp_path)
     (root / "dwi.bval").write_text("0 0 1000 1000 1000 1000 1000 1000 2000 2000 2000 2000 2000 2000\n")
     write_bvec(root / "dwi.bvec", 14)
     write_dwi(root / "sub-01" / "dwi" / "sub-01_dwi.nii.gz", shape=shape, sidecars=False)  # no sessions
-    write_dwi(root / "sub-02" / "ses-pre" / "dwi" / "sub-02_ses-pre_acq-multi_dir-AP_run-1_dwi.nii.gz", shape=shape, sidecars=False)
-    write_dwi(root / "sub-02" / "ses-pre" / "dwi" / "sub-02_ses-pre_acq-multi_dir-PA_run-1_dwi.nii.gz", shape=shape)  # its own
-    write_dwi(root / "sub-02" / "ses-post" / "dwi" / "sub-02_ses-post_dir-AP_run-2_dwi.nii", shape=shape, sidecars=False)
+    write_dwi(
+        root / "sub-02" / "ses-pre" / "dwi" / "sub-02_ses-pre_acq-multi_dir-AP_run-1_dwi.nii.gz",
+        shape=shape,
+        sidecars=False,
+    )
+    write_dwi(
+        root / "sub-02" / "ses-pre" / "dwi" / "sub-02_ses-pre_acq-multi_dir-PA_run-1_dwi.nii.gz", shape=shape
+    )  # its own
+    write_dwi(
+        root / "sub-02" / "ses-post" / "dwi" / "sub-02_ses-post_dir-AP_run-2_dwi.nii", shape=shape, sidecars=False
+    )
     for ignored in ("derivatives/pipeline/sub-01/dwi", "sourcedata/sub-03/dwi", "sub-01/ses-x/.git/dwi"):
         (root / ignored).mkdir(parents=True)
         (root / ignored / "sub-01_dwi.nii.gz").write_bytes(b"")
     by_id = {u.id: u for u in discover_bids(root)}
-    assert sorted(by_id) == ["sub-01", "sub-02_ses-post_dir-AP_run-2", "sub-02_ses-pre_acq-multi_dir-AP_run-1",
-                             "sub-02_ses-pre_acq-multi_dir-PA_run-1"]
+    assert sorted(by_id) == [
+        "sub-01",
+        "sub-02_ses-post_dir-AP_run-2",
+        "sub-02_ses-pre_acq-multi_dir-AP_run-1",
+        "sub-02_ses-pre_acq-multi_dir-PA_run-1",
+    ]
     assert by_id["sub-01"].bval == str(root / "dwi.bval")
     assert by_id["sub-02_ses-post_dir-AP_run-2"].bval == str(root / "dwi.bval")
     assert by_id["sub-02_ses-pre_acq-multi_dir-AP_run-1"].bval == str(root / "acq-multi_dwi.bval")  # most specific wins
@@ -74,7 +85,9 @@ def test_builtin_pipeline_on_the_placeholder_images_fails_per_subject_not_the_ba
 
     before = snapshot([UKBB])
     out = tmp_path / "out"
-    state = subject_batch(out=str(out), bids_dir=str(UKBB), include=["sub-0[12]"], run=RunOptions(retries=0), return_state=True)
+    state = subject_batch(
+        out=str(out), bids_dir=str(UKBB), include=["sub-0[12]"], run=RunOptions(retries=0), return_state=True
+    )
     err = state.result(raise_on_failure=False)
     assert isinstance(err, BatchFailed)
     items = {i["item_id"]: i for i in err.summary["items"]}
@@ -98,7 +111,9 @@ _RECORDER = (
 def test_a_manifest_mixing_nifti_and_dicom_runs_each_with_its_own_input(tmp_path, capsys):
     from cli.main import main
 
-    manifest = make_manifest_study(tmp_path / "study", subjects=1, global_options={"preprocessing": True}, shape=(4, 4, 3))
+    manifest = make_manifest_study(
+        tmp_path / "study", subjects=1, global_options={"preprocessing": True}, shape=(4, 4, 3)
+    )
     dicoms = tmp_path / "study" / "raw" / "sub-002" / "dicoms"
     dicoms.mkdir(parents=True)
     for i in range(3):
@@ -110,9 +125,21 @@ def test_a_manifest_mixing_nifti_and_dicom_runs_each_with_its_own_input(tmp_path
     ]
     manifest.write_text(json.dumps(doc))
     out = tmp_path / "out"
-    command = f"{sys.executable} -c \"{_RECORDER}\" {{input}} {{work_dir}} {{options}}"
-    code = main(["subjects", "--manifest", str(manifest), "--out", str(out), "--pipeline-command", command,
-                 "--denoise_method", "patch2self", "--json"])
+    command = f'{sys.executable} -c "{_RECORDER}" {{input}} {{work_dir}} {{options}}'
+    code = main(
+        [
+            "subjects",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out),
+            "--pipeline-command",
+            command,
+            "--denoise_method",
+            "patch2self",
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1, captured.err[-2000:]
     result = json.loads(captured.out)

@@ -8,7 +8,13 @@ import pytest
 
 from salvo.outcome import ItemResult, Status
 from salvo.subjects.report import (
-    format_header, format_result_line, format_summary, render_html, subject_rows, write_html_report, write_metrics_csv,
+    format_header,
+    format_result_line,
+    format_summary,
+    render_html,
+    subject_rows,
+    write_html_report,
+    write_metrics_csv,
 )
 
 pytestmark = pytest.mark.pure  # no Prefect server, no flow
@@ -18,9 +24,16 @@ def _results():
     return [
         ItemResult("sub-001", Status.SUCCESS, duration_s=912.0, metrics={"snr_b0": 20.5, "n_shells": 2}),
         ItemResult("sub-002", Status.SUCCESS, duration_s=4.25, metrics={"snr_b0": 18.0, "n_shells": 2}),
-        ItemResult("sub-003", Status.TIMEOUT, duration_s=7200.0, reason="exceeded the 7200 s limit; process group killed"),
+        ItemResult(
+            "sub-003", Status.TIMEOUT, duration_s=7200.0, reason="exceeded the 7200 s limit; process group killed"
+        ),
         ItemResult("sub-004", Status.CRASHED, signal=11, reason="killed by SIGSEGV"),
-        ItemResult("sub-005", Status.ERROR, exit_code=1, reason="exit code 1: RuntimeError: pipeline command exited with code 3"),
+        ItemResult(
+            "sub-005",
+            Status.ERROR,
+            exit_code=1,
+            reason="exit code 1: RuntimeError: pipeline command exited with code 3",
+        ),
         ItemResult("sub-006", Status.SKIPPED, reason="already done (config hash a1b2c3d4)"),
         ItemResult("sub-007", Status.SKIPPED, reason="locked by another run"),
     ]
@@ -39,7 +52,11 @@ def test_console_lines_follow_the_seed():
     ]
     assert format_result_line(1, _results()[2], timeout_min=0.05).endswith("exceeded 3 s limit")
     assert format_header(50, out_dir="/data/study_results", config_hash="a1b2c3d4") == [
-        "Starting batch processing for 50 subjects", "Output directory: /data/study_results", "Config hash: a1b2c3d4", ""]
+        "Starting batch processing for 50 subjects",
+        "Output directory: /data/study_results",
+        "Config hash: a1b2c3d4",
+        "",
+    ]
 
 
 def test_summary_block():
@@ -61,7 +78,9 @@ def test_summary_block():
 def test_metrics_csv_has_one_row_per_subject_with_done_metrics_for_skipped(tmp_path):
     folder = tmp_path / "sub-006"
     folder.mkdir()
-    (folder / "_done.json").write_text(json.dumps({"status": "success", "config_hash": "a1b2c3d4", "metrics": {"snr_b0": 30.0, "n_shells": 3}}))
+    (folder / "_done.json").write_text(
+        json.dumps({"status": "success", "config_hash": "a1b2c3d4", "metrics": {"snr_b0": 30.0, "n_shells": 3}})
+    )
     rows = subject_rows(_results(), out_dir=tmp_path, timeout_min=120)
     write_metrics_csv(rows, tmp_path / "batch_metrics.csv")
     with open(tmp_path / "batch_metrics.csv") as fh:
@@ -92,7 +111,9 @@ class _Collector(HTMLParser):
 
 def test_html_report_parses_and_holds_every_subject(tmp_path):
     rows = subject_rows(_results(), out_dir=tmp_path, timeout_min=120)
-    path = write_html_report(rows, tmp_path / "batch_report.html", title="Batch <report>", config_hash="a1b2c3d4", summary={"success": 2})
+    path = write_html_report(
+        rows, tmp_path / "batch_report.html", title="Batch <report>", config_hash="a1b2c3d4", summary={"success": 2}
+    )
     parser = _Collector()
     parser.feed(path.read_text())
     parser.close()
@@ -104,7 +125,18 @@ def test_html_report_parses_and_holds_every_subject(tmp_path):
 
 
 def test_html_report_without_metrics_has_only_the_duration_plot():
-    rows = [{"subject": "s", "status": "error", "reason": "x", "duration_s": 0.0, "started": "", "config_hash": "", "log": "logs/s.log", "metrics": {}}]
+    rows = [
+        {
+            "subject": "s",
+            "status": "error",
+            "reason": "x",
+            "duration_s": 0.0,
+            "started": "",
+            "config_hash": "",
+            "log": "logs/s.log",
+            "metrics": {},
+        }
+    ]
     page = render_html(rows, title="t", config_hash="h", summary={})
     assert page.count("<svg") == 1 and "Metric distributions" not in page
 
@@ -120,14 +152,28 @@ def _resumed_rows(tmp_path):
         metrics = run_pipeline(files["nifti"], work_dir=folder, bval=files["bval"], bvec=files["bvec"])
         (folder / "qc").mkdir()
         (folder / "qc" / "fa.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>')
-        (folder / "_done.json").write_text(json.dumps({"status": "success", "config_hash": "a1b2c3d4", "duration_s": took,
-                                                       "metrics": metrics, "units": {"snr_b0": "ratio"}}))
+        (folder / "_done.json").write_text(
+            json.dumps(
+                {
+                    "status": "success",
+                    "config_hash": "a1b2c3d4",
+                    "duration_s": took,
+                    "metrics": metrics,
+                    "units": {"snr_b0": "ratio"},
+                }
+            )
+        )
         (folder / "logs").mkdir()
         (folder / "logs" / "debug.png").write_bytes(b"not shown: logs are not QC images")
         (folder / "_failed-20260101T000000Z").mkdir()
         (folder / "_failed-20260101T000000Z" / "old.png").write_bytes(b"not shown either")
     results = [
-        ItemResult("sub-001", Status.SUCCESS, duration_s=5.0, metrics=json.loads((tmp_path / "sub-001" / "_done.json").read_text())["metrics"]),
+        ItemResult(
+            "sub-001",
+            Status.SUCCESS,
+            duration_s=5.0,
+            metrics=json.loads((tmp_path / "sub-001" / "_done.json").read_text())["metrics"],
+        ),
         ItemResult("sub-002", Status.SKIPPED, duration_s=0.8, reason="already done (config hash a1b2c3d4)"),
     ]
     return subject_rows(results, out_dir=tmp_path, timeout_min=120)
@@ -137,7 +183,7 @@ def test_resumed_run_does_not_show_skip_times_as_durations(tmp_path):
     rows = _resumed_rows(tmp_path)
     assert rows[1]["duration_s"] is None and rows[1]["done_duration_s"] == 754.0
     page = render_html(rows, title="t", config_hash="a1b2c3d4", summary={}, out_dir=tmp_path)
-    durations = page[page.index('<svg xmlns="http://www.w3.org/2000/svg" class="durations"'):]
+    durations = page[page.index('<svg xmlns="http://www.w3.org/2000/svg" class="durations"') :]
     durations = durations[: durations.index("</svg>")]
     assert "sub-001" in durations and "sub-002" not in durations  # only what ran in this batch is plotted
     assert "0.8s" not in page  # the time it took to skip is nowhere shown as a duration
@@ -176,7 +222,9 @@ def test_gallery_embeds_the_qc_images_the_pipeline_wrote(tmp_path):
 
     rows = _resumed_rows(tmp_path)
     assert rows[0]["images"] == ["dti_FA.png", "qc/fa.svg"]  # not logs/ or _failed-*/
-    path = write_html_report(rows, tmp_path / "batch_report.html", title="t", config_hash="h", summary={}, out_dir=tmp_path)
+    path = write_html_report(
+        rows, tmp_path / "batch_report.html", title="t", config_hash="h", summary={}, out_dir=tmp_path
+    )
     page = path.read_text()
     parser = _Collector()
     parser.feed(page)
@@ -186,4 +234,4 @@ def test_gallery_embeds_the_qc_images_the_pipeline_wrote(tmp_path):
     assert all(s.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,")) for s in sources)
     png = base64.b64decode(sources[0].split(",", 1)[1])
     assert png == (tmp_path / "sub-001" / "dti_FA.png").read_bytes()
-    assert 'data-subject="sub-002"' in page[page.index('id="gallery"'):]
+    assert 'data-subject="sub-002"' in page[page.index('id="gallery"') :]

@@ -11,7 +11,13 @@ import pytest
 
 from salvo.errors import InputError, SkipItem
 from salvo.subjects.unit import (
-    DONE_FILE, LOCKED_REASON, WORK_DIR, lock_path, process_subject, quarantine_if_unlocked, read_done,
+    DONE_FILE,
+    LOCKED_REASON,
+    WORK_DIR,
+    lock_path,
+    process_subject,
+    quarantine_if_unlocked,
+    read_done,
 )
 from salvo.fingerprint import fingerprint_path
 from salvo.subjects.pipeline import OUTPUT_FILES, pipeline_version
@@ -100,7 +106,12 @@ def test_failure_keeps_work_folder_and_leaves_good_outputs_alone(tmp_path, subje
 def test_command_gets_placeholders_and_option_flags(tmp_path, subject, plan_dir):
     out = tmp_path / "out"
     plan = write_plan(plan_dir, {})
-    value = _run(subject, out, pipeline_command=fake_command(plan), options={"preprocessing": True, "denoise_method": "patch2self"})
+    value = _run(
+        subject,
+        out,
+        pipeline_command=fake_command(plan),
+        options={"preprocessing": True, "denoise_method": "patch2self"},
+    )
     result = (out / "sub-001" / "result.txt").read_text()
     assert result == "sub-001 --denoise_method patch2self --preprocessing\n"  # the seed's spelling: keys as written
     assert value["metrics"] == {"fa_mean": pytest.approx(0.47), "n_flags": 3}
@@ -112,7 +123,11 @@ def test_command_placeholder_without_a_value_is_bad_input(tmp_path, subject):
     dicom = tmp_path / "dicoms"
     dicom.mkdir()
     with pytest.raises(InputError, match="has no nifti, but the pipeline command uses {nifti}"):
-        _run({"id": "sub-002", "dicom": str(dicom)}, tmp_path / "out", pipeline_command="tool --nifti {nifti} --out {work_dir}")
+        _run(
+            {"id": "sub-002", "dicom": str(dicom)},
+            tmp_path / "out",
+            pipeline_command="tool --nifti {nifti} --out {work_dir}",
+        )
 
 
 def test_lock_held_by_a_live_process_skips(tmp_path, subject):
@@ -120,8 +135,13 @@ def test_lock_held_by_a_live_process_skips(tmp_path, subject):
     path = lock_path(out, "sub-001")
     path.parent.mkdir(parents=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from filelock import FileLock; import sys, time; l = FileLock({str(path)!r}); l.acquire(); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"from filelock import FileLock; import sys, time; l = FileLock({str(path)!r}); l.acquire(); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -138,8 +158,13 @@ def test_stale_lock_of_a_dead_process_is_recovered(tmp_path, subject):
     path = lock_path(out, "sub-001")
     path.parent.mkdir(parents=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from filelock import FileLock; import time; l = FileLock({str(path)!r}); l.acquire(); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"from filelock import FileLock; import time; l = FileLock({str(path)!r}); l.acquire(); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "held"
     os.kill(holder.pid, signal.SIGKILL)
@@ -185,7 +210,9 @@ def test_dicom_only_subject_needs_a_command(tmp_path):
 
 def test_command_exit_75_is_a_skip_and_leaves_no_work_folder(tmp_path, subject):
     out = tmp_path / "out"
-    command = f"{sys.executable} -c 'import sys; print(\"no diffusion shells\", file=sys.stderr); sys.exit(75)' {{work_dir}}"
+    command = (
+        f"{sys.executable} -c 'import sys; print(\"no diffusion shells\", file=sys.stderr); sys.exit(75)' {{work_dir}}"
+    )
     with pytest.raises(SkipItem, match="no diffusion shells"):
         _run(subject, out, pipeline_command=command)
     assert [p.name for p in (out / "sub-001").iterdir()] == ["logs"]

@@ -28,7 +28,9 @@ def test_a_chunk_with_every_sample_of_its_range_and_several_rows_each_holds(tmp_
 
 def test_a_chunk_lacking_a_sample_or_holding_anothers_or_miscounted_fails(tmp_path: Path) -> None:
     assert "lacks sample 1" in check_assembly_chunk(_chunk(tmp_path, [0]), SimpleNamespace(metrics={}))
-    assert "holds sample 2 of another chunk" in check_assembly_chunk(_chunk(tmp_path, [0, 1, 2]), SimpleNamespace(metrics={}))
+    assert "holds sample 2 of another chunk" in check_assembly_chunk(
+        _chunk(tmp_path, [0, 1, 2]), SimpleNamespace(metrics={})
+    )
     assert "reported 9 rows" in check_assembly_chunk(_chunk(tmp_path, [0, 1]), SimpleNamespace(metrics={"rows": 9}))
     (tmp_path / "chunk.parquet").write_bytes(b"PAR1 cut")
     item = Item(id="c", params={"start": 0, "stop": 2, "storage_url": str(tmp_path), "output": "chunk.parquet"})

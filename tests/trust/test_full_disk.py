@@ -24,8 +24,9 @@ from tests.trust.test_publish import _command
 def tiny_disk(tmp_path: Path):  # noqa: ANN201
     where = tmp_path / "tiny"
     where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
     yield where
@@ -47,12 +48,14 @@ def _fill(disk: Path) -> Path:
 
 
 def _visible_leftovers(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.name.startswith((".salvo-tmp-", "_work", "_failed-")))
+    return sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.startswith((".salvo-tmp-", "_work", "_failed-"))
+    )
 
 
-def test_subjects_on_a_full_disk_fail_one_line_each_and_finish_once_there_is_space(tiny_disk: Path, tmp_path: Path,
-                                                                                   child_env: dict) -> None:
+def test_subjects_on_a_full_disk_fail_one_line_each_and_finish_once_there_is_space(
+    tiny_disk: Path, tmp_path: Path, child_env: dict
+) -> None:
     manifest = make_manifest_study(tmp_path / "study", subjects=2, shape=(6, 6, 4))
     out = tiny_disk / "out"
     out.mkdir()
@@ -105,8 +108,9 @@ def test_an_item_writing_to_a_full_disk_fails_in_one_line_and_leaves_nothing(tin
     assert _visible_leftovers(tiny_disk) == []
 
 
-def test_records_on_a_full_disk_are_one_line_and_the_next_run_records_them(tiny_disk: Path, tmp_path: Path,
-                                                                           child_env: dict) -> None:
+def test_records_on_a_full_disk_are_one_line_and_the_next_run_records_them(
+    tiny_disk: Path, tmp_path: Path, child_env: dict
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     for name in ("co2.nc", "run-mask.nc"):
@@ -117,8 +121,16 @@ def test_records_on_a_full_disk_are_one_line_and_the_next_run_records_them(tiny_
     state.mkdir()
     filler = _fill(tiny_disk)
     env = {**child_env, "SALVO_SPOOL_DIR": str(tmp_path / "spool")}
-    args = ["extract", "--directory", str(data), "--state", str(state), "--json",
-            "--worker-command", _command("plot", mode, "{output_dir}", "{input}")]
+    args = [
+        "extract",
+        "--directory",
+        str(data),
+        "--state",
+        str(state),
+        "--json",
+        "--worker-command",
+        _command("plot", mode, "{output_dir}", "{input}"),
+    ]
     full = salvo(*args, env=env)
     assert "Traceback" not in full.stderr and "Traceback" not in full.stdout, full.stderr[-3000:]
     assert full.returncode == 1, full.stderr[-3000:]
@@ -138,8 +150,9 @@ def test_records_on_a_full_disk_are_one_line_and_the_next_run_records_them(tiny_
     assert final.returncode == 0 and all(i["cached"] for i in json.loads(final.stdout)["items"])
 
 
-def test_an_extract_output_folder_on_a_full_disk_is_one_line_each_and_finishes_with_space(tiny_disk: Path, tmp_path: Path,
-                                                                                         child_env: dict) -> None:
+def test_an_extract_output_folder_on_a_full_disk_is_one_line_each_and_finishes_with_space(
+    tiny_disk: Path, tmp_path: Path, child_env: dict
+) -> None:
     """The folder the inputs, plots, reports and batch_resume.txt live in is full: each item fails in
     one line, the batch still ends with its JSON (batch_resume.txt and the reports are skipped with
     a warning line, never a traceback), and with space again the same command finishes."""
@@ -150,8 +163,16 @@ def test_an_extract_output_folder_on_a_full_disk_is_one_line_each_and_finishes_w
     mode.write_text("good")
     filler = _fill(tiny_disk)
     env = {**child_env, "SALVO_SPOOL_DIR": str(tmp_path / "spool")}
-    args = ["extract", "--directory", str(data), "--state", str(tmp_path / "state"), "--json",
-            "--worker-command", _command("plot", mode, "{output_dir}", "{input}")]
+    args = [
+        "extract",
+        "--directory",
+        str(data),
+        "--state",
+        str(tmp_path / "state"),
+        "--json",
+        "--worker-command",
+        _command("plot", mode, "{output_dir}", "{input}"),
+    ]
     full = salvo(*args, env=env)
     assert "Traceback" not in full.stderr and "Traceback" not in full.stdout, full.stderr[-3000:]
     assert full.returncode == 1, full.stderr[-3000:]

@@ -20,8 +20,9 @@ WORKERS = Path(__file__).with_name("workers.py")
 
 
 def _command(kind: str, mode_file: Path, out: str, *extra: str) -> str:
-    return " ".join([shlex.quote(sys.executable), shlex.quote(str(WORKERS)), kind, shlex.quote(str(mode_file)), out,
-                     *extra])
+    return " ".join(
+        [shlex.quote(sys.executable), shlex.quote(str(WORKERS)), kind, shlex.quote(str(mode_file)), out, *extra]
+    )
 
 
 def _tmp_leftovers(folder: Path) -> list[str]:
@@ -34,8 +35,14 @@ def test_extract_rerun_writing_only_a_log_keeps_the_good_plot(tmp_path: Path, ch
     shutil.copy(PUBLIC_FIXTURES / "dvmdostem-imnaviat" / "co2.nc", data / "co2.nc")
     mode = tmp_path / "mode"
     mode.write_text("good")
-    args = ["extract", "--directory", str(data), "--worker-command", _command("plot", mode, "{output_dir}", "{input}"),
-            "--json"]
+    args = [
+        "extract",
+        "--directory",
+        str(data),
+        "--worker-command",
+        _command("plot", mode, "{output_dir}", "{input}"),
+        "--json",
+    ]
     first = salvo(*args, env=child_env)
     assert first.returncode == 0, first.stderr[-2000:]
     good = data / "co2_results"
@@ -54,13 +61,27 @@ def test_extract_rerun_writing_only_a_log_keeps_the_good_plot(tmp_path: Path, ch
     assert not _tmp_leftovers(data)
 
 
-def test_jobs_rerun_writing_only_a_log_keeps_the_good_dataset(sirene_for_trust: Path, tmp_path: Path,
-                                                               child_env: dict) -> None:
+def test_jobs_rerun_writing_only_a_log_keeps_the_good_dataset(
+    sirene_for_trust: Path, tmp_path: Path, child_env: dict
+) -> None:
     mode = tmp_path / "mode"
     mode.write_text("good")
     out = tmp_path / "out"
-    args = ["jobs", "batch", "--naf", "6920Z", "--input", str(sirene_for_trust), "--output-dir", str(out),
-            "--jobs-dir", str(tmp_path / "jobs"), "--json", "--job-command", _command("job", mode, "{job_output_dir}")]
+    args = [
+        "jobs",
+        "batch",
+        "--naf",
+        "6920Z",
+        "--input",
+        str(sirene_for_trust),
+        "--output-dir",
+        str(out),
+        "--jobs-dir",
+        str(tmp_path / "jobs"),
+        "--json",
+        "--job-command",
+        _command("job", mode, "{job_output_dir}"),
+    ]
     first = salvo(*args, env=child_env)
     assert first.returncode == 0, first.stderr[-2000:]
     good = out / "naf_6920Z"
@@ -82,8 +103,16 @@ def test_subject_rerun_writing_only_a_log_keeps_the_good_subject(tmp_path: Path,
     mode = tmp_path / "mode"
     mode.write_text("good")
     out = tmp_path / "out"
-    args = ["subjects", "--manifest", str(manifest), "--out", str(out), "--json",
-            "--pipeline-command", _command("subject", mode, "{work_dir}")]
+    args = [
+        "subjects",
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(out),
+        "--json",
+        "--pipeline-command",
+        _command("subject", mode, "{work_dir}"),
+    ]
     first = salvo(*args, env=child_env)
     assert first.returncode == 0, first.stderr[-2000:]
     subject = next(p for p in out.iterdir() if p.name.startswith("sub-"))

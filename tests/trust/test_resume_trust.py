@@ -30,8 +30,14 @@ def test_a_deleted_or_changed_output_runs_again_on_resume_with_the_reason(tmp_pa
     shutil.copy(PUBLIC_FIXTURES / "dvmdostem-imnaviat" / "co2.nc", data / "co2.nc")
     mode = tmp_path / "mode"
     mode.write_text("good")
-    args = ["extract", "--directory", str(data), "--worker-command", _command("plot", mode, "{output_dir}", "{input}"),
-            "--json"]
+    args = [
+        "extract",
+        "--directory",
+        str(data),
+        "--worker-command",
+        _command("plot", mode, "{output_dir}", "{input}"),
+        "--json",
+    ]
     assert salvo(*args, env=child_env).returncode == 0
     plot = data / "co2_results" / "plot.png"
     assert _runs(mode) == 1

@@ -30,8 +30,12 @@ class Local:
     home: Path
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        req = urllib.request.Request(f"{self.info.url}{path}", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.info.url}{path}",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
 
@@ -51,7 +55,9 @@ class Local:
 
 def user_env(home: Path, **extra: str) -> dict[str, str]:
     """A user's environment: no PREFECT_API_URL, Salvo's local server on, a private PREFECT_HOME."""
-    env = {k: v for k, v in child_env_for("unused").items() if not k.startswith("PREFECT_") and k != "PYTEST_CURRENT_TEST"}
+    env = {
+        k: v for k, v in child_env_for("unused").items() if not k.startswith("PREFECT_") and k != "PYTEST_CURRENT_TEST"
+    }
     env.update(PREFECT_HOME=str(home), SALVO_LOCAL_SERVER="1", **extra)
     return env
 
@@ -88,7 +94,8 @@ def series(folder: Path, names: list[str]) -> Path:
 def worker(tmp_path: Path, *, fail: tuple[str, ...] = (), sleep_s: float = 0.0) -> str:
     """A `--worker-command` that fails (exit 3, a last stderr line) for the files named in ``fail``."""
     script = tmp_path / "worker.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, sys, time
         name = os.path.basename(sys.argv[1])
         time.sleep(float(os.environ.get("SLEEP_S", "{sleep_s}")))
@@ -97,7 +104,8 @@ def worker(tmp_path: Path, *, fail: tuple[str, ...] = (), sleep_s: float = 0.0) 
             sys.exit(3)
         os.makedirs(sys.argv[2], exist_ok=True)
         open(os.path.join(sys.argv[2], "plot.png"), "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + b"\\x00" * 32)
-    """))
+    """)
+    )
     return f"{sys.executable} {script} {{input}} {{output_dir}}"
 
 

@@ -28,11 +28,27 @@ def _running_below(pid: int, needle: str) -> bool:
         return False
 
 
-def test_a_killed_drivers_run_is_crashed_in_the_api_within_30_s_with_no_other_command(tmp_path: Path, local: Local) -> None:
+def test_a_killed_drivers_run_is_crashed_in_the_api_within_30_s_with_no_other_command(
+    tmp_path: Path, local: Local
+) -> None:
     data = series(tmp_path / "oom", ["a.nc"])
-    cmd = subprocess.Popen([sys.executable, "-m", "cli", "extract", "--directory", str(data), "--worker-command",
-                            worker(tmp_path, sleep_s=300)], env=local.env, cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "extract",
+            "--directory",
+            str(data),
+            "--worker-command",
+            worker(tmp_path, sleep_s=300),
+        ],
+        env=local.env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         assert wait_until(lambda: _running_below(cmd.pid, "worker.py"), timeout=240), "the item never started"
         tag = f"salvo-driver:{socket.gethostname()}:{cmd.pid}"  # every run a driver starts carries its tag
@@ -47,7 +63,9 @@ def test_a_killed_drivers_run_is_crashed_in_the_api_within_30_s_with_no_other_co
             cmd.wait()
     assert not process_alive(cmd.pid)
     # No other salvo command runs: the local server's guard checks the drivers of running runs.
-    crashed = wait_until(lambda: local.get(f"/flow_runs/{run['id']}")["state"]["type"] == "CRASHED", timeout=30, interval=0.5)
+    crashed = wait_until(
+        lambda: local.get(f"/flow_runs/{run['id']}")["state"]["type"] == "CRASHED", timeout=30, interval=0.5
+    )
     state = local.get(f"/flow_runs/{run['id']}")["state"]
     assert crashed, state
     assert "driver" in state["message"] and "guard" in state["message"], state["message"]
@@ -68,7 +86,9 @@ def test_a_plain_python_call_of_a_flow_appears_in_the_running_local_server(tmp_p
     data = series(tmp_path / "pycall", ["x.nc", "y.nc"])
     code = PY_CALL.format(directory=str(data), command=worker(tmp_path))
     before = {r["id"] for r in local.flow_runs()}
-    proc = subprocess.run([sys.executable, "-c", code], env=local.env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=local.env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "COUNTS {'success': 2}" in proc.stdout
     assert "started a local Prefect server" not in proc.stderr  # the running one was reused
@@ -82,8 +102,14 @@ def test_prefect_api_url_still_wins_over_the_local_server_for_a_python_call(tmp_
     url = f"http://127.0.0.1:{free_port()}/api"  # nothing answers there
     code = PY_CALL.format(directory=str(data), command=worker(tmp_path))
     before = len(local.flow_runs("netcdf-extract-elsewhere-"))
-    proc = subprocess.run([sys.executable, "-c", code], env={**local.env, "PREFECT_API_URL": url}, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**local.env, "PREFECT_API_URL": url},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and url in proc.stderr, proc.stderr[-3000:]
     assert len(local.flow_runs("netcdf-extract-elsewhere-")) == before
     assert not list(data.parent.glob("elsewhere_results/*/plot.png")), "nothing may run without its API"

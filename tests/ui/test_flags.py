@@ -19,8 +19,13 @@ BATCH_COMMANDS = {
     "jobs batch": ["jobs", "batch", "--naf", "43", "--input", "i.parquet", "--output-dir", "o"],
     "recover": ["recover", "--model-command", "true", "--mask", "m.nc", "--output", "o"],
 }
-PIPELINES = {"extract": "netcdf-extract", "assembly run": "assembly-run", "subjects": "subject-batch",
-             "jobs batch": "job-batch", "recover": "salvage-merge"}
+PIPELINES = {
+    "extract": "netcdf-extract",
+    "assembly run": "assembly-run",
+    "subjects": "subject-batch",
+    "jobs batch": "job-batch",
+    "recover": "salvage-merge",
+}
 
 
 @pytest.mark.parametrize("name", sorted(BATCH_COMMANDS))
@@ -45,8 +50,16 @@ def test_assembly_actions_take_quiet_and_verbose(action: list[str]) -> None:
 
 
 def test_durations_are_printed_in_human_units() -> None:
-    assert [human_duration(s) for s in (5, 10, 1.5, 300, 5400, 7200, 86400, None)] == \
-        ["5 s", "10 s", "1.5 s", "5 min", "90 min", "2 h", "24 h", "no limit"]
+    assert [human_duration(s) for s in (5, 10, 1.5, 300, 5400, 7200, 86400, None)] == [
+        "5 s",
+        "10 s",
+        "1.5 s",
+        "5 min",
+        "90 min",
+        "2 h",
+        "24 h",
+        "no limit",
+    ]
     assert _shown(3600.0) == "1 h"
     from salvo.subjects.report import format_minutes
 

@@ -67,7 +67,9 @@ def smtp() -> Iterator[tuple[int, list[Any]]]:
         controller.stop()
 
 
-def test_a_failed_run_notifies_a_webhook_and_an_email_naming_the_failed_items(tmp_path: Path, local: Local, webhook, smtp) -> None:
+def test_a_failed_run_notifies_a_webhook_and_an_email_naming_the_failed_items(
+    tmp_path: Path, local: Local, webhook, smtp
+) -> None:
     url, posts = webhook
     port, mails = smtp
     added = salvo("notify", "add", "--webhook", url, env=local.env)
@@ -78,8 +80,16 @@ def test_a_failed_run_notifies_a_webhook_and_an_email_naming_the_failed_items(tm
     assert listed.returncode == 0 and "webhook" in listed.stdout and "ops@example.org" in listed.stdout, listed.stdout
 
     data = series(tmp_path / "nightly", ["a.nc", "b1.nc", "b2.nc", "c.nc"])
-    run = salvo("extract", "--retries", "0", "--directory", str(data), "--worker-command", worker(tmp_path, fail=("b1.nc", "b2.nc")),
-                env=local.env)
+    run = salvo(
+        "extract",
+        "--retries",
+        "0",
+        "--directory",
+        str(data),
+        "--worker-command",
+        worker(tmp_path, fail=("b1.nc", "b2.nc")),
+        env=local.env,
+    )
     assert run.returncode == 1, run.stderr[-2000:]
 
     assert wait_until(lambda: posts and mails, timeout=120, interval=0.5), (posts, mails)

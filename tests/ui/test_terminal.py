@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -44,12 +43,24 @@ def in_tmux(argv: list[str], env: dict[str, str], tmp: Path) -> tuple[int, list[
     script.write_text(f"cd {shlex.quote(str(ROOT))}\n{shlex.join(argv)}\necho $? > {shlex.quote(str(done))}\n")
     tenv = {**env, "TERM": "xterm-256color"}
     tmux = [_tmux(), "-L", sock, "-f", str(conf)]
-    subprocess.run([*tmux, "new-session", "-d", "-x", "200", "-y", "50", "-s", "t", f"bash --noprofile --norc {script}"],
-                   env=tenv, check=True, timeout=60)
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-x", "200", "-y", "50", "-s", "t", f"bash --noprofile --norc {script}"],
+        env=tenv,
+        check=True,
+        timeout=60,
+    )
     try:
-        assert wait_until(lambda: done.exists() and done.read_text().strip() != "", timeout=600, interval=0.3), "never finished"
-        pane = subprocess.run([*tmux, "capture-pane", "-p", "-J", "-S", "-", "-t", "t"], env=tenv, capture_output=True,
-                              text=True, check=True, timeout=60).stdout
+        assert wait_until(lambda: done.exists() and done.read_text().strip() != "", timeout=600, interval=0.3), (
+            "never finished"
+        )
+        pane = subprocess.run(
+            [*tmux, "capture-pane", "-p", "-J", "-S", "-", "-t", "t"],
+            env=tenv,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
     finally:
         subprocess.run([*tmux, "kill-server"], env=tenv, capture_output=True, timeout=60)
     shown = [ln.rstrip() for ln in pane.splitlines() if ln.strip() and not ln.startswith("Pane is dead")]  # tmux's own
@@ -57,9 +68,14 @@ def in_tmux(argv: list[str], env: dict[str, str], tmp: Path) -> tuple[int, list[
 
 
 def without_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, list[str], list[str]]:
-    proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    return proc.returncode, [ln.rstrip() for ln in proc.stdout.splitlines() if ln.strip()], \
-        [ln.rstrip() for ln in proc.stderr.splitlines() if ln.strip()]
+    proc = subprocess.run(
+        argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+    )
+    return (
+        proc.returncode,
+        [ln.rstrip() for ln in proc.stdout.splitlines() if ln.strip()],
+        [ln.rstrip() for ln in proc.stderr.splitlines() if ln.strip()],
+    )
 
 
 def _same(line: str) -> str:
@@ -71,8 +87,19 @@ def _same(line: str) -> str:
 def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
     tmp = tmp_path_factory.mktemp("terminal")
     data = series(tmp / "in", ["a1.nc", "a2.nc", *BAD, "a3.nc"])
-    return [sys.executable, "-m", "cli", "extract", "--directory", str(data), "--retries", "0", "--force",
-            "--worker-command", worker(tmp, fail=BAD)], tmp
+    return [
+        sys.executable,
+        "-m",
+        "cli",
+        "extract",
+        "--directory",
+        str(data),
+        "--retries",
+        "0",
+        "--force",
+        "--worker-command",
+        worker(tmp, fail=BAD),
+    ], tmp
 
 
 def test_by_default_a_terminal_shows_salvos_lines_and_no_prefect_records(batch, local: Local, tmp_path: Path) -> None:
@@ -111,10 +138,24 @@ def test_quiet_is_errors_and_the_summary_the_same_in_a_terminal_and_a_pipe(batch
 def test_recover_tells_its_rounds_in_at_most_ten_lines(tmp_path: Path, local: Local) -> None:
     runs = Runs(tmp_path)
     mask = runs.mask()
-    model = (f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} --years 2 "
-             f"--layers 3 --state {tmp_path / 'model-state.json'} --seed 4 --fail-fraction 0.3 --fail-runs 3")
-    argv = [sys.executable, "-m", "cli", "recover", "--model-command", model, "--mask", str(mask),
-            "--output", str(tmp_path / "output"), "--max-rounds", "3"]
+    model = (
+        f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} --years 2 "
+        f"--layers 3 --state {tmp_path / 'model-state.json'} --seed 4 --fail-fraction 0.3 --fail-runs 3"
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "cli",
+        "recover",
+        "--model-command",
+        model,
+        "--mask",
+        str(mask),
+        "--output",
+        str(tmp_path / "output"),
+        "--max-rounds",
+        "3",
+    ]
     code, out, err = without_terminal(argv, local.env)
     assert code == 0, err
     assert len(out) + len(err) <= 10, out + err

@@ -68,10 +68,26 @@ def _chromium() -> str:
 def _dom(url: str) -> str:
     """The page as a headless Chromium renders it once its scripts (the UI's API calls) have run."""
     with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                               f"--user-data-dir={profile}", "--virtual-time-budget=30000", "--dump-dom", url],
-                              capture_output=True, text=True, timeout=240, env={**os.environ, "HOME": profile})
+        proc = subprocess.run(
+            [
+                _chromium(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=30000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env={**os.environ, "HOME": profile},
+        )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
@@ -84,8 +100,19 @@ def test_the_ui_link_shows_this_run_and_no_green_task_run_holds_a_failure(tmp_pa
             assert local.info.port != 4200
             data = series(tmp_path / "in", FILES)
             bad = ("exp_S4_000.nc", "exp_S4_007.nc")
-            run = salvo("extract", "--json", "--workers", "1", "--retries", "0", "--directory", str(data),
-                        "--worker-command", worker(tmp_path, fail=bad), env=local.env)
+            run = salvo(
+                "extract",
+                "--json",
+                "--workers",
+                "1",
+                "--retries",
+                "0",
+                "--directory",
+                str(data),
+                "--worker-command",
+                worker(tmp_path, fail=bad),
+                env=local.env,
+            )
             assert run.returncode == 1, run.stderr[-3000:]
             doc = json.loads(run.stdout)
             outcome = {i["item_id"]: i["status"] for i in doc["items"]}
@@ -98,9 +125,14 @@ def test_the_ui_link_shows_this_run_and_no_green_task_run_holds_a_failure(tmp_pa
 
             (flow_run,) = [r for r in local.flow_runs("netcdf-extract-in-") if r["state"]["type"] == "FAILED"]
             # Task runs reach the API as events, a moment after the command returns.
-            assert wait_until(lambda: all(t["state"]["type"] in ("COMPLETED", "FAILED")
-                                          for t in local.task_runs(flow_run["id"])) and len(local.task_runs(flow_run["id"])) >= 5,
-                              timeout=60, interval=0.5)
+            assert wait_until(
+                lambda: (
+                    all(t["state"]["type"] in ("COMPLETED", "FAILED") for t in local.task_runs(flow_run["id"]))
+                    and len(local.task_runs(flow_run["id"])) >= 5
+                ),
+                timeout=60,
+                interval=0.5,
+            )
             tasks = local.task_runs(flow_run["id"])
             grouped = [t for t in tasks if "more)" in t["name"]]
             assert grouped, [t["name"] for t in tasks]  # 11 files, one worker: grouped task runs
@@ -131,18 +163,38 @@ def _sigint_when(cmd: subprocess.Popen, predicate) -> None:
 def test_a_batch_cut_by_ctrl_c_leaves_no_green_task_run_holding_an_item_that_never_ran(tmp_path: Path, local) -> None:
     names = [f"f{i:02d}.nc" for i in range(24)]
     data = series(tmp_path / "cut", names)
-    cmd = subprocess.Popen([sys.executable, "-m", "cli", "extract", "--workers", "1", "--directory", str(data),
-                            "--worker-command", worker(tmp_path, sleep_s=0.4)],
-                           env=local.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    cmd = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "extract",
+            "--workers",
+            "1",
+            "--directory",
+            str(data),
+            "--worker-command",
+            worker(tmp_path, sleep_s=0.4),
+        ],
+        env=local.env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     _sigint_when(cmd, lambda: len(list(data.glob("*_results/plot.png"))) >= 5)
     assert cmd.returncode == 130, cmd.stderr.read()[-2000:] if cmd.stderr else ""
     (flow_run,) = local.flow_runs("netcdf-extract-cut-")
     assert flow_run["state"]["type"] in ("CANCELLED", "FAILED"), flow_run["state"]
-    (report,) = [p for p in Path(tmp_path).rglob("batch_summary.json") if "runs" not in p.parts]  # not the run's own copy
+    (report,) = [
+        p for p in Path(tmp_path).rglob("batch_summary.json") if "runs" not in p.parts
+    ]  # not the run's own copy
     outcome = {i["item_id"]: i["status"] for i in json.loads(report.read_text())["items"]}
     assert any(s in ("not_run", "interrupted") for s in outcome.values()), outcome
     final = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
-    assert wait_until(lambda: all(t["state"]["type"] in final for t in local.task_runs(flow_run["id"])), timeout=60, interval=0.5)
+    assert wait_until(
+        lambda: all(t["state"]["type"] in final for t in local.task_runs(flow_run["id"])), timeout=60, interval=0.5
+    )
     tasks = local.task_runs(flow_run["id"])
     assert tasks
     assert_no_green_run_holds_a_failure(tasks, outcome)

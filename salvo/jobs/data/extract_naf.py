@@ -16,8 +16,12 @@ import sys
 import zipfile
 from collections import Counter
 
-_LEVELS = ((r"\d{2}", "division"), (r"\d{2}\.\d", "group"), (r"\d{2}\.\d{2}", "class"),
-           (r"\d{2}\.\d{2}[A-Z]", "subclass"))
+_LEVELS = (
+    (r"\d{2}", "division"),
+    (r"\d{2}\.\d", "group"),
+    (r"\d{2}\.\d{2}", "class"),
+    (r"\d{2}\.\d{2}[A-Z]", "subclass"),
+)
 
 
 def extract(src: str, dst: str) -> Counter[str]:
