@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: venv demo test test-fast browser terminal slurm bench serve install uninstall server-stop clean
+.PHONY: venv demo test test-fast lint browser terminal slurm bench serve install uninstall server-stop clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ demo: $(STAMP)
 
 ## make test: the whole suite (real Prefect API, real S3 endpoint, real Dask processes), on two pytest
 ## workers (each starts its own servers; a test file stays on one worker), as most tests wait on processes.
-test: $(STAMP) browser terminal slurm
+test: $(STAMP) lint browser terminal slurm
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
+
+## make lint: ruff's checks and formatting (config in pyproject.toml, lines at most 120 characters).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 ## A real headless browser for the report checks (Debian's chromium; installed once, as root in CI).
 browser:

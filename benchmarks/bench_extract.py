@@ -97,28 +97,35 @@ def _run(n: int, root: Path, data: Path, files: list[Path], env: dict[str, str])
 
     rows.append(f"| seed: ProcessPoolExecutor, one `python worker.py FILE` per file | {seed_wall:.1f} | 1.00 | – |")
     rows.append(
-        f"| `salvo extract --parallel` (auto: up to 20 items per task) | {ours_wall:.1f} | {seed_wall / ours_wall:.2f} | {overhead(ours_wall, s1):.0f} |"
+        f"| `salvo extract --parallel` (auto: up to 20 items per task) | {ours_wall:.1f}"
+        f" | {seed_wall / ours_wall:.2f} | {overhead(ours_wall, s1):.0f} |"
     )
     if single is not None:
         rows.append(
-            f"| `salvo extract --parallel --items-per-task 1` | {single[0]:.1f} | {seed_wall / single[0]:.2f} | {overhead(*single):.0f} |"
+            f"| `salvo extract --parallel --items-per-task 1` | {single[0]:.1f}"
+            f" | {seed_wall / single[0]:.2f} | {overhead(*single):.0f} |"
         )
     rows.append(f"| `salvo extract --parallel`, second run (all resumed) | {resumed_wall:.1f} | – | – |")
     return "\n".join(
         [
             "## P1: netcdf-extract vs the seed's process pool",
             "",
-            f"{n} small NetCDF files (one 24-step series each, one PNG per file), {workers} workers, the same files for every row.",
-            "Wall times include Salvo's start-up on its default set-up (the local Prefect server, started beforehand, untimed)."
+            f"{n} small NetCDF files (one 24-step series each, one PNG per file), {workers} workers,"
+            " the same files for every row.",
+            "Wall times include Salvo's start-up on its default set-up"
+            " (the local Prefect server, started beforehand, untimed)."
             " The row with one item per task run only with SALVO_BENCH_FULL=1.",
             "",
             "| approach | wall s | speed-up vs seed | orchestration overhead ms/item |",
             "|---|---|---|---|",
             *rows,
             "",
-            f"- Resumed run: {resumed_wall:.1f} s = **{100 * resumed_wall / ours_wall:.1f}%** of the first run (goal: under 5%).",
-            f"- Sum of item times (fork + plot) in the first run: {s1['total_time_s']:.1f} s; mean {1000 * s1['mean_time_s']:.0f} ms per item.",
-            "- Overhead per item = (wall x workers - sum of item times) / items: what orchestration costs beyond the work.",
+            f"- Resumed run: {resumed_wall:.1f} s = **{100 * resumed_wall / ours_wall:.1f}%** of the first run"
+            " (goal: under 5%).",
+            f"- Sum of item times (fork + plot) in the first run: {s1['total_time_s']:.1f} s;"
+            f" mean {1000 * s1['mean_time_s']:.0f} ms per item.",
+            "- Overhead per item = (wall x workers - sum of item times) / items:"
+            " what orchestration costs beyond the work.",
         ]
     )
 

@@ -82,7 +82,8 @@ for job in render_jobs(codes, template=None, profile="deep", jobs_dir=out + "/jo
 
 _SORT = """
 import sys, pyarrow.parquet as pq
-pq.write_table(pq.read_table(sys.argv[1]).sort_by("activitePrincipaleEtablissement"), sys.argv[2], row_group_size=128 * 1024)
+table = pq.read_table(sys.argv[1]).sort_by("activitePrincipaleEtablissement")
+pq.write_table(table, sys.argv[2], row_group_size=128 * 1024)
 """
 
 
@@ -193,12 +194,15 @@ def run() -> str:
         [
             "## jobs: 20 NAF codes over a synthetic SIRENE Parquet",
             "",
-            f"Input: {rows:,} rows, {size_mb:.0f} MiB Parquet (generated in chunks in {gen_wall:.1f} s, peak {gen_peak:.0f} MiB); "
-            f"20 codes (18 subclasses, a division, a group), profile `deep`, `--max-ram-mb {MAX_RAM_MB}`; {rows_out:,} rows written in all.",
+            f"Input: {rows:,} rows, {size_mb:.0f} MiB Parquet"
+            f" (generated in chunks in {gen_wall:.1f} s, peak {gen_peak:.0f} MiB); "
+            f"20 codes (18 subclasses, a division, a group), profile `deep`, `--max-ram-mb {MAX_RAM_MB}`;"
+            f" {rows_out:,} rows written in all.",
             "",
             "| contender | wall time | peak RSS |",
             "|---|---|---|",
-            f"| salvo job-batch (CLI, Prefect, shared scan) | {ours_wall:.1f} s | {ours_peak:.0f} MiB tree, largest job {job_peak:.0f} MiB |",
+            f"| salvo job-batch (CLI, Prefect, shared scan) | {ours_wall:.1f} s"
+            f" | {ours_peak:.0f} MiB tree, largest job {job_peak:.0f} MiB |",
             f"| ... of which the 20 jobs | {job_time:.1f} s (first job, with the shared scan: {scan_s:.1f} s) | |",
             f"| built-in builder, one pruned scan per code | {direct_wall:.1f} s | {direct_peak:.0f} MiB |",
             f"| naive: pandas reads the whole file per code | {naive_wall:.1f} s | {naive_peak:.0f} MiB |",
@@ -208,7 +212,8 @@ def run() -> str:
             "| contender | wall time | peak RSS |",
             "|---|---|---|",
             f"| built-in builder, one pruned scan per code | {pruned_wall:.1f} s | {pruned_peak:.0f} MiB |",
-            f"| salvo job-batch (chose: {', '.join(sorted_how)}) | {ours_sorted_wall:.1f} s (jobs: {sorted_doc['summary']['total_time_s']:.1f} s) | {ours_sorted_peak:.0f} MiB tree |",
+            f"| salvo job-batch (chose: {', '.join(sorted_how)}) | {ours_sorted_wall:.1f} s"
+            f" (jobs: {sorted_doc['summary']['total_time_s']:.1f} s) | {ours_sorted_peak:.0f} MiB tree |",
             "",
             "Peak RSS is sampled every 50 ms over the whole process tree; the salvo row includes the Prefect API",
             "server the command starts. The rest of salvo's wall time is that server's start-up, hashing the input",

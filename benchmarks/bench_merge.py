@@ -226,7 +226,8 @@ def run() -> str:
         "",
         f"Scale {scale}: {12 * years} monthly steps.",
         "",
-        "| data | method | wall time (s) | runs (s) | vs CDO (wall) | CPU user+sys (s) | vs CDO (CPU) | peak RSS (MiB) |",
+        "| data | method | wall time (s) | runs (s) | vs CDO (wall) | CPU user+sys (s) | vs CDO (CPU)"
+        " | peak RSS (MiB) |",
         "|---|---|---:|---|---:|---:|---:|---:|",
     ]
     names = {

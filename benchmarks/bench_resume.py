@@ -103,7 +103,8 @@ def run() -> str:
     lines = [
         f"## Resume: {n} items, fully finished ({machine()})",
         "",
-        f"Set-up (inputs, outputs, records): {setup_s:.1f} s; {records} entries in records/ (records + index/ + claims/).",
+        f"Set-up (inputs, outputs, records): {setup_s:.1f} s;"
+        f" {records} entries in records/ (records + index/ + claims/).",
         "",
         "| what (goal: whole command <= 2 s) | median s | min s | max s |",
         "|---|---|---|---|",
@@ -119,10 +120,12 @@ def run() -> str:
             target="<= 2 s",
             met=whole <= 2.0,
             miss=f"{whole - 2.0:.1f} s",
-            why="no Prefect import and no API on this path; of the CPU time left, keys + index take about half (the rows above), "
-            "the interpreter and salvo's imports (pydantic, fsspec) about a fifth, the reports and the --json document about a fifth "
-            "(three files of 10,000 rows, each fsynced), planning about a sixth (discovery, the layout check, one readability check "
-            "per input)",
+            why=(
+                "no Prefect import and no API on this path; of the CPU time left, keys + index take about half"
+                " (the rows above), the interpreter and salvo's imports (pydantic, fsspec) about a fifth,"
+                " the reports and the --json document about a fifth (three files of 10,000 rows, each fsynced),"
+                " planning about a sixth (discovery, the layout check, one readability check per input)"
+            ),
         ),
     ]
     return "\n".join(lines) + "\n"

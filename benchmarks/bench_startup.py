@@ -120,7 +120,8 @@ def run() -> str:
     plain, local, trivial, importp = got["plain"], got["local"], got["trivial"], got["import"]
     base, base_cpu = plain[0], plain[1]
     rows = [
-        "| contender | wall time (s) | vs plain Python | vs the trivial flow | CPU time (s) | vs plain Python | peak RSS (MiB) |",
+        "| contender | wall time (s) | vs plain Python | vs the trivial flow | CPU time (s) | vs plain Python"
+        " | peak RSS (MiB) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     names = {
@@ -134,7 +135,8 @@ def run() -> str:
         if label in got:
             wall, cpu, peak = got[label]
             rows.append(
-                f"| {names[label]} | {wall:.1f} | {wall - base:+.1f} s | {wall - trivial[0]:+.1f} s | {cpu:.1f} | {cpu - base_cpu:+.1f} s | {peak:.0f} |"
+                f"| {names[label]} | {wall:.1f} | {wall - base:+.1f} s | {wall - trivial[0]:+.1f} s"
+                f" | {cpu:.1f} | {cpu - base_cpu:+.1f} s | {peak:.0f} |"
             )
     over_plain, over_floor = local[0] - base, local[0] - trivial[0]
     return "\n".join(
@@ -142,7 +144,8 @@ def run() -> str:
             f"## Start-up cost: `salvo extract` on {FILES} small files vs plain Python and Prefect's floor",
             "",
             f"Each contender is a fresh child process over a fresh copy of {FILES} NetCDF files (12 steps, 6x8 grid);"
-            f" median of {reps} run(s) after one warm-up round, the contenders taking turns (plain, salvo, trivial flow,"
+            f" median of {reps} run(s) after one warm-up round,"
+            " the contenders taking turns (plain, salvo, trivial flow,"
             " import, plain, ...). CPU time is the command's own and its children's"
             " (the local server's is not: it is shared); wall time depends on the machine's load, CPU time less so."
             " Peak RSS is the largest process of the tree. The temporary-API variant (SALVO_LOCAL_SERVER=0) runs only"
@@ -157,8 +160,10 @@ def run() -> str:
                 target="<= +0.5 s",
                 met=over_floor <= 0.5,
                 miss=f"{over_floor - 0.5:.1f} s",
-                why=f"CPU {local[1]:.1f} s against the trivial flow's {trivial[1]:.1f} s and the plain loop's {base_cpu:.1f} s. "
-                + WHY_FLOOR,
+                why=(
+                    f"CPU {local[1]:.1f} s against the trivial flow's {trivial[1]:.1f} s"
+                    f" and the plain loop's {base_cpu:.1f} s. " + WHY_FLOOR
+                ),
             ),
             goal(
                 "start-up vs plain loop",
@@ -168,12 +173,14 @@ def run() -> str:
                 met=over_plain <= 1.5,
                 miss=f"{over_plain - 1.5:.1f} s",
                 why=(
-                    f"`import prefect` alone costs {importp[0]:.1f} s and the trivial flow on the same server {trivial[0]:.1f} s"
+                    f"`import prefect` alone costs {importp[0]:.1f} s"
+                    f" and the trivial flow on the same server {trivial[0]:.1f} s"
                     " in this run: Prefect's floor is most of it (the plain loop imports no Prefect); " + WHY_FLOOR
                 ),
             ),
             "",
-            f"The first command, which started the local server, took {first:.1f} s (untimed: the server's start is paid"
+            f"The first command, which started the local server, took {first:.1f} s"
+            " (untimed: the server's start is paid"
             " once per PREFECT_HOME, not per batch; it keeps running until `salvo server stop`).",
             "What is configured to keep this small: no heartbeat wait at the end of a CLI flow run"
             " (`flows.heartbeat_frequency=None`), one warm zygote per worker thread so each item forks"

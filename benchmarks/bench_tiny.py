@@ -82,7 +82,10 @@ def _count(folder: Path) -> int:
 def run() -> str:
     """Measure each size; return the RESULTS.md section."""
     if shutil.which("parallel") is None:
-        return "## Tiny items vs GNU parallel\n\nGNU parallel is not installed (`make bench` installs it from Debian's packages).\n"
+        return (
+            "## Tiny items vs GNU parallel\n\n"
+            "GNU parallel is not installed (`make bench` installs it from Debian's packages).\n"
+        )
     with LocalServer(bench_env(), WORK / "tiny-prefect-home") as env:
         return _run(env)
 
@@ -109,10 +112,12 @@ def _run(env: dict[str, str]) -> str:
         assert resumed.returncode == 0 and _count(folder) == n
         g, s = statistics.median(gp), statistics.median(sv)
         rows.append(
-            f"| {n:,} | {g:.1f} s | {s:.1f} s | **{s / g:.2f}×** | {1000 * (s - g) / n:.1f} ms | {resumed.wall_s:.2f} s |"
+            f"| {n:,} | {g:.1f} s | {s:.1f} s | **{s / g:.2f}×**"
+            f" | {1000 * (s - g) / n:.1f} ms | {resumed.wall_s:.2f} s |"
         )
         notes.append(
-            f"{n:,} items: GNU parallel runs {', '.join(f'{x:.1f}' for x in gp)} s; Salvo runs {', '.join(f'{x:.1f}' for x in sv)} s"
+            f"{n:,} items: GNU parallel runs {', '.join(f'{x:.1f}' for x in gp)} s;"
+            f" Salvo runs {', '.join(f'{x:.1f}' for x in sv)} s"
         )
         ratio = s / g
         goals.append(
@@ -139,7 +144,8 @@ def _run(env: dict[str, str]) -> str:
         )
     table = "\n".join(
         [
-            "| items | GNU parallel -j2 (median) | salvo extract --workers 2 (median) | ratio (goal ≤ 1.15×) | extra per item | fully resumed re-run (goal ≤ 2 s) |",
+            "| items | GNU parallel -j2 (median) | salvo extract --workers 2 (median) | ratio (goal ≤ 1.15×)"
+            " | extra per item | fully resumed re-run (goal ≤ 2 s) |",
             "|---|---|---|---|---|---|",
             *rows,
         ]
@@ -156,8 +162,10 @@ def _run(env: dict[str, str]) -> str:
 
 
 WHY_TINY = (
-    "per item Salvo's command and zygote now spend about 3.4 ms of CPU (300 items: 4.6 CPU-s with 3.65 of them start-up; "
-    "before the zygote ran the command itself, 11.6 ms and five times the page faults), less than GNU parallel's shell, "
+    "per item Salvo's command and zygote now spend about 3.4 ms of CPU"
+    " (300 items: 4.6 CPU-s with 3.65 of them start-up; "
+    "before the zygote ran the command itself, 11.6 ms and five times the page faults),"
+    " less than GNU parallel's shell, "
     "`mkdir` and `cp`; what is left is per batch, not per item: start-up (about 3.7 CPU-s for the command, Prefect's "
     "import and flow run), the local Prefect server's task runs (one per 20 items, outside the command's CPU) and "
     "the end-of-batch reports; on a 2-core machine shared with other work the wall ratio also follows the load"

@@ -39,11 +39,13 @@ def main() -> None:
         except Exception:
             section = f"## {name}\n\nFailed:\n\n```\n{traceback.format_exc()}\n```\n"
         print(section, flush=True)
-        stamp = f"_({name}: {dt.datetime.now():%Y-%m-%d %H:%M}, {machine()}, SALVO_BENCH_SCALE={scale()}, took {time.perf_counter() - t0:.0f} s)_"
+        stamp = (
+            f"_({name}: {dt.datetime.now():%Y-%m-%d %H:%M}, {machine()}, SALVO_BENCH_SCALE={scale()},"
+            f" took {time.perf_counter() - t0:.0f} s)_"
+        )
         sections[name] = f"{section.strip()}\n\n{stamp}"
-        _write(
-            results, sections, args.names, started, done=name == args.names[-1]
-        )  # after each: a cut-short run keeps its rows
+        # after each: a cut-short run keeps its rows
+        _write(results, sections, args.names, started, done=name == args.names[-1])
     print(f"Wrote {results}")
 
 
@@ -64,7 +66,8 @@ def _write(results: Path, sections: dict[str, str], names: list[str], started: f
                 "|---|---|---|---|---|---|",
                 *kept,
                 *(
-                    f"| {g['what']} | {g['measured']} | {g['anchor']} | {g['target']} | **{g['verdict']}** | {g['why'] if g['verdict'] != 'met' else ''} |"
+                    f"| {g['what']} | {g['measured']} | {g['anchor']} | {g['target']} | **{g['verdict']}**"
+                    f" | {g['why'] if g['verdict'] != 'met' else ''} |"
                     for g in GOALS
                 ),
             ]
@@ -74,7 +77,8 @@ def _write(results: Path, sections: dict[str, str], names: list[str], started: f
     head = [
         "# Benchmark results",
         "",
-        "Written by `make bench`. Each section measures Salvo and its peer (GNU parallel, CDO, the seed's own approach) in the same run, on a 2-core machine shared with other work.",
+        "Written by `make bench`. Each section measures Salvo and its peer"
+        " (GNU parallel, CDO, the seed's own approach) in the same run, on a 2-core machine shared with other work.",
         (
             f"The last full `make bench` took {time.perf_counter() - started:.0f} s."
             if done

@@ -332,9 +332,8 @@ def _items(results: Sequence[ItemResult], base: Path, logs: Mapping[str, str]) -
             f"<td>{took}</td><td>{mem}</td><td>{r.attempt}</td><td>{reason}</td><td>{log_cell}</td><td>{outs}</td></tr>"
         )
     return (
-        "<table><tr><th>item</th><th>status</th><th>time</th><th>peak MiB</th><th>attempt</th><th>reason</th><th>log</th><th>outputs</th></tr>"
-        + "".join(rows)
-        + "</table>"
+        "<table><tr><th>item</th><th>status</th><th>time</th><th>peak MiB</th>"
+        "<th>attempt</th><th>reason</th><th>log</th><th>outputs</th></tr>" + "".join(rows) + "</table>"
     )
 
 
@@ -551,9 +550,11 @@ def render_run_report(
     verdict = "all items finished" if summary.ok else f"{summary.failed} of {summary.total} items failed"
     now = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     parts = [
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p class='meta'>{html.escape(summary.pipeline)} · generated {now} · {verdict} · wall time {summary.wall_time_s:.1f} s · "
+        f"<p class='meta'>{html.escape(summary.pipeline)} · generated {now} · {verdict}"
+        f" · wall time {summary.wall_time_s:.1f} s · "
         f"{summary.resumed} resumed from earlier runs</p>",
     ]
     if header is not None:

@@ -7,10 +7,12 @@ A Python item is a fork of this process. An external command (``"kind": "command
 Run as ``python -m salvo.zygote``; it speaks newline-delimited JSON on stdin/stdout (see
 ``salvo.runner``). Modules imported here once are inherited by every forked child, so an item
 does not pay for interpreter start-up and imports. A worker's ``preload`` names modules to import
-here first (a ``{"kind": "warm"}`` request does only that, ahead of a batch); an entry ``"pkg.module:function"`` is imported and called once per zygote (a warm-up,
-for example one throwaway matplotlib drawing, whose caches every forked item then inherits). The zygote enforces the item's timeout by
-killing the child's whole process tree (SIGTERM, then SIGKILL), and kills it as well when its
-own stdin closes, which is what happens when the orchestrating process dies for any reason.
+here first (a ``{"kind": "warm"}`` request does only that, ahead of a batch); an entry
+``"pkg.module:function"`` is imported and called once per zygote (a warm-up, for example one
+throwaway matplotlib drawing, whose caches every forked item then inherits). The zygote enforces
+the item's timeout by killing the child's whole process tree (SIGTERM, then SIGKILL), and kills it
+as well when its own stdin closes, which is what happens when the orchestrating process dies for
+any reason.
 
 The zygote is a child subreaper (``PR_SET_CHILD_SUBREAPER``): a descendant that leaves the item's
 process group or session (``setsid``, a double fork) is re-parented to the zygote instead of

@@ -208,7 +208,8 @@ def put_mask_back(layout: RecoveryLayout) -> bool:
 
 @task(**_PLAIN)
 def publish_recovery(doc: dict[str, Any], header: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write recovery.json, recovery.md and run_report.html in the work folder and publish the round table as artifacts."""
+    """Write recovery.json, recovery.md and run_report.html in the work folder and publish the round
+    table as artifacts."""
     work = doc["layout"]["work"]
     json_path = f"{work}/recovery.json"
     doc["reports"] = {"json": json_path, "markdown": f"{work}/recovery.md", "html": f"{work}/{REPORT_NAME}"}

@@ -35,7 +35,8 @@ def plan_subject_batch(
     out_dir: str | None = None,
     pipeline: str | None = None,
 ) -> SubjectPlan:
-    """Load the manifest or discover the BIDS units; validate everything (output layout included) before anything runs."""
+    """Load the manifest or discover the BIDS units; validate everything (output layout included)
+    before anything runs."""
     return plan_subjects(
         manifest=manifest,
         bids_dir=bids_dir,

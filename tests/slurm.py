@@ -31,7 +31,10 @@ def why_not() -> str | None:
         return "SLURM's daemons run as root here (SlurmUser=root); the tests are not root"
     missing = [p for p in PROGRAMS if _which(p) is None]
     if missing:
-        return f"SLURM is not installed (missing {', '.join(missing)}; `make test` installs Debian's slurmctld slurmd slurm-client munge)"
+        return (
+            f"SLURM is not installed (missing {', '.join(missing)};"
+            " `make test` installs Debian's slurmctld slurmd slurm-client munge)"
+        )
     return None
 
 

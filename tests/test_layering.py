@@ -16,7 +16,8 @@ def test_salvo_never_imports_prefect() -> None:
         "import importlib, sys\n"
         f"for m in {modules!r}:\n"
         "    importlib.import_module(m)\n"
-        "bad = sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.') or m.startswith('prefect_'))\n"
+        "bad = sorted(m for m in sys.modules"
+        " if m == 'prefect' or m.startswith('prefect.') or m.startswith('prefect_'))\n"
         "print(','.join(bad))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

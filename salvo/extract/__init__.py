@@ -187,7 +187,8 @@ def extract_worker(worker_command: str | None = None) -> Worker:
     unknown = sorted(set(template_fields(worker_command)) - COMMAND_FIELDS)
     if unknown:
         raise UsageError(
-            f"unknown placeholder {{{unknown[0]}}} in --worker-command; use {{input}}, {{output_dir}}, {{name}} or {{stem}}"
+            f"unknown placeholder {{{unknown[0]}}} in --worker-command;"
+            " use {input}, {output_dir}, {name} or {stem}"
         )
     program = argv[0]
     if "{" not in program and shutil.which(program) is None:

@@ -122,7 +122,8 @@ def _read_2d(path: str | os.PathLike[str], name: str) -> np.ndarray:
 
 
 def rewrite_mask(original: str | os.PathLike[str], new: str | os.PathLike[str], *, run: np.ndarray) -> Path:
-    """Write ``new`` as a copy of the mask ``original`` (every variable, attribute, encoding) with only ``run`` changed."""
+    """Write ``new`` as a copy of the mask ``original`` (every variable, attribute, encoding) with
+    only ``run`` changed."""
     with open_raw(original) as src:
         var = src.variables[MASK_VAR]
         if tuple(var.shape) != tuple(np.shape(run)):

@@ -117,7 +117,8 @@ class FileGrid:
 
 
 def find_grid(ds: netCDF4.Dataset, grid: StatusGrid, *, name: str) -> FileGrid:
-    """Match ``ds``'s dims to the status grid: ``Y``/``X`` or ``y``/``x`` (any case), else size and coordinate values."""
+    """Match ``ds``'s dims to the status grid: ``Y``/``X`` or ``y``/``x`` (any case), else size and
+    coordinate values."""
     found = []
     for axis, size, coord, status_dim in (
         ("y", grid.ny, grid.ycoord, grid.ydim),
@@ -846,7 +847,8 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _copy(src: Path, dst: Path) -> None:
-    """Carry ``src`` over as it is (a log, a file the re-run lacks), checked byte for byte before it is renamed into place."""
+    """Carry ``src`` over as it is (a log, a file the re-run lacks), checked byte for byte before it
+    is renamed into place."""
     with atomic_path(dst) as tmp:
         shutil.copy2(src, tmp)
         _check_copy(tmp, src, name=src.name)

@@ -80,7 +80,8 @@ def model_exit(model: dict[str, Any]) -> str:
 
 
 def round_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One table row per round: the cells the model ran and how they ended, the model's exit, times, the totals after."""
+    """One table row per round: the cells the model ran and how they ended, the model's exit, times,
+    the totals after."""
     rows = []
     for r in doc["rounds"]:
         after = r.get("after") or {}

@@ -268,7 +268,8 @@ def run_pipeline(
     """Run the built-in pipeline on one image into ``work_dir``; return its scalar metrics.
 
     Writes `OUTPUT_FILES`: ``dti_FA.nii.gz``, ``dti_MD.nii.gz``, ``dti_RGB.nii.gz`` (uint8 RGB, as
-    DIPY's example saves it), ``brain_mask.nii.gz``, ``dti_FA.png`` (the axial slice with the most brain) and ``metrics.json``.
+    DIPY's example saves it), ``brain_mask.nii.gz``, ``dti_FA.png`` (the axial slice with the most
+    brain) and ``metrics.json``.
     """
     import nibabel as nib
 

@@ -180,7 +180,8 @@ def _numeric(value: Any) -> float | None:
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """Round tick values inside [lo, hi]: a step of 1, 2 or 5 times a power of ten, about ``n`` ticks (at least 2 when it can)."""
+    """Round tick values inside [lo, hi]: a step of 1, 2 or 5 times a power of ten, about ``n`` ticks
+    (at least 2 when it can)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return []
     if hi <= lo:
@@ -214,10 +215,12 @@ def _x_axis(parts: list[str], *, x0: float, x1: float, y: float, lo: float, hi: 
         x = x0 + (x1 - x0) * (t - lo) / span
         parts.append(f'<line class="tick" x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{y + 4}" stroke="#333"/>')
         parts.append(
-            f'<text class="tick-label" x="{x:.1f}" y="{y + 15}" font-size="10" text-anchor="middle">{_tick_label(t)}</text>'
+            f'<text class="tick-label" x="{x:.1f}" y="{y + 15}" font-size="10" text-anchor="middle">'
+            f"{_tick_label(t)}</text>"
         )
     parts.append(
-        f'<text class="axis-label" x="{(x0 + x1) / 2:.1f}" y="{y + 30}" font-size="11" text-anchor="middle">{html.escape(label)}</text>'
+        f'<text class="axis-label" x="{(x0 + x1) / 2:.1f}" y="{y + 30}" font-size="11" text-anchor="middle">'
+        f"{html.escape(label)}</text>"
     )
 
 
@@ -232,7 +235,8 @@ def svg_durations(rows: Sequence[dict[str, Any]]) -> str:
     axis_y = 8 + bar_h * len(ran)
     height = axis_y + 40
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="durations" width="{label_w + width + 70}" height="{height}" role="img">'
+        '<svg xmlns="http://www.w3.org/2000/svg" class="durations"'
+        f' width="{label_w + width + 70}" height="{height}" role="img">'
     ]
     parts.append(f"<title>Duration of each subject that ran in this batch ({'min' if minutes else 's'})</title>")
     for i, row in enumerate(ran):
@@ -328,7 +332,8 @@ def _gallery(rows: Sequence[dict[str, Any]], base: Path | None) -> list[str]:
             mime = IMAGE_TYPES[path.suffix.lower()]
             uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
             figures.append(
-                f'<figure><img src="{uri}" alt="{esc(row["subject"])} {esc(rel)}" style="min-width:160px;max-width:320px;height:auto;image-rendering:pixelated">'
+                f'<figure><img src="{uri}" alt="{esc(row["subject"])} {esc(rel)}"'
+                ' style="min-width:160px;max-width:320px;height:auto;image-rendering:pixelated">'
                 f"<figcaption>{esc(rel)}</figcaption></figure>"
             )
         left_out += [f"{row['subject']}/{rel}" for rel in images[MAX_IMAGES_PER_SUBJECT:]]

@@ -36,7 +36,8 @@ if src.stem == slow and first:
     time.sleep(pause)
 def chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b"")
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+png += chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b"")
 out.mkdir(parents=True, exist_ok=True)
 (out / f"{src.stem}.png").write_bytes(png)
 """
@@ -193,7 +194,9 @@ def test_a_gridded_run_split_across_slurm_jobs_equals_an_unsplit_run(
 
     wrapper = tmp_path / "jobmark.py"  # notes the SLURM job each model run is in, then runs the model
     wrapper.write_text(
-        "import os, sys\nwith open(sys.argv[1], 'a') as f:\n    f.write(os.environ.get('SLURM_JOB_ID', 'none') + '\\n')\n"
+        "import os, sys\n"
+        "with open(sys.argv[1], 'a') as f:\n"
+        "    f.write(os.environ.get('SLURM_JOB_ID', 'none') + '\\n')\n"
         "os.execv(sys.executable, [sys.executable, '-m', 'salvo.gridded.fakemodel', *sys.argv[2:]])\n"
     )
     marks = tmp_path / "jobs.txt"

@@ -1,4 +1,5 @@
-"""salvo.procs and cli.server without a Prefect server: the reaper's sweep, a server that fails to start, names, settings."""
+"""salvo.procs and cli.server without a Prefect server: the reaper's sweep, a server that fails to start,
+names, settings."""
 
 from __future__ import annotations
 

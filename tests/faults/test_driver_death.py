@@ -281,7 +281,8 @@ def _recover_argv(tmp: Path) -> list[str]:
         run[0, 0] = 0
         write_run_mask(mask, run=run)
     model = (
-        f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} --years 2 --layers 3 "
+        f"{shlex.quote(sys.executable)} -m salvo.gridded.fakemodel --mask {{mask}} --output {{output}} "
+        "--years 2 --layers 3 "
         f"--state {tmp / 'model-state.json'} --fail-cells '{';'.join(FAIL_CELLS)}' --fail-runs 1 --hang-on-run 2"
     )
     return [
@@ -415,7 +416,8 @@ def test_the_driver_dies_mid_batch(pipeline: str, sig: str, tmp_path: Path, pref
     left_at_5s = _live(tree)
     assert gone or wait_until(lambda: not _live(tree), timeout=GONE_WITHIN_S - 5), _live(tree)
     print(
-        f"{pipeline} {sig}: driver exited {exited:.1f} s, all {len(tree)} processes gone {time.monotonic() - t0:.1f} s after the signal"
+        f"{pipeline} {sig}: driver exited {exited:.1f} s,"
+        f" all {len(tree)} processes gone {time.monotonic() - t0:.1f} s after the signal"
         + (f"; still alive at 5 s: {left_at_5s}" if left_at_5s else "")
     )
     [run] = [r for r in _driver_runs(prefect_api, proc.pid) if r.get("parent_task_run_id") is None]

@@ -166,7 +166,8 @@ def test_seed_command_lines_salvage_then_merge(runs, capsys):
         f"  {r}/output/ is now empty, ready for the re-run (the backup is the only copy: do not edit it)",
         f"✓ New run-mask created at: {r}/run-mask-failed.nc",
         "  Number of failed cells to re-run: 2",
-        f"  Enabled cells: {ENABLED}, succeeded: {ENABLED - 2}, failed: {failed}, not run: 0, never written: {unwritten}",
+        f"  Enabled cells: {ENABLED}, succeeded: {ENABLED - 2}, failed: {failed},"
+        f" not run: 0, never written: {unwritten}",
     ]
     assert failed + unwritten == 2
     assert read_mask(r / "run-mask-failed.nc").sum() == 2

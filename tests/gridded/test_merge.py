@@ -350,7 +350,8 @@ def test_a_rerun_that_succeeded_nowhere_gives_the_salvaged_files_byte_for_byte(r
     assert digests == {k: v for k, v in tree_digest(salv).items() if k != "run_status.nc"}
 
 
-# ---------------------------------------------------------------- dvmdostem's own input files (tests/data, copied with their provenance)
+# ---------------------------------------------------------------- dvmdostem's own input files
+# (tests/data, copied with their provenance)
 
 FIXTURES = PUBLIC_FIXTURES / "dvmdostem-imnaviat"
 

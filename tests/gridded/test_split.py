@@ -194,7 +194,10 @@ def test_dvmdostems_config_gives_mask_and_output_and_each_batch_its_own_copy(
     shutil.copy(SITE, tmp_path / "input" / "run-mask.nc")
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.js").write_text(
-        '{\n  // as dvmdostem ships it, with comments\n  "IO": {"runmask_file": "input/run-mask.nc", "output_dir": "output/"}\n}\n'
+        "{\n"
+        "  // as dvmdostem ships it, with comments\n"
+        '  "IO": {"runmask_file": "input/run-mask.nc", "output_dir": "output/"}\n'
+        "}\n"
     )
     model = (
         f"{shlex.quote(sys.executable)} -c \"import json,subprocess,sys; io=json.load(open(sys.argv[1]))['IO']; "

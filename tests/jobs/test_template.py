@@ -51,7 +51,10 @@ def test_unknown_profile_is_refused() -> None:
 
 
 def test_values_load_back_as_strings_in_every_yaml_context() -> None:
-    text = "a: {naf_code}\nb: x-{naf_code}\nc:\n  - {naf_code}\nd: [{naf_code}, {profile}]\ne: \"{naf_code}\"\nf: 'n {naf_code}'\ng: {{k: {naf_code}}}\n"
+    text = (
+        "a: {naf_code}\nb: x-{naf_code}\nc:\n  - {naf_code}\nd: [{naf_code}, {profile}]\n"
+        "e: \"{naf_code}\"\nf: 'n {naf_code}'\ng: {{k: {naf_code}}}\n"
+    )
     data = yaml.safe_load(render_template(text, naf=parse_naf("43"), profile="deep"))
     assert data == {"a": "43", "b": "x-43", "c": ["43"], "d": ["43", "deep"], "e": "43", "f": "n 43", "g": {"k": "43"}}
 

@@ -1,4 +1,5 @@
-"""salvo.report.json_text writes the JSON report and --json: what json.dumps(indent=2, default=str) means, encoded faster."""
+"""salvo.report.json_text writes the JSON report and --json: what json.dumps(indent=2, default=str) means,
+encoded faster."""
 
 from __future__ import annotations
 

@@ -387,7 +387,10 @@ def test_pure_modules_do_not_import_prefect() -> None:
     import subprocess
     import sys
 
-    code = "import sys, salvo.batchcore, salvo.runner, salvo.zygote; print(any(m == 'prefect' or m.startswith('prefect.') for m in sys.modules))"
+    code = (
+        "import sys, salvo.batchcore, salvo.runner, salvo.zygote; "
+        "print(any(m == 'prefect' or m.startswith('prefect.') for m in sys.modules))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=os.getcwd(), check=True
     ).stdout

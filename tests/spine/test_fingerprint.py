@@ -85,8 +85,8 @@ def test_files_folders_and_missing_paths(tmp_path: Path, cache: Path) -> None:
 
 
 def test_real_netcdf_inputs_hash_to_their_bytes(cache: Path) -> None:
-    """dvmdostem's public input files (tests/data, copied with their provenance): the hash is BLAKE2b of the bytes, read in
-    1 MiB blocks for a 1.9 MB file, and a read-only file is cached like any other."""
+    """dvmdostem's public input files (tests/data, copied with their provenance): the hash is BLAKE2b of
+    the bytes, read in 1 MiB blocks for a 1.9 MB file, and a read-only file is cached like any other."""
     import hashlib
 
     from tests.helpers import PUBLIC_FIXTURES

@@ -48,7 +48,8 @@ def test_a_finished_item_leaves_no_daemon_behind(tmp_path: Path) -> None:
         "os.wait()\n"
         "deadline = time.monotonic() + 10\n"
         "while time.monotonic() < deadline and not any(\n"
-        "    sys.argv[1].encode() in open(f'/proc/{p}/cmdline', 'rb').read() for p in os.listdir('/proc') if p.isdigit() and os.path.exists(f'/proc/{p}/cmdline')):\n"
+        "    sys.argv[1].encode() in open(f'/proc/{p}/cmdline', 'rb').read() for p in os.listdir('/proc')"
+        " if p.isdigit() and os.path.exists(f'/proc/{p}/cmdline')):\n"
         "    time.sleep(0.02)\n"
     )
     r = run_item(Item("daemon"), Worker("command", f"python3 {script} {marker}"), timeout_s=30)

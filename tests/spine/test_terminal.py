@@ -51,7 +51,10 @@ def test_on_a_terminal_lines_print_above_the_bar_never_through_it(tmp_path: Path
     (tmp_path / "in" / "f5.png").unlink()
     (tmp_path / "in" / "bad.png").write_text("x")
     # One item fails, so error lines are printed while the bar is on screen.
-    worker = f"{shlex.quote(sys.executable)} -c \"import sys,shutil; sys.exit(3) if sys.argv[1].endswith('bad.png') else shutil.copy(sys.argv[1], sys.argv[2] + '/p.png')\" {{input}} {{output_dir}}"
+    worker = (
+        f"{shlex.quote(sys.executable)} -c \"import sys,shutil; sys.exit(3) if sys.argv[1].endswith('bad.png')"
+        " else shutil.copy(sys.argv[1], sys.argv[2] + '/p.png')\" {input} {output_dir}"
+    )
     env = " ".join(
         f"{k}={shlex.quote(v)}"
         for k, v in child_env.items()
@@ -59,7 +62,8 @@ def test_on_a_terminal_lines_print_above_the_bar_never_through_it(tmp_path: Path
     )
     done = tmp_path / "done"
     cmd = (
-        f"env {env} {shlex.quote(sys.executable)} -m cli extract --directory {tmp_path / 'in'} --pattern '*.png' --retries 0 "
+        f"env {env} {shlex.quote(sys.executable)} -m cli extract --directory {tmp_path / 'in'} "
+        "--pattern '*.png' --retries 0 "
         f"--worker-command {shlex.quote(worker)}; touch {done}; sleep 60"
     )
     session = f"salvo-test-{time.monotonic_ns()}"

@@ -10,7 +10,10 @@ FAKE = Path(__file__).with_name("fake_pipeline.py")
 
 def fake_command(plan_path: Path) -> str:
     """A ``--pipeline-command`` template that runs the fake pipeline with a behaviour plan."""
-    return f"{shlex.quote(sys.executable)} {shlex.quote(str(FAKE))} --id {{id}} --out {{work_dir}} --plan {shlex.quote(str(plan_path))} {{options}}"
+    return (
+        f"{shlex.quote(sys.executable)} {shlex.quote(str(FAKE))} --id {{id}} --out {{work_dir}}"
+        f" --plan {shlex.quote(str(plan_path))} {{options}}"
+    )
 
 
 def write_plan(folder: Path, behaviours: dict) -> Path:

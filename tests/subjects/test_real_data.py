@@ -1,4 +1,5 @@
-"""Issue 10 (subjects): real BIDS layouts (tests/data/bids, copied from the BIDS examples) and manifests that mix NIfTI and DICOM."""
+"""Issue 10 (subjects): real BIDS layouts (tests/data/bids, copied from the BIDS examples) and manifests
+that mix NIfTI and DICOM."""
 
 from __future__ import annotations
 

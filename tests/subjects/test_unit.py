@@ -138,7 +138,8 @@ def test_lock_held_by_a_live_process_skips(tmp_path, subject):
         [
             sys.executable,
             "-c",
-            f"from filelock import FileLock; import sys, time; l = FileLock({str(path)!r}); l.acquire(); print('held', flush=True); time.sleep(60)",
+            f"from filelock import FileLock; import sys, time; l = FileLock({str(path)!r}); l.acquire(); "
+            "print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -161,7 +162,8 @@ def test_stale_lock_of_a_dead_process_is_recovered(tmp_path, subject):
         [
             sys.executable,
             "-c",
-            f"from filelock import FileLock; import time; l = FileLock({str(path)!r}); l.acquire(); print('held', flush=True); time.sleep(60)",
+            f"from filelock import FileLock; import time; l = FileLock({str(path)!r}); l.acquire(); "
+            "print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
         text=True,

@@ -35,7 +35,8 @@ def _tmux() -> str:
 
 
 def in_tmux(argv: list[str], env: dict[str, str], tmp: Path) -> tuple[int, list[str]]:
-    """Run ``argv`` in a real terminal (a detached tmux pane, 200 columns); return its exit code and every line it showed."""
+    """Run ``argv`` in a real terminal (a detached tmux pane, 200 columns); return its exit code and
+    every line it showed."""
     sock, done = f"salvo-test-{uuid.uuid4().hex[:8]}", tmp / f"rc-{uuid.uuid4().hex[:8]}"
     conf = tmp / "tmux.conf"
     conf.write_text("set -g history-limit 100000\nset -g remain-on-exit on\n")
