@@ -26,7 +26,7 @@ from prefect.utilities.asyncutils import run_sync_in_worker_thread
 from pydantic import Field, SecretStr, field_validator
 
 from salvo.errors import UsageError
-from salvo.storage import StorageTarget, open_storage, parse_location
+from salvo.storage import StorageTarget, location_kind, open_storage, parse_location
 from salvo.validate import redact, safe_name
 
 #: The environment variable naming the default storage (a block name, s3:// URL or path).
@@ -179,7 +179,7 @@ def resolve_storage(name_or_url: "str | Path | SalvoStorage") -> SalvoStorage:
     text = str(name_or_url).strip()
     if not text:
         raise UsageError("storage is empty: give a block name, an s3:// URL or a path")
-    if parse_location(text).kind != "block":  # the one path/URL/block decision (salvo.storage)
+    if location_kind(text)[0] != "block":  # the one path/URL/block decision (salvo.storage)
         try:
             block = SalvoStorage(url=text)
         except ValueError as exc:

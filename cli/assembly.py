@@ -24,6 +24,9 @@ from cli.common import (
 from salvo import validate
 from salvo.errors import UsageError
 from salvo.storage import StorageError, check_location, parse_location
+from salvo.pipelines import PIPELINES
+
+PIPELINE = PIPELINES["assembly"].flow_name
 
 EXPERIMENT_HELP = "parameter-distortion, expression-noise, response-noise, or a generator pkg.module:function"
 
@@ -72,7 +75,7 @@ def register(subparsers: Any) -> None:
         "--resume", metavar="ID", help="resume this interrupted or failed assembly; finished chunks are kept"
     )
     run.add_argument("--chunk-size", type=positive_int, default=10, help="samples per chunk (default: 10)")
-    add_runner_flags(run, "assembly-run")
+    add_runner_flags(run, PIPELINE)
     run.set_defaults(func=run_main)
 
     ls = sub.add_parser("list", help="the ledger: every assembly and its status")
@@ -167,7 +170,7 @@ def run_main(args: argparse.Namespace) -> int:
     # Bad input fails here, in one line, before any flow starts (nothing reaches Prefect's database).
     if args.dask_address:
         validate.dask_address(args.dask_address)
-    run = run_options(args, "assembly-run")
+    run = run_options(args, PIPELINE)
     plan = plan_assembly(
         args.experiment,
         exp_number=args.exp_number,

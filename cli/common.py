@@ -217,7 +217,6 @@ _FLAGS = {
     "workers": "--workers",
     "dask_address": "--dask-address",
     "retries": "--retries",
-    "retry_delays_s": "--retry-delay",
     "items_per_task": "--items-per-task",
     "kill_grace_s": "--kill-grace",
     "slurm": "--cluster slurm",

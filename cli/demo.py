@@ -9,8 +9,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-#: One module per pipeline, each with `run_demo(root) -> list[str]`.
-DEMOS = ["extract", "assembly", "subjects", "jobs", "gridded"]
+from salvo.pipelines import PIPELINES
+
+#: One module per pipeline (`cli/demo_NAME.py`), each with `run_demo(root) -> list[str]`.
+DEMOS = [p.demo for p in PIPELINES.values()]
 
 
 def register(subparsers: Any) -> None:

@@ -11,9 +11,10 @@ from salvo import validate
 from salvo.errors import UsageError
 from salvo.extract import DEFAULT_DPI, batch_worker, extract_worker, has_existing_output, plan_batch
 from salvo.extract.seed_layout import seed_layout_line
-from salvo.storage import parse_location
+from salvo.pipelines import PIPELINES
+from salvo.storage import location_kind
 
-PIPELINE = "netcdf-extract"
+PIPELINE = PIPELINES["extract"].flow_name
 #: The resolution a plot may be asked for (dots per inch).
 DPI_RANGE = (10, 1200)
 
@@ -75,12 +76,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=main)
 
 
-def _local_state(location: str) -> str | None:
-    """The folder a --state names, or None for an s3:// URL or a storage block's name (refuses a misspelled URL)."""
-    loc = parse_location(location, "--state")
-    return loc.path if loc.kind == "local" else None
-
-
 def check_args(args: argparse.Namespace) -> dict[str, Any]:
     """Every check that needs no work done, before Prefect starts; the flow's checked parameters."""
     if not Path(args.directory).exists():
@@ -100,9 +95,9 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.state is not None:
         if not args.state.strip():
             raise UsageError("--state is empty")
-        local_state = _local_state(args.state)
-        if local_state is not None:
-            validate.output_dir(local_state, "--state")
+        kind, where = location_kind(args.state, "--state")  # refuses a misspelled URL
+        if kind == "local":  # not an s3:// URL or a storage block's name
+            validate.output_dir(where, "--state")
     extract_worker(args.worker_command)  # quotes, placeholders, program
     dask_address = validate.dask_address(args.dask_address) if args.dask_address else None
     return dict(dpi=dpi, run=run_options(args, PIPELINE, dask_address=dask_address))

@@ -23,12 +23,13 @@ from salvo.errors import UsageError
 from salvo.jobs.batch import MIN_RAM_MB, check_input, check_job_command, render_jobs
 from salvo.jobs.builder import DEFAULT_MAX_RAM_MB
 from salvo.jobs.profiles import PROFILES
+from salvo.options import MAX_WORKERS
+from salvo.pipelines import PIPELINES
 
 
 #: Upper limits that catch typos (an extra zero or two) before anything starts.
 MAX_RAM_MB = 1 << 30
-MAX_WORKERS = 256
-PIPELINE = "job-batch"
+PIPELINE = PIPELINES["jobs"].flow_name
 
 
 def _add_job_flags(p: argparse.ArgumentParser) -> None:

@@ -8,21 +8,12 @@ import os
 import sys
 
 from salvo.errors import UsageError
+from salvo.pipelines import PIPELINES
 
-#: Subcommand modules, each with `register(subparsers)`.
-COMMANDS = [
-    "extract",
-    "assembly",
-    "blocks",
-    "subjects",
-    "jobs",
-    "salvage",
-    "deploy",
-    "server",
-    "notify",
-    "demo",
-    "history",
-]
+#: Commands that are not a pipeline's: storage, deployments, the server, notifications, demo, history.
+TOOLS = ["blocks", "deploy", "server", "notify", "demo", "history"]
+#: Subcommand modules, each with `register(subparsers)`: each pipeline's (from the table), then the tools.
+COMMANDS = [*(p.cli_module for p in PIPELINES.values()), *TOOLS]
 
 
 def _prefect_defaults() -> None:

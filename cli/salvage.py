@@ -7,7 +7,9 @@ import sys
 from typing import Any
 
 from salvo.errors import UsageError
-from salvo.options import PIPELINE_TIMEOUT_S
+from salvo.pipelines import PIPELINES
+
+GRIDDED = PIPELINES["gridded"]
 
 SALVAGE_HELP = "Salvage a failed batch run by creating a backup and preparing for re-run."
 MERGE_HELP = "Merge outputs from a salvaged run and a rerun of failed cells."
@@ -117,7 +119,7 @@ def run_recover(args: argparse.Namespace) -> int:
         max_rounds=args.max_rounds,
         timeout=args.timeout,
     )
-    run = run_options(args, "salvage-merge", timeout_s=timeout)
+    run = run_options(args, GRIDDED.flow_name, timeout_s=timeout)
     plan_layout(args.mask, output=args.output, work=args.work_dir)
     render_command(args.model_command, {"mask": args.mask, "output": args.output, "config": args.config or ""})
     if args.cells_per_batch is not None:
@@ -259,7 +261,7 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="DURATION",
         help="kill a model run (its whole process group) after this long: seconds, or 90s, 15m, 2h "
-        f"(default: {PIPELINE_TIMEOUT_S['salvage-merge'] / 3600:g}h)",
+        f"(default: {GRIDDED.timeout_s / 3600:g}h)",
     )
     p.add_argument(
         "--work-dir", help="where each round's backups, masks, re-runs and merges go (default: OUTPUT.recovery)"
@@ -275,7 +277,7 @@ def register(subparsers: Any) -> None:
 
     # The shared flags, as every batch command has them. A round runs one model process (one worker);
     # --retries gives that model run extra tries within its round (default 0: the rounds are the retries).
-    add_runner_flags(p, "salvage-merge", parallel_switch=False, dask=False)
+    add_runner_flags(p, GRIDDED.flow_name, parallel_switch=False, dask=False)
     p.set_defaults(func=run_recover)
 
 

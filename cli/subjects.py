@@ -8,8 +8,9 @@ from typing import Any
 
 from cli.common import CliError, add_runner_flags, fail, print_json, print_summary, run_flow, run_options
 from salvo.errors import UsageError
+from salvo.pipelines import PIPELINES
 
-PIPELINE = "subject-batch"
+PIPELINE = PIPELINES["subjects"].flow_name
 
 DESCRIPTION = """Run a pipeline over every subject of a study, each in its own child process with its own
 log (OUT/<id>/logs/<id>.log), locked, written to OUT/<id>/_work and promoted atomically, with

@@ -24,11 +24,13 @@ from salvo.assembly.run import (
 )
 from salvo.html_report import Section
 from salvo.options import RunOptions
+from salvo.pipelines import PIPELINES
 from salvo.outcome import ItemResult
 from salvo.storage import StorageError, StorageLost, StorageTarget
 from tasks.assembly import abandon_assembly, close_assembly, open_assembly, reassemble_files
 
-RUN, REASSEMBLE = "assembly-run", "assembly-reassemble"
+ASSEMBLY = PIPELINES["assembly"]
+RUN, REASSEMBLE = ASSEMBLY.flow("assembly_run").name, ASSEMBLY.flow("assembly_reassemble").name
 
 
 class _StopOnStorageLoss:
@@ -76,8 +78,8 @@ def assembly_run(
     """
     tag_current_run(RUN)
     # An assembly cannot complete without every chunk: after a chunk fails (once its retries are
-    # spent) no new chunk starts; finished ones are kept for --resume.
-    run = RunOptions.of(RUN, run).model_copy(update={"fail_fast": True})
+    # spent) no new chunk starts; finished ones are kept for --resume (fail_fast="always" in the table).
+    run = RunOptions.of(RUN, run)
     given = {"n_samples": samples, "n_reps": reps, "seed": seed}
     overrides = {**(config or {}), **{k: v for k, v in given.items() if v is not None}}
     plan = plan_assembly(

@@ -14,9 +14,10 @@ from flows.settled import BatchOptions, BatchOutcome, batch_document, split_fini
 from salvo.extract import STATE_DIR, Plan, batch_worker, plan_batch, resume_entry, write_resume_file
 from salvo.batchcore import log_path
 from salvo.items import Worker
+from salvo.pipelines import PIPELINES
 from salvo.report import skip_on_full_disk, summarize
 
-PIPELINE = "netcdf-extract"
+PIPELINE = PIPELINES["extract"].flow_name
 TITLE = "NetCDF batch extraction summary"
 
 

@@ -9,9 +9,10 @@ from prefect import flow
 
 from flows.batch import BatchOptions, batch_state, finish_batch, run_batch, run_namer, tag_current_run
 from salvo.options import RunOptions
+from salvo.pipelines import PIPELINES
 from tasks.jobs import prepare_jobs, report_jobs
 
-PIPELINE = "job-batch"
+PIPELINE = PIPELINES["jobs"].flow_name
 
 
 @flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE), log_prints=True)

@@ -24,8 +24,10 @@ from salvo.gridded.recovery import plan_layout
 from salvo.gridded.split import Batch, merge_batches, split_mask
 from salvo.items import Item, Worker
 from salvo.options import RunOptions
+from salvo.pipelines import PIPELINES
 
-PIPELINE = "salvage-merge"
+PIPELINE = PIPELINES["gridded"].flow_name  # its options and records: the gridded pipeline's
+FLOW = PIPELINES["gridded"].flow("recover_batches").name
 #: What the items are: one batch's whole recovery, as `salvo recover` runs it.
 BATCH_WORKER = Worker("command", "{argv}", verify="salvo.gridded.split:verify_batch")
 
@@ -81,7 +83,7 @@ def merge_task(batches: list[Batch], output: str) -> dict[str, Any]:
     return merge_batches(batches, output)
 
 
-@flow(name="recover-batches", flow_run_name=run_namer("recover-batches"))
+@flow(name=FLOW, flow_run_name=run_namer(FLOW))
 def recover_batches(
     model_command: str,
     mask: str = "run-mask.nc",

@@ -15,6 +15,7 @@ from salvo.gridded.recovery import RecoveryLayout, has_status
 from salvo.gridded.report import console_lines, summarize_recovery
 from salvo.items import Item, Worker
 from salvo.options import RunOptions
+from salvo.pipelines import PIPELINES
 from salvo.runner import stop_requested
 from flows.settled import flow_run_header
 from tasks.gridded import (
@@ -32,7 +33,7 @@ from tasks.gridded import (
     whole_run,
 )
 
-PIPELINE = "salvage-merge"
+PIPELINE = PIPELINES["gridded"].flow_name
 
 
 @flow(name="salvage", flow_run_name="round-{k}-salvage")

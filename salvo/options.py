@@ -12,17 +12,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-#: Where a pipeline's items are slower or faster than the rest: its own default timeout, in seconds.
-#: Every other default lives on the fields of `RunOptions`.
-PIPELINE_TIMEOUT_S: dict[str, float] = {
-    "netcdf-extract": 15 * 60.0,  # the seed's 15-minute limit per file
-    "assembly-run": 15 * 60.0,
-    "job-batch": 60 * 60.0,
-    "subject-batch": 120 * 60.0,  # the seed's 120 minutes per subject
-    "salvage-merge": 24 * 3600.0,  # one model run over the failed cells
-}
+from salvo.pipelines import PIPELINES
+
+#: Where a pipeline's items are slower or faster than the rest: its own default timeout, in seconds
+#: (from the table of pipelines, keyed by its batch flow's name). Every other default lives on the
+#: fields of `RunOptions`.
+PIPELINE_TIMEOUT_S: dict[str, float] = {p.flow_name: p.timeout_s for p in PIPELINES.values()}
 #: Pipelines whose seed stopped at the first failed item (a flow may still be told otherwise).
-FAIL_FAST_PIPELINES = frozenset({"job-batch"})
+FAIL_FAST_PIPELINES = frozenset(p.flow_name for p in PIPELINES.values() if p.fail_fast == "on")
+#: Pipelines that always stop at the first failed item, whatever a run says.
+ALWAYS_FAIL_FAST = frozenset(p.flow_name for p in PIPELINES.values() if p.fail_fast == "always")
+#: The most items a batch may run at once: catches a typo (an extra zero or two) before anything starts.
+MAX_WORKERS = 4096
 #: The longest any timeout may be.
 MAX_TIMEOUT_S = 7 * 86400.0
 
@@ -117,7 +118,9 @@ class RunOptions(BaseModel):
         le=MAX_TIMEOUT_S,
         description="per-item limit in seconds; the item's whole process tree is killed",
     )
-    workers: int = Field(1, ge=1, le=4096, description="items run at once; more than 1 runs them on a Dask task runner")
+    workers: int = Field(
+        1, ge=1, le=MAX_WORKERS, description="items run at once; more than 1 runs them on a Dask task runner"
+    )
     dask_address: str | None = Field(None, description="run on this existing Dask cluster (tcp://host:port)")
     retries: int = Field(
         2,
@@ -199,22 +202,19 @@ class RunOptions(BaseModel):
 
         A flow's ``run`` parameter may set only some fields (a deployment's ``run: {retries: 0}``,
         or ``RunOptions(workers=4)`` in Python): the ones it leaves out take the pipeline's own
-        defaults, so a subject batch keeps its two hours unless a timeout is given.
+        defaults, so a subject batch keeps its two hours unless a timeout is given. A pipeline whose
+        table row says ``fail_fast="always"`` (assembly) stops at the first failed item whatever ``run`` says.
         """
         if run is None:
-            return cls.for_pipeline(pipeline)
-        if isinstance(run, dict):
-            run = cls.model_validate(run)
-        unset = {k: v for k, v in cls.pipeline_defaults(pipeline).items() if k not in run.model_fields_set}
-        return cls.model_validate({**unset, **run.model_dump(include=run.model_fields_set)}) if unset else run
-
-    def resume_settings(self) -> dict[str, Any]:
-        """What of these options changes an item's result, and so belongs in its resume key: nothing.
-
-        Timeouts, workers and retries change how an item is run, not what it produces; they are
-        deliberately left out so that re-running with other limits resumes.
-        """
-        return {}
+            run = cls.for_pipeline(pipeline)
+        else:
+            if isinstance(run, dict):
+                run = cls.model_validate(run)
+            unset = {k: v for k, v in cls.pipeline_defaults(pipeline).items() if k not in run.model_fields_set}
+            run = cls.model_validate({**unset, **run.model_dump(include=run.model_fields_set)}) if unset else run
+        if pipeline in ALWAYS_FAIL_FAST and not run.fail_fast:  # e.g. an assembly needs every chunk
+            run = run.model_copy(update={"fail_fast": True})
+        return run
 
 
 def cpu_workers() -> int:

@@ -18,16 +18,10 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-#: The parameters each pipeline's flow run name is made of (the first one given).
-NAME_PARAMS: dict[str, tuple[str, ...]] = {
-    "netcdf-extract": ("directory",),
-    "assembly-run": ("experiment",),
-    "assembly-reassemble": ("result_name",),
-    "subject-batch": ("manifest", "bids_dir"),
-    "job-batch": ("output_dir",),
-    "salvage-merge": ("output",),
-    "recover-batches": ("output",),
-}
+from salvo.pipelines import all_flows
+
+#: The parameters each pipeline flow's run name is made of (the first one given): the table's.
+NAME_PARAMS: dict[str, tuple[str, ...]] = {f.name: f.name_params for f in all_flows()}
 
 
 def run_name(pipeline: str, parameters: dict[str, Any], when: dt.datetime) -> str:

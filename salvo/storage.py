@@ -152,6 +152,16 @@ def parse_location(text: str | os.PathLike[str], what: str = "storage", *, block
     )
 
 
+def location_kind(text: str | os.PathLike[str], what: str = "storage") -> tuple[str, str]:
+    """Is ``text`` a path, a URL or a block name: ``("local", absolute folder)``, ``("s3", URL)`` or
+    ``("block", name)``, as :func:`parse_location` decides it (refusing what it refuses, naming ``what``).
+
+    The one function every caller asks that question through (records, storage blocks, ``--state``).
+    """
+    loc = parse_location(text, what)
+    return loc.kind, loc.url
+
+
 def _file_url(text: str, what: str, netloc: str, rest: str, path: str) -> Location:
     """RFC 8089: ``file:/abs``, ``file:///abs`` or ``file://localhost/abs``, percent-decoded."""
     if rest.startswith("//") and netloc.lower() not in ("", "localhost"):

@@ -22,7 +22,7 @@ from salvo.contract import digest_problem, output_digest
 from salvo.fsutil import disk_full_reason
 from salvo.index import CLAIMS_DIR, UNHASHABLE_PREFIX, RecordIndex, RecordWriteError
 from salvo.outcome import ItemResult
-from salvo.storage import StorageError, StorageLost, StorageTarget, open_storage, parse_location
+from salvo.storage import StorageError, StorageLost, StorageTarget, location_kind, open_storage
 
 if TYPE_CHECKING:
     from prefect.filesystems import WritableFileSystem
@@ -72,7 +72,7 @@ def _target(state: Any) -> StorageTarget:
         if base:
             return open_storage(str(base))
         raise TypeError(f"unsupported state location {type(state).__name__}")
-    if parse_location(state, "state").kind != "block":  # a Path is a folder, whatever it spells
+    if location_kind(state, "state")[0] != "block":  # a Path is a folder, whatever it spells
         return open_storage(state).child("records")
     from blocks import resolve_storage  # a saved storage block's name
 

@@ -19,9 +19,10 @@ from salvo.report import Summary, skip_on_full_disk
 from salvo.subjects.plan import SubjectPlan, plan_subjects
 from salvo.subjects.manifest import RUNS_DIR
 from salvo.html_report import Section
+from salvo.pipelines import PIPELINES
 from salvo.subjects.report import METRICS_CSV, subject_rows, subject_sections, write_metrics_csv
 
-PIPELINE = "subject-batch"
+PIPELINE = PIPELINES["subjects"].flow_name
 
 
 @task(cache_policy=NONE, persist_result=False)

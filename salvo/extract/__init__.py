@@ -288,11 +288,11 @@ def check_plan(
     """
     root = report_dir(directory, output_dir)
     reserved = [root / STATE_DIR, *(root / name for name in REPORT_FILES), root / HISTORY[0]]
-    from salvo.storage import parse_location  # the one path/URL/block decision (fsspec: imported on use)
+    from salvo.storage import location_kind  # the one path/URL/block decision (fsspec: imported on use)
 
-    state_location = parse_location(state, "--state") if state else None
-    if state_location is not None and state_location.kind == "local":
-        reserved.append(Path(state_location.path))
+    kind, where = location_kind(state, "--state") if state else ("", "")
+    if kind == "local":
+        reserved.append(Path(where))
     # Every output resolved once (its folder once for all its siblings), kept for the layout check.
     folders: dict[str, str] = {}
     local = [it for it in items if "://" not in it.outputs[0]]

@@ -10,18 +10,11 @@ import yaml
 
 from deployments.serve import PREFECT_FILE, ROOT, deployable_file, deployment_env
 from cli.main import main
+from salvo.pipelines import all_flows
 from tests.helpers import salvo
 
 DEPLOYMENTS = yaml.safe_load(PREFECT_FILE.read_text())["deployments"]
-PIPELINES = {
-    "netcdf-extract",
-    "assembly-run",
-    "assembly-reassemble",
-    "subject-batch",
-    "job-batch",
-    "salvage-merge",
-    "recover-batches",
-}
+PIPELINES = {f.name for f in all_flows()}  # the table of pipelines' flows (salvo/pipelines.py)
 
 
 def _templated(deployment: dict, env: dict[str, str]) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from salvo.errors import UsageError
-from salvo.storage import ACCEPTED_FORMS, open_storage, parse_location
+from salvo.storage import ACCEPTED_FORMS, location_kind, open_storage, parse_location
 from tests.badinput import assert_refused, snapshot
 
 pytestmark = pytest.mark.pure
@@ -67,6 +67,17 @@ def test_accepted_spellings_resolve_to_one_place(text: str, cwd: Path) -> None:
         assert loc.url.startswith(("s3://", "s3a://"))  # the scheme is normalised to lower case
     else:
         assert loc.name == where and loc.url == where
+
+
+def test_location_kind_is_the_one_answer_path_url_or_block(cwd: Path) -> None:
+    # What the records, storage blocks and --state ask: which kind, and the local folder.
+    assert location_kind("data/x") == ("local", str(cwd / "data/x"))
+    assert location_kind("file:///data/my%20dir") == ("local", "/data/my dir")
+    assert location_kind(Path("s3:x")) == ("local", str(cwd / "s3:x"))
+    assert location_kind("S3://lab/salvo/") == ("s3", "s3://lab/salvo")
+    assert location_kind("lab-store") == ("block", "lab-store")
+    with pytest.raises(UsageError, match="--state"):
+        location_kind("s3//lab/x", "--state")
 
 
 def test_a_bare_name_is_a_folder_where_no_block_can_be_meant(cwd: Path) -> None:
