@@ -3,7 +3,7 @@
 Set-up (not timed): 10,000 small input files, older than the hash cache's "racily clean" window
 (as inputs of a finished batch are), one output folder with a PNG each, and the 10,000 records a
 finished `salvo extract --worker-command ...` batch leaves, written through the public
-``tasks.records`` API (claim, write) exactly as the batch writes them. Running the real batch
+``salvo.spine.records`` API (claim, write) exactly as the batch writes them. Running the real batch
 first would take minutes of worker processes that are not what is measured here.
 
 Timed, each a fresh child process:
@@ -33,11 +33,11 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def build(root: Path, n: int) -> dict[str, str]:
     """Inputs, outputs and records of a finished batch of ``n`` items; return the CLI's paths."""
-    from flows.extract_settled import plan_for as _plan
-    from flows.settled import split_finished
+    from salvo.spine.extract_settled import plan_for as _plan
+    from salvo.spine.settled import split_finished
     from salvo.index import flush_all
     from salvo.outcome import ItemResult, Status
-    from tasks.records import item_lock, record_store, write_record
+    from salvo.spine.records import item_lock, record_store, write_record
 
     src, out, state = root / "in", root / "out", root / "state"
     src.mkdir(parents=True)
@@ -61,8 +61,8 @@ def build(root: Path, n: int) -> dict[str, str]:
 
 IN_PROCESS = (
     "import sys, time, json\n"
-    "from flows.settled import split_finished\n"
-    "from flows.extract_settled import plan_for as _plan, already_done\n"
+    "from salvo.spine.settled import split_finished\n"
+    "from salvo.spine.extract_settled import plan_for as _plan, already_done\n"
     "plan, worker, options = _plan(sys.argv[1], '*.nc', sys.argv[2], False, sys.argv[4], sys.argv[3])\n"
     "t = time.perf_counter()\n"
     "finished, pending = split_finished(plan.items, worker, options=options)\n"

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from benchmarks.common import ROOT, bench_env, goal, scale
-from salvo.procs import free_port, stop_local_server
+from deployments.server import stop_local_server
+from salvo.procs import free_port
 
 FILES = 3
 FULL = os.environ.get("SALVO_BENCH_FULL") == "1"
@@ -201,7 +202,7 @@ WHY_FLOOR = (
 
 
 def _url(home: Path) -> str:
-    from salvo.procs import read_state
+    from deployments.server import read_state
 
     info = read_state(home)
     if info is None:

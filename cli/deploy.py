@@ -1,8 +1,8 @@
 """`salvo serve` and `salvo deploy`: the command line only.
 
 What they do lives in `deployments/serve.py` (Prefect: settings, work pool, blocks, `prefect deploy`,
-the serve loop) and `salvo/procs.py` (processes, each in its own session, stopped together; health
-polling), so nothing `salvo serve` starts outlives it.
+the serve loop), `deployments/server.py` (health polling) and `salvo/procs.py` (processes, each in its own
+session, stopped together), so nothing `salvo serve` starts outlives it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 
 from cli.common import positive_float, positive_int
 from salvo.errors import UsageError
-from salvo.procs import DEFAULT_PORT, port_in_use, read_state
+from deployments.server import DEFAULT_PORT, read_state
+from salvo.procs import port_in_use
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POOL = "salvo-process"

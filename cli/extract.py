@@ -183,9 +183,16 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _already_done(**where: Any) -> dict[str, Any] | None:
-    from flows.extract_settled import already_done  # no Prefect import: a finished batch needs no API
+    from salvo.spine.extract_settled import already_done  # no Prefect import: a finished batch needs no API
 
-    return already_done(**where)
+    return already_done(**where, load_block=_load_block)
+
+
+def _load_block(name: str) -> Any:
+    """The records of the storage block saved as ``name`` (Prefect's API: imported only for a block's name)."""
+    from tasks.state import resolve_state
+
+    return resolve_state(name)
 
 
 def _prestart(worker: Any, run: Any, pending: int) -> None:

@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from salvo.errors import UsageError
-from salvo.runnames import NAME_PARAMS
+from deployments.runs import NAME_PARAMS
 
 #: The flows whose failure is news: each pipeline's own flow, not the subflows of a round.
 PIPELINE_FLOWS = sorted(NAME_PARAMS)

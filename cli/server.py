@@ -7,7 +7,7 @@ Every `salvo` command that needs Prefect calls `prepare_api()` before Prefect is
    ``PREFECT_HOME/profiles.toml``) always wins. If it does not answer ``/api/health``, the command
    stops with one line naming the URL, exit 1 (`RunFailed`), before any work.
 2. Otherwise, unless ``SALVO_LOCAL_SERVER=0``, the *local server* of ``PREFECT_HOME`` is used,
-   started in the background by the first command that needs it (`salvo.procs.ensure_local_server`)
+   started in the background by the first command that needs it (`deployments.server.ensure_local_server`)
    and left running for the next ones: `salvo server stop` stops it.
 3. If it cannot start, the command falls back to Prefect's temporary (ephemeral) API, with a one-line
    warning.
@@ -30,13 +30,14 @@ import tomllib
 from typing import Any
 
 from cli.common import RunFailed, positive_float, positive_int
+from deployments import runs
+from deployments import server as prefect_server
 from salvo import procs
 from salvo.errors import UsageError
-from salvo import runnames
 from salvo.validate import redact
 
 #: Tag prefix of flow runs started by a `salvo` command: ``salvo-driver:HOST:PID``.
-DRIVER_TAG = runnames.DRIVER_TAG
+DRIVER_TAG = runs.DRIVER_TAG
 _state: dict[str, Any] = {"prepared": False, "url": None, "skip": False}
 
 
@@ -56,7 +57,7 @@ def user_api_url() -> str | None:
     if url := os.environ.get("PREFECT_API_URL", "").strip():
         return url.rstrip("/")
     try:
-        doc = tomllib.loads((procs.prefect_home() / "profiles.toml").read_text())
+        doc = tomllib.loads((prefect_server.prefect_home() / "profiles.toml").read_text())
     except (OSError, tomllib.TOMLDecodeError):
         return None
     active = os.environ.get("PREFECT_PROFILE") or doc.get("active") or "ephemeral"
@@ -66,7 +67,7 @@ def user_api_url() -> str | None:
 
 def check_api(url: str) -> None:
     """Stop with one line and exit 1 if the Prefect API at ``url`` does not answer ``/health``."""
-    if not procs.api_healthy(url, timeout_s=float(os.environ.get("SALVO_API_CHECK_TIMEOUT", "5"))):
+    if not prefect_server.api_healthy(url, timeout_s=float(os.environ.get("SALVO_API_CHECK_TIMEOUT", "5"))):
         raise RunFailed(
             f"the Prefect API at {redact(url)} does not answer (GET {redact(url)}/health); "
             "start it, or unset PREFECT_API_URL to use Salvo's local server"
@@ -95,7 +96,7 @@ def prepare_api(*, warn: Any = None) -> str | None:
             check_api(url)
         elif local_server_enabled():
             try:
-                info, started = procs.ensure_local_server(
+                info, started = prefect_server.ensure_local_server(
                     startup_timeout_s=float(os.environ.get("SALVO_SERVER_STARTUP_TIMEOUT", "180"))
                 )
                 url = info.url
@@ -233,12 +234,12 @@ def temporary_api_in_own_session() -> None:
 
 
 def mark_crashed_runs(url: str) -> list[str]:
-    """Mark Crashed the runs whose `salvo` driver on this host is gone (`salvo.runnames.mark_crashed_runs`).
+    """Mark Crashed the runs whose `salvo` driver on this host is gone (`deployments.runs.mark_crashed_runs`).
 
     The local server's guard does it every few seconds; a command does it once when it starts, for
     a server Salvo did not start.
     """
-    return runnames.mark_crashed_runs(url, by="the next salvo command")
+    return runs.mark_crashed_runs(url, by="the next salvo command")
 
 
 # --------------------------------------------------------------------------- salvo server
@@ -268,12 +269,12 @@ def register(subparsers: Any) -> None:
     sub.add_parser("stop", help="stop it (nothing else keeps running afterwards)").set_defaults(func=_stop)
 
 
-def _describe(info: procs.ServerInfo) -> str:
+def _describe(info: prefect_server.ServerInfo) -> str:
     return f"UI {info.ui}  API {info.url}  PID {info.pid}  PREFECT_HOME {info.home}  log {info.log}"
 
 
 def _start(args: argparse.Namespace) -> int:
-    info, started = procs.ensure_local_server(port=args.port, startup_timeout_s=args.timeout)
+    info, started = prefect_server.ensure_local_server(port=args.port, startup_timeout_s=args.timeout)
     if not started and args.port and info.port != args.port:
         raise UsageError(
             f"a local server already runs on port {info.port}; `salvo server stop` it first to use port {args.port}"
@@ -288,9 +289,9 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    info = procs.read_state()
+    info = prefect_server.read_state()
     alive = info is not None and info.alive()
-    healthy = alive and procs.api_healthy(info.url)  # type: ignore[union-attr]
+    healthy = alive and prefect_server.api_healthy(info.url)  # type: ignore[union-attr]
     user = user_api_url()
     if args.json:
         print(
@@ -311,7 +312,8 @@ def _status(args: argparse.Namespace) -> int:
         print(f"Starting or not answering: {_describe(info)}")  # type: ignore[arg-type]
     else:
         print(
-            f"Not running (PREFECT_HOME {procs.prefect_home()}); the next salvo command that needs Prefect starts it"
+            f"Not running (PREFECT_HOME {prefect_server.prefect_home()});"
+            " the next salvo command that needs Prefect starts it"
             + ("" if local_server_enabled() else " unless SALVO_LOCAL_SERVER=0, as it is now")
         )
     if user and not args.json:
@@ -320,11 +322,11 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    info = procs.stop_local_server()
+    info = prefect_server.stop_local_server()
     print(
         f"Stopped the local Prefect server (PID {info.pid}, {info.ui})."
         if info
-        else f"No local Prefect server was running (PREFECT_HOME {procs.prefect_home()})."
+        else f"No local Prefect server was running (PREFECT_HOME {prefect_server.prefect_home()})."
     )
     return 0
 

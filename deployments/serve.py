@@ -1,6 +1,6 @@
 """What `salvo serve` and `salvo deploy` do with Prefect: settings, work pool, blocks, `prefect deploy`, the serve loop.
 
-Process supervision and health polling live in `salvo.procs`; the command line in `cli/deploy.py`.
+Process supervision lives in `salvo.procs`, health polling in `deployments.server`; the command line in `cli/deploy.py`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 
 from salvo.errors import UsageError
-from salvo.runnames import NAME_PARAMS, name_new_runs, run_name  # noqa: F401 - re-exported
-from salvo.procs import HOST, Processes, no_interrupts, prefect_command, sigterm_as_interrupt, supervise, wait_healthy
+from deployments.runs import NAME_PARAMS, name_new_runs, run_name  # noqa: F401 - re-exported
+from deployments.server import prefect_command, wait_healthy
+from salvo.procs import HOST, Processes, no_interrupts, sigterm_as_interrupt, supervise
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT_FILE = ROOT / "deployments" / "prefect.yaml"

@@ -24,13 +24,14 @@ from salvo import batchcore
 from salvo.items import Item, Worker
 from salvo.outcome import ItemResult, Status
 from salvo.html_report import warm_up
-from salvo.runnames import run_name
+from deployments.runs import run_name
 from salvo.report import summarize, summary_markdown, table_rows
 from salvo.options import RunOptions
 from salvo.runner import request_stop, responsive_threads, stop_requested
 from tasks.items import run_items
-from flows.settled import BatchOptions, BatchOutcome, batch_document, split_finished  # noqa: F401 - re-exported
-from tasks.records import stop_on_storage_loss
+from flows.run_header import batch_document
+from salvo.spine.settled import BatchOptions, BatchOutcome  # noqa: F401 - re-exported
+from tasks.state import split_finished, stop_on_storage_loss
 
 #: Most items one task carries on a Dask cluster (re-exported for callers of the old name).
 MAX_ITEMS_PER_TASK = batchcore.MAX_ITEMS_PER_TASK
@@ -275,7 +276,7 @@ def finish_batch(
     message and no traceback (``fail_on_error=False`` then always gives Completed). Without it,
     the document is returned, or ``BatchFailed`` raised (kept for flows not yet switched).
     ``header``, ``sections``, ``also_as``, ``link_base``: the pipeline's additions to its run report
-    (see ``flows.settled.batch_document``).
+    (see ``salvo.spine.settled.batch_document``).
     """
     doc = batch_document(
         outcome,
@@ -318,7 +319,7 @@ def batch_state(doc: dict[str, Any]) -> State:
 
 
 def run_namer(pipeline: str) -> Callable[[], str]:
-    """A flow_run_name function: ``PIPELINE-INPUT-TIME`` (:func:`salvo.runnames.run_name`, the same
+    """A flow_run_name function: ``PIPELINE-INPUT-TIME`` (:func:`deployments.runs.run_name`, the same
     name the local server gives the run while it waits), with relative inputs made absolute."""
 
     def name() -> str:

@@ -9,7 +9,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.batch import BatchOptions, BatchOutcome, finish_batch, run_batch, run_namer, tag_current_run
-from flows.extract_settled import PIPELINE, TITLE, already_done, plan_for  # noqa: F401 - already_done re-exported
+from salvo.spine.extract_settled import PIPELINE, TITLE, already_done, plan_for  # noqa: F401 - already_done re-exported
 from salvo import batchcore
 from salvo.extract import Plan, has_existing_output, remember_resume_lists, resume_entry, write_resume_file
 from salvo.extract.journal import ResumeJournal
@@ -19,7 +19,8 @@ from salvo.items import Worker
 from salvo.options import RunOptions
 from salvo.outcome import ItemResult, Status
 from salvo.report import skip_on_full_disk
-from tasks.records import record_store, write_record
+from salvo.spine.records import write_record
+from tasks.state import record_store
 
 
 @flow(name=PIPELINE, flow_run_name=run_namer(PIPELINE), log_prints=True)

@@ -17,7 +17,7 @@ from salvo.items import Item, Worker
 from salvo.options import RunOptions
 from salvo.pipelines import PIPELINES
 from salvo.runner import stop_requested
-from flows.settled import flow_run_header
+from flows.run_header import flow_run_header
 from tasks.gridded import (
     collect_rerun,
     count_cells,

@@ -1,7 +1,7 @@
 """The one table of Salvo's pipelines: what each is called where, and what differs between them.
 
 Every reader takes its facts from here: the run options (`salvo.options`: default timeout and
-fail-fast), run names (`salvo.runnames.NAME_PARAMS`), the CLI (`cli.main.COMMANDS`), the demo
+fail-fast), run names (`deployments.runs.NAME_PARAMS`), the CLI (`cli.main.COMMANDS`), the demo
 (`cli.demo.DEMOS`), each flow's and CLI module's ``PIPELINE``, notifications, and
 `deployments/prefect.yaml` (a file Prefect reads: ``tests/spine/test_pipelines.py`` holds it to
 this table, both ways). A sixth pipeline is one row here (plus its own modules).

@@ -18,7 +18,8 @@ from salvo.batchcore import failure_message, run_many
 from salvo.items import Item, Worker
 from salvo.options import RunOptions
 from salvo.outcome import ItemResult
-from tasks.records import StateLocation, item_lock, read_record, record_store, write_record
+from salvo.spine.records import StateLocation, item_lock, read_record, write_record
+from tasks.state import record_store
 
 
 class _NoEmptyExcInfo(logging.Filter):
@@ -49,7 +50,7 @@ class ItemResults(list):
 
 
 class PrefectRecords:
-    """The batch's resume records (``tasks.records``), as :mod:`salvo.batchcore` uses them."""
+    """The batch's resume records (``salvo.spine.records``), as :mod:`salvo.batchcore` uses them."""
 
     def __init__(self, store: Any) -> None:
         self.store = store

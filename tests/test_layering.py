@@ -1,25 +1,67 @@
-"""The domain package stays plain: importing all of salvo/ never imports Prefect."""
+"""The domain package stays plain: importing all of salvo/ never imports Prefect, nor an HTTP client.
+
+Speaking to the Prefect server by HTTP is the job of ``deployments.server`` (health, the local
+server and its guard) and ``deployments.runs`` (run names, crashed-run marking) alone.
+"""
 
 from __future__ import annotations
 
+import functools
 import pkgutil
 import subprocess
 import sys
 
 import salvo
 
+#: Modules that speak HTTP: none of them may be imported by the domain.
+HTTP_MODULES = ("urllib.request", "http.client", "requests", "httpx")
 
-def test_salvo_never_imports_prefect() -> None:
-    modules = sorted(m.name for m in pkgutil.walk_packages(salvo.__path__, "salvo."))
-    assert "salvo.runner" in modules and len(modules) > 10
+
+@functools.lru_cache(maxsize=None)
+def _loaded_after_importing(modules: tuple[str, ...]) -> frozenset[str]:
+    """Every module a fresh interpreter holds after importing ``modules``."""
     code = (
         "import importlib, sys\n"
-        f"for m in {modules!r}:\n"
+        f"for m in {list(modules)!r}:\n"
         "    importlib.import_module(m)\n"
-        "bad = sorted(m for m in sys.modules"
-        " if m == 'prefect' or m.startswith('prefect.') or m.startswith('prefect_'))\n"
-        "print(','.join(bad))\n"
+        "print(','.join(sorted(sys.modules)))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == ""
+    return frozenset(proc.stdout.strip().split(","))
+
+
+def _salvo_modules() -> tuple[str, ...]:
+    return tuple(sorted(m.name for m in pkgutil.walk_packages(salvo.__path__, "salvo.")))
+
+
+def _http_clients(loaded: frozenset[str]) -> list[str]:
+    return sorted(m for m in loaded if any(m == h or m.startswith(f"{h}.") for h in HTTP_MODULES))
+
+
+def test_salvo_never_imports_prefect() -> None:
+    modules = _salvo_modules()
+    assert "salvo.runner" in modules and len(modules) > 10
+    assert {"salvo.spine.records", "salvo.spine.settled", "salvo.spine.extract_settled"} <= set(modules)
+    loaded = _loaded_after_importing(modules)
+    bad = sorted(m for m in loaded if m == "prefect" or m.startswith("prefect.") or m.startswith("prefect_"))
+    assert bad == []
+
+
+def test_salvo_speaks_no_http() -> None:
+    modules = _salvo_modules()
+    assert "salvo.procs" in modules and "salvo.storage" in modules
+    assert _http_clients(_loaded_after_importing(modules)) == []
+
+
+def test_only_deployments_server_and_runs_speak_http_to_the_prefect_server() -> None:
+    # The check above sees an HTTP speaker: each of the two modules that talk to the server does load one.
+    for module in ("deployments.server", "deployments.runs"):
+        assert "urllib.request" in _http_clients(_loaded_after_importing((module,))), module
+    # And what they do is not in the domain package any more.
+    modules = _salvo_modules()
+    assert "salvo.runnames" not in modules
+    import salvo.procs
+
+    for name in ("api_healthy", "wait_healthy", "ensure_local_server", "running_server", "stop_local_server"):
+        assert not hasattr(salvo.procs, name), name

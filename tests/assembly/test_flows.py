@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from blocks import save_storage_block
 from cli.main import main as salvo_main
 from flows.assembly import assembly_reassemble, assembly_run
-from flows.batch_framework import create_batch_executor
+from salvo_compat.batch_framework import create_batch_executor
 from salvo.assembly.ledger import claim_assembly_id, describe_status, find_assembly, read_ledger, record_event
 from salvo.options import RunOptions
 from salvo.storage import open_storage

@@ -241,7 +241,7 @@ def test_a_task_dask_gives_up_on_fails_its_item_and_its_task_run_does_not_stay_r
 @pytest.mark.pure
 def test_a_claim_held_by_a_zombie_process_is_free_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A killed holder that its parent has not reaped yet (a SIGKILLed Dask worker without a nanny) is gone."""
-    from tasks.records import item_lock, record_store
+    from salvo.spine.records import item_lock, record_store
     from tests.spine.test_claims import _holder
 
     monkeypatch.delenv("SALVO_HOST_ID", raising=False)

@@ -24,7 +24,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from salvo.procs import api_healthy, free_port, process_alive, processes_with_token, read_state, stop_local_server
+from deployments.server import api_healthy, read_state, stop_local_server
+from salvo.procs import free_port, process_alive, processes_with_token
 from salvo.samples.netcdf import write_series_file
 from tests.helpers import child_env_for, salvo, wait_until
 
@@ -136,7 +137,7 @@ def test_two_commands_starting_at_once_share_one_server(tmp_path: Path, home: Pa
         for p in psutil.process_iter(["cmdline", "environ"])
         if "server" in (p.info["cmdline"] or [])
         and "start" in (p.info["cmdline"] or [])
-        and "salvo.procs" not in (p.info["cmdline"] or [])
+        and "deployments.server" not in (p.info["cmdline"] or [])
         and (p.info["environ"] or {}).get("PREFECT_HOME") == str(home)
     ]
     assert [p.ppid() for p in servers] == [info.pid]  # one server, under the guard the state file names

@@ -1,5 +1,5 @@
-"""salvo.procs and cli.server without a Prefect server: the reaper's sweep, a server that fails to start,
-names, settings."""
+"""salvo.procs, deployments.server and cli.server without a Prefect server: the reaper's sweep, a server that
+fails to start, names, settings."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from deployments import server
 from salvo import procs
 from salvo.errors import UsageError
 from tests.helpers import wait_until
@@ -61,12 +62,12 @@ def test_the_reaper_ends_the_drivers_processes_when_the_driver_is_killed(tmp_pat
 
 def test_a_local_server_that_cannot_start_is_one_line_naming_its_log_and_leaves_no_state(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
-        procs.ensure_local_server(tmp_path / "home", port=procs.free_port(), startup_timeout_s=30, python="/bin/false")
+        server.ensure_local_server(tmp_path / "home", port=procs.free_port(), startup_timeout_s=30, python="/bin/false")
     assert (
         "exited with code 1" in str(err.value) and "salvo-server.log" in str(err.value) and "\n" not in str(err.value)
     )
-    assert procs.read_state(tmp_path / "home") is None
-    assert procs.stop_local_server(tmp_path / "home") is None
+    assert server.read_state(tmp_path / "home") is None
+    assert server.stop_local_server(tmp_path / "home") is None
 
 
 def test_the_user_api_url_comes_from_the_environment_else_the_active_profile(

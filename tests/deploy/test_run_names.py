@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from salvo.procs import ensure_local_server, free_port, stop_local_server
-from salvo.runnames import api_call, run_name
+from deployments.runs import api_call, run_name
+from deployments.server import ensure_local_server, stop_local_server
+from salvo.procs import free_port
 from tests.helpers import wait_until
 
 
@@ -92,7 +93,7 @@ def test_every_pipeline_flow_is_named_from_parameters_it_has() -> None:
     from flows.recover_batches import recover_batches
     from flows.salvage_merge import salvage_merge
     from flows.subject_batch import subject_batch
-    from salvo.runnames import NAME_PARAMS
+    from deployments.runs import NAME_PARAMS
 
     flows = {
         f.name: f

@@ -1,4 +1,4 @@
-"""A fully resumed `salvo extract` is answered from the records alone (flows.extract_settled), directly."""
+"""A fully resumed `salvo extract` is answered from the records alone (salvo.spine.extract_settled), directly."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.extract_settled import already_done, plan_for
-from flows.settled import split_finished
+from salvo.spine.extract_settled import already_done, plan_for
+from salvo.spine.settled import split_finished
 from salvo.index import flush_all
 from salvo.outcome import ItemResult, Status
-from tasks.records import record_store, write_record
+from salvo.spine.records import record_store, write_record
 
 pytestmark = pytest.mark.pure
 
@@ -68,7 +68,7 @@ def test_a_finished_item_whose_output_is_gone_runs_again(tmp_path: Path, lost: s
 def test_the_answer_imports_neither_prefect_nor_the_plotting_stack(tmp_path: Path) -> None:
     src = _finished_batch(tmp_path)
     code = (
-        "import sys\nfrom flows.extract_settled import already_done\n"
+        "import sys\nfrom salvo.spine.extract_settled import already_done\n"
         f"assert already_done(directory={str(src)!r}, worker_command={WORKER!r}) is not None\n"
         "print(sorted(m for m in ('prefect', 'numpy', 'matplotlib', 'xarray') if m in sys.modules))\n"
     )

@@ -16,7 +16,8 @@ import pytest
 from salvo.outcome import ItemResult, Status
 from salvo.procs import free_port
 from salvo.storage import StorageLost, open_storage
-from tasks.records import StopOnStorageLoss, stop_on_storage_loss
+from salvo.spine.records import StopOnStorageLoss
+from tasks.state import stop_on_storage_loss
 from tests.extract.scripts import command, write_script
 from tests.helpers import child_env_for, markers, wait_until
 

@@ -42,7 +42,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time, pathlib
     from salvo.outcome import ItemResult, Status
-    from tasks.records import item_lock, record_store, write_record
+    from salvo.spine.records import item_lock, record_store, write_record
     state, key, ready, go, verdict = sys.argv[1:6]
     store = record_store(state)
     with item_lock(store, key):
@@ -104,7 +104,7 @@ def _holder(state: str, key: str, tmp_path: Path, **env: str) -> tuple[subproces
 def test_a_dead_hosts_claim_is_taken_over_after_its_lease(
     storage_location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: ANN001
-    from tasks.records import item_lock, read_record, record_store
+    from salvo.spine.records import item_lock, read_record, record_store
 
     if storage_location.endpoint_url:
         monkeypatch.setenv("AWS_ENDPOINT_URL", storage_location.endpoint_url)
@@ -123,7 +123,7 @@ def test_a_dead_hosts_claim_is_taken_over_after_its_lease(
 
 
 def test_on_one_host_a_dead_processs_claim_is_free_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.records import item_lock, record_store
+    from salvo.spine.records import item_lock, record_store
 
     monkeypatch.delenv("SALVO_HOST_ID", raising=False)
     proc, *_ = _holder(str(tmp_path / "state"), "d" * 40, tmp_path, SALVO_LEASE_S="60")
@@ -139,7 +139,7 @@ def test_a_host_that_lost_its_lease_does_not_record_over_the_new_holder(
     storage_location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: ANN001
     from salvo.outcome import ItemResult, Status
-    from tasks.records import item_lock, read_record, record_store, write_record
+    from salvo.spine.records import item_lock, read_record, record_store, write_record
 
     if storage_location.endpoint_url:
         monkeypatch.setenv("AWS_ENDPOINT_URL", storage_location.endpoint_url)

@@ -69,7 +69,7 @@ def test_the_demos_are_the_tables() -> None:
 @pytest.mark.pure
 def test_run_options_and_run_names_read_the_table() -> None:
     from salvo.options import PIPELINE_TIMEOUT_S, RunOptions
-    from salvo.runnames import NAME_PARAMS
+    from deployments.runs import NAME_PARAMS
 
     assert PIPELINE_TIMEOUT_S == {p.flow_name: p.timeout_s for p in PIPELINES.values()}
     assert NAME_PARAMS == {f.name: f.name_params for f in all_flows()}

@@ -22,7 +22,7 @@ from salvo.items import Item, Worker
 from salvo.options import RunOptions
 from salvo.outcome import ItemResult, Status
 from salvo.samples.netcdf import write_series_file
-from tasks.records import read_record, record_store, write_record
+from salvo.spine.records import read_record, record_store, write_record
 from tests.deploy.conftest import MARKER_WORKER
 from tests.helpers import markers
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from salvo.outcome import ItemResult, Status
-from tasks.records import read_record, record_store, write_record
+from salvo.spine.records import read_record, record_store, write_record
 from tests.helpers import PUBLIC_FIXTURES, salvo
 from tests.trust.test_publish import _command
 

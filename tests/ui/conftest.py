@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from salvo.procs import ServerInfo, read_state, stop_local_server
+from deployments.server import ServerInfo, read_state, stop_local_server
 from salvo.samples.netcdf import write_series_file
 from tests.helpers import child_env_for, salvo
 

@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-from salvo.procs import port_in_use, stop_local_server
+from deployments.server import stop_local_server
+from salvo.procs import port_in_use
 from tests.helpers import salvo, wait_until
 from tests.ui.conftest import ROOT, assert_no_green_run_holds_a_failure, series, start_local, worker
 

@@ -1,4 +1,4 @@
-"""netcdf-extract's planning and its fully resumed answer, without Prefect (see ``flows.settled``).
+"""netcdf-extract's planning and its fully resumed answer, without Prefect (see ``salvo.spine.settled``).
 
 ``salvo extract`` on a folder whose every file an earlier run finished answers from the records
 here, with no flow run and no ``import prefect``; the flow (``flows.netcdf_extract``) plans
@@ -7,14 +7,17 @@ with the same function.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
-from flows.settled import BatchOptions, BatchOutcome, batch_document, split_finished
+from salvo.spine.settled import BatchOptions, BatchOutcome, batch_document, split_finished
 from salvo.extract import STATE_DIR, Plan, batch_worker, plan_batch, resume_entry, write_resume_file
 from salvo.batchcore import log_path
 from salvo.items import Worker
 from salvo.pipelines import PIPELINES
+from salvo.spine.records import StateLocation, is_block_name
 from salvo.report import skip_on_full_disk, summarize
 
 PIPELINE = PIPELINES["extract"].flow_name
@@ -74,11 +77,13 @@ def already_done(
     seed_layout: bool | None = False,
     worker_script: str | None = None,
     workdir: str | None = None,
+    load_block: Callable[[str], StateLocation] | None = None,
 ) -> dict[str, Any] | None:
     """The batch's reports if an earlier run finished every item, else None; no flow run needed.
 
     The command line uses this to answer a fully resumed batch without starting Prefect's API;
     ``planned`` is its own ``plan_batch`` of the same arguments (without ``resume``), not made twice.
+    ``load_block`` loads a ``state`` that names a saved storage block (Prefect's API: the caller's).
     """
     t0 = time.monotonic()
     if planned is None:
@@ -98,6 +103,8 @@ def already_done(
         plan, worker, options = planned, batch_worker(planned, worker_command or None), _options(planned, state)
     if plan.settled or not plan.items:  # an unreadable input is an error to report: that needs a run
         return None
+    if load_block is not None and is_block_name(options.state):
+        options = dataclasses.replace(options, state=load_block(options.state))
     finished, pending = split_finished(plan.items, worker, options=options)
     if pending:
         return None

@@ -7,9 +7,7 @@ server's start-up check). ``flows.batch`` builds on these for the batches that d
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +19,7 @@ from salvo.options import RunOptions
 from salvo.outcome import ItemResult
 from salvo.html_report import Section
 from salvo.report import Summary, write_reports
-from tasks.records import StateLocation, read_record, record_store
+from salvo.spine.records import StateLocation, read_record, record_store
 
 
 @dataclass
@@ -62,33 +60,6 @@ def split_finished(
     )
 
 
-def flow_run_header(**given: Any) -> dict[str, Any]:
-    """What the running flow run says of itself for the report's header (name, id, parameters, start,
-    UI link), when this process runs one; then ``given``. Never imports Prefect itself: a batch
-    answered from its records alone has no flow run."""
-    info: dict[str, Any] = {}
-    if "prefect" in sys.modules:
-        try:
-            from prefect.context import FlowRunContext
-
-            ctx = FlowRunContext.get()
-            run = ctx.flow_run if ctx is not None else None
-            if run is not None:
-                info = {
-                    "run_name": run.name,
-                    "run_id": str(run.id),
-                    "parameters": json.loads(json.dumps(run.parameters, default=str)),
-                }
-                if run.start_time is not None:
-                    info["started"] = run.start_time.isoformat(timespec="seconds")
-                from prefect.runtime import flow_run
-
-                info["ui_url"] = flow_run.ui_url or ""
-        except Exception:  # noqa: BLE001 - a header without the UI link is still a report
-            pass
-    return {**info, **{k: v for k, v in given.items() if v is not None}}
-
-
 def batch_document(
     outcome: BatchOutcome,
     *,
@@ -115,7 +86,7 @@ def batch_document(
             title=title,
             logs=outcome.logs,
             items=items,
-            header=flow_run_header(**(header or {})),
+            header={k: v for k, v in (header or {}).items() if v is not None},
             sections=sections,
             also_as=also_as,
             base=link_base,

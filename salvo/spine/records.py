@@ -15,23 +15,20 @@ import logging
 import os
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 from salvo.claims import Claim
 from salvo.contract import digest_problem, output_digest
-from salvo.fsutil import disk_full_reason
 from salvo.index import CLAIMS_DIR, UNHASHABLE_PREFIX, RecordIndex, RecordWriteError
 from salvo.outcome import ItemResult
 from salvo.storage import StorageError, StorageLost, StorageTarget, location_kind, open_storage
-
-if TYPE_CHECKING:
-    from prefect.filesystems import WritableFileSystem
 
 __all__ = [
     "StateLocation",
     "RecordStore",
     "RecordWriteError",
     "StopOnStorageLoss",
+    "is_block_name",
     "record_store",
     "item_lock",
     "read_record",
@@ -41,23 +38,15 @@ __all__ = [
 
 log = logging.getLogger("salvo.records")
 
-
-class _NoStorageTraceback(logging.Filter):
-    """A storage that stops answering is an expected end (the command says so in one line), not a
-    crash: Prefect's lines about the task or flow run it ended keep their message, without a traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
-        if isinstance(exc, (StorageError, RecordWriteError)) or (exc is not None and disk_full_reason(exc)):
-            record.exc_info, record.exc_text = None, None
-        return True
+#: Where records live: a local folder, an s3:// URL, or a storage block (read by duck typing: its
+#: ``target`` or ``basepath``). A saved block's *name* is loaded through Prefect's API first
+#: (``tasks.state.resolve_state``): the spine never imports Prefect.
+StateLocation = Union[str, os.PathLike, StorageTarget, Any]
 
 
-for _name in ("prefect.task_runs", "prefect.flow_runs"):
-    logging.getLogger(_name).addFilter(_NoStorageTraceback())
-
-#: Where records live: a local folder, an s3:// URL, a storage block or a saved block's name.
-StateLocation = Union[str, os.PathLike, "WritableFileSystem"]
+def is_block_name(state: Any) -> bool:
+    """Whether ``state`` is the name of a saved storage block (not a path, not a URL, not a block)."""
+    return isinstance(state, str) and location_kind(state, "state")[0] == "block"
 
 
 def _target(state: Any) -> StorageTarget:
@@ -72,11 +61,9 @@ def _target(state: Any) -> StorageTarget:
         if base:
             return open_storage(str(base))
         raise TypeError(f"unsupported state location {type(state).__name__}")
-    if location_kind(state, "state")[0] != "block":  # a Path is a folder, whatever it spells
+    if not is_block_name(state):  # a Path is a folder, whatever it spells
         return open_storage(state).child("records")
-    from blocks import resolve_storage  # a saved storage block's name
-
-    return resolve_storage(state).target.child("records")
+    raise TypeError(f"{state!r} names a saved storage block: load it first (tasks.state.resolve_state)")
 
 
 class RecordStore(RecordIndex):
