@@ -40,6 +40,11 @@ def _add_schedule_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pool", help=f"work pool (default: $SALVO_WORK_POOL or {DEFAULT_POOL})")
     g.add_argument("--data", help="folder the default parameters point into (default: $SALVO_DATA or ./data)")
     g.add_argument("--dask-address", help="tcp://HOST:PORT of a Dask cluster the deployments use by default")
+    g.add_argument(
+        "--crash-after",
+        metavar="DURATION",
+        help="a run whose heartbeats stop for this long is marked Crashed (default: $SALVO_CRASH_AFTER or 90s)",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -84,6 +89,7 @@ def _settings(args: argparse.Namespace) -> dict[str, str]:
         pool=args.pool,
         data=args.data,
         dask_address=args.dask_address,
+        crash_after_s=args.crash_after,
     )
     o.check_schedule(settings)
     return settings

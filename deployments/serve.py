@@ -34,6 +34,7 @@ def deployment_env(
     pool: str | None = None,
     data: str | None = None,
     dask_address: str | None = None,
+    crash_after_s: float | None = None,
 ) -> dict[str, str]:
     """The SALVO_* variables prefect.yaml is templated with: explicit values, else the environment, else defaults."""
 
@@ -48,6 +49,7 @@ def deployment_env(
         "SALVO_WORK_POOL": pick("SALVO_WORK_POOL", pool, DEFAULT_POOL),
         "SALVO_DATA": str(Path(pick("SALVO_DATA", data, str(Path.cwd() / "data"))).expanduser().resolve()),
         "SALVO_DASK_ADDRESS": pick("SALVO_DASK_ADDRESS", dask_address, ""),
+        "SALVO_CRASH_AFTER": pick("SALVO_CRASH_AFTER", crash_after_s, str(HEARTBEAT_GRACE_S)),
     }
 
 
@@ -60,6 +62,22 @@ def check_schedule(settings: dict[str, str]) -> None:
         CronSchedule(cron=cron, timezone=tz)
     except ValueError as exc:
         raise UsageError(f"bad --cron/--timezone {cron!r} {tz!r}: {str(exc).splitlines()[-1].strip()}") from None
+    crash_after_s(settings)
+
+
+def crash_after_s(settings: dict[str, str]) -> float:
+    """Seconds without a heartbeat before the automation marks a run Crashed (``SALVO_CRASH_AFTER``), refused in
+    one line unless it leaves room for a missed beat: deployment runs beat every `HEARTBEAT_S` seconds."""
+    from salvo.validate import duration
+
+    text = settings.get("SALVO_CRASH_AFTER") or str(HEARTBEAT_GRACE_S)
+    value = duration(text, "--crash-after")
+    if value <= HEARTBEAT_S:
+        raise UsageError(
+            f"bad --crash-after {text!r}: runs beat every {HEARTBEAT_S} s, so a run would be Crashed while alive "
+            f"(give more than {HEARTBEAT_S} s; default {HEARTBEAT_GRACE_S} s)"
+        )
+    return value
 
 
 @contextlib.contextmanager
@@ -121,13 +139,15 @@ def deployable_file(prefect_file: Path = PREFECT_FILE) -> tuple[Path, list[str]]
 
 #: The automation `salvo deploy` sets up: a flow run whose heartbeats stop is marked Crashed.
 CRASH_AUTOMATION = "salvo-crashed-without-heartbeat"
-#: Seconds without a heartbeat (deployment runs send one every 30 s: prefect.yaml) before a run is Crashed.
+#: Seconds between the heartbeats of a deployment run (prefect.yaml) or a flow called from Python.
+HEARTBEAT_S = 30
+#: Default seconds without a heartbeat before a run is Crashed (`salvo deploy --crash-after`).
 HEARTBEAT_GRACE_S = 90
 
 
-def ensure_crash_automation(api_url: str) -> bool:
+def ensure_crash_automation(api_url: str, grace_s: float = HEARTBEAT_GRACE_S) -> bool:
     """Create (once) Prefect's zombie-run automation: a flow run that sent a heartbeat and then sends
-    none for `HEARTBEAT_GRACE_S` seconds, nor ends, is set Crashed. This covers runs whose process and
+    none for ``grace_s`` seconds (default `HEARTBEAT_GRACE_S`), nor ends, is set Crashed. This covers runs whose process and
     worker died together on a server Salvo did not start (the local server's guard covers the rest).
     Only Salvo's pipeline flows, which beat every 30 s (prefect.yaml for deployment runs, `flows` for
     Python calls); a run that never sent a heartbeat (a `salvo` command's own) never arms it.
@@ -158,12 +178,12 @@ def ensure_crash_automation(api_url: str) -> bool:
             match_related={"prefect.resource.role": "flow", "prefect.resource.name": sorted(NAME_PARAMS)},
             posture=Posture.Proactive,
             threshold=1,
-            within=dt.timedelta(seconds=HEARTBEAT_GRACE_S),
+            within=dt.timedelta(seconds=grace_s),
         )
         action = ChangeFlowRunState(
             state=StateType.CRASHED,
             name="Crashed",
-            message=f"no heartbeat for {HEARTBEAT_GRACE_S} s: its process is gone (killed?)",
+            message=f"no heartbeat for {grace_s:g} s: its process is gone (killed?)",
         )
         Automation(
             name=CRASH_AUTOMATION,
@@ -180,8 +200,9 @@ def deploy_all(
     """`prefect --no-prompt deploy --all` of deployments/prefect.yaml, from the project root, and the
     automation that marks runs without heartbeats Crashed; return the deploy's exit code."""
     ensure_work_pool(settings["SALVO_WORK_POOL"], api_url)
-    if ensure_crash_automation(api_url):
-        echo(f"Created automation {CRASH_AUTOMATION!r}: a run without a heartbeat for {HEARTBEAT_GRACE_S} s is Crashed")
+    grace_s = crash_after_s(settings)
+    if ensure_crash_automation(api_url, grace_s):
+        echo(f"Created automation {CRASH_AUTOMATION!r}: a run without a heartbeat for {grace_s:g} s is Crashed")
     path, missing = deployable_file()
     for entry in missing:
         echo(f"warning: {entry.split(':')[0]} does not exist; its deployment is left out")

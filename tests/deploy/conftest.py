@@ -107,6 +107,7 @@ def serve_env(home: Path) -> dict[str, str]:
         PREFECT_UI_ENABLED="false",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="1",  # upcoming runs appear within a second
         PREFECT_WORKER_QUERY_SECONDS="1",  # workers pick runs up within a second
+        SALVO_CRASH_AFTER="40s",  # `salvo deploy --crash-after`: above the runs' 30 s heartbeat, shorter to wait for
         PYTHONPATH=str(ROOT),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )

@@ -153,3 +153,17 @@ def test_every_deployment_is_tagged_with_its_pipeline_for_run_names() -> None:
     doc = yaml.safe_load(PREFECT_FILE.read_text())
     for d in doc["deployments"]:
         assert "salvo" in d["tags"] and len(set(d["tags"]) & set(NAME_PARAMS)) == 1, d["tags"]
+
+
+@pytest.mark.pure
+def test_crash_after_is_a_duration_above_the_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deployments.serve import HEARTBEAT_GRACE_S, HEARTBEAT_S, crash_after_s
+    from salvo.errors import UsageError
+
+    monkeypatch.delenv("SALVO_CRASH_AFTER", raising=False)
+    assert crash_after_s(deployment_env()) == HEARTBEAT_GRACE_S
+    assert crash_after_s(deployment_env(crash_after_s="2m")) == 120
+    for bad in (f"{HEARTBEAT_S}s", "10s", "soon", "-5"):
+        with pytest.raises(UsageError, match="--crash-after") as err:
+            crash_after_s(deployment_env(crash_after_s=bad))
+        assert "\n" not in str(err.value)

@@ -319,7 +319,7 @@ def test_a_run_whose_heartbeats_stop_is_crashed_by_the_automation_salvo_deploy_m
     import signal
     import socket
 
-    from deployments.serve import CRASH_AUTOMATION, HEARTBEAT_GRACE_S
+    from deployments.serve import CRASH_AUTOMATION, crash_after_s
 
     with _client(served) as client:
         (auto,) = client.read_automations_by_name(CRASH_AUTOMATION)
@@ -329,7 +329,10 @@ def test_a_run_whose_heartbeats_stop_is_crashed_by_the_automation_salvo_deploy_m
         f"from flows.netcdf_extract import netcdf_extract; netcdf_extract(directory={str(tmp_path / 'hb')!r}, "
         f"worker_command='sleep 600')"
     )
-    env = {**served.env, "SALVO_LOCAL_SERVER": "0"}  # the flows package sets heartbeats every 30 s
+    grace_s = crash_after_s(served.env)  # the automation's, as `salvo serve` deployed it
+    assert grace_s == 40
+    # A heartbeat every 5 s (the flows package's default is 30 s): the automation is armed sooner.
+    env = {**served.env, "SALVO_LOCAL_SERVER": "0", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "5"}
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         env=env,
@@ -358,8 +361,8 @@ def test_a_run_whose_heartbeats_stop_is_crashed_by_the_automation_salvo_deploy_m
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     state = lambda: _post(served, "/flow_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})[0]["state"]  # noqa: E731
-    assert wait_until(lambda: state()["type"] == "CRASHED", timeout=HEARTBEAT_GRACE_S + 90, interval=2), state()
-    assert "heartbeat" in state()["message"]
+    assert wait_until(lambda: state()["type"] == "CRASHED", timeout=grace_s + 90, interval=2), state()
+    assert "no heartbeat for 40 s" in state()["message"]
 
 
 def test_stopping_serve_leaves_no_process(served: Served) -> None:
