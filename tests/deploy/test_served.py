@@ -331,8 +331,7 @@ def test_a_run_whose_heartbeats_stop_is_crashed_by_the_automation_salvo_deploy_m
     )
     grace_s = crash_after_s(served.env)  # the automation's, as `salvo serve` deployed it
     assert grace_s == 40
-    # A heartbeat every 5 s (the flows package's default is 30 s): the automation is armed sooner.
-    env = {**served.env, "SALVO_LOCAL_SERVER": "0", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "5"}
+    env = {**served.env, "SALVO_LOCAL_SERVER": "0"}  # Salvo's defaults: a heartbeat every 30 s (Prefect's minimum)
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         env=env,
