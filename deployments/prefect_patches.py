@@ -37,7 +37,8 @@ CHECKED_AGAINST = "3.8.8"
 
 #: Each patch and the Prefect behaviour it relies on (the version test names them on a mismatch).
 PATCHES = {
-    "set_environment_defaults": "Prefect reads PREFECT_* settings from the environment once, when imported",
+    "set_environment_defaults": "Prefect reads PREFECT_* settings from the environment once, when imported; "
+    "DO_NOT_TRACK each time it would send a telemetry event",
     "install_hook": "`import prefect` is found by importlib's PathFinder, its loader has exec_module",
     "tag_flow_runs": "the private FlowRunClient/FlowRunAsyncClient.create_flow_run(..., tags=...) "
     "in prefect.client.orchestration._flow_runs.client creates every flow run the engine starts",
@@ -71,7 +72,9 @@ def set_environment_defaults(defaults: Mapping[str, str] = ENVIRONMENT_DEFAULTS)
 
     Relies on: Prefect 3 builds its settings from the environment once, when ``prefect`` is imported
     (its root settings context); a variable written later is not seen by this process's Prefect
-    (only by its children). Needed so that the defaults apply without the user exporting them.
+    (only by its children). ``DO_NOT_TRACK`` is the exception: Prefect reads it each time it would
+    send a telemetry event, so `flows.batch.tag_current_run` also writes it at a flow's start.
+    Needed so that the defaults apply without the user exporting them.
     """
     for name, value in defaults.items():
         os.environ.setdefault(name, value)

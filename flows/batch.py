@@ -20,7 +20,7 @@ from prefect.logging import get_run_logger
 from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from deployments.prefect_patches import result_record_data
+from deployments.prefect_patches import NO_TELEMETRY, result_record_data, set_environment_defaults
 from salvo import batchcore, listeners
 from salvo.items import Item, Worker
 from salvo.outcome import ItemResult, Status
@@ -312,9 +312,17 @@ def run_namer(pipeline: str) -> Callable[[], str]:
 
 
 def tag_current_run(*tags: str) -> None:
-    """Add tags to the running flow run, so the UI can filter runs by pipeline."""
+    """Add tags to the running flow run, so the UI can filter runs by pipeline. Every pipeline flow
+    calls it first.
+
+    It also writes ``DO_NOT_TRACK=1`` unless set (`deployments.prefect_patches.NO_TELEMETRY`): Prefect
+    reads it each time it would send a telemetry event (the first flow run's, at its end), and a
+    process that imported Prefect before `flows` (a script, a test) had no import hook to write it.
+    """
     from prefect import get_client
     from prefect.context import FlowRunContext
+
+    set_environment_defaults({"DO_NOT_TRACK": NO_TELEMETRY["DO_NOT_TRACK"]})
 
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:

@@ -69,6 +69,19 @@ def test_the_defaults_are_written_by_the_call_and_never_over_the_users_values(mo
     assert os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
 
 
+def test_prefect_reads_do_not_track_when_it_would_send_an_event_not_only_when_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """set_environment_defaults / flows.batch.tag_current_run: DO_NOT_TRACK written after Prefect's
+    import (at a flow's start) still turns its telemetry off."""
+    from prefect._internal.analytics.enabled import is_telemetry_enabled
+    from prefect._internal.analytics.service import AnalyticsService
+
+    monkeypatch.setenv("DO_NOT_TRACK", "1")
+    assert not is_telemetry_enabled(), "re-check set_environment_defaults (DO_NOT_TRACK)"
+    assert not AnalyticsService._quick_enabled_check(object.__new__(AnalyticsService)), "re-check DO_NOT_TRACK"
+
+
 def test_install_hook_runs_before_prefect_reads_its_settings_and_after_it_is_imported() -> None:
     """set_environment_defaults / install_hook: Prefect reads the environment when imported (a value
     written after the import is not seen), and the hook's ``before`` step comes early enough."""
