@@ -201,14 +201,11 @@ _ONLY_WITH_VERBOSE = _OnlyWithVerbose()
 
 def terminal_logging() -> None:
     """Keep Prefect's log records off the terminal unless --verbose (idempotent; Prefect must be imported)."""
-    import logging
+    from deployments.prefect_patches import console_handlers
 
-    known = logging.Logger.manager.loggerDict.values()
-    loggers = [logging.getLogger(), *(lg for lg in known if isinstance(lg, logging.Logger))]
-    for lg in loggers:
-        for h in lg.handlers:
-            if type(h).__name__ == "PrefectConsoleHandler" and _ONLY_WITH_VERBOSE not in h.filters:
-                h.addFilter(_ONLY_WITH_VERBOSE)
+    for h in console_handlers():
+        if _ONLY_WITH_VERBOSE not in h.filters:
+            h.addFilter(_ONLY_WITH_VERBOSE)
 
 
 #: The flag that sets each field of RunOptions, for error messages.
@@ -280,13 +277,15 @@ class Progress:
         self._task: Any = None
         self._swapped: list[tuple[Any, Any]] = []
 
+    def listeners(self) -> Any:
+        """What this display listens to (`salvo.listeners`): batch starts, item starts, every result."""
+        from salvo.listeners import Listeners
+
+        return Listeners(batch_started=(self.start,), item_started=(self.item_started,), results=(self,))
+
     def start(self, total: int) -> None:
         """A batch of ``total`` items begins."""
-        from salvo.batchcore import START_LISTENERS
-
         self.close()
-        if self.item_started not in START_LISTENERS:
-            START_LISTENERS.append(self.item_started)
         self.total, self.ran = total, 0
         self.counts.clear()
         if self.tty and not self.quiet:
@@ -323,15 +322,11 @@ class Progress:
         self._bar.start()
 
     def _share_console_with_prefect(self, console: Any) -> None:
-        # Prefect's console handler keeps a rich Console of its own (not a public API: pinned version,
-        # tested); giving it ours makes its log lines print above the bar instead of through it.
-        import logging
+        # Prefect's console handler prints through its own rich Console; given ours, its log lines
+        # print above the bar instead of through it (`deployments.prefect_patches.share_console`).
+        from deployments.prefect_patches import share_console
 
-        for name in ("prefect", ""):
-            for h in logging.getLogger(name).handlers:
-                if hasattr(h, "console") and type(h).__name__ == "PrefectConsoleHandler":
-                    self._swapped.append((h, h.console))
-                    h.console = console
+        self._swapped.extend(share_console(console))
 
     def __call__(self, result: ItemResult) -> None:
         self.counts[result.status.value] += 1
@@ -369,17 +364,15 @@ class Progress:
         return f"{EMOJI[result.status]} [{done}/{self.total}] {result.item_id} {result.status.value}{note}{why}"
 
     def close(self) -> None:
-        """Stop the bar (if any), stop listening for starts, and give Prefect its console back."""
-        from salvo.batchcore import START_LISTENERS
-
-        if self.item_started in START_LISTENERS:
-            START_LISTENERS.remove(self.item_started)
+        """Stop the bar (if any) and give Prefect its console back."""
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-        for handler, console in self._swapped:
-            handler.console = console
-        self._swapped.clear()
+        if self._swapped:
+            from deployments.prefect_patches import restore_console
+
+            restore_console(self._swapped)
+            self._swapped.clear()
 
 
 @contextlib.contextmanager
@@ -392,36 +385,39 @@ def quick_local_runs() -> Iterator[None]:
 
 
 def run_flow(flow: Any, *, progress: Progress | None = None, **params: Any) -> dict[str, Any]:
-    """Call a pipeline flow; return its summary dict whether the batch failed or not."""
-    from flows.batch import BatchFailed, set_progress_hook
+    """Call a pipeline flow; return its summary dict whether the batch failed or not.
+
+    Every pipeline flow ends with ``flows.batch.batch_state(doc)``, so its final state holds one of:
+    the document (``Completed``), or ``BatchFailed`` carrying it (``Failed``/``Cancelled``). Any
+    other data is the exception that stopped the flow before a batch ended (a lost storage, bad
+    input found by the flow): a `UsageError` is raised as is, anything else is `RunFailed`.
+    ``progress`` hears of the flow's batches (`salvo.listeners`) while it runs.
+    """
+    from flows.batch import BatchFailed
     from salvo.errors import UsageError
+    from salvo.listeners import Listeners, listening
     from salvo.runner import stop_on_sigint, stop_requested
 
-    set_progress_hook(progress)
     terminal_logging()
+    shown = progress.listeners() if progress is not None else Listeners()
     try:
-        with quick_local_runs(), stop_on_sigint():  # Ctrl-C: running items killed, reports written
+        # Ctrl-C: running items killed, reports written; the display hears of this flow's batches only.
+        with quick_local_runs(), stop_on_sigint(), listening(shown):
             state = flow(**params, return_state=True)
     finally:
-        set_progress_hook(None)
         if progress is not None:
             progress.close()
+    data = state.result(raise_on_failure=False)
+    doc = data.doc if isinstance(data, BatchFailed) else data
     if stop_requested():  # the batch stopped on Ctrl-C, its reports written: main() exits 130
-        doc = state.result(raise_on_failure=False)
-        doc = doc.summary if isinstance(doc, BatchFailed) else doc
         if isinstance(doc, dict) and "counts" in doc.get("summary", {}):  # recover's rounds are told by its flow
             print_summary(doc, title="BATCH INTERRUPTED", stream=sys.stderr)
         raise KeyboardInterrupt
-    if state.is_completed():
-        return state.result()
-    exc = state.result(raise_on_failure=False)
-    if isinstance(exc, BatchFailed):
-        return exc.summary
-    if isinstance(exc, dict) and "summary" in exc:  # a flow that ended with Failed(data=doc)
-        return exc
-    if isinstance(exc, UsageError):
-        raise exc
-    raise RunFailed(f"{flow.name} failed: {exc}")
+    if state.is_completed() or isinstance(doc, dict):
+        return doc
+    if isinstance(doc, UsageError):
+        raise doc
+    raise RunFailed(f"{flow.name} failed: {doc}")
 
 
 def print_json(doc: Any) -> None:

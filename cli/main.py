@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from salvo.errors import UsageError
@@ -17,15 +16,14 @@ COMMANDS = [*(p.cli_module for p in PIPELINES.values()), *TOOLS]
 
 
 def _prefect_defaults() -> None:
-    # Set before Prefect is imported: no telemetry on a closed network, and time for a first
-    # start of the embedded API on a busy machine (its SQLite migrations can exceed Prefect's 20 s).
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side analytics
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    # On the first `import prefect`: the user's PREFECT_API_URL (checked), else the local server
-    # (started if needed), else the temporary API; and tie this command's processes to its life.
+    """Before Prefect is imported: the environment defaults (no telemetry on a closed network, time
+    for a first start of the embedded API on a busy machine: `deployments.prefect_patches`), and on
+    the first ``import prefect`` the user's PREFECT_API_URL (checked), else the local server (started
+    if needed), else the temporary API; and this command's processes tied to its life."""
     from cli.server import install_hook
+    from deployments.prefect_patches import set_environment_defaults
 
+    set_environment_defaults()
     install_hook()
 
 

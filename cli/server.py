@@ -20,8 +20,6 @@ left RUNNING by a driver on this host that is gone are marked Crashed (`mark_cra
 from __future__ import annotations
 
 import argparse
-import importlib.abc
-import importlib.machinery
 import json
 import os
 import socket
@@ -86,9 +84,10 @@ def prepare_api(*, warn: Any = None) -> str | None:
     """
     if _state["prepared"]:
         return _state["url"]
+    from deployments.prefect_patches import ENVIRONMENT_DEFAULTS, set_environment_defaults
+
     warn = warn or (lambda m: print(m, file=sys.stderr, flush=True))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    set_environment_defaults(ENVIRONMENT_DEFAULTS)
     url = None
     if not _state["skip"]:
         url = user_api_url()
@@ -124,38 +123,29 @@ def prepare_api(*, warn: Any = None) -> str | None:
 # --------------------------------------------------------------------------- the import hook
 
 
-class _PrefectImportHook(importlib.abc.MetaPathFinder):
-    """Runs `prepare_api` just before the first ``import prefect``, and tags flow runs just after it."""
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != "prefect":
-            return None
-        remove_hook()
-        prepare_api()
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            original = spec.loader.exec_module
-
-            def exec_module(module: Any) -> None:
-                original(module)
-                tag_this_driver()
-                if not _state["url"] and not _state["skip"]:
-                    temporary_api_in_own_session()
-
-            spec.loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
-
-
 def install_hook() -> None:
-    """Prepare the API on the first ``import prefect`` of this process (nothing if Prefect is imported already)."""
-    if "prefect" in sys.modules or any(isinstance(f, _PrefectImportHook) for f in sys.meta_path):
-        return
-    sys.meta_path.insert(0, _PrefectImportHook())
+    """On the first ``import prefect`` of this process: `prepare_api` just before (which writes the
+    environment defaults), and just after, tag this driver's flow runs and, on Prefect's temporary
+    API, start that server in its own session (`deployments.prefect_patches`). Nothing if Prefect is
+    imported already; nothing is written until then."""
+    from deployments import prefect_patches
+
+    prefect_patches.install_hook(before=prepare_api, after=_after_prefect_import)
 
 
 def remove_hook() -> None:
     """Undo `install_hook`."""
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _PrefectImportHook)]
+    from deployments import prefect_patches
+
+    prefect_patches.remove_hook()
+
+
+def _after_prefect_import() -> None:
+    tag_this_driver()
+    if not _state["url"] and not _state["skip"]:
+        from deployments.prefect_patches import temporary_api_in_own_session
+
+        temporary_api_in_own_session()
 
 
 def driver_tag() -> str:
@@ -164,70 +154,12 @@ def driver_tag() -> str:
 
 
 def tag_this_driver() -> None:
-    """Every flow run this process creates from now on carries `driver_tag`; its task runs do not.
+    """Every flow run this process creates from now on carries `driver_tag`; its task runs do not
+    (`deployments.prefect_patches.tag_flow_runs`); `mark_crashed_runs` finds the task runs through
+    their flow run."""
+    from deployments.prefect_patches import tag_flow_runs
 
-    The tag goes on the flow runs only (through the client's ``create_flow_run``), not into Prefect's
-    tags context: a task run inherits the context's tags, and Prefect 3.8.8 asks the API for
-    tag concurrency slots (one round trip through one service thread) for every task run that has a
-    tag. With the tag in the context that was most of the per-item cost of a local batch (see
-    benchmarks/RESULTS.md); `mark_crashed_runs` finds the task runs through their flow run.
-    """
-    import functools
-    import inspect
-
-    from prefect.client.orchestration._flow_runs.client import FlowRunAsyncClient, FlowRunClient
-
-    tag = driver_tag()
-
-    def with_tag(original: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
-        bound = inspect.signature(original).bind(*args, **kwargs)
-        bound.arguments["tags"] = sorted({*(bound.arguments.get("tags") or ()), tag})
-        return bound
-
-    for cls in (FlowRunClient, FlowRunAsyncClient):
-        original = cls.create_flow_run
-        if getattr(original, "_salvo_driver_tag", None) == tag:
-            continue
-        original = getattr(original, "_salvo_original", original)
-        if inspect.iscoroutinefunction(original):
-
-            async def create_flow_run(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-                bound = with_tag(_original, args, kwargs)
-                return await _original(*bound.args, **bound.kwargs)
-        else:
-
-            def create_flow_run(*args: Any, _original: Any = original, **kwargs: Any) -> Any:  # type: ignore[misc]
-                bound = with_tag(_original, args, kwargs)
-                return _original(*bound.args, **bound.kwargs)
-
-        functools.update_wrapper(create_flow_run, original)
-        create_flow_run._salvo_driver_tag = tag  # type: ignore[attr-defined]
-        create_flow_run._salvo_original = original  # type: ignore[attr-defined]
-        cls.create_flow_run = create_flow_run  # type: ignore[method-assign]
-
-
-def temporary_api_in_own_session() -> None:
-    """Start Prefect's temporary API server in its own session, so that a Ctrl-C to the command's
-    process group does not kill it before the command has recorded how its run ended.
-
-    Prefect 3.8.8 starts it with a plain ``subprocess.Popen`` in `SubprocessASGIServer`; this gives
-    that module a `subprocess` whose Popen adds ``start_new_session=True``. The reaper still ends it
-    if the command is killed.
-    """
-    import functools
-    import subprocess
-    import types
-
-    try:
-        from prefect.server.api import server as srv
-    except Exception:  # noqa: BLE001 - without the server module there is no temporary API to start
-        return
-    if getattr(srv.subprocess, "_salvo_own_session", False):
-        return
-    shim = types.SimpleNamespace(**{k: getattr(subprocess, k) for k in dir(subprocess) if not k.startswith("__")})
-    shim.Popen = functools.partial(subprocess.Popen, start_new_session=True)
-    shim._salvo_own_session = True
-    srv.subprocess = shim
+    tag_flow_runs(driver_tag())
 
 
 # --------------------------------------------------------------------------- crashed runs

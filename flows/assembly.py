@@ -20,30 +20,15 @@ from salvo.assembly.run import (
     report_base,
     report_section,
     report_title,
-    storage_lost,
 )
 from salvo.html_report import Section
 from salvo.options import RunOptions
 from salvo.pipelines import PIPELINES
-from salvo.outcome import ItemResult
-from salvo.storage import StorageError, StorageLost, StorageTarget
+from salvo.storage import StorageError, StorageLost
 from tasks.assembly import abandon_assembly, close_assembly, open_assembly, reassemble_files
 
 ASSEMBLY = PIPELINES["assembly"]
 RUN, REASSEMBLE = ASSEMBLY.flow("assembly_run").name, ASSEMBLY.flow("assembly_reassemble").name
-
-
-class _StopOnStorageLoss:
-    """A failed chunk whose storage no longer answers stops the batch (no new chunk starts;
-    finished chunks and their records stay). `run_batch` shows every chunk on the CLI's display first."""
-
-    def __init__(self, exp: StorageTarget) -> None:
-        self.exp = exp
-
-    def __call__(self, result: ItemResult) -> None:
-        why = storage_lost(self.exp, result)
-        if why:
-            raise StorageLost(why)
 
 
 def _lost(message: str) -> Any:
@@ -103,7 +88,6 @@ def assembly_run(
         state=exp.child("records"),
         run=run,
         settings={"pipeline": RUN, "assembly_id": plan.assembly_id},
-        on_result=_StopOnStorageLoss(exp.target),
     )
     try:
         with child_credentials(root), Heartbeat(exp.target, plan.assembly_id):
@@ -116,17 +100,19 @@ def assembly_run(
                     outcome,
                     pipeline=RUN,
                     report_dir=tmp,
-                    fail_on_error=False,
                     title=report_title(plan),
                     sections=[section],
                     link_base=base,
                 )
                 doc = close_assembly(doc, plan, exp, len(items))
     except StorageError as exc:  # the storage is gone: one line, no traceback, nothing more to do
-        abandon_assembly(plan, exp, str(exc))
+        # A failed chunk whose storage no longer answers stops the batch: the records' storage-loss
+        # listener of `run_batch` (the records lie in the experiment's folder) raises StorageLost.
+        why = exc.why if isinstance(exc, StorageLost) else str(exc)
+        abandon_assembly(plan, exp, why)
         return _lost(
             f"assembly {plan.assembly_id} stopped, finished chunks kept (resume it with "
-            f"--resume {plan.assembly_id} once the storage is back): {exc}"
+            f"--resume {plan.assembly_id} once the storage is back): {why}"
         )
     except Exception as exc:
         abandon_assembly(plan, exp, f"{type(exc).__name__}: {exc}")

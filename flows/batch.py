@@ -20,7 +20,8 @@ from prefect.logging import get_run_logger
 from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from salvo import batchcore
+from deployments.prefect_patches import NO_TELEMETRY, result_record_data, set_environment_defaults
+from salvo import batchcore, listeners
 from salvo.items import Item, Worker
 from salvo.outcome import ItemResult, Status
 from salvo.html_report import warm_up
@@ -79,25 +80,11 @@ class _Progress:
             self.last = time.monotonic()
 
 
-_progress_hook: Callable[[ItemResult], None] | None = None
-
-
-def set_progress_hook(hook: Callable[[ItemResult], None] | None) -> None:
-    """A callback for every finished item of every batch in this process (the CLI's progress bar)."""
-    global _progress_hook
-    _progress_hook = hook
-
-
-class _listeners:
-    """Every finished item goes to the CLI's display, then to the pipeline's own listener."""
+class _ResultHooks:
+    """Every finished item goes to the display (the caller's `salvo.listeners`), then to the pipeline's own listener."""
 
     def __init__(self, *hooks: Callable[[ItemResult], None] | None) -> None:
         self.hooks = [h for h in hooks if h is not None]
-
-    def start(self, total: int) -> None:
-        for h in self.hooks:
-            if hasattr(h, "start"):
-                h.start(total)
 
     def __call__(self, result: ItemResult) -> None:
         for h in self.hooks:
@@ -122,8 +109,9 @@ def run_batch(
     logger = get_run_logger()
     t0, batch_id = time.monotonic(), uuid.uuid4().hex
     # The display sees an item before a listener may stop the batch; a lost records storage stops it (StorageLost).
-    on_result = _listeners(_progress_hook, options.on_result, stop_on_storage_loss(options.state))
-    on_result.start(len(items))
+    shown = listeners.current()  # the caller's display, if any (`cli.common.run_flow`)
+    on_result = _ResultHooks(*shown.results, options.on_result, stop_on_storage_loss(options.state))
+    listeners.announce(shown.batch_started, len(items))
     by_id: dict[str, ItemResult] = {r.item_id: r for r in settled}
     finished, pending = split_finished([it for it in items if it.id not in by_id], worker, options=options)
     by_id.update(finished)
@@ -192,8 +180,7 @@ def _state_data(future: Any) -> Any:
     thread (0.67 ms a call against 0.003 ms; 14% of the dispatch loop's time on tiny items)."""
     future.wait()
     state = future.state
-    data = getattr(state, "data", None)
-    return getattr(data, "result", data) if type(data).__name__ == "ResultRecord" else data
+    return result_record_data(getattr(state, "data", None))
 
 
 def _chunk_results(future: Any, chunk: list[tuple[Item, str]]) -> list[ItemResult]:
@@ -261,22 +248,17 @@ def finish_batch(
     report_dir: str | os.PathLike[str],
     title: str,
     extra_reports: dict[str, str] | None = None,
-    fail_on_error: bool = True,
     artifacts: bool = True,
-    as_state: bool = False,
     header: dict[str, Any] | None = None,
     sections: Sequence[Any] = (),
     also_as: Sequence[str] = (),
     link_base: str | None = None,
-) -> Any:
-    """Write the reports, publish the artifacts, and end the flow run Failed if any item failed.
+) -> dict[str, Any]:
+    """Write the reports and publish the artifacts; return the batch's document.
 
-    With ``as_state=True`` (the way to end a flow: ``return finish_batch(..., as_state=True)``) it
-    returns :func:`batch_state` of the document, so a failed batch ends Failed with a one-line
-    message and no traceback (``fail_on_error=False`` then always gives Completed). Without it,
-    the document is returned, or ``BatchFailed`` raised (kept for flows not yet switched).
-    ``header``, ``sections``, ``also_as``, ``link_base``: the pipeline's additions to its run report
-    (see ``salvo.spine.settled.batch_document``).
+    A flow then ends with ``return batch_state(doc)`` (after adding what its pipeline adds to the
+    document). ``header``, ``sections``, ``also_as``, ``link_base``: the pipeline's additions to its
+    run report (see ``salvo.spine.settled.batch_document``).
     """
     doc = batch_document(
         outcome,
@@ -290,24 +272,21 @@ def finish_batch(
     )
     if artifacts:
         publish_artifacts(outcome, pipeline=pipeline, reports=doc["reports"])
-    if as_state:
-        return batch_state(doc) if fail_on_error else Completed(data=doc)
-    if fail_on_error and not outcome.summary.ok:
-        raise BatchFailed(doc)
     return doc
 
 
-def batch_state(doc: dict[str, Any]) -> State:
-    """How a pipeline flow ends: return this state (no exception, so no traceback in the logs).
+def batch_state(doc: dict[str, Any], *, fail_on_error: bool = True) -> State:
+    """How every pipeline flow ends: ``return batch_state(doc)`` (no exception, so no traceback in the logs).
 
     ``Completed(data=doc)`` when nothing failed; ``Failed("N of M items failed: a, b, ...")`` when an
     item failed; ``Cancelled("interrupted: ...")`` when the batch was stopped (Ctrl-C). A failed or
     cancelled state carries ``BatchFailed(doc)`` as its data, so that calling the flow directly
     raises ``BatchFailed`` (with ``.summary``) as before, and ``state.result(raise_on_failure=False)``
-    gives it back with the document.
+    gives it back with the document. ``fail_on_error=False`` (netcdf-extract's flow parameter):
+    always ``Completed(data=doc)``.
     """
     s = doc["summary"]
-    if s.get("ok", not s["failed"]):
+    if not fail_on_error or s.get("ok", not s["failed"]):
         return Completed(data=doc)
     exc = BatchFailed(doc)
     # The report's path ends the message: a failure notification (`salvo notify`) quotes the message.
@@ -334,9 +313,17 @@ def run_namer(pipeline: str) -> Callable[[], str]:
 
 
 def tag_current_run(*tags: str) -> None:
-    """Add tags to the running flow run, so the UI can filter runs by pipeline."""
+    """Add tags to the running flow run, so the UI can filter runs by pipeline. Every pipeline flow
+    calls it first.
+
+    It also writes ``DO_NOT_TRACK=1`` unless set (`deployments.prefect_patches.NO_TELEMETRY`): Prefect
+    reads it each time it would send a telemetry event (the first flow run's, at its end), and a
+    process that imported Prefect before `flows` (a script, a test) had no import hook to write it.
+    """
     from prefect import get_client
     from prefect.context import FlowRunContext
+
+    set_environment_defaults({"DO_NOT_TRACK": NO_TELEMETRY["DO_NOT_TRACK"]})
 
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
@@ -346,7 +333,8 @@ def tag_current_run(*tags: str) -> None:
 
 
 class BatchFailed(RuntimeError):
-    """Raised by a pipeline flow after its reports are written, so that the flow run ends Failed."""
+    """The data of a failed batch's final state (`batch_state`): calling the flow directly raises it,
+    after its reports are written; ``.doc`` is the batch's document."""
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc

@@ -56,7 +56,6 @@ def job_batch(
         report_dir=output_dir,
         title="Job batch summary",
         extra_reports={"jobs": results_path},
-        fail_on_error=False,
         header={"memory_limit_mb": max_ram_mb},
     )  # each job plans its memory for --max-ram-mb
     return batch_state({**doc, "jobs": entries})  # the CLI prints the per-code entries of a failed batch too

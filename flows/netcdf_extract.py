@@ -8,14 +8,14 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.batch import BatchOptions, BatchOutcome, finish_batch, run_batch, run_namer, tag_current_run
+from flows.batch import BatchOptions, BatchOutcome, batch_state, finish_batch, run_batch, run_namer, tag_current_run
 from salvo.spine.extract_settled import PIPELINE, TITLE, already_done, plan_for  # noqa: F401 - already_done re-exported
-from salvo import batchcore
 from salvo.extract import Plan, has_existing_output, remember_resume_lists, resume_entry, write_resume_file
 from salvo.extract.journal import ResumeJournal
 from salvo.extract.seed_layout import mark_layout, seed_layout_line, write_links
 from salvo.fingerprint import item_key
 from salvo.items import Worker
+from salvo.listeners import Listeners, listening
 from salvo.options import RunOptions
 from salvo.outcome import ItemResult, Status
 from salvo.report import skip_on_full_disk
@@ -84,11 +84,10 @@ def netcdf_extract(
         root, {it.id: resume_entry(it) for it in plan.items}, {it.id: it.outputs[0] for it in plan.items}
     )
     options.on_result = journal
-    batchcore.FINISH_LISTENERS.append(journal.on_finish)
     try:
-        outcome = run_batch(plan.items, worker, pipeline=PIPELINE, options=options, settled=settled)
+        with listening(Listeners(item_finished=(journal.on_finish,))):
+            outcome = run_batch(plan.items, worker, pipeline=PIPELINE, options=options, settled=settled)
     finally:
-        batchcore.FINISH_LISTENERS.remove(journal.on_finish)
         journal.close()
     return _finish(outcome, plan, fail_on_error=fail_on_error)
 
@@ -117,12 +116,5 @@ def _finish(outcome: BatchOutcome, plan: Plan, *, fail_on_error: bool) -> Any:
     written: dict[str, str] = {}
     with skip_on_full_disk(written, "resume"):  # a full disk: one warning line; the records are what counts
         written["resume"] = str(write_resume_file(root, [entries[r.item_id] for r in outcome.results if r.status.ok]))
-    return finish_batch(
-        outcome,
-        pipeline=PIPELINE,
-        report_dir=root,
-        title=TITLE,
-        extra_reports=written,
-        fail_on_error=fail_on_error,
-        as_state=True,
-    )
+    doc = finish_batch(outcome, pipeline=PIPELINE, report_dir=root, title=TITLE, extra_reports=written)
+    return batch_state(doc, fail_on_error=fail_on_error)

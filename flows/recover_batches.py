@@ -131,7 +131,6 @@ def recover_batches(
         pipeline=PIPELINE,
         report_dir=str(layout.work),
         title=f"{PIPELINE}: {len(batches)} batches",
-        fail_on_error=False,
     )
     doc["pipeline"], doc["batches"] = (
         PIPELINE,

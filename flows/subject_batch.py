@@ -80,7 +80,6 @@ def subject_batch(
         report_dir=out_dir,
         title=f"Subject batch: {out_dir}",
         extra_reports={**subject_reports, "batch_report": str(Path(out_dir) / REPORT_HTML)},
-        fail_on_error=False,
         sections=sections,
         also_as=(REPORT_HTML,),
     )

@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from salvo import listeners
 from salvo.fsutil import PartialScan, disk_full_reason, remove_partial
 from salvo.index import RecordWriteError
 from salvo.items import Item, Worker
@@ -78,30 +79,15 @@ def clean_partials(item: Item, seen: PartialScan | None = None) -> None:
 RunFn = Callable[..., ItemResult]
 RetryNote = Callable[[ItemResult, int, float], None]
 
-#: Told ``item_id`` each time an item really starts running in this process (not when its record
-#: is reused): the command line's 🔄 lines. Listeners must be quick and never raise.
-START_LISTENERS: list[Callable[[str], None]] = []
-
-
-#: Told ``(item, result)`` each time ``run_one`` ends in this process, after a finished result is
-#: recorded: netcdf-extract's batch_resume.txt gains the file at once. Quick, never raising.
-FINISH_LISTENERS: list[Callable[[Item, ItemResult], None]] = []
-
 
 def _announce_finish(item: Item, result: ItemResult) -> None:
-    for listener in list(FINISH_LISTENERS):
-        try:
-            listener(item, result)
-        except Exception:  # a listener must never fail an item
-            pass
+    """Tell the listeners of this context (`salvo.listeners`) that ``item`` ended and was recorded."""
+    listeners.announce(listeners.current().item_finished, item, result)
 
 
 def _announce_start(item_id: str) -> None:
-    for listener in list(START_LISTENERS):
-        try:
-            listener(item_id)
-        except Exception:  # a display must never fail an item
-            pass
+    """Tell the listeners of this context (`salvo.listeners`) that ``item_id`` starts running here."""
+    listeners.announce(listeners.current().item_started, item_id)
 
 
 def run_one(

@@ -48,7 +48,15 @@ class StorageError(RuntimeError):
 
 
 class StorageLost(StorageError):
-    """The storage stopped answering in the middle of a run: stop, keep what finished."""
+    """The storage stopped answering in the middle of a run: stop, keep what finished.
+
+    ``why``: which storage does not answer and why, without what to do about it (a pipeline that
+    words its own advice uses it; default: the message).
+    """
+
+    def __init__(self, message: str, why: str | None = None) -> None:
+        super().__init__(message)
+        self.why = why or message
 
 
 #: The spellings a storage location may take, named in every refusal.

@@ -25,7 +25,6 @@ from salvo.assembly.config import (
 from salvo.assembly.experiments import GENERATORS, load_generator
 from salvo.assembly.ids import data_file_name, experiment_folder, parse_assembly_id
 from salvo.assembly.ledger import (
-    CLAIMS,
     LedgerRow,
     claim_assembly_id,
     find_assembly,
@@ -37,7 +36,7 @@ from salvo.assembly.reassemble import Part, check_schema, parquet_writer
 from salvo.errors import UsageError
 from salvo.items import Item, Worker
 from salvo.outcome import ItemResult
-from salvo.storage import StorageError, StorageTarget
+from salvo.storage import StorageTarget
 from salvo.validate import redact
 
 CHUNK_WORKER = "salvo.assembly.experiments:run_chunk"
@@ -322,20 +321,6 @@ def fail_assembly(plan: AssemblyPlan, exp: StorageTarget, *, message: str) -> No
         message=" ".join(redact(message).split())[:500],
     )
     publish_ledger(exp)
-
-
-def storage_lost(exp: StorageTarget, result: ItemResult) -> str | None:
-    """After a failed chunk: why the storage cannot be reached, or None if it still answers.
-
-    One small listing; called only for failed chunks, so a healthy run pays nothing.
-    """
-    if not result.status.failed:
-        return None
-    try:
-        exp.list(CLAIMS)
-    except StorageError as exc:
-        return str(exc)
-    return None
 
 
 def reports_folder(assembly_id: str) -> str:

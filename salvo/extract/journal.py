@@ -46,7 +46,7 @@ class ResumeJournal:
     the path as globbed). ``outputs``: item id -> its output folder, to tell this batch's items
     from another batch's in the same process. Call it with each result (the flow's ``on_result``)
     and, where the items run in this process, with ``(item, result)`` as each ends
-    (``salvo.batchcore.FINISH_LISTENERS``): a file is listed once, whichever comes first.
+    (an ``item_finished`` listener, `salvo.listeners`): a file is listed once, whichever comes first.
     """
 
     def __init__(self, root: str | os.PathLike[str], entries: Mapping[str, str], outputs: Mapping[str, str]) -> None:
@@ -74,7 +74,7 @@ class ResumeJournal:
         self.add(result.item_id, result)
 
     def on_finish(self, item: Item, result: ItemResult) -> None:
-        """A ``FINISH_LISTENERS`` listener: only this batch's items (same id and output folder)."""
+        """An ``item_finished`` listener (`salvo.listeners`): only this batch's items (same id and output folder)."""
         if item.outputs and self.outputs.get(item.id) == item.outputs[0]:
             self.add(item.id, result)
 

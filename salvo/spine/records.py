@@ -219,7 +219,8 @@ class StopOnStorageLoss:
         if result.status.failed and (why := self.lost()):
             raise StorageLost(
                 f"stopped: no new item starts, finished items are kept (run the same command again "
-                f"once the storage is back): {why}"
+                f"once the storage is back): {why}",
+                why,
             )
 
 

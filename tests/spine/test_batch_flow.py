@@ -34,7 +34,7 @@ def _run(**given: Any) -> RunOptions:
 def spine_flow(items: list[Item], state: str, report_dir: str, run: RunOptions | None = None) -> Any:
     options = BatchOptions(state=state, run=run or _run(), settings={"pipeline": "spine-test"})
     outcome = run_batch(items, COUNTED, pipeline="spine-test", options=options)
-    return finish_batch(outcome, pipeline="spine-test", report_dir=report_dir, title="spine test", as_state=True)
+    return batch_state(finish_batch(outcome, pipeline="spine-test", report_dir=report_dir, title="spine test"))
 
 
 def _items(tmp_path: Path, spec: dict[str, str]) -> list[Item]:
