@@ -156,7 +156,8 @@ def add_runner_flags(
         type=duration_arg("s"),
         default=None,
         metavar="DURATION",
-        help=f"time a killed item gets between SIGTERM and SIGKILL to clean up (default: {_shown(defaults.kill_grace_s)})",
+        help="time a killed item gets between SIGTERM and SIGKILL to clean up "
+        f"(default: {_shown(defaults.kill_grace_s)})",
     )
     _add(
         g,
@@ -164,7 +165,8 @@ def add_runner_flags(
         type=count_arg,
         default=None,
         metavar="N",
-        help=f"extra tries for outcomes that may pass (crash, error); never for timeout, skip or bad input (default: {defaults.retries})",
+        help="extra tries for outcomes that may pass (crash, error); never for timeout, skip or bad input "
+        f"(default: {defaults.retries})",
     )
     _add(g, "--force", action="store_true", help="redo every item, even those finished before")
     if output_flags:
@@ -436,7 +438,8 @@ def print_json(doc: Any) -> None:
 
 
 def print_dry_run(args: argparse.Namespace, key: str, rows: list[dict[str, Any]], heading: str, line: Any) -> int:
-    """What a dry run would do: ``{"dry_run": true, key: rows}`` with --json, else a heading and one ``line(row)`` each."""
+    """What a dry run would do: ``{"dry_run": true, key: rows}`` with --json, else a heading and one
+    ``line(row)`` each."""
     if args.json:
         print_json({"dry_run": True, key: rows})
         return 0

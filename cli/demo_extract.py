@@ -1,4 +1,5 @@
-"""Demo of netcdf-extract: sample files (one corrupt, one single-step, one in a noleap calendar), plotted in parallel, then resumed."""
+"""Demo of netcdf-extract: sample files (one corrupt, one single-step, one in a noleap calendar), plotted in
+parallel, then resumed."""
 
 from __future__ import annotations
 
@@ -27,9 +28,12 @@ def run_demo(root: Path) -> list[str]:
     s1, s2 = first["summary"], second["summary"]
     noleap = next(i for i in first["items"] if i["item_id"] == NOLEAP)
     return [
-        f"netcdf-extract: {s1['total']} files: {s1['counts']} (the corrupt file is an error, the single-step file is skipped)",
-        f"  {NOLEAP} (a climate model's noleap calendar): {noleap['status']}, plots with date ticks in {out}/{Path(NOLEAP).stem}/",
-        f"  re-run resumed {s2['resumed']} finished files in {s2['wall_time_s']:.1f} s (first run {s1['wall_time_s']:.1f} s)",
+        f"netcdf-extract: {s1['total']} files: {s1['counts']} "
+        "(the corrupt file is an error, the single-step file is skipped)",
+        f"  {NOLEAP} (a climate model's noleap calendar): {noleap['status']}, "
+        f"plots with date ticks in {out}/{Path(NOLEAP).stem}/",
+        f"  re-run resumed {s2['resumed']} finished files in {s2['wall_time_s']:.1f} s "
+        f"(first run {s1['wall_time_s']:.1f} s)",
         f"  plots:   {out}/<file>/",
         f"  reports: {first['reports']['text']}",
         f"           {first['reports']['json']}",

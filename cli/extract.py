@@ -59,7 +59,8 @@ def register(subparsers: Any) -> None:
         "--seed-layout",
         action="store_true",
         default=None,
-        help="run your own extract_results.py unchanged, as the seed did: 'python extract_results.py FILE' in the current "
+        help="run your own extract_results.py unchanged, as the seed did: "
+        "'python extract_results.py FILE' in the current "
         "folder, plots in <stem>/ there (detected when a batch_resume.txt sits beside a <stem>/ with plots)",
     )
     p.add_argument(

@@ -48,7 +48,8 @@ def _add_batch_parser(subparsers: Any, name: str, help_text: str) -> None:
     p = subparsers.add_parser(
         name,
         help=help_text,
-        description="Render one YAML job per NAF code and run them over a SIRENE establishments file (Parquet, or INSEE's CSV).",
+        description="Render one YAML job per NAF code and run them over a SIRENE establishments file "
+        "(Parquet, or INSEE's CSV).",
     )
     _add_job_flags(p)
     p.add_argument(

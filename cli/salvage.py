@@ -195,7 +195,8 @@ def _recover_batches(args: argparse.Namespace, run: Any) -> int:
         print(
             f"merge: {merged['error']}"
             if "error" in merged
-            else f"merged into {merged['output']}: {merged['success_cells']} of {merged['enabled_cells']} cells succeeded"
+            else f"merged into {merged['output']}: "
+            f"{merged['success_cells']} of {merged['enabled_cells']} cells succeeded"
         )
     return 0 if doc["summary"]["ok"] else 1
 
@@ -238,7 +239,8 @@ def register(subparsers: Any) -> None:
         "--config",
         metavar="config/config.js",
         help="dvmdostem's own configuration: the run-mask and "
-        "output folder come from its IO section; {config} in --model-command is filled in (per batch: the batch's copy)",
+        "output folder come from its IO section; {config} in --model-command is filled in "
+        "(per batch: the batch's copy)",
     )
     p.add_argument(
         "--cells-per-batch",

@@ -43,7 +43,8 @@ _state: dict[str, Any] = {"prepared": False, "url": None, "skip": False}
 
 
 def local_server_enabled() -> bool:
-    """False when ``SALVO_LOCAL_SERVER`` is 0/false/no/off; unset means on, except under pytest (never leave a server behind)."""
+    """False when ``SALVO_LOCAL_SERVER`` is 0/false/no/off; unset means on, except under pytest (never leave a
+    server behind)."""
     value = os.environ.get("SALVO_LOCAL_SERVER")
     if value is None:
         return "PYTEST_CURRENT_TEST" not in os.environ
@@ -107,7 +108,8 @@ def prepare_api(*, warn: Any = None) -> str | None:
                     )
             except Exception as exc:  # noqa: BLE001 - any failure falls back, with one line
                 warn(
-                    f"salvo: warning: no local Prefect server ({' '.join(str(exc).split())}); using a temporary API for this command"
+                    f"salvo: warning: no local Prefect server ({' '.join(str(exc).split())}); "
+                    "using a temporary API for this command"
                 )
                 url = None
     procs.start_reaper()

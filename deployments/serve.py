@@ -147,7 +147,8 @@ HEARTBEAT_GRACE_S = 90
 
 def ensure_crash_automation(api_url: str, grace_s: float = HEARTBEAT_GRACE_S) -> bool:
     """Create (once) Prefect's zombie-run automation: a flow run that sent a heartbeat and then sends
-    none for ``grace_s`` seconds (default `HEARTBEAT_GRACE_S`), nor ends, is set Crashed. This covers runs whose process and
+    none for ``grace_s`` seconds (default `HEARTBEAT_GRACE_S`), nor ends, is set Crashed. This covers runs whose
+    process and
     worker died together on a server Salvo did not start (the local server's guard covers the rest).
     Only Salvo's pipeline flows, which beat every 30 s (prefect.yaml for deployment runs, `flows` for
     Python calls); a run that never sent a heartbeat (a `salvo` command's own) never arms it.
@@ -256,7 +257,8 @@ class ServeOptions:
 def serve(
     opts: ServeOptions, settings: dict[str, str], *, echo: Callable[[str], None], warn: Callable[[str], None]
 ) -> int:
-    """Server, blocks, work pool, deployments and a worker, until Ctrl-C or SIGTERM; then stop them all. Return the exit code."""
+    """Server, blocks, work pool, deployments and a worker, until Ctrl-C or SIGTERM; then stop them all.
+    Return the exit code."""
     home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
     api_url = f"http://{HOST}:{opts.port}/api"
     env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
@@ -290,7 +292,8 @@ def serve(
             echo(f"Worker started on pool {pool!r} (log: {worker_log})")
             echo(f"Salvo is serving. Prefect UI: http://{HOST}:{opts.port}  (API: {api_url})")
             echo(
-                f"Try: PREFECT_API_URL={api_url} .venv/bin/prefect deployment run 'netcdf-extract/nightly' --param directory=PATH --watch"
+                f"Try: PREFECT_API_URL={api_url} .venv/bin/prefect deployment run 'netcdf-extract/nightly' "
+                "--param directory=PATH --watch"
             )
             echo("Press Ctrl-C to stop the worker and the server.")
             name, code = supervise(procs, tick=lambda: _name_quietly(api_url, warn), every_s=2.0)
