@@ -47,3 +47,22 @@ def child_env(prefect_api: str, tmp_path: Path) -> dict[str, str]:
     from tests.helpers import child_env_for
 
     return child_env_for(prefect_api)
+
+
+@pytest.fixture(autouse=True)
+def _prefect_console_outlives_capsys() -> Iterator[None]:
+    """A test that runs `salvo` in-process with ``capsys`` may be where Prefect sets up its logging: its
+    console handler then prints to that test's capture stream, closed when the test ends, and a later
+    test's log line raises "I/O operation on closed file". After each test, such a handler prints to
+    the session's stderr again (a `salvo` process's own stderr is never closed under it)."""
+    yield
+    import sys
+
+    if "prefect" not in sys.modules:
+        return
+    from deployments.prefect_patches import console_handlers
+
+    for handler in console_handlers():
+        console = getattr(handler, "console", None)
+        if console is not None and getattr(console.file, "closed", False):
+            console.file = sys.stderr
