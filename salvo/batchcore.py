@@ -3,7 +3,7 @@
 `tasks/items.py` and `flows/batch.py` wrap these functions; everything here is plain Python,
 and every run setting comes in one :class:`salvo.options.RunOptions`, as the flow was given it
 so it is tested directly (see ``tests/spine/test_batchcore.py``). Resume records reach this module
-only through a :class:`Records` object (the Prefect result store in production, a dict in tests).
+only through a :class:`Records` object (``salvo.spine.records.RecordStore`` in production, a dict in tests).
 
 The retry rules (the README's table), applied item by item:
 
