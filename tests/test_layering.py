@@ -11,6 +11,8 @@ import pkgutil
 import subprocess
 import sys
 
+import pytest
+
 import salvo
 
 #: Modules that speak HTTP: none of them may be imported by the domain.
@@ -65,3 +67,29 @@ def test_only_deployments_server_and_runs_speak_http_to_the_prefect_server() -> 
 
     for name in ("api_healthy", "wait_healthy", "ensure_local_server", "running_server", "stop_local_server"):
         assert not hasattr(salvo.procs, name), name
+
+
+@pytest.mark.pure
+def test_the_architecture_page_lists_every_module_and_salvo_imports_no_upper_layer() -> None:
+    """docs/ARCHITECTURE.md's "The tree, by layer" names every module (it is redrawn when the tree changes),
+    and no module of salvo/ imports cli, flows, tasks, blocks or deployments."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "ARCHITECTURE.md").read_text()
+    section = page.split("## The tree, by layer", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^- `([\w/]+\.py)`", section, flags=re.M))
+    folders = ("cli", "flows", "tasks", "blocks", "deployments", "salvo_compat", "salvo")
+    modules = {
+        str(p.relative_to(root))
+        for top in folders
+        for p in (root / top).rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py") or p.stat().st_size >= 200
+    }
+    modules.discard("cli/__main__.py")
+    assert modules - listed == set(), "modules missing from docs/ARCHITECTURE.md"
+    assert listed - modules == set(), "docs/ARCHITECTURE.md lists modules that are gone"
+    upward = re.compile(r"^\s*(from|import) (cli|flows|tasks|blocks|deployments)\b", re.M)
+    offenders = [str(p) for p in (root / "salvo").rglob("*.py") if upward.search(p.read_text())]
+    assert offenders == []
