@@ -25,11 +25,9 @@ def _command(kind: str, mode_file: Path, out: str, *extra: str) -> str:
     )
 
 
-def _tmp_leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob(".salvo-tmp-*"))
-
-
-def test_extract_rerun_writing_only_a_log_keeps_the_good_plot(tmp_path: Path, child_env: dict) -> None:
+def co2_extract(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """The public co2.nc (dvmdostem's Imnaviat inputs) alone in ``data/``, a mode file saying "good", and the
+    `salvo extract` arguments that plot it with the test worker: ``(data, mode, args)``."""
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(PUBLIC_FIXTURES / "dvmdostem-imnaviat" / "co2.nc", data / "co2.nc")
@@ -43,6 +41,15 @@ def test_extract_rerun_writing_only_a_log_keeps_the_good_plot(tmp_path: Path, ch
         _command("plot", mode, "{output_dir}", "{input}"),
         "--json",
     ]
+    return data, mode, args
+
+
+def _tmp_leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".salvo-tmp-*"))
+
+
+def test_extract_rerun_writing_only_a_log_keeps_the_good_plot(tmp_path: Path, child_env: dict) -> None:
+    data, mode, args = co2_extract(tmp_path)
     first = salvo(*args, env=child_env)
     assert first.returncode == 0, first.stderr[-2000:]
     good = data / "co2_results"

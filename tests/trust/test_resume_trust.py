@@ -15,8 +15,8 @@ import pytest
 
 from salvo.outcome import ItemResult, Status
 from salvo.spine.records import read_record, record_store, write_record
-from tests.helpers import PUBLIC_FIXTURES, salvo
-from tests.trust.test_publish import _command
+from tests.helpers import salvo
+from tests.trust.test_publish import co2_extract
 
 
 def _runs(mode: Path) -> int:
@@ -25,19 +25,7 @@ def _runs(mode: Path) -> int:
 
 
 def test_a_deleted_or_changed_output_runs_again_on_resume_with_the_reason(tmp_path: Path, child_env: dict) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(PUBLIC_FIXTURES / "dvmdostem-imnaviat" / "co2.nc", data / "co2.nc")
-    mode = tmp_path / "mode"
-    mode.write_text("good")
-    args = [
-        "extract",
-        "--directory",
-        str(data),
-        "--worker-command",
-        _command("plot", mode, "{output_dir}", "{input}"),
-        "--json",
-    ]
+    data, mode, args = co2_extract(tmp_path)
     assert salvo(*args, env=child_env).returncode == 0
     plot = data / "co2_results" / "plot.png"
     assert _runs(mode) == 1
