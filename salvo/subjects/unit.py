@@ -364,6 +364,19 @@ def _raise_on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated()
 
 
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """In the main thread, make SIGTERM raise ``_Terminated`` inside the block; restore the old handler after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class _Terminated(BaseException):
     """SIGTERM (a timeout or a cancelled batch) while the pipeline ran."""
 
@@ -423,31 +436,36 @@ def process_subject(
             raise SkipItem(f"already done (config hash {config_hash}, same inputs)")
         folder.mkdir(parents=True, exist_ok=True)
         log = SubjectLog(log_path(out, sid))
-        try:
-            _clear_stale(out, sid, folder)
-            work = folder / WORK_DIR
-            work.mkdir()
-            run = _Run(pipeline=pipeline, why=why, inputs=inputs)
-            value = _run_in_work(subject, sid, out, folder, work, config_hash, options, pipeline_command, log, cwd, run)
-        except SkipItem:
-            log.close()
-            raise
-        except _CommandFailed as exc:
-            log.close(failed=True, last=exc.last or str(exc))
-            if not exit_with_command_code:
+        # SIGTERM (a timeout, a cancel) raises _Terminated until the log is closed and its tail echoed:
+        # the zygote signals the tree twice, and a second SIGTERM must not end us before that.
+        with _sigterm_raises():
+            try:
+                _clear_stale(out, sid, folder)
+                work = folder / WORK_DIR
+                work.mkdir()
+                run = _Run(pipeline=pipeline, why=why, inputs=inputs)
+                value = _run_in_work(
+                    subject, sid, out, folder, work, config_hash, options, pipeline_command, log, cwd, run
+                )
+            except SkipItem:
+                log.close()
                 raise
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(exc.code)  # the command's own exit code, not a generic 1
-        except BaseException as exc:
-            if not isinstance(exc, (InputError, _Terminated)) and not disk_full_reason(exc):
-                traceback.print_exc(file=sys.stderr)  # into the log; the batch gets its tail
-            log.close(failed=True)
-            if isinstance(exc, _Terminated) and exit_with_command_code:
-                sys.stderr.flush()  # the pipeline's last lines are the item's stderr tail: no traceback of ours
-                os._exit(128 + signal.SIGTERM)
-            raise
-        log.close()
+            except _CommandFailed as exc:
+                log.close(failed=True, last=exc.last or str(exc))
+                if not exit_with_command_code:
+                    raise
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(exc.code)  # the command's own exit code, not a generic 1
+            except BaseException as exc:
+                if not isinstance(exc, (InputError, _Terminated)) and not disk_full_reason(exc):
+                    traceback.print_exc(file=sys.stderr)  # into the log; the batch gets its tail
+                log.close(failed=True)
+                if isinstance(exc, _Terminated) and exit_with_command_code:
+                    sys.stderr.flush()  # the pipeline's last lines are the item's stderr tail: no traceback of ours
+                    os._exit(128 + signal.SIGTERM)
+                raise
+            log.close()
     return value
 
 
@@ -469,8 +487,6 @@ def _run_in_work(
     version = pipeline_version(pipeline_command, pipeline=run.pipeline)
     _log(f"{sid}: started {_iso(started)}, config hash {config_hash}, pipeline {version}; runs because: {run.why}")
     paths = {k: str(p) for k in INPUT_FIELDS if (p := subject.get(k))}
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if in_main else None
     try:
         if pipeline_command:
             metrics = run_command(pipeline_command, subject=subject, work=work, options=options, cwd=cwd)
@@ -509,9 +525,6 @@ def _run_in_work(
             why = str(exc) if isinstance(exc, (_CommandFailed, InputError)) else f"{type(exc).__name__}: {exc}"
         _log(f"subject {sid} failed: {why}" + (f"; work folder kept at {failed}" if failed else ""))
         raise
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
     computed = time.time()
     units = read_units(work)
     outputs = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
