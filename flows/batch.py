@@ -19,6 +19,7 @@ from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from deployments.prefect_patches import NO_TELEMETRY, result_record_data, set_environment_defaults
 from salvo import batchcore, listeners
@@ -135,9 +136,9 @@ def run_batch(
             stop = stop or stop_requested()
             while queue and not stop and len(futures) < window:
                 chunk = queue.pop()
-                futures[
-                    runner.submit(run_items, {"items": [c[0] for c in chunk], "keys": [c[1] for c in chunk], **params})
-                ] = chunk
+                # quote(): Prefect walks a task's parameters three times looking for futures; items hold none.
+                chunk_params = {"items": quote([c[0] for c in chunk]), "keys": quote([c[1] for c in chunk])}
+                futures[runner.submit(run_items, {**chunk_params, **params})] = chunk
             if not futures:
                 break
             fut = next(as_completed(list(futures)))

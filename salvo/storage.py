@@ -250,16 +250,24 @@ class StorageTarget:
     def read_bytes(self, rel: str) -> bytes:
         """The whole content of ``rel``; ``FileNotFoundError`` if absent."""
         with self._errors(rel):
+            if self.is_local:  # one open and read, not fsspec's layers (claims and records, per item)
+                with open(self.path(rel), "rb") as fh:
+                    return fh.read()
             return self.fs.cat_file(self.path(rel))
 
     def list(self, rel: str = "") -> list[str]:
         """Names (not paths) of the entries directly under ``rel``; empty if it is absent."""
         with self._errors(rel):
             try:
-                entries = self.fs.ls(self.path(rel), detail=False, refresh=True)
-            except FileNotFoundError:
+                if self.is_local:  # one listdir; fsspec's local ls stats every entry (claims: 3 lists per item)
+                    names = os.listdir(self.path(rel))
+                else:
+                    names = [
+                        posixpath.basename(e.rstrip("/"))
+                        for e in self.fs.ls(self.path(rel), detail=False, refresh=True)
+                    ]
+            except (FileNotFoundError, NotADirectoryError):
                 return []
-        names = [posixpath.basename(e.rstrip("/")) for e in entries]
         return sorted(n for n in names if n and not n.startswith(TMP_PREFIX))
 
     def write_bytes(self, rel: str, data: bytes) -> str:

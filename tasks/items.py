@@ -13,6 +13,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 from prefect.states import Cancelled, Completed, Failed, State
+from prefect.utilities.annotations import quote
 
 from salvo.batchcore import failure_message, run_many
 from salvo.items import Item, Worker
@@ -38,6 +39,7 @@ logging.getLogger("prefect.task_runs").addFilter(_NoEmptyExcInfo())
 def chunk_name(parameters: dict[str, Any]) -> str:
     """Name a task run after its item (or first item and how many more)."""
     items = parameters["items"]
+    items = items.unwrap() if isinstance(items, quote) else items  # as submitted, before Prefect unwraps it
     more = f" (+{len(items) - 1} more)" if len(items) > 1 else ""
     return f"{items[0].id}{more}"
 
