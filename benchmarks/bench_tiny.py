@@ -8,14 +8,11 @@ the table quotes medians and the ratio. Then a fully resumed re-run, against the
 Salvo runs on its default set-up: the local Prefect server, started once beforehand (untimed), as a
 user's second command finds it (its CPU is not in Salvo's figures). Each Salvo item is still its own
 claim, record, index line and outcome (successful items grouped up to 20 to a Prefect task run, each
-failed item a failed task run of its own). 10,000 items (one pair, a few minutes) only with
-``SALVO_BENCH_FULL=1``: the whole `make bench` already takes about half an hour on this shared 2-core
-machine.
+failed item a failed task run of its own). 10,000 items: one pair (a few minutes).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 from pathlib import Path
@@ -27,7 +24,7 @@ PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c63f8cfc0f01f0005000201"
     "a5a4e5d50000000049454e44ae426082"
 )
-RUNS = {2000: 3, 10000: 1} if os.environ.get("SALVO_BENCH_FULL") == "1" else {2000: 3}
+RUNS = {2000: 3, 10000: 1}
 
 
 def _inputs(folder: Path, n: int) -> list[Path]:
@@ -162,13 +159,16 @@ def _run(env: dict[str, str]) -> str:
 
 
 WHY_TINY = (
-    "per item Salvo's command and zygote now spend about 3.4 ms of CPU"
-    " (300 items: 4.6 CPU-s with 3.65 of them start-up; "
-    "before the zygote ran the command itself, 11.6 ms and five times the page faults),"
-    " less than GNU parallel's shell, "
-    "`mkdir` and `cp`; what is left is per batch, not per item: start-up (about 3.7 CPU-s for the command, Prefect's "
-    "import and flow run), the local Prefect server's task runs (one per 20 items, outside the command's CPU) and "
-    "the end-of-batch reports; on a 2-core machine shared with other work the wall ratio also follows the load"
+    "measured per process on 2,000 items (benchmarks/PROFILE.md, 2026-12-06 night): the `cp` processes cost what"
+    " GNU parallel's do (about 2.9 ms of CPU each) and each zygote under 1 CPU-s in all, but the driver, one"
+    " Python process, spends about 13.8 CPU-s (about 3 of them start-up, so 5 ms an item): Prefect's task engine"
+    " for one task run per 20 items, and per item a claim taken and released and a record with its output"
+    " digest (three small atomic writes and their listings), a staging folder made and renamed, the zygote's"
+    " two messages; the driver holds the GIL for all of it, so it runs on one of the two cores while GNU"
+    " parallel's per-item work is spread over both. Every item keeping its own claim, record and outcome is"
+    " what the issue keeps, so the per-item bookkeeping stays; what this pass removed: a listing of the whole"
+    " output folder per item (quadratic), fsspec's per-entry stat on local claim listings, and Prefect walking"
+    " each task's items for futures"
 )
 WHY_RESUME = (
     "the whole command: interpreter and imports, planning, keys from the hash cache, one index read, the reports"
