@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import errno
+import json
 import os
 import stat
 import threading
@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from salvo.items import Item, Worker
 
@@ -59,7 +61,7 @@ def _load_cache() -> None:
             for line in fh:
                 _cache_state["lines"] += 1
                 try:
-                    p, size, mtime, ino, digest = json.loads(line)
+                    p, size, mtime, ino, digest = orjson.loads(line)  # a fifth of json.loads's time
                 except (ValueError, TypeError):
                     continue  # a line cut short by a crash
                 if isinstance(p, str) and isinstance(digest, str):
