@@ -7,7 +7,7 @@ paired (GNU parallel, Salvo, GNU parallel, Salvo, ...) so a drifting machine hit
 the table quotes medians and the ratio. Then a fully resumed re-run, against the first run.
 Salvo runs on its default set-up: the local Prefect server, started once beforehand (untimed), as a
 user's second command finds it (its CPU is not in Salvo's figures). Each Salvo item is still its own
-claim, record, index line and outcome (successful items grouped up to 20 to a Prefect task run, each
+claim, record, index line and outcome (successful items grouped up to 50 to a Prefect task run, each
 failed item a failed task run of its own). 10,000 items: one pair (a few minutes).
 """
 
@@ -162,9 +162,9 @@ WHY_TINY = (
     "measured per process on 2,000 items (benchmarks/PROFILE.md, 2026-12-06 night): the `cp` processes cost what"
     " GNU parallel's do (about 2.9 ms of CPU each) and each zygote under 1 CPU-s in all, but the driver, one"
     " Python process, spends about 13.8 CPU-s (about 3 of them start-up, so 5 ms an item): Prefect's task engine"
-    " for one task run per 20 items, and per item a claim taken and released and a record with its output"
-    " digest (three small atomic writes and their listings), a staging folder made and renamed, the zygote's"
-    " two messages; the driver holds the GIL for all of it, so it runs on one of the two cores while GNU"
+    " for one task run per group of items (up to 50), and per item a claim taken and released and a record"
+    " with its output digest (three small atomic writes and their listings), a staging folder made and renamed,"
+    " the zygote's two messages; the driver holds the GIL for all of it, so it runs on one of the two cores while GNU"
     " parallel's per-item work is spread over both. Every item keeping its own claim, record and outcome is"
     " what the issue keeps, so the per-item bookkeeping stays; what this pass removed: a listing of the whole"
     " output folder per item (quadratic), fsspec's per-entry stat on local claim listings, and Prefect walking"

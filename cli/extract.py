@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--items-per-task",
         type=int,
-        help="items one Prefect task carries (default: 1 for small batches, up to 20 for large)",
+        help="items one Prefect task carries (default: 1 for small batches, up to 50 for large)",
     )
     p.add_argument(
         "--seed-layout",

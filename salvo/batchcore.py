@@ -35,6 +35,10 @@ from salvo.runner import run_item, stop_requested, wait_unless_stopped
 #: Most items one task carries on a Dask cluster: enough to amortise ~86 ms of Dask submission,
 #: few enough to balance. Local runs carry one item per task (about 5 ms each on threads).
 MAX_ITEMS_PER_TASK = 20
+#: Most items one task carries in a large local batch: each task run costs the local Prefect server
+#: CPU that competes with the items on a small machine (2,000 tiny items on 2 cores: 50 a task run
+#: took 16.6 s against 19.0 s with 20, and 100 gained only 0.4 s more; benchmarks/PROFILE.md).
+MAX_LOCAL_ITEMS_PER_TASK = 50
 #: A local batch of up to this many items per worker runs one item per task run; a larger one groups them.
 LOCAL_TASKS_PER_WORKER = 8
 
@@ -228,18 +232,21 @@ def chunk_size(n_pending: int, options: RunOptions) -> int:
 
     Locally, one per task while the batch is small (up to :data:`LOCAL_TASKS_PER_WORKER` tasks a
     worker), so that each item is its own task run; a larger batch groups items, at most
-    :data:`MAX_ITEMS_PER_TASK` a task, because a task run costs Prefect about 90 ms of CPU (client
+    :data:`MAX_LOCAL_ITEMS_PER_TASK` a task, because a task run costs Prefect about 90 ms of CPU (client
     and server) against a few ms for a tiny item (benchmarks/PROFILE.md); a failed item still gets
     a failed task run of its own (``tasks.items.item_outcome``). On a Dask cluster, enough to
-    amortise Dask's submission cost: about four tasks per worker. ``fail_fast`` always gives 1, so
-    that nothing queued runs after a failure. An explicit ``items_per_task`` wins otherwise.
+    amortise Dask's submission cost: about four tasks per worker, at most :data:`MAX_ITEMS_PER_TASK`.
+    ``fail_fast`` always gives 1, so that nothing queued runs after a failure. An explicit
+    ``items_per_task`` wins otherwise.
     """
     if options.fail_fast:
         return 1
     if options.items_per_task:
         return max(1, options.items_per_task)
-    per_worker = 4 if options.on_cluster else LOCAL_TASKS_PER_WORKER
-    return max(1, min(MAX_ITEMS_PER_TASK, math.ceil(n_pending / (per_worker * workers(options)))))
+    per_worker, most = (
+        (4, MAX_ITEMS_PER_TASK) if options.on_cluster else (LOCAL_TASKS_PER_WORKER, MAX_LOCAL_ITEMS_PER_TASK)
+    )
+    return max(1, min(most, math.ceil(n_pending / (per_worker * workers(options)))))
 
 
 def chunks(seq: Sequence[T], size: int) -> list[list[T]]:

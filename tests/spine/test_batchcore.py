@@ -303,7 +303,8 @@ def test_retry_delays_repeat_the_last(delays: tuple, attempt: int, expected: flo
     [
         (16, {"workers": 2}, 1),  # a small local batch: one item per task run
         (17, {"workers": 2}, 2),  # larger: grouped, about eight tasks per worker
-        (2000, {"workers": 2}, 20),  # at most 20 a task
+        (2000, {"workers": 2}, 50),  # at most 50 a task locally (the local server's CPU per task run)
+        (800, {"workers": 2}, 50),
         (2000, {"workers": 2, "fail_fast": True}, 1),
         (2000, {"workers": 2, "dask_address": "tcp://h:1"}, 20),  # Dask: amortise submission, at most 20
         (40, {"workers": 2, "dask_address": "tcp://h:1"}, 5),  # about four tasks per worker
