@@ -136,8 +136,9 @@ def run_batch(
             stop = stop or stop_requested()
             while queue and not stop and len(futures) < window:
                 chunk = queue.pop()
-                # quote(): Prefect walks a task's parameters three times looking for futures; items hold none.
-                chunk_params = {"items": quote([c[0] for c in chunk]), "keys": quote([c[1] for c in chunk])}
+                chunk_params = {"items": [c[0] for c in chunk], "keys": [c[1] for c in chunk]}
+                if not run.on_cluster:  # Prefect walks a local task's parameters three times for futures; none here
+                    chunk_params = {k: quote(v) for k, v in chunk_params.items()}  # (Dask gets them plain)
                 futures[runner.submit(run_items, {**chunk_params, **params})] = chunk
             if not futures:
                 break
