@@ -357,24 +357,33 @@ class _CommandKilled(Exception):
         self.signum = signum
 
 
-def _raise_on_sigterm(signum: int, frame: Any) -> None:
-    # Once: the timeout's SIGTERM reaches every process of the item (and may come twice); a second
-    # one must not cut the clean-up short with a traceback of ours in place of the pipeline's last lines.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise _Terminated()
-
-
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
-    """In the main thread, make SIGTERM raise ``_Terminated`` inside the block; restore the old handler after."""
+    """In the main thread, the first SIGTERM inside the block raises ``_Terminated``; later ones are
+    ignored (a timeout's SIGTERM comes more than once: to the group, then to each descendant), so
+    that none cuts the clean-up short with a traceback in place of the pipeline's last lines. The
+    handler never calls ``signal.signal`` itself: under a burst of signals that raised ``OSError``
+    ("ignored due to race condition") in place of ``_Terminated``. The old handler comes back after.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    raised = False
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for _ in range(3):  # a signal arriving during the call can make it fail once
+            with contextlib.suppress(OSError):
+                signal.signal(signal.SIGTERM, previous)
+                break
 
 
 class _Terminated(BaseException):
