@@ -115,10 +115,10 @@ class Staging:
         listed: that listing, once per item in a folder of thousands, made a batch quadratic.
         """
         for s in self.stages:
-            with contextlib.suppress(OSError):
+            try:
                 os.rmdir(s.root)  # the common case: published, the root left empty
-                continue
-            shutil.rmtree(s.root, ignore_errors=True)
+            except OSError:
+                shutil.rmtree(s.root, ignore_errors=True)
 
 
 def _umask() -> int:
